@@ -1,0 +1,91 @@
+// Package cliexit carries a process exit code inside an error, so that commands return
+// errors and only main decides how the process ends.
+//
+// The codes are the documented ones: 0 success, 1 the command ran and found failures,
+// 2 usage or configuration error, 130 interrupted.
+package cliexit
+
+import (
+	"context"
+	"errors"
+	"fmt"
+)
+
+// Exit codes of every kubectl-gpu command.
+const (
+	OK          = 0
+	Failures    = 1
+	Usage       = 2
+	Interrupted = 130
+)
+
+// Error is an error with the exit code the process should end with.
+type Error struct {
+	Code int
+	Err  error
+}
+
+func (e *Error) Error() string {
+	if e.Err == nil {
+		return fmt.Sprintf("exit code %d", e.Code)
+	}
+	return e.Err.Error()
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// WithCode wraps err so that the process exits with code. A nil err stays nil.
+func WithCode(code int, err error) error {
+	if err == nil {
+		return nil
+	}
+	return &Error{Code: code, Err: err}
+}
+
+// Usagef is a usage or configuration error (exit 2).
+func Usagef(format string, args ...any) error {
+	return &Error{Code: Usage, Err: fmt.Errorf(format, args...)}
+}
+
+// Failuresf reports that the command ran and found failures (exit 1).
+func Failuresf(format string, args ...any) error {
+	return &Error{Code: Failures, Err: fmt.Errorf(format, args...)}
+}
+
+// ErrInterrupted is returned when the user interrupted the command.
+var ErrInterrupted = &Error{Code: Interrupted, Err: errors.New("interrupted")}
+
+// Silent marks an error whose message was already printed (for example a report that
+// listed every failure): main exits with its code and prints nothing more.
+type Silent struct{ Code int }
+
+func (s Silent) Error() string { return fmt.Sprintf("exit code %d", s.Code) }
+
+// Code returns the exit code for err. interrupted tells whether the command's context was
+// cancelled by a signal: a cancellation then means 130 whatever error it surfaced as.
+func Code(err error, interrupted bool) int {
+	if err == nil {
+		return OK
+	}
+	if interrupted && (errors.Is(err, context.Canceled) || errors.Is(err, ErrInterrupted)) {
+		return Interrupted
+	}
+	var s Silent
+	if errors.As(err, &s) {
+		return s.Code
+	}
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Code
+	}
+	if interrupted {
+		return Interrupted
+	}
+	return Failures
+}
+
+// IsSilent tells whether err's message was already shown to the user.
+func IsSilent(err error) bool {
+	var s Silent
+	return errors.As(err, &s)
+}

@@ -1,0 +1,369 @@
+// Package inventory builds the GPU inventory of a cluster: per node the GPUs it can
+// allocate, how many are requested, and what GPU feature discovery says about them. It
+// costs one node list and one pod list, whatever the number of nodes.
+package inventory
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/client-go/kubernetes"
+	resourcehelper "k8s.io/component-helpers/resource"
+
+	"github.com/kubectl-gpu/kubectl-gpu/common/cliexit"
+	"github.com/kubectl-gpu/kubectl-gpu/common/cluster"
+	"github.com/kubectl-gpu/kubectl-gpu/common/flavour"
+	"github.com/kubectl-gpu/kubectl-gpu/common/report"
+)
+
+// Kind of the inventory document.
+const Kind = "NodeInventory"
+
+// Resource names and labels from the NVIDIA device plugin, GPU feature discovery and NFD.
+const (
+	ResourceGPU       corev1.ResourceName = "nvidia.com/gpu"
+	ResourceGPUShared corev1.ResourceName = "nvidia.com/gpu.shared"
+	MIGResourcePrefix                     = "nvidia.com/mig-"
+
+	LabelGPUPresent   = "nvidia.com/gpu.present"
+	LabelPCIPresent   = "feature.node.kubernetes.io/pci-10de.present"
+	LabelProduct      = "nvidia.com/gpu.product"
+	LabelMemory       = "nvidia.com/gpu.memory"
+	LabelDriverFull   = "nvidia.com/cuda.driver-version.full"
+	LabelRuntimeFull  = "nvidia.com/cuda.runtime-version.full"
+	LabelMIGStrategy  = "nvidia.com/mig.strategy"
+	labelDriverMajor  = "nvidia.com/cuda.driver.major" // older GFD releases
+	labelDriverMinor  = "nvidia.com/cuda.driver.minor"
+	labelDriverRev    = "nvidia.com/cuda.driver.rev"
+	labelRuntimeMajor = "nvidia.com/cuda.runtime.major"
+	labelRuntimeMinor = "nvidia.com/cuda.runtime.minor"
+
+	// AnnotationDriver is the host driver version `kubectl gpu prep` found on the node.
+	AnnotationDriver = flavour.AnnotationPrefix + "driver-version"
+)
+
+// IsGPUResource tells whether name is an NVIDIA GPU resource: whole GPUs, shared
+// (time-sliced) GPUs or MIG devices.
+func IsGPUResource(name corev1.ResourceName) bool {
+	return name == ResourceGPU || name == ResourceGPUShared || strings.HasPrefix(string(name), MIGResourcePrefix)
+}
+
+// IsGPUNode tells whether a node has GPUs: GPU resources in capacity or allocatable, or the
+// labels that the GPU Operator or NFD put on GPU nodes.
+func IsGPUNode(n *corev1.Node) bool {
+	for _, rl := range []corev1.ResourceList{n.Status.Capacity, n.Status.Allocatable} {
+		for name, q := range rl {
+			if IsGPUResource(name) && !q.IsZero() {
+				return true
+			}
+		}
+	}
+	return n.Labels[LabelGPUPresent] == "true" || n.Labels[LabelPCIPresent] == "true"
+}
+
+// Options choose the nodes.
+type Options struct {
+	// Names of nodes; all of them must exist. Named nodes are listed even without GPUs.
+	Names []string
+	// Selector is a label selector.
+	Selector string
+	// All lists nodes without GPUs too.
+	All bool
+}
+
+// Inventory is the `kubectl gpu nodes` document.
+type Inventory struct {
+	report.TypeMeta `json:",inline"`
+	Items           []Node  `json:"items"`
+	Summary         Summary `json:"summary"`
+}
+
+// Summary adds the inventory up.
+type Summary struct {
+	Nodes         int   `json:"nodes"`
+	GPUNodes      int   `json:"gpuNodes"`
+	ReadyGPUNodes int   `json:"readyGPUNodes"`
+	GPUs          int64 `json:"gpus"`
+	Used          int64 `json:"used"`
+}
+
+// Node is one node's GPU inventory.
+type Node struct {
+	Name    string          `json:"name"`
+	Ready   bool            `json:"ready"`
+	GPUNode bool            `json:"gpuNode"`
+	Flavour flavour.Flavour `json:"flavour"`
+	// GPUs is the sum of the allocatable GPU resources; Used the sum of their requests by
+	// the node's pods that are not finished.
+	GPUs      int64      `json:"gpus"`
+	Used      int64      `json:"used"`
+	Resources []Resource `json:"resources,omitempty"`
+	Product   string     `json:"product,omitempty"`
+	// MemoryMiB is the memory of one GPU in MiB, as GPU feature discovery reports it.
+	MemoryMiB        int64  `json:"memoryMiB,omitempty"`
+	Driver           string `json:"driver,omitempty"`
+	CUDA             string `json:"cuda,omitempty"`
+	MIGStrategy      string `json:"migStrategy,omitempty"`
+	KubeletVersion   string `json:"kubeletVersion,omitempty"`
+	ContainerRuntime string `json:"containerRuntime,omitempty"`
+	KernelVersion    string `json:"kernelVersion,omitempty"`
+	OSImage          string `json:"osImage,omitempty"`
+}
+
+// Resource is one GPU resource of a node.
+type Resource struct {
+	Name        string `json:"name"`
+	Capacity    int64  `json:"capacity"`
+	Allocatable int64  `json:"allocatable"`
+	Used        int64  `json:"used"`
+}
+
+// ParseSelector checks a label selector given on the command line.
+func ParseSelector(s string) (labels.Selector, error) {
+	sel, err := labels.Parse(s)
+	if err != nil {
+		return nil, cliexit.Usagef("invalid label selector %q: %v", s, err)
+	}
+	return sel, nil
+}
+
+// Collect lists the nodes and the pods that run on nodes, once each, and builds the
+// inventory.
+func Collect(ctx context.Context, cs kubernetes.Interface, o Options) (*Inventory, error) {
+	if _, err := ParseSelector(o.Selector); err != nil {
+		return nil, err
+	}
+	nodes, err := cs.CoreV1().Nodes().List(ctx, metav1.ListOptions{LabelSelector: o.Selector})
+	if err != nil {
+		return nil, cluster.APIError("list nodes", err)
+	}
+	pods, err := cs.CoreV1().Pods("").List(ctx, metav1.ListOptions{FieldSelector: ActivePodsOnNodes})
+	if err != nil {
+		return nil, cluster.APIError("list pods in all namespaces", err)
+	}
+	return Build(nodes.Items, pods.Items, o)
+}
+
+// ActivePodsOnNodes is the field selector of the pods that hold node resources.
+const ActivePodsOnNodes = "status.phase!=Succeeded,status.phase!=Failed,spec.nodeName!="
+
+// Build is Collect without the API: the nodes chosen by o, with the GPU requests of pods.
+func Build(nodes []corev1.Node, pods []corev1.Pod, o Options) (*Inventory, error) {
+	chosen, err := Choose(nodes, o)
+	if err != nil {
+		return nil, err
+	}
+	used := map[string]corev1.ResourceList{}
+	for i := range chosen {
+		used[chosen[i].Name] = corev1.ResourceList{}
+	}
+	for i := range pods {
+		p := &pods[i]
+		u, ok := used[p.Spec.NodeName]
+		if !ok || p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
+			continue
+		}
+		for name, q := range resourcehelper.PodRequests(p, resourcehelper.PodResourcesOptions{}) {
+			if IsGPUResource(name) {
+				sum := u[name]
+				sum.Add(q)
+				u[name] = sum
+			}
+		}
+	}
+	inv := &Inventory{TypeMeta: report.Meta(Kind), Items: make([]Node, 0, len(chosen))}
+	for _, n := range chosen {
+		item := describe(n, used[n.Name])
+		inv.Items = append(inv.Items, item)
+		inv.Summary.Nodes++
+		if item.GPUNode {
+			inv.Summary.GPUNodes++
+			if item.Ready {
+				inv.Summary.ReadyGPUNodes++
+			}
+		}
+		inv.Summary.GPUs += item.GPUs
+		inv.Summary.Used += item.Used
+	}
+	return inv, nil
+}
+
+// Choose returns the nodes named in o (all of which must exist), or else the GPU nodes (all
+// nodes with o.All), sorted by name.
+func Choose(nodes []corev1.Node, o Options) ([]*corev1.Node, error) {
+	var out []*corev1.Node
+	if len(o.Names) > 0 {
+		byName := make(map[string]*corev1.Node, len(nodes))
+		for i := range nodes {
+			byName[nodes[i].Name] = &nodes[i]
+		}
+		var missing []string
+		seen := map[string]bool{}
+		for _, name := range o.Names {
+			n, ok := byName[name]
+			if !ok {
+				missing = append(missing, name)
+				continue
+			}
+			if !seen[name] {
+				seen[name] = true
+				out = append(out, n)
+			}
+		}
+		if len(missing) > 0 {
+			what := "node"
+			if o.Selector != "" {
+				what = "node matching " + strconv.Quote(o.Selector)
+			}
+			return nil, cliexit.Usagef("%s %s not found: list nodes with 'kubectl get nodes'", what, strings.Join(quoteAll(missing), ", "))
+		}
+	} else {
+		for i := range nodes {
+			if o.All || IsGPUNode(&nodes[i]) {
+				out = append(out, &nodes[i])
+			}
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
+}
+
+func quoteAll(s []string) []string {
+	q := make([]string, len(s))
+	for i := range s {
+		q[i] = strconv.Quote(s[i])
+	}
+	return q
+}
+
+func describe(n *corev1.Node, used corev1.ResourceList) Node {
+	l := n.Labels
+	item := Node{
+		Name:             n.Name,
+		Ready:            IsReady(n),
+		GPUNode:          IsGPUNode(n),
+		Flavour:          flavour.Of(n),
+		Product:          l[LabelProduct],
+		Driver:           firstNonEmpty(l[LabelDriverFull], joinVersion(l[labelDriverMajor], l[labelDriverMinor], l[labelDriverRev]), n.Annotations[AnnotationDriver]),
+		CUDA:             firstNonEmpty(l[LabelRuntimeFull], joinVersion(l[labelRuntimeMajor], l[labelRuntimeMinor])),
+		MIGStrategy:      l[LabelMIGStrategy],
+		KubeletVersion:   n.Status.NodeInfo.KubeletVersion,
+		ContainerRuntime: n.Status.NodeInfo.ContainerRuntimeVersion,
+		KernelVersion:    n.Status.NodeInfo.KernelVersion,
+		OSImage:          n.Status.NodeInfo.OSImage,
+	}
+	if m, err := strconv.ParseInt(l[LabelMemory], 10, 64); err == nil {
+		item.MemoryMiB = m
+	}
+	names := map[corev1.ResourceName]bool{}
+	for _, rl := range []corev1.ResourceList{n.Status.Capacity, n.Status.Allocatable, used} {
+		for name := range rl {
+			if IsGPUResource(name) {
+				names[name] = true
+			}
+		}
+	}
+	for name := range names {
+		r := Resource{Name: string(name), Capacity: count(n.Status.Capacity, name), Allocatable: count(n.Status.Allocatable, name), Used: count(used, name)}
+		item.Resources = append(item.Resources, r)
+		item.GPUs += r.Allocatable
+		item.Used += r.Used
+	}
+	sort.Slice(item.Resources, func(i, j int) bool { return item.Resources[i].Name < item.Resources[j].Name })
+	return item
+}
+
+func count(rl corev1.ResourceList, name corev1.ResourceName) int64 {
+	q, ok := rl[name]
+	if !ok {
+		return 0
+	}
+	return q.Value()
+}
+
+// IsReady tells whether the node's Ready condition is True.
+func IsReady(n *corev1.Node) bool {
+	for _, c := range n.Status.Conditions {
+		if c.Type == corev1.NodeReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
+
+func firstNonEmpty(s ...string) string {
+	for _, v := range s {
+		if v != "" {
+			return v
+		}
+	}
+	return ""
+}
+
+func joinVersion(parts ...string) string {
+	var out []string
+	for _, p := range parts {
+		if p == "" {
+			break
+		}
+		out = append(out, p)
+	}
+	if len(out) == 0 {
+		return ""
+	}
+	return strings.Join(out, ".")
+}
+
+// Rows prints the inventory as kubectl prints a list.
+func (inv *Inventory) Rows(wide bool) ([]string, [][]string) {
+	header := []string{"NAME", "READY", "GPUS", "USED", "PRODUCT", "MEMORY", "DRIVER", "CUDA", "MIG", "FLAVOUR"}
+	if wide {
+		header = append(header, "RUNTIME", "KUBELET", "KERNEL", "OS-IMAGE")
+	}
+	rows := make([][]string, 0, len(inv.Items))
+	for _, n := range inv.Items {
+		ready := "False"
+		if n.Ready {
+			ready = "True"
+		}
+		mem := "-"
+		if n.MemoryMiB > 0 {
+			mem = fmt.Sprintf("%dMiB", n.MemoryMiB)
+		}
+		row := []string{n.Name, ready, strconv.FormatInt(n.GPUs, 10), strconv.FormatInt(n.Used, 10),
+			dash(n.Product), mem, dash(n.Driver), dash(n.CUDA), n.migColumn(), string(n.Flavour)}
+		if wide {
+			row = append(row, dash(n.ContainerRuntime), dash(n.KubeletVersion), dash(n.KernelVersion), dash(n.OSImage))
+		}
+		rows = append(rows, row)
+	}
+	return header, rows
+}
+
+// migColumn is the MIG strategy and the MIG devices, such as "mixed 1g.10gb:7,3g.40gb:2".
+func (n Node) migColumn() string {
+	var devs []string
+	for _, r := range n.Resources {
+		if strings.HasPrefix(r.Name, MIGResourcePrefix) {
+			devs = append(devs, fmt.Sprintf("%s:%d", strings.TrimPrefix(r.Name, MIGResourcePrefix), r.Allocatable))
+		}
+	}
+	s := n.MIGStrategy
+	if len(devs) > 0 {
+		s = strings.TrimSpace(s + " " + strings.Join(devs, ","))
+	}
+	return dash(s)
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}

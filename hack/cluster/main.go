@@ -1,0 +1,128 @@
+// Command cluster runs the local test cluster (see package localcluster).
+//
+//	go run ./hack/cluster up  [--dir DIR] [--nodes SPEC]     start and wait for Ctrl-C
+//	go run ./hack/cluster run [--dir DIR] [--nodes SPEC] -- CMD [ARG...]
+//	                                                         start, run CMD with KUBECONFIG set, stop
+//
+// SPEC is "default" or a list such as "a100=2,rke2=1,cpu=1" (profile=count).
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/kubectl-gpu/kubectl-gpu/hack/localcluster"
+)
+
+func main() {
+	if len(os.Args) < 2 {
+		usage()
+	}
+	verb := os.Args[1]
+	fs := flag.NewFlagSet(verb, flag.ExitOnError)
+	dir := fs.String("dir", "", "state directory (default: a temporary one, removed at the end)")
+	nodes := fs.String("nodes", "default", `simulated nodes: "default" or profile=count,...`)
+	workload := fs.Bool("workload", true, "run a few GPU pods so that nodes show GPUs in use")
+	_ = fs.Parse(os.Args[2:])
+	specs, err := parseNodes(*nodes)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "cluster:", err)
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	c, err := localcluster.Start(ctx, localcluster.Options{Dir: *dir, Log: os.Stderr})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "cluster:", err)
+		os.Exit(1)
+	}
+	code := 0
+	defer func() {
+		c.Stop()
+		os.Exit(code)
+	}()
+	names, err := c.AddNodes(ctx, specs...)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "cluster:", err)
+		code = 1
+		return
+	}
+	fmt.Fprintf(os.Stderr, "%d simulated nodes: %s\n", len(names), strings.Join(names, " "))
+	if *workload {
+		if err := runWorkload(ctx, c); err != nil {
+			fmt.Fprintln(os.Stderr, "cluster:", err)
+			code = 1
+			return
+		}
+	}
+	switch verb {
+	case "up":
+		fmt.Printf("export KUBECONFIG=%s\n", c.Kubeconfig)
+		fmt.Fprintln(os.Stderr, "cluster is up; Ctrl-C stops it")
+		<-ctx.Done()
+	case "run":
+		args := fs.Args()
+		if len(args) == 0 {
+			usage()
+		}
+		cmd := exec.CommandContext(ctx, args[0], args[1:]...)
+		cmd.Env = append(os.Environ(), "KUBECONFIG="+c.Kubeconfig)
+		cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+		if err := cmd.Run(); err != nil {
+			var ee *exec.ExitError
+			if errors.As(err, &ee) {
+				code = ee.ExitCode()
+				return
+			}
+			fmt.Fprintln(os.Stderr, "cluster:", err)
+			code = 1
+		}
+	default:
+		usage()
+	}
+}
+
+// runWorkload starts a training-like pod that holds GPUs on the first A100 node.
+func runWorkload(ctx context.Context, c *localcluster.Cluster) error {
+	nodes, err := c.Client.CoreV1().Nodes().List(ctx, metav1.ListOptions{LabelSelector: "nvidia.com/gpu.product=NVIDIA-A100-SXM4-80GB"})
+	if err != nil || len(nodes.Items) == 0 {
+		return err
+	}
+	_, err = c.RunGPUPod(ctx, "default", "training-0", nodes.Items[0].Name, 4)
+	return err
+}
+
+func parseNodes(s string) ([]localcluster.NodeSpec, error) {
+	if s == "default" {
+		return localcluster.DefaultNodes, nil
+	}
+	var specs []localcluster.NodeSpec
+	for _, part := range strings.Split(s, ",") {
+		name, count, ok := strings.Cut(strings.TrimSpace(part), "=")
+		n, err := strconv.Atoi(count)
+		if !ok || err != nil || n < 0 {
+			return nil, fmt.Errorf("bad node spec %q: want profile=count", part)
+		}
+		if _, ok := localcluster.Profiles[name]; !ok {
+			return nil, fmt.Errorf("unknown node profile %q", name)
+		}
+		specs = append(specs, localcluster.NodeSpec{Profile: name, Prefix: "gpu-" + name, Count: n})
+	}
+	return specs, nil
+}
+
+func usage() {
+	fmt.Fprintln(os.Stderr, "usage: cluster up|run [--dir DIR] [--nodes SPEC] [-- CMD ARGS...]")
+	os.Exit(2)
+}

@@ -1,0 +1,8 @@
+# Pinned versions of everything the local cluster and the tests build. Sourced by hack/*.sh.
+KUBE_VERSION=${KUBE_VERSION:-v1.36.3}
+ETCD_VERSION=${ETCD_VERSION:-v3.6.16}
+KWOK_VERSION=${KWOK_VERSION:-v0.8.0}
+HELM_VERSION=${HELM_VERSION:-v3.22.0}
+KREW_VERSION=${KREW_VERSION:-v0.5.0}
+KGPU_CACHE_DIR=${KGPU_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/kubectl-gpu}
+KGPU_BIN=$KGPU_CACHE_DIR/bin
