@@ -169,7 +169,7 @@ func Build(nodes []corev1.Node, pods []corev1.Pod, o Options) (*Inventory, error
 		if !ok || p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
 			continue
 		}
-		for name, q := range resourcehelper.PodRequests(p, resourcehelper.PodResourcesOptions{}) {
+		for name, q := range gpuRequests(p) {
 			if IsGPUResource(name) {
 				sum := u[name]
 				sum.Add(q)
@@ -232,6 +232,39 @@ func Choose(nodes []corev1.Node, o Options) ([]*corev1.Node, error) {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out, nil
+}
+
+// gpuRequests returns the pod's effective requests of GPU resources. An extended resource
+// given only as a limit is requested at that limit (the API server defaults it so; objects
+// that did not pass through it may lack the request).
+func gpuRequests(p *corev1.Pod) corev1.ResourceList {
+	missing := false
+	for _, cs := range [][]corev1.Container{p.Spec.InitContainers, p.Spec.Containers} {
+		for _, c := range cs {
+			for name := range c.Resources.Limits {
+				if _, ok := c.Resources.Requests[name]; IsGPUResource(name) && !ok {
+					missing = true
+				}
+			}
+		}
+	}
+	if missing {
+		p = p.DeepCopy()
+		for _, cs := range [][]corev1.Container{p.Spec.InitContainers, p.Spec.Containers} {
+			for i := range cs {
+				r := &cs[i].Resources
+				for name, q := range r.Limits {
+					if _, ok := r.Requests[name]; IsGPUResource(name) && !ok {
+						if r.Requests == nil {
+							r.Requests = corev1.ResourceList{}
+						}
+						r.Requests[name] = q
+					}
+				}
+			}
+		}
+	}
+	return resourcehelper.PodRequests(p, resourcehelper.PodResourcesOptions{})
 }
 
 func quoteAll(s []string) []string {

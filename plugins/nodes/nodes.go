@@ -9,9 +9,9 @@ import (
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 
 	"github.com/kubectl-gpu/kubectl-gpu/common/cluster"
-	"github.com/kubectl-gpu/kubectl-gpu/plugins/completion"
 	"github.com/kubectl-gpu/kubectl-gpu/common/inventory"
 	"github.com/kubectl-gpu/kubectl-gpu/common/report"
+	"github.com/kubectl-gpu/kubectl-gpu/plugins/completion"
 )
 
 // NodesOptions are the flags of `kubectl gpu nodes`.
@@ -48,6 +48,7 @@ nodes are always listed.`,
   kubectl gpu nodes -l nvidia.com/gpu.product=NVIDIA-A100-SXM4-80GB -o wide
   kubectl gpu nodes gpu-node-1 -o json`,
 		ValidArgsFunction: completion.GPUNodeNames(f),
+		SilenceUsage:      true,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := o.Complete(f, args); err != nil {
 				return err

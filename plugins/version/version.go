@@ -90,7 +90,8 @@ func NewCmdVersion(f cluster.Getter, streams genericiooptions.IOStreams) *cobra.
 image that prep will run (tagged with the plugin's version), and the API server's version
 when the cluster answers. An unreachable cluster is reported, not an error, unless
 --require-server is given.`,
-		Args: cobra.NoArgs,
+		Args:         cobra.NoArgs,
+		SilenceUsage: true,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.getter = f
 			if err := o.Validate(); err != nil {

@@ -1,0 +1,39 @@
+# kubectl-gpu — build, test and demo. `make help` lists the targets.
+SHELL := /usr/bin/env bash
+VERSION ?= v0.1.0-dev
+COMMIT  ?= $(shell git rev-parse --short HEAD 2>/dev/null)
+PKG     := github.com/kubectl-gpu/kubectl-gpu
+LDFLAGS := -s -w -X $(PKG)/common/buildinfo.Version=$(VERSION) -X $(PKG)/common/buildinfo.Commit=$(COMMIT)
+GO_TEST_FLAGS ?=
+
+.PHONY: help build tools test unit e2e bench demo cluster deps clean
+
+help: ## this list
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+build: ## build bin/kubectl-gpu (CGO off)
+	CGO_ENABLED=0 go build -trimpath -ldflags '$(LDFLAGS)' -o bin/kubectl-gpu ./plugins/kubectl-gpu
+
+deps: ## install what the tests need from the machine's packages (kubectl) when missing
+	@hack/deps.sh
+
+tools: ## build the local cluster's binaries into ~/.cache/kubectl-gpu (once per machine)
+	hack/build-tools.sh
+
+test: deps tools ## every test: unit, command golden files, end-to-end on the local cluster
+	KGPU_REQUIRE_E2E=1 go test -count=1 $(GO_TEST_FLAGS) ./...
+
+unit: ## unit and command tests only (no cluster)
+	go test -count=1 $(GO_TEST_FLAGS) $$(go list ./... | grep -v /test/)
+
+bench: deps tools ## benchmarks against their baselines in the same run
+	KGPU_REQUIRE_E2E=1 go test -run '^$$' -bench . -benchtime 5x -timeout 60m ./test/bench/
+
+demo: build tools ## build, start the local cluster (or use the current one) and run the main commands
+	hack/demo.sh
+
+cluster: tools ## start the local cluster in the foreground (Ctrl-C stops it)
+	go run ./hack/cluster up
+
+clean:
+	rm -rf bin dist

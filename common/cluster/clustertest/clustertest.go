@@ -1,0 +1,47 @@
+// Package clustertest is a cluster.Getter for command tests, backed by client-go's fake
+// clientset.
+package clustertest
+
+import (
+	"errors"
+
+	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/discovery"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/fake"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+)
+
+// Getter serves a fake clientset.
+type Getter struct {
+	Client *fake.Clientset
+	NS     string
+}
+
+// New returns a Getter whose clientset holds objects.
+func New(objects ...runtime.Object) *Getter {
+	return &Getter{Client: fake.NewClientset(objects...), NS: "default"}
+}
+
+var errNoREST = errors.New("no REST config in command tests")
+
+// Clientset returns the fake clientset.
+func (g *Getter) Clientset() (kubernetes.Interface, error) { return g.Client, nil }
+
+// Namespace returns the configured namespace.
+func (g *Getter) Namespace() (string, bool, error) { return g.NS, false, nil }
+
+func (g *Getter) ToRESTConfig() (*rest.Config, error) { return nil, errNoREST }
+
+func (g *Getter) ToDiscoveryClient() (discovery.CachedDiscoveryInterface, error) {
+	return nil, errNoREST
+}
+
+func (g *Getter) ToRESTMapper() (meta.RESTMapper, error) { return nil, errNoREST }
+
+func (g *Getter) ToRawKubeConfigLoader() clientcmd.ClientConfig {
+	return clientcmd.NewDefaultClientConfig(*clientcmdapi.NewConfig(), nil)
+}

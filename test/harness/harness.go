@@ -1,0 +1,142 @@
+// Package harness is what the end-to-end tests and benchmarks share: the plugin binary
+// built once, the local cluster started once per test binary, and running the binary as a
+// user would — `kubectl gpu …` found by kubectl's plugin lookup on PATH.
+package harness
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/kubectl-gpu/kubectl-gpu/hack/localcluster"
+)
+
+// Env is a started cluster with the plugin on PATH.
+type Env struct {
+	Cluster *localcluster.Cluster
+	// BinDir holds kubectl-gpu; it is put first on PATH for Run.
+	BinDir string
+	// Kubectl is the kubectl binary used for plugin lookup.
+	KubectlPath string
+}
+
+// RepoRoot is the module's root directory.
+func RepoRoot() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Join(filepath.Dir(file), "..", "..")
+}
+
+// Main is TestMain for packages that need a cluster: it builds the plugin, starts the
+// cluster with nodes, runs the tests, stops everything and checks that no process of the
+// cluster is left. When the cluster binaries are missing the tests are skipped with one
+// line, or fail when KGPU_REQUIRE_E2E=1 (as `make test` sets).
+func Main(m *testing.M, env **Env, nodes ...localcluster.NodeSpec) int {
+	flag.Parse()
+	kubectl, err := exec.LookPath("kubectl")
+	if err != nil {
+		return skipOrFail("kubectl is not on PATH (apt-get install kubernetes-client)")
+	}
+	bin, err := os.MkdirTemp("", "kubectl-gpu-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(bin)
+	if err := BuildPlugin(filepath.Join(bin, "kubectl-gpu")); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	var logw *os.File
+	if testing.Verbose() {
+		logw = os.Stderr
+	}
+	c, err := localcluster.Start(ctx, localcluster.Options{Log: logw})
+	if errors.Is(err, localcluster.ErrNoBinaries) {
+		return skipOrFail(err.Error())
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "start local cluster:", err)
+		return 1
+	}
+	pids := c.PIDs()
+	code := func() int {
+		defer c.Stop()
+		if len(nodes) > 0 {
+			if _, err := c.AddNodes(ctx, nodes...); err != nil {
+				fmt.Fprintln(os.Stderr, "add nodes:", err)
+				return 1
+			}
+		}
+		*env = &Env{Cluster: c, BinDir: bin, KubectlPath: kubectl}
+		return m.Run()
+	}()
+	for _, pid := range pids {
+		if syscall.Kill(pid, 0) == nil {
+			fmt.Fprintf(os.Stderr, "process %d of the local cluster is still running after Stop\n", pid)
+			code = 1
+		}
+	}
+	return code
+}
+
+func skipOrFail(why string) int {
+	if os.Getenv("KGPU_REQUIRE_E2E") == "1" {
+		fmt.Fprintf(os.Stderr, "end-to-end tests cannot run: %s\n", why)
+		return 1
+	}
+	fmt.Fprintf(os.Stderr, "SKIP end-to-end tests: %s\n", why)
+	return 0
+}
+
+// BuildPlugin builds the plugin binary the way a release does (CGO off).
+func BuildPlugin(out string) error {
+	cmd := exec.Command("go", "build", "-trimpath", "-o", out, "./plugins/kubectl-gpu")
+	cmd.Dir = RepoRoot()
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("build kubectl-gpu: %v\n%s", err, b)
+	}
+	return nil
+}
+
+// Result is one command run.
+type Result struct {
+	Stdout, Stderr string
+	Code           int
+}
+
+// Kubectl runs `kubectl ARGS…` with the cluster's kubeconfig and the plugin on PATH.
+func (e *Env) Kubectl(ctx context.Context, env []string, args ...string) Result {
+	cmd := exec.CommandContext(ctx, e.KubectlPath, args...)
+	cmd.Env = append(os.Environ(), "KUBECONFIG="+e.Cluster.Kubeconfig, "PATH="+e.BinDir+string(os.PathListSeparator)+os.Getenv("PATH"))
+	cmd.Env = append(cmd.Env, env...)
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	err := cmd.Run()
+	r := Result{Stdout: out.String(), Stderr: errOut.String()}
+	var ee *exec.ExitError
+	switch {
+	case errors.As(err, &ee):
+		r.Code = ee.ExitCode()
+	case err != nil:
+		r.Code = -1
+		r.Stderr += err.Error()
+	}
+	return r
+}
+
+// Gpu runs `kubectl gpu ARGS…`.
+func (e *Env) Gpu(ctx context.Context, args ...string) Result {
+	return e.Kubectl(ctx, nil, append([]string{"gpu"}, args...)...)
+}
