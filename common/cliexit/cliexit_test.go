@@ -1,0 +1,35 @@
+package cliexit
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+)
+
+func TestCode(t *testing.T) {
+	tests := []struct {
+		name        string
+		err         error
+		interrupted bool
+		want        int
+	}{
+		{"nil", nil, false, OK},
+		{"plain error is a failure", errors.New("x"), false, Failures},
+		{"usage", Usagef("bad"), false, Usage},
+		{"wrapped usage", fmt.Errorf("ctx: %w", Usagef("bad")), false, Usage},
+		{"failures", Failuresf("2 nodes failed"), false, Failures},
+		{"silent", Silent{Code: Failures}, false, Failures},
+		{"cancelled by a signal", fmt.Errorf("list: %w", context.Canceled), true, Interrupted},
+		{"any error after a signal", errors.New("x"), true, Interrupted},
+		{"cancel without signal", context.Canceled, false, Failures},
+	}
+	for _, tt := range tests {
+		if got := Code(tt.err, tt.interrupted); got != tt.want {
+			t.Errorf("%s: Code = %d, want %d", tt.name, got, tt.want)
+		}
+	}
+	if WithCode(Usage, nil) != nil {
+		t.Error("WithCode(nil) must stay nil")
+	}
+}

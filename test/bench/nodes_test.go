@@ -1,0 +1,48 @@
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/kubectl-gpu/kubectl-gpu/common/inventory"
+)
+
+var metav1CreateOptions = metav1.CreateOptions{}
+
+// BenchmarkNodes: `kubectl gpu nodes -o json` over the whole cluster against the baseline
+// `kubectl get nodes -o json` plus `kubectl get pods -A -o json`, alternated in each
+// iteration. Goal: ratio ≤ 1.5.
+func BenchmarkNodes(b *testing.B) {
+	fillPods(b)
+	ctx := context.Background()
+	var ours, base time.Duration
+	for i := 0; i < b.N; i++ {
+		t0 := time.Now()
+		r := env.Gpu(ctx, "nodes", "-o", "json")
+		ours += time.Since(t0)
+		if r.Code != 0 {
+			b.Fatalf("kubectl gpu nodes: exit %d: %s", r.Code, r.Stderr)
+		}
+		if i == 0 {
+			var inv inventory.Inventory
+			if err := json.Unmarshal([]byte(r.Stdout), &inv); err != nil || len(inv.Items) != Nodes || inv.Summary.Used != int64(Pods) {
+				b.Fatalf("inventory: %d nodes, %d used (err %v); want %d and %d", len(inv.Items), inv.Summary.Used, err, Nodes, Pods)
+			}
+		}
+		t1 := time.Now()
+		for _, args := range [][]string{{"get", "nodes", "-o", "json"}, {"get", "pods", "-A", "-o", "json"}} {
+			if r := env.Kubectl(ctx, nil, args...); r.Code != 0 {
+				b.Fatalf("kubectl %v: exit %d: %s", args, r.Code, r.Stderr)
+			}
+		}
+		base += time.Since(t1)
+	}
+	n := float64(b.N)
+	b.ReportMetric(float64(ours.Milliseconds())/n, "plugin-ms/op")
+	b.ReportMetric(float64(base.Milliseconds())/n, "kubectl-ms/op")
+	b.ReportMetric(float64(ours)/float64(base), "ratio")
+}
