@@ -11,6 +11,7 @@ import (
 	"github.com/kubectl-gpu/kubectl-gpu/common/cliexit"
 	"github.com/kubectl-gpu/kubectl-gpu/common/cluster"
 	"github.com/kubectl-gpu/kubectl-gpu/plugins/nodes"
+	"github.com/kubectl-gpu/kubectl-gpu/plugins/verify"
 	"github.com/kubectl-gpu/kubectl-gpu/plugins/version"
 )
 
@@ -47,6 +48,7 @@ error; 130 interrupted.`,
 
 	cmd.AddCommand(
 		nodes.NewCmdNodes(f, streams),
+		verify.NewCmdVerify(f, streams),
 		version.NewCmdVersion(f, streams),
 	)
 	for _, c := range cmd.Commands() {

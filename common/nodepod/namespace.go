@@ -1,0 +1,78 @@
+// Package nodepod holds what the commands that run pods on nodes share: the namespace the
+// tool owns, the labels that mark its objects, and their clean-up.
+package nodepod
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/kubectl-gpu/kubectl-gpu/common/cluster"
+)
+
+// Labels on every object kubectl-gpu creates.
+const (
+	LabelManagedBy = "app.kubernetes.io/managed-by"
+	ManagedBy      = "kubectl-gpu"
+	LabelComponent = "app.kubernetes.io/component"
+	LabelNode      = "gpu.kubectl-gpu.io/node"
+	LabelRun       = "gpu.kubectl-gpu.io/run"
+
+	// DefaultNamespace is the namespace the tool owns.
+	DefaultNamespace = "kubectl-gpu"
+)
+
+// Pod Security levels for the namespace label pod-security.kubernetes.io/enforce.
+const (
+	PSAPrivileged = "privileged"
+	PSABaseline   = "baseline"
+	PSARestricted = "restricted"
+)
+
+// Selector selects the objects of one component (such as "verify" or "prep").
+func Selector(component string) string {
+	return LabelManagedBy + "=" + ManagedBy + "," + LabelComponent + "=" + component
+}
+
+// EnsureNamespace creates ns when it does not exist, labelled as the tool's with the Pod
+// Security level psa, and waits until its default service account exists (pods are refused
+// before). An existing namespace is used as it is; when its Pod Security label forbids
+// what the pods need, the pod creation error names the label to set.
+func EnsureNamespace(ctx context.Context, cs kubernetes.Interface, ns, psa string) error {
+	_, err := cs.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
+	if err == nil {
+		return nil
+	}
+	if !apierrors.IsNotFound(err) {
+		return cluster.APIError("get namespace "+ns, err)
+	}
+	obj := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{
+		Name: ns,
+		Labels: map[string]string{
+			LabelManagedBy:                       ManagedBy,
+			"pod-security.kubernetes.io/enforce": psa,
+			"pod-security.kubernetes.io/warn":    psa,
+			"pod-security.kubernetes.io/audit":   psa,
+		},
+	}}
+	if _, err := cs.CoreV1().Namespaces().Create(ctx, obj, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return cluster.APIError("create namespace "+ns, err)
+	}
+	err = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+		_, err := cs.CoreV1().ServiceAccounts(ns).Get(ctx, "default", metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			return false, nil
+		}
+		return err == nil, err
+	})
+	if err != nil {
+		return cluster.APIError(fmt.Sprintf("wait for the default service account of namespace %s", ns), err)
+	}
+	return nil
+}

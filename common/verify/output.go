@@ -1,0 +1,91 @@
+package verify
+
+import (
+	"encoding/xml"
+	"fmt"
+	"io"
+	"strconv"
+	"time"
+)
+
+// Rows prints the report as a table; each failed node's hint follows under the table.
+func (r *Report) Rows(wide bool) ([]string, [][]string) {
+	header := []string{"NODE", "GPUS", "RESULT", "DURATION", "DETAIL"}
+	if wide {
+		header = append(header, "REASON", "POD")
+	}
+	rows := make([][]string, 0, len(r.Items))
+	for _, it := range r.Items {
+		row := []string{it.Node, strconv.FormatInt(it.GPUs, 10), string(it.Result),
+			(time.Duration(it.DurationSeconds * float64(time.Second))).Round(100 * time.Millisecond).String(), it.Detail}
+		if wide {
+			row = append(row, string(it.Reason), it.Pod)
+		}
+		rows = append(rows, row)
+	}
+	return header, rows
+}
+
+// WriteSummary prints the summary line and one hint per failed node.
+func (r *Report) WriteSummary(w io.Writer) {
+	fmt.Fprintf(w, "\n%d nodes: %d passed, %d failed\n", r.Summary.Nodes, r.Summary.Passed, r.Summary.Failed)
+	for _, it := range r.Items {
+		if it.Result != Passed && it.Hint != "" {
+			fmt.Fprintf(w, "  %s: %s\n", it.Node, it.Hint)
+		}
+	}
+}
+
+type junitSuites struct {
+	XMLName xml.Name     `xml:"testsuites"`
+	Suites  []junitSuite `xml:"testsuite"`
+}
+
+type junitSuite struct {
+	Name     string      `xml:"name,attr"`
+	Tests    int         `xml:"tests,attr"`
+	Failures int         `xml:"failures,attr"`
+	Time     string      `xml:"time,attr"`
+	Cases    []junitCase `xml:"testcase"`
+}
+
+type junitCase struct {
+	Name      string        `xml:"name,attr"`
+	Classname string        `xml:"classname,attr"`
+	Time      string        `xml:"time,attr"`
+	Failure   *junitFailure `xml:"failure,omitempty"`
+	SystemOut string        `xml:"system-out,omitempty"`
+}
+
+type junitFailure struct {
+	Message string `xml:"message,attr"`
+	Type    string `xml:"type,attr"`
+	Text    string `xml:",chardata"`
+}
+
+// WriteJUnit writes the report as JUnit XML: one testcase per node.
+func (r *Report) WriteJUnit(w io.Writer) error {
+	s := junitSuite{Name: "kubectl-gpu verify", Tests: r.Summary.Nodes, Failures: r.Summary.Failed}
+	var total float64
+	for _, it := range r.Items {
+		c := junitCase{Name: it.Node, Classname: "gpu.verify", Time: strconv.FormatFloat(it.DurationSeconds, 'f', 1, 64)}
+		total += it.DurationSeconds
+		if it.Result != Passed {
+			c.Failure = &junitFailure{Message: it.Detail, Type: string(it.Reason), Text: it.Hint}
+		} else {
+			c.SystemOut = it.Detail
+		}
+		s.Cases = append(s.Cases, c)
+	}
+	s.Time = strconv.FormatFloat(total, 'f', 1, 64)
+	if _, err := io.WriteString(w, xml.Header); err != nil {
+		return err
+	}
+	enc := xml.NewEncoder(w)
+	enc.Indent("", "  ")
+	if err := enc.Encode(junitSuites{Suites: []junitSuite{s}}); err != nil {
+		return err
+	}
+	_, err := io.WriteString(w, "\n")
+	return err
+}

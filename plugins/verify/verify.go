@@ -1,0 +1,219 @@
+// Package verify is `kubectl gpu verify`.
+package verify
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/cli-runtime/pkg/genericiooptions"
+
+	"github.com/kubectl-gpu/kubectl-gpu/common/cliexit"
+	"github.com/kubectl-gpu/kubectl-gpu/common/cluster"
+	"github.com/kubectl-gpu/kubectl-gpu/common/nodepod"
+	"github.com/kubectl-gpu/kubectl-gpu/common/report"
+	"github.com/kubectl-gpu/kubectl-gpu/common/verify"
+	"github.com/kubectl-gpu/kubectl-gpu/plugins/completion"
+)
+
+// VerifyOptions are the flags of `kubectl gpu verify`.
+type VerifyOptions struct {
+	Names        []string
+	Selector     string
+	GPUs         string
+	Resource     string
+	Image        string
+	RuntimeClass string
+	TolerateAll  bool
+	Parallel     int
+	Timeout      time.Duration
+	Keep         bool
+	Cleanup      bool
+	Output       string
+	JUnitFile    string
+
+	namespace string
+	format    report.Format
+	cfg       verify.Config
+	getter    cluster.Getter
+	Streams   genericiooptions.IOStreams
+}
+
+// NewVerifyOptions returns the defaults.
+func NewVerifyOptions(streams genericiooptions.IOStreams) *VerifyOptions {
+	return &VerifyOptions{
+		Streams:      streams,
+		GPUs:         "1",
+		Resource:     "nvidia.com/gpu",
+		Image:        verify.DefaultImage,
+		RuntimeClass: verify.RuntimeAuto,
+		Parallel:     50,
+		Timeout:      verify.DefaultTimeout,
+	}
+}
+
+// NewCmdVerify returns `kubectl gpu verify`.
+func NewCmdVerify(f cluster.Getter, streams genericiooptions.IOStreams) *cobra.Command {
+	o := NewVerifyOptions(streams)
+	cmd := &cobra.Command{
+		Use:   "verify [NODE...] [-l SELECTOR] [--gpus N|all]",
+		Short: "Run the CUDA vectoradd proof on every GPU node and say why a node fails",
+		Long: `Run NVIDIA's CUDA vectoradd sample on every GPU node (nodes with allocatable
+nvidia.com/gpu, or the --resource given), one pod per node, all at once, and report per
+node whether it printed "Test PASSED" — or why not: unschedulable (not enough free GPUs,
+taints), image pull, the nvidia runtime missing in containerd, a CUDA error in the log, a
+deadline, a lost node.
+
+The pods are unprivileged (no host access, read-only root filesystem, all capabilities
+dropped), pinned to their node by node affinity, in the namespace --namespace (default
+kubectl-gpu, created when missing), labelled app.kubernetes.io/managed-by=kubectl-gpu, and
+deleted at the end — also on Ctrl-C and on timeout — unless --keep.
+
+--runtime-class auto uses the RuntimeClass "nvidia" when it exists and none when it does not
+(the GPU Operator creates none in CDI / NRI mode).
+
+Exit codes: 0 every node passed; 1 a node failed, or there is no GPU node; 2 bad input;
+130 interrupted.`,
+		Example: `  kubectl gpu verify
+  kubectl gpu verify gpu-node-1 --gpus all
+  kubectl gpu verify -l nvidia.com/gpu.product=NVIDIA-H100-80GB-HBM3 -o junit > verify.xml
+  kubectl gpu verify --image registry.example.com/nvidia/cuda-sample:vectoradd-cuda12.5.0
+  kubectl gpu verify --cleanup`,
+		ValidArgsFunction: completion.GPUNodeNames(f),
+		SilenceUsage:      true,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := o.Complete(f, args); err != nil {
+				return err
+			}
+			if err := o.Validate(); err != nil {
+				return err
+			}
+			return o.Run(cmd.Context())
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVarP(&o.Selector, "selector", "l", "", "label selector of the nodes to verify")
+	fl.StringVar(&o.GPUs, "gpus", o.GPUs, `GPUs per pod: a number, or "all" for each node's allocatable count`)
+	fl.StringVar(&o.Resource, "resource", o.Resource, "GPU resource to ask for, such as nvidia.com/mig-1g.10gb")
+	fl.StringVar(&o.Image, "image", o.Image, "vectoradd image (a mirror of NVIDIA's for air-gapped clusters)")
+	fl.StringVar(&o.RuntimeClass, "runtime-class", o.RuntimeClass, `RuntimeClass: "auto", "none" or a name`)
+	fl.BoolVar(&o.TolerateAll, "tolerate-all", false, "tolerate every taint, not only nvidia.com/gpu")
+	fl.IntVar(&o.Parallel, "parallel", o.Parallel, "pods created at once")
+	fl.DurationVar(&o.Timeout, "timeout", o.Timeout, "time for the whole run; pods still going then fail as timed out")
+	fl.BoolVar(&o.Keep, "keep", false, "keep the pods for inspection (remove them later with --cleanup)")
+	fl.BoolVar(&o.Cleanup, "cleanup", false, "remove verify pods left by earlier runs, and do nothing else")
+	fl.StringVarP(&o.Output, "output", "o", "", "output format: table, wide, json, yaml or junit")
+	fl.StringVar(&o.JUnitFile, "junit-file", "", "also write the result as JUnit XML to this file")
+	_ = cmd.RegisterFlagCompletionFunc("output", cobra.FixedCompletions([]string{"table", "wide", "json", "yaml", "junit"}, cobra.ShellCompDirectiveNoFileComp))
+	return cmd
+}
+
+// Complete fills the run's configuration from the flags.
+func (o *VerifyOptions) Complete(f cluster.Getter, args []string) error {
+	o.Names = args
+	o.getter = f
+	ns, explicit, err := f.Namespace()
+	if err != nil {
+		return err
+	}
+	o.namespace = nodepod.DefaultNamespace
+	if explicit {
+		o.namespace = ns
+	}
+	return nil
+}
+
+// Validate checks the flags before anything touches the cluster.
+func (o *VerifyOptions) Validate() error {
+	var err error
+	if o.format, err = report.ParseFormat(o.Output, report.Table, report.Wide, report.JSON, report.YAML, report.JUnit); err != nil {
+		return err
+	}
+	var gpus int64
+	if o.GPUs != "all" {
+		gpus, err = strconv.ParseInt(o.GPUs, 10, 64)
+		if err != nil || gpus <= 0 {
+			return cliexit.Usagef(`--gpus %q: want a number of GPUs of at least 1, or "all"`, o.GPUs)
+		}
+	}
+	if o.Parallel <= 0 {
+		return cliexit.Usagef("--parallel must be at least 1")
+	}
+	if o.Timeout <= 0 {
+		return cliexit.Usagef("--timeout must be positive")
+	}
+	if err := validateImage(o.Image); err != nil {
+		return err
+	}
+	o.cfg = verify.Config{
+		Namespace: o.namespace, Names: o.Names, Selector: o.Selector, GPUs: gpus,
+		Resource: corev1.ResourceName(o.Resource), Image: o.Image, RuntimeClass: o.RuntimeClass,
+		TolerateAll: o.TolerateAll, Parallel: o.Parallel, Timeout: o.Timeout, Keep: o.Keep,
+	}
+	if f, ok := o.Streams.ErrOut.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+		o.cfg.Progress = o.Streams.ErrOut
+	}
+	return nil
+}
+
+// Run verifies the nodes and prints the report.
+func (o *VerifyOptions) Run(ctx context.Context) error {
+	cs, err := o.getter.Clientset()
+	if err != nil {
+		return err
+	}
+	if o.Cleanup {
+		n, err := verify.Cleanup(ctx, cs, o.namespace)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(o.Streams.ErrOut, "removed %d verify pods from namespace %s\n", n, o.namespace)
+		return nil
+	}
+	plan, err := verify.Prepare(ctx, cs, &o.cfg)
+	if err != nil {
+		return err
+	}
+	rep, err := verify.Run(ctx, cs, &o.cfg, plan)
+	if err != nil {
+		return err
+	}
+	if o.JUnitFile != "" {
+		if err := writeJUnitFile(o.JUnitFile, rep); err != nil {
+			return err
+		}
+	}
+	switch o.format {
+	case report.JUnit:
+		err = rep.WriteJUnit(o.Streams.Out)
+	default:
+		err = report.Print(o.Streams.Out, o.format, rep)
+		if err == nil && (o.format == report.Table || o.format == report.Wide) {
+			rep.WriteSummary(o.Streams.Out)
+		}
+	}
+	if err != nil {
+		return err
+	}
+	if rep.Summary.Failed > 0 {
+		return cliexit.Silent{Code: cliexit.Failures}
+	}
+	return nil
+}
+
+func writeJUnitFile(path string, rep *verify.Report) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return cliexit.Usagef("cannot write --junit-file: %v", err)
+	}
+	if err := rep.WriteJUnit(f); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
