@@ -383,7 +383,7 @@ func Run(ctx context.Context, cs kubernetes.Interface, cfg *Config, plan *Plan) 
 		remaining--
 	}
 	evaluate := func(s *state) {
-		if s.done || s.logging || s.pod == nil && s.created.IsZero() {
+		if s.done || s.logging || s.pod == nil {
 			return
 		}
 		v := Classify(Observation{Pod: s.pod, Events: s.ownEvents(), Image: cfg.Image})

@@ -250,7 +250,7 @@ func (c *Cluster) startControlPlane(ctx context.Context) error {
 		"--authorization-kubeconfig="+filepath.Join(c.Dir, "controller-manager.kubeconfig"),
 		"--bind-address=127.0.0.1", "--secure-port=0",
 		"--leader-elect=false",
-		"--use-service-account-credentials=false",
+		"--use-service-account-credentials=true",
 		"--service-account-private-key-file="+saKey,
 		"--root-ca-file="+ca.certFile(),
 		"--cluster-signing-cert-file="+ca.certFile(), "--cluster-signing-key-file="+filepath.Join(pki, "ca.key"),

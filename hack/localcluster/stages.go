@@ -1,0 +1,83 @@
+package localcluster
+
+import (
+	"context"
+	"fmt"
+
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"sigs.k8s.io/yaml"
+)
+
+// PodOutcomeStage makes kwok finish the running pods that carry label component=value
+// (app.kubernetes.io/component) on the given nodes: Succeeded with exit code 0, or Failed
+// with exitCode. This is what a container would do on a real node; kwok runs none.
+func PodOutcomeStage(name, component string, nodes []string, exitCode int) (*unstructured.Unstructured, error) {
+	phase, reason := "Succeeded", "Completed"
+	if exitCode != 0 {
+		phase, reason = "Failed", "Error"
+	}
+	if len(nodes) == 0 {
+		nodes = []string{"-none-"}
+	}
+	values := ""
+	for _, n := range nodes {
+		values += fmt.Sprintf("\n      - %q", n)
+	}
+	doc := fmt.Sprintf(`apiVersion: kwok.x-k8s.io/v1alpha1
+kind: Stage
+metadata:
+  name: %s
+spec:
+  resourceRef:
+    apiGroup: v1
+    kind: Pod
+  selector:
+    matchExpressions:
+    - key: '.metadata.deletionTimestamp'
+      operator: 'DoesNotExist'
+    - key: '.status.phase'
+      operator: 'In'
+      values: ['Running']
+    - key: '.metadata.labels["app.kubernetes.io/component"]'
+      operator: 'In'
+      values: [%q]
+    - key: '.spec.nodeName'
+      operator: 'In'
+      values:%s
+  weight: 10
+  delay:
+    durationMilliseconds: 200
+  next:
+    statusTemplate: |
+      {{ $now := Now }}
+      containerStatuses:
+      {{ range $index, $item := .spec.containers }}
+      - image: {{ $item.image | Quote }}
+        name: {{ $item.name | Quote }}
+        ready: false
+        restartCount: 0
+        started: false
+        state:
+          terminated:
+            exitCode: %d
+            finishedAt: {{ $now | Quote }}
+            reason: %s
+            startedAt: {{ $now | Quote }}
+      {{ end }}
+      phase: %s
+`, name, component, values, exitCode, reason, phase)
+	var obj unstructured.Unstructured
+	if err := yaml.Unmarshal([]byte(doc), &obj.Object); err != nil {
+		return nil, err
+	}
+	return &obj, nil
+}
+
+// SetPodOutcome applies PodOutcomeStage.
+func (c *Cluster) SetPodOutcome(ctx context.Context, name, component string, nodes []string, exitCode int) error {
+	obj, err := PodOutcomeStage(name, component, nodes, exitCode)
+	if err != nil {
+		return err
+	}
+	return c.ApplyStage(ctx, obj)
+}
