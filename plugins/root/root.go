@@ -11,6 +11,7 @@ import (
 	"github.com/kubectl-gpu/kubectl-gpu/common/cliexit"
 	"github.com/kubectl-gpu/kubectl-gpu/common/cluster"
 	"github.com/kubectl-gpu/kubectl-gpu/plugins/nodes"
+	"github.com/kubectl-gpu/kubectl-gpu/plugins/operator"
 	"github.com/kubectl-gpu/kubectl-gpu/plugins/verify"
 	"github.com/kubectl-gpu/kubectl-gpu/plugins/version"
 )
@@ -48,12 +49,11 @@ error; 130 interrupted.`,
 
 	cmd.AddCommand(
 		nodes.NewCmdNodes(f, streams),
+		operator.NewCmdOperator(f, streams),
 		verify.NewCmdVerify(f, streams),
 		version.NewCmdVersion(f, streams),
 	)
-	for _, c := range cmd.Commands() {
-		c.SetFlagErrorFunc(flagError)
-	}
+	setFlagErrors(cmd)
 	return cmd
 }
 
@@ -70,4 +70,11 @@ func Execute(ctx context.Context, cmd *cobra.Command) error {
 		}
 	}
 	return err
+}
+
+func setFlagErrors(cmd *cobra.Command) {
+	for _, c := range cmd.Commands() {
+		c.SetFlagErrorFunc(flagError)
+		setFlagErrors(c)
+	}
 }

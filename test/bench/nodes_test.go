@@ -13,6 +13,8 @@ import (
 
 var metav1CreateOptions = metav1.CreateOptions{}
 
+var jsonMarshal = func(v any) ([]byte, error) { return json.Marshal(v) }
+
 // BenchmarkNodes: `kubectl gpu nodes -o json` over the whole cluster against the baseline
 // `kubectl get nodes -o json` plus `kubectl get pods -A -o json`, alternated in each
 // iteration. Goal: ratio ≤ 1.5.

@@ -1,0 +1,304 @@
+package operator
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/kubectl-gpu/kubectl-gpu/common/cluster"
+	"github.com/kubectl-gpu/kubectl-gpu/common/inventory"
+	"github.com/kubectl-gpu/kubectl-gpu/common/report"
+)
+
+// ClusterPolicyGVR is the GPU Operator's ClusterPolicy.
+var ClusterPolicyGVR = schema.GroupVersionResource{Group: "nvidia.com", Version: "v1", Resource: "clusterpolicies"}
+
+// ClusterPolicyName is the ClusterPolicy the chart creates.
+const ClusterPolicyName = "cluster-policy"
+
+// StatusKind is the kind of the status document.
+const StatusKind = "OperatorStatus"
+
+// Status is the `kubectl gpu operator status` document.
+type Status struct {
+	report.TypeMeta `json:",inline"`
+	Namespace       string          `json:"namespace"`
+	Release         *ReleaseInfo    `json:"release,omitempty"`
+	ClusterPolicy   *PolicyInfo     `json:"clusterPolicy,omitempty"`
+	Components      []Component     `json:"components"`
+	Validators      []ValidatorInfo `json:"validators,omitempty"`
+	UnlabelledNodes []string        `json:"unlabelledGPUNodes,omitempty"`
+	Ready           bool            `json:"ready"`
+	// Failing names the first component that is not ready, with a hint.
+	Failing string `json:"failing,omitempty"`
+	Hint    string `json:"hint,omitempty"`
+}
+
+// ReleaseInfo is the Helm release.
+type ReleaseInfo struct {
+	Name       string    `json:"name"`
+	Chart      string    `json:"chart"`
+	AppVersion string    `json:"appVersion"`
+	Revision   int       `json:"revision"`
+	Status     string    `json:"status"`
+	Updated    time.Time `json:"updated"`
+}
+
+// PolicyInfo is the ClusterPolicy's state.
+type PolicyInfo struct {
+	State      string      `json:"state"`
+	Conditions []Condition `json:"conditions,omitempty"`
+}
+
+// Condition is a ClusterPolicy condition.
+type Condition struct {
+	Type    string `json:"type"`
+	Status  string `json:"status"`
+	Reason  string `json:"reason,omitempty"`
+	Message string `json:"message,omitempty"`
+}
+
+// Component is one operand DaemonSet.
+type Component struct {
+	Name    string `json:"name"`
+	Desired int32  `json:"desired"`
+	Ready   int32  `json:"ready"`
+	Updated int32  `json:"updated"`
+}
+
+// ValidatorInfo is the operator validator's progress on one node.
+type ValidatorInfo struct {
+	Node string `json:"node"`
+	// Steps in order, such as "driver-validation: done".
+	Steps []string `json:"steps"`
+	Done  bool     `json:"done"`
+}
+
+// ReleaseStatus reads the release (nil when there is none).
+func (h *Helm) ReleaseStatus(name string) (*ReleaseInfo, error) {
+	rel, err := h.Current(name)
+	if err != nil || rel == nil {
+		return nil, err
+	}
+	ri := &ReleaseInfo{Name: rel.Name, Revision: rel.Version}
+	if rel.Chart != nil && rel.Chart.Metadata != nil {
+		ri.Chart = rel.Chart.Metadata.Name + "-" + rel.Chart.Metadata.Version
+		ri.AppVersion = rel.Chart.Metadata.AppVersion
+	}
+	if rel.Info != nil {
+		ri.Status = rel.Info.Status.String()
+		ri.Updated = rel.Info.LastDeployed.Time
+	}
+	return ri, nil
+}
+
+// CollectStatus reads the ClusterPolicy, the operand DaemonSets, the validator pods and the
+// GPU nodes, and names the first thing that is not ready.
+func CollectStatus(ctx context.Context, cs kubernetes.Interface, dyn dynamic.Interface, ns string, rel *ReleaseInfo) (*Status, error) {
+	st := &Status{TypeMeta: report.Meta(StatusKind), Namespace: ns, Release: rel, Components: []Component{}}
+	cp, err := dyn.Resource(ClusterPolicyGVR).Get(ctx, ClusterPolicyName, metav1.GetOptions{})
+	switch {
+	case err == nil:
+		st.ClusterPolicy = policyInfo(cp)
+	case apierrors.IsNotFound(err) || meta.IsNoMatchError(err) || isNoResource(err):
+	default:
+		return nil, cluster.APIError("get ClusterPolicy "+ClusterPolicyName, err)
+	}
+	dss, err := cs.AppsV1().DaemonSets(ns).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return nil, cluster.APIError("list DaemonSets in namespace "+ns, err)
+	}
+	for _, ds := range dss.Items {
+		st.Components = append(st.Components, component(&ds))
+	}
+	sort.Slice(st.Components, func(i, j int) bool { return st.Components[i].Name < st.Components[j].Name })
+	pods, err := cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "app=nvidia-operator-validator"})
+	if err != nil {
+		return nil, cluster.APIError("list validator pods in namespace "+ns, err)
+	}
+	for _, p := range pods.Items {
+		st.Validators = append(st.Validators, validator(&p))
+	}
+	sort.Slice(st.Validators, func(i, j int) bool { return st.Validators[i].Node < st.Validators[j].Node })
+	nodes, err := cs.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return nil, cluster.APIError("list nodes", err)
+	}
+	for i := range nodes.Items {
+		n := &nodes.Items[i]
+		if inventory.IsGPUNode(n) && n.Labels[inventory.LabelGPUPresent] != "true" {
+			st.UnlabelledNodes = append(st.UnlabelledNodes, n.Name)
+		}
+	}
+	st.judge()
+	return st, nil
+}
+
+func isNoResource(err error) bool {
+	return strings.Contains(err.Error(), "the server could not find the requested resource")
+}
+
+func policyInfo(u *unstructured.Unstructured) *PolicyInfo {
+	pi := &PolicyInfo{}
+	pi.State, _, _ = unstructured.NestedString(u.Object, "status", "state")
+	conds, _, _ := unstructured.NestedSlice(u.Object, "status", "conditions")
+	for _, c := range conds {
+		m, ok := c.(map[string]any)
+		if !ok {
+			continue
+		}
+		str := func(k string) string { s, _ := m[k].(string); return s }
+		pi.Conditions = append(pi.Conditions, Condition{Type: str("type"), Status: str("status"), Reason: str("reason"), Message: str("message")})
+	}
+	return pi
+}
+
+func component(ds *appsv1.DaemonSet) Component {
+	return Component{Name: ds.Name, Desired: ds.Status.DesiredNumberScheduled, Ready: ds.Status.NumberReady, Updated: ds.Status.UpdatedNumberScheduled}
+}
+
+func validator(p *corev1.Pod) ValidatorInfo {
+	v := ValidatorInfo{Node: p.Spec.NodeName, Done: p.Status.Phase == corev1.PodRunning}
+	for _, cs := range p.Status.InitContainerStatuses {
+		state := "waiting"
+		switch {
+		case cs.State.Terminated != nil && cs.State.Terminated.ExitCode == 0:
+			state = "done"
+		case cs.State.Terminated != nil:
+			state = "failed (exit " + strconv.Itoa(int(cs.State.Terminated.ExitCode)) + ")"
+			v.Done = false
+		case cs.State.Running != nil:
+			state = "running"
+			v.Done = false
+		case cs.State.Waiting != nil && cs.State.Waiting.Reason != "" && cs.State.Waiting.Reason != "PodInitializing":
+			state = cs.State.Waiting.Reason
+			v.Done = false
+		default:
+			v.Done = false
+		}
+		v.Steps = append(v.Steps, cs.Name+": "+state)
+	}
+	return v
+}
+
+// hints per operand, for the first one that is not ready.
+var componentHints = map[string]string{
+	"nvidia-driver-daemonset":                   "the driver container cannot build or load the driver: check kernel headers and Secure Boot with 'kubectl gpu prep', or use the host driver (driver.enabled=false)",
+	"nvidia-container-toolkit-daemonset":        "the toolkit cannot configure containerd: on RKE2/K3s set toolkit.env CONTAINERD_SOCKET (see 'kubectl gpu operator values')",
+	"nvidia-device-plugin-daemonset":            "the device plugin waits for the driver and toolkit validations: see the validator steps",
+	"nvidia-operator-validator":                 "a validation step fails: see its steps below and 'kubectl logs -n gpu-operator' of the failing init container",
+	"gpu-feature-discovery":                     "GPU feature discovery waits for the driver and toolkit",
+	"nvidia-dcgm-exporter":                      "DCGM exporter waits for the driver",
+	"gpu-operator-node-feature-discovery-worker": "node feature discovery is not running on every node: check its pods",
+}
+
+// judge decides readiness and names the first failing component.
+func (st *Status) judge() {
+	switch {
+	case st.Release == nil:
+		st.Failing, st.Hint = "release", "the GPU Operator is not installed: run 'kubectl gpu operator install'"
+		return
+	case st.Release.Status != "deployed":
+		st.Failing, st.Hint = "release", fmt.Sprintf("the release is %s: run 'kubectl gpu operator upgrade' or 'helm history -n %s %s'", st.Release.Status, st.Namespace, st.Release.Name)
+		return
+	case st.ClusterPolicy == nil:
+		st.Failing, st.Hint = "clusterpolicy", "ClusterPolicy cluster-policy does not exist yet: the operator creates its status when it starts; check the gpu-operator pod"
+		return
+	}
+	for _, c := range st.Components {
+		if c.Ready < c.Desired {
+			st.Failing = c.Name
+			st.Hint = componentHints[c.Name]
+			if st.Hint == "" {
+				st.Hint = fmt.Sprintf("see 'kubectl describe daemonset -n %s %s'", st.Namespace, c.Name)
+			}
+			break
+		}
+	}
+	if st.ClusterPolicy.State == "ready" && st.Failing == "" {
+		st.Ready = true
+		return
+	}
+	if st.Failing == "" {
+		st.Failing = "clusterpolicy"
+		st.Hint = "ClusterPolicy is " + st.ClusterPolicy.State
+		if st.ClusterPolicy.State == "" {
+			st.Hint = "ClusterPolicy cluster-policy has no status yet: the gpu-operator Deployment writes it once it runs; check its pod in namespace " + st.Namespace
+		}
+		for _, c := range st.ClusterPolicy.Conditions {
+			if c.Type == "Error" && c.Status == "True" {
+				st.Hint += ": " + c.Reason + ": " + c.Message
+			}
+		}
+	}
+}
+
+// WriteText prints the status for a terminal.
+func (st *Status) WriteText(w io.Writer) error {
+	if st.Release != nil {
+		fmt.Fprintf(w, "Release:        %s (chart %s, app %s), revision %d, %s, updated %s\n", st.Release.Name, st.Release.Chart, st.Release.AppVersion, st.Release.Revision, st.Release.Status, st.Release.Updated.Format(time.RFC3339))
+	} else {
+		fmt.Fprintf(w, "Release:        none in namespace %s\n", st.Namespace)
+	}
+	if st.ClusterPolicy != nil {
+		state := st.ClusterPolicy.State
+		if state == "" {
+			state = "(no status yet)"
+		}
+		fmt.Fprintf(w, "ClusterPolicy:  %s\n", state)
+		for _, c := range st.ClusterPolicy.Conditions {
+			fmt.Fprintf(w, "  %s=%s %s %s\n", c.Type, c.Status, c.Reason, c.Message)
+		}
+	}
+	if len(st.Components) > 0 {
+		rows := [][]string{}
+		for _, c := range st.Components {
+			rows = append(rows, []string{c.Name, strconv.Itoa(int(c.Desired)), strconv.Itoa(int(c.Ready)), strconv.Itoa(int(c.Updated))})
+		}
+		fmt.Fprintln(w)
+		if err := report.WriteTable(w, []string{"COMPONENT", "DESIRED", "READY", "UPDATED"}, rows); err != nil {
+			return err
+		}
+	}
+	for _, v := range st.Validators {
+		fmt.Fprintf(w, "validator on %s: %s\n", v.Node, strings.Join(v.Steps, ", "))
+	}
+	if len(st.UnlabelledNodes) > 0 {
+		fmt.Fprintf(w, "GPU nodes without nvidia.com/gpu.present: %s\n", strings.Join(st.UnlabelledNodes, ", "))
+	}
+	if st.Ready {
+		fmt.Fprintln(w, "\nReady: the GPU Operator is ready")
+	} else {
+		fmt.Fprintf(w, "\nNot ready: %s: %s\n", st.Failing, st.Hint)
+	}
+	return nil
+}
+
+// Summary is a one-line progress form of the status for --wait.
+func (st *Status) Summary() string {
+	var parts []string
+	if st.ClusterPolicy != nil {
+		parts = append(parts, "clusterpolicy "+st.ClusterPolicy.State)
+	}
+	for _, c := range st.Components {
+		parts = append(parts, fmt.Sprintf("%s %d/%d", strings.TrimPrefix(c.Name, "nvidia-"), c.Ready, c.Desired))
+	}
+	if len(parts) == 0 {
+		return "waiting for the operator"
+	}
+	return strings.Join(parts, ", ")
+}

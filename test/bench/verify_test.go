@@ -1,0 +1,276 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+
+	"github.com/kubectl-gpu/kubectl-gpu/common/nodepod"
+	"github.com/kubectl-gpu/kubectl-gpu/common/verify"
+)
+
+// The verify benchmarks run kubectl-gpu's verify in-process (to count its API requests)
+// over the first n simulated nodes, against in the same run:
+//   - the floor: the same pods created in bulk with the same parallelism and waited to
+//     completion by one watch, then deleted — what any tool must at least do;
+//   - the runbook: the seed's steps done node by node with kubectl (apply, wait, logs,
+//     delete), at 100 nodes.
+// kwok finishes every verify pod on these nodes 200 ms after it runs and serves
+// "Test PASSED" as its log.
+
+var outcomeOnce sync.Once
+
+func benchNodes(n int) []string {
+	names := make([]string, n)
+	for i := range names {
+		names[i] = fmt.Sprintf("bench-%d", i)
+	}
+	return names
+}
+
+func setOutcomes(b *testing.B) {
+	outcomeOnce.Do(func() {
+		ctx := context.Background()
+		c := env.Cluster
+		// The nodes benchmark's load pods hold GPUs; verify needs them free.
+		if load, err := c.Client.CoreV1().Pods("default").List(ctx, metav1.ListOptions{LabelSelector: "app=gpu-workload"}); err == nil {
+			sem := make(chan struct{}, 64)
+			var wg sync.WaitGroup
+			for _, p := range load.Items {
+				wg.Add(1)
+				sem <- struct{}{}
+				go func(name string) {
+					defer wg.Done()
+					defer func() { <-sem }()
+					_ = c.Client.CoreV1().Pods("default").Delete(ctx, name, metav1.DeleteOptions{})
+				}(p.Name)
+			}
+			wg.Wait()
+		}
+		for i := 0; ; i++ {
+			l, err := c.Client.CoreV1().Pods("default").List(ctx, metav1.ListOptions{LabelSelector: "app=gpu-workload", Limit: 1})
+			if err == nil && len(l.Items) == 0 {
+				break
+			}
+			if i > 1200 {
+				b.Fatal("load pods not gone")
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		if err := nodepod.EnsureNamespace(ctx, c.Client, nodepod.DefaultNamespace, nodepod.PSARestricted); err != nil {
+			b.Fatal(err)
+		}
+		all := benchNodes(Nodes)
+		if err := c.SetPodOutcome(ctx, "verify-pass", verify.Component, all, 0); err != nil {
+			b.Fatal(err)
+		}
+		sem := make(chan struct{}, 32)
+		var wg sync.WaitGroup
+		for _, n := range all {
+			wg.Add(1)
+			sem <- struct{}{}
+			go func(n string) {
+				defer wg.Done()
+				defer func() { <-sem }()
+				if err := c.SetPodLog(ctx, nodepod.DefaultNamespace, verify.PodName(n), verify.ContainerName, "Test PASSED\n"); err != nil {
+					b.Error(err)
+				}
+			}(n)
+		}
+		wg.Wait()
+	})
+}
+
+type countingTransport struct {
+	rt http.RoundTripper
+	n  atomic.Int64
+}
+
+func (c *countingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	c.n.Add(1)
+	return c.rt.RoundTrip(r)
+}
+
+func countingClient(b *testing.B) (kubernetes.Interface, *countingTransport) {
+	cfg := rest.CopyConfig(env.Cluster.Config)
+	cfg.QPS, cfg.Burst = 200, 400 // the plugin's own settings
+	cfg.AcceptContentTypes = "application/vnd.kubernetes.protobuf,application/json"
+	cfg.ContentType = "application/vnd.kubernetes.protobuf"
+	ct := &countingTransport{}
+	cfg.Wrap(func(rt http.RoundTripper) http.RoundTripper { ct.rt = rt; return ct })
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return cs, ct
+}
+
+func runVerify(b *testing.B, cs kubernetes.Interface, nodes []string) {
+	cfg := &verify.Config{Namespace: nodepod.DefaultNamespace, Names: nodes, GPUs: 1, Image: verify.DefaultImage,
+		RuntimeClass: verify.RuntimeAuto, Parallel: 50, Timeout: 5 * time.Minute}
+	plan, err := verify.Prepare(context.Background(), cs, cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	rep, err := verify.Run(context.Background(), cs, cfg, plan)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if rep.Summary.Passed != len(nodes) {
+		b.Fatalf("%d of %d passed: %+v", rep.Summary.Passed, len(nodes), rep.Items[0])
+	}
+}
+
+// runFloor creates the same pods in bulk, waits for all to succeed with one watch, and
+// deletes them.
+func runFloor(b *testing.B, cs kubernetes.Interface, nodes []string) {
+	ctx := context.Background()
+	ns := nodepod.DefaultNamespace
+	cfg := &verify.Config{Namespace: ns, GPUs: 1, Image: verify.DefaultImage, Resource: "nvidia.com/gpu", Timeout: 5 * time.Minute}
+	run := fmt.Sprintf("floor-%d", time.Now().UnixNano())
+	w, err := cs.CoreV1().Pods(ns).Watch(ctx, metav1.ListOptions{LabelSelector: nodepod.LabelRun + "=" + run})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer w.Stop()
+	sem := make(chan struct{}, 50)
+	var wg sync.WaitGroup
+	for _, n := range nodes {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func(n string) {
+			defer wg.Done()
+			defer func() { <-sem }()
+			p := verify.Pod(cfg, "", verify.Target(n, 1), run)
+			if _, err := cs.CoreV1().Pods(ns).Create(ctx, p, metav1.CreateOptions{}); err != nil {
+				b.Error(err)
+			}
+		}(n)
+	}
+	done := map[string]bool{}
+	for len(done) < len(nodes) {
+		ev := <-w.ResultChan()
+		if p, ok := ev.Object.(*corev1.Pod); ok && ev.Type != watch.Deleted && p.Status.Phase == corev1.PodSucceeded {
+			done[p.Name] = true
+		}
+	}
+	wg.Wait()
+	for _, n := range nodes {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func(n string) {
+			defer wg.Done()
+			defer func() { <-sem }()
+			_ = cs.CoreV1().Pods(ns).Delete(ctx, verify.PodName(n), metav1.DeleteOptions{})
+		}(n)
+	}
+	wg.Wait()
+	waitGone(b, cs)
+}
+
+// waitGone waits until kwok has removed the deleted pods (outside the timed part's
+// comparison: both sides wait for it).
+func waitGone(b *testing.B, cs kubernetes.Interface) {
+	for i := 0; i < 600; i++ {
+		l, err := cs.CoreV1().Pods(nodepod.DefaultNamespace).List(context.Background(), metav1.ListOptions{LabelSelector: nodepod.Selector(verify.Component)})
+		if err == nil && len(l.Items) == 0 {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	b.Fatal("verify pods not gone")
+}
+
+func benchVerify(b *testing.B, n int) {
+	if n > Nodes {
+		b.Skipf("cluster has %d nodes", Nodes)
+	}
+	setOutcomes(b)
+	nodes := benchNodes(n)
+	var ours, floor time.Duration
+	var requests int64
+	for i := 0; i < b.N; i++ {
+		cs, ct := countingClient(b)
+		t0 := time.Now()
+		runVerify(b, cs, nodes)
+		ours += time.Since(t0)
+		requests += ct.n.Load()
+		waitGone(b, cs)
+		t1 := time.Now()
+		runFloor(b, cs, nodes)
+		floor += time.Since(t1)
+	}
+	nf := float64(b.N)
+	b.ReportMetric(ours.Seconds()/nf, "verify-s/op")
+	b.ReportMetric(floor.Seconds()/nf, "floor-s/op")
+	b.ReportMetric(float64(ours)/float64(floor), "ratio-to-floor")
+	b.ReportMetric(float64(requests)/nf/float64(n), "requests/node")
+}
+
+func BenchmarkVerify100(b *testing.B)  { benchVerify(b, 100) }
+func BenchmarkVerify1000(b *testing.B) { benchVerify(b, 1000) }
+
+// BenchmarkVerifyRunbook100: the runbook by hand (kubectl apply, wait, logs, delete per
+// node) against kubectl gpu verify over the same 100 nodes.
+func BenchmarkVerifyRunbook100(b *testing.B) {
+	setOutcomes(b)
+	ctx := context.Background()
+	nodes := benchNodes(100)
+	dir := b.TempDir()
+	var manual, ours time.Duration
+	for i := 0; i < b.N; i++ {
+		t0 := time.Now()
+		for _, n := range nodes {
+			p := verify.Pod(&verify.Config{Namespace: nodepod.DefaultNamespace, GPUs: 1, Image: verify.DefaultImage, Resource: "nvidia.com/gpu", Timeout: time.Minute}, "", verify.Target(n, 1), "runbook")
+			p.APIVersion, p.Kind = "v1", "Pod"
+			f := filepath.Join(dir, n+".json")
+			if err := writeJSON(f, p); err != nil {
+				b.Fatal(err)
+			}
+			for _, args := range [][]string{
+				{"apply", "-f", f},
+				{"wait", "-n", nodepod.DefaultNamespace, "--for=jsonpath={.status.phase}=Succeeded", "pod/" + p.Name, "--timeout=60s"},
+				{"logs", "-n", nodepod.DefaultNamespace, p.Name},
+				{"delete", "-n", nodepod.DefaultNamespace, "pod", p.Name, "--wait=false"},
+			} {
+				if r := env.Kubectl(ctx, nil, args...); r.Code != 0 {
+					b.Fatalf("kubectl %v: %s", args, r.Stderr)
+				}
+			}
+		}
+		manual += time.Since(t0)
+		cs, _ := countingClient(b)
+		waitGone(b, cs)
+		t1 := time.Now()
+		r := env.Gpu(ctx, append([]string{"verify"}, nodes...)...)
+		ours += time.Since(t1)
+		if r.Code != 0 {
+			b.Fatalf("kubectl gpu verify: %s", r.Stderr)
+		}
+		waitGone(b, cs)
+	}
+	nf := float64(b.N)
+	b.ReportMetric(manual.Seconds()/nf, "runbook-s/op")
+	b.ReportMetric(ours.Seconds()/nf, "verify-s/op")
+	b.ReportMetric(float64(manual)/float64(ours), "speedup")
+}
+
+func writeJSON(path string, v any) error {
+	b, err := jsonMarshal(v)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, b, 0o600)
+}
