@@ -1,0 +1,293 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"helm.sh/helm/v3/pkg/repo"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/dynamic"
+
+	"github.com/kubectl-gpu/kubectl-gpu/common/operator"
+	"github.com/kubectl-gpu/kubectl-gpu/hack/localcluster"
+)
+
+// What is real here: the GPU Operator chart (from ../shared, path in KGPU_GPU_OPERATOR_CHART),
+// Helm's SDK installing it into the real API server, a chart repository served over HTTP on
+// 127.0.0.1, and the real helm CLI reading the release. What is simulated: no operator ever
+// runs a GPU; the test writes ClusterPolicy's status itself to drive `status` and `--wait`
+// through notReady → ready, and kwok makes the chart's pods Running.
+
+func chartPath(t *testing.T) string {
+	p := os.Getenv("KGPU_GPU_OPERATOR_CHART")
+	if p == "" {
+		t.Skip("KGPU_GPU_OPERATOR_CHART is not set (path to gpu-operator-v26.7.0.tgz; .ci/run sets it from ../shared/testdata/charts)")
+	}
+	if _, err := os.Stat(p); err != nil {
+		t.Skipf("KGPU_GPU_OPERATOR_CHART: %v", err)
+	}
+	return p
+}
+
+// chartRepo serves the chart as a Helm repository (index.yaml + tgz) on 127.0.0.1.
+func chartRepo(t *testing.T, chart string) string {
+	dir := t.TempDir()
+	b, err := os.ReadFile(chart)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, filepath.Base(chart)), b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(http.FileServer(http.Dir(dir)))
+	t.Cleanup(srv.Close)
+	idx, err := repo.IndexDirectory(dir, srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := idx.WriteFile(filepath.Join(dir, "index.yaml"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return srv.URL
+}
+
+// helmEnv keeps Helm's cache and config in the test's own directories.
+func helmEnv(t *testing.T) []string {
+	d := t.TempDir()
+	return []string{"HELM_CACHE_HOME=" + filepath.Join(d, "cache"), "HELM_CONFIG_HOME=" + filepath.Join(d, "config"), "HELM_DATA_HOME=" + filepath.Join(d, "data")}
+}
+
+func helmCLI(t *testing.T, env []string, args ...string) string {
+	t.Helper()
+	bin := filepath.Join(localcluster.DefaultBinDir(), "helm-v3.22.0", "helm")
+	if _, err := os.Stat(bin); err != nil {
+		t.Skipf("helm CLI not built (%s): run make tools", bin)
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.Env = append(append(os.Environ(), "KUBECONFIG="+env0()), env...)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("helm %v: %v\n%s", args, err, out)
+	}
+	return string(out)
+}
+
+func env0() string { return envCluster().Kubeconfig }
+
+func envCluster() *localcluster.Cluster { return env.Cluster }
+
+type helmRelease struct {
+	Name     string `json:"name"`
+	Revision string `json:"revision"`
+	Status   string `json:"status"`
+	Chart    string `json:"chart"`
+}
+
+func helmList(t *testing.T, henv []string) []helmRelease {
+	var rels []helmRelease
+	if err := json.Unmarshal([]byte(helmCLI(t, henv, "list", "-n", "gpu-operator", "-o", "json")), &rels); err != nil {
+		t.Fatal(err)
+	}
+	return rels
+}
+
+func setPolicyState(t *testing.T, dyn dynamic.Interface, state string) {
+	t.Helper()
+	ctx := context.Background()
+	cp, err := dyn.Resource(operator.ClusterPolicyGVR).Get(ctx, operator.ClusterPolicyName, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cond := map[string]any{"type": "Ready", "status": "False", "reason": "OperandNotReady", "message": "nvidia-driver-daemonset is not ready", "lastTransitionTime": time.Now().UTC().Format(time.RFC3339)}
+	if state == "ready" {
+		cond = map[string]any{"type": "Ready", "status": "True", "reason": "Reconciled", "message": "ClusterPolicy is ready", "lastTransitionTime": time.Now().UTC().Format(time.RFC3339)}
+	}
+	_ = unstructured.SetNestedField(cp.Object, state, "status", "state")
+	_ = unstructured.SetNestedSlice(cp.Object, []any{cond}, "status", "conditions")
+	if _, err := dyn.Resource(operator.ClusterPolicyGVR).UpdateStatus(ctx, cp, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestOperatorLifecycle(t *testing.T) {
+	chart := chartPath(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+	defer cancel()
+	c := env.Cluster
+	henv := helmEnv(t)
+	url := chartRepo(t, chart)
+	dyn, err := dynamic.NewForConfig(c.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// Every GPU node runs a host driver, as `kubectl gpu prep` would have found and noted.
+	gpuNodes := []string{"gpu-a100-0", "gpu-a100-1", "gpu-rke2-0", "gpu-k3s-0", "gpu-bare-0"}
+	for _, n := range gpuNodes {
+		patch := fmt.Sprintf(`{"metadata":{"annotations":{%q:"550.127.08"}}}`, operator.AnnotationDriver)
+		if _, err := c.Client.CoreV1().Nodes().Patch(ctx, n, types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() {
+		for _, n := range gpuNodes {
+			patch := fmt.Sprintf(`{"metadata":{"annotations":{%q:null}}}`, operator.AnnotationDriver)
+			_, _ = c.Client.CoreV1().Nodes().Patch(context.Background(), n, types.MergePatchType, []byte(patch), metav1.PatchOptions{})
+		}
+	})
+
+	gpu := func(args ...string) resultT {
+		return resultT(env.Kubectl(ctx, henv, append([]string{"gpu", "operator"}, args...)...))
+	}
+
+	// values: driver.enabled=false with its reason; the stale key is warned about.
+	r := gpu("values", "--chart", chart, "--set", "operator.defaultRuntime=containerd", "-o", "json")
+	if r.Code != 0 || !strings.Contains(r.Stderr, "operator.defaultRuntime was removed from the GPU Operator chart in v25.3.0") {
+		t.Fatalf("values: exit %d\n%s", r.Code, r.Stderr)
+	}
+	var doc operator.ValuesDoc
+	if err := json.Unmarshal([]byte(r.Stdout), &doc); err != nil || len(doc.Derived) != 1 || doc.Derived[0].Key != "driver.enabled" {
+		t.Fatalf("values document: %v %s", err, r.Stdout)
+	}
+
+	// install --dry-run changes nothing.
+	r = gpu("install", "--repo", url, "--dry-run")
+	if r.Code != 0 || !strings.Contains(r.Stdout, "# driver.enabled (derived): every GPU node (5) runs a host driver") || !strings.Contains(r.Stdout, "ClusterPolicy") {
+		t.Fatalf("dry run: exit %d\n%s\n%s", r.Code, r.Stdout, r.Stderr)
+	}
+	if rels := helmList(t, henv); len(rels) != 0 {
+		t.Fatalf("dry run installed %v", rels)
+	}
+
+	// install from the repository (the default path, with --repo for the mirror).
+	r = gpu("install", "--repo", url, "--version", "v26.7.0", "--timeout", "3m")
+	if r.Code != 0 || !strings.Contains(r.Stdout, "release gpu-operator revision 1 deployed") {
+		t.Fatalf("install: exit %d\n%s\n%s", r.Code, r.Stdout, r.Stderr)
+	}
+	rels := helmList(t, henv)
+	if len(rels) != 1 || rels[0].Status != "deployed" || rels[0].Chart != "gpu-operator-v26.7.0" {
+		t.Fatalf("helm list: %+v", rels)
+	}
+	cp, err := dyn.Resource(operator.ClusterPolicyGVR).Get(ctx, operator.ClusterPolicyName, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if enabled, found, _ := unstructured.NestedBool(cp.Object, "spec", "driver", "enabled"); !found || enabled {
+		t.Fatalf("ClusterPolicy spec.driver.enabled = %v (found %v), want the derived false", enabled, found)
+	}
+	ns, err := c.Client.CoreV1().Namespaces().Get(ctx, "gpu-operator", metav1.GetOptions{})
+	if err != nil || ns.Labels["pod-security.kubernetes.io/enforce"] != "privileged" {
+		t.Fatalf("namespace: %v %v", err, ns.Labels)
+	}
+
+	// status: no ClusterPolicy status yet, then notReady, then ready.
+	r = gpu("status")
+	if r.Code != 1 || !strings.Contains(r.Stdout, "Not ready: clusterpolicy") {
+		t.Fatalf("status before the operator ran: exit %d\n%s%s", r.Code, r.Stdout, r.Stderr)
+	}
+	setPolicyState(t, dyn, "notReady")
+	r = gpu("status", "-o", "json")
+	var st operator.Status
+	if err := json.Unmarshal([]byte(r.Stdout), &st); err != nil || r.Code != 1 || st.Ready || st.ClusterPolicy.State != "notReady" || st.Release.Revision != 1 {
+		t.Fatalf("status notReady: exit %d %v\n%s", r.Code, err, r.Stdout)
+	}
+
+	// upgrade with a changed value → revision 2; --wait follows until the test marks the
+	// ClusterPolicy ready.
+	done := make(chan resultT, 1)
+	go func() {
+		done <- gpu("upgrade", "--chart", chart, "--set", "dcgmExporter.enabled=false", "--wait", "--timeout", "2m")
+	}()
+	// Once revision 2 is deployed the command is in its wait loop: let it see notReady,
+	// then mark the ClusterPolicy ready as the operator would.
+	for i := 0; ; i++ {
+		sec, err := c.Client.CoreV1().Secrets("gpu-operator").Get(ctx, "sh.helm.release.v1.gpu-operator.v2", metav1.GetOptions{})
+		if err == nil && sec.Labels["status"] == "deployed" {
+			break
+		}
+		if i > 600 {
+			t.Fatal("revision 2 never deployed")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	time.Sleep(3 * time.Second)
+	setPolicyState(t, dyn, "ready")
+	r = <-done
+	if r.Code != 0 || !strings.Contains(r.Stdout, "release gpu-operator revision 2 deployed") || !strings.Contains(r.Stdout, "GPU Operator ready") || !strings.Contains(r.Stderr, "waiting: clusterpolicy notReady") {
+		t.Fatalf("upgrade --wait: exit %d\n%s\n%s", r.Code, r.Stdout, r.Stderr)
+	}
+	if r := gpu("status"); r.Code != 0 || !strings.Contains(r.Stdout, "Ready: the GPU Operator is ready") {
+		t.Fatalf("status ready: exit %d\n%s", r.Code, r.Stdout)
+	}
+
+	// --atomic with a value the API server rejects: nothing half-done, revision 2 stays.
+	r = gpu("upgrade", "--chart", chart, "--atomic", "--set", "operator.resources.limits.cpu=lots", "--timeout", "1m")
+	if r.Code == 0 || strings.Count(strings.TrimSpace(r.Stderr), "\n") > 2 {
+		t.Fatalf("bad value: exit %d\n%s", r.Code, r.Stderr)
+	}
+	rels = helmList(t, henv)
+	if len(rels) != 1 || rels[0].Status != "deployed" || rels[0].Revision == "3" && rels[0].Status != "deployed" {
+		t.Fatalf("after a failed atomic upgrade: %+v", rels)
+	}
+
+	// Bad input: one line, exit 2, nothing changed.
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"install", "--chart", "/nonexistent/gpu-operator.tgz"}, "cannot find chart /nonexistent/gpu-operator.tgz"},
+		{[]string{"install", "--repo", url, "--version", "v1.0.0"}, "version v1.0.0"},
+		{[]string{"install", "--repo", "http://127.0.0.1:1", "--version", "v26.7.0"}, "cannot find chart gpu-operator from http://127.0.0.1:1"},
+		{[]string{"install", "--chart", chart, "--set", "a.b[=x"}, "bad values"},
+		{[]string{"install", "--chart", chart, "-f", writeTemp(t, "values.yaml", "driver: [unclosed\n")}, "bad values"},
+		{[]string{"uninstall"}, "pass --yes to confirm"},
+	} {
+		r := gpu(tc.args...)
+		lines := strings.Split(strings.TrimRight(r.Stderr, "\n"), "\n")
+		last := lines[len(lines)-1]
+		if r.Code != 2 || r.Stdout != "" || !strings.HasPrefix(last, "error: ") || !strings.Contains(last, tc.want) {
+			t.Errorf("%v: exit %d stdout %q stderr %q; want exit 2 and %q", tc.args, r.Code, r.Stdout, r.Stderr, tc.want)
+		}
+	}
+	if rels := helmList(t, henv); len(rels) != 1 || rels[0].Revision == "1" {
+		t.Fatalf("bad input changed the release: %+v", rels)
+	}
+
+	// uninstall removes the release and, with --keep-crds=false, the CRDs; nodes untouched.
+	r = gpu("uninstall", "--yes", "--keep-crds=false")
+	if r.Code != 0 || !strings.Contains(r.Stdout, "CRD clusterpolicies.nvidia.com removed") {
+		t.Fatalf("uninstall: exit %d\n%s\n%s", r.Code, r.Stdout, r.Stderr)
+	}
+	if rels := helmList(t, henv); len(rels) != 0 {
+		t.Fatalf("after uninstall: %+v", rels)
+	}
+	n, err := c.Client.CoreV1().Nodes().Get(ctx, "gpu-a100-0", metav1.GetOptions{})
+	if err != nil || n.Annotations[operator.AnnotationDriver] == "" {
+		t.Fatal("uninstall must leave nodes untouched")
+	}
+}
+
+type resultT struct {
+	Stdout, Stderr string
+	Code           int
+}
+
+func writeTemp(t *testing.T, name, content string) string {
+	p := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
