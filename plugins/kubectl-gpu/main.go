@@ -40,6 +40,7 @@ func run() int {
 	}()
 
 	cmd := root.NewCmdRoot(streams)
+	cmd.SetArgs(root.HelmPluginArgs(os.Args[1:], os.Getenv))
 	err := root.Execute(ctx, cmd)
 	interrupted := errors.Is(context.Cause(ctx), cliexit.ErrInterrupted)
 	code := cliexit.Code(err, interrupted)
