@@ -197,12 +197,12 @@ func validator(p *corev1.Pod) ValidatorInfo {
 
 // hints per operand, for the first one that is not ready.
 var componentHints = map[string]string{
-	"nvidia-driver-daemonset":                   "the driver container cannot build or load the driver: check kernel headers and Secure Boot with 'kubectl gpu prep', or use the host driver (driver.enabled=false)",
-	"nvidia-container-toolkit-daemonset":        "the toolkit cannot configure containerd: on RKE2/K3s set toolkit.env CONTAINERD_SOCKET (see 'kubectl gpu operator values')",
-	"nvidia-device-plugin-daemonset":            "the device plugin waits for the driver and toolkit validations: see the validator steps",
-	"nvidia-operator-validator":                 "a validation step fails: see its steps below and 'kubectl logs -n gpu-operator' of the failing init container",
-	"gpu-feature-discovery":                     "GPU feature discovery waits for the driver and toolkit",
-	"nvidia-dcgm-exporter":                      "DCGM exporter waits for the driver",
+	"nvidia-driver-daemonset":                    "the driver container cannot build or load the driver: check kernel headers and Secure Boot with 'kubectl gpu prep', or use the host driver (driver.enabled=false)",
+	"nvidia-container-toolkit-daemonset":         "the toolkit cannot configure containerd: on RKE2/K3s set toolkit.env CONTAINERD_SOCKET (see 'kubectl gpu operator values')",
+	"nvidia-device-plugin-daemonset":             "the device plugin waits for the driver and toolkit validations: see the validator steps",
+	"nvidia-operator-validator":                  "a validation step fails: see its steps below and 'kubectl logs -n gpu-operator' of the failing init container",
+	"gpu-feature-discovery":                      "GPU feature discovery waits for the driver and toolkit",
+	"nvidia-dcgm-exporter":                       "DCGM exporter waits for the driver",
 	"gpu-operator-node-feature-discovery-worker": "node feature discovery is not running on every node: check its pods",
 }
 

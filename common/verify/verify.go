@@ -687,6 +687,7 @@ func (p *progress) end() {
 	}
 }
 
-
 // Target names a node to verify with gpus GPUs (for building pods outside a Plan).
-func Target(node string, gpus int64) target { return target{node: node, gpus: gpus, pod: PodName(node)} }
+func Target(node string, gpus int64) target {
+	return target{node: node, gpus: gpus, pod: PodName(node)}
+}

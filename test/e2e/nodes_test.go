@@ -27,7 +27,9 @@ func TestNodesMatchesCluster(t *testing.T) {
 		if _, err := c.RunGPUPod(ctx, "default", p.name, p.node, p.gpus); err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(func() { _ = c.Client.CoreV1().Pods("default").Delete(context.Background(), p.name, metav1.DeleteOptions{}) })
+		t.Cleanup(func() {
+			_ = c.Client.CoreV1().Pods("default").Delete(context.Background(), p.name, metav1.DeleteOptions{})
+		})
 	}
 
 	r := env.Gpu(ctx, "nodes", "-o", "json")

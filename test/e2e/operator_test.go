@@ -290,4 +290,3 @@ func writeTemp(t *testing.T, name, content string) string {
 	}
 	return p
 }
-

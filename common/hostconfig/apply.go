@@ -1,0 +1,269 @@
+package hostconfig
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/pmezard/go-difflib/difflib"
+
+	rep "github.com/kubectl-gpu/kubectl-gpu/common/nodereport"
+)
+
+// Runner runs a command in the host's namespaces. The agent's runner enters PID 1's
+// namespaces with nsenter; tests use a Recorder.
+type Runner interface {
+	Run(ctx context.Context, argv ...string) (string, error)
+}
+
+// Recorder is a Runner that records the commands and runs nothing.
+type Recorder struct{ Commands [][]string }
+
+// Run records argv.
+func (r *Recorder) Run(_ context.Context, argv ...string) (string, error) {
+	r.Commands = append(r.Commands, argv)
+	return "", nil
+}
+
+// ApplyOptions choose what apply may do beyond files and the live kernel settings.
+type ApplyOptions struct {
+	// RestartRuntime restarts containerd (or rke2/k3s) after its config changed.
+	RestartRuntime bool
+	Now            time.Time
+}
+
+// fileEdit is a planned file change.
+type fileEdit struct {
+	check   string
+	path    string
+	old     string
+	content string
+	note    string
+}
+
+// Plan computes the changes that would fix the report's failed checks: file edits with
+// their diffs, and the commands to run. It reads the host and writes nothing.
+func Plan(h *Host, r *rep.Report, o ApplyOptions) ([]fileEdit, []rep.Change, error) {
+	var edits []fileEdit
+	var cmds []rep.Change
+	failed := func(id string) bool { c, ok := r.Get(id); return ok && c.Status == rep.Fail }
+
+	if failed(rep.CheckModules) {
+		loaded, persisted := h.LoadedModules(), h.persistedModules()
+		var toLoad []string
+		for _, m := range RequiredModules {
+			if !loaded[m] {
+				toLoad = append(toLoad, m)
+			}
+		}
+		if needs(RequiredModules, persisted) {
+			old, _ := h.Read(ModulesFile)
+			edits = append(edits, fileEdit{check: rep.CheckModules, path: ModulesFile, old: old,
+				content: ensureLines(old, RequiredModules, "# Kernel modules for Kubernetes networking (kubectl gpu prep)")})
+		}
+		if len(toLoad) > 0 {
+			cmds = append(cmds, rep.Change{Check: rep.CheckModules, Command: append([]string{"modprobe", "-a"}, toLoad...)})
+		}
+	}
+	if failed(rep.CheckSysctl) {
+		persisted := h.persistedSysctls()
+		var lines []string
+		for _, k := range RequiredSysctls {
+			lines = append(lines, k+" = 1")
+		}
+		missing := false
+		for _, k := range RequiredSysctls {
+			if persisted[k] != "1" {
+				missing = true
+			}
+		}
+		if missing {
+			old, _ := h.Read(SysctlFile)
+			edits = append(edits, fileEdit{check: rep.CheckSysctl, path: SysctlFile, old: old,
+				content: ensureLines(old, lines, "# Kubernetes networking (kubectl gpu prep)")})
+		}
+		cmds = append(cmds, rep.Change{Check: rep.CheckSysctl, Command: []string{"sysctl", "--system"}})
+	}
+	if failed(rep.CheckSwap) {
+		active, fstab := h.swapLines()
+		if len(fstab) > 0 {
+			old, _ := h.Read("/etc/fstab")
+			edits = append(edits, fileEdit{check: rep.CheckSwap, path: "/etc/fstab", old: old, content: commentSwap(old)})
+		}
+		if len(active) > 0 {
+			cmds = append(cmds, rep.Change{Check: rep.CheckSwap, Command: []string{"swapoff", "-a"}})
+		}
+	}
+	if c, ok := r.Get(rep.CheckNouveau); ok && c.Status != rep.OK {
+		old, _ := h.Read(NouveauFile)
+		content := ensureLines(old, []string{"blacklist nouveau", "options nouveau modeset=0"}, "# The NVIDIA driver needs the GPUs (kubectl gpu prep)")
+		if content != old {
+			edits = append(edits, fileEdit{check: rep.CheckNouveau, path: NouveauFile, old: old, content: content,
+				note: "rebuild the initramfs (update-initramfs -u, or dracut -f) and reboot for the blacklist to take effect"})
+		}
+	}
+	ce, cc, err := planContainerd(h, r, o)
+	if err != nil {
+		return nil, nil, err
+	}
+	return append(edits, ce...), append(cmds, cc...), nil
+}
+
+func planContainerd(h *Host, r *rep.Report, o ApplyOptions) ([]fileEdit, []rep.Change, error) {
+	sc, _ := r.Get(rep.CheckSystemdCgroup)
+	nv, _ := r.Get(rep.CheckNvidiaRuntime)
+	cc, _ := r.Get(rep.CheckContainerd)
+	wantSystemd := sc.Status == rep.Fail && !strings.Contains(sc.Message, "kubelet uses cgroupfs")
+	wantNvidia := nv.Status == rep.Fail && h.Exists(NvidiaRuntimeBinary)
+	if cc.Status == rep.Fail && strings.Contains(cc.Message, "does not parse") {
+		return nil, nil, nil // never written: reported, fixed by hand
+	}
+	if !wantSystemd && !wantNvidia && !(cc.Status == rep.Fail && r.Flavour != FlavourRKE2 && r.Flavour != FlavourK3s) {
+		return nil, nil, nil
+	}
+	var edits []fileEdit
+	var cmds []rep.Change
+	paths := ContainerdFor(r.Flavour, r.ContainerdConfigVersion)
+	service := "containerd"
+	switch r.Flavour {
+	case FlavourRKE2, FlavourK3s:
+		// Never the rendered file: RKE2/K3s detect nvidia-container-runtime at start and add
+		// the nvidia runtime themselves, so a restart is the fix.
+		service = map[string]string{FlavourRKE2: "rke2-server", FlavourK3s: "k3s"}[r.Flavour]
+		if h.Exists("/etc/systemd/system/rke2-agent.service") || h.Exists("/usr/local/lib/systemd/system/rke2-agent.service") {
+			service = "rke2-agent"
+		}
+		if h.Exists("/etc/systemd/system/k3s-agent.service") {
+			service = "k3s-agent"
+		}
+		if !wantNvidia {
+			return nil, nil, nil
+		}
+	default:
+		old, exists := h.Read(paths.Config)
+		cfg, err := ParseContainerd(old)
+		if err != nil {
+			return nil, nil, fmt.Errorf("%s does not parse, not touched: %w", paths.Config, err)
+		}
+		if !exists {
+			cfg, _ = ParseContainerd("version = 2\n")
+		}
+		changed := false
+		if wantSystemd || !exists {
+			changed = cfg.SetSystemdCgroup(true) || changed
+		}
+		if wantNvidia {
+			changed = cfg.AddNvidiaRuntime(NvidiaRuntimeBinary) || changed
+		}
+		if !changed {
+			return nil, nil, nil
+		}
+		content := cfg.String()
+		if _, err := ParseContainerd(content); err != nil {
+			return nil, nil, fmt.Errorf("the edited %s would not parse, not written: %w", paths.Config, err)
+		}
+		edits = append(edits, fileEdit{check: rep.CheckContainerd, path: paths.Config, old: old, content: content})
+	}
+	restart := rep.Change{Check: rep.CheckContainerd, Command: []string{"systemctl", "restart", service}}
+	if !o.RestartRuntime {
+		restart.Note = "not run: pass --restart-runtime to restart " + service + " (running containers keep running)"
+	}
+	cmds = append(cmds, restart)
+	return edits, cmds, nil
+}
+
+func needs(want []string, have map[string]bool) bool {
+	for _, w := range want {
+		if !have[w] {
+			return true
+		}
+	}
+	return false
+}
+
+// ensureLines appends the lines that content lacks (under a comment when it adds any).
+func ensureLines(content string, lines []string, comment string) string {
+	have := map[string]bool{}
+	for _, l := range contentLines(content) {
+		have[strings.Join(strings.Fields(l), " ")] = true
+	}
+	var add []string
+	for _, l := range lines {
+		if !have[strings.Join(strings.Fields(l), " ")] {
+			add = append(add, l)
+		}
+	}
+	if len(add) == 0 {
+		return content
+	}
+	if content != "" && !strings.HasSuffix(content, "\n") {
+		content += "\n"
+	}
+	if content == "" || !strings.Contains(content, comment) {
+		content += comment + "\n"
+	}
+	return content + strings.Join(add, "\n") + "\n"
+}
+
+// commentSwap comments out the active swap lines of an fstab.
+func commentSwap(fstab string) string {
+	lines := strings.SplitAfter(fstab, "\n")
+	for i, l := range lines {
+		t := strings.TrimSpace(l)
+		if t == "" || strings.HasPrefix(t, "#") {
+			continue
+		}
+		if f := strings.Fields(t); len(f) >= 3 && f[2] == "swap" {
+			lines[i] = "# disabled by kubectl gpu prep: " + l
+		}
+	}
+	return strings.Join(lines, "")
+}
+
+// Diff is a unified diff of a file change.
+func Diff(path, old, new string) string {
+	d, _ := difflib.GetUnifiedDiffString(difflib.UnifiedDiff{
+		A: difflib.SplitLines(old), B: difflib.SplitLines(new),
+		FromFile: path, ToFile: path, Context: 2,
+	})
+	return d
+}
+
+// Apply plans and then carries out the changes: files first (atomic, backed up), then the
+// commands. With dryRun it only describes them. The returned changes say what was done.
+func Apply(ctx context.Context, h *Host, r *rep.Report, run Runner, o ApplyOptions, dryRun bool) ([]rep.Change, error) {
+	if o.Now.IsZero() {
+		o.Now = time.Now()
+	}
+	edits, cmds, err := Plan(h, r, o)
+	if err != nil {
+		return nil, err
+	}
+	sort.SliceStable(edits, func(i, j int) bool { return edits[i].path < edits[j].path })
+	var out []rep.Change
+	for _, e := range edits {
+		c := rep.Change{Check: e.check, File: e.path, Diff: Diff(e.path, e.old, e.content), Note: e.note}
+		if !dryRun {
+			if _, err := WriteAtomic(h.Path(e.path), []byte(e.content), o.Now); err != nil {
+				c.Error = err.Error()
+				out = append(out, c)
+				return out, fmt.Errorf("%s: %w", e.path, err)
+			}
+			c.Done = true
+		}
+		out = append(out, c)
+	}
+	for _, c := range cmds {
+		if !dryRun && c.Note == "" {
+			if _, err := run.Run(ctx, c.Command...); err != nil {
+				c.Error = err.Error()
+			} else {
+				c.Done = true
+			}
+		}
+		out = append(out, c)
+	}
+	return out, nil
+}

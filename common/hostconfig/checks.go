@@ -1,0 +1,406 @@
+package hostconfig
+
+import (
+	"context"
+	"fmt"
+	"regexp"
+	"strings"
+
+	"github.com/NVIDIA/go-nvlib/pkg/nvpci"
+	"sigs.k8s.io/yaml"
+
+	rep "github.com/kubectl-gpu/kubectl-gpu/common/nodereport"
+)
+
+// Required kernel modules and sysctls for Kubernetes networking (both runbooks).
+var (
+	RequiredModules = []string{"overlay", "br_netfilter"}
+	RequiredSysctls = []string{"net.bridge.bridge-nf-call-iptables", "net.bridge.bridge-nf-call-ip6tables", "net.ipv4.ip_forward"}
+)
+
+// Files this tool writes when it persists settings.
+const (
+	ModulesFile  = "/etc/modules-load.d/kubectl-gpu.conf"
+	SysctlFile   = "/etc/sysctl.d/99-kubectl-gpu.conf"
+	NouveauFile  = "/etc/modprobe.d/blacklist-nouveau.conf"
+	KubeletFile  = "/var/lib/kubelet/config.yaml"
+	secureBootEF = "/sys/firmware/efi/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c"
+)
+
+// GPUInfo enriches the report with what NVML says (the agent supplies it; nil: skipped).
+type GPUInfo func(r *rep.Report) error
+
+// Check runs every check against the host and fills r.
+func Check(ctx context.Context, h *Host, r *rep.Report, nvml GPUInfo) {
+	osr := h.OSRelease()
+	r.OS = osr["PRETTY_NAME"]
+	r.Kernel = h.Kernel()
+	r.Flavour = h.Flavour()
+	st := rep.OK
+	if r.OS == "" {
+		st = rep.Warn
+	}
+	r.Add(rep.CheckOS, st, fmt.Sprintf("%s, kernel %s", dash(r.OS), dash(r.Kernel)), "")
+	flavourMsg := map[string]string{FlavourKubeadm: "kubeadm (/etc/kubernetes)", FlavourRKE2: "RKE2 (embedded containerd)", FlavourK3s: "K3s (embedded containerd)", FlavourOther: "unknown distribution: containerd checks assume /etc/containerd"}[r.Flavour]
+	r.Add(rep.CheckFlavour, rep.OK, flavourMsg, "")
+
+	mods := h.LoadedModules()
+	checkPCI(h, r)
+	hasGPU := len(r.GPUs) > 0
+	checkDriver(h, r, mods, hasGPU)
+	if nvml != nil && r.DriverVersion != "" {
+		if err := nvml(r); err != nil {
+			r.Add(rep.CheckNVML, rep.Warn, "NVML: "+err.Error(), "check that libnvidia-ml.so.1 of the running driver is installed on the host")
+		}
+	} else if r.DriverVersion == "" {
+		r.Add(rep.CheckNVML, rep.Skipped, "no NVIDIA driver loaded: NVML not queried", "")
+	}
+	checkNouveau(h, r, mods, hasGPU)
+	checkSecureBoot(h, r)
+	checkHeaders(h, r)
+	checkToolkit(h, r)
+	checkContainerd(h, r)
+	checkModules(h, r, mods)
+	checkSysctl(h, r)
+	checkSwap(h, r)
+}
+
+func checkPCI(h *Host, r *rep.Report) {
+	var devs []*nvpci.NvidiaPCIDevice
+	var err error
+	if h.Exists(nvpci.PCIDevicesRoot) {
+		devs, err = nvpci.New(nvpci.WithPCIDevicesRoot(h.Path(nvpci.PCIDevicesRoot)), nvpci.WithLogger(quiet{})).GetGPUs()
+	}
+	if err != nil {
+		r.Add(rep.CheckPCI, rep.Warn, "cannot read the PCI bus: "+err.Error(), "")
+		return
+	}
+	for _, d := range devs {
+		r.GPUs = append(r.GPUs, rep.GPU{PCIAddress: d.Address, DeviceID: fmt.Sprintf("10de:%04x", d.Device), Name: d.DeviceName, Driver: d.Driver})
+	}
+	if len(devs) == 0 {
+		r.Add(rep.CheckPCI, rep.Fail, "no NVIDIA GPU on the PCI bus", "this is not a GPU node: leave it out (name nodes or use -l)")
+		return
+	}
+	r.Add(rep.CheckPCI, rep.OK, fmt.Sprintf("%d NVIDIA GPU(s) on the PCI bus", len(devs)), "")
+}
+
+type quiet struct{}
+
+func (quiet) Debugf(string, ...any)   {}
+func (quiet) Infof(string, ...any)    {}
+func (quiet) Warningf(string, ...any) {}
+func (quiet) Errorf(string, ...any)   {}
+func (quiet) Tracef(string, ...any)   {}
+
+var driverVersion = regexp.MustCompile(`Kernel Module(?: for [a-z0-9_]+)?\s+([0-9]+\.[0-9]+(?:\.[0-9]+)?)`)
+
+func checkDriver(h *Host, r *rep.Report, mods map[string]bool, hasGPU bool) {
+	if s, ok := h.Read("/proc/driver/nvidia/version"); ok {
+		if m := driverVersion.FindStringSubmatch(s); m != nil {
+			r.DriverVersion = m[1]
+		}
+	}
+	if r.DriverVersion == "" {
+		if s, ok := h.Read("/sys/module/nvidia/version"); ok {
+			r.DriverVersion = strings.TrimSpace(s)
+		}
+	}
+	switch {
+	case r.DriverVersion != "":
+		r.Add(rep.CheckDriver, rep.OK, "NVIDIA driver "+r.DriverVersion+" loaded", "")
+	case mods["nvidia"]:
+		r.Add(rep.CheckDriver, rep.Warn, "nvidia module loaded but its version is unreadable", "")
+	case hasGPU:
+		r.Add(rep.CheckDriver, rep.Warn, "no NVIDIA driver loaded on the host", "install the driver on the host, or let the GPU Operator's driver container install it (kubectl gpu operator install)")
+	default:
+		r.Add(rep.CheckDriver, rep.Skipped, "no NVIDIA GPU: no driver needed", "")
+	}
+}
+
+func checkNouveau(h *Host, r *rep.Report, mods map[string]bool, hasGPU bool) {
+	blacklisted := false
+	for _, f := range h.Glob("/etc/modprobe.d/*.conf") {
+		for _, l := range h.Lines(f) {
+			if f := strings.Fields(l); len(f) == 2 && f[0] == "blacklist" && f[1] == "nouveau" {
+				blacklisted = true
+			}
+		}
+	}
+	switch {
+	case mods["nouveau"] && hasGPU:
+		r.Add(rep.CheckNouveau, rep.Fail, "nouveau is loaded: the NVIDIA driver cannot take the GPUs", "blacklist nouveau (kubectl gpu prep --apply), rebuild the initramfs and reboot")
+	case !blacklisted && hasGPU && r.DriverVersion == "":
+		r.Add(rep.CheckNouveau, rep.Warn, "nouveau is not blacklisted: it may take the GPUs at the next boot", "kubectl gpu prep --apply blacklists it")
+	default:
+		r.Add(rep.CheckNouveau, rep.OK, "nouveau not loaded", "")
+	}
+}
+
+func checkSecureBoot(h *Host, r *rep.Report) {
+	s, ok := h.Read(secureBootEF)
+	switch {
+	case !ok:
+		r.Add(rep.CheckSecureBoot, rep.OK, "Secure Boot off or not UEFI", "")
+	case len(s) >= 5 && s[4] == 1:
+		st := rep.Warn
+		if r.DriverVersion != "" {
+			st = rep.OK
+		}
+		r.Add(rep.CheckSecureBoot, st, "Secure Boot is on: only signed kernel modules load", "sign the NVIDIA module (DKMS with an enrolled MOK key) or use signed precompiled drivers")
+	default:
+		r.Add(rep.CheckSecureBoot, rep.OK, "Secure Boot off", "")
+	}
+}
+
+func checkHeaders(h *Host, r *rep.Report) {
+	k := r.Kernel
+	if k == "" {
+		r.Add(rep.CheckHeaders, rep.Skipped, "kernel release unknown", "")
+		return
+	}
+	if h.Exists("/lib/modules/"+k+"/build") || h.Exists("/usr/src/linux-headers-"+k) || h.Exists("/usr/src/kernels/"+k) {
+		r.Add(rep.CheckHeaders, rep.OK, "kernel headers for "+k+" present", "")
+		return
+	}
+	st := rep.Warn
+	if r.DriverVersion != "" {
+		st = rep.OK
+	}
+	r.Add(rep.CheckHeaders, st, "no kernel headers for "+k, "the operator's driver container builds against them: install linux-headers-"+k+" (or kernel-devel on RHEL)")
+}
+
+func checkToolkit(h *Host, r *rep.Report) {
+	rt, ctk := h.Exists(NvidiaRuntimeBinary), h.Exists("/usr/bin/nvidia-ctk")
+	r.ToolkitVersion = h.packageVersion("nvidia-container-toolkit")
+	switch {
+	case rt && ctk:
+		v := r.ToolkitVersion
+		if v == "" {
+			v = "(version unknown)"
+		}
+		r.Add(rep.CheckToolkit, rep.OK, "NVIDIA Container Toolkit "+v+" installed", "")
+	case rt || ctk:
+		r.Add(rep.CheckToolkit, rep.Warn, "NVIDIA Container Toolkit partly installed", "reinstall the nvidia-container-toolkit package")
+	default:
+		r.Add(rep.CheckToolkit, rep.Warn, "NVIDIA Container Toolkit not installed on the host", "install it on the host, or let the GPU Operator's toolkit container do it")
+	}
+}
+
+// packageVersion reads a package's version from the dpkg database.
+func (h *Host) packageVersion(pkg string) string {
+	s, ok := h.Read("/var/lib/dpkg/status")
+	if !ok {
+		return ""
+	}
+	for _, stanza := range strings.Split(s, "\n\n") {
+		if !strings.Contains(stanza, "Package: "+pkg+"\n") {
+			continue
+		}
+		for _, l := range strings.Split(stanza, "\n") {
+			if v, ok := strings.CutPrefix(l, "Version: "); ok {
+				return v
+			}
+		}
+	}
+	return ""
+}
+
+func checkContainerd(h *Host, r *rep.Report) {
+	paths := ContainerdFor(r.Flavour, 2)
+	content, ok := h.Read(paths.Config)
+	if !ok {
+		if r.Flavour == FlavourRKE2 || r.Flavour == FlavourK3s {
+			r.Add(rep.CheckContainerd, rep.Fail, "rendered containerd config "+paths.Config+" not found", "start "+r.Flavour+" once so it renders its containerd config")
+		} else {
+			r.Add(rep.CheckContainerd, rep.Fail, "no containerd config at "+paths.Config+": containerd runs on defaults (SystemdCgroup off)", "kubectl gpu prep --apply writes one")
+		}
+		r.Add(rep.CheckSystemdCgroup, rep.Skipped, "no containerd config", "")
+		r.Add(rep.CheckNvidiaRuntime, rep.Skipped, "no containerd config", "")
+		return
+	}
+	cfg, err := ParseContainerd(content)
+	if err != nil {
+		r.Add(rep.CheckContainerd, rep.Fail, paths.Config+": "+err.Error(), "fix the file by hand: kubectl gpu prep never writes over a config it cannot parse")
+		return
+	}
+	r.ContainerdConfigVersion = int(cfg.Version)
+	paths = ContainerdFor(r.Flavour, int(cfg.Version))
+	msg := fmt.Sprintf("%s (config version %d), default runtime %s", paths.Config, cfg.Version, cfg.DefaultRuntime())
+	if imps := cfg.Imports(); len(imps) > 0 {
+		msg += ", imports " + strings.Join(imps, " ")
+	}
+	if paths.Template != "" {
+		if h.Exists(paths.Template) {
+			msg += ", template " + paths.Template
+		} else {
+			msg += ", no template (rendered by " + r.Flavour + ")"
+		}
+	}
+	r.Add(rep.CheckContainerd, rep.OK, msg, "")
+
+	// SystemdCgroup on runc must agree with the kubelet's cgroup driver.
+	sc, set := cfg.SystemdCgroup()
+	kubelet := h.kubeletCgroupDriver()
+	switch {
+	case r.Flavour == FlavourRKE2 || r.Flavour == FlavourK3s:
+		r.Add(rep.CheckSystemdCgroup, rep.OK, fmt.Sprintf("SystemdCgroup=%v, set by %s together with its kubelet", sc, r.Flavour), "")
+	case kubelet == "systemd" && !sc:
+		r.Add(rep.CheckSystemdCgroup, rep.Fail, "kubelet uses the systemd cgroup driver but containerd's runc has SystemdCgroup="+fmt.Sprint(sc), "kubectl gpu prep --apply sets SystemdCgroup = true (then restart containerd)")
+	case kubelet == "cgroupfs" && sc:
+		r.Add(rep.CheckSystemdCgroup, rep.Fail, "kubelet uses cgroupfs but containerd's runc has SystemdCgroup=true", "set cgroupDriver: systemd in "+KubeletFile+" (kubeadm's default) or SystemdCgroup = false")
+	case !set || !sc:
+		r.Add(rep.CheckSystemdCgroup, rep.Fail, "containerd's runc does not use the systemd cgroup driver (kubeadm's kubelet default)", "kubectl gpu prep --apply sets SystemdCgroup = true (then restart containerd)")
+	default:
+		r.Add(rep.CheckSystemdCgroup, rep.OK, "SystemdCgroup = true, kubelet cgroupDriver "+dash(kubelet), "")
+	}
+	bin, has := cfg.RuntimeBinary("nvidia")
+	r.NvidiaRuntime = has
+	switch {
+	case has && bin != "" && !h.Exists(bin):
+		r.NvidiaRuntime = false
+		r.Add(rep.CheckNvidiaRuntime, rep.Fail, "runtime nvidia points at "+bin+", which does not exist", "install the NVIDIA Container Toolkit on the host")
+	case has:
+		r.Add(rep.CheckNvidiaRuntime, rep.OK, "runtime nvidia configured ("+dash(bin)+")", "")
+	case h.Exists(NvidiaRuntimeBinary) && (r.Flavour == FlavourRKE2 || r.Flavour == FlavourK3s):
+		r.Add(rep.CheckNvidiaRuntime, rep.Fail, "toolkit installed but the rendered config has no nvidia runtime", "restart "+r.Flavour+" so it detects the toolkit (kubectl gpu prep --apply --restart-runtime)")
+	case h.Exists(NvidiaRuntimeBinary):
+		r.Add(rep.CheckNvidiaRuntime, rep.Fail, "toolkit installed but containerd has no nvidia runtime", "kubectl gpu prep --apply adds it (then restart containerd)")
+	default:
+		r.Add(rep.CheckNvidiaRuntime, rep.Warn, "no nvidia runtime in containerd", "install the toolkit on the host, or let the GPU Operator configure containerd")
+	}
+}
+
+func (h *Host) kubeletCgroupDriver() string {
+	s, ok := h.Read(KubeletFile)
+	if !ok {
+		return ""
+	}
+	var cfg struct {
+		CgroupDriver string `json:"cgroupDriver"`
+	}
+	if err := yaml.Unmarshal([]byte(s), &cfg); err != nil {
+		return ""
+	}
+	return cfg.CgroupDriver
+}
+
+// persistedModules returns the modules listed in modules-load.d files (and /etc/modules).
+func (h *Host) persistedModules() map[string]bool {
+	m := map[string]bool{}
+	files := append(h.Glob("/etc/modules-load.d/*.conf"), "/etc/modules")
+	for _, f := range files {
+		for _, l := range h.Lines(f) {
+			m[strings.Fields(l)[0]] = true
+		}
+	}
+	return m
+}
+
+func checkModules(h *Host, r *rep.Report, loaded map[string]bool) {
+	persisted := h.persistedModules()
+	var missing []string
+	for _, m := range RequiredModules {
+		switch {
+		case !loaded[m] && !persisted[m]:
+			missing = append(missing, m+" (not loaded, not persisted)")
+		case !loaded[m]:
+			missing = append(missing, m+" (not loaded)")
+		case !persisted[m]:
+			missing = append(missing, m+" (not persisted)")
+		}
+	}
+	if len(missing) > 0 {
+		r.Add(rep.CheckModules, rep.Fail, "kernel modules: "+strings.Join(missing, ", "), "kubectl gpu prep --apply loads them and lists them in "+ModulesFile)
+		return
+	}
+	r.Add(rep.CheckModules, rep.OK, "overlay and br_netfilter loaded and persisted", "")
+}
+
+// persistedSysctls parses the sysctl.d files in systemd-sysctl's order (later wins).
+func (h *Host) persistedSysctls() map[string]string {
+	m := map[string]string{}
+	var files []string
+	for _, d := range []string{"/usr/lib/sysctl.d", "/run/sysctl.d", "/etc/sysctl.d"} {
+		files = append(files, h.Glob(d+"/*.conf")...)
+	}
+	files = append(files, "/etc/sysctl.conf")
+	for _, f := range files {
+		for _, l := range h.Lines(f) {
+			k, v, ok := strings.Cut(l, "=")
+			if !ok {
+				continue
+			}
+			k = strings.ReplaceAll(strings.TrimPrefix(strings.TrimSpace(k), "-"), "/", ".")
+			m[k] = strings.TrimSpace(v)
+		}
+	}
+	return m
+}
+
+func (h *Host) liveSysctl(key string) (string, bool) {
+	s, ok := h.Read("/proc/sys/" + strings.ReplaceAll(key, ".", "/"))
+	return strings.TrimSpace(s), ok
+}
+
+func checkSysctl(h *Host, r *rep.Report) {
+	persisted := h.persistedSysctls()
+	var bad []string
+	for _, k := range RequiredSysctls {
+		live, ok := h.liveSysctl(k)
+		switch {
+		case !ok:
+			bad = append(bad, k+" absent (br_netfilter not loaded?)")
+		case live != "1":
+			bad = append(bad, k+"="+live)
+		}
+		if persisted[k] != "1" {
+			bad = append(bad, k+" not persisted")
+		}
+	}
+	if len(bad) > 0 {
+		r.Add(rep.CheckSysctl, rep.Fail, "sysctl: "+strings.Join(bad, ", "), "kubectl gpu prep --apply writes "+SysctlFile+" and applies it")
+		return
+	}
+	r.Add(rep.CheckSysctl, rep.OK, "bridge-nf-call-iptables/ip6tables and ip_forward = 1, persisted", "")
+}
+
+// swapLines returns the active swap devices and the fstab lines that enable swap.
+func (h *Host) swapLines() (active []string, fstab []string) {
+	for i, l := range h.Lines("/proc/swaps") {
+		if i == 0 && strings.HasPrefix(l, "Filename") {
+			continue
+		}
+		active = append(active, strings.Fields(l)[0])
+	}
+	for _, l := range h.Lines("/etc/fstab") {
+		if f := strings.Fields(l); len(f) >= 3 && f[2] == "swap" {
+			fstab = append(fstab, l)
+		}
+	}
+	return active, fstab
+}
+
+func checkSwap(h *Host, r *rep.Report) {
+	active, fstab := h.swapLines()
+	switch {
+	case len(active) > 0 || len(fstab) > 0:
+		var parts []string
+		if len(active) > 0 {
+			parts = append(parts, "active: "+strings.Join(active, " "))
+		}
+		if len(fstab) > 0 {
+			parts = append(parts, fmt.Sprintf("%d swap line(s) in /etc/fstab", len(fstab)))
+		}
+		r.Add(rep.CheckSwap, rep.Fail, "swap is on ("+strings.Join(parts, "; ")+")", "kubectl gpu prep --apply runs swapoff -a and comments out the fstab lines")
+	default:
+		r.Add(rep.CheckSwap, rep.OK, "swap off", "")
+	}
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}

@@ -1,0 +1,158 @@
+package hostconfig
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/NVIDIA/nvidia-container-toolkit/pkg/config/toml"
+)
+
+// NvidiaRuntimeBinary is where the NVIDIA Container Toolkit installs its runtime.
+const NvidiaRuntimeBinary = "/usr/bin/nvidia-container-runtime"
+
+// ContainerdConfig is a parsed containerd config, read and edited with NVIDIA's own TOML
+// package (the one nvidia-ctk edits containerd configs with).
+type ContainerdConfig struct {
+	tree    *toml.Tree
+	Version int64
+}
+
+// ParseContainerd parses a containerd config. An empty file is a version 2 config.
+func ParseContainerd(content string) (*ContainerdConfig, error) {
+	t, err := toml.Load(content)
+	if err != nil {
+		return nil, fmt.Errorf("containerd config does not parse: %w", err)
+	}
+	c := &ContainerdConfig{tree: t, Version: 2}
+	switch v := t.Get("version").(type) {
+	case nil:
+		if len(t.Keys()) > 0 {
+			c.Version = 1
+		}
+	case int64:
+		c.Version = v
+	default:
+		return nil, fmt.Errorf("containerd config: version is %v, not a number", v)
+	}
+	if c.Version < 1 || c.Version > 3 {
+		return nil, fmt.Errorf("containerd config version %d is not supported (1, 2 or 3)", c.Version)
+	}
+	return c, nil
+}
+
+// criPlugin is the CRI runtime plugin's name for the config version.
+func (c *ContainerdConfig) criPlugin() string {
+	switch c.Version {
+	case 1:
+		return "cri"
+	case 2:
+		return "io.containerd.grpc.v1.cri"
+	}
+	return "io.containerd.cri.v1.runtime"
+}
+
+func (c *ContainerdConfig) runtimesPath() []string {
+	return []string{"plugins", c.criPlugin(), "containerd", "runtimes"}
+}
+
+func (c *ContainerdConfig) runtimePath(name string, rest ...string) []string {
+	return append(append(c.runtimesPath(), name), rest...)
+}
+
+// SystemdCgroup returns runc's SystemdCgroup option and whether it is set.
+func (c *ContainerdConfig) SystemdCgroup() (bool, bool) {
+	v, ok := c.tree.GetPath(c.runtimePath("runc", "options", "SystemdCgroup")).(bool)
+	return v, ok
+}
+
+// Runtimes lists the configured runtime handlers.
+func (c *ContainerdConfig) Runtimes() []string {
+	t := c.tree.GetSubtreeByPath(c.runtimesPath())
+	if t == nil {
+		return nil
+	}
+	return t.Keys()
+}
+
+// RuntimeBinary returns the BinaryName of a runtime ("" when unset or absent).
+func (c *ContainerdConfig) RuntimeBinary(name string) (string, bool) {
+	if !c.tree.HasPath(c.runtimePath(name)) {
+		return "", false
+	}
+	b, _ := c.tree.GetPath(c.runtimePath(name, "options", "BinaryName")).(string)
+	return b, true
+}
+
+// DefaultRuntime is default_runtime_name ("runc" when unset).
+func (c *ContainerdConfig) DefaultRuntime() string {
+	if v, ok := c.tree.GetPath([]string{"plugins", c.criPlugin(), "containerd", "default_runtime_name"}).(string); ok && v != "" {
+		return v
+	}
+	return "runc"
+}
+
+// SetSystemdCgroup sets runc's SystemdCgroup (creating the runc runtime entry as containerd's
+// defaults have it when missing). It reports whether anything changed.
+func (c *ContainerdConfig) SetSystemdCgroup(on bool) bool {
+	if v, ok := c.SystemdCgroup(); ok && v == on {
+		return false
+	}
+	c.pinVersion()
+	if !c.tree.HasPath(c.runtimePath("runc", "runtime_type")) {
+		c.tree.SetPath(c.runtimePath("runc", "runtime_type"), "io.containerd.runc.v2")
+	}
+	c.tree.SetPath(c.runtimePath("runc", "options", "SystemdCgroup"), on)
+	return true
+}
+
+// AddNvidiaRuntime adds the "nvidia" runtime as nvidia-ctk does: a copy of runc's settings
+// (runtime type, options such as SystemdCgroup) with BinaryName pointing at the NVIDIA
+// runtime. The default runtime is left alone (RuntimeClass nvidia selects it). It reports
+// whether anything changed.
+func (c *ContainerdConfig) AddNvidiaRuntime(binary string) bool {
+	if b, ok := c.RuntimeBinary("nvidia"); ok && b == binary {
+		return false
+	}
+	c.pinVersion()
+	runc := c.tree.GetSubtreeByPath(c.runtimePath("runc"))
+	if runc != nil {
+		c.tree.SetPath(c.runtimePath("nvidia"), runc.Copy())
+	} else {
+		c.tree.SetPath(c.runtimePath("nvidia", "runtime_type"), "io.containerd.runc.v2")
+	}
+	c.tree.SetPath(c.runtimePath("nvidia", "options", "BinaryName"), binary)
+	return true
+}
+
+// pinVersion writes the version the edit assumes into a config that has none (an empty
+// file), so that containerd and a re-parse read the same plugin paths.
+func (c *ContainerdConfig) pinVersion() {
+	if c.tree.Get("version") == nil && c.Version >= 2 {
+		c.tree.Set("version", c.Version)
+	}
+}
+
+// String renders the config.
+func (c *ContainerdConfig) String() string {
+	s := c.tree.String()
+	if !strings.HasSuffix(s, "\n") {
+		s += "\n"
+	}
+	return s
+}
+
+// Imports lists the config's imports (drop-in files; globs allowed).
+func (c *ContainerdConfig) Imports() []string {
+	var out []string
+	switch v := c.tree.Get("imports").(type) {
+	case []any:
+		for _, x := range v {
+			if s, ok := x.(string); ok {
+				out = append(out, s)
+			}
+		}
+	case []string:
+		out = v
+	}
+	return out
+}

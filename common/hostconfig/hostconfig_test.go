@@ -1,0 +1,290 @@
+package hostconfig
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+
+	"github.com/kubectl-gpu/kubectl-gpu/common/golden"
+	"github.com/kubectl-gpu/kubectl-gpu/common/hostconfig/fakehost"
+	rep "github.com/kubectl-gpu/kubectl-gpu/common/nodereport"
+)
+
+// fakeRoot builds a fake host root with gpus A100s (see package fakehost).
+func fakeRoot(t testing.TB, name string, gpus int) string {
+	t.Helper()
+	dst := filepath.Join(t.TempDir(), name)
+	if err := fakehost.Build(name, dst, gpus); err != nil {
+		t.Fatal(err)
+	}
+	return dst
+}
+
+var roots = fakehost.Names
+
+func checkRoot(t *testing.T, root string) *rep.Report {
+	r := rep.New("v0.0.0-test", ModeCheck)
+	Check(context.Background(), &Host{Root: root}, r, nil)
+	return r
+}
+
+// TestCheckGolden: the report of each fake host root, as a golden file.
+func TestCheckGolden(t *testing.T) {
+	for _, name := range roots {
+		t.Run(name, func(t *testing.T) {
+			r := checkRoot(t, fakeRoot(t, name, 2))
+			b, _ := json.MarshalIndent(r, "", "  ")
+			golden.Assert(t, "check-"+name+".golden", append(b, '\n'))
+		})
+	}
+}
+
+func status(r *rep.Report, id string) rep.Status {
+	c, _ := r.Get(id)
+	return c.Status
+}
+
+func TestCheckFindings(t *testing.T) {
+	u := checkRoot(t, fakeRoot(t, "ubuntu2204-kubeadm", 2))
+	for id, want := range map[string]rep.Status{
+		rep.CheckPCI: rep.OK, rep.CheckNouveau: rep.Fail, rep.CheckSwap: rep.Fail, rep.CheckModules: rep.Fail,
+		rep.CheckSysctl: rep.Fail, rep.CheckSystemdCgroup: rep.Fail, rep.CheckDriver: rep.Warn,
+	} {
+		if got := status(u, id); got != want {
+			t.Errorf("ubuntu2204 %s = %s, want %s", id, got, want)
+		}
+	}
+	if len(u.GPUs) != 2 || u.Flavour != FlavourKubeadm || u.ContainerdConfigVersion != 2 {
+		t.Errorf("ubuntu2204: %d GPUs, flavour %s, config v%d", len(u.GPUs), u.Flavour, u.ContainerdConfigVersion)
+	}
+	n := checkRoot(t, fakeRoot(t, "ubuntu2404-containerd2", 1))
+	if n.ContainerdConfigVersion != 3 || n.DriverVersion != "570.86.15" || n.ToolkitVersion != "1.17.4-1" || status(n, rep.CheckNvidiaRuntime) != rep.Fail || status(n, rep.CheckSystemdCgroup) != rep.OK {
+		t.Errorf("ubuntu2404: %+v", n)
+	}
+	k := checkRoot(t, fakeRoot(t, "k3s", 1))
+	if !k.Ready() || !k.NvidiaRuntime || k.Flavour != FlavourK3s {
+		t.Errorf("k3s should be ready: %+v", k.Checks)
+	}
+	rh := checkRoot(t, fakeRoot(t, "rhel9", 1))
+	if status(rh, rep.CheckSecureBoot) != rep.Warn || status(rh, rep.CheckHeaders) != rep.Warn || !strings.HasPrefix(rh.OS, "Red Hat Enterprise Linux 9.4") {
+		t.Errorf("rhel9: %+v", rh.Checks)
+	}
+	none := checkRoot(t, fakeRoot(t, "rhel9", 0))
+	if status(none, rep.CheckPCI) != rep.Fail {
+		t.Error("a host without NVIDIA PCI devices must fail gpu.pci")
+	}
+}
+
+// tree returns every file under root with its content, for comparing before and after.
+func tree(t *testing.T, root string) map[string]string {
+	m := map[string]string{}
+	_ = filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
+		if err == nil && d.Type().IsRegular() {
+			b, _ := os.ReadFile(p)
+			rel, _ := filepath.Rel(root, p)
+			m[rel] = string(b)
+		}
+		return nil
+	})
+	return m
+}
+
+func TestApplyKubeadm(t *testing.T) {
+	root := fakeRoot(t, "ubuntu2204-kubeadm", 1)
+	h := &Host{Root: root}
+	rec := &Recorder{}
+	now := time.Date(2026, 11, 22, 8, 0, 0, 0, time.UTC)
+	r, err := Run(context.Background(), h, Options{Mode: ModeApply, AgentVersion: "test", Runner: rec, Apply: ApplyOptions{Now: now, RestartRuntime: true}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var files []string
+	for _, c := range r.Changes {
+		if c.File != "" {
+			files = append(files, c.File)
+			if !c.Done || c.Diff == "" {
+				t.Errorf("change %+v", c)
+			}
+		}
+	}
+	want := "/etc/containerd/config.toml /etc/fstab /etc/modprobe.d/blacklist-nouveau.conf /etc/modules-load.d/kubectl-gpu.conf /etc/sysctl.d/99-kubectl-gpu.conf"
+	if strings.Join(files, " ") != want {
+		t.Fatalf("files changed: %s\nwant %s", strings.Join(files, " "), want)
+	}
+	var cmds []string
+	for _, c := range rec.Commands {
+		cmds = append(cmds, strings.Join(c, " "))
+	}
+	if strings.Join(cmds, "; ") != "modprobe -a br_netfilter; sysctl --system; swapoff -a; systemctl restart containerd" {
+		t.Fatalf("commands: %q", cmds)
+	}
+	for _, f := range files {
+		b, _ := os.ReadFile(h.Path(f))
+		golden.Assert(t, "apply-ubuntu2204"+strings.ReplaceAll(f, "/", "_")+".golden", b)
+	}
+	// Backups of the files that existed.
+	for _, f := range []string{"/etc/fstab", "/etc/containerd/config.toml"} {
+		if _, err := os.Stat(h.Path(f) + ".kubectl-gpu-20261122T080000.bak"); err != nil {
+			t.Errorf("no backup of %s: %v", f, err)
+		}
+	}
+	cfg, err := ParseContainerd(mustRead(t, h.Path("/etc/containerd/config.toml")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, _ := cfg.SystemdCgroup(); !v {
+		t.Fatal("SystemdCgroup not set")
+	}
+	// The re-check after apply marks what the files fixed (live settings need the real
+	// commands: the recorder ran none, so the swap and module checks still fail here).
+	if status(r, rep.CheckSystemdCgroup) != rep.Fixed {
+		t.Errorf("systemd cgroup after apply: %s", status(r, rep.CheckSystemdCgroup))
+	}
+
+	// A second apply changes no file.
+	before := tree(t, root)
+	rec2 := &Recorder{}
+	r2, err := Run(context.Background(), h, Options{Mode: ModeApply, AgentVersion: "test", Runner: rec2, Apply: ApplyOptions{Now: now.Add(time.Hour)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range r2.Changes {
+		if c.File != "" {
+			t.Errorf("second apply changed %s:\n%s", c.File, c.Diff)
+		}
+	}
+	after := tree(t, root)
+	if len(before) != len(after) {
+		t.Errorf("second apply added files: %d → %d", len(before), len(after))
+	}
+	for k, v := range before {
+		if after[k] != v {
+			t.Errorf("second apply changed %s", k)
+		}
+	}
+}
+
+func TestApplyRKE2NeverEditsRenderedConfig(t *testing.T) {
+	root := fakeRoot(t, "rke2", 1)
+	h := &Host{Root: root}
+	rendered := mustRead(t, h.Path("/var/lib/rancher/rke2/agent/etc/containerd/config.toml"))
+	rec := &Recorder{}
+	r, err := Run(context.Background(), h, Options{Mode: ModePlan, AgentVersion: "test", Runner: rec})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Changes) != 1 || strings.Join(r.Changes[0].Command, " ") != "systemctl restart rke2-server" || !strings.Contains(r.Changes[0].Note, "--restart-runtime") {
+		t.Fatalf("plan: %+v", r.Changes)
+	}
+	if _, err := Run(context.Background(), h, Options{Mode: ModeApply, AgentVersion: "test", Runner: rec, Apply: ApplyOptions{RestartRuntime: true}}); err != nil {
+		t.Fatal(err)
+	}
+	if got := mustRead(t, h.Path("/var/lib/rancher/rke2/agent/etc/containerd/config.toml")); got != rendered {
+		t.Fatal("the rendered config was edited")
+	}
+	if len(rec.Commands) != 1 || rec.Commands[0][2] != "rke2-server" {
+		t.Fatalf("commands %v", rec.Commands)
+	}
+}
+
+func TestApplyAddsNvidiaRuntimeV3(t *testing.T) {
+	root := fakeRoot(t, "ubuntu2404-containerd2", 1)
+	h := &Host{Root: root}
+	r, err := Run(context.Background(), h, Options{Mode: ModeApply, AgentVersion: "test", Runner: &Recorder{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if status(r, rep.CheckNvidiaRuntime) != rep.Fixed || !r.NvidiaRuntime {
+		t.Fatalf("nvidia runtime after apply: %s", status(r, rep.CheckNvidiaRuntime))
+	}
+	golden.Assert(t, "apply-ubuntu2404_containerd.golden", []byte(mustRead(t, h.Path("/etc/containerd/config.toml"))))
+}
+
+func TestNeverWritesUnparseableConfig(t *testing.T) {
+	root := fakeRoot(t, "ubuntu2204-kubeadm", 1)
+	h := &Host{Root: root}
+	bad := "version = 2\n[plugins.\"io.containerd.grpc.v1.cri\"\n  broken = \n"
+	if err := os.WriteFile(h.Path("/etc/containerd/config.toml"), []byte(bad), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r, err := Run(context.Background(), h, Options{Mode: ModeApply, AgentVersion: "test", Runner: &Recorder{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := mustRead(t, h.Path("/etc/containerd/config.toml")); got != bad {
+		t.Fatal("an unparseable config was overwritten")
+	}
+	if c, _ := r.Get(rep.CheckContainerd); c.Status != rep.Fail || !strings.Contains(c.Message, "does not parse") {
+		t.Fatalf("check: %+v", c)
+	}
+}
+
+// TestCrashBetweenTempWriteAndRename: a crash after the temporary file is written leaves
+// the old file whole.
+func TestCrashBetweenTempWriteAndRename(t *testing.T) {
+	root := fakeRoot(t, "ubuntu2204-kubeadm", 1)
+	h := &Host{Root: root}
+	old := mustRead(t, h.Path("/etc/fstab"))
+	crashAfterTempWrite = func(string) error { return errors.New("simulated crash") }
+	defer func() { crashAfterTempWrite = nil }()
+	_, err := Run(context.Background(), h, Options{Mode: ModeApply, AgentVersion: "test", Runner: &Recorder{}})
+	if err == nil || !strings.Contains(err.Error(), "simulated crash") {
+		t.Fatalf("err %v", err)
+	}
+	if got := mustRead(t, h.Path("/etc/fstab")); got != old {
+		t.Fatal("fstab changed")
+	}
+	if got := mustRead(t, h.Path("/etc/containerd/config.toml")); !strings.Contains(got, "SystemdCgroup = false") {
+		t.Fatal("containerd config changed")
+	}
+	left, _ := filepath.Glob(h.Path("/etc/*.tmp-*"))
+	if len(left) != 0 {
+		t.Fatalf("temporary files left: %v", left)
+	}
+}
+
+func mustRead(t *testing.T, p string) string {
+	t.Helper()
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// FuzzContainerdEdit: whatever the input, no panic, and the edit's output parses (or the
+// input is refused and nothing would be written).
+func FuzzContainerdEdit(f *testing.F) {
+	for _, name := range roots {
+		for _, p := range []string{"etc/containerd/config.toml", "var/lib/rancher/rke2/agent/etc/containerd/config.toml", "var/lib/rancher/k3s/agent/etc/containerd/config.toml"} {
+			if b, err := os.ReadFile(filepath.Join("testdata", "roots", name, p)); err == nil {
+				f.Add(string(b))
+			}
+		}
+	}
+	f.Add("")
+	f.Add("version = 3\n")
+	f.Add("version = \"x\"\n")
+	f.Fuzz(func(t *testing.T, in string) {
+		c, err := ParseContainerd(in)
+		if err != nil {
+			return
+		}
+		c.SetSystemdCgroup(true)
+		c.AddNvidiaRuntime(NvidiaRuntimeBinary)
+		out := c.String()
+		again, err := ParseContainerd(out)
+		if err != nil {
+			t.Fatalf("edited config does not parse: %v\ninput:\n%s\noutput:\n%s", err, in, out)
+		}
+		if b, ok := again.RuntimeBinary("nvidia"); !ok || b != NvidiaRuntimeBinary {
+			t.Fatalf("nvidia runtime lost:\n%s", out)
+		}
+	})
+}

@@ -1,0 +1,148 @@
+// Package nodereport is the schema the node agent prints and the plugin reads: one
+// NodeReport per node, with a named check per thing that matters for GPUs.
+package nodereport
+
+import (
+	"encoding/json"
+	"fmt"
+
+	"github.com/kubectl-gpu/kubectl-gpu/common/report"
+)
+
+// Kind and SchemaVersion of the report. The plugin refuses a report whose schema version it
+// does not know.
+const (
+	Kind          = "NodeReport"
+	SchemaVersion = 1
+)
+
+// Status of a check.
+type Status string
+
+// Check statuses.
+const (
+	OK      Status = "ok"
+	Warn    Status = "warn"
+	Fail    Status = "fail"
+	Fixed   Status = "fixed"
+	Skipped Status = "skipped"
+)
+
+// Check IDs: stable names runbooks can match.
+const (
+	CheckOS            = "os"
+	CheckFlavour       = "flavour"
+	CheckPCI           = "gpu.pci"
+	CheckDriver        = "gpu.driver"
+	CheckNVML          = "gpu.nvml"
+	CheckNouveau       = "nouveau"
+	CheckSecureBoot    = "secureboot"
+	CheckHeaders       = "kernel.headers"
+	CheckToolkit       = "toolkit"
+	CheckContainerd    = "containerd.config"
+	CheckSystemdCgroup = "containerd.systemdcgroup"
+	CheckNvidiaRuntime = "containerd.nvidia-runtime"
+	CheckCgroupDriver  = "kubelet.cgroupdriver"
+	CheckModules       = "kernel.modules"
+	CheckSysctl        = "sysctl"
+	CheckSwap          = "swap"
+)
+
+// Check is one finding.
+type Check struct {
+	ID          string `json:"id"`
+	Status      Status `json:"status"`
+	Message     string `json:"message"`
+	Remediation string `json:"remediation,omitempty"`
+}
+
+// GPU is one GPU found on the node.
+type GPU struct {
+	PCIAddress string `json:"pciAddress"`
+	DeviceID   string `json:"deviceID"`
+	Name       string `json:"name,omitempty"`
+	UUID       string `json:"uuid,omitempty"`
+	MemoryMiB  uint64 `json:"memoryMiB,omitempty"`
+	MIG        string `json:"mig,omitempty"`
+	ECC        string `json:"ecc,omitempty"`
+	Driver     string `json:"driver,omitempty"`
+}
+
+// Change is one thing apply changes (or would change).
+type Change struct {
+	Check string `json:"check"`
+	// File changed, with a unified diff; or Command run in the host's namespaces.
+	File    string   `json:"file,omitempty"`
+	Diff    string   `json:"diff,omitempty"`
+	Command []string `json:"command,omitempty"`
+	Note    string   `json:"note,omitempty"`
+	Done    bool     `json:"done"`
+	Error   string   `json:"error,omitempty"`
+}
+
+// Report is what the agent prints.
+type Report struct {
+	report.TypeMeta `json:",inline"`
+	SchemaVersion   int    `json:"schemaVersion"`
+	AgentVersion    string `json:"agentVersion"`
+	Node            string `json:"node,omitempty"`
+	Mode            string `json:"mode"`
+	OS              string `json:"os"`
+	Kernel          string `json:"kernel"`
+	Arch            string `json:"arch"`
+	Flavour         string `json:"flavour"`
+	DriverVersion   string `json:"driverVersion,omitempty"`
+	CUDAVersion     string `json:"cudaVersion,omitempty"`
+	ToolkitVersion  string `json:"toolkitVersion,omitempty"`
+	// ContainerdConfigVersion is 2 or 3 (0: not found).
+	ContainerdConfigVersion int      `json:"containerdConfigVersion,omitempty"`
+	NvidiaRuntime           bool     `json:"nvidiaRuntime"`
+	GPUs                    []GPU    `json:"gpus"`
+	Checks                  []Check  `json:"checks"`
+	Changes                 []Change `json:"changes,omitempty"`
+}
+
+// New returns an empty report of the current schema.
+func New(agentVersion, mode string) *Report {
+	return &Report{TypeMeta: report.Meta(Kind), SchemaVersion: SchemaVersion, AgentVersion: agentVersion, Mode: mode, GPUs: []GPU{}, Checks: []Check{}}
+}
+
+// Add records a check.
+func (r *Report) Add(id string, st Status, msg, fix string) {
+	r.Checks = append(r.Checks, Check{ID: id, Status: st, Message: msg, Remediation: fix})
+}
+
+// Get returns the check with id.
+func (r *Report) Get(id string) (Check, bool) {
+	for _, c := range r.Checks {
+		if c.ID == id {
+			return c, true
+		}
+	}
+	return Check{}, false
+}
+
+// Ready tells whether no check failed.
+func (r *Report) Ready() bool {
+	for _, c := range r.Checks {
+		if c.Status == Fail {
+			return false
+		}
+	}
+	return true
+}
+
+// Parse reads a report from the agent's output, refusing other kinds and schema versions.
+func Parse(b []byte) (*Report, error) {
+	var r Report
+	if err := json.Unmarshal(b, &r); err != nil {
+		return nil, fmt.Errorf("the node agent's output is not a JSON report: %v", err)
+	}
+	if r.Kind != Kind || r.APIVersion != report.APIVersion {
+		return nil, fmt.Errorf("the node agent printed %s %s, not a %s %s", r.APIVersion, r.Kind, report.APIVersion, Kind)
+	}
+	if r.SchemaVersion != SchemaVersion {
+		return nil, fmt.Errorf("the node agent %s speaks report schema %d, this plugin schema %d: use the agent image that matches the plugin (kubectl gpu version), or --image", r.AgentVersion, r.SchemaVersion, SchemaVersion)
+	}
+	return &r, nil
+}

@@ -1,0 +1,95 @@
+// Command gpu-node-agent checks (and with apply, prepares) the GPU node it runs on, through
+// the host root mounted at --host-root, and prints one NodeReport as JSON on stdout.
+//
+//	gpu-node-agent check|plan|apply [--host-root /host] [--node NAME] [--restart-runtime]
+//
+// Every flag can also be set from the environment (AGENT_HOST_ROOT, NODE_NAME,
+// AGENT_RESTART_RUNTIME). Exit codes: 0 report printed (whatever it found), 2 bad usage,
+// 1 the agent itself failed (a report with the error is still printed when possible).
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
+	"strconv"
+	"syscall"
+
+	"github.com/kubectl-gpu/kubectl-gpu/common/buildinfo"
+	"github.com/kubectl-gpu/kubectl-gpu/common/hostconfig"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func envBool(k string) bool {
+	b, _ := strconv.ParseBool(os.Getenv(k))
+	return b
+}
+
+func envOr(k, def string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return def
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprintln(stderr, "usage: gpu-node-agent check|plan|apply [--host-root DIR] [--node NAME] [--restart-runtime]")
+		return 2
+	}
+	mode := args[0]
+	fs := flag.NewFlagSet("gpu-node-agent", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	root := fs.String("host-root", envOr("AGENT_HOST_ROOT", "/host"), "where the host's / is mounted")
+	node := fs.String("node", os.Getenv("NODE_NAME"), "node name to put in the report")
+	restart := fs.Bool("restart-runtime", envBool("AGENT_RESTART_RUNTIME"), "restart containerd / rke2 / k3s after changing its config")
+	if err := fs.Parse(args[1:]); err != nil {
+		return 2
+	}
+	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer cancel()
+	h := &hostconfig.Host{Root: *root}
+	r, err := hostconfig.Run(ctx, h, hostconfig.Options{
+		Mode: mode, AgentVersion: buildinfo.Version, Node: *node,
+		Apply:  hostconfig.ApplyOptions{RestartRuntime: *restart},
+		NVML:   nvmlInfo(h, newNVML),
+		Runner: nsenterRunner{},
+	})
+	if r != nil {
+		b, jerr := json.Marshal(r)
+		if jerr != nil {
+			fmt.Fprintln(stderr, "gpu-node-agent:", jerr)
+			return 1
+		}
+		fmt.Fprintf(stdout, "%s\n", b)
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "gpu-node-agent:", err)
+		if r == nil {
+			return 2
+		}
+		return 1
+	}
+	return 0
+}
+
+// nsenterRunner runs commands in the host's mount, UTS, IPC, network and PID namespaces
+// (the pod runs with hostPID, so PID 1 is the host's init).
+type nsenterRunner struct{}
+
+func (nsenterRunner) Run(ctx context.Context, argv ...string) (string, error) {
+	cmd := exec.CommandContext(ctx, "nsenter", append([]string{"-t", "1", "-m", "-u", "-i", "-n", "-p", "--"}, argv...)...)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return string(out), fmt.Errorf("%v: %w: %s", argv, err, out)
+	}
+	return string(out), nil
+}

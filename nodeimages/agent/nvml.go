@@ -1,0 +1,112 @@
+package main
+
+import (
+	"fmt"
+	"path/filepath"
+
+	"github.com/NVIDIA/go-nvml/pkg/nvml"
+
+	"github.com/kubectl-gpu/kubectl-gpu/common/hostconfig"
+	rep "github.com/kubectl-gpu/kubectl-gpu/common/nodereport"
+)
+
+// libDirs are where distributions install libnvidia-ml.so.1.
+var libDirs = []string{"/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib64", "/usr/lib", "/run/nvidia/driver/usr/lib/x86_64-linux-gnu"}
+
+// newNVML opens the host's NVML library found under the host root.
+func newNVML(h *hostconfig.Host) (nvml.Interface, error) {
+	for _, d := range libDirs {
+		p := h.Path(filepath.Join(d, "libnvidia-ml.so.1"))
+		if _, err := filepath.EvalSymlinks(p); err == nil {
+			return nvml.New(nvml.WithLibraryPath(p)), nil
+		}
+	}
+	return nil, fmt.Errorf("libnvidia-ml.so.1 not found under %s", h.Root)
+}
+
+// nvmlInfo returns the hook that adds NVML's view of the GPUs to the report: names, UUIDs,
+// memory, driver and CUDA versions, MIG mode and ECC. open is replaced in tests by go-nvml's
+// dgxa100 mock.
+func nvmlInfo(h *hostconfig.Host, open func(*hostconfig.Host) (nvml.Interface, error)) hostconfig.GPUInfo {
+	return func(r *rep.Report) error {
+		lib, err := open(h)
+		if err != nil {
+			return err
+		}
+		if ret := lib.Init(); ret != nvml.SUCCESS {
+			return fmt.Errorf("cannot initialise NVML: %s", nvml.ErrorString(ret))
+		}
+		defer lib.Shutdown()
+		driver, ret := lib.SystemGetDriverVersion()
+		if ret != nvml.SUCCESS {
+			return fmt.Errorf("driver version: %s", nvml.ErrorString(ret))
+		}
+		cuda, ret := lib.SystemGetCudaDriverVersion()
+		if ret == nvml.SUCCESS {
+			r.CUDAVersion = fmt.Sprintf("%d.%d", cuda/1000, (cuda%1000)/10)
+		}
+		n, ret := lib.DeviceGetCount()
+		if ret != nvml.SUCCESS {
+			return fmt.Errorf("device count: %s", nvml.ErrorString(ret))
+		}
+		byAddr := map[string]int{}
+		for i, g := range r.GPUs {
+			byAddr[g.PCIAddress] = i
+		}
+		for i := 0; i < n; i++ {
+			d, ret := lib.DeviceGetHandleByIndex(i)
+			if ret != nvml.SUCCESS {
+				continue
+			}
+			g := rep.GPU{Driver: driver}
+			g.Name, _ = d.GetName()
+			g.UUID, _ = d.GetUUID()
+			if mem, ret := d.GetMemoryInfo(); ret == nvml.SUCCESS {
+				g.MemoryMiB = mem.Total / (1 << 20)
+			}
+			if cur, _, ret := d.GetMigMode(); ret == nvml.SUCCESS {
+				g.MIG = map[int]string{nvml.DEVICE_MIG_ENABLE: "enabled", nvml.DEVICE_MIG_DISABLE: "disabled"}[cur]
+			}
+			if cur, _, ret := d.GetEccMode(); ret == nvml.SUCCESS {
+				g.ECC = map[nvml.EnableState]string{nvml.FEATURE_ENABLED: "enabled", nvml.FEATURE_DISABLED: "disabled"}[cur]
+			}
+			if pci, ret := d.GetPciInfo(); ret == nvml.SUCCESS {
+				g.PCIAddress = busID(pci)
+				g.DeviceID = fmt.Sprintf("10de:%04x", pci.PciDeviceId>>16)
+			}
+			if j, ok := byAddr[g.PCIAddress]; ok {
+				r.GPUs[j].Name, r.GPUs[j].UUID, r.GPUs[j].MemoryMiB, r.GPUs[j].MIG, r.GPUs[j].ECC, r.GPUs[j].Driver = g.Name, g.UUID, g.MemoryMiB, g.MIG, g.ECC, driver
+			} else {
+				r.GPUs = append(r.GPUs, g)
+			}
+		}
+		r.Add(rep.CheckNVML, rep.OK, fmt.Sprintf("NVML: %d GPU(s), driver %s, CUDA %s", n, driver, r.CUDAVersion), "")
+		return nil
+	}
+}
+
+// busID formats NVML's PCI bus ID the way sysfs names devices (0000:07:00.0).
+func busID(p nvml.PciInfo) string {
+	b := make([]byte, 0, len(p.BusIdLegacy))
+	for _, c := range p.BusIdLegacy {
+		if c == 0 {
+			break
+		}
+		b = append(b, byte(c))
+	}
+	s := string(b)
+	if len(s) > 12 {
+		s = s[len(s)-12:]
+	}
+	return toLower(s)
+}
+
+func toLower(s string) string {
+	out := []byte(s)
+	for i, c := range out {
+		if c >= 'A' && c <= 'Z' {
+			out[i] = c + 32
+		}
+	}
+	return string(out)
+}
