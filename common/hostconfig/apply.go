@@ -261,6 +261,9 @@ func Apply(ctx context.Context, h *Host, r *rep.Report, run Runner, o ApplyOptio
 				c.Error = err.Error()
 			} else {
 				c.Done = true
+				if _, rec := run.(*Recorder); rec {
+					c.Note = "recorded, not run (AGENT_RUNNER=record)"
+				}
 			}
 		}
 		out = append(out, c)

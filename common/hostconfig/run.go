@@ -19,9 +19,11 @@ type Options struct {
 	Mode         string
 	AgentVersion string
 	Node         string
-	Apply        ApplyOptions
-	NVML         GPUInfo
-	Runner       Runner
+	// Arch is the node's architecture (the agent's own).
+	Arch   string
+	Apply  ApplyOptions
+	NVML   GPUInfo
+	Runner Runner
 }
 
 // Run checks the host and, in plan or apply mode, plans or applies the fixes. In apply
@@ -29,7 +31,7 @@ type Options struct {
 // from fail to ok marked fixed.
 func Run(ctx context.Context, h *Host, o Options) (*rep.Report, error) {
 	r := rep.New(o.AgentVersion, o.Mode)
-	r.Node = o.Node
+	r.Node, r.Arch = o.Node, o.Arch
 	Check(ctx, h, r, o.NVML)
 	switch o.Mode {
 	case ModeCheck:
@@ -41,7 +43,7 @@ func Run(ctx context.Context, h *Host, o Options) (*rep.Report, error) {
 	case ModeApply:
 		changes, err := Apply(ctx, h, r, o.Runner, o.Apply, false)
 		after := rep.New(o.AgentVersion, o.Mode)
-		after.Node = o.Node
+		after.Node, after.Arch = o.Node, o.Arch
 		Check(ctx, h, after, o.NVML)
 		after.Changes = changes
 		for i, c := range after.Checks {

@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"runtime"
 	"strconv"
 	"syscall"
 
@@ -58,10 +59,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	defer cancel()
 	h := &hostconfig.Host{Root: *root}
 	r, err := hostconfig.Run(ctx, h, hostconfig.Options{
-		Mode: mode, AgentVersion: buildinfo.Version, Node: *node,
+		Mode: mode, AgentVersion: buildinfo.Version, Node: *node, Arch: runtime.GOARCH,
 		Apply:  hostconfig.ApplyOptions{RestartRuntime: *restart},
 		NVML:   nvmlInfo(h, newNVML),
-		Runner: nsenterRunner{},
+		Runner: runner(),
 	})
 	if r != nil {
 		b, jerr := json.Marshal(r)
@@ -79,6 +80,15 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// runner enters the host's namespaces; AGENT_RUNNER=record records the commands instead of
+// running them (for test hosts that are not a node of their own).
+func runner() hostconfig.Runner {
+	if os.Getenv("AGENT_RUNNER") == "record" {
+		return &hostconfig.Recorder{}
+	}
+	return nsenterRunner{}
 }
 
 // nsenterRunner runs commands in the host's mount, UTS, IPC, network and PID namespaces

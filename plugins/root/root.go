@@ -12,6 +12,7 @@ import (
 	"github.com/kubectl-gpu/kubectl-gpu/common/cluster"
 	"github.com/kubectl-gpu/kubectl-gpu/plugins/nodes"
 	"github.com/kubectl-gpu/kubectl-gpu/plugins/operator"
+	"github.com/kubectl-gpu/kubectl-gpu/plugins/prep"
 	"github.com/kubectl-gpu/kubectl-gpu/plugins/verify"
 	"github.com/kubectl-gpu/kubectl-gpu/plugins/version"
 )
@@ -49,6 +50,7 @@ error; 130 interrupted.`,
 
 	cmd.AddCommand(
 		nodes.NewCmdNodes(f, streams),
+		prep.NewCmdPrep(f, streams),
 		operator.NewCmdOperator(f, streams),
 		verify.NewCmdVerify(f, streams),
 		version.NewCmdVersion(f, streams),

@@ -140,3 +140,14 @@ func (e *Env) Kubectl(ctx context.Context, env []string, args ...string) Result 
 func (e *Env) Gpu(ctx context.Context, args ...string) Result {
 	return e.Kubectl(ctx, nil, append([]string{"gpu"}, args...)...)
 }
+
+// BuildAgent builds the node agent (cgo, for go-nvml) for this machine.
+func BuildAgent(out string) error {
+	cmd := exec.Command("go", "build", "-o", out, "./nodeimages/agent")
+	cmd.Dir = RepoRoot()
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=1", "CGO_CFLAGS=-Wno-deprecated-declarations")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("build gpu-node-agent: %v\n%s", err, b)
+	}
+	return nil
+}

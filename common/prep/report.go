@@ -1,0 +1,216 @@
+package prep
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/kubectl-gpu/kubectl-gpu/common/cluster"
+	"github.com/kubectl-gpu/kubectl-gpu/common/flavour"
+	rep "github.com/kubectl-gpu/kubectl-gpu/common/nodereport"
+	"github.com/kubectl-gpu/kubectl-gpu/common/report"
+)
+
+// Kind of the prep document.
+const Kind = "PrepReport"
+
+// Report is the `kubectl gpu prep` document.
+type Report struct {
+	report.TypeMeta `json:",inline"`
+	Mode            string       `json:"mode"`
+	Items           []NodeResult `json:"items"`
+	Summary         Summary      `json:"summary"`
+}
+
+// Summary counts the nodes.
+type Summary struct {
+	Nodes    int `json:"nodes"`
+	Ready    int `json:"ready"`
+	NotReady int `json:"notReady"`
+}
+
+// NewReport sums the results up.
+func NewReport(mode string, results []NodeResult) *Report {
+	r := &Report{TypeMeta: report.Meta(Kind), Mode: mode, Items: results}
+	for _, it := range results {
+		r.Summary.Nodes++
+		if it.Ready() {
+			r.Summary.Ready++
+		} else {
+			r.Summary.NotReady++
+		}
+	}
+	return r
+}
+
+// Ready tells whether the node has a report with no failed check.
+func (n NodeResult) Ready() bool { return n.Error == "" && n.Report != nil && n.Report.Ready() }
+
+// column summarises the checks of one area for the matrix.
+func (n NodeResult) column(ids ...string) string {
+	worst := ""
+	rank := map[rep.Status]int{rep.OK: 1, rep.Skipped: 0, rep.Fixed: 1, rep.Warn: 2, rep.Fail: 3}
+	for _, id := range ids {
+		if c, ok := n.Report.Get(id); ok && (worst == "" || rank[c.Status] > rank[rep.Status(worst)]) {
+			worst = string(c.Status)
+		}
+	}
+	if worst == "" {
+		return "-"
+	}
+	return worst
+}
+
+// Rows prints the readiness matrix.
+func (r *Report) Rows(wide bool) ([]string, [][]string) {
+	header := []string{"NODE", "FLAVOUR", "GPUS", "DRIVER", "TOOLKIT", "CONTAINERD", "KERNEL", "SWAP", "READY"}
+	if wide {
+		header = append(header, "OS", "KERNEL-VERSION", "AGENT")
+	}
+	var rows [][]string
+	for _, n := range r.Items {
+		if n.Report == nil {
+			row := []string{n.Node, "-", "-", "-", "-", "-", "-", "-", "Error"}
+			if wide {
+				row = append(row, "-", "-", "-")
+			}
+			rows = append(rows, row)
+			continue
+		}
+		x := n.Report
+		driver := n.column(rep.CheckDriver, rep.CheckNouveau, rep.CheckSecureBoot)
+		if x.DriverVersion != "" && driver == "ok" {
+			driver = x.DriverVersion
+		}
+		toolkit := n.column(rep.CheckToolkit)
+		if x.ToolkitVersion != "" && toolkit == "ok" {
+			toolkit = x.ToolkitVersion
+		}
+		ready := "True"
+		if !n.Ready() {
+			ready = "False"
+		}
+		row := []string{n.Node, x.Flavour, strconv.Itoa(len(x.GPUs)), driver, toolkit,
+			n.column(rep.CheckContainerd, rep.CheckSystemdCgroup, rep.CheckNvidiaRuntime, rep.CheckCgroupDriver),
+			n.column(rep.CheckModules, rep.CheckSysctl, rep.CheckHeaders), n.column(rep.CheckSwap), ready}
+		if wide {
+			row = append(row, x.OS, x.Kernel, x.AgentVersion)
+		}
+		rows = append(rows, row)
+	}
+	return header, rows
+}
+
+// WriteFindings prints every failed check with its remediation, and the changes.
+func (r *Report) WriteFindings(w io.Writer) {
+	for _, n := range r.Items {
+		if n.Error != "" {
+			fmt.Fprintf(w, "\n%s: %s\n    → %s\n", n.Node, n.Error, n.Hint)
+			continue
+		}
+		var lines []string
+		for _, c := range n.Report.Checks {
+			if c.Status == rep.Fail || c.Status == rep.Fixed {
+				l := fmt.Sprintf("  %-26s %-5s %s", c.ID, c.Status, c.Message)
+				if c.Remediation != "" && c.Status == rep.Fail {
+					l += "\n    → " + c.Remediation
+				}
+				lines = append(lines, l)
+			}
+		}
+		if len(lines) > 0 {
+			fmt.Fprintf(w, "\n%s:\n%s\n", n.Node, strings.Join(lines, "\n"))
+		}
+	}
+	fmt.Fprintf(w, "\n%d nodes: %d ready, %d not ready\n", r.Summary.Nodes, r.Summary.Ready, r.Summary.NotReady)
+}
+
+// WriteChanges prints the changes per node: file diffs and commands.
+func (r *Report) WriteChanges(w io.Writer) int {
+	total := 0
+	for _, n := range r.Items {
+		if n.Report == nil || len(n.Report.Changes) == 0 {
+			continue
+		}
+		fmt.Fprintf(w, "\n=== %s\n", n.Node)
+		for _, c := range n.Report.Changes {
+			switch {
+			case c.File != "":
+				fmt.Fprintf(w, "%s", c.Diff)
+			case len(c.Command) > 0:
+				fmt.Fprintf(w, "$ %s\n", strings.Join(c.Command, " "))
+			}
+			if c.Note != "" {
+				fmt.Fprintf(w, "  # %s\n", c.Note)
+			}
+			if c.Note == "" || c.File != "" {
+				total++
+			}
+		}
+	}
+	return total
+}
+
+// Annotations are what prep leaves on a node for `kubectl gpu operator`.
+func Annotations(r *rep.Report, now time.Time) map[string]any {
+	a := map[string]any{
+		flavour.Annotation: r.Flavour,
+		flavour.AnnotationPrefix + "driver-version":            nullIfEmpty(r.DriverVersion),
+		flavour.AnnotationPrefix + "toolkit-version":           nullIfEmpty(r.ToolkitVersion),
+		flavour.AnnotationPrefix + "nvidia-runtime":            strconv.FormatBool(r.NvidiaRuntime),
+		flavour.AnnotationPrefix + "containerd-config-version": nullIfEmpty(strconv.Itoa(r.ContainerdConfigVersion)),
+		flavour.AnnotationPrefix + "reported-at":               now.UTC().Format(time.RFC3339),
+	}
+	if r.ContainerdConfigVersion == 0 {
+		a[flavour.AnnotationPrefix+"containerd-config-version"] = nil
+	}
+	if r.Flavour == "unknown" {
+		a[flavour.Annotation] = nil
+	}
+	return a
+}
+
+func nullIfEmpty(s string) any {
+	if s == "" {
+		return nil
+	}
+	return s
+}
+
+// Annotate writes the annotations on every node with a report (one merge patch each).
+func Annotate(ctx context.Context, cs kubernetes.Interface, results []NodeResult, now time.Time) error {
+	var mu sync.Mutex
+	var firstErr error
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 20)
+	for _, n := range results {
+		if n.Report == nil {
+			continue
+		}
+		patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": Annotations(n.Report, now)}})
+		wg.Add(1)
+		sem <- struct{}{}
+		go func(node string, patch []byte) {
+			defer wg.Done()
+			defer func() { <-sem }()
+			if _, err := cs.CoreV1().Nodes().Patch(ctx, node, types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
+				mu.Lock()
+				if firstErr == nil {
+					firstErr = cluster.APIError("annotate node "+node, err)
+				}
+				mu.Unlock()
+			}
+		}(n.Node, patch)
+	}
+	wg.Wait()
+	return firstErr
+}

@@ -1,0 +1,246 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/watch"
+
+	"github.com/kubectl-gpu/kubectl-gpu/common/hostconfig/fakehost"
+	"github.com/kubectl-gpu/kubectl-gpu/common/nodepod"
+	"github.com/kubectl-gpu/kubectl-gpu/common/prep"
+	"github.com/kubectl-gpu/kubectl-gpu/test/harness"
+)
+
+// What is real and what is simulated in the prep tests: the Jobs, their pods, labels,
+// namespace, parallelism, watch, log reading, node annotations, clean-up and the
+// apply/confirm flow are real (real API server, Job controller, garbage collector). kwok
+// runs no container: each simulated node's pod log is the output of the real node agent
+// binary, built for this machine and run here against that node's fake host root (files
+// from real distributions, see common/hostconfig/testdata/roots); kwok serves it as the
+// pod's log. In apply mode the agent writes to a copy of the fake root and records the
+// host commands instead of running them (AGENT_RUNNER=record).
+
+var nodeRoots = map[string]string{
+	"gpu-a100-0": "ubuntu2204-kubeadm",
+	"gpu-a100-1": "ubuntu2404-containerd2",
+	"gpu-rke2-0": "rke2",
+	"gpu-k3s-0":  "k3s",
+	"gpu-bare-0": "rhel9",
+}
+
+type agentOutputs struct {
+	mu  sync.Mutex
+	out map[string]string // node/mode → log
+}
+
+func (a *agentOutputs) set(node, mode, log string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.out[node+"/"+mode] = log
+}
+
+func (a *agentOutputs) get(node, mode string) (string, bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	s, ok := a.out[node+"/"+mode]
+	return s, ok
+}
+
+// runAgent runs the real agent against a fake root and returns its output.
+func runAgent(t *testing.T, bin, root, node, mode string) string {
+	t.Helper()
+	cmd := exec.Command(bin, mode, "--host-root", root, "--node", node)
+	cmd.Env = append(os.Environ(), "AGENT_RUNNER=record")
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("agent %s on %s: %v", mode, node, err)
+	}
+	return string(out)
+}
+
+// serveAgentLogs makes kwok serve, for every prep pod that appears, the agent output for
+// its node and mode.
+func serveAgentLogs(t *testing.T, ctx context.Context, outs *agentOutputs) {
+	c := env.Cluster
+	if err := nodepod.EnsureNamespace(ctx, c.Client, nodepod.DefaultNamespace, nodepod.PSAPrivileged); err != nil {
+		t.Fatal(err)
+	}
+	w, err := c.Client.CoreV1().Pods(nodepod.DefaultNamespace).Watch(ctx, metav1.ListOptions{LabelSelector: nodepod.Selector(prep.Component)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		defer w.Stop()
+		for ev := range w.ResultChan() {
+			p, ok := ev.Object.(*corev1.Pod)
+			if !ok || ev.Type != watch.Added {
+				continue
+			}
+			mode := p.Spec.Containers[0].Args[0]
+			log, ok := outs.get(p.Spec.NodeName, mode)
+			if !ok {
+				log = "agent crashed: no report\n"
+			}
+			_ = c.SetPodLog(context.Background(), p.Namespace, p.Name, "agent", log)
+		}
+	}()
+}
+
+func noPrepJobs(t *testing.T) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		jobs, err := env.Cluster.Client.BatchV1().Jobs(nodepod.DefaultNamespace).List(context.Background(), metav1.ListOptions{LabelSelector: nodepod.Selector(prep.Component)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		pods, _ := env.Cluster.Client.CoreV1().Pods(nodepod.DefaultNamespace).List(context.Background(), metav1.ListOptions{LabelSelector: nodepod.Selector(prep.Component)})
+		live := 0
+		for _, j := range jobs.Items {
+			if j.DeletionTimestamp == nil {
+				live++
+			}
+		}
+		if live > 0 {
+			t.Fatalf("%d prep Jobs left", live)
+		}
+		if len(jobs.Items) == 0 && len(pods.Items) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d Jobs and %d pods still there", len(jobs.Items), len(pods.Items))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+func TestPrep(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	dir := t.TempDir()
+	agent := filepath.Join(dir, "gpu-node-agent")
+	if err := harness.BuildAgent(agent); err != nil {
+		t.Fatal(err)
+	}
+	outs := &agentOutputs{out: map[string]string{}}
+	roots := map[string]string{}
+	for node, name := range nodeRoots {
+		root := filepath.Join(dir, node)
+		if err := fakehost.Build(name, root, 2); err != nil {
+			t.Fatal(err)
+		}
+		roots[node] = root
+		outs.set(node, "check", runAgent(t, agent, root, node, "check"))
+		outs.set(node, "plan", runAgent(t, agent, root, node, "plan"))
+	}
+	serveAgentLogs(t, ctx, outs)
+
+	// Check mode over the default nodes (those that look like GPU nodes).
+	r := env.Gpu(ctx, "prep", "-o", "json")
+	if r.Code != 1 {
+		t.Fatalf("exit %d, want 1 (some nodes not ready)\n%s\n%s", r.Code, r.Stdout, r.Stderr)
+	}
+	var doc prep.Report
+	if err := json.Unmarshal([]byte(r.Stdout), &doc); err != nil {
+		t.Fatal(err)
+	}
+	if doc.Kind != "PrepReport" || doc.Summary.Nodes != 5 || doc.Summary.Ready != 2 {
+		t.Fatalf("summary %+v (the K3s and RHEL 9 nodes are ready: nothing fails there, the operator installs the driver)", doc.Summary)
+	}
+	byNode := map[string]prep.NodeResult{}
+	for _, it := range doc.Items {
+		byNode[it.Node] = it
+	}
+	if it := byNode["gpu-k3s-0"]; !it.Ready() || it.Report.Flavour != "k3s" || it.Report.Node != "gpu-k3s-0" {
+		t.Errorf("k3s: %+v", it)
+	}
+	if it := byNode["gpu-a100-0"]; it.Report == nil || it.Report.Flavour != "kubeadm" || len(it.Report.GPUs) != 2 {
+		t.Errorf("a100-0: %+v", it)
+	}
+	// The annotations operator reads.
+	n, err := env.Cluster.Client.CoreV1().Nodes().Get(ctx, "gpu-rke2-0", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n.Annotations["gpu.kubectl-gpu.io/flavour"] != "rke2" || n.Annotations["gpu.kubectl-gpu.io/driver-version"] != "550.127.08" || n.Annotations["gpu.kubectl-gpu.io/toolkit-version"] != "1.17.4-1" {
+		t.Errorf("annotations: %v", n.Annotations)
+	}
+	noPrepJobs(t)
+
+	// The readiness matrix with the failed checks and their hints.
+	r = env.Gpu(ctx, "prep", "gpu-a100-0", "gpu-k3s-0")
+	if r.Code != 1 || !strings.Contains(r.Stdout, "NODE         FLAVOUR   GPUS   DRIVER") || !strings.Contains(r.Stdout, "swap is on") || !strings.Contains(r.Stdout, "→ kubectl gpu prep --apply") {
+		t.Fatalf("table: exit %d\n%s\n%s", r.Code, r.Stdout, r.Stderr)
+	}
+
+	// --apply without --yes and without a terminal refuses and changes nothing.
+	r = env.Gpu(ctx, "prep", "gpu-a100-0", "--apply")
+	if r.Code != 2 || !strings.Contains(r.Stderr, "pass --yes to confirm") || !strings.Contains(r.Stderr, "+net.ipv4.ip_forward = 1") {
+		t.Fatalf("apply without --yes: exit %d\n%s", r.Code, r.Stderr)
+	}
+	noPrepJobs(t)
+
+	// --apply --yes: the plan is shown, the agent applies (to the copy of the fake root) and
+	// checks again.
+	outs.set("gpu-a100-0", "apply", runAgent(t, agent, roots["gpu-a100-0"], "gpu-a100-0", "apply"))
+	r = env.Gpu(ctx, "prep", "gpu-a100-0", "--apply", "--yes", "-o", "json")
+	if err := json.Unmarshal([]byte(r.Stdout), &doc); err != nil {
+		t.Fatalf("%v\n%s\n%s", err, r.Stdout, r.Stderr)
+	}
+	if doc.Mode != "apply" || len(doc.Items) != 1 || !strings.Contains(r.Stderr, "/etc/containerd/config.toml") {
+		t.Fatalf("apply: %+v\n%s", doc, r.Stderr)
+	}
+	fixed := 0
+	for _, c := range doc.Items[0].Report.Checks {
+		if c.Status == "fixed" {
+			fixed++
+		}
+	}
+	if fixed == 0 {
+		t.Fatalf("nothing fixed: %+v", doc.Items[0].Report.Checks)
+	}
+	b, _ := os.ReadFile(filepath.Join(roots["gpu-a100-0"], "etc/containerd/config.toml"))
+	if !strings.Contains(string(b), "SystemdCgroup = true") {
+		t.Fatal("the fake root's containerd config was not edited")
+	}
+	noPrepJobs(t)
+
+	// A report that is not JSON is named, per node.
+	outs.set("gpu-bare-0", "check", "segmentation fault\n")
+	r = env.Gpu(ctx, "prep", "gpu-bare-0")
+	if r.Code != 1 || !strings.Contains(r.Stdout, "not a JSON report") {
+		t.Fatalf("bad report: exit %d\n%s%s", r.Code, r.Stdout, r.Stderr)
+	}
+	noPrepJobs(t)
+}
+
+func TestPrepBadInput(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"prep", "no-such-node"}, `node "no-such-node" not found`},
+		{[]string{"prep", "-l", "pool=none"}, `no node matches "pool=none"`},
+		{[]string{"prep", "--yes"}, "only go with --apply"},
+		{[]string{"prep", "gpu-k3s-0", "--all"}, "not both"},
+		{[]string{"prep", "-o", "xml"}, `unknown output format "xml"`},
+	} {
+		r := env.Gpu(ctx, tc.args...)
+		lines := strings.Split(strings.TrimRight(r.Stderr, "\n"), "\n")
+		if r.Code != 2 || r.Stdout != "" || len(lines) != 1 || !strings.Contains(lines[0], tc.want) {
+			t.Errorf("%v: exit %d stdout %q stderr %q; want exit 2 and %q", tc.args, r.Code, r.Stdout, r.Stderr, tc.want)
+		}
+	}
+	noPrepJobs(t)
+}
