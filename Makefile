@@ -21,10 +21,10 @@ tools: ## build the local cluster's binaries into ~/.cache/kubectl-gpu (once per
 	hack/build-tools.sh
 
 test: deps tools ## every test: unit, command golden files, end-to-end on the local cluster
-	KGPU_REQUIRE_E2E=1 go test -count=1 $(GO_TEST_FLAGS) ./...
+	KGPU_REQUIRE_E2E=1 CGO_CFLAGS=-Wno-deprecated-declarations go test -count=1 $(GO_TEST_FLAGS) ./...
 
 unit: ## unit and command tests only (no cluster)
-	go test -count=1 $(GO_TEST_FLAGS) $$(go list ./... | grep -v /test/)
+	CGO_CFLAGS=-Wno-deprecated-declarations go test -count=1 $(GO_TEST_FLAGS) $$(go list ./... | grep -v /test/)
 
 bench: deps tools ## benchmarks against their baselines in the same run
 	KGPU_REQUIRE_E2E=1 go test -run '^$$' -bench . -benchtime 5x -timeout 60m ./test/bench/
@@ -44,3 +44,9 @@ cross: ## build the plugin for every release platform into bin/<os>_<arch>/
 	  echo "build $$os/$$arch"; \
 	  CGO_ENABLED=0 GOOS=$$os GOARCH=$$arch go build -trimpath -ldflags '$(LDFLAGS)' -o bin/$${os}_$${arch}/kubectl-gpu$$ext ./plugins/kubectl-gpu || exit 1; \
 	done
+
+agent: ## build bin/gpu-node-agent for this machine (cgo, for go-nvml)
+	CGO_ENABLED=1 CGO_CFLAGS=-Wno-deprecated-declarations go build -trimpath -ldflags '$(LDFLAGS)' -o bin/gpu-node-agent ./nodeimages/agent
+
+fuzz: ## fuzz the containerd config edit (FUZZTIME, default 60s)
+	go test -run '^$$' -fuzz FuzzContainerdEdit -fuzztime $${FUZZTIME:-60s} ./common/hostconfig/

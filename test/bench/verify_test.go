@@ -144,7 +144,7 @@ func runFloor(b *testing.B, cs kubernetes.Interface, nodes []string) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer w.Stop()
+	defer func() { w.Stop() }()
 	sem := make(chan struct{}, 50)
 	var wg sync.WaitGroup
 	for _, n := range nodes {
@@ -160,10 +160,31 @@ func runFloor(b *testing.B, cs kubernetes.Interface, nodes []string) {
 		}(n)
 	}
 	done := map[string]bool{}
+	timeout := time.After(5 * time.Minute)
 	for len(done) < len(nodes) {
-		ev := <-w.ResultChan()
-		if p, ok := ev.Object.(*corev1.Pod); ok && ev.Type != watch.Deleted && p.Status.Phase == corev1.PodSucceeded {
-			done[p.Name] = true
+		select {
+		case ev, ok := <-w.ResultChan():
+			if !ok {
+				// The watch ended (API server under load): list what finished, watch again.
+				l, err := cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: nodepod.LabelRun + "=" + run})
+				if err != nil {
+					b.Fatal(err)
+				}
+				for _, p := range l.Items {
+					if p.Status.Phase == corev1.PodSucceeded {
+						done[p.Name] = true
+					}
+				}
+				if w, err = cs.CoreV1().Pods(ns).Watch(ctx, metav1.ListOptions{LabelSelector: nodepod.LabelRun + "=" + run, ResourceVersion: l.ResourceVersion}); err != nil {
+					b.Fatal(err)
+				}
+				continue
+			}
+			if p, ok := ev.Object.(*corev1.Pod); ok && ev.Type != watch.Deleted && p.Status.Phase == corev1.PodSucceeded {
+				done[p.Name] = true
+			}
+		case <-timeout:
+			b.Fatalf("floor: %d of %d pods succeeded after 5 minutes", len(done), len(nodes))
 		}
 	}
 	wg.Wait()

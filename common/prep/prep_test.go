@@ -1,0 +1,76 @@
+package prep
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/kubernetes/fake"
+
+	"github.com/kubectl-gpu/kubectl-gpu/common/cliexit"
+	"github.com/kubectl-gpu/kubectl-gpu/hack/localcluster"
+)
+
+func TestJobCheckIsReadOnlyApplyIsPrivileged(t *testing.T) {
+	cfg := &Config{Namespace: "kubectl-gpu", Image: "agent:v1", Timeout: 2 * time.Minute, RestartRuntime: true}
+	check := Job(cfg, "gpu-1", "check", "abcde")
+	p := check.Spec.Template.Spec
+	c := p.Containers[0]
+	switch {
+	case !c.VolumeMounts[0].ReadOnly || c.VolumeMounts[0].MountPath != "/host":
+		t.Fatal("check mode must mount the host read-only at /host")
+	case *c.SecurityContext.Privileged || *c.SecurityContext.AllowPrivilegeEscalation:
+		t.Fatal("check mode must not be privileged")
+	case p.NodeName != "gpu-1" || !p.HostPID || !p.HostNetwork || p.Tolerations[0].Operator != corev1.TolerationOpExists:
+		t.Fatal("pinning, host namespaces, tolerations")
+	case *check.Spec.BackoffLimit != 0 || *check.Spec.TTLSecondsAfterFinished <= 0 || *check.Spec.ActiveDeadlineSeconds != 120:
+		t.Fatal("backoff, TTL, deadline")
+	case strings.Join(c.Args, " ") != "check --host-root=/host":
+		t.Fatalf("args %v (--restart-runtime only in apply mode)", c.Args)
+	case check.Labels["app.kubernetes.io/managed-by"] != "kubectl-gpu" || check.Spec.Template.Labels["gpu.kubectl-gpu.io/run"] != "abcde":
+		t.Fatal("labels")
+	}
+	apply := Job(cfg, "gpu-1", "apply", "abcde")
+	ac := apply.Spec.Template.Spec.Containers[0]
+	if ac.VolumeMounts[0].ReadOnly || !*ac.SecurityContext.Privileged || strings.Join(ac.Args, " ") != "apply --host-root=/host --restart-runtime" {
+		t.Fatalf("apply job: %+v %v", ac.SecurityContext, ac.Args)
+	}
+	if n := JobName(strings.Repeat("x", 250), "abcde"); len(n) > 63 {
+		t.Fatalf("job name %q too long", n)
+	}
+}
+
+func TestChooseNodes(t *testing.T) {
+	var objs []runtime.Object
+	for _, s := range localcluster.DefaultNodes {
+		for i := 0; i < s.Count; i++ {
+			objs = append(objs, localcluster.NodeObject(s.Prefix+"-"+string(rune('0'+i)), localcluster.Profiles[s.Profile]))
+		}
+	}
+	cs := fake.NewClientset(objs...)
+	ctx := context.Background()
+	for _, tc := range []struct {
+		cfg  Config
+		want string
+		code int
+	}{
+		{Config{}, "gpu-a100-0 gpu-a100-1 gpu-bare-0 gpu-k3s-0 gpu-rke2-0", 0},
+		{Config{All: true}, "cpu-0 gpu-a100-0 gpu-a100-1 gpu-bare-0 gpu-k3s-0 gpu-rke2-0", 0},
+		{Config{Names: []string{"cpu-0"}}, "cpu-0", 0},
+		{Config{Selector: "nvidia.com/gpu.product=Tesla-T4"}, "gpu-k3s-0", 0},
+		{Config{Selector: "pool=none"}, "", cliexit.Usage},
+		{Config{Names: []string{"nope"}}, "", cliexit.Usage},
+	} {
+		got, err := ChooseNodes(ctx, cs, &tc.cfg)
+		if cliexit.Code(err, false) != tc.code || strings.Join(got, " ") != tc.want {
+			t.Errorf("%+v: %v %v, want %q code %d", tc.cfg, got, err, tc.want, tc.code)
+		}
+	}
+	none := fake.NewClientset(localcluster.NodeObject("cpu-0", localcluster.Profiles["cpu"]))
+	if _, err := ChooseNodes(ctx, none, &Config{}); err == nil || !strings.Contains(err.Error(), "name the nodes, or pass -l SELECTOR or --all") {
+		t.Fatalf("no GPU nodes: %v", err)
+	}
+}
