@@ -5,6 +5,7 @@ package bench
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"os"
 	"strconv"
@@ -33,6 +34,11 @@ func envInt(k string, def int) int {
 }
 
 func TestMain(m *testing.M) {
+	flag.Parse()
+	if f := flag.Lookup("test.bench"); f == nil || f.Value.String() == "" {
+		// `go test ./...` without -bench: nothing here to run, no cluster to start.
+		os.Exit(m.Run())
+	}
 	os.Exit(harness.Main(m, &env, localcluster.NodeSpec{Profile: "a100", Prefix: "bench", Count: Nodes}))
 }
 
