@@ -1,0 +1,51 @@
+package bench
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/kubectl-gpu/kubectl-gpu/hack/localcluster"
+)
+
+// BenchmarkOperatorInstall: `kubectl gpu operator install` of the real GPU Operator chart
+// against `helm install` (the real CLI, same version as the SDK) with the same chart file
+// and values, each into its own namespace, alternated; both without --wait (kwok runs no
+// operator). Uninstalls are not timed. Goal: ≤ 1.1×.
+func BenchmarkOperatorInstall(b *testing.B) {
+	chart := os.Getenv("KGPU_GPU_OPERATOR_CHART")
+	if chart == "" {
+		b.Skip("KGPU_GPU_OPERATOR_CHART is not set")
+	}
+	helm := filepath.Join(localcluster.DefaultBinDir(), "helm-v3.22.0", "helm")
+	ctx := context.Background()
+	d := b.TempDir()
+	henv := []string{"HELM_CACHE_HOME=" + filepath.Join(d, "c"), "HELM_CONFIG_HOME=" + filepath.Join(d, "f"), "HELM_DATA_HOME=" + filepath.Join(d, "d")}
+	runHelm := func(args ...string) {
+		cmd := exec.Command(helm, args...)
+		cmd.Env = append(append(os.Environ(), "KUBECONFIG="+env.Cluster.Kubeconfig), henv...)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			b.Fatalf("helm %v: %v\n%s", args, err, out)
+		}
+	}
+	var ours, theirs time.Duration
+	for i := 0; i < b.N; i++ {
+		t0 := time.Now()
+		r := env.Kubectl(ctx, henv, "gpu", "operator", "install", "--chart", chart, "-n", "bench-ours", "--atomic=false", "--set", "nfd.enabled=false")
+		ours += time.Since(t0)
+		if r.Code != 0 {
+			b.Fatalf("kubectl gpu operator install: %s", r.Stderr)
+		}
+		t1 := time.Now()
+		runHelm("install", "gpu-operator", chart, "-n", "bench-helm", "--create-namespace", "--set", "nfd.enabled=false")
+		theirs += time.Since(t1)
+		runHelm("uninstall", "gpu-operator", "-n", "bench-ours")
+		runHelm("uninstall", "gpu-operator", "-n", "bench-helm")
+	}
+	b.ReportMetric(ours.Seconds()/float64(b.N), "plugin-s/op")
+	b.ReportMetric(theirs.Seconds()/float64(b.N), "helm-s/op")
+	b.ReportMetric(float64(ours)/float64(theirs), "ratio")
+}
