@@ -6,7 +6,7 @@ PKG     := github.com/kubectl-gpu/kubectl-gpu
 LDFLAGS := -s -w -X $(PKG)/common/buildinfo.Version=$(VERSION) -X $(PKG)/common/buildinfo.Commit=$(COMMIT)
 GO_TEST_FLAGS ?=
 
-.PHONY: help build cross tools test unit e2e bench demo cluster deps clean
+.PHONY: help build cross tools test unit e2e bench demo cluster deps clean agent fuzz docs dist krew-manifest
 
 help: ## this list
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -50,3 +50,12 @@ agent: ## build bin/gpu-node-agent for this machine (cgo, for go-nvml)
 
 fuzz: ## fuzz the containerd config edit (FUZZTIME, default 60s)
 	go test -run '^$$' -fuzz FuzzContainerdEdit -fuzztime $${FUZZTIME:-60s} ./common/hostconfig/
+
+docs: ## regenerate the command reference in docs/commands (checked by the tests)
+	go run ./hack/docs docs/commands
+
+dist: ## release archives and checksums.txt in dist/ (VERSION=vX.Y.Z), reproducible
+	go run ./hack/dist -version $(VERSION) -out dist
+
+krew-manifest: ## render krew/gpu.yaml from .krew.yaml and the archives in dist/
+	go run ./hack/dist -version $(VERSION) -out dist -krew krew/gpu.yaml

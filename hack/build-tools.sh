@@ -88,6 +88,22 @@ go_install_to() {
   rm -rf "$out" && mv "$out.tmp" "$out"
 }
 
+# build_krew: `go install krew@version` is refused (the proxy serves v0.5.0 itself but not the
+# module's version list that go install reads for deprecation notices); a wrapper module
+# that requires it builds it.
+build_krew() {
+  local out="$KGPU_BIN/krew-$KREW_VERSION"
+  [ -x "$out/krew" ] && return 0
+  log "building krew $KREW_VERSION"
+  local w; w=$(mktemp -d); trap 'rm -rf "$w"' RETURN
+  printf 'module kgpu-krew-wrapper\n\ngo 1.26\n\nrequire sigs.k8s.io/krew %s\n' "$KREW_VERSION" >"$w/go.mod"
+  printf '//go:build tools\n\npackage tools\n\nimport _ "sigs.k8s.io/krew/cmd/krew"\n' >"$w/tools.go"
+  mkdir -p "$out.tmp"
+  (cd "$w" && GOFLAGS=-mod=mod go mod tidy >/dev/null 2>&1 &&
+    CGO_ENABLED=0 GOFLAGS=-mod=mod go build -trimpath -ldflags "-s -w" -o "$out.tmp/krew" sigs.k8s.io/krew/cmd/krew)
+  rm -rf "$out" && mv "$out.tmp" "$out"
+}
+
 # kwok_manifests copies kwok's CRDs and default stages beside its binary: the local cluster
 # applies them before kwok starts.
 kwok_manifests() {
@@ -101,14 +117,14 @@ kwok_manifests() {
 }
 
 mkdir -p "$KGPU_BIN"
-what=("$@"); [ ${#what[@]} -gt 0 ] || what=(etcd kwok helm kubernetes)
+what=("$@"); [ ${#what[@]} -gt 0 ] || what=(etcd kwok helm krew kubernetes)
 for t in "${what[@]}"; do
   case $t in
     kubernetes) build_kubernetes ;;
     etcd) build_etcd ;;
     kwok) go_install_to kwok "$KWOK_VERSION" sigs.k8s.io/kwok/cmd/kwok; kwok_manifests ;;
     helm) go_install_to helm "$HELM_VERSION" helm.sh/helm/v3/cmd/helm ;;
-    krew) go_install_to krew "$KREW_VERSION" sigs.k8s.io/krew/cmd/krew ;;
+    krew) build_krew ;;
     *) log "unknown tool $t"; exit 2 ;;
   esac
 done
