@@ -141,4 +141,3 @@ func waitJobsGone(b *testing.B) {
 	}
 	b.Fatal("prep Jobs not gone")
 }
-
