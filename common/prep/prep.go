@@ -43,6 +43,9 @@ type Config struct {
 	RestartRuntime bool
 	// Progress receives live progress (a terminal); nil for none.
 	Progress io.Writer
+	// OnReport, when set, is called (from one goroutine) with each node's report as soon as
+	// it arrives, while slower nodes are still running: the command annotates nodes there.
+	OnReport func(NodeResult)
 }
 
 // NodeResult is one node's outcome: the agent's report, or why there is none.
@@ -175,14 +178,35 @@ func RunAgents(ctx context.Context, cs kubernetes.Interface, cfg *Config, nodes 
 	runCtx, cancel := context.WithTimeout(ctx, cfg.Timeout)
 	defer cancel()
 
+	// Jobs still to delete; each is deleted as soon as its node reported, the rest at the end
+	// whatever happens (Ctrl-C, timeout).
 	var createdMu sync.Mutex
-	var created []string
+	created := map[string]bool{}
+	var bg sync.WaitGroup
 	defer func() {
+		bg.Wait()
 		createdMu.Lock()
-		names := append([]string(nil), created...)
+		var names []string
+		for n := range created {
+			names = append(names, n)
+		}
 		createdMu.Unlock()
 		deleteJobs(context.WithoutCancel(ctx), cs, ns, names)
 	}()
+	release := func(node string) {
+		name := JobName(node, runID)
+		createdMu.Lock()
+		ok := created[name]
+		delete(created, name)
+		createdMu.Unlock()
+		if ok {
+			bg.Add(1)
+			go func() {
+				defer bg.Done()
+				deleteJobs(context.WithoutCancel(ctx), cs, ns, []string{name})
+			}()
+		}
+	}
 
 	sel := nodepod.LabelRun + "=" + runID
 	w, err := cs.CoreV1().Pods(ns).Watch(runCtx, metav1.ListOptions{LabelSelector: sel})
@@ -218,7 +242,7 @@ func RunAgents(ctx context.Context, cs kubernetes.Interface, cfg *Config, nodes 
 				continue
 			}
 			createdMu.Lock()
-			created = append(created, JobName(n, runID))
+			created[JobName(n, runID)] = true
 			createdMu.Unlock()
 		}
 	}()
@@ -233,6 +257,10 @@ func RunAgents(ctx context.Context, cs kubernetes.Interface, cfg *Config, nodes 
 			if r := results[d.node]; r.Report == nil && r.Error == "" {
 				*r = d.result
 				remaining--
+				release(d.node)
+				if cfg.OnReport != nil && r.Report != nil {
+					cfg.OnReport(*r)
+				}
 				<-sem
 				prog.done++
 				prog.show()

@@ -186,31 +186,45 @@ func nullIfEmpty(s string) any {
 	return s
 }
 
-// Annotate writes the annotations on every node with a report (one merge patch each).
-func Annotate(ctx context.Context, cs kubernetes.Interface, results []NodeResult, now time.Time) error {
-	var mu sync.Mutex
-	var firstErr error
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, 20)
-	for _, n := range results {
-		if n.Report == nil {
-			continue
-		}
-		patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": Annotations(n.Report, now)}})
-		wg.Add(1)
-		sem <- struct{}{}
-		go func(node string, patch []byte) {
-			defer wg.Done()
-			defer func() { <-sem }()
-			if _, err := cs.CoreV1().Nodes().Patch(ctx, node, types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
-				mu.Lock()
-				if firstErr == nil {
-					firstErr = cluster.APIError("annotate node "+node, err)
-				}
-				mu.Unlock()
-			}
-		}(n.Node, patch)
+// Annotator writes the annotations on each node with a report (one merge patch each), in
+// the background as reports arrive; Wait returns the first error.
+type Annotator struct {
+	ctx      context.Context
+	cs       kubernetes.Interface
+	mu       sync.Mutex
+	firstErr error
+	wg       sync.WaitGroup
+	sem      chan struct{}
+}
+
+// NewAnnotator returns an Annotator.
+func NewAnnotator(ctx context.Context, cs kubernetes.Interface) *Annotator {
+	return &Annotator{ctx: ctx, cs: cs, sem: make(chan struct{}, 20)}
+}
+
+// Add annotates the node of n (in the background).
+func (a *Annotator) Add(n NodeResult) {
+	if n.Report == nil {
+		return
 	}
-	wg.Wait()
-	return firstErr
+	patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": Annotations(n.Report, time.Now())}})
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		a.sem <- struct{}{}
+		defer func() { <-a.sem }()
+		if _, err := a.cs.CoreV1().Nodes().Patch(a.ctx, n.Node, types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
+			a.mu.Lock()
+			if a.firstErr == nil {
+				a.firstErr = cluster.APIError("annotate node "+n.Node, err)
+			}
+			a.mu.Unlock()
+		}
+	}()
+}
+
+// Wait waits for every patch and returns the first error.
+func (a *Annotator) Wait() error {
+	a.wg.Wait()
+	return a.firstErr
 }

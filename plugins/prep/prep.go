@@ -211,11 +211,13 @@ func (o *PrepOptions) Run(ctx context.Context) error {
 }
 
 func (o *PrepOptions) finish(ctx context.Context, cs kubernetes.Interface, mode string, nodes []string, cfg *prep.Config) error {
+	annotator := prep.NewAnnotator(ctx, cs)
+	cfg.OnReport = annotator.Add
 	results, err := prep.RunAgents(ctx, cs, cfg, nodes, mode)
+	annotateErr := annotator.Wait()
 	if err != nil {
 		return err
 	}
-	annotateErr := prep.Annotate(ctx, cs, results, time.Now())
 	return o.print(prep.NewReport(mode, results), annotateErr)
 }
 
