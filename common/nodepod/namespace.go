@@ -45,6 +45,16 @@ func Selector(component string) string {
 // before). An existing namespace is used as it is; when its Pod Security label forbids
 // what the pods need, the pod creation error names the label to set.
 func EnsureNamespace(ctx context.Context, cs kubernetes.Interface, ns, psa string) error {
+	return ensureNamespace(ctx, cs, ns, psa, true)
+}
+
+// EnsureNamespaceNoPods is EnsureNamespace for a caller that creates no pods itself (such as
+// a Helm release whose controllers do): it does not wait for the service account.
+func EnsureNamespaceNoPods(ctx context.Context, cs kubernetes.Interface, ns, psa string) error {
+	return ensureNamespace(ctx, cs, ns, psa, false)
+}
+
+func ensureNamespace(ctx context.Context, cs kubernetes.Interface, ns, psa string, waitSA bool) error {
 	_, err := cs.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
 	if err == nil {
 		return nil
@@ -63,6 +73,9 @@ func EnsureNamespace(ctx context.Context, cs kubernetes.Interface, ns, psa strin
 	}}
 	if _, err := cs.CoreV1().Namespaces().Create(ctx, obj, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 		return cluster.APIError("create namespace "+ns, err)
+	}
+	if !waitSA {
+		return nil
 	}
 	err = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
 		_, err := cs.CoreV1().ServiceAccounts(ns).Get(ctx, "default", metav1.GetOptions{})

@@ -209,7 +209,7 @@ func (o *OperatorOptions) RunInstall(ctx context.Context) error {
 		atomic = true // first install: no half-installed release
 	}
 	if !o.DryRun {
-		if err := nodepod.EnsureNamespace(ctx, cs, o.namespace, nodepod.PSAPrivileged); err != nil {
+		if err := nodepod.EnsureNamespaceNoPods(ctx, cs, o.namespace, nodepod.PSAPrivileged); err != nil {
 			return err
 		}
 		if o.LabelNodes {
