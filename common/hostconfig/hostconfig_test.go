@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-
 	"github.com/kubectl-gpu/kubectl-gpu/common/golden"
 	"github.com/kubectl-gpu/kubectl-gpu/common/hostconfig/fakehost"
 	rep "github.com/kubectl-gpu/kubectl-gpu/common/nodereport"

@@ -134,7 +134,7 @@ func Job(cfg *Config, node, mode, runID string) *batchv1.Job {
 						Image:           cfg.Image,
 						ImagePullPolicy: corev1.PullIfNotPresent,
 						Args:            args,
-						Env: []corev1.EnvVar{{Name: "NODE_NAME", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "spec.nodeName"}}}},
+						Env:             []corev1.EnvVar{{Name: "NODE_NAME", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "spec.nodeName"}}}},
 						SecurityContext: sc,
 						VolumeMounts:    []corev1.VolumeMount{{Name: "host", MountPath: "/host", ReadOnly: !write}},
 						Resources: corev1.ResourceRequirements{

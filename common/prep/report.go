@@ -163,7 +163,7 @@ func (r *Report) WriteChanges(w io.Writer) int {
 // Annotations are what prep leaves on a node for `kubectl gpu operator`.
 func Annotations(r *rep.Report, now time.Time) map[string]any {
 	a := map[string]any{
-		flavour.Annotation: r.Flavour,
+		flavour.Annotation:                                     r.Flavour,
 		flavour.AnnotationPrefix + "driver-version":            nullIfEmpty(r.DriverVersion),
 		flavour.AnnotationPrefix + "toolkit-version":           nullIfEmpty(r.ToolkitVersion),
 		flavour.AnnotationPrefix + "nvidia-runtime":            strconv.FormatBool(r.NvidiaRuntime),
