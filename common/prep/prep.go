@@ -4,8 +4,6 @@ package prep
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"io"
 	"sort"
@@ -97,7 +95,7 @@ func Job(cfg *Config, node, mode, runID string) *batchv1.Job {
 		nodepod.LabelManagedBy: nodepod.ManagedBy,
 		nodepod.LabelComponent: Component,
 		nodepod.LabelRun:       runID,
-		nodepod.LabelNode:      labelValue(node),
+		nodepod.LabelNode:      nodepod.LabelValue(node),
 	}
 	args := []string{mode, "--host-root=/host"}
 	if write && cfg.RestartRuntime {
@@ -150,22 +148,7 @@ func Job(cfg *Config, node, mode, runID string) *batchv1.Job {
 }
 
 // JobName is the Job's name for a node in a run.
-func JobName(node, runID string) string {
-	n := "gpu-prep-" + node
-	if len(n) > 52 {
-		sum := sha256.Sum256([]byte(node))
-		n = n[:40] + "-" + hex.EncodeToString(sum[:])[:8]
-	}
-	return n + "-" + runID
-}
-
-func labelValue(s string) string {
-	if len(s) <= 63 {
-		return s
-	}
-	sum := sha256.Sum256([]byte(s))
-	return s[:52] + "-" + hex.EncodeToString(sum[:])[:10]
-}
+func JobName(node, runID string) string { return nodepod.Fit("gpu-prep-"+node, 57) + "-" + runID }
 
 // RunAgents runs the agent in mode on every node, at most cfg.Parallel Jobs at once, and
 // returns one result per node. The Jobs are deleted before it returns, whatever happens.
@@ -368,20 +351,9 @@ func lastJSONLine(b []byte) []byte {
 }
 
 func deleteJobs(ctx context.Context, cs kubernetes.Interface, ns string, names []string) {
-	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
-	defer cancel()
-	sem := make(chan struct{}, 20)
-	var wg sync.WaitGroup
-	for _, n := range names {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func(n string) {
-			defer wg.Done()
-			defer func() { <-sem }()
-			_ = cs.BatchV1().Jobs(ns).Delete(ctx, n, metav1.DeleteOptions{PropagationPolicy: ptr.To(metav1.DeletePropagationBackground)})
-		}(n)
-	}
-	wg.Wait()
+	nodepod.DeleteAll(ctx, names, func(ctx context.Context, n string) error {
+		return cs.BatchV1().Jobs(ns).Delete(ctx, n, metav1.DeleteOptions{PropagationPolicy: ptr.To(metav1.DeletePropagationBackground)})
+	})
 }
 
 // Cleanup removes every prep Job (and so its pods) the tool left in ns.

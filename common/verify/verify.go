@@ -4,8 +4,6 @@ package verify
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"io"
 	"sort"
@@ -186,14 +184,7 @@ func Prepare(ctx context.Context, cs kubernetes.Interface, cfg *Config) (*Plan, 
 
 // PodName is the verify pod's name for a node: one per node, so that two runs cannot
 // book the same GPUs twice.
-func PodName(node string) string {
-	name := "gpu-verify-" + node
-	if len(name) > 63 {
-		sum := sha256.Sum256([]byte(node))
-		name = name[:52] + "-" + hex.EncodeToString(sum[:])[:10]
-	}
-	return name
-}
+func PodName(node string) string { return nodepod.Fit("gpu-verify-"+node, 63) }
 
 // Pod builds the verify pod for a target: pinned to its node by node affinity (so the
 // scheduler decides and explains), asking for the GPUs as limits, tolerating the GPU
@@ -216,7 +207,7 @@ func Pod(cfg *Config, rc string, t target, runID string) *corev1.Pod {
 				nodepod.LabelManagedBy: nodepod.ManagedBy,
 				nodepod.LabelComponent: Component,
 				nodepod.LabelRun:       runID,
-				nodepod.LabelNode:      labelValue(t.node),
+				nodepod.LabelNode:      nodepod.LabelValue(t.node),
 			},
 		},
 		Spec: corev1.PodSpec{
@@ -257,15 +248,6 @@ func Pod(cfg *Config, rc string, t target, runID string) *corev1.Pod {
 		p.Spec.RuntimeClassName = ptr.To(rc)
 	}
 	return p
-}
-
-// labelValue fits a node name into a label value (63 characters).
-func labelValue(s string) string {
-	if len(s) <= 63 {
-		return s
-	}
-	sum := sha256.Sum256([]byte(s))
-	return s[:52] + "-" + hex.EncodeToString(sum[:])[:10]
 }
 
 // state of one node during the run.
@@ -623,20 +605,9 @@ func clearStale(ctx context.Context, cs kubernetes.Interface, ns string, plan *P
 
 // deletePods deletes pods by name in parallel; they are gone or going when it returns.
 func deletePods(ctx context.Context, cs kubernetes.Interface, ns string, names []string) {
-	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
-	defer cancel()
-	sem := make(chan struct{}, 20)
-	var wg sync.WaitGroup
-	for _, n := range names {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func(n string) {
-			defer wg.Done()
-			defer func() { <-sem }()
-			_ = cs.CoreV1().Pods(ns).Delete(ctx, n, metav1.DeleteOptions{PropagationPolicy: ptr.To(metav1.DeletePropagationBackground)})
-		}(n)
-	}
-	wg.Wait()
+	nodepod.DeleteAll(ctx, names, func(ctx context.Context, n string) error {
+		return cs.CoreV1().Pods(ns).Delete(ctx, n, metav1.DeleteOptions{PropagationPolicy: ptr.To(metav1.DeletePropagationBackground)})
+	})
 }
 
 // Cleanup removes every verify pod the tool left in ns and returns how many.

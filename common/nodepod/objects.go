@@ -1,0 +1,42 @@
+package nodepod
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"sync"
+	"time"
+)
+
+// Fit shortens a name to max characters (a label value or an object name), keeping it
+// unique with a hash of the whole: names of long node names stay distinct.
+func Fit(s string, max int) string {
+	if len(s) <= max {
+		return s
+	}
+	sum := sha256.Sum256([]byte(s))
+	return s[:max-11] + "-" + hex.EncodeToString(sum[:])[:10]
+}
+
+// LabelValue fits a node name into a label value.
+func LabelValue(s string) string { return Fit(s, 63) }
+
+// DeleteAll calls del for every name, 20 at a time, within a minute of its own: clean-up
+// runs after Ctrl-C or a timeout too, so ctx should not be the cancelled one. Errors are
+// ignored (an object already gone is what clean-up wants).
+func DeleteAll(ctx context.Context, names []string, del func(ctx context.Context, name string) error) {
+	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	sem := make(chan struct{}, 20)
+	var wg sync.WaitGroup
+	for _, n := range names {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func(n string) {
+			defer wg.Done()
+			defer func() { <-sem }()
+			_ = del(ctx, n)
+		}(n)
+	}
+	wg.Wait()
+}
