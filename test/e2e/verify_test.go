@@ -12,7 +12,9 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	nodev1 "k8s.io/api/node/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/kubectl-gpu/kubectl-gpu/common/nodepod"
@@ -225,6 +227,23 @@ func TestVerifyInterrupt(t *testing.T) {
 
 func TestVerifyBadInput(t *testing.T) {
 	ctx := context.Background()
+	// A namespace whose quota allows no pod, and a user with no permission at all.
+	quotaNS := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "no-pods"}}
+	if _, err := env.Cluster.Client.CoreV1().Namespaces().Create(ctx, quotaNS, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	quota := &corev1.ResourceQuota{ObjectMeta: metav1.ObjectMeta{Name: "none"}, Spec: corev1.ResourceQuotaSpec{Hard: corev1.ResourceList{corev1.ResourcePods: resource.MustParse("0")}}}
+	if _, err := env.Cluster.Client.CoreV1().ResourceQuotas("no-pods").Create(ctx, quota, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	// The quota controller must have counted before admission enforces it.
+	for i := 0; i < 100; i++ {
+		q, err := env.Cluster.Client.CoreV1().ResourceQuotas("no-pods").Get(ctx, "none", metav1.GetOptions{})
+		if err == nil && q.Status.Hard != nil {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 	for _, tc := range []struct {
 		name string
 		args []string
@@ -239,6 +258,8 @@ func TestVerifyBadInput(t *testing.T) {
 		{"invalid image", []string{"verify", "--image", "UPPER/Case::bad"}, 2, "is not a valid image reference"},
 		{"no GPU node", []string{"verify", "-l", "type=none"}, 1, "no GPU node found"},
 		{"bad output", []string{"verify", "-o", "csv"}, 2, `unknown output format "csv"`},
+		{"quota forbids the pod", []string{"verify", "gpu-a100-0", "--namespace", "no-pods"}, 2, "a ResourceQuota in namespace no-pods forbids the pod"},
+		{"RBAC refusal", []string{"verify", "--as", "nobody"}, 2, "cannot list nodes: forbidden by RBAC"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := env.Gpu(ctx, tc.args...)
