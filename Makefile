@@ -6,7 +6,7 @@ PKG     := github.com/kubectl-gpu/kubectl-gpu
 LDFLAGS := -s -w -X $(PKG)/common/buildinfo.Version=$(VERSION) -X $(PKG)/common/buildinfo.Commit=$(COMMIT)
 GO_TEST_FLAGS ?=
 
-.PHONY: help build cross tools test unit e2e bench demo cluster deps clean agent fuzz docs dist krew-manifest
+.PHONY: help build cross tools test unit e2e bench demo cluster deps clean agent fuzz docs dist krew-manifest image
 
 help: ## this list
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -59,3 +59,7 @@ dist: ## release archives and checksums.txt in dist/ (VERSION=vX.Y.Z), reproduci
 
 krew-manifest: ## render krew/gpu.yaml from .krew.yaml and the archives in dist/
 	go run ./hack/dist -version $(VERSION) -out dist -krew krew/gpu.yaml
+
+image: agent ## node-agent image without Docker: dist/gpu-node-agent_$(VERSION)_linux_<arch>.tar (docker load / crane push), OCI layout beside it
+	go run ./hack/image -agent bin/gpu-node-agent -tag ghcr.io/kubectl-gpu/gpu-node-agent:$(VERSION) \
+	  -out dist/gpu-node-agent_$(VERSION)_linux_$$(go env GOARCH).tar -oci dist/gpu-node-agent_$(VERSION)_oci
