@@ -244,3 +244,33 @@ func TestPrepBadInput(t *testing.T) {
 	}
 	noPrepJobs(t)
 }
+
+// TestPrepInterrupt: Ctrl-C while the agents run exits 130 and leaves no Job or pod.
+func TestPrepInterrupt(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, env.KubectlPath, "gpu", "prep", "--timeout", "60s")
+	cmd.Env = append(os.Environ(), "KUBECONFIG="+env.Cluster.Kubeconfig, "PATH="+env.BinDir+":"+os.Getenv("PATH"))
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// kwok finishes a Job's pod one to five seconds after it runs: interrupt as soon as the
+	// Jobs exist.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		jobs, _ := env.Cluster.Client.BatchV1().Jobs(nodepod.DefaultNamespace).List(ctx, metav1.ListOptions{LabelSelector: nodepod.Selector(prep.Component)})
+		if jobs != nil && len(jobs.Items) > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("prep Jobs never appeared")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	_ = cmd.Process.Signal(os.Interrupt)
+	err := cmd.Wait()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 130 {
+		t.Fatalf("exit: %v, want 130", err)
+	}
+	noPrepJobs(t)
+}
