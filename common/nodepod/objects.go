@@ -21,9 +21,10 @@ func Fit(s string, max int) string {
 // LabelValue fits a node name into a label value.
 func LabelValue(s string) string { return Fit(s, 63) }
 
-// DeleteAll calls del for every name, 20 at a time, within a minute of its own: clean-up
-// runs after Ctrl-C or a timeout too, so ctx should not be the cancelled one. Errors are
-// ignored (an object already gone is what clean-up wants).
+// DeleteAll calls del for every name, 20 at a time, retrying through an API server
+// restart, within a minute of its own: clean-up runs after Ctrl-C or a timeout too, so ctx
+// should not be the cancelled one. Other errors are ignored (an object already gone is what
+// clean-up wants).
 func DeleteAll(ctx context.Context, names []string, del func(ctx context.Context, name string) error) {
 	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
@@ -35,7 +36,7 @@ func DeleteAll(ctx context.Context, names []string, del func(ctx context.Context
 		go func(n string) {
 			defer wg.Done()
 			defer func() { <-sem }()
-			_ = del(ctx, n)
+			_ = Retry(ctx, func(ctx context.Context) error { return del(ctx, n) })
 		}(n)
 	}
 	wg.Wait()

@@ -13,6 +13,7 @@ import (
 
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/rand"
 	"k8s.io/apimachinery/pkg/watch"
@@ -216,7 +217,13 @@ func RunAgents(ctx context.Context, cs kubernetes.Interface, cfg *Config, nodes 
 			case <-runCtx.Done():
 				return
 			}
-			_, err := cs.BatchV1().Jobs(ns).Create(runCtx, Job(cfg, n, mode, runID), metav1.CreateOptions{})
+			err := nodepod.Retry(runCtx, func(ctx context.Context) error {
+				_, err := cs.BatchV1().Jobs(ns).Create(ctx, Job(cfg, n, mode, runID), metav1.CreateOptions{})
+				return err
+			})
+			if apierrors.IsAlreadyExists(err) {
+				err = nil // an earlier try succeeded but its answer was lost
+			}
 			if err != nil {
 				if runCtx.Err() != nil {
 					return
@@ -253,7 +260,14 @@ func RunAgents(ctx context.Context, cs kubernetes.Interface, cfg *Config, nodes 
 				if runCtx.Err() != nil {
 					goto out
 				}
-				if w, err = cs.CoreV1().Pods(ns).Watch(runCtx, metav1.ListOptions{LabelSelector: sel}); err != nil {
+				// The watch ended early (API server restart): open another.
+				w, err = nodepod.Rewatch(runCtx, func(ctx context.Context) (watch.Interface, error) {
+					return cs.CoreV1().Pods(ns).Watch(ctx, metav1.ListOptions{LabelSelector: sel})
+				})
+				if runCtx.Err() != nil {
+					goto out
+				}
+				if err != nil {
 					return nil, cluster.APIError("watch pods", err)
 				}
 				continue
@@ -277,7 +291,12 @@ func RunAgents(ctx context.Context, cs kubernetes.Interface, cfg *Config, nodes 
 				go func(name, node string) {
 					lctx, lcancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 					defer lcancel()
-					b, err := cs.CoreV1().Pods(ns).GetLogs(name, &corev1.PodLogOptions{Container: "agent", LimitBytes: ptr.To[int64](4 << 20)}).DoRaw(lctx)
+					var b []byte
+					err := nodepod.Retry(lctx, func(ctx context.Context) error {
+						var err error
+						b, err = cs.CoreV1().Pods(ns).GetLogs(name, &corev1.PodLogOptions{Container: "agent", LimitBytes: ptr.To[int64](4 << 20)}).DoRaw(ctx)
+						return err
+					})
 					res := NodeResult{Node: node}
 					switch {
 					case err != nil:

@@ -305,16 +305,22 @@ func Run(ctx context.Context, cs kubernetes.Interface, cfg *Config, plan *Plan) 
 
 	// One watch for the run's pods and one for their events, opened before any pod exists.
 	sel := nodepod.LabelRun + "=" + runID
-	podWatch, err := cs.CoreV1().Pods(cfg.Namespace).Watch(runCtx, metav1.ListOptions{LabelSelector: sel})
+	openPods := func(ctx context.Context) (watch.Interface, error) {
+		return cs.CoreV1().Pods(cfg.Namespace).Watch(ctx, metav1.ListOptions{LabelSelector: sel})
+	}
+	openEvents := func(ctx context.Context) (watch.Interface, error) {
+		return cs.CoreV1().Events(cfg.Namespace).Watch(ctx, metav1.ListOptions{FieldSelector: fields.OneTermEqualSelector("involvedObject.kind", "Pod").String()})
+	}
+	podWatch, err := openPods(runCtx)
 	if err != nil {
 		return nil, cluster.APIError("watch pods in namespace "+cfg.Namespace, err)
 	}
-	defer podWatch.Stop()
-	evWatch, err := cs.CoreV1().Events(cfg.Namespace).Watch(runCtx, metav1.ListOptions{FieldSelector: fields.OneTermEqualSelector("involvedObject.kind", "Pod").String()})
+	defer func() { podWatch.Stop() }()
+	evWatch, err := openEvents(runCtx)
 	if err != nil {
 		return nil, cluster.APIError("watch events in namespace "+cfg.Namespace, err)
 	}
-	defer evWatch.Stop()
+	defer func() { evWatch.Stop() }()
 
 	type logResult struct {
 		pod string
@@ -343,7 +349,16 @@ func Run(ctx context.Context, cs kubernetes.Interface, cfg *Config, plan *Plan) 
 			go func(t target) {
 				defer wg.Done()
 				defer func() { <-sem }()
-				p, err := cs.CoreV1().Pods(cfg.Namespace).Create(runCtx, Pod(cfg, plan.RuntimeClass, t, runID), metav1.CreateOptions{})
+				var p *corev1.Pod
+				err := nodepod.Retry(runCtx, func(ctx context.Context) error {
+					var err error
+					p, err = cs.CoreV1().Pods(cfg.Namespace).Create(ctx, Pod(cfg, plan.RuntimeClass, t, runID), metav1.CreateOptions{})
+					return err
+				})
+				if apierrors.IsAlreadyExists(err) {
+					// An earlier try succeeded but its answer was lost.
+					p, err = cs.CoreV1().Pods(cfg.Namespace).Get(runCtx, t.pod, metav1.GetOptions{})
+				}
 				r := createResult{pod: t.pod, err: err}
 				if err == nil {
 					created <- t.pod
@@ -377,7 +392,12 @@ func Run(ctx context.Context, cs kubernetes.Interface, cfg *Config, plan *Plan) 
 			go func(name string) {
 				lctx, lcancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 				defer lcancel()
-				b, err := cs.CoreV1().Pods(cfg.Namespace).GetLogs(name, &corev1.PodLogOptions{Container: ContainerName, TailLines: ptr.To[int64](100), LimitBytes: ptr.To[int64](64 << 10)}).DoRaw(lctx)
+				var b []byte
+				err := nodepod.Retry(lctx, func(ctx context.Context) error {
+					var err error
+					b, err = cs.CoreV1().Pods(cfg.Namespace).GetLogs(name, &corev1.PodLogOptions{Container: ContainerName, TailLines: ptr.To[int64](100), LimitBytes: ptr.To[int64](64 << 10)}).DoRaw(ctx)
+					return err
+				})
 				logs <- logResult{pod: name, log: string(b), err: err}
 			}(s.pod.Name)
 			return
@@ -405,15 +425,13 @@ func Run(ctx context.Context, cs kubernetes.Interface, cfg *Config, plan *Plan) 
 			evaluate(s)
 		case ev, ok := <-podWatch.ResultChan():
 			if !ok {
-				if runCtx.Err() == nil {
-					// The watch ended early (API server restart): reopen it.
-					podWatch, err = cs.CoreV1().Pods(cfg.Namespace).Watch(runCtx, metav1.ListOptions{LabelSelector: sel})
-					if err != nil && runCtx.Err() == nil {
-						fatal = cluster.APIError("watch pods", err)
-					}
-				}
+				// The watch ended early (API server restart): open another.
+				podWatch, err = nodepod.Rewatch(runCtx, openPods)
 				if runCtx.Err() != nil {
 					goto out
+				}
+				if err != nil {
+					fatal = cluster.APIError("watch pods", err)
 				}
 				continue
 			}
@@ -437,11 +455,11 @@ func Run(ctx context.Context, cs kubernetes.Interface, cfg *Config, plan *Plan) 
 			evaluate(s)
 		case ev, ok := <-evWatch.ResultChan():
 			if !ok {
+				evWatch, err = nodepod.Rewatch(runCtx, openEvents)
 				if runCtx.Err() != nil {
 					goto out
 				}
-				evWatch, err = cs.CoreV1().Events(cfg.Namespace).Watch(runCtx, metav1.ListOptions{FieldSelector: fields.OneTermEqualSelector("involvedObject.kind", "Pod").String()})
-				if err != nil && runCtx.Err() == nil {
+				if err != nil {
 					fatal = cluster.APIError("watch events", err)
 				}
 				continue

@@ -321,6 +321,38 @@ func (c *Cluster) Stop() {
 	}
 }
 
+// RestartAPIServer stops kube-apiserver (SIGTERM), waits down for the given time, starts it
+// again with the same flags and waits until it is ready: the fault tests' "API server
+// restarted in the middle of a run".
+func (c *Cluster) RestartAPIServer(ctx context.Context, down time.Duration) error {
+	c.mu.Lock()
+	var old *process
+	idx := -1
+	for i, p := range c.procs {
+		if p.name == "kube-apiserver" {
+			old, idx = p, i
+		}
+	}
+	c.mu.Unlock()
+	if old == nil {
+		return fmt.Errorf("no kube-apiserver")
+	}
+	old.stop(10 * time.Second)
+	time.Sleep(down)
+	if err := c.spawn("kube-apiserver", old.bin, old.args...); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	// The new process (appended by spawn) takes the old one's place in the stop order.
+	n := len(c.procs) - 1
+	c.procs[idx], c.procs = c.procs[n], c.procs[:n]
+	c.mu.Unlock()
+	return c.waitReady(ctx, "kube-apiserver", 60*time.Second, func(ctx context.Context) error {
+		_, err := c.Client.Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(ctx)
+		return err
+	})
+}
+
 // PIDs returns the process IDs of the cluster's processes (for leak checks).
 func (c *Cluster) PIDs() []int {
 	c.mu.Lock()
@@ -334,6 +366,8 @@ func (c *Cluster) PIDs() []int {
 
 type process struct {
 	name string
+	bin  string
+	args []string
 	cmd  *exec.Cmd
 	done chan struct{}
 	err  error
@@ -353,7 +387,7 @@ func (c *Cluster) spawn(name, bin string, args ...string) error {
 		logf.Close()
 		return fmt.Errorf("start %s: %w", name, err)
 	}
-	p := &process{name: name, cmd: cmd, done: make(chan struct{})}
+	p := &process{name: name, bin: bin, args: args, cmd: cmd, done: make(chan struct{})}
 	go func() {
 		p.err = cmd.Wait()
 		logf.Close()

@@ -3,6 +3,7 @@ package localcluster
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/yaml"
@@ -12,6 +13,11 @@ import (
 // (app.kubernetes.io/component) on the given nodes: Succeeded with exit code 0, or Failed
 // with exitCode. This is what a container would do on a real node; kwok runs none.
 func PodOutcomeStage(name, component string, nodes []string, exitCode int) (*unstructured.Unstructured, error) {
+	return PodOutcomeStageAfter(name, component, nodes, exitCode, 200*time.Millisecond)
+}
+
+// PodOutcomeStageAfter is PodOutcomeStage with the time a pod runs before it finishes.
+func PodOutcomeStageAfter(name, component string, nodes []string, exitCode int, after time.Duration) (*unstructured.Unstructured, error) {
 	phase, reason := "Succeeded", "Completed"
 	if exitCode != 0 {
 		phase, reason = "Failed", "Error"
@@ -46,7 +52,7 @@ spec:
       values:%s
   weight: 10
   delay:
-    durationMilliseconds: 200
+    durationMilliseconds: %d
   next:
     statusTemplate: |
       {{ $now := Now }}
@@ -65,7 +71,7 @@ spec:
             startedAt: {{ $now | Quote }}
       {{ end }}
       phase: %s
-`, name, component, values, exitCode, reason, phase)
+`, name, component, values, after.Milliseconds(), exitCode, reason, phase)
 	var obj unstructured.Unstructured
 	if err := yaml.Unmarshal([]byte(doc), &obj.Object); err != nil {
 		return nil, err
@@ -75,7 +81,12 @@ spec:
 
 // SetPodOutcome applies PodOutcomeStage.
 func (c *Cluster) SetPodOutcome(ctx context.Context, name, component string, nodes []string, exitCode int) error {
-	obj, err := PodOutcomeStage(name, component, nodes, exitCode)
+	return c.SetPodOutcomeAfter(ctx, name, component, nodes, exitCode, 200*time.Millisecond)
+}
+
+// SetPodOutcomeAfter applies PodOutcomeStageAfter.
+func (c *Cluster) SetPodOutcomeAfter(ctx context.Context, name, component string, nodes []string, exitCode int, after time.Duration) error {
+	obj, err := PodOutcomeStageAfter(name, component, nodes, exitCode, after)
 	if err != nil {
 		return err
 	}

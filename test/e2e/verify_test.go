@@ -271,3 +271,64 @@ func TestVerifyBadInput(t *testing.T) {
 	}
 	noVerifyPods(t)
 }
+
+// TestVerifyAPIServerRestart: kube-apiserver stopped and started again in the middle of a
+// verify over every GPU node: the run finishes within its timeout with a result for every
+// node (its watches reopen, creations, log reads and deletions retry), and nothing is left.
+// What kwok simulates stops here: after an API server restart kwok no longer serves the
+// logs it was given ("no logs found"), so the nodes cannot pass; the test checks that the
+// run ends cleanly and says why per node. It must stay the last test of the package.
+func TestVerifyAPIServerRestart(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	c := env.Cluster
+	outcomes(t, nil, nil)
+	nodes := []string{"gpu-a100-0", "gpu-a100-1", "gpu-rke2-0", "gpu-k3s-0"}
+	// The pods run 6 s before they pass: long enough to restart the API server under them.
+	if err := c.SetPodOutcomeAfter(ctx, "verify-pass", verify.Component, nodes, 0, 6*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range nodes {
+		if err := c.SetPodLog(ctx, "kubectl-gpu", verify.PodName(n), verify.ContainerName, passLog); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cmd := exec.CommandContext(ctx, env.KubectlPath, "gpu", "verify", "--timeout", "90s", "-o", "json")
+	cmd.Env = append(os.Environ(), "KUBECONFIG="+c.Kubeconfig, "PATH="+env.BinDir+":"+os.Getenv("PATH"))
+	var stdout, stderr strings.Builder
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; ; i++ {
+		pods, _ := c.Client.CoreV1().Pods("kubectl-gpu").List(ctx, metav1.ListOptions{})
+		if pods != nil && len(pods.Items) == len(nodes) {
+			break
+		}
+		if i > 300 {
+			t.Fatal("verify pods never appeared")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err := c.RestartAPIServer(ctx, time.Second); err != nil {
+		t.Fatal(err)
+	}
+	err := cmd.Wait()
+	if ee, ok := err.(*exec.ExitError); err != nil && (!ok || ee.ExitCode() != 1) {
+		t.Fatalf("verify across an API server restart: %v (want exit 0 or 1)\n%s\n%s", err, stdout.String(), stderr.String())
+	}
+	var rep verify.Report
+	if err := json.Unmarshal([]byte(stdout.String()), &rep); err != nil || rep.Summary.Nodes != len(nodes) {
+		t.Fatalf("report: %v\n%s\n%s", err, stdout.String(), stderr.String())
+	}
+	for _, it := range rep.Items {
+		if it.Result != verify.Passed && (it.Detail == "" || it.Reason == verify.ReasonTimeout) {
+			t.Errorf("%s: %s %q: the run must see each pod finish, not time out", it.Node, it.Reason, it.Detail)
+		}
+	}
+	// Put the usual quick outcome back for the other tests.
+	if err := c.SetPodOutcome(ctx, "verify-pass", verify.Component, nil, 0); err != nil {
+		t.Fatal(err)
+	}
+	noVerifyPods(t)
+}

@@ -69,9 +69,12 @@ func Main(m *testing.M, env **Env, nodes ...localcluster.NodeSpec) int {
 		fmt.Fprintln(os.Stderr, "start local cluster:", err)
 		return 1
 	}
-	pids := c.PIDs()
+	var pids []int
 	code := func() int {
-		defer c.Stop()
+		defer func() {
+			pids = c.PIDs() // after any restart in the tests
+			c.Stop()
+		}()
 		if len(nodes) > 0 {
 			if _, err := c.AddNodes(ctx, nodes...); err != nil {
 				fmt.Fprintln(os.Stderr, "add nodes:", err)
