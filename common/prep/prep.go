@@ -253,6 +253,7 @@ func RunAgents(ctx context.Context, cs kubernetes.Interface, cfg *Config, nodes 
 				}
 				<-sem
 				prog.done++
+				prog.node(*r)
 				prog.show()
 			}
 		case ev, ok := <-w.ResultChan():
@@ -398,6 +399,21 @@ func (p *progress) show() {
 	if p.w != nil {
 		fmt.Fprintf(p.w, "\r\033[Kprep: %d/%d nodes reported", p.done, p.total)
 	}
+}
+
+// node prints one line for a node that reported, above the live count.
+func (p *progress) node(r NodeResult) {
+	if p.w == nil {
+		return
+	}
+	state := "ready"
+	switch {
+	case r.Error != "":
+		state = "error: " + r.Error
+	case !r.Ready():
+		state = "not ready"
+	}
+	fmt.Fprintf(p.w, "\r\033[K%s: %s\n", r.Node, state)
 }
 
 func (p *progress) end() {

@@ -372,12 +372,15 @@ func Run(ctx context.Context, cs kubernetes.Interface, cfg *Config, plan *Plan) 
 
 	remaining := len(plan.Targets)
 	var fatal error
+	progress := newProgress(cfg.Progress, len(plan.Targets))
+	defer progress.end()
 	finish := func(s *state, v Verdict) {
 		if s.done {
 			return
 		}
 		s.done, s.verdict, s.ended = true, v, time.Now()
 		remaining--
+		progress.node(s)
 	}
 	evaluate := func(s *state) {
 		if s.done || s.logging || s.pod == nil {
@@ -404,9 +407,6 @@ func Run(ctx context.Context, cs kubernetes.Interface, cfg *Config, plan *Plan) 
 		}
 		finish(s, v)
 	}
-	progress := newProgress(cfg.Progress, len(plan.Targets))
-	defer progress.end()
-
 	for remaining > 0 && fatal == nil {
 		select {
 		case ce := <-createErrs:
@@ -668,6 +668,19 @@ func (p *progress) update(states map[string]*state) {
 		}
 	}
 	fmt.Fprintf(p.w, "\r\033[Kverify: %d nodes: %d passed, %d failed, %d running", p.total, passed, failed, running)
+}
+
+// node prints one line for a node that finished, above the live count.
+func (p *progress) node(s *state) {
+	if p.w == nil {
+		return
+	}
+	line := fmt.Sprintf("%s: %s", s.t.node, s.verdict.Result)
+	if s.verdict.Result != Passed {
+		line += ": " + s.verdict.Detail
+	}
+	fmt.Fprintf(p.w, "\r\033[K%s\n", line)
+	p.last = time.Time{}
 }
 
 func (p *progress) end() {

@@ -148,3 +148,20 @@ func TestOutputGolden(t *testing.T) {
 	}
 	golden.Assert(t, "report.junit.golden", b.Bytes())
 }
+
+func TestProgressLines(t *testing.T) {
+	var b bytes.Buffer
+	p := newProgress(&b, 2)
+	p.node(&state{t: target{node: "gpu-1"}, verdict: Verdict{Result: Passed}})
+	p.node(&state{t: target{node: "gpu-2"}, verdict: Verdict{Result: Failed, Detail: "CUDA error: x"}})
+	p.update(map[string]*state{"gpu-1": {done: true, verdict: Verdict{Result: Passed}}, "gpu-2": {done: true, verdict: Verdict{Result: Failed}}})
+	p.end()
+	got := b.String()
+	for _, want := range []string{"gpu-1: Passed\n", "gpu-2: Failed: CUDA error: x\n", "verify: 2 nodes: 1 passed, 1 failed, 0 running"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("progress %q lacks %q", got, want)
+		}
+	}
+	var quiet *progress = newProgress(nil, 1)
+	quiet.node(&state{}) // no terminal: nothing, no panic
+}
