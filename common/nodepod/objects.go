@@ -41,3 +41,28 @@ func DeleteAll(ctx context.Context, names []string, del func(ctx context.Context
 	}
 	wg.Wait()
 }
+
+// DeleteRun deletes every object of a run, found by list (by the run's label) rather than by
+// what the client believes it created: a creation cancelled by Ctrl-C may still have
+// happened on the server. It lists once more after a moment for creations that were still
+// in flight.
+func DeleteRun(ctx context.Context, list func(ctx context.Context) ([]string, error), del func(ctx context.Context, name string) error) {
+	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	for round := 0; round < 2; round++ {
+		var names []string
+		_ = Retry(ctx, func(ctx context.Context) error {
+			var err error
+			names, err = list(ctx)
+			return err
+		})
+		DeleteAll(ctx, names, del)
+		if round == 0 {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(500 * time.Millisecond):
+			}
+		}
+	}
+}

@@ -167,15 +167,29 @@ func RunAgents(ctx context.Context, cs kubernetes.Interface, cfg *Config, nodes 
 	var createdMu sync.Mutex
 	created := map[string]bool{}
 	var bg sync.WaitGroup
+	creatorDone := make(chan struct{})
+	creating := false // the creator goroutine runs (an early return happens before it starts)
 	defer func() {
-		bg.Wait()
-		createdMu.Lock()
-		var names []string
-		for n := range created {
-			names = append(names, n)
+		cancel()
+		if creating {
+			<-creatorDone
 		}
-		createdMu.Unlock()
-		deleteJobs(context.WithoutCancel(ctx), cs, ns, names)
+		bg.Wait()
+		// By label, not by what was recorded: a creation cancelled by Ctrl-C may still have
+		// happened on the server.
+		nodepod.DeleteRun(context.WithoutCancel(ctx), func(ctx context.Context) ([]string, error) {
+			list, err := cs.BatchV1().Jobs(ns).List(ctx, metav1.ListOptions{LabelSelector: nodepod.LabelRun + "=" + runID})
+			if err != nil {
+				return nil, err
+			}
+			names := make([]string, 0, len(list.Items))
+			for _, j := range list.Items {
+				names = append(names, j.Name)
+			}
+			return names, nil
+		}, func(ctx context.Context, n string) error {
+			return cs.BatchV1().Jobs(ns).Delete(ctx, n, metav1.DeleteOptions{PropagationPolicy: ptr.To(metav1.DeletePropagationBackground)})
+		})
 	}()
 	release := func(node string) {
 		name := JobName(node, runID)
@@ -210,7 +224,9 @@ func RunAgents(ctx context.Context, cs kubernetes.Interface, cfg *Config, nodes 
 	finished := make(chan done, len(nodes))
 	sem := make(chan struct{}, cfg.Parallel)
 	// Jobs start as slots free up: a slot is held until the node's pod finished.
+	creating = true
 	go func() {
+		defer close(creatorDone)
 		for _, n := range nodes {
 			select {
 			case sem <- struct{}{}:

@@ -290,16 +290,17 @@ func Run(ctx context.Context, cs kubernetes.Interface, cfg *Config, plan *Plan) 
 
 	runCtx, cancel := context.WithTimeout(ctx, cfg.Timeout)
 	defer cancel()
-	// Pods are deleted whatever happens: a context of their own, not the cancelled one.
-	created := make(chan string, len(plan.Targets))
+	// The run's pods are deleted whatever happens, once no creation is under way, with a
+	// context of their own (not the cancelled one).
+	creatorDone := make(chan struct{})
+	creating := false // the creator goroutine runs (an early return happens before it starts)
 	defer func() {
-		close(created)
+		cancel()
+		if creating {
+			<-creatorDone
+		}
 		if !cfg.Keep {
-			var names []string
-			for n := range created {
-				names = append(names, n)
-			}
-			deletePods(context.WithoutCancel(ctx), cs, cfg.Namespace, names)
+			deleteRun(context.WithoutCancel(ctx), cs, cfg.Namespace, runID)
 		}
 	}()
 
@@ -335,7 +336,9 @@ func Run(ctx context.Context, cs kubernetes.Interface, cfg *Config, plan *Plan) 
 	createErrs := make(chan createResult, len(plan.Targets))
 
 	// Create the pods with bounded parallelism.
+	creating = true
 	go func() {
+		defer close(creatorDone)
 		sem := make(chan struct{}, cfg.Parallel)
 		var wg sync.WaitGroup
 		for _, t := range plan.Targets {
@@ -361,7 +364,6 @@ func Run(ctx context.Context, cs kubernetes.Interface, cfg *Config, plan *Plan) 
 				}
 				r := createResult{pod: t.pod, err: err}
 				if err == nil {
-					created <- t.pod
 					r.uid = string(p.UID)
 				}
 				createErrs <- r
@@ -626,6 +628,27 @@ func deletePods(ctx context.Context, cs kubernetes.Interface, ns string, names [
 	nodepod.DeleteAll(ctx, names, func(ctx context.Context, n string) error {
 		return cs.CoreV1().Pods(ns).Delete(ctx, n, metav1.DeleteOptions{PropagationPolicy: ptr.To(metav1.DeletePropagationBackground)})
 	})
+}
+
+// deleteRun deletes the pods of one run, found by its label.
+func deleteRun(ctx context.Context, cs kubernetes.Interface, ns, runID string) {
+	nodepod.DeleteRun(ctx, func(ctx context.Context) ([]string, error) {
+		return podNames(ctx, cs, ns, nodepod.LabelRun+"="+runID)
+	}, func(ctx context.Context, n string) error {
+		return cs.CoreV1().Pods(ns).Delete(ctx, n, metav1.DeleteOptions{PropagationPolicy: ptr.To(metav1.DeletePropagationBackground)})
+	})
+}
+
+func podNames(ctx context.Context, cs kubernetes.Interface, ns, selector string) ([]string, error) {
+	list, err := cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: selector})
+	if err != nil {
+		return nil, err
+	}
+	names := make([]string, 0, len(list.Items))
+	for _, p := range list.Items {
+		names = append(names, p.Name)
+	}
+	return names, nil
 }
 
 // Cleanup removes every verify pod the tool left in ns and returns how many.

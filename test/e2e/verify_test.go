@@ -63,7 +63,7 @@ func noVerifyPods(t *testing.T) {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		pods, err := env.Cluster.Client.CoreV1().Pods("kubectl-gpu").List(context.Background(), metav1.ListOptions{LabelSelector: "app.kubernetes.io/managed-by=kubectl-gpu"})
+		pods, err := env.Cluster.Client.CoreV1().Pods("kubectl-gpu").List(context.Background(), metav1.ListOptions{LabelSelector: nodepod.Selector(verify.Component)})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -208,7 +208,7 @@ func TestVerifyInterrupt(t *testing.T) {
 	// to the plugin it execs: the plugin replaces the kubectl process).
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		pods, _ := env.Cluster.Client.CoreV1().Pods("kubectl-gpu").List(ctx, metav1.ListOptions{})
+		pods, _ := env.Cluster.Client.CoreV1().Pods("kubectl-gpu").List(ctx, metav1.ListOptions{LabelSelector: nodepod.Selector(verify.Component)})
 		if pods != nil && len(pods.Items) == 4 {
 			break
 		}
@@ -301,7 +301,7 @@ func TestVerifyAPIServerRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i := 0; ; i++ {
-		pods, _ := c.Client.CoreV1().Pods("kubectl-gpu").List(ctx, metav1.ListOptions{})
+		pods, _ := c.Client.CoreV1().Pods("kubectl-gpu").List(ctx, metav1.ListOptions{LabelSelector: nodepod.Selector(verify.Component)})
 		if pods != nil && len(pods.Items) == len(nodes) {
 			break
 		}
