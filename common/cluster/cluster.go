@@ -207,3 +207,16 @@ func oneLine(s string) string {
 	}
 	return s
 }
+
+// NamespaceOr returns --namespace when it was given, else def: the commands work in a
+// namespace of their own, not in the kubeconfig context's.
+func NamespaceOr(g Getter, def string) (string, error) {
+	ns, explicit, err := g.Namespace()
+	if err != nil {
+		return "", err
+	}
+	if explicit {
+		return ns, nil
+	}
+	return def, nil
+}

@@ -178,15 +178,7 @@ func RunAgents(ctx context.Context, cs kubernetes.Interface, cfg *Config, nodes 
 		// By label, not by what was recorded: a creation cancelled by Ctrl-C may still have
 		// happened on the server.
 		nodepod.DeleteRun(context.WithoutCancel(ctx), func(ctx context.Context) ([]string, error) {
-			list, err := cs.BatchV1().Jobs(ns).List(ctx, metav1.ListOptions{LabelSelector: nodepod.LabelRun + "=" + runID})
-			if err != nil {
-				return nil, err
-			}
-			names := make([]string, 0, len(list.Items))
-			for _, j := range list.Items {
-				names = append(names, j.Name)
-			}
-			return names, nil
+			return jobNames(ctx, cs, ns, nodepod.LabelRun+"="+runID)
 		}, func(ctx context.Context, n string) error {
 			return cs.BatchV1().Jobs(ns).Delete(ctx, n, metav1.DeleteOptions{PropagationPolicy: ptr.To(metav1.DeletePropagationBackground)})
 		})
@@ -394,16 +386,24 @@ func deleteJobs(ctx context.Context, cs kubernetes.Interface, ns string, names [
 
 // Cleanup removes every prep Job (and so its pods) the tool left in ns.
 func Cleanup(ctx context.Context, cs kubernetes.Interface, ns string) (int, error) {
-	list, err := cs.BatchV1().Jobs(ns).List(ctx, metav1.ListOptions{LabelSelector: nodepod.Selector(Component)})
+	names, err := jobNames(ctx, cs, ns, nodepod.Selector(Component))
 	if err != nil {
 		return 0, cluster.APIError("list jobs in namespace "+ns, err)
 	}
-	var names []string
+	deleteJobs(ctx, cs, ns, names)
+	return len(names), nil
+}
+
+func jobNames(ctx context.Context, cs kubernetes.Interface, ns, selector string) ([]string, error) {
+	list, err := cs.BatchV1().Jobs(ns).List(ctx, metav1.ListOptions{LabelSelector: selector})
+	if err != nil {
+		return nil, err
+	}
+	names := make([]string, 0, len(list.Items))
 	for _, j := range list.Items {
 		names = append(names, j.Name)
 	}
-	deleteJobs(ctx, cs, ns, names)
-	return len(names), nil
+	return names, nil
 }
 
 type progress struct {

@@ -653,13 +653,9 @@ func podNames(ctx context.Context, cs kubernetes.Interface, ns, selector string)
 
 // Cleanup removes every verify pod the tool left in ns and returns how many.
 func Cleanup(ctx context.Context, cs kubernetes.Interface, ns string) (int, error) {
-	list, err := cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: nodepod.Selector(Component)})
+	names, err := podNames(ctx, cs, ns, nodepod.Selector(Component))
 	if err != nil {
 		return 0, cluster.APIError("list pods in namespace "+ns, err)
-	}
-	var names []string
-	for _, p := range list.Items {
-		names = append(names, p.Name)
 	}
 	deletePods(ctx, cs, ns, names)
 	return len(names), nil

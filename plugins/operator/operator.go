@@ -134,16 +134,9 @@ cluster-policy is ready or --timeout.`,
 // Complete resolves the namespace: --namespace when given, else gpu-operator.
 func (o *OperatorOptions) Complete(f cluster.Getter) error {
 	o.getter = f
-	ns, explicit, err := f.Namespace()
-	if err != nil {
+	var err error
+	if o.namespace, err = cluster.NamespaceOr(f, op.DefaultNamespace); err != nil {
 		return err
-	}
-	o.namespace = op.DefaultNamespace
-	if explicit {
-		o.namespace = ns
-	}
-	if env := os.Getenv("HELM_NAMESPACE"); !explicit && env != "" && os.Getenv("HELM_PLUGIN_NAME") != "" {
-		o.namespace = env
 	}
 	if o.ReuseValues && o.ResetValues {
 		return cliexit.Usagef("--reuse-values and --reset-values exclude each other")

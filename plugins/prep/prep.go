@@ -113,15 +113,9 @@ Exit codes: 0 every node ready; 1 a node is not ready; 2 bad input; 130 interrup
 // Complete resolves the namespace and nodes.
 func (o *PrepOptions) Complete(f cluster.Getter, args []string) error {
 	o.Names, o.getter = args, f
-	ns, explicit, err := f.Namespace()
-	if err != nil {
-		return err
-	}
-	o.namespace = nodepod.DefaultNamespace
-	if explicit {
-		o.namespace = ns
-	}
-	return nil
+	var err error
+	o.namespace, err = cluster.NamespaceOr(f, nodepod.DefaultNamespace)
+	return err
 }
 
 // Validate checks the flags.

@@ -117,15 +117,9 @@ Exit codes: 0 every node passed; 1 a node failed, or there is no GPU node; 2 bad
 func (o *VerifyOptions) Complete(f cluster.Getter, args []string) error {
 	o.Names = args
 	o.getter = f
-	ns, explicit, err := f.Namespace()
-	if err != nil {
-		return err
-	}
-	o.namespace = nodepod.DefaultNamespace
-	if explicit {
-		o.namespace = ns
-	}
-	return nil
+	var err error
+	o.namespace, err = cluster.NamespaceOr(f, nodepod.DefaultNamespace)
+	return err
 }
 
 // Validate checks the flags before anything touches the cluster.
