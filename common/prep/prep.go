@@ -4,6 +4,7 @@ package prep
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"sort"
@@ -204,6 +205,20 @@ func RunAgents(ctx context.Context, cs kubernetes.Interface, cfg *Config, nodes 
 		return nil, cluster.APIError("watch pods in namespace "+ns, err)
 	}
 	defer func() { w.Stop() }()
+	// The Job controller's FailedCreate events: a Pod Security or quota refusal stops the
+	// agent's pod before it exists, and only the Job's events say so.
+	openEvents := func(ctx context.Context) (watch.Interface, error) {
+		return cs.CoreV1().Events(ns).Watch(ctx, metav1.ListOptions{FieldSelector: "involvedObject.kind=Job,reason=FailedCreate"})
+	}
+	ew, err := openEvents(runCtx)
+	if err != nil {
+		return nil, cluster.APIError("watch events in namespace "+ns, err)
+	}
+	defer func() { ew.Stop() }()
+	jobNode := map[string]string{}
+	for _, n := range nodes {
+		jobNode[JobName(n, runID)] = n
+	}
 
 	results := map[string]*NodeResult{}
 	for _, n := range nodes {
@@ -264,6 +279,27 @@ func RunAgents(ctx context.Context, cs kubernetes.Interface, cfg *Config, nodes 
 				prog.node(*r)
 				prog.show()
 			}
+		case ev, ok := <-ew.ResultChan():
+			if !ok {
+				ew, err = nodepod.Rewatch(runCtx, openEvents)
+				if runCtx.Err() != nil {
+					goto out
+				}
+				if err != nil {
+					return nil, cluster.APIError("watch events", err)
+				}
+				continue
+			}
+			e, isEvent := ev.Object.(*corev1.Event)
+			if !isEvent {
+				continue
+			}
+			node, mine := jobNode[e.InvolvedObject.Name]
+			if !mine || reading[node] {
+				continue
+			}
+			reading[node] = true
+			finished <- done{node, NodeResult{Node: node, Error: "the Job controller cannot create the agent pod: " + oneLine(e.Message), Hint: createHint(ns, errors.New(e.Message))}}
 		case ev, ok := <-w.ResultChan():
 			if !ok {
 				if runCtx.Err() != nil {
@@ -360,6 +396,8 @@ func createHint(ns string, err error) string {
 	switch {
 	case strings.Contains(msg, "violates PodSecurity"):
 		return fmt.Sprintf("the agent needs privileged pods: label namespace %s pod-security.kubernetes.io/enforce=privileged, or use --namespace", ns)
+	case strings.Contains(msg, "exceeded quota"):
+		return fmt.Sprintf("a ResourceQuota in namespace %s forbids the agent pod: raise it, or use --namespace", ns)
 	case strings.Contains(msg, "forbidden"):
 		return fmt.Sprintf("RBAC: you need 'create jobs' in namespace %s", ns)
 	}

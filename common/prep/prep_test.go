@@ -74,3 +74,33 @@ func TestChooseNodes(t *testing.T) {
 		t.Fatalf("no GPU nodes: %v", err)
 	}
 }
+
+func TestPodProblem(t *testing.T) {
+	pod := func(reason, msg string) *corev1.Pod {
+		return &corev1.Pod{Status: corev1.PodStatus{ContainerStatuses: []corev1.ContainerStatus{{Name: "agent",
+			State: corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: reason, Message: msg}}}}}}
+	}
+	msg, hint, bad := podProblem(pod("ErrImagePull", `failed to pull image "registry.example/agent:v1": not found`), "registry.example/agent:v1")
+	if !bad || !strings.Contains(msg, "image registry.example/agent:v1 cannot be pulled: failed to pull") || !strings.Contains(hint, "--image") {
+		t.Fatalf("image pull: %q %q %v", msg, hint, bad)
+	}
+	if _, _, bad := podProblem(pod("ContainerCreating", ""), "x"); bad {
+		t.Fatal("a starting container is not a problem")
+	}
+}
+
+func TestSummaryFailed(t *testing.T) {
+	for _, tc := range []struct {
+		s    Summary
+		want bool
+	}{
+		{Summary{Nodes: 2, Ready: 2}, false},
+		{Summary{Nodes: 2, Ready: 1, NotReady: 1, NoGPU: 1}, false},
+		{Summary{Nodes: 2, Ready: 0, NotReady: 2, NoGPU: 1}, true},
+		{Summary{Nodes: 1, NotReady: 1, NoGPU: 1}, true},
+	} {
+		if got := tc.s.Failed(); got != tc.want {
+			t.Errorf("%+v: Failed() = %v", tc.s, got)
+		}
+	}
+}

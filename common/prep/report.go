@@ -36,7 +36,14 @@ type Summary struct {
 	Nodes    int `json:"nodes"`
 	Ready    int `json:"ready"`
 	NotReady int `json:"notReady"`
+	// NoGPU counts the nodes with no NVIDIA GPU on the PCI bus: reported, and not a failure
+	// of the run unless every node is one.
+	NoGPU int `json:"noGPU"`
 }
+
+// Failed tells whether the run found failures (exit 1): a node with GPUs that is not ready,
+// or no node with GPUs at all.
+func (s Summary) Failed() bool { return s.NotReady > s.NoGPU || s.Nodes > 0 && s.NoGPU == s.Nodes }
 
 // NewReport sums the results up.
 func NewReport(mode string, results []NodeResult) *Report {
@@ -47,9 +54,21 @@ func NewReport(mode string, results []NodeResult) *Report {
 			r.Summary.Ready++
 		} else {
 			r.Summary.NotReady++
+			if it.NoGPU() {
+				r.Summary.NoGPU++
+			}
 		}
 	}
 	return r
+}
+
+// NoGPU tells whether the agent found no NVIDIA GPU on the node's PCI bus.
+func (n NodeResult) NoGPU() bool {
+	if n.Report == nil || len(n.Report.GPUs) > 0 {
+		return false
+	}
+	c, ok := n.Report.Get(rep.CheckPCI)
+	return ok && c.Status == rep.Fail
 }
 
 // Ready tells whether the node has a report with no failed check.
@@ -131,7 +150,11 @@ func (r *Report) WriteFindings(w io.Writer) {
 			fmt.Fprintf(w, "\n%s:\n%s\n", n.Node, strings.Join(lines, "\n"))
 		}
 	}
-	fmt.Fprintf(w, "\n%d nodes: %d ready, %d not ready\n", r.Summary.Nodes, r.Summary.Ready, r.Summary.NotReady)
+	fmt.Fprintf(w, "\n%d nodes: %d ready, %d not ready", r.Summary.Nodes, r.Summary.Ready, r.Summary.NotReady)
+	if r.Summary.NoGPU > 0 {
+		fmt.Fprintf(w, " (%d without an NVIDIA GPU: not counted as failures unless every node is)", r.Summary.NoGPU)
+	}
+	fmt.Fprintln(w)
 }
 
 // WriteChanges prints the changes per node: file diffs and commands.

@@ -236,7 +236,7 @@ func (o *PrepOptions) print(r *prep.Report, annotateErr error) error {
 	if annotateErr != nil {
 		return annotateErr
 	}
-	if r.Summary.NotReady > 0 {
+	if r.Summary.Failed() {
 		return cliexit.Silent{Code: cliexit.Failures}
 	}
 	return nil

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/watch"
 
@@ -215,11 +216,84 @@ func TestPrep(t *testing.T) {
 	}
 	noPrepJobs(t)
 
+	// A node without GPUs is reported but is not a failure unless every node is one.
+	cpuRoot := filepath.Join(dir, "cpu-0")
+	if err := fakehost.Build("rhel9", cpuRoot, 0); err != nil {
+		t.Fatal(err)
+	}
+	outs.set("cpu-0", "check", runAgent(t, agent, cpuRoot, "cpu-0", "check"))
+	r = env.Gpu(ctx, "prep", "gpu-k3s-0", "cpu-0")
+	if r.Code != 0 || !strings.Contains(r.Stdout, "1 without an NVIDIA GPU") || !strings.Contains(r.Stdout, "no NVIDIA GPU on the PCI bus") {
+		t.Fatalf("a CPU node beside a ready GPU node: exit %d\n%s%s", r.Code, r.Stdout, r.Stderr)
+	}
+	if r = env.Gpu(ctx, "prep", "cpu-0"); r.Code != 1 {
+		t.Fatalf("only a CPU node: exit %d, want 1\n%s%s", r.Code, r.Stdout, r.Stderr)
+	}
+	noPrepJobs(t)
+
+	// A namespace whose Pod Security level forbids the agent: the Job controller's refusal is
+	// reported per node with the label to set, and the Jobs are removed.
+	psaNS := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "baseline-only", Labels: map[string]string{"pod-security.kubernetes.io/enforce": "baseline"}}}
+	if _, err := env.Cluster.Client.CoreV1().Namespaces().Create(ctx, psaNS, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	r = env.Gpu(ctx, "prep", "gpu-k3s-0", "--namespace", "baseline-only", "--timeout", "60s")
+	if r.Code != 1 || !strings.Contains(r.Stdout, "violates PodSecurity") || !strings.Contains(r.Stdout, "label namespace baseline-only pod-security.kubernetes.io/enforce=privileged") {
+		t.Fatalf("Pod Security refusal: exit %d\n%s%s", r.Code, r.Stdout, r.Stderr)
+	}
+	if jobs, _ := env.Cluster.Client.BatchV1().Jobs("baseline-only").List(ctx, metav1.ListOptions{}); jobs != nil && len(jobs.Items) > 0 && jobs.Items[0].DeletionTimestamp == nil {
+		t.Fatalf("%d Jobs left in baseline-only", len(jobs.Items))
+	}
+
 	// A report that is not JSON is named, per node.
 	outs.set("gpu-bare-0", "check", "segmentation fault\n")
 	r = env.Gpu(ctx, "prep", "gpu-bare-0")
 	if r.Code != 1 || !strings.Contains(r.Stdout, "not a JSON report") {
 		t.Fatalf("bad report: exit %d\n%s%s", r.Code, r.Stdout, r.Stderr)
+	}
+	noPrepJobs(t)
+}
+
+// TestPrepCannotAnnotate: a user who may run the Jobs but not patch nodes gets the report and
+// one line naming the refused verb and resource (exit 2).
+func TestPrepCannotAnnotate(t *testing.T) {
+	ctx := context.Background()
+	c := env.Cluster.Client
+	role := &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: "prep-no-patch"}, Rules: []rbacv1.PolicyRule{
+		{APIGroups: []string{""}, Resources: []string{"nodes"}, Verbs: []string{"get", "list"}},
+		{APIGroups: []string{""}, Resources: []string{"namespaces"}, Verbs: []string{"get", "create"}},
+		{APIGroups: []string{""}, Resources: []string{"serviceaccounts"}, Verbs: []string{"get"}},
+		{APIGroups: []string{""}, Resources: []string{"pods", "events"}, Verbs: []string{"list", "watch"}},
+		{APIGroups: []string{""}, Resources: []string{"pods/log"}, Verbs: []string{"get"}},
+		{APIGroups: []string{"batch"}, Resources: []string{"jobs"}, Verbs: []string{"create", "list", "delete"}},
+	}}
+	if _, err := c.RbacV1().ClusterRoles().Create(ctx, role, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	binding := &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "prep-no-patch"},
+		RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: "prep-no-patch"},
+		Subjects: []rbacv1.Subject{{Kind: "User", Name: "prep-no-patch", APIGroup: "rbac.authorization.k8s.io"}}}
+	if _, err := c.RbacV1().ClusterRoleBindings().Create(ctx, binding, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	outs := &agentOutputs{out: map[string]string{}}
+	dir := t.TempDir()
+	agent := filepath.Join(dir, "agent")
+	if err := harness.BuildAgent(agent); err != nil {
+		t.Fatal(err)
+	}
+	root := filepath.Join(dir, "k3s")
+	if err := fakehost.Build("k3s", root, 1); err != nil {
+		t.Fatal(err)
+	}
+	outs.set("gpu-k3s-0", "check", runAgent(t, agent, root, "gpu-k3s-0", "check"))
+	wctx, stop := context.WithCancel(ctx)
+	defer stop()
+	serveAgentLogs(t, wctx, outs)
+	r := env.Gpu(ctx, "prep", "gpu-k3s-0", "--as", "prep-no-patch")
+	lines := strings.Split(strings.TrimRight(r.Stderr, "\n"), "\n")
+	if r.Code != 2 || !strings.Contains(r.Stdout, "gpu-k3s-0") || len(lines) != 1 || !strings.Contains(lines[0], "cannot annotate node gpu-k3s-0: forbidden by RBAC") || !strings.Contains(lines[0], `cannot patch resource "nodes"`) {
+		t.Fatalf("exit %d\n%s\n%s", r.Code, r.Stdout, r.Stderr)
 	}
 	noPrepJobs(t)
 }
@@ -235,6 +309,7 @@ func TestPrepBadInput(t *testing.T) {
 		{[]string{"prep", "--yes"}, "only go with --apply"},
 		{[]string{"prep", "gpu-k3s-0", "--all"}, "not both"},
 		{[]string{"prep", "-o", "xml"}, `unknown output format "xml"`},
+		{[]string{"prep", "--as", "nobody"}, "cannot list nodes: forbidden by RBAC"},
 	} {
 		r := env.Gpu(ctx, tc.args...)
 		lines := strings.Split(strings.TrimRight(r.Stderr, "\n"), "\n")
