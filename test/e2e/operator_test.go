@@ -14,6 +14,9 @@ import (
 	"time"
 
 	"helm.sh/helm/v3/pkg/repo"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
@@ -241,6 +244,13 @@ func TestOperatorLifecycle(t *testing.T) {
 		t.Fatalf("after a failed atomic upgrade: %+v", rels)
 	}
 
+	// --wait that runs out of time prints the status and names what is not ready (exit 1).
+	setPolicyState(t, dyn, "notReady")
+	r = gpu("upgrade", "--chart", chart, "--wait", "--timeout", "15s")
+	if r.Code != 1 || !strings.Contains(r.Stdout, "Not ready: clusterpolicy") || !strings.Contains(r.Stderr, "is not ready after 15s") {
+		t.Fatalf("--wait timeout: exit %d\n%s\n%s", r.Code, r.Stdout, r.Stderr)
+	}
+
 	// Bad input: one line, exit 2, nothing changed.
 	for _, tc := range []struct {
 		args []string
@@ -289,4 +299,65 @@ func writeTemp(t *testing.T, name, content string) string {
 		t.Fatal(err)
 	}
 	return p
+}
+
+// TestOperatorRefusals: permission problems and a name taken by another chart end in one
+// line, exit 2, and no release.
+func TestOperatorRefusals(t *testing.T) {
+	chart := chartPath(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	c := env.Cluster.Client
+	henv := helmEnv(t)
+	gpu := func(args ...string) resultT {
+		return resultT(env.Kubectl(ctx, henv, append([]string{"gpu", "operator"}, args...)...))
+	}
+	oneLine := func(r resultT, want string) {
+		t.Helper()
+		lines := strings.Split(strings.TrimRight(r.Stderr, "\n"), "\n")
+		last := lines[len(lines)-1]
+		if r.Code != 2 || r.Stdout != "" || !strings.HasPrefix(last, "error: ") || !strings.Contains(last, want) {
+			t.Fatalf("exit %d stdout %q stderr %q; want exit 2 and one error line with %q", r.Code, r.Stdout, r.Stderr, want)
+		}
+	}
+
+	// Another chart already holds the release name.
+	other := filepath.Join(t.TempDir(), "other")
+	_ = os.MkdirAll(filepath.Join(other, "templates"), 0o755)
+	_ = os.WriteFile(filepath.Join(other, "Chart.yaml"), []byte("apiVersion: v2\nname: other\nversion: 1.0.0\n"), 0o644)
+	_ = os.WriteFile(filepath.Join(other, "templates", "cm.yaml"), []byte("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: other\ndata: {}\n"), 0o644)
+	helmCLI(t, henv, "install", "gpu-operator", other, "-n", "taken", "--create-namespace")
+	oneLine(gpu("install", "--chart", chart, "-n", "taken"), `release "gpu-operator" in namespace taken is chart "other", not gpu-operator`)
+	helmCLI(t, henv, "uninstall", "gpu-operator", "-n", "taken")
+
+	// A user who may read nodes but nothing in the release namespace.
+	role := &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: "nodes-reader"}, Rules: []rbacv1.PolicyRule{
+		{APIGroups: []string{""}, Resources: []string{"nodes"}, Verbs: []string{"get", "list"}}}}
+	if _, err := c.RbacV1().ClusterRoles().Create(ctx, role, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	for _, user := range []string{"no-namespace", "no-crds"} {
+		b := &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: user + "-nodes"},
+			RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: "nodes-reader"},
+			Subjects: []rbacv1.Subject{{Kind: "User", Name: user, APIGroup: "rbac.authorization.k8s.io"}}}
+		if _, err := c.RbacV1().ClusterRoleBindings().Create(ctx, b, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	oneLine(gpu("install", "--chart", chart, "--as", "no-namespace"), "forbidden")
+
+	// A user who owns the release namespace (admin there) but may not create CRDs.
+	if _, err := c.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "gpu-operator"}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
+	rb := &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "no-crds-admin", Namespace: "gpu-operator"},
+		RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: "admin"},
+		Subjects: []rbacv1.Subject{{Kind: "User", Name: "no-crds", APIGroup: "rbac.authorization.k8s.io"}}}
+	if _, err := c.RbacV1().RoleBindings("gpu-operator").Create(ctx, rb, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	oneLine(gpu("install", "--chart", chart, "--as", "no-crds"), "customresourcedefinitions")
+	if rels := helmList(t, henv); len(rels) != 0 {
+		t.Fatalf("a refused install left a release: %+v", rels)
+	}
 }
