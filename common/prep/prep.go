@@ -26,6 +26,7 @@ import (
 	"github.com/kubectl-gpu/kubectl-gpu/common/inventory"
 	"github.com/kubectl-gpu/kubectl-gpu/common/nodepod"
 	rep "github.com/kubectl-gpu/kubectl-gpu/common/nodereport"
+	"github.com/kubectl-gpu/kubectl-gpu/common/report"
 )
 
 // Component labels prep's objects.
@@ -262,8 +263,9 @@ func RunAgents(ctx context.Context, cs kubernetes.Interface, cfg *Config, nodes 
 
 	reading := map[string]bool{}
 	remaining := len(nodes)
-	prog := &progress{w: cfg.Progress, total: len(nodes)}
-	defer prog.end()
+	prog := report.NewProgress(cfg.Progress)
+	defer prog.End()
+	reported := 0
 	for remaining > 0 {
 		select {
 		case d := <-finished:
@@ -275,9 +277,9 @@ func RunAgents(ctx context.Context, cs kubernetes.Interface, cfg *Config, nodes 
 					cfg.OnReport(*r)
 				}
 				<-sem
-				prog.done++
-				prog.node(*r)
-				prog.show()
+				reported++
+				prog.Node(nodeLine(*r))
+				prog.Count(fmt.Sprintf("prep: %d/%d nodes reported", reported, len(nodes)))
 			}
 		case ev, ok := <-ew.ResultChan():
 			if !ok {
@@ -444,22 +446,8 @@ func jobNames(ctx context.Context, cs kubernetes.Interface, ns, selector string)
 	return names, nil
 }
 
-type progress struct {
-	w           io.Writer
-	total, done int
-}
-
-func (p *progress) show() {
-	if p.w != nil {
-		fmt.Fprintf(p.w, "\r\033[Kprep: %d/%d nodes reported", p.done, p.total)
-	}
-}
-
-// node prints one line for a node that reported, above the live count.
-func (p *progress) node(r NodeResult) {
-	if p.w == nil {
-		return
-	}
+// nodeLine is the progress line of a node that reported.
+func nodeLine(r NodeResult) string {
 	state := "ready"
 	switch {
 	case r.Error != "":
@@ -467,13 +455,7 @@ func (p *progress) node(r NodeResult) {
 	case !r.Ready():
 		state = "not ready"
 	}
-	fmt.Fprintf(p.w, "\r\033[K%s: %s\n", r.Node, state)
-}
-
-func (p *progress) end() {
-	if p.w != nil {
-		fmt.Fprint(p.w, "\r\033[K")
-	}
+	return r.Node + ": " + state
 }
 
 func oneLine(s string) string {

@@ -374,15 +374,15 @@ func Run(ctx context.Context, cs kubernetes.Interface, cfg *Config, plan *Plan) 
 
 	remaining := len(plan.Targets)
 	var fatal error
-	progress := newProgress(cfg.Progress, len(plan.Targets))
-	defer progress.end()
+	progress := report.NewProgress(cfg.Progress)
+	defer progress.End()
 	finish := func(s *state, v Verdict) {
 		if s.done {
 			return
 		}
 		s.done, s.verdict, s.ended = true, v, time.Now()
 		remaining--
-		progress.node(s)
+		progress.Node(nodeLine(s))
 	}
 	evaluate := func(s *state) {
 		if s.done || s.logging || s.pod == nil {
@@ -485,7 +485,7 @@ func Run(ctx context.Context, cs kubernetes.Interface, cfg *Config, plan *Plan) 
 		case <-runCtx.Done():
 			goto out
 		}
-		progress.update(states)
+		progress.Count(countLine(states))
 	}
 out:
 	if ctx.Err() != nil {
@@ -661,20 +661,8 @@ func Cleanup(ctx context.Context, cs kubernetes.Interface, ns string) (int, erro
 	return len(names), nil
 }
 
-// progress prints one live line on a terminal.
-type progress struct {
-	w     io.Writer
-	total int
-	last  time.Time
-}
-
-func newProgress(w io.Writer, total int) *progress { return &progress{w: w, total: total} }
-
-func (p *progress) update(states map[string]*state) {
-	if p.w == nil || time.Since(p.last) < 100*time.Millisecond {
-		return
-	}
-	p.last = time.Now()
+// countLine is the live count of a run.
+func countLine(states map[string]*state) string {
 	passed, failed, running := 0, 0, 0
 	for _, s := range states {
 		switch {
@@ -686,26 +674,16 @@ func (p *progress) update(states map[string]*state) {
 			failed++
 		}
 	}
-	fmt.Fprintf(p.w, "\r\033[Kverify: %d nodes: %d passed, %d failed, %d running", p.total, passed, failed, running)
+	return fmt.Sprintf("verify: %d nodes: %d passed, %d failed, %d running", len(states), passed, failed, running)
 }
 
-// node prints one line for a node that finished, above the live count.
-func (p *progress) node(s *state) {
-	if p.w == nil {
-		return
-	}
+// nodeLine is the progress line of a node that finished.
+func nodeLine(s *state) string {
 	line := fmt.Sprintf("%s: %s", s.t.node, s.verdict.Result)
 	if s.verdict.Result != Passed {
 		line += ": " + s.verdict.Detail
 	}
-	fmt.Fprintf(p.w, "\r\033[K%s\n", line)
-	p.last = time.Time{}
-}
-
-func (p *progress) end() {
-	if p.w != nil {
-		fmt.Fprint(p.w, "\r\033[K")
-	}
+	return line
 }
 
 // Target names a node to verify with gpus GPUs (for building pods outside a Plan).

@@ -151,17 +151,16 @@ func TestOutputGolden(t *testing.T) {
 
 func TestProgressLines(t *testing.T) {
 	var b bytes.Buffer
-	p := newProgress(&b, 2)
-	p.node(&state{t: target{node: "gpu-1"}, verdict: Verdict{Result: Passed}})
-	p.node(&state{t: target{node: "gpu-2"}, verdict: Verdict{Result: Failed, Detail: "CUDA error: x"}})
-	p.update(map[string]*state{"gpu-1": {done: true, verdict: Verdict{Result: Passed}}, "gpu-2": {done: true, verdict: Verdict{Result: Failed}}})
-	p.end()
+	p := report.NewProgress(&b)
+	p.Node(nodeLine(&state{t: target{node: "gpu-1"}, verdict: Verdict{Result: Passed}}))
+	p.Node(nodeLine(&state{t: target{node: "gpu-2"}, verdict: Verdict{Result: Failed, Detail: "CUDA error: x"}}))
+	p.Count(countLine(map[string]*state{"gpu-1": {done: true, verdict: Verdict{Result: Passed}}, "gpu-2": {done: true, verdict: Verdict{Result: Failed}}, "gpu-3": {}}))
+	p.End()
 	got := b.String()
-	for _, want := range []string{"gpu-1: Passed\n", "gpu-2: Failed: CUDA error: x\n", "verify: 2 nodes: 1 passed, 1 failed, 0 running"} {
+	for _, want := range []string{"gpu-1: Passed\n", "gpu-2: Failed: CUDA error: x\n", "verify: 3 nodes: 1 passed, 1 failed, 1 running"} {
 		if !strings.Contains(got, want) {
 			t.Errorf("progress %q lacks %q", got, want)
 		}
 	}
-	var quiet *progress = newProgress(nil, 1)
-	quiet.node(&state{}) // no terminal: nothing, no panic
+	report.NewProgress(nil).Node("x") // no terminal: nothing, no panic
 }

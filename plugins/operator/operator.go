@@ -4,13 +4,11 @@ package operator
 import (
 	"context"
 	"fmt"
-	"os"
 	"sort"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
-	"golang.org/x/term"
 	"helm.sh/helm/v3/pkg/chart"
 	"helm.sh/helm/v3/pkg/cli/values"
 	"helm.sh/helm/v3/pkg/getter"
@@ -243,7 +241,7 @@ func (o *OperatorOptions) RunInstall(ctx context.Context) error {
 func (o *OperatorOptions) waitReady(ctx context.Context, h *op.Helm) error {
 	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
 	defer cancel()
-	tty := isTerminal(o.Streams.ErrOut)
+	tty := report.IsTerminal(o.Streams.ErrOut)
 	last := ""
 	for {
 		st, err := o.collect(ctx, h)
@@ -404,7 +402,7 @@ func newUninstall(f cluster.Getter, streams genericiooptions.IOStreams) *cobra.C
 				return err
 			}
 			if !o.Yes {
-				if !isTerminal(o.Streams.ErrOut) {
+				if !report.IsTerminal(o.Streams.In) {
 					return cliexit.Usagef("uninstall removes the GPU Operator from the cluster: pass --yes to confirm when not at a terminal")
 				}
 				fmt.Fprintf(o.Streams.ErrOut, "Remove release %s from namespace %s? [y/N] ", o.ReleaseName, o.namespace)
@@ -463,9 +461,4 @@ func (o *OperatorOptions) removeCRDs(ctx context.Context) error {
 		}
 	}
 	return nil
-}
-
-func isTerminal(w any) bool {
-	f, ok := w.(*os.File)
-	return ok && term.IsTerminal(int(f.Fd()))
 }

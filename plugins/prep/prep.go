@@ -6,12 +6,10 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"os"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
-	"golang.org/x/term"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -140,9 +138,7 @@ func (o *PrepOptions) Validate() error {
 func (o *PrepOptions) config() *prep.Config {
 	cfg := &prep.Config{Namespace: o.namespace, Names: o.Names, Selector: o.Selector, All: o.All, Image: o.Image,
 		Parallel: o.Parallel, Timeout: o.Timeout, RestartRuntime: o.RestartRuntime}
-	if f, ok := o.Streams.ErrOut.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
-		cfg.Progress = o.Streams.ErrOut
-	}
+	cfg.Progress = report.OnTerminal(o.Streams.ErrOut)
 	return cfg
 }
 
@@ -187,7 +183,7 @@ func (o *PrepOptions) Run(ctx context.Context) error {
 		return o.print(planRep, nil)
 	}
 	if !o.Yes {
-		if !isTerminal(o.Streams.In) {
+		if !report.IsTerminal(o.Streams.In) {
 			return cliexit.Usagef("--apply changes nodes: pass --yes to confirm when not at a terminal (nothing was changed)")
 		}
 		fmt.Fprintf(o.Streams.ErrOut, "\nApply these changes to %d node(s)? [y/N] ", len(nodes))
@@ -277,9 +273,4 @@ func removeTaint(ctx context.Context, cs kubernetes.Interface, name string) erro
 		return cluster.APIError("remove the control-plane taint of node "+name, err)
 	}
 	return nil
-}
-
-func isTerminal(r any) bool {
-	f, ok := r.(*os.File)
-	return ok && term.IsTerminal(int(f.Fd()))
 }

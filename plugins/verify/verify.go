@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-	"golang.org/x/term"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 
@@ -149,9 +148,7 @@ func (o *VerifyOptions) Validate() error {
 		Resource: corev1.ResourceName(o.Resource), Image: o.Image, RuntimeClass: o.RuntimeClass,
 		TolerateAll: o.TolerateAll, Parallel: o.Parallel, Timeout: o.Timeout, Keep: o.Keep,
 	}
-	if f, ok := o.Streams.ErrOut.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
-		o.cfg.Progress = o.Streams.ErrOut
-	}
+	o.cfg.Progress = report.OnTerminal(o.Streams.ErrOut)
 	return nil
 }
 
