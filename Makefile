@@ -32,8 +32,8 @@ bench: deps tools ## benchmarks against their baselines in the same run
 demo: build tools ## build, start the local cluster (or use the current one) and run the main commands
 	hack/demo.sh
 
-cluster: tools ## start the local cluster in the foreground (Ctrl-C stops it)
-	go run ./hack/cluster up
+cluster: tools ## start the local cluster in the foreground (Ctrl-C stops it); REAL_NODES=1 adds a real node
+	go run ./hack/cluster up --real-nodes $(or $(REAL_NODES),0)
 
 clean:
 	rm -rf bin dist

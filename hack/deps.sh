@@ -2,16 +2,33 @@
 # Installs what the tests need from the machine's package manager, only when missing.
 # Packages are only ever added, never removed.
 set -euo pipefail
-need=()
+need=() want=()
 command -v kubectl >/dev/null || need+=(kubernetes-client)
 command -v git >/dev/null || need+=(git)
+# The real node of the local cluster (hack/localcluster/realnode.go): containerd, runc and
+# the CNI plugins from Debian. Best effort: its tests skip with one line where they cannot run.
+command -v containerd >/dev/null || want+=(containerd)
+command -v runc >/dev/null || want+=(runc)
+[ -x /usr/lib/cni/bridge ] || [ -x /opt/cni/bin/bridge ] || want+=(containernetworking-plugins)
+command -v ip >/dev/null || want+=(iproute2)
+command -v unshare >/dev/null || want+=(util-linux)
+apt_ok() { command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; }
+if [ $((${#need[@]} + ${#want[@]})) -gt 0 ] && apt_ok; then
+  apt-get update -qq >/dev/null || true
+fi
 if [ ${#need[@]} -gt 0 ]; then
-  if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+  if apt_ok; then
     echo "deps: installing ${need[*]}" >&2
-    apt-get update -qq >/dev/null
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
   else
     echo "deps: please install: ${need[*]}" >&2
     exit 1
+  fi
+fi
+if [ ${#want[@]} -gt 0 ]; then
+  if apt_ok && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${want[@]}" >/dev/null; then
+    echo "deps: installed ${want[*]} (real node)" >&2
+  else
+    echo "deps: could not install ${want[*]}: the real-node tests will be skipped" >&2
   fi
 fi

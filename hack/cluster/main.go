@@ -1,10 +1,12 @@
 // Command cluster runs the local test cluster (see package localcluster).
 //
-//	go run ./hack/cluster up  [--dir DIR] [--nodes SPEC]     start and wait for Ctrl-C
-//	go run ./hack/cluster run [--dir DIR] [--nodes SPEC] -- CMD [ARG...]
+//	go run ./hack/cluster up  [--dir DIR] [--nodes SPEC] [--real-nodes N]   start and wait for Ctrl-C
+//	go run ./hack/cluster run [--dir DIR] [--nodes SPEC] [--real-nodes N] -- CMD [ARG...]
 //	                                                         start, run CMD with KUBECONFIG set, stop
 //
-// SPEC is "default" or a list such as "a100=2,rke2=1,cpu=1" (profile=count).
+// SPEC is "default" or a list such as "a100=2,rke2=1,cpu=1" (profile=count), or "none".
+// --real-nodes adds nodes that run a real kubelet, containerd and runc with 2 fake GPUs
+// each (root, Linux; see localcluster.AddRealNode).
 package main
 
 import (
@@ -33,6 +35,7 @@ func main() {
 	dir := fs.String("dir", "", "state directory (default: a temporary one, removed at the end)")
 	nodes := fs.String("nodes", "default", `simulated nodes: "default" or profile=count,...`)
 	workload := fs.Bool("workload", true, "run a few GPU pods so that nodes show GPUs in use")
+	realNodes := fs.Int("real-nodes", 0, "real nodes (kubelet + containerd + runc, fake device plugin) to add")
 	_ = fs.Parse(os.Args[2:])
 	specs, err := parseNodes(*nodes)
 	if err != nil {
@@ -59,6 +62,16 @@ func main() {
 		return
 	}
 	fmt.Fprintf(os.Stderr, "%d simulated nodes: %s\n", len(names), strings.Join(names, " "))
+	for i := 0; i < *realNodes; i++ {
+		name := fmt.Sprintf("gpu-real-%d", i)
+		rn, err := c.AddRealNode(ctx, localcluster.RealNodeOptions{Name: name, GPUs: 2, Labels: map[string]string{"nvidia.com/gpu.present": "true"}})
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "cluster:", err)
+			code = 1
+			return
+		}
+		fmt.Fprintf(os.Stderr, "real node %s at %s (network namespace %s)\n", rn.Name, rn.IP, rn.Netns)
+	}
 	if *workload {
 		if err := runWorkload(ctx, c); err != nil {
 			fmt.Fprintln(os.Stderr, "cluster:", err)
@@ -106,6 +119,9 @@ func runWorkload(ctx context.Context, c *localcluster.Cluster) error {
 func parseNodes(s string) ([]localcluster.NodeSpec, error) {
 	if s == "default" {
 		return localcluster.DefaultNodes, nil
+	}
+	if s == "none" {
+		return nil, nil
 	}
 	var specs []localcluster.NodeSpec
 	for _, part := range strings.Split(s, ",") {

@@ -127,10 +127,11 @@ func serviceAccountKeys(dir string) (pub, priv string, err error) {
 	return pub, priv, writePEM(pub, "PUBLIC KEY", der)
 }
 
-// writeKubeconfig writes a kubeconfig for a client certificate.
-func writeKubeconfig(path, server, caFile, certFile, keyFile, user string) error {
+// writeKubeconfig writes a kubeconfig for a client certificate. tlsServerName, when set, is
+// the name the server's certificate is checked against instead of the server's address.
+func writeKubeconfig(path, server, tlsServerName, caFile, certFile, keyFile, user string) error {
 	cfg := clientcmdapi.NewConfig()
-	cfg.Clusters["kubectl-gpu-local"] = &clientcmdapi.Cluster{Server: server, CertificateAuthority: caFile}
+	cfg.Clusters["kubectl-gpu-local"] = &clientcmdapi.Cluster{Server: server, TLSServerName: tlsServerName, CertificateAuthority: caFile}
 	cfg.AuthInfos[user] = &clientcmdapi.AuthInfo{ClientCertificate: certFile, ClientKey: keyFile}
 	cfg.Contexts["kubectl-gpu-local"] = &clientcmdapi.Context{Cluster: "kubectl-gpu-local", AuthInfo: user}
 	cfg.CurrentContext = "kubectl-gpu-local"

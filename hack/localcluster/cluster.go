@@ -64,6 +64,17 @@ type Cluster struct {
 	mu      sync.Mutex
 	procs   []*process
 	stopped bool
+	// cleanups undo what is not a process (real nodes' network namespaces, cgroups, mount
+	// points); Stop runs them last first, after every process has ended.
+	cleanups  []func()
+	realNet   int
+	realNodes []*RealNode
+}
+
+func (c *Cluster) addCleanup(f func()) {
+	c.mu.Lock()
+	c.cleanups = append(c.cleanups, f)
+	c.mu.Unlock()
 }
 
 // DefaultBinDir is where hack/build-tools.sh caches the binaries.
@@ -182,7 +193,7 @@ func (c *Cluster) startControlPlane(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		if err := writeKubeconfig(filepath.Join(c.Dir, name+".kubeconfig"), server, ca.certFile(), crt, key, subject[0]); err != nil {
+		if err := writeKubeconfig(filepath.Join(c.Dir, name+".kubeconfig"), server, "", ca.certFile(), crt, key, subject[0]); err != nil {
 			return err
 		}
 	}
@@ -316,6 +327,12 @@ func (c *Cluster) Stop() {
 	for i := len(procs) - 1; i >= 0; i-- {
 		procs[i].stop(10 * time.Second)
 	}
+	c.mu.Lock()
+	cleanups := c.cleanups
+	c.mu.Unlock()
+	for i := len(cleanups) - 1; i >= 0; i-- {
+		cleanups[i]()
+	}
 	if c.tempDir && os.Getenv("KGPU_KEEP_CLUSTER_DIR") == "" {
 		os.RemoveAll(c.Dir)
 	}
@@ -374,15 +391,21 @@ type process struct {
 }
 
 func (c *Cluster) spawn(name, bin string, args ...string) error {
+	cmd := exec.Command(bin, args...)
+	// A process group of its own (Stop signals the group), and SIGKILL when the process
+	// that started it dies, so a killed test run leaves nothing behind.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	return c.spawnCmd(name, cmd)
+}
+
+// spawnCmd starts cmd with its output in logs/name.log and keeps it for Stop.
+func (c *Cluster) spawnCmd(name string, cmd *exec.Cmd) error {
+	bin, args := cmd.Path, cmd.Args[1:]
 	logf, err := os.OpenFile(filepath.Join(c.Dir, "logs", name+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return err
 	}
-	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
-	// A process group of its own (Stop signals the group), and SIGKILL when the process
-	// that started it dies, so a killed test run leaves nothing behind.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		logf.Close()
 		return fmt.Errorf("start %s: %w", name, err)
