@@ -249,6 +249,10 @@ func checkContainerd(h *Host, r *rep.Report) {
 		r.Add(rep.CheckSystemdCgroup, rep.Fail, "kubelet uses the systemd cgroup driver but containerd's runc has SystemdCgroup="+fmt.Sprint(sc), "kubectl gpu prep --apply sets SystemdCgroup = true (then restart containerd)")
 	case kubelet == "cgroupfs" && sc:
 		r.Add(rep.CheckSystemdCgroup, rep.Fail, "kubelet uses cgroupfs but containerd's runc has SystemdCgroup=true", "set cgroupDriver: systemd in "+KubeletFile+" (kubeadm's default) or SystemdCgroup = false")
+	case kubelet == "cgroupfs":
+		// Both use cgroupfs: consistent (hosts without systemd as init, such as this
+		// project's real test node); apply changes nothing here.
+		r.Add(rep.CheckSystemdCgroup, rep.OK, "SystemdCgroup = false, kubelet cgroupDriver cgroupfs (consistent)", "")
 	case !set || !sc:
 		r.Add(rep.CheckSystemdCgroup, rep.Fail, "containerd's runc does not use the systemd cgroup driver (kubeadm's kubelet default)", "kubectl gpu prep --apply sets SystemdCgroup = true (then restart containerd)")
 	default:

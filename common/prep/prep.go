@@ -100,7 +100,9 @@ func Job(cfg *Config, node, mode, runID string) *batchv1.Job {
 		nodepod.LabelRun:       runID,
 		nodepod.LabelNode:      nodepod.LabelValue(node),
 	}
-	args := []string{mode, "--host-root=/host"}
+	// The host's / is mounted at /host, the agent's default host root (the image may move
+	// it with AGENT_HOST_ROOT: the real-node tests point it at a fake host inside /host).
+	args := []string{mode}
 	if write && cfg.RestartRuntime {
 		args = append(args, "--restart-runtime")
 	}

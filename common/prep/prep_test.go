@@ -28,14 +28,14 @@ func TestJobCheckIsReadOnlyApplyIsPrivileged(t *testing.T) {
 		t.Fatal("pinning, host namespaces, tolerations")
 	case *check.Spec.BackoffLimit != 0 || *check.Spec.TTLSecondsAfterFinished <= 0 || *check.Spec.ActiveDeadlineSeconds != 120:
 		t.Fatal("backoff, TTL, deadline")
-	case strings.Join(c.Args, " ") != "check --host-root=/host":
+	case strings.Join(c.Args, " ") != "check":
 		t.Fatalf("args %v (--restart-runtime only in apply mode)", c.Args)
 	case check.Labels["app.kubernetes.io/managed-by"] != "kubectl-gpu" || check.Spec.Template.Labels["gpu.kubectl-gpu.io/run"] != "abcde":
 		t.Fatal("labels")
 	}
 	apply := Job(cfg, "gpu-1", "apply", "abcde")
 	ac := apply.Spec.Template.Spec.Containers[0]
-	if ac.VolumeMounts[0].ReadOnly || !*ac.SecurityContext.Privileged || strings.Join(ac.Args, " ") != "apply --host-root=/host --restart-runtime" {
+	if ac.VolumeMounts[0].ReadOnly || !*ac.SecurityContext.Privileged || strings.Join(ac.Args, " ") != "apply --restart-runtime" {
 		t.Fatalf("apply job: %+v %v", ac.SecurityContext, ac.Args)
 	}
 	if n := JobName(strings.Repeat("x", 250), "abcde"); len(n) > 63 {

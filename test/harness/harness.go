@@ -40,6 +40,25 @@ func RepoRoot() string {
 // cluster is left. When the cluster binaries are missing the tests are skipped with one
 // line, or fail when KGPU_REQUIRE_E2E=1 (as `make test` sets).
 func Main(m *testing.M, env **Env, nodes ...localcluster.NodeSpec) int {
+	return MainWith(m, env, func(ctx context.Context, e *Env) (string, error) {
+		if len(nodes) == 0 {
+			return "", nil
+		}
+		_, err := e.Cluster.AddNodes(ctx, nodes...)
+		return wrapErr("add nodes", err)
+	})
+}
+
+func wrapErr(what string, err error) (string, error) {
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", what, err)
+	}
+	return "", nil
+}
+
+// MainWith is Main with the package's own set-up once the cluster runs. A set-up that
+// returns a reason to skip makes every test of the package skip with that one line.
+func MainWith(m *testing.M, env **Env, setup func(context.Context, *Env) (skip string, err error)) int {
 	flag.Parse()
 	kubectl, err := exec.LookPath("kubectl")
 	if err != nil {
@@ -75,13 +94,17 @@ func Main(m *testing.M, env **Env, nodes ...localcluster.NodeSpec) int {
 			pids = c.PIDs() // after any restart in the tests
 			c.Stop()
 		}()
-		if len(nodes) > 0 {
-			if _, err := c.AddNodes(ctx, nodes...); err != nil {
-				fmt.Fprintln(os.Stderr, "add nodes:", err)
-				return 1
-			}
+		e := &Env{Cluster: c, BinDir: bin, KubectlPath: kubectl}
+		skip, err := setup(ctx, e)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
 		}
-		*env = &Env{Cluster: c, BinDir: bin, KubectlPath: kubectl}
+		if skip != "" {
+			fmt.Fprintf(os.Stderr, "SKIP: %s\n", skip)
+		} else {
+			*env = e
+		}
 		return m.Run()
 	}()
 	for _, pid := range pids {
