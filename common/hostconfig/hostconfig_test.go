@@ -287,3 +287,22 @@ func FuzzContainerdEdit(f *testing.F) {
 		}
 	})
 }
+
+// TestCgroupfsKubeletWithCgroupfsRunc: a kubelet on cgroupfs with runc's SystemdCgroup off
+// is consistent (hosts without systemd as init): reported ok, and apply leaves it alone.
+func TestCgroupfsKubeletWithCgroupfsRunc(t *testing.T) {
+	root := fakeRoot(t, "ubuntu2204-kubeadm", 1)
+	h := &Host{Root: root}
+	if err := os.WriteFile(h.Path(KubeletFile), []byte("apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\ncgroupDriver: cgroupfs\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if c, _ := checkRoot(t, root).Get(rep.CheckSystemdCgroup); c.Status != rep.OK || !strings.Contains(c.Message, "cgroupfs") {
+		t.Fatalf("check: %+v", c)
+	}
+	if _, err := Run(context.Background(), h, Options{Mode: ModeApply, AgentVersion: "test", Runner: &Recorder{}}); err != nil {
+		t.Fatal(err)
+	}
+	if got := mustRead(t, h.Path("/etc/containerd/config.toml")); strings.Contains(got, "SystemdCgroup = true") {
+		t.Fatal("apply switched runc to the systemd cgroup driver under a cgroupfs kubelet")
+	}
+}
