@@ -164,6 +164,16 @@ func APIError(doing string, err error) error {
 	return cliexit.WithCode(cliexit.Failures, fmt.Errorf("cannot %s: %w", doing, err))
 }
 
+// IsRBACDenied tells an authorization refusal ("User … cannot create resource …") from the
+// other 403s, such as an exceeded ResourceQuota.
+func IsRBACDenied(err error) bool {
+	if !apierrors.IsForbidden(err) {
+		return false
+	}
+	m := err.Error()
+	return strings.Contains(m, " cannot ") && strings.Contains(m, "resource") && !strings.Contains(m, "exceeded quota")
+}
+
 func forbiddenDetail(err error) string {
 	var se apierrors.APIStatus
 	if errors.As(err, &se) {

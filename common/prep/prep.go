@@ -230,7 +230,10 @@ func RunAgents(ctx context.Context, cs kubernetes.Interface, cfg *Config, nodes 
 	type done struct {
 		node   string
 		result NodeResult
+		// fatal ends the run: an RBAC refusal that every node would meet alike.
+		fatal error
 	}
+	var fatal error
 	finished := make(chan done, len(nodes))
 	sem := make(chan struct{}, cfg.Parallel)
 	// Jobs start as slots free up: a slot is held until the node's pod finished.
@@ -254,7 +257,11 @@ func RunAgents(ctx context.Context, cs kubernetes.Interface, cfg *Config, nodes 
 				if runCtx.Err() != nil {
 					return
 				}
-				finished <- done{n, NodeResult{Node: n, Error: "cannot create the agent Job: " + oneLine(err.Error()), Hint: createHint(ns, err)}}
+				if cluster.IsRBACDenied(err) || apierrors.IsUnauthorized(err) {
+					finished <- done{node: n, fatal: cluster.APIError("create the agent Job in namespace "+ns, err)}
+					return
+				}
+				finished <- done{n, NodeResult{Node: n, Error: "cannot create the agent Job: " + oneLine(err.Error()), Hint: createHint(ns, err)}, nil}
 				continue
 			}
 			createdMu.Lock()
@@ -271,6 +278,10 @@ func RunAgents(ctx context.Context, cs kubernetes.Interface, cfg *Config, nodes 
 	for remaining > 0 {
 		select {
 		case d := <-finished:
+			if d.fatal != nil {
+				fatal = d.fatal
+				goto out
+			}
 			if r := results[d.node]; r.Report == nil && r.Error == "" {
 				*r = d.result
 				remaining--
@@ -303,7 +314,7 @@ func RunAgents(ctx context.Context, cs kubernetes.Interface, cfg *Config, nodes 
 				continue
 			}
 			reading[node] = true
-			finished <- done{node, NodeResult{Node: node, Error: "the Job controller cannot create the agent pod: " + oneLine(e.Message), Hint: createHint(ns, errors.New(e.Message))}}
+			finished <- done{node, NodeResult{Node: node, Error: "the Job controller cannot create the agent pod: " + oneLine(e.Message), Hint: createHint(ns, errors.New(e.Message))}, nil}
 		case ev, ok := <-w.ResultChan():
 			if !ok {
 				if runCtx.Err() != nil {
@@ -332,7 +343,7 @@ func RunAgents(ctx context.Context, cs kubernetes.Interface, cfg *Config, nodes 
 			}
 			if msg, hint, failed := podProblem(p, cfg.Image); failed {
 				reading[node] = true
-				finished <- done{node, NodeResult{Node: node, Error: msg, Hint: hint}}
+				finished <- done{node, NodeResult{Node: node, Error: msg, Hint: hint}, nil}
 				continue
 			}
 			if p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
@@ -348,6 +359,9 @@ func RunAgents(ctx context.Context, cs kubernetes.Interface, cfg *Config, nodes 
 					})
 					res := NodeResult{Node: node}
 					switch {
+					case apierrors.IsForbidden(err) || apierrors.IsUnauthorized(err):
+						finished <- done{node: node, fatal: cluster.APIError(fmt.Sprintf("read the log of pod %s (get pods/log in namespace %s)", name, ns), err)}
+						return
 					case err != nil:
 						res.Error, res.Hint = "cannot read the agent's log: "+oneLine(err.Error()), "check 'kubectl logs' permissions (pods/log)"
 					default:
@@ -356,7 +370,7 @@ func RunAgents(ctx context.Context, cs kubernetes.Interface, cfg *Config, nodes 
 							res.Error, res.Hint = err.Error(), "run with --image set to the agent image of this plugin's version (kubectl gpu version)"
 						}
 					}
-					finished <- done{node, res}
+					finished <- done{node, res, nil}
 				}(p.Name, node)
 			}
 		case <-runCtx.Done():
@@ -366,6 +380,9 @@ func RunAgents(ctx context.Context, cs kubernetes.Interface, cfg *Config, nodes 
 out:
 	if ctx.Err() != nil {
 		return nil, cliexit.ErrInterrupted
+	}
+	if fatal != nil {
+		return nil, fatal
 	}
 	out := make([]NodeResult, 0, len(nodes))
 	for _, n := range nodes {

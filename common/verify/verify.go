@@ -477,6 +477,11 @@ func Run(ctx context.Context, cs kubernetes.Interface, cfg *Config, plan *Plan) 
 		case lr := <-logs:
 			s := byPod[lr.pod]
 			s.logging = false
+			if apierrors.IsForbidden(lr.err) || apierrors.IsUnauthorized(lr.err) {
+				// The same for every pod: stop with the permission named.
+				fatal = cluster.APIError(fmt.Sprintf("read the log of pod %s (get pods/log in namespace %s)", lr.pod, cfg.Namespace), lr.err)
+				continue
+			}
 			if lr.err != nil {
 				finish(s, Verdict{Done: true, Result: Failed, Reason: ReasonContainerError, Detail: "cannot read the pod's log: " + oneLine(lr.err.Error()), Hint: "check 'kubectl logs' permissions and the kubelet"})
 				continue

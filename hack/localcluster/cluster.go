@@ -69,6 +69,7 @@ type Cluster struct {
 	cleanups  []func()
 	realNet   int
 	realNodes []*RealNode
+	realLock  *os.File
 }
 
 func (c *Cluster) addCleanup(f func()) {

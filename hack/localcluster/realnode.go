@@ -182,6 +182,9 @@ func (c *Cluster) AddRealNode(ctx context.Context, o RealNodeOptions) (_ *RealNo
 	if err := RealNodeSupported(c.opts); err != nil {
 		return nil, err
 	}
+	if err := c.lockRealNodes(ctx); err != nil {
+		return nil, err
+	}
 	subnet, err := c.realSubnet()
 	if err != nil {
 		return nil, err
@@ -322,6 +325,37 @@ func (c *Cluster) AddRealNode(ctx context.Context, o RealNodeOptions) (_ *RealNo
 	c.mu.Unlock()
 	fmt.Fprintf(c.log, "real node %s (%s) Ready in %s\n", o.Name, rn.IP, time.Since(start).Round(100*time.Millisecond))
 	return rn, nil
+}
+
+// lockRealNodes makes this cluster the only one with real nodes on the machine until it
+// stops: the fixed paths the nodes hide (/var/lib/kubelet, /run/containerd, …) are shared.
+func (c *Cluster) lockRealNodes(ctx context.Context) error {
+	c.mu.Lock()
+	locked := c.realLock != nil
+	c.mu.Unlock()
+	if locked {
+		return nil
+	}
+	f, err := os.OpenFile(filepath.Join(os.TempDir(), "kubectl-gpu-realnode.lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return err
+	}
+	for {
+		if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err == nil {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			f.Close()
+			return fmt.Errorf("another local cluster on this machine has real nodes: %w", ctx.Err())
+		case <-time.After(time.Second):
+		}
+	}
+	c.mu.Lock()
+	c.realLock = f
+	c.mu.Unlock()
+	c.addCleanup(func() { f.Close() })
+	return nil
 }
 
 func ipCmd(args ...string) error {
