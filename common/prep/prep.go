@@ -349,18 +349,11 @@ func RunAgents(ctx context.Context, cs kubernetes.Interface, cfg *Config, nodes 
 			if p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
 				reading[node] = true
 				go func(name, node string) {
-					lctx, lcancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-					defer lcancel()
-					var b []byte
-					err := nodepod.Retry(lctx, func(ctx context.Context) error {
-						var err error
-						b, err = cs.CoreV1().Pods(ns).GetLogs(name, &corev1.PodLogOptions{Container: "agent", LimitBytes: ptr.To[int64](4 << 20)}).DoRaw(ctx)
-						return err
-					})
+					b, err := nodepod.ReadLog(ctx, cs, ns, name, &corev1.PodLogOptions{Container: "agent", LimitBytes: ptr.To[int64](4 << 20)})
 					res := NodeResult{Node: node}
 					switch {
-					case apierrors.IsForbidden(err) || apierrors.IsUnauthorized(err):
-						finished <- done{node: node, fatal: cluster.APIError(fmt.Sprintf("read the log of pod %s (get pods/log in namespace %s)", name, ns), err)}
+					case errors.Is(err, nodepod.ErrLogRefused):
+						finished <- done{node: node, fatal: err}
 						return
 					case err != nil:
 						res.Error, res.Hint = "cannot read the agent's log: "+oneLine(err.Error()), "check 'kubectl logs' permissions (pods/log)"

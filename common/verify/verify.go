@@ -4,6 +4,7 @@ package verify
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"sort"
@@ -395,14 +396,7 @@ func Run(ctx context.Context, cs kubernetes.Interface, cfg *Config, plan *Plan) 
 		if s.pod != nil && (s.pod.Status.Phase == corev1.PodSucceeded || s.pod.Status.Phase == corev1.PodFailed) {
 			s.logging = true
 			go func(name string) {
-				lctx, lcancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-				defer lcancel()
-				var b []byte
-				err := nodepod.Retry(lctx, func(ctx context.Context) error {
-					var err error
-					b, err = cs.CoreV1().Pods(cfg.Namespace).GetLogs(name, &corev1.PodLogOptions{Container: ContainerName, TailLines: ptr.To[int64](100), LimitBytes: ptr.To[int64](64 << 10)}).DoRaw(ctx)
-					return err
-				})
+				b, err := nodepod.ReadLog(ctx, cs, cfg.Namespace, name, &corev1.PodLogOptions{Container: ContainerName, TailLines: ptr.To[int64](100), LimitBytes: ptr.To[int64](64 << 10)})
 				logs <- logResult{pod: name, log: string(b), err: err}
 			}(s.pod.Name)
 			return
@@ -477,9 +471,9 @@ func Run(ctx context.Context, cs kubernetes.Interface, cfg *Config, plan *Plan) 
 		case lr := <-logs:
 			s := byPod[lr.pod]
 			s.logging = false
-			if apierrors.IsForbidden(lr.err) || apierrors.IsUnauthorized(lr.err) {
+			if errors.Is(lr.err, nodepod.ErrLogRefused) {
 				// The same for every pod: stop with the permission named.
-				fatal = cluster.APIError(fmt.Sprintf("read the log of pod %s (get pods/log in namespace %s)", lr.pod, cfg.Namespace), lr.err)
+				fatal = lr.err
 				continue
 			}
 			if lr.err != nil {

@@ -68,6 +68,7 @@ type Cluster struct {
 	// points); Stop runs them last first, after every process has ended.
 	cleanups  []func()
 	realNet   int
+	realCount int
 	realNodes []*RealNode
 	realLock  *os.File
 }

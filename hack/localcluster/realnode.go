@@ -189,8 +189,10 @@ func (c *Cluster) AddRealNode(ctx context.Context, o RealNodeOptions) (_ *RealNo
 	if err != nil {
 		return nil, err
 	}
+	// Every attempt takes a new /30: a failed one keeps its addresses until Stop.
 	c.mu.Lock()
-	idx := len(c.realNodes)
+	idx := c.realCount
+	c.realCount++
 	c.mu.Unlock()
 	if idx >= 60 {
 		return nil, fmt.Errorf("at most 60 real nodes")
@@ -636,7 +638,7 @@ func (c *Cluster) importImages(ctx context.Context, rn *RealNode, extra map[stri
 		out := filepath.Join(dir, prog)
 		if _, err := os.Stat(out); err != nil {
 			cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", out, "./hack/nodeimages/"+prog)
-			cmd.Dir = repoRoot()
+			cmd.Dir = RepoRoot()
 			cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 			if b, err := cmd.CombinedOutput(); err != nil {
 				return fmt.Errorf("build %s: %v: %s", prog, err, b)
@@ -703,7 +705,8 @@ func (c *Cluster) RealNodes() []*RealNode {
 	return append([]*RealNode(nil), c.realNodes...)
 }
 
-func repoRoot() string {
+// RepoRoot is the module's root directory (this file's place in it).
+func RepoRoot() string {
 	_, file, _, _ := runtime.Caller(0)
 	return filepath.Join(filepath.Dir(file), "..", "..")
 }

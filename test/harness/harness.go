@@ -12,7 +12,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"syscall"
 	"testing"
 	"time"
@@ -30,10 +29,7 @@ type Env struct {
 }
 
 // RepoRoot is the module's root directory.
-func RepoRoot() string {
-	_, file, _, _ := runtime.Caller(0)
-	return filepath.Join(filepath.Dir(file), "..", "..")
-}
+func RepoRoot() string { return localcluster.RepoRoot() }
 
 // Main is TestMain for packages that need a cluster: it builds the plugin, starts the
 // cluster with nodes, runs the tests, stops everything and checks that no process of the
@@ -44,16 +40,11 @@ func Main(m *testing.M, env **Env, nodes ...localcluster.NodeSpec) int {
 		if len(nodes) == 0 {
 			return "", nil
 		}
-		_, err := e.Cluster.AddNodes(ctx, nodes...)
-		return wrapErr("add nodes", err)
+		if _, err := e.Cluster.AddNodes(ctx, nodes...); err != nil {
+			return "", fmt.Errorf("add nodes: %w", err)
+		}
+		return "", nil
 	})
-}
-
-func wrapErr(what string, err error) (string, error) {
-	if err != nil {
-		return "", fmt.Errorf("%s: %w", what, err)
-	}
-	return "", nil
 }
 
 // MainWith is Main with the package's own set-up once the cluster runs. A set-up that

@@ -374,16 +374,8 @@ func TestVerifyRealPods(t *testing.T) {
 			t.Fatal(err)
 		}
 		// Ctrl-C once the pod's container really runs.
-		pod := verify.PodName(nodeName)
-		for {
-			p, err := env.Cluster.Client.CoreV1().Pods(nodepod.DefaultNamespace).Get(ctx, pod, metav1.GetOptions{})
-			if err == nil && p.Status.Phase == corev1.PodRunning {
-				break
-			}
-			if ctx.Err() != nil {
-				t.Fatal("the verify pod never ran")
-			}
-			time.Sleep(200 * time.Millisecond)
+		if err := waitRunning(ctx, nodepod.DefaultNamespace, verify.PodName(nodeName)); err != nil {
+			t.Fatal(err)
 		}
 		// kubectl execs the plugin in its own place: the process is the plugin.
 		if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
@@ -444,18 +436,29 @@ func holdGPU(t *testing.T, ctx context.Context, name string) (stop func()) {
 			time.Sleep(200 * time.Millisecond)
 		}
 	}
+	if err := waitRunning(ctx, "default", name); err != nil {
+		stop()
+		t.Fatal(err)
+	}
+	return stop
+}
+
+// waitRunning waits until the pod's containers run (NotFound is waited out: the pod may not
+// have been created yet).
+func waitRunning(ctx context.Context, ns, name string) error {
+	var last string
 	for {
-		p, err := cs.CoreV1().Pods("default").Get(ctx, name, metav1.GetOptions{})
-		if err != nil {
-			stop()
-			t.Fatal(err)
-		}
-		if p.Status.Phase == corev1.PodRunning {
-			return stop
+		p, err := env.Cluster.Client.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
+		switch {
+		case err == nil && p.Status.Phase == corev1.PodRunning:
+			return nil
+		case err == nil:
+			last = fmt.Sprintf("%+v", p.Status)
+		default:
+			last = err.Error()
 		}
 		if ctx.Err() != nil {
-			stop()
-			t.Fatalf("pod %s not running: %+v", name, p.Status)
+			return fmt.Errorf("pod %s/%s never ran: %s", ns, name, last)
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
