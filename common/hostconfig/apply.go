@@ -244,16 +244,35 @@ func Apply(ctx context.Context, h *Host, r *rep.Report, run Runner, o ApplyOptio
 	sort.SliceStable(edits, func(i, j int) bool { return edits[i].path < edits[j].path })
 	var out []rep.Change
 	for _, e := range edits {
-		c := rep.Change{Check: e.check, File: e.path, Diff: Diff(e.path, e.old, e.content), Note: e.note}
-		if !dryRun {
-			if _, err := WriteAtomic(h.Path(e.path), []byte(e.content), o.Now); err != nil {
-				c.Error = err.Error()
-				out = append(out, c)
-				return out, fmt.Errorf("%s: %w", e.path, err)
+		out = append(out, rep.Change{Check: e.check, File: e.path, Diff: Diff(e.path, e.old, e.content), Note: e.note})
+	}
+	if !dryRun {
+		// Every file is staged (backed up, new content synced beside it) before any is
+		// replaced: a full disk, a read-only file system or a crash while staging changes
+		// nothing; then each is renamed into place.
+		staged := make([]*Staged, 0, len(edits))
+		abort := func() {
+			for _, st := range staged {
+				st.Abort()
 			}
-			c.Done = true
 		}
-		out = append(out, c)
+		for i, e := range edits {
+			st, err := Stage(h.Path(e.path), []byte(e.content), o.Now)
+			if err != nil {
+				abort()
+				out[i].Error = err.Error()
+				return out[:i+1], fmt.Errorf("%s: %w (nothing was changed)", e.path, err)
+			}
+			staged = append(staged, st)
+		}
+		for i, st := range staged {
+			if err := st.Commit(); err != nil {
+				abort()
+				out[i].Error = err.Error()
+				return out[:i+1], fmt.Errorf("%s: %w", edits[i].path, err)
+			}
+			out[i].Done = true
+		}
 	}
 	for _, c := range cmds {
 		if !dryRun && c.Note == "" {

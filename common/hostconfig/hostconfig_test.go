@@ -230,8 +230,13 @@ func TestCrashBetweenTempWriteAndRename(t *testing.T) {
 	root := fakeRoot(t, "ubuntu2204-kubeadm", 1)
 	h := &Host{Root: root}
 	old := mustRead(t, h.Path("/etc/fstab"))
-	crashAfterTempWrite = func(string) error { return errors.New("simulated crash") }
-	defer func() { crashAfterTempWrite = nil }()
+	fault = func(step, _ string) error {
+		if step == StepStaged {
+			return errors.New("simulated crash")
+		}
+		return nil
+	}
+	defer func() { fault = nil }()
 	_, err := Run(context.Background(), h, Options{Mode: ModeApply, AgentVersion: "test", Runner: &Recorder{}})
 	if err == nil || !strings.Contains(err.Error(), "simulated crash") {
 		t.Fatalf("err %v", err)
