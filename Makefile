@@ -48,8 +48,11 @@ cross: ## build the plugin for every release platform into bin/<os>_<arch>/
 agent: ## build bin/gpu-node-agent for this machine (cgo, for go-nvml)
 	CGO_ENABLED=1 CGO_CFLAGS=-Wno-deprecated-declarations go build -trimpath -ldflags '$(LDFLAGS)' -o bin/gpu-node-agent ./nodeimages/agent
 
-fuzz: ## fuzz the containerd config edit (FUZZTIME, default 60s)
-	go test -run '^$$' -fuzz FuzzContainerdEdit -fuzztime $${FUZZTIME:-60s} ./common/hostconfig/
+fuzz: ## every fuzz target for FUZZTIME each (default 1000000x: a million inputs)
+	go test -run '^$$' -fuzz '^FuzzContainerdEdit$$' -fuzztime $${FUZZTIME:-1000000x} -fuzzminimizetime 5s ./common/hostconfig/
+	go test -run '^$$' -fuzz '^FuzzAgentOutput$$' -fuzztime $${FUZZTIME:-1000000x} -fuzzminimizetime 5s ./common/prep/
+	go test -run '^$$' -fuzz '^FuzzDerive$$' -fuzztime $${FUZZTIME:-1000000x} -fuzzminimizetime 5s ./common/operator/
+	go test -run '^$$' -fuzz '^FuzzSetValues$$' -fuzztime $${FUZZTIME:-1000000x} -fuzzminimizetime 5s ./common/operator/
 
 docs: ## regenerate the command reference in docs/commands (checked by the tests)
 	go run ./hack/docs docs/commands

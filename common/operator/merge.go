@@ -20,7 +20,7 @@ func Merge(d *Derivation, user map[string]any) map[string]any {
 	out := map[string]any{}
 	for i := range d.Values {
 		v := &d.Values[i]
-		if _, set := lookup(user, v.Key); set {
+		if userSets(user, v.Key) {
 			v.Overridden = true
 			v.Reason += "; your value wins"
 			continue
@@ -107,6 +107,22 @@ func lookup(m map[string]any, key string) (any, bool) {
 		}
 	}
 	return cur, true
+}
+
+// userSets tells whether the user's values decide key: they set it, or set one of its
+// parents to something that is not a table (a null or a scalar replaces the whole table).
+func userSets(user map[string]any, key string) bool {
+	var cur any = user
+	for _, p := range strings.Split(key, ".") {
+		m, ok := cur.(map[string]any)
+		if !ok {
+			return true // a parent is a scalar or null
+		}
+		if cur, ok = m[p]; !ok {
+			return false
+		}
+	}
+	return true
 }
 
 func setPath(m map[string]any, key string, v any) {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"unicode/utf8"
 
 	"k8s.io/cli-runtime/pkg/printers"
 	"sigs.k8s.io/yaml"
@@ -77,7 +78,11 @@ func Print(w io.Writer, f Format, doc any) error {
 		_, err = fmt.Fprintf(w, "%s\n", b)
 		return err
 	case YAML:
-		b, err := yaml.Marshal(doc)
+		j, err := json.Marshal(doc)
+		if err != nil {
+			return fmt.Errorf("encode YAML: %w", err)
+		}
+		b, err := yaml.JSONToYAML(yamlPrintable(j))
 		if err != nil {
 			return fmt.Errorf("encode YAML: %w", err)
 		}
@@ -95,6 +100,31 @@ func Print(w io.Writer, f Format, doc any) error {
 		return WriteTable(w, header, rows)
 	}
 	return cliexit.Usagef("output format %q is not supported here", f)
+}
+
+// yamlPrintable escapes, in JSON text, the characters JSON leaves raw but YAML refuses in
+// a document or reads as a line break (DEL, the C1 controls with NEL, U+2028, U+2029,
+// U+FFFE, U+FFFF): text read from hosts (an os-release, a driver banner) may hold them, and
+// -o yaml must still print it. They can only be inside strings, where the \u escape means
+// the same character.
+func yamlPrintable(j []byte) []byte {
+	var out []byte
+	for i := 0; i < len(j); {
+		r, n := utf8.DecodeRune(j[i:])
+		if r == 0x7f || (r >= 0x80 && r <= 0x9f) || r == 0x2028 || r == 0x2029 || r == 0xfffe || r == 0xffff {
+			if out == nil {
+				out = append(make([]byte, 0, len(j)+16), j[:i]...)
+			}
+			out = fmt.Appendf(out, `\u%04x`, r)
+		} else if out != nil {
+			out = append(out, j[i:i+n]...)
+		}
+		i += n
+	}
+	if out == nil {
+		return j
+	}
+	return out
 }
 
 // WriteTable prints aligned columns the way kubectl does.
