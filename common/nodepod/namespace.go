@@ -10,6 +10,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 
@@ -35,6 +36,23 @@ const (
 	PSARestricted = "restricted"
 )
 
+const (
+	psaEnforce = "pod-security.kubernetes.io/enforce"
+	psaWarn    = "pod-security.kubernetes.io/warn"
+	psaAudit   = "pod-security.kubernetes.io/audit"
+)
+
+// psaRank orders the levels by what they allow; no label allows everything (privileged).
+func psaRank(level string) int {
+	switch level {
+	case PSARestricted:
+		return 0
+	case PSABaseline:
+		return 1
+	}
+	return 2
+}
+
 // Selector selects the objects of one component (such as "verify" or "prep").
 func Selector(component string) string {
 	return LabelManagedBy + "=" + ManagedBy + "," + LabelComponent + "=" + component
@@ -42,8 +60,10 @@ func Selector(component string) string {
 
 // EnsureNamespace creates ns when it does not exist, labelled as the tool's with the Pod
 // Security level psa, and waits until its default service account exists (pods are refused
-// before). An existing namespace is used as it is; when its Pod Security label forbids
-// what the pods need, the pod creation error names the label to set.
+// before). An existing namespace the tool created whose Pod Security level is lower than psa
+// (verify made it restricted, prep needs privileged) has its level raised; any other
+// existing namespace is used as it is: when its label forbids what the pods need, the pod
+// creation error names the label to set.
 func EnsureNamespace(ctx context.Context, cs kubernetes.Interface, ns, psa string) error {
 	return ensureNamespace(ctx, cs, ns, psa, true)
 }
@@ -55,8 +75,15 @@ func EnsureNamespaceNoPods(ctx context.Context, cs kubernetes.Interface, ns, psa
 }
 
 func ensureNamespace(ctx context.Context, cs kubernetes.Interface, ns, psa string, waitSA bool) error {
-	_, err := cs.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
+	cur, err := cs.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
 	if err == nil {
+		if cur.Labels[LabelManagedBy] != ManagedBy || psaRank(cur.Labels[psaEnforce]) >= psaRank(psa) {
+			return nil
+		}
+		patch := fmt.Sprintf(`{"metadata":{"labels":{%q:%q,%q:%q,%q:%q}}}`, psaEnforce, psa, psaWarn, psa, psaAudit, psa)
+		if _, err := cs.CoreV1().Namespaces().Patch(ctx, ns, types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
+			return cluster.APIError(fmt.Sprintf("raise the Pod Security level of namespace %s to %s", ns, psa), err)
+		}
 		return nil
 	}
 	if !apierrors.IsNotFound(err) {
@@ -65,10 +92,10 @@ func ensureNamespace(ctx context.Context, cs kubernetes.Interface, ns, psa strin
 	obj := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{
 		Name: ns,
 		Labels: map[string]string{
-			LabelManagedBy:                       ManagedBy,
-			"pod-security.kubernetes.io/enforce": psa,
-			"pod-security.kubernetes.io/warn":    psa,
-			"pod-security.kubernetes.io/audit":   psa,
+			LabelManagedBy: ManagedBy,
+			psaEnforce:     psa,
+			psaWarn:        psa,
+			psaAudit:       psa,
 		},
 	}}
 	if _, err := cs.CoreV1().Namespaces().Create(ctx, obj, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {

@@ -340,25 +340,31 @@ func (c *Cluster) Stop() {
 	}
 }
 
-// RestartAPIServer stops kube-apiserver (SIGTERM), waits down for the given time, starts it
-// again with the same flags and waits until it is ready: the fault tests' "API server
+// RestartAPIServer restarts kube-apiserver (see Restart): the fault tests' "API server
 // restarted in the middle of a run".
 func (c *Cluster) RestartAPIServer(ctx context.Context, down time.Duration) error {
+	return c.Restart(ctx, "kube-apiserver", down)
+}
+
+// Restart stops one of the cluster's processes by name (SIGTERM), waits down for the given
+// time, starts it again with the same flags and waits until the API server is ready again
+// (its readiness covers etcd).
+func (c *Cluster) Restart(ctx context.Context, name string, down time.Duration) error {
 	c.mu.Lock()
 	var old *process
 	idx := -1
 	for i, p := range c.procs {
-		if p.name == "kube-apiserver" {
+		if p.name == name {
 			old, idx = p, i
 		}
 	}
 	c.mu.Unlock()
 	if old == nil {
-		return fmt.Errorf("no kube-apiserver")
+		return fmt.Errorf("no process %s", name)
 	}
 	old.stop(10 * time.Second)
 	time.Sleep(down)
-	if err := c.spawn("kube-apiserver", old.bin, old.args...); err != nil {
+	if err := c.spawn(name, old.bin, old.args...); err != nil {
 		return err
 	}
 	c.mu.Lock()
@@ -366,7 +372,7 @@ func (c *Cluster) RestartAPIServer(ctx context.Context, down time.Duration) erro
 	n := len(c.procs) - 1
 	c.procs[idx], c.procs = c.procs[n], c.procs[:n]
 	c.mu.Unlock()
-	return c.waitReady(ctx, "kube-apiserver", 60*time.Second, func(ctx context.Context) error {
+	return c.waitReady(ctx, name, 60*time.Second, func(ctx context.Context) error {
 		_, err := c.Client.Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(ctx)
 		return err
 	})

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/watch"
 	"net"
 	"os"
 	"path/filepath"
@@ -213,5 +215,24 @@ func readYAML(path string, into any) error {
 	if err := yaml.Unmarshal(b, into); err != nil {
 		return fmt.Errorf("parse %s: %w", path, err)
 	}
+	return nil
+}
+
+// ServePodLogs makes kwok serve, for every pod matching selector in ns that is created from
+// now until ctx ends, logFor(pod) as its container's log: for pods whose names are not known
+// in advance (a Job's).
+func (c *Cluster) ServePodLogs(ctx context.Context, ns, selector, container string, logFor func(*corev1.Pod) string) error {
+	w, err := c.Client.CoreV1().Pods(ns).Watch(ctx, metav1.ListOptions{LabelSelector: selector})
+	if err != nil {
+		return err
+	}
+	go func() {
+		defer w.Stop()
+		for ev := range w.ResultChan() {
+			if p, ok := ev.Object.(*corev1.Pod); ok && ev.Type == watch.Added {
+				_ = c.SetPodLog(context.WithoutCancel(ctx), p.Namespace, p.Name, container, logFor(p))
+			}
+		}
+	}()
 	return nil
 }

@@ -11,7 +11,6 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/watch"
 
 	"github.com/kubectl-gpu/kubectl-gpu/common/hostconfig/fakehost"
 	"github.com/kubectl-gpu/kubectl-gpu/common/nodepod"
@@ -45,17 +44,9 @@ func BenchmarkPrep100(b *testing.B) {
 	// Serve the report as the log of every agent pod.
 	wctx, stop := context.WithCancel(ctx)
 	defer stop()
-	w, err := c.Client.CoreV1().Pods(nodepod.DefaultNamespace).Watch(wctx, metav1.ListOptions{LabelSelector: nodepod.Selector(prep.Component)})
-	if err != nil {
+	if err := c.ServePodLogs(wctx, nodepod.DefaultNamespace, nodepod.Selector(prep.Component), "agent", func(*corev1.Pod) string { return string(out) }); err != nil {
 		b.Fatal(err)
 	}
-	go func() {
-		for ev := range w.ResultChan() {
-			if p, ok := ev.Object.(*corev1.Pod); ok && ev.Type == watch.Added {
-				_ = c.SetPodLog(ctx, p.Namespace, p.Name, "agent", string(out))
-			}
-		}
-	}()
 	nodes := benchNodes(100)
 	var ours, floor time.Duration
 	for i := 0; i < b.N; i++ {

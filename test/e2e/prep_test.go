@@ -14,7 +14,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/watch"
 
 	"github.com/kubectl-gpu/kubectl-gpu/common/hostconfig/fakehost"
 	"github.com/kubectl-gpu/kubectl-gpu/common/nodepod"
@@ -76,25 +75,16 @@ func serveAgentLogs(t *testing.T, ctx context.Context, outs *agentOutputs) {
 	if err := nodepod.EnsureNamespace(ctx, c.Client, nodepod.DefaultNamespace, nodepod.PSAPrivileged); err != nil {
 		t.Fatal(err)
 	}
-	w, err := c.Client.CoreV1().Pods(nodepod.DefaultNamespace).Watch(ctx, metav1.ListOptions{LabelSelector: nodepod.Selector(prep.Component)})
+	err := c.ServePodLogs(ctx, nodepod.DefaultNamespace, nodepod.Selector(prep.Component), "agent", func(p *corev1.Pod) string {
+		log, ok := outs.get(p.Spec.NodeName, p.Spec.Containers[0].Args[0])
+		if !ok {
+			return "agent crashed: no report\n"
+		}
+		return log
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	go func() {
-		defer w.Stop()
-		for ev := range w.ResultChan() {
-			p, ok := ev.Object.(*corev1.Pod)
-			if !ok || ev.Type != watch.Added {
-				continue
-			}
-			mode := p.Spec.Containers[0].Args[0]
-			log, ok := outs.get(p.Spec.NodeName, mode)
-			if !ok {
-				log = "agent crashed: no report\n"
-			}
-			_ = c.SetPodLog(context.Background(), p.Namespace, p.Name, "agent", log)
-		}
-	}()
 }
 
 func noPrepJobs(t *testing.T) {
@@ -324,8 +314,7 @@ func TestPrepBadInput(t *testing.T) {
 func TestPrepInterrupt(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, env.KubectlPath, "gpu", "prep", "--timeout", "60s")
-	cmd.Env = append(os.Environ(), "KUBECONFIG="+env.Cluster.Kubeconfig, "PATH="+env.BinDir+":"+os.Getenv("PATH"))
+	cmd := env.Command(ctx, "gpu", "prep", "--timeout", "60s")
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

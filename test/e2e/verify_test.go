@@ -199,8 +199,7 @@ func TestVerifyInterrupt(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	outcomes(t, nil, nil)
-	cmd := exec.CommandContext(ctx, env.KubectlPath, "gpu", "verify", "--timeout", "60s")
-	cmd.Env = append(os.Environ(), "KUBECONFIG="+env.Cluster.Kubeconfig, "PATH="+env.BinDir+":"+os.Getenv("PATH"))
+	cmd := env.Command(ctx, "gpu", "verify", "--timeout", "60s")
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -293,8 +292,7 @@ func TestVerifyAPIServerRestart(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	cmd := exec.CommandContext(ctx, env.KubectlPath, "gpu", "verify", "--timeout", "90s", "-o", "json")
-	cmd.Env = append(os.Environ(), "KUBECONFIG="+c.Kubeconfig, "PATH="+env.BinDir+":"+os.Getenv("PATH"))
+	cmd := env.Command(ctx, "gpu", "verify", "--timeout", "90s", "-o", "json")
 	var stdout, stderr strings.Builder
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Start(); err != nil {

@@ -135,8 +135,7 @@ type Result struct {
 
 // Kubectl runs `kubectl ARGS…` with the cluster's kubeconfig and the plugin on PATH.
 func (e *Env) Kubectl(ctx context.Context, env []string, args ...string) Result {
-	cmd := exec.CommandContext(ctx, e.KubectlPath, args...)
-	cmd.Env = append(os.Environ(), "KUBECONFIG="+e.Cluster.Kubeconfig, "PATH="+e.BinDir+string(os.PathListSeparator)+os.Getenv("PATH"))
+	cmd := e.Command(ctx, args...)
 	cmd.Env = append(cmd.Env, env...)
 	var out, errOut bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errOut
@@ -151,6 +150,14 @@ func (e *Env) Kubectl(ctx context.Context, env []string, args ...string) Result 
 		r.Stderr += err.Error()
 	}
 	return r
+}
+
+// Command is `kubectl ARGS…` with the cluster's kubeconfig and the plugin on PATH, not
+// started (for tests that signal it).
+func (e *Env) Command(ctx context.Context, args ...string) *exec.Cmd {
+	cmd := exec.CommandContext(ctx, e.KubectlPath, args...)
+	cmd.Env = append(os.Environ(), "KUBECONFIG="+e.Cluster.Kubeconfig, "PATH="+e.BinDir+string(os.PathListSeparator)+os.Getenv("PATH"))
+	return cmd
 }
 
 // Gpu runs `kubectl gpu ARGS…`.

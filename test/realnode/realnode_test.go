@@ -23,7 +23,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -368,8 +367,7 @@ func TestVerifyRealPods(t *testing.T) {
 		noneLeft(t, ctx)
 	})
 	t.Run("interrupted", func(t *testing.T) {
-		cmd := exec.CommandContext(ctx, env.KubectlPath, "gpu", "verify", nodeName, "--image", localcluster.VectorAddStandInZzz, "--runtime-class", "nvidia", "--timeout", "3m")
-		cmd.Env = append(os.Environ(), "KUBECONFIG="+env.Cluster.Kubeconfig, "PATH="+env.BinDir+string(os.PathListSeparator)+os.Getenv("PATH"))
+		cmd := env.Command(ctx, "gpu", "verify", nodeName, "--image", localcluster.VectorAddStandInZzz, "--runtime-class", "nvidia", "--timeout", "3m")
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
