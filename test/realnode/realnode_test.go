@@ -461,3 +461,51 @@ func waitRunning(ctx context.Context, ns, name string) error {
 		time.Sleep(200 * time.Millisecond)
 	}
 }
+
+// TestClientKilled: verify killed with SIGKILL (no clean-up possible) while its pod runs: the
+// kubelet stops the pod at its deadline (activeDeadlineSeconds = --timeout, at least 30 s),
+// which frees the GPU; the stopped pod stays until the next verify or --cleanup removes it.
+func TestClientKilled(t *testing.T) {
+	need(t)
+	ctx := ctxT(t, 4*time.Minute)
+	cs := env.Cluster.Client
+	cmd := env.Command(ctx, "gpu", "verify", nodeName, "--image", localcluster.VectorAddStandInZzz, "--runtime-class", "nvidia", "--timeout", "30s")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pod := verify.PodName(nodeName)
+	if err := waitRunning(ctx, nodepod.DefaultNamespace, pod); err != nil {
+		t.Fatal(err)
+	}
+	p, err := cs.CoreV1().Pods(nodepod.DefaultNamespace).Get(ctx, pod, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	started := p.Status.StartTime.Time
+	_ = cmd.Process.Kill()
+	_ = cmd.Wait()
+	for {
+		p, err = cs.CoreV1().Pods(nodepod.DefaultNamespace).Get(ctx, pod, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p.Status.Phase == corev1.PodFailed {
+			break
+		}
+		if time.Since(started) > 60*time.Second {
+			t.Fatalf("the pod still %s %s after it started (deadline 30 s)", p.Status.Phase, time.Since(started).Round(time.Second))
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	stopped := time.Since(started)
+	if p.Status.Reason != "DeadlineExceeded" || stopped < 30*time.Second {
+		t.Fatalf("pod %s (%s) after %s: want DeadlineExceeded after 30 s", p.Status.Phase, p.Status.Reason, stopped)
+	}
+	t.Logf("client killed: the kubelet stopped the verify pod %s after it started (deadline 30 s)", stopped.Round(100*time.Millisecond))
+	// The GPU is free again: a new verify clears the stopped pod and passes.
+	r := env.Gpu(ctx, "verify", nodeName, "--gpus", fmt.Sprint(gpus), "--image", localcluster.VectorAddStandInOK, "--runtime-class", "nvidia", "--timeout", "1m")
+	if r.Code != 0 {
+		t.Fatalf("verify after the killed run: exit %d\n%s%s", r.Code, r.Stdout, r.Stderr)
+	}
+	noneLeft(t, ctx)
+}
