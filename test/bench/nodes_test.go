@@ -22,10 +22,12 @@ func BenchmarkNodes(b *testing.B) {
 	fillPods(b)
 	ctx := context.Background()
 	var ours, base time.Duration
+	var peak float64
 	for i := 0; i < b.N; i++ {
 		t0 := time.Now()
 		r := env.Gpu(ctx, "nodes", "-o", "json")
 		ours += time.Since(t0)
+		peak = max(peak, r.PeakRSSMiB)
 		if r.Code != 0 {
 			b.Fatalf("kubectl gpu nodes: exit %d: %s", r.Code, r.Stderr)
 		}
@@ -47,4 +49,5 @@ func BenchmarkNodes(b *testing.B) {
 	b.ReportMetric(float64(ours.Milliseconds())/n, "plugin-ms/op")
 	b.ReportMetric(float64(base.Milliseconds())/n, "kubectl-ms/op")
 	b.ReportMetric(float64(ours)/float64(base), "ratio")
+	b.ReportMetric(peak, "client-peak-MiB")
 }

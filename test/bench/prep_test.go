@@ -18,11 +18,18 @@ import (
 	"github.com/kubectl-gpu/kubectl-gpu/test/harness"
 )
 
-// BenchmarkPrep100: `kubectl gpu prep` (check) over 100 simulated nodes against the floor:
-// 100 bare Jobs of the same spec created and waited to completion by one watch, then
-// deleted. kwok completes Job pods after 1–5 s (its own pod-complete stage) on both sides;
-// every pod's log is the real agent's report for a K3s fake host root. Goal: ≤ 1.3×.
-func BenchmarkPrep100(b *testing.B) {
+// BenchmarkPrep100 and BenchmarkPrep1000: `kubectl gpu prep` (check) over 100 and 1000
+// simulated nodes against the floor: as many bare Jobs of the same spec created and waited
+// to completion by one watch, then deleted. kwok completes Job pods after 1–5 s (its own
+// pod-complete stage) on both sides; every pod's log is the real agent's report for a K3s
+// fake host root. Goal: ≤ 1.3×.
+func BenchmarkPrep100(b *testing.B)  { benchPrep(b, 100) }
+func BenchmarkPrep1000(b *testing.B) { benchPrep(b, 1000) }
+
+func benchPrep(b *testing.B, n int) {
+	if n > Nodes {
+		b.Skipf("cluster has %d nodes", Nodes)
+	}
 	ctx := context.Background()
 	c := env.Cluster
 	dir := b.TempDir()
@@ -47,8 +54,9 @@ func BenchmarkPrep100(b *testing.B) {
 	if err := c.ServePodLogs(wctx, nodepod.DefaultNamespace, nodepod.Selector(prep.Component), "agent", func(*corev1.Pod) string { return string(out) }); err != nil {
 		b.Fatal(err)
 	}
-	nodes := benchNodes(100)
+	nodes := benchNodes(n)
 	var ours, floor time.Duration
+	var peak float64
 	for i := 0; i < b.N; i++ {
 		t0 := time.Now()
 		r := env.Gpu(ctx, append([]string{"prep", "--parallel", "100", "-o", "json"}, nodes...)...)
@@ -56,6 +64,7 @@ func BenchmarkPrep100(b *testing.B) {
 		if r.Code != 0 {
 			b.Fatalf("prep: exit %d %s", r.Code, r.Stderr)
 		}
+		peak = max(peak, r.PeakRSSMiB)
 		waitJobsGone(b)
 		t1 := time.Now()
 		prepFloor(b, nodes)
@@ -65,6 +74,7 @@ func BenchmarkPrep100(b *testing.B) {
 	b.ReportMetric(ours.Seconds()/float64(b.N), "prep-s/op")
 	b.ReportMetric(floor.Seconds()/float64(b.N), "floor-s/op")
 	b.ReportMetric(float64(ours)/float64(floor), "ratio-to-floor")
+	b.ReportMetric(peak, "client-peak-MiB")
 }
 
 func prepFloor(b *testing.B, nodes []string) {

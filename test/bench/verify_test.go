@@ -238,6 +238,13 @@ func benchVerify(b *testing.B, n int) {
 	b.ReportMetric(floor.Seconds()/nf, "floor-s/op")
 	b.ReportMetric(float64(ours)/float64(floor), "ratio-to-floor")
 	b.ReportMetric(float64(requests)/nf/float64(n), "requests/node")
+	// Once more through the built binary (untimed), for the client's peak memory.
+	r := env.Gpu(context.Background(), append([]string{"verify", "--parallel", "50", "-o", "json"}, nodes...)...)
+	if r.Code != 0 {
+		b.Fatalf("verify: exit %d %s", r.Code, r.Stderr)
+	}
+	b.ReportMetric(r.PeakRSSMiB, "client-peak-MiB")
+	waitGone(b, env.Cluster.Client)
 }
 
 func BenchmarkVerify100(b *testing.B)  { benchVerify(b, 100) }

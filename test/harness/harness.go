@@ -131,6 +131,9 @@ func BuildPlugin(out string) error {
 type Result struct {
 	Stdout, Stderr string
 	Code           int
+	// PeakRSSMiB is the process's peak resident memory (kubectl execs the plugin in its own
+	// place, so this is the plugin's, kubectl's start included).
+	PeakRSSMiB float64
 }
 
 // Kubectl runs `kubectl ARGS…` with the cluster's kubeconfig and the plugin on PATH.
@@ -141,6 +144,9 @@ func (e *Env) Kubectl(ctx context.Context, env []string, args ...string) Result 
 	cmd.Stdout, cmd.Stderr = &out, &errOut
 	err := cmd.Run()
 	r := Result{Stdout: out.String(), Stderr: errOut.String()}
+	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok && cmd.ProcessState != nil {
+		r.PeakRSSMiB = float64(ru.Maxrss) / 1024 // KiB on Linux
+	}
 	var ee *exec.ExitError
 	switch {
 	case errors.As(err, &ee):
