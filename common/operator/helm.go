@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"os"
 	"strings"
 	"time"
@@ -95,6 +96,9 @@ type ChartSource struct {
 	Repo    string
 	Version string
 	Devel   bool
+	// VersionGiven: the user asked for Version. Helm ignores the version of a local chart;
+	// this refuses one that is not the version asked for.
+	VersionGiven bool
 }
 
 // LoadChart finds the chart through Helm's own getters (repository cache and registry
@@ -136,6 +140,9 @@ func (h *Helm) LoadChart(src ChartSource) (*chart.Chart, error) {
 			got = c.Metadata.Name
 		}
 		return nil, cliexit.Usagef("chart %s is %q, not the NVIDIA %s chart", path, got, ChartName)
+	}
+	if src.VersionGiven && src.Version != "" && strings.TrimPrefix(c.Metadata.Version, "v") != strings.TrimPrefix(src.Version, "v") {
+		return nil, cliexit.Usagef("chart %s is version %s, not %s: drop --version or give the chart of that version", path, c.Metadata.Version, src.Version)
 	}
 	return c, nil
 }
@@ -247,6 +254,9 @@ func helmError(doing string, err error) error {
 	msg := oneLine(err.Error())
 	code := cliexit.Failures
 	switch {
+	case apierrors.IsUnauthorized(err), strings.Contains(msg, "provide credentials"):
+		code = cliexit.Usage
+		msg += ": refresh the kubeconfig (expired token or certificate?)"
 	case strings.Contains(msg, "forbidden"), strings.Contains(msg, "Unauthorized"):
 		code = cliexit.Usage
 		msg += ": ask a cluster admin for the permission named"

@@ -124,6 +124,9 @@ func Prepare(ctx context.Context, cs kubernetes.Interface, cfg *Config) (*Plan, 
 	if err != nil {
 		return nil, cluster.APIError("list nodes", err)
 	}
+	if cfg.Selector != "" && len(nodes.Items) == 0 {
+		return nil, cliexit.Usagef("no node matches %q: check the selector with 'kubectl get nodes -l %s'", cfg.Selector, cfg.Selector)
+	}
 	chosen, err := inventory.Choose(nodes.Items, inventory.Options{Names: cfg.Names, All: true})
 	if err != nil {
 		return nil, err

@@ -47,10 +47,12 @@ type OperatorOptions struct {
 	Output      string
 
 	atomicSet bool
-	namespace string
-	format    report.Format
-	getter    cluster.Getter
-	Streams   genericiooptions.IOStreams
+	// versionFlag tells whether --version was given (not the default).
+	versionFlag func() bool
+	namespace   string
+	format      report.Format
+	getter      cluster.Getter
+	Streams     genericiooptions.IOStreams
 }
 
 // NewOperatorOptions returns the defaults.
@@ -85,6 +87,7 @@ func (o *OperatorOptions) chartFlags(cmd *cobra.Command) {
 	fl.StringVar(&o.Chart, "chart", "", "chart from a local directory, a .tgz or an oci:// reference (air-gapped sites)")
 	fl.StringVar(&o.Repo, "repo", "", "chart repository URL (default "+op.DefaultRepo+"; a mirror for air-gapped sites)")
 	fl.StringVar(&o.Version, "version", o.Version, "chart version")
+	o.versionFlag = func() bool { return fl.Changed("version") }
 	fl.BoolVar(&o.Devel, "devel", false, "use development versions too (with an empty --version)")
 	fl.StringSliceVarP(&o.Values.ValueFiles, "values", "f", nil, "values from a YAML file or URL (can repeat)")
 	fl.StringArrayVar(&o.Values.Values, "set", nil, "set values (key1=val1,key2=val2)")
@@ -152,7 +155,8 @@ func (o *OperatorOptions) prepare(ctx context.Context) (*op.Helm, *chart.Chart, 
 	if err != nil {
 		return nil, nil, nil, cliexit.Usagef("bad values: %s: check -f / --set syntax (key=value, a.b=c, list[0]=x)", strings.ReplaceAll(err.Error(), "\n", "; "))
 	}
-	c, err := h.LoadChart(op.ChartSource{Chart: o.Chart, Repo: o.Repo, Version: o.Version, Devel: o.Devel})
+	c, err := h.LoadChart(op.ChartSource{Chart: o.Chart, Repo: o.Repo, Version: o.Version, Devel: o.Devel,
+		VersionGiven: o.versionFlag != nil && o.versionFlag()})
 	if err != nil {
 		return nil, nil, nil, err
 	}
