@@ -6,7 +6,7 @@ PKG     := github.com/kubectl-gpu/kubectl-gpu
 LDFLAGS := -s -w -X $(PKG)/common/buildinfo.Version=$(VERSION) -X $(PKG)/common/buildinfo.Commit=$(COMMIT)
 GO_TEST_FLAGS ?=
 
-.PHONY: help build cross tools test unit e2e bench demo cluster deps clean agent fuzz docs dist krew-manifest image
+.PHONY: help build cross tools test unit e2e bench soak demo cluster deps clean agent fuzz docs dist krew-manifest image
 
 help: ## this list
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -28,6 +28,9 @@ unit: ## unit and command tests only (no cluster)
 
 bench: deps tools ## benchmarks against their baselines in the same run
 	KGPU_REQUIRE_E2E=1 go test -run '^$$' -bench . -benchtime 5x -timeout 60m ./test/bench/
+
+soak: deps tools ## verify and prep, whole and interrupted, over and over for SOAK (default 30m)
+	KGPU_REQUIRE_E2E=1 KGPU_SOAK=$(or $(SOAK),30m) go test -count=1 -run '^TestSoak$$' -v -timeout 0 ./test/fault/
 
 demo: build tools ## build, start the local cluster (or use the current one) and run the main commands
 	hack/demo.sh

@@ -143,26 +143,12 @@ func planContainerd(h *Host, r *rep.Report, o ApplyOptions) ([]fileEdit, []rep.C
 		}
 	default:
 		old, exists := h.Read(paths.Config)
-		cfg, err := ParseContainerd(old)
+		content, changed, err := EditContainerd(old, exists, wantSystemd, wantNvidia)
 		if err != nil {
-			return nil, nil, fmt.Errorf("%s does not parse, not touched: %w", paths.Config, err)
-		}
-		if !exists {
-			cfg, _ = ParseContainerd("version = 2\n")
-		}
-		changed := false
-		if wantSystemd || !exists {
-			changed = cfg.SetSystemdCgroup(true) || changed
-		}
-		if wantNvidia {
-			changed = cfg.AddNvidiaRuntime(NvidiaRuntimeBinary) || changed
+			return nil, nil, fmt.Errorf("%s: %w", paths.Config, err)
 		}
 		if !changed {
 			return nil, nil, nil
-		}
-		content := cfg.String()
-		if _, err := ParseContainerd(content); err != nil {
-			return nil, nil, fmt.Errorf("the edited %s would not parse, not written: %w", paths.Config, err)
 		}
 		edits = append(edits, fileEdit{check: rep.CheckContainerd, path: paths.Config, old: old, content: content})
 	}
@@ -220,6 +206,34 @@ func commentSwap(fstab string) string {
 		}
 	}
 	return strings.Join(lines, "")
+}
+
+// EditContainerd sets runc's SystemdCgroup and adds the nvidia runtime (as asked) in a
+// containerd config (exists false: a new version 2 config), and returns the new content. A
+// config that does not parse, or whose edited form would not, is refused: nothing is then
+// written.
+func EditContainerd(old string, exists, systemd, nvidia bool) (content string, changed bool, err error) {
+	cfg, err := ParseContainerd(old)
+	if err != nil {
+		return "", false, fmt.Errorf("does not parse, not touched: %w", err)
+	}
+	if !exists {
+		cfg, _ = ParseContainerd("version = 2\n")
+	}
+	if systemd || !exists {
+		changed = cfg.SetSystemdCgroup(true) || changed
+	}
+	if nvidia {
+		changed = cfg.AddNvidiaRuntime(NvidiaRuntimeBinary) || changed
+	}
+	if !changed {
+		return old, false, nil
+	}
+	content = cfg.String()
+	if _, err := ParseContainerd(content); err != nil {
+		return "", false, fmt.Errorf("the edited config would not parse, not written: %w", err)
+	}
+	return content, true, nil
 }
 
 // Diff is a unified diff of a file change.

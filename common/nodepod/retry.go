@@ -5,7 +5,9 @@ import (
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/kubernetes"
 )
 
 // Transient tells whether an API error may go away by itself (the API server restarting,
@@ -49,4 +51,17 @@ func Rewatch(ctx context.Context, open func(context.Context) (watch.Interface, e
 		return err
 	})
 	return w, err
+}
+
+// WatchEventsFromNow watches the namespace's events that match fieldSelector from this
+// moment on. A watch opened without a resource version first replays every matching event
+// still stored (they live an hour): in the tool's namespace after a run over a thousand
+// nodes that is thousands, read before the first new one. A list of one item gives the
+// current resource version to start from.
+func WatchEventsFromNow(ctx context.Context, cs kubernetes.Interface, ns, fieldSelector string) (watch.Interface, error) {
+	l, err := cs.CoreV1().Events(ns).List(ctx, metav1.ListOptions{FieldSelector: fieldSelector, Limit: 1})
+	if err != nil {
+		return nil, err
+	}
+	return cs.CoreV1().Events(ns).Watch(ctx, metav1.ListOptions{FieldSelector: fieldSelector, ResourceVersion: l.ResourceVersion})
 }

@@ -211,7 +211,7 @@ func RunAgents(ctx context.Context, cs kubernetes.Interface, cfg *Config, nodes 
 	// The Job controller's FailedCreate events: a Pod Security or quota refusal stops the
 	// agent's pod before it exists, and only the Job's events say so.
 	openEvents := func(ctx context.Context) (watch.Interface, error) {
-		return cs.CoreV1().Events(ns).Watch(ctx, metav1.ListOptions{FieldSelector: "involvedObject.kind=Job,reason=FailedCreate"})
+		return nodepod.WatchEventsFromNow(ctx, cs, ns, "involvedObject.kind=Job,reason=FailedCreate")
 	}
 	ew, err := openEvents(runCtx)
 	if err != nil {

@@ -314,7 +314,7 @@ func Run(ctx context.Context, cs kubernetes.Interface, cfg *Config, plan *Plan) 
 		return cs.CoreV1().Pods(cfg.Namespace).Watch(ctx, metav1.ListOptions{LabelSelector: sel})
 	}
 	openEvents := func(ctx context.Context) (watch.Interface, error) {
-		return cs.CoreV1().Events(cfg.Namespace).Watch(ctx, metav1.ListOptions{FieldSelector: fields.OneTermEqualSelector("involvedObject.kind", "Pod").String()})
+		return nodepod.WatchEventsFromNow(ctx, cs, cfg.Namespace, fields.OneTermEqualSelector("involvedObject.kind", "Pod").String())
 	}
 	podWatch, err := openPods(runCtx)
 	if err != nil {
