@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/kubectl-gpu/kubectl-gpu/test/harness"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -151,7 +152,7 @@ func TestOperatorLifecycle(t *testing.T) {
 	})
 
 	gpu := func(args ...string) resultT {
-		return resultT(env.Kubectl(ctx, henv, append([]string{"gpu", "operator"}, args...)...))
+		return (env.Kubectl(ctx, henv, append([]string{"gpu", "operator"}, args...)...))
 	}
 
 	// values: driver.enabled=false with its reason; the stale key is warned about.
@@ -288,10 +289,7 @@ func TestOperatorLifecycle(t *testing.T) {
 	}
 }
 
-type resultT struct {
-	Stdout, Stderr string
-	Code           int
-}
+type resultT = harness.Result
 
 func writeTemp(t *testing.T, name, content string) string {
 	p := filepath.Join(t.TempDir(), name)
@@ -310,7 +308,7 @@ func TestOperatorRefusals(t *testing.T) {
 	c := env.Cluster.Client
 	henv := helmEnv(t)
 	gpu := func(args ...string) resultT {
-		return resultT(env.Kubectl(ctx, henv, append([]string{"gpu", "operator"}, args...)...))
+		return (env.Kubectl(ctx, henv, append([]string{"gpu", "operator"}, args...)...))
 	}
 	oneLine := func(r resultT, want string) {
 		t.Helper()
