@@ -210,8 +210,8 @@ func commentSwap(fstab string) string {
 
 // EditContainerd sets runc's SystemdCgroup and adds the nvidia runtime (as asked) in a
 // containerd config (exists false: a new version 2 config), and returns the new content. A
-// config that does not parse, or whose edited form would not, is refused: nothing is then
-// written.
+// config that does not parse, or whose edited form would not, or would not hold the change
+// where containerd reads it, is refused: nothing is then written.
 func EditContainerd(old string, exists, systemd, nvidia bool) (content string, changed bool, err error) {
 	cfg, err := ParseContainerd(old)
 	if err != nil {
@@ -230,8 +230,17 @@ func EditContainerd(old string, exists, systemd, nvidia bool) (content string, c
 		return old, false, nil
 	}
 	content = cfg.String()
-	if _, err := ParseContainerd(content); err != nil {
+	again, err := ParseContainerd(content)
+	if err != nil {
 		return "", false, fmt.Errorf("the edited config would not parse, not written: %w", err)
+	}
+	// Read back as containerd would: a config whose layout the editor does not expect (such
+	// as a plugins key that is not a table) can come out valid but with the change elsewhere.
+	if b, ok := again.RuntimeBinary("nvidia"); nvidia && (!ok || b != NvidiaRuntimeBinary) {
+		return "", false, fmt.Errorf("the edited config would not hold the nvidia runtime where containerd reads it (unexpected layout), not written")
+	}
+	if sc, _ := again.SystemdCgroup(); (systemd || !exists) && !sc {
+		return "", false, fmt.Errorf("the edited config would not set SystemdCgroup where containerd reads it (unexpected layout), not written")
 	}
 	return content, true, nil
 }
