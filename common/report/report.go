@@ -9,8 +9,8 @@ import (
 	"io"
 	"strings"
 
-	"k8s.io/cli-runtime/pkg/printers"
 	goyaml "go.yaml.in/yaml/v2"
+	"k8s.io/cli-runtime/pkg/printers"
 
 	"github.com/kubectl-gpu/kubectl-gpu/common/cliexit"
 )
