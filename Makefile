@@ -66,6 +66,16 @@ dist: ## release archives and checksums.txt in dist/ (VERSION=vX.Y.Z), reproduci
 krew-manifest: ## render krew/gpu.yaml from .krew.yaml and the archives in dist/
 	go run ./hack/dist -version $(VERSION) -out dist -krew krew/gpu.yaml
 
-image: agent ## node-agent image without Docker: dist/gpu-node-agent_$(VERSION)_linux_<arch>.tar (docker load / crane push), OCI layout beside it
-	go run ./hack/image -agent bin/gpu-node-agent -tag ghcr.io/kubectl-gpu/gpu-node-agent:$(VERSION) \
-	  -out dist/gpu-node-agent_$(VERSION)_linux_$$(go env GOARCH).tar -oci dist/gpu-node-agent_$(VERSION)_oci
+IMAGE_ARCHS ?= amd64 arm64
+IMAGE_REPO  ?= ghcr.io/kubectl-gpu/gpu-node-agent
+image: ## node-agent image for IMAGE_ARCHS without Docker: dist/gpu-node-agent_$(VERSION)_linux_<arch>.tar (docker load) and the multi-arch OCI layout dist/gpu-node-agent_$(VERSION)_oci
+	@for a in $(IMAGE_ARCHS); do cc=gcc; \
+	  if [ $$a != $$(go env GOHOSTARCH) ]; then cc=$$([ $$a = arm64 ] && echo aarch64-linux-gnu-gcc || echo x86_64-linux-gnu-gcc); fi; \
+	  command -v $$cc >/dev/null || { echo "image: $$cc is needed for linux/$$a (Debian: gcc-aarch64-linux-gnu libc6-dev-arm64-cross)" >&2; exit 2; }; \
+	  echo "build gpu-node-agent linux/$$a"; \
+	  CC=$$cc CGO_ENABLED=1 GOOS=linux GOARCH=$$a CGO_CFLAGS=-Wno-deprecated-declarations \
+	    go build -trimpath -ldflags '$(LDFLAGS)' -o bin/linux_$$a/gpu-node-agent ./nodeimages/agent || exit 1; \
+	  sr=$$(hack/agent-sysroot.sh $$a) || exit 1; \
+	done; \
+	go run ./hack/image -arch $$(echo $(IMAGE_ARCHS) | tr ' ' ,) -agent 'bin/linux_{arch}/gpu-node-agent' \
+	  -sysroot "$$(dirname $$sr)/{arch}" -tag $(IMAGE_REPO):$(VERSION) -out dist -oci dist/gpu-node-agent_$(VERSION)_oci

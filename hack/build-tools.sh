@@ -3,7 +3,7 @@
 # cache outside the repository, keyed by version. Built once per machine; later runs only
 # check that the files are there.
 #
-#   hack/build-tools.sh [kubernetes] [etcd] [kwok] [helm] [krew]   (default: all)
+#   hack/build-tools.sh [kubernetes] [etcd] [kwok] [helm] [krew] [sysroot]   (default: all)
 #
 # Prints nothing but progress on stderr; the cache directory is $KGPU_CACHE_DIR
 # (default ${XDG_CACHE_HOME:-$HOME/.cache}/kubectl-gpu).
@@ -117,7 +117,7 @@ kwok_manifests() {
 }
 
 mkdir -p "$KGPU_BIN"
-what=("$@"); [ ${#what[@]} -gt 0 ] || what=(etcd kwok helm krew kubernetes)
+what=("$@"); [ ${#what[@]} -gt 0 ] || what=(etcd kwok helm krew kubernetes sysroot)
 for t in "${what[@]}"; do
   case $t in
     kubernetes) build_kubernetes ;;
@@ -125,6 +125,8 @@ for t in "${what[@]}"; do
     kwok) go_install_to kwok "$KWOK_VERSION" sigs.k8s.io/kwok/cmd/kwok; kwok_manifests ;;
     helm) go_install_to helm "$HELM_VERSION" helm.sh/helm/v3/cmd/helm ;;
     krew) build_krew ;;
+    sysroot) # Debian's run-time files for the node-agent image (make image); best effort
+      for a in amd64 arm64; do "$here/agent-sysroot.sh" "$a" >/dev/null || log "no $a files for the agent image: its test will skip"; done ;;
     *) log "unknown tool $t"; exit 2 ;;
   esac
 done

@@ -12,6 +12,10 @@ command -v runc >/dev/null || want+=(runc)
 [ -x /usr/lib/cni/bridge ] || [ -x /opt/cni/bin/bridge ] || want+=(containernetworking-plugins)
 command -v ip >/dev/null || want+=(iproute2)
 command -v unshare >/dev/null || want+=(util-linux)
+# The arm64 node-agent image (make image, test/dist): a cross C toolchain for the agent's cgo
+# and qemu-user to run what was built. Best effort too: that part of the test skips.
+command -v aarch64-linux-gnu-gcc >/dev/null || want+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross)
+command -v qemu-aarch64 >/dev/null || want+=(qemu-user)
 apt_ok() { command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; }
 if [ $((${#need[@]} + ${#want[@]})) -gt 0 ] && apt_ok; then
   apt-get update -qq >/dev/null || true

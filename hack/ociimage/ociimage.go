@@ -7,14 +7,15 @@ package ociimage
 import (
 	"archive/tar"
 	"bytes"
+	"debug/elf"
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
+	"path"
 	"path/filepath"
-	"regexp"
 	"runtime"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -40,55 +41,147 @@ type Spec struct {
 // epoch is every file's and the image's time: the same inputs give the same digest.
 var epoch = time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
 
-var lddLine = regexp.MustCompile(`(?m)(?:=> )?(/[^ ]+) \(0x`)
-
-// Libs lists the shared libraries a binary loads (ldd) and the loader; none for a static one.
-func Libs(bin string) ([]string, error) {
-	out, err := exec.Command("ldd", bin).CombinedOutput()
-	if err != nil {
-		if bytes.Contains(out, []byte("not a dynamic executable")) {
-			return nil, nil
+// Libs lists, as paths inside root, what the dynamic ELF file bin (a local path) loads: its
+// program interpreter and its DT_NEEDED libraries, recursively, looked up in the library
+// directories of its architecture inside root (Debian's multiarch layout), links resolved
+// inside root. Static files load nothing. No ldd: the file may be for another architecture.
+func Libs(root, bin string) ([]string, error) {
+	seen := map[string]bool{}
+	var out []string
+	var walk func(local string) error
+	walk = func(local string) error {
+		f, err := elf.Open(local)
+		if err != nil {
+			return fmt.Errorf("read %s: %w", local, err)
 		}
-		return nil, fmt.Errorf("ldd %s: %v: %s", bin, err, out)
+		defer f.Close()
+		dirs, ok := libDirs[f.Machine]
+		if !ok {
+			return fmt.Errorf("%s: no library directories known for %v", local, f.Machine)
+		}
+		var deps []string
+		for _, p := range f.Progs {
+			if p.Type == elf.PT_INTERP {
+				b, err := io.ReadAll(p.Open())
+				if err != nil {
+					return err
+				}
+				deps = append(deps, strings.TrimRight(string(b), "\x00"))
+			}
+		}
+		needed, err := f.ImportedLibraries()
+		if err != nil {
+			return fmt.Errorf("%s: %w", local, err)
+		}
+		for _, n := range needed {
+			found := ""
+			for _, d := range dirs {
+				if _, err := resolveIn(root, path.Join(d, n)); err == nil {
+					found = path.Join(d, n)
+					break
+				}
+			}
+			if found == "" {
+				return fmt.Errorf("%s needs %s, which is not in %s under %s", local, n, strings.Join(dirs, ", "), root)
+			}
+			deps = append(deps, found)
+		}
+		for _, d := range deps {
+			if seen[d] {
+				continue
+			}
+			seen[d] = true
+			out = append(out, d)
+			l, err := resolveIn(root, d)
+			if err != nil {
+				return fmt.Errorf("%s needs %s: %w", local, d, err)
+			}
+			if err := walk(l); err != nil {
+				return err
+			}
+		}
+		return nil
 	}
-	if bytes.Contains(out, []byte("statically linked")) {
-		return nil, nil
+	if err := walk(bin); err != nil {
+		return nil, err
 	}
-	var l []string
-	for _, m := range lddLine.FindAllStringSubmatch(string(out), -1) {
-		l = append(l, m[1])
-	}
-	return l, nil
+	sort.Strings(out)
+	return out, nil
 }
 
-// WithLibs adds the shared libraries of every file in files to it, at the same paths.
-func WithLibs(files map[string]string) error {
+// libDirs are where Debian's loader looks, per architecture.
+var libDirs = map[elf.Machine][]string{
+	elf.EM_X86_64:  {"/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu", "/lib64", "/lib", "/usr/lib"},
+	elf.EM_AARCH64: {"/lib/aarch64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/lib", "/usr/lib"},
+}
+
+// resolveIn returns the local path of the image path p inside root, following symbolic
+// links (absolute ones from root, as they would be read inside the image).
+func resolveIn(root, p string) (string, error) {
+	for hops := 0; hops < 40; hops++ {
+		local := filepath.Join(root, filepath.FromSlash(p))
+		fi, err := os.Lstat(local)
+		if err != nil {
+			return "", err
+		}
+		if fi.Mode()&os.ModeSymlink == 0 {
+			return local, nil
+		}
+		t, err := os.Readlink(local)
+		if err != nil {
+			return "", err
+		}
+		if !path.IsAbs(t) {
+			t = path.Join(path.Dir(p), t)
+		}
+		p = path.Clean(t)
+	}
+	return "", fmt.Errorf("%s: too many links under %s", p, root)
+}
+
+// WithLibs adds what every file in files loads (Libs), read from root at the same paths.
+func WithLibs(root string, files map[string]string) error {
 	var bins []string
 	for _, local := range files {
 		bins = append(bins, local)
 	}
 	sort.Strings(bins)
 	for _, b := range bins {
-		l, err := Libs(b)
+		l, err := Libs(root, b)
 		if err != nil {
 			return err
 		}
 		for _, p := range l {
-			files[p] = p
+			local, err := resolveIn(root, p)
+			if err != nil {
+				return err
+			}
+			files[p] = local
 		}
 	}
 	return nil
 }
 
-// AgentSpec is the node-agent image: the agent binary (cgo, for go-nvml), nsenter for apply
-// mode, the shared libraries both load, and the config nodeimages/agent/Dockerfile gives.
-func AgentSpec(agentBin string) (Spec, error) {
-	nsenter, err := exec.LookPath("nsenter")
+// AgentSpec is the node-agent image for arch: the agent binary (cgo, for go-nvml, built for
+// arch), nsenter for apply mode, the shared libraries both load, and the config
+// nodeimages/agent/Dockerfile gives. root holds the run-time files for arch: "/" (this
+// machine, its own arch only) or a directory of Debian's packages (hack/agent-sysroot.sh).
+func AgentSpec(agentBin, root, arch string) (Spec, error) {
+	if arch == "" {
+		arch = runtime.GOARCH
+	}
+	if root == "" {
+		root = "/"
+	}
+	if root == "/" && arch != runtime.GOARCH {
+		return Spec{}, fmt.Errorf("the %s image needs a root of %s files (hack/agent-sysroot.sh %s), not this machine's", arch, arch, arch)
+	}
+	nsenter, err := resolveIn(root, "/usr/bin/nsenter")
 	if err != nil {
 		return Spec{}, fmt.Errorf("nsenter (util-linux) is needed in the image: %w", err)
 	}
 	files := map[string]string{"/usr/local/bin/gpu-node-agent": agentBin, "/usr/bin/nsenter": nsenter}
-	if err := WithLibs(files); err != nil {
+	if err := WithLibs(root, files); err != nil {
 		return Spec{}, err
 	}
 	return Spec{
@@ -97,6 +190,7 @@ func AgentSpec(agentBin string) (Spec, error) {
 		Cmd:        []string{"check"},
 		User:       "65532:65532",
 		Env:        []string{"PATH=/usr/local/bin:/usr/bin:/bin"},
+		Arch:       arch,
 	}, nil
 }
 
@@ -140,15 +234,6 @@ func WriteTarball(path, ref string, img v1.Image) error {
 		return err
 	}
 	return tarball.WriteToFile(path, r, img)
-}
-
-// WriteLayout adds the image to an OCI image layout directory.
-func WriteLayout(dir string, img v1.Image) error {
-	p, err := layout.Write(dir, empty.Index)
-	if err != nil {
-		return err
-	}
-	return p.AppendImage(img)
 }
 
 // Layer writes the files (image path → local path) as a tar layer, links resolved, with

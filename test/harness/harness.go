@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -208,12 +209,32 @@ func (e *Env) Gpu(ctx context.Context, args ...string) Result {
 }
 
 // BuildAgent builds the node agent (cgo, for go-nvml) for this machine.
-func BuildAgent(out string) error {
-	cmd := exec.Command("go", "build", "-o", out, "./nodeimages/agent")
+func BuildAgent(out string) error { return BuildAgentFor(out, runtime.GOARCH) }
+
+// AgentCC is the C compiler that builds the agent (cgo) for linux/arch on this machine:
+// gcc for its own architecture, Debian's cross compiler for the other one; "" when absent.
+func AgentCC(arch string) string {
+	cc := "gcc"
+	if arch != runtime.GOARCH {
+		cc = map[string]string{"arm64": "aarch64-linux-gnu-gcc", "amd64": "x86_64-linux-gnu-gcc"}[arch]
+	}
+	if p, err := exec.LookPath(cc); cc != "" && err == nil {
+		return p
+	}
+	return ""
+}
+
+// BuildAgentFor builds the node agent for linux/arch (cgo, with AgentCC(arch)).
+func BuildAgentFor(out, arch string) error {
+	cc := AgentCC(arch)
+	if cc == "" {
+		return fmt.Errorf("no C compiler for linux/%s (Debian: gcc-aarch64-linux-gnu libc6-dev-arm64-cross)", arch)
+	}
+	cmd := exec.Command("go", "build", "-trimpath", "-o", out, "./nodeimages/agent")
 	cmd.Dir = RepoRoot()
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=1", "CGO_CFLAGS=-Wno-deprecated-declarations")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=1", "CGO_CFLAGS=-Wno-deprecated-declarations", "GOOS=linux", "GOARCH="+arch, "CC="+cc)
 	if b, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("build gpu-node-agent: %v\n%s", err, b)
+		return fmt.Errorf("build gpu-node-agent for linux/%s: %v\n%s", arch, err, b)
 	}
 	return nil
 }

@@ -82,7 +82,7 @@ func setup(ctx context.Context, e *harness.Env) (string, error) {
 	if err := harness.BuildAgent(agent); err != nil {
 		return "", err
 	}
-	spec, err := ociimage.AgentSpec(agent)
+	spec, err := ociimage.AgentSpec(agent, "/", "")
 	if err != nil {
 		return "", err
 	}
