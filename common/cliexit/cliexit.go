@@ -6,7 +6,6 @@
 package cliexit
 
 import (
-	"context"
 	"errors"
 	"fmt"
 )
@@ -62,12 +61,14 @@ type Silent struct{ Code int }
 func (s Silent) Error() string { return fmt.Sprintf("exit code %d", s.Code) }
 
 // Code returns the exit code for err. interrupted tells whether the command's context was
-// cancelled by a signal: a cancellation then means 130 whatever error it surfaced as.
+// cancelled by a signal: any error then means 130, whatever it surfaced as.
 func Code(err error, interrupted bool) int {
 	if err == nil {
 		return OK
 	}
-	if interrupted && (errors.Is(err, context.Canceled) || errors.Is(err, ErrInterrupted)) {
+	if interrupted {
+		// Whatever the error surfaced as (a request cut short can look like an unreachable
+		// cluster), the run ended because the user stopped it.
 		return Interrupted
 	}
 	var s Silent
@@ -77,9 +78,6 @@ func Code(err error, interrupted bool) int {
 	var e *Error
 	if errors.As(err, &e) {
 		return e.Code
-	}
-	if interrupted {
-		return Interrupted
 	}
 	return Failures
 }

@@ -4,6 +4,7 @@
 package cluster
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -154,6 +155,10 @@ func APIError(doing string, err error) error {
 		return err
 	}
 	switch {
+	case errors.Is(err, context.Canceled):
+		// Cut short by the caller (Ctrl-C): not the cluster's fault; the chain is kept so
+		// that the exit code says interrupted.
+		return fmt.Errorf("cannot %s: %w", doing, err)
 	case apierrors.IsForbidden(err):
 		return cliexit.Usagef("cannot %s: forbidden by RBAC (%s): ask a cluster admin for that permission", doing, forbiddenDetail(err))
 	case apierrors.IsUnauthorized(err):

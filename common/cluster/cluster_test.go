@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -37,6 +38,12 @@ func TestAPIError(t *testing.T) {
 	}
 	if APIError("x", nil) != nil {
 		t.Error("nil stays nil")
+	}
+	// A request cut short by Ctrl-C is not an unreachable cluster: no usage code, the
+	// cancellation kept in the chain.
+	cut := &url.Error{Op: "Get", URL: "https://127.0.0.1:1/api", Err: context.Canceled}
+	if err := APIError("list pods", cut); !errors.Is(err, context.Canceled) || strings.Contains(err.Error(), "unreachable") {
+		t.Errorf("cancelled request: %v", err)
 	}
 	already := cliexit.Usagef("named")
 	if APIError("x", already) != already {
