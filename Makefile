@@ -6,7 +6,7 @@ PKG     := github.com/kubectl-gpu/kubectl-gpu
 LDFLAGS := -s -w -X $(PKG)/common/buildinfo.Version=$(VERSION) -X $(PKG)/common/buildinfo.Commit=$(COMMIT)
 GO_TEST_FLAGS ?=
 
-.PHONY: help build cross tools test unit e2e bench soak demo cluster deps clean agent fuzz docs dist krew-manifest image
+.PHONY: help build cross tools test unit e2e bench soak demo cluster deps clean agent fuzz docs samples dist krew-manifest image
 
 help: ## this list
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -59,6 +59,9 @@ fuzz: ## every fuzz target for FUZZTIME each (default 1000000x: a million inputs
 
 docs: ## regenerate the command reference in docs/commands (checked by the tests)
 	go run ./hack/docs docs/commands
+
+samples: ## rerun the runbook pages' sample sessions on the local cluster (docs/runbook-*.md; needs KGPU_GPU_OPERATOR_CHART)
+	go run ./hack/samples
 
 dist: ## release archives and checksums.txt in dist/ (VERSION=vX.Y.Z), reproducible
 	go run ./hack/dist -version $(VERSION) -out dist

@@ -150,7 +150,7 @@ func (r *Report) WriteFindings(w io.Writer) {
 			fmt.Fprintf(w, "\n%s:\n%s\n", n.Node, strings.Join(lines, "\n"))
 		}
 	}
-	fmt.Fprintf(w, "\n%d nodes: %d ready, %d not ready", r.Summary.Nodes, r.Summary.Ready, r.Summary.NotReady)
+	fmt.Fprintf(w, "\n%s: %d ready, %d not ready", report.Count(r.Summary.Nodes, "node"), r.Summary.Ready, r.Summary.NotReady)
 	if r.Summary.NoGPU > 0 {
 		fmt.Fprintf(w, " (%d without an NVIDIA GPU: not counted as failures unless every node is)", r.Summary.NoGPU)
 	}

@@ -6,6 +6,8 @@ import (
 	"io"
 	"strconv"
 	"time"
+
+	"github.com/kubectl-gpu/kubectl-gpu/common/report"
 )
 
 // Rows prints the report as a table; each failed node's hint follows under the table.
@@ -28,7 +30,7 @@ func (r *Report) Rows(wide bool) ([]string, [][]string) {
 
 // WriteSummary prints the summary line and one hint per failed node.
 func (r *Report) WriteSummary(w io.Writer) {
-	fmt.Fprintf(w, "\n%d nodes: %d passed, %d failed\n", r.Summary.Nodes, r.Summary.Passed, r.Summary.Failed)
+	fmt.Fprintf(w, "\n%s: %d passed, %d failed\n", report.Count(r.Summary.Nodes, "node"), r.Summary.Passed, r.Summary.Failed)
 	for _, it := range r.Items {
 		if it.Result != Passed && it.Hint != "" {
 			fmt.Fprintf(w, "  %s: %s\n", it.Node, it.Hint)

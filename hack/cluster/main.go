@@ -6,7 +6,8 @@
 //
 // SPEC is "default" or a list such as "a100=2,rke2=1,cpu=1" (profile=count), or "none".
 // --real-nodes adds nodes that run a real kubelet, containerd and runc with 2 fake GPUs
-// each (root, Linux; see localcluster.AddRealNode).
+// each (root, Linux; see localcluster.AddRealNode). --simulate-agents (on by default) makes
+// the simulated GPU nodes answer `kubectl gpu prep` and `verify` (see package simnodes).
 package main
 
 import (
@@ -17,6 +18,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -24,6 +26,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/kubectl-gpu/kubectl-gpu/hack/localcluster"
+	"github.com/kubectl-gpu/kubectl-gpu/hack/simnodes"
 )
 
 func main() {
@@ -36,6 +39,7 @@ func main() {
 	nodes := fs.String("nodes", "default", `simulated nodes: "default" or profile=count,...`)
 	workload := fs.Bool("workload", true, "run a few GPU pods so that nodes show GPUs in use")
 	realNodes := fs.Int("real-nodes", 0, "real nodes (kubelet + containerd + runc, fake device plugin) to add")
+	agents := fs.Bool("simulate-agents", true, "answer prep pods on the simulated GPU nodes with the real agent run on a fake host root, and finish verify pods with the vectoradd sample's output")
 	_ = fs.Parse(os.Args[2:])
 	specs, err := parseNodes(*nodes)
 	if err != nil {
@@ -72,6 +76,13 @@ func main() {
 		}
 		fmt.Fprintf(os.Stderr, "real node %s at %s (network namespace %s)\n", rn.Name, rn.IP, rn.Netns)
 	}
+	if *agents {
+		if err := simulateAgents(ctx, c, names); err != nil {
+			fmt.Fprintln(os.Stderr, "cluster:", err)
+			code = 1
+			return
+		}
+	}
 	if *workload {
 		if err := runWorkload(ctx, c); err != nil {
 			fmt.Fprintln(os.Stderr, "cluster:", err)
@@ -104,6 +115,33 @@ func main() {
 	default:
 		usage()
 	}
+}
+
+// simulateAgents builds the node agent and makes the simulated GPU nodes answer prep and
+// verify with it (simnodes.Simulate): verify passes on every node that advertises GPUs.
+func simulateAgents(ctx context.Context, c *localcluster.Cluster, names []string) error {
+	agent := filepath.Join(c.Dir, "gpu-node-agent")
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", agent, "./nodeimages/agent")
+	cmd.Dir = localcluster.RepoRoot()
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=1", "CGO_CFLAGS=-Wno-deprecated-declarations")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("build the node agent: %v\n%s", err, b)
+	}
+	roots := map[string]string{}
+	var pass []string
+	for _, n := range names {
+		if r, ok := simnodes.DefaultAgentRoots[n]; ok {
+			roots[n] = r
+		}
+		node, err := c.Client.CoreV1().Nodes().Get(ctx, n, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		if q, ok := node.Status.Capacity["nvidia.com/gpu"]; ok && q.Value() > 0 {
+			pass = append(pass, n)
+		}
+	}
+	return simnodes.Simulate(ctx, c, agent, filepath.Join(c.Dir, "hosts"), roots, pass, nil)
 }
 
 // runWorkload starts a training-like pod that holds GPUs on the first A100 node.

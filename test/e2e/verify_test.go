@@ -149,7 +149,7 @@ func TestVerifyRuntimeClassAndKeep(t *testing.T) {
 	defer env.Cluster.Client.NodeV1().RuntimeClasses().Delete(context.Background(), "nvidia", metav1.DeleteOptions{})
 
 	r := env.Gpu(ctx, "verify", "gpu-rke2-0", "--gpus", "all", "--keep")
-	if r.Code != 0 || !strings.Contains(r.Stdout, "gpu-rke2-0   4      Passed") || !strings.Contains(r.Stdout, "1 nodes: 1 passed, 0 failed") {
+	if r.Code != 0 || !strings.Contains(r.Stdout, "gpu-rke2-0   4      Passed") || !strings.Contains(r.Stdout, "1 node: 1 passed, 0 failed") {
 		t.Fatalf("exit %d\n%s\n%s", r.Code, r.Stdout, r.Stderr)
 	}
 	p, err := env.Cluster.Client.CoreV1().Pods("kubectl-gpu").Get(ctx, verify.PodName("gpu-rke2-0"), metav1.GetOptions{})

@@ -1,0 +1,107 @@
+// Package simnodes makes the local cluster's kwok nodes answer kubectl gpu's node pods the
+// way their machines would (see Simulate). It is apart from localcluster, which the
+// commands' own tests use, because it uses the commands' packages.
+package simnodes
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/kubectl-gpu/kubectl-gpu/common/hostconfig/fakehost"
+	"github.com/kubectl-gpu/kubectl-gpu/common/nodepod"
+	"github.com/kubectl-gpu/kubectl-gpu/common/prep"
+	"github.com/kubectl-gpu/kubectl-gpu/common/verify"
+	"github.com/kubectl-gpu/kubectl-gpu/hack/localcluster"
+)
+
+// DefaultAgentRoots gives each GPU node of DefaultNodes the fake host root
+// (common/hostconfig/testdata/roots, files from real distributions) its prep pods read.
+var DefaultAgentRoots = map[string]string{
+	"gpu-a100-0": "ubuntu2204-kubeadm",
+	"gpu-a100-1": "ubuntu2404-containerd2",
+	"gpu-rke2-0": "rke2",
+	"gpu-k3s-0":  "k3s",
+	"gpu-bare-0": "rhel9",
+}
+
+// VectorAddPassLog and VectorAddNoDeviceLog are what NVIDIA's vectoradd sample prints when
+// it passes and when the node has no usable GPU.
+const (
+	VectorAddPassLog     = "[Vector addition of 50000 elements]\nCopy input data from the host memory to the CUDA device\nCUDA kernel launch with 196 blocks of 256 threads\nCopy output data from the CUDA device to the host memory\nTest PASSED\nDone\n"
+	VectorAddNoDeviceLog = "[Vector addition of 50000 elements]\nFailed to allocate device vector A (error code no CUDA-capable device is detected)!\n"
+)
+
+// Simulate makes the kwok nodes answer `kubectl gpu prep` and `kubectl gpu verify`
+// the way their machines would, until ctx ends. prep: each prep pod's log is the output of
+// the real agent binary agentBin, run when the pod appears, in the pod's mode (check, plan,
+// apply), against a copy of the node's fake host root in dir (roots: node → root name) with as
+// many GPUs on its PCI bus as the node advertises,
+// host commands recorded instead of run; kwok's Job stages finish the pods. verify: pods
+// on the nodes in pass finish with the vectoradd sample's output, those on fail with its
+// no-CUDA-device error.
+func Simulate(ctx context.Context, c *localcluster.Cluster, agentBin, dir string, roots map[string]string, pass, fail []string) error {
+	hostRoots := map[string]string{}
+	for node, name := range roots {
+		// As many GPUs on the fake PCI bus as the node advertises (2 where no device
+		// plugin advertises any, as on a node without a driver).
+		gpus := 2
+		if n, err := c.Client.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{}); err == nil {
+			if q, ok := n.Status.Capacity["nvidia.com/gpu"]; ok && q.Value() > 0 {
+				gpus = int(q.Value())
+			}
+		}
+		r := filepath.Join(dir, node)
+		if err := fakehost.Build(name, r, gpus); err != nil {
+			return err
+		}
+		hostRoots[node] = r
+	}
+	var mu sync.Mutex // apply edits a root: one agent per node at a time
+	// One namespace for both commands, as they share their default; prep raises its Pod
+	// Security level itself.
+	if err := nodepod.EnsureNamespace(ctx, c.Client, nodepod.DefaultNamespace, nodepod.PSAPrivileged); err != nil {
+		return err
+	}
+	err := c.ServePodLogs(ctx, nodepod.DefaultNamespace, nodepod.Selector(prep.Component), "agent", func(p *corev1.Pod) string {
+		root, ok := hostRoots[p.Spec.NodeName]
+		if !ok || len(p.Spec.Containers) == 0 || len(p.Spec.Containers[0].Args) == 0 {
+			return fmt.Sprintf("no simulated host for node %s\n", p.Spec.NodeName)
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		cmd := exec.Command(agentBin, p.Spec.Containers[0].Args[0], "--host-root", root, "--node", p.Spec.NodeName)
+		cmd.Env = append(os.Environ(), "AGENT_RUNNER=record")
+		out, err := cmd.Output()
+		if err != nil && len(out) == 0 {
+			return fmt.Sprintf("agent: %v\n", err)
+		}
+		return string(out)
+	})
+	if err != nil {
+		return err
+	}
+	if err := c.SetPodOutcome(ctx, "verify-pass", verify.Component, pass, 0); err != nil {
+		return err
+	}
+	if err := c.SetPodOutcome(ctx, "verify-fail", verify.Component, fail, 1); err != nil {
+		return err
+	}
+	for _, set := range []struct {
+		nodes []string
+		log   string
+	}{{pass, VectorAddPassLog}, {fail, VectorAddNoDeviceLog}} {
+		for _, n := range set.nodes {
+			if err := c.SetPodLog(ctx, nodepod.DefaultNamespace, verify.PodName(n), verify.ContainerName, set.log); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
