@@ -29,8 +29,8 @@ unit: ## unit and command tests only (no cluster)
 bench: deps tools ## benchmarks against their baselines in the same run
 	KGPU_REQUIRE_E2E=1 go test -run '^$$' -bench . -benchtime 5x -timeout 60m ./test/bench/
 
-soak: deps tools ## verify and prep, whole and interrupted, over and over for SOAK (default 30m)
-	KGPU_REQUIRE_E2E=1 KGPU_SOAK=$(or $(SOAK),30m) go test -count=1 -run '^TestSoak$$' -v -timeout 0 ./test/fault/
+soak: deps tools ## verify and prep, whole and interrupted, over and over for SOAK (default 30m); prep's client killed, the cluster's own clean-up timed
+	KGPU_REQUIRE_E2E=1 KGPU_SOAK=$(or $(SOAK),30m) go test -count=1 -run '^TestSoak' -v -timeout 0 ./test/fault/
 
 demo: build tools ## build, start the local cluster (or use the current one) and run the main commands
 	hack/demo.sh

@@ -8,7 +8,9 @@ import (
 	"testing"
 	"time"
 
+	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/kubectl-gpu/kubectl-gpu/common/nodepod"
 	"github.com/kubectl-gpu/kubectl-gpu/common/prep"
@@ -66,4 +68,69 @@ func TestSoak(t *testing.T) {
 	if lastPeak > firstPeak*1.25 {
 		t.Fatalf("client peak memory grew from %.1f to %.1f MiB", firstPeak, lastPeak)
 	}
+}
+
+// TestSoakPrepKilled (make soak): prep's client killed with SIGKILL while its Jobs run
+// cannot clean up; the cluster must: each Job finishes (its pod completes, or its
+// activeDeadlineSeconds ends it) and the TTL controller deletes it
+// ttlSecondsAfterFinished (300 s) later, with its pod. Measures how long after the kill
+// nothing of that run is left.
+func TestSoakPrepKilled(t *testing.T) {
+	if d, err := time.ParseDuration(os.Getenv("KGPU_SOAK")); err != nil || d <= 0 {
+		t.Skip("set KGPU_SOAK to a duration (make soak) to run the soak tests")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+	defer cancel()
+	const ns = "kgpu-killed"
+	cs := env.Cluster.Client
+	sel := nodepod.LabelManagedBy + "=" + nodepod.ManagedBy
+	cmd := env.Command(ctx, append([]string{"gpu", "prep", "--namespace", ns, "--timeout", "5m"}, names(20)...)...)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		jobs, err := cs.BatchV1().Jobs(ns).List(ctx, metav1.ListOptions{LabelSelector: sel})
+		if err == nil && len(jobs.Items) >= 20 {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatal("prep's Jobs never appeared")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err := cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	killed := time.Now()
+	_ = cmd.Wait()
+	jobs, _ := cs.BatchV1().Jobs(ns).List(ctx, metav1.ListOptions{LabelSelector: sel})
+	t.Logf("killed prep with SIGKILL while %d of its Jobs existed", len(jobs.Items))
+	var finished time.Duration
+	for {
+		jobs, err1 := cs.BatchV1().Jobs(ns).List(ctx, metav1.ListOptions{LabelSelector: sel})
+		pods, err2 := cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: sel})
+		if err1 == nil && err2 == nil {
+			done := 0
+			for _, j := range jobs.Items {
+				for _, c := range j.Status.Conditions {
+					if (c.Type == batchv1.JobComplete || c.Type == batchv1.JobFailed) && c.Status == corev1.ConditionTrue {
+						done++
+					}
+				}
+			}
+			if finished == 0 && done == len(jobs.Items) {
+				finished = time.Since(killed)
+			}
+			if len(jobs.Items) == 0 && len(pods.Items) == 0 {
+				break
+			}
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("%s after the kill: %d Jobs and %d pods of the killed prep are still there", time.Since(killed).Round(time.Second), len(jobs.Items), len(pods.Items))
+		}
+		time.Sleep(time.Second)
+	}
+	gone := time.Since(killed)
+	t.Logf("the cluster removed the killed prep's Jobs and pods %.0f s after the kill (every Job finished within %.1f s; ttlSecondsAfterFinished 300)", gone.Seconds(), finished.Seconds())
+	_ = cs.CoreV1().Namespaces().Delete(context.Background(), ns, metav1.DeleteOptions{})
 }

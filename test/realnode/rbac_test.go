@@ -44,6 +44,8 @@ func TestLeastPrivilege(t *testing.T) {
 		{"nodes", []string{"nodes", "-o", "json"}, 0},
 		{"verify", []string{"verify", nodeName, "--image", "localhost/kubectl-gpu-test/cuda-vectoradd-standin:pass", "--runtime-class", "nvidia", "-o", "json", "--timeout", "1m"}, 0},
 		{"prep", []string{"prep", nodeName, "--image", agentImage, "-o", "json", "--timeout", "1m"}, 1},
+		// No release in that namespace: the status says so and exits 1, after every read.
+		{"operator-status", []string{"operator", "status", "-o", "json"}, 1},
 	}
 	for _, tc := range cases {
 		t.Run(tc.role, func(t *testing.T) {
