@@ -257,6 +257,12 @@ func helmError(doing string, err error) error {
 	case apierrors.IsUnauthorized(err), strings.Contains(msg, "provide credentials"):
 		code = cliexit.Usage
 		msg += ": refresh the kubeconfig (expired token or certificate?)"
+	case strings.Contains(msg, " is forbidden: "):
+		// Helm wraps the API server's refusal in its own words; say it as the other
+		// commands do, from the refusal on.
+		i := strings.Index(msg, " is forbidden: ")
+		detail := msg[strings.LastIndex(msg[:i], " ")+1:]
+		return cliexit.Usagef("cannot %s: forbidden by RBAC (%s): ask a cluster admin for that permission", doing, detail)
 	case strings.Contains(msg, "forbidden"), strings.Contains(msg, "Unauthorized"):
 		code = cliexit.Usage
 		msg += ": ask a cluster admin for the permission named"

@@ -1,11 +1,14 @@
 package operator
 
 import (
+	"errors"
 	"strings"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/kubectl-gpu/kubectl-gpu/common/cliexit"
 )
 
 func TestJudge(t *testing.T) {
@@ -48,5 +51,15 @@ func TestValidatorSteps(t *testing.T) {
 	v := validator(p)
 	if v.Node != "gpu-1" || v.Done || strings.Join(v.Steps, ", ") != "driver-validation: done, toolkit-validation: failed (exit 1), cuda-validation: waiting" {
 		t.Fatalf("%+v", v)
+	}
+}
+
+// TestHelmErrorForbidden: Helm's wrapping of an RBAC refusal becomes the same one line the
+// other commands print, with the refused verb and resource, exit 2.
+func TestHelmErrorForbidden(t *testing.T) {
+	err := helmError("read the history of release gpu-operator", errors.New(`query: failed to query with labels: secrets is forbidden: User "bob" cannot list resource "secrets" in API group "" in the namespace "gpu-operator"`))
+	want := `cannot read the history of release gpu-operator: forbidden by RBAC (secrets is forbidden: User "bob" cannot list resource "secrets" in API group "" in the namespace "gpu-operator"): ask a cluster admin for that permission`
+	if err.Error() != want || cliexit.Code(err, false) != cliexit.Usage {
+		t.Fatalf("%v (code %d)", err, cliexit.Code(err, false))
 	}
 }

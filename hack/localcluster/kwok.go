@@ -220,17 +220,41 @@ func readYAML(path string, into any) error {
 
 // ServePodLogs makes kwok serve, for every pod matching selector in ns that is created from
 // now until ctx ends, logFor(pod) as its container's log: for pods whose names are not known
-// in advance (a Job's).
+// in advance (a Job's). Logs are set up to 16 at a time (a thousand Jobs' pods appear within
+// seconds, and a pod that completes before its log is set shows none), and each pod's Logs
+// object and file are removed when the pod is deleted, so that kwok does not slow down under
+// the objects of earlier runs.
 func (c *Cluster) ServePodLogs(ctx context.Context, ns, selector, container string, logFor func(*corev1.Pod) string) error {
 	w, err := c.Client.CoreV1().Pods(ns).Watch(ctx, metav1.ListOptions{LabelSelector: selector})
 	if err != nil {
 		return err
 	}
+	dyn, err := dynamic.NewForConfig(c.Config)
+	if err != nil {
+		return err
+	}
+	sem := make(chan struct{}, 16)
 	go func() {
 		defer w.Stop()
 		for ev := range w.ResultChan() {
-			if p, ok := ev.Object.(*corev1.Pod); ok && ev.Type == watch.Added {
-				_ = c.SetPodLog(context.WithoutCancel(ctx), p.Namespace, p.Name, container, logFor(p))
+			p, ok := ev.Object.(*corev1.Pod)
+			if !ok {
+				continue
+			}
+			switch ev.Type {
+			case watch.Added:
+				sem <- struct{}{}
+				go func() {
+					defer func() { <-sem }()
+					_ = c.SetPodLog(context.WithoutCancel(ctx), p.Namespace, p.Name, container, logFor(p))
+				}()
+			case watch.Deleted:
+				sem <- struct{}{}
+				go func() {
+					defer func() { <-sem }()
+					_ = dyn.Resource(logsGVR).Namespace(p.Namespace).Delete(context.WithoutCancel(ctx), p.Name, metav1.DeleteOptions{})
+					_ = os.Remove(filepath.Join(c.Dir, "kwok", "logs", p.Namespace, p.Name+"."+container+".log"))
+				}()
 			}
 		}
 	}()

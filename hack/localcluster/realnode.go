@@ -123,11 +123,60 @@ func RealNodeSupported(opts Options) error {
 	}
 	// A network namespace can be made (and is removed at once).
 	name := "kgpu-probe-" + randID()
+	noteNetnsMount()
 	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
 		return fmt.Errorf("%w: ip netns add: %v: %s", ErrRealNodeUnsupported, err, bytes.TrimSpace(out))
 	}
 	_ = exec.Command("ip", "netns", "del", name).Run()
+	restoreNetnsMount()
 	return nil
+}
+
+// netnsMount remembers whether /run/netns was a mount point (and existed) before this
+// process first ran `ip netns add`: iproute2 makes it a shared bind mount of itself on first
+// use and leaves it there, and the machine must be left as it was found.
+var netnsMount struct {
+	once          sync.Once
+	wasMount, dir bool
+}
+
+func noteNetnsMount() {
+	netnsMount.once.Do(func() {
+		netnsMount.wasMount = isMountPoint("/run/netns")
+		_, err := os.Stat("/run/netns")
+		netnsMount.dir = err == nil
+	})
+}
+
+// restoreNetnsMount undoes iproute2's /run/netns mount (and directory) when this process
+// caused them and no network namespace is left in it.
+func restoreNetnsMount() {
+	if netnsMount.wasMount || !isMountPoint("/run/netns") {
+		return
+	}
+	if ents, err := os.ReadDir("/run/netns"); err != nil || len(ents) > 0 {
+		return
+	}
+	if err := syscall.Unmount("/run/netns", syscall.MNT_DETACH); err != nil {
+		return
+	}
+	if !netnsMount.dir {
+		_ = os.Remove("/run/netns")
+	}
+}
+
+// isMountPoint tells whether path is a mount point of this mount namespace.
+func isMountPoint(path string) bool {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return false
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(l); len(f) > 4 && f[4] == path {
+			return true
+		}
+	}
+	return false
 }
 
 func cniBinDir() string {
@@ -218,6 +267,7 @@ func (c *Cluster) AddRealNode(ctx context.Context, o RealNodeOptions) (_ *RealNo
 
 	// Network: namespace, veth pair, addresses. Cleaned up by Stop from here on.
 	hostIF, nodeIF := "kg"+id+"h", "kg"+id+"n"
+	noteNetnsMount()
 	c.addCleanup(func() { rn.removeNetwork(hostIF) })
 	for _, args := range [][]string{
 		{"netns", "add", rn.Netns},
@@ -374,6 +424,7 @@ func (rn *RealNode) removeNetwork(hostIF string) {
 	if _, err := os.Stat("/sys/class/net/" + hostIF); err == nil {
 		_ = exec.Command("ip", "link", "del", hostIF).Run()
 	}
+	restoreNetnsMount()
 }
 
 // removeCgroups removes the cgroup root's directories, deepest first, in every hierarchy.
