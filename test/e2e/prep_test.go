@@ -18,6 +18,7 @@ import (
 	"github.com/kubectl-gpu/kubectl-gpu/common/hostconfig/fakehost"
 	"github.com/kubectl-gpu/kubectl-gpu/common/nodepod"
 	"github.com/kubectl-gpu/kubectl-gpu/common/prep"
+	"github.com/kubectl-gpu/kubectl-gpu/hack/simnodes"
 	"github.com/kubectl-gpu/kubectl-gpu/test/harness"
 )
 
@@ -30,13 +31,7 @@ import (
 // pod's log. In apply mode the agent writes to a copy of the fake root and records the
 // host commands instead of running them (AGENT_RUNNER=record).
 
-var nodeRoots = map[string]string{
-	"gpu-a100-0": "ubuntu2204-kubeadm",
-	"gpu-a100-1": "ubuntu2404-containerd2",
-	"gpu-rke2-0": "rke2",
-	"gpu-k3s-0":  "k3s",
-	"gpu-bare-0": "rhel9",
-}
+var nodeRoots = simnodes.DefaultAgentRoots
 
 type agentOutputs struct {
 	mu  sync.Mutex

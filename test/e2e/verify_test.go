@@ -19,6 +19,7 @@ import (
 
 	"github.com/kubectl-gpu/kubectl-gpu/common/nodepod"
 	"github.com/kubectl-gpu/kubectl-gpu/common/verify"
+	"github.com/kubectl-gpu/kubectl-gpu/hack/simnodes"
 )
 
 // What kwok simulates here: the pods are scheduled by the real scheduler and really created,
@@ -27,8 +28,8 @@ import (
 // the output the CUDA vectoradd sample prints on success or on a CUDA error. No container
 // and no GPU is involved.
 
-const cudaFailLog = "[Vector addition of 50000 elements]\nFailed to allocate device vector A (error code no CUDA-capable device is detected)!\n"
-const passLog = "[Vector addition of 50000 elements]\nCopy input data from the host memory to the CUDA device\nCUDA kernel launch with 196 blocks of 256 threads\nCopy output data from the CUDA device to the host memory\nTest PASSED\nDone\n"
+const cudaFailLog = simnodes.VectorAddNoDeviceLog
+const passLog = simnodes.VectorAddPassLog
 
 // outcomes sets which nodes pass and which fail with a CUDA error.
 func outcomes(t *testing.T, pass, fail []string) {

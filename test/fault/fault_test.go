@@ -25,6 +25,7 @@ import (
 	"github.com/kubectl-gpu/kubectl-gpu/common/prep"
 	"github.com/kubectl-gpu/kubectl-gpu/common/verify"
 	"github.com/kubectl-gpu/kubectl-gpu/hack/localcluster"
+	"github.com/kubectl-gpu/kubectl-gpu/hack/simnodes"
 	"github.com/kubectl-gpu/kubectl-gpu/test/harness"
 )
 
@@ -44,7 +45,7 @@ func names(n int) []string {
 	return l
 }
 
-const passLog = "[Vector addition of 50000 elements]\nCopy input data from the host memory to the CUDA device\nCUDA kernel launch with 196 blocks of 256 threads\nCopy output data from the CUDA device to the host memory\nTest PASSED\nDone\n"
+const passLog = simnodes.VectorAddPassLog
 
 // verifyPasses makes every verify pod on ns pass after the given time.
 func verifyPasses(t *testing.T, ctx context.Context, after time.Duration) {
