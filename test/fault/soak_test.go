@@ -84,25 +84,33 @@ func TestSoakPrepKilled(t *testing.T) {
 	const ns = "kgpu-killed"
 	cs := env.Cluster.Client
 	sel := nodepod.LabelManagedBy + "=" + nodepod.ManagedBy
-	cmd := env.Command(ctx, append([]string{"gpu", "prep", "--namespace", ns, "--timeout", "5m"}, names(20)...)...)
+	cmd := env.Command(ctx, append([]string{"gpu", "prep", "--namespace", ns, "--parallel", "20", "--timeout", "5m"}, names(20)...)...)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(exited) }()
 	for {
 		jobs, err := cs.BatchV1().Jobs(ns).List(ctx, metav1.ListOptions{LabelSelector: sel})
-		if err == nil && len(jobs.Items) >= 20 {
+		if err == nil && len(jobs.Items) > 0 {
 			break
 		}
-		if ctx.Err() != nil {
+		select {
+		case <-exited:
+			t.Fatalf("prep ended before any Job appeared: %s", stderr.String())
+		case <-ctx.Done():
 			t.Fatal("prep's Jobs never appeared")
+		case <-time.After(20 * time.Millisecond):
 		}
-		time.Sleep(20 * time.Millisecond)
 	}
+	time.Sleep(300 * time.Millisecond) // let it create the rest
 	if err := cmd.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}
 	killed := time.Now()
-	_ = cmd.Wait()
+	<-exited
 	jobs, _ := cs.BatchV1().Jobs(ns).List(ctx, metav1.ListOptions{LabelSelector: sel})
 	t.Logf("killed prep with SIGKILL while %d of its Jobs existed", len(jobs.Items))
 	var finished time.Duration
