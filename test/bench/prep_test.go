@@ -83,11 +83,12 @@ func prepFloor(b *testing.B, nodes []string) {
 	ns := nodepod.DefaultNamespace
 	run := fmt.Sprintf("f%d", time.Now().UnixNano()%100000)
 	cfg := &prep.Config{Namespace: ns, Image: "agent:bench", Timeout: 5 * time.Minute}
-	w, err := cs.CoreV1().Pods(ns).Watch(ctx, metav1.ListOptions{LabelSelector: nodepod.LabelRun + "=" + run})
+	sel := nodepod.LabelRun + "=" + run
+	w, err := cs.CoreV1().Pods(ns).Watch(ctx, metav1.ListOptions{LabelSelector: sel})
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer w.Stop()
+	defer func() { w.Stop() }()
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, 100)
 	for _, n := range nodes {
@@ -107,7 +108,21 @@ func prepFloor(b *testing.B, nodes []string) {
 		select {
 		case ev, ok := <-w.ResultChan():
 			if !ok {
-				b.Fatal("floor watch closed")
+				// The API server ends watches now and then: list what finished meanwhile
+				// and watch again from there, as the plugin does.
+				l, err := cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: sel})
+				if err != nil {
+					b.Fatal(err)
+				}
+				for _, p := range l.Items {
+					if p.Status.Phase == corev1.PodSucceeded {
+						done[p.Spec.NodeName] = true
+					}
+				}
+				if w, err = cs.CoreV1().Pods(ns).Watch(ctx, metav1.ListOptions{LabelSelector: sel, ResourceVersion: l.ResourceVersion}); err != nil {
+					b.Fatal(err)
+				}
+				continue
 			}
 			if p, ok := ev.Object.(*corev1.Pod); ok && p.Status.Phase == corev1.PodSucceeded {
 				done[p.Spec.NodeName] = true
