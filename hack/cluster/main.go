@@ -121,11 +121,8 @@ func main() {
 // verify with it (simnodes.Simulate): verify passes on every node that advertises GPUs.
 func simulateAgents(ctx context.Context, c *localcluster.Cluster, names []string) error {
 	agent := filepath.Join(c.Dir, "gpu-node-agent")
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", agent, "./nodeimages/agent")
-	cmd.Dir = localcluster.RepoRoot()
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=1", "CGO_CFLAGS=-Wno-deprecated-declarations")
-	if b, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("build the node agent: %v\n%s", err, b)
+	if err := simnodes.BuildAgent(ctx, agent); err != nil {
+		return err
 	}
 	roots := map[string]string{}
 	var pass []string

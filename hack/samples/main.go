@@ -112,7 +112,7 @@ func run(ctx context.Context, root string) error {
 		return err
 	}
 	agent := filepath.Join(tmp, "gpu-node-agent")
-	if err := gobuild(root, agent, "./nodeimages/agent", "CGO_ENABLED=1", "CGO_CFLAGS=-Wno-deprecated-declarations"); err != nil {
+	if err := simnodes.BuildAgent(ctx, agent); err != nil {
 		return err
 	}
 	for _, p := range pages {
