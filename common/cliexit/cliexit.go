@@ -55,25 +55,29 @@ func Failuresf(format string, args ...any) error {
 var ErrInterrupted = &Error{Code: Interrupted, Err: errors.New("interrupted")}
 
 // Silent marks an error whose message was already printed (for example a report that
-// listed every failure): main exits with its code and prints nothing more.
+// listed every failure): main exits with its code and prints nothing more. A report that
+// was printed keeps its code after a Ctrl-C: the run was complete.
 type Silent struct{ Code int }
 
 func (s Silent) Error() string { return fmt.Sprintf("exit code %d", s.Code) }
 
 // Code returns the exit code for err. interrupted tells whether the command's context was
-// cancelled by a signal: any error then means 130, whatever it surfaced as.
+// cancelled by a signal: any error then means 130, whatever it surfaced as, except a Silent
+// one (the report was printed whole, so its own code stands: the Ctrl-C contract is
+// "before the report is complete: 130 and nothing on stdout; after: the report and its
+// code").
 func Code(err error, interrupted bool) int {
 	if err == nil {
 		return OK
+	}
+	var s Silent
+	if errors.As(err, &s) {
+		return s.Code
 	}
 	if interrupted {
 		// Whatever the error surfaced as (a request cut short can look like an unreachable
 		// cluster), the run ended because the user stopped it.
 		return Interrupted
-	}
-	var s Silent
-	if errors.As(err, &s) {
-		return s.Code
 	}
 	var e *Error
 	if errors.As(err, &e) {

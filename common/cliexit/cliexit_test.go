@@ -23,7 +23,7 @@ func TestCode(t *testing.T) {
 		{"cancelled by a signal", fmt.Errorf("list: %w", context.Canceled), true, Interrupted},
 		{"any error after a signal", errors.New("x"), true, Interrupted},
 		{"a usage error after a signal (a request cut short looks unreachable)", Usagef("cannot list pods: the cluster is unreachable (context canceled)"), true, Interrupted},
-		{"a report's failures after a signal", Silent{Code: Failures}, true, Interrupted},
+		{"a report printed whole keeps its code after a signal", Silent{Code: Failures}, true, Failures},
 		{"cancel without signal", context.Canceled, false, Failures},
 	}
 	for _, tt := range tests {

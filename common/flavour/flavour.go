@@ -7,21 +7,25 @@ import (
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
+
+	rep "github.com/kubectl-gpu/kubectl-gpu/common/nodereport"
 )
 
-// Flavour is a Kubernetes distribution.
-type Flavour string
+// Flavour is a Kubernetes distribution (the report schema's type: the agent's findings
+// and these guesses are one vocabulary).
+type Flavour = rep.Flavour
 
-// The flavours kubectl-gpu knows.
+// The flavours kubectl-gpu knows: the agent's, and the managed ones it can only tell from
+// the node object.
 const (
-	Kubeadm   Flavour = "kubeadm"
-	RKE2      Flavour = "rke2"
-	K3s       Flavour = "k3s"
+	Kubeadm           = rep.FlavourKubeadm
+	RKE2              = rep.FlavourRKE2
+	K3s               = rep.FlavourK3s
+	Unknown           = rep.FlavourUnknown
 	EKS       Flavour = "eks"
 	GKE       Flavour = "gke"
 	AKS       Flavour = "aks"
 	OpenShift Flavour = "openshift"
-	Unknown   Flavour = "unknown"
 )
 
 // AnnotationPrefix is the prefix of the node annotations `kubectl gpu prep` writes.

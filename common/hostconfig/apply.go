@@ -16,6 +16,9 @@ import (
 // namespaces with nsenter; tests use a Recorder.
 type Runner interface {
 	Run(ctx context.Context, argv ...string) (string, error)
+	// Note is what the report says of every command this runner ran ("" when it really
+	// ran them).
+	Note() string
 }
 
 // Recorder is a Runner that records the commands and runs nothing.
@@ -26,6 +29,9 @@ func (r *Recorder) Run(_ context.Context, argv ...string) (string, error) {
 	r.Commands = append(r.Commands, argv)
 	return "", nil
 }
+
+// Note says that the commands were recorded.
+func (r *Recorder) Note() string { return "recorded, not run (AGENT_RUNNER=record)" }
 
 // ApplyOptions choose what apply may do beyond files and the live kernel settings.
 type ApplyOptions struct {
@@ -131,7 +137,7 @@ func planContainerd(h *Host, r *rep.Report, o ApplyOptions) ([]fileEdit, []rep.C
 	case FlavourRKE2, FlavourK3s:
 		// Never the rendered file: RKE2/K3s detect nvidia-container-runtime at start and add
 		// the nvidia runtime themselves, so a restart is the fix.
-		service = map[string]string{FlavourRKE2: "rke2-server", FlavourK3s: "k3s"}[r.Flavour]
+		service = map[rep.Flavour]string{FlavourRKE2: "rke2-server", FlavourK3s: "k3s"}[r.Flavour]
 		if h.Exists("/etc/systemd/system/rke2-agent.service") || h.Exists("/usr/local/lib/systemd/system/rke2-agent.service") {
 			service = "rke2-agent"
 		}
@@ -303,9 +309,7 @@ func Apply(ctx context.Context, h *Host, r *rep.Report, run Runner, o ApplyOptio
 				c.Error = err.Error()
 			} else {
 				c.Done = true
-				if _, rec := run.(*Recorder); rec {
-					c.Note = "recorded, not run (AGENT_RUNNER=record)"
-				}
+				c.Note = run.Note()
 			}
 		}
 		out = append(out, c)

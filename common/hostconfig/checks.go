@@ -41,7 +41,7 @@ func Check(ctx context.Context, h *Host, r *rep.Report, nvml GPUInfo) {
 		st = rep.Warn
 	}
 	r.Add(rep.CheckOS, st, fmt.Sprintf("%s, kernel %s", dash(r.OS), dash(r.Kernel)), "")
-	flavourMsg := map[string]string{FlavourKubeadm: "kubeadm (/etc/kubernetes)", FlavourRKE2: "RKE2 (embedded containerd)", FlavourK3s: "K3s (embedded containerd)", FlavourOther: "unknown distribution: containerd checks assume /etc/containerd"}[r.Flavour]
+	flavourMsg := map[rep.Flavour]string{FlavourKubeadm: "kubeadm (/etc/kubernetes)", FlavourRKE2: "RKE2 (embedded containerd)", FlavourK3s: "K3s (embedded containerd)", FlavourOther: "unknown distribution: containerd checks assume /etc/containerd"}[r.Flavour]
 	r.Add(rep.CheckFlavour, rep.OK, flavourMsg, "")
 
 	mods := h.LoadedModules()
@@ -211,7 +211,7 @@ func checkContainerd(h *Host, r *rep.Report) {
 	content, ok := h.Read(paths.Config)
 	if !ok {
 		if r.Flavour == FlavourRKE2 || r.Flavour == FlavourK3s {
-			r.Add(rep.CheckContainerd, rep.Fail, "rendered containerd config "+paths.Config+" not found", "start "+r.Flavour+" once so it renders its containerd config")
+			r.Add(rep.CheckContainerd, rep.Fail, "rendered containerd config "+paths.Config+" not found", "start "+string(r.Flavour)+" once so it renders its containerd config")
 		} else {
 			r.Add(rep.CheckContainerd, rep.Fail, "no containerd config at "+paths.Config+": containerd runs on defaults (SystemdCgroup off)", "kubectl gpu prep --apply writes one")
 		}
@@ -234,7 +234,7 @@ func checkContainerd(h *Host, r *rep.Report) {
 		if h.Exists(paths.Template) {
 			msg += ", template " + paths.Template
 		} else {
-			msg += ", no template (rendered by " + r.Flavour + ")"
+			msg += ", no template (rendered by " + string(r.Flavour) + ")"
 		}
 	}
 	r.Add(rep.CheckContainerd, rep.OK, msg, "")
@@ -267,7 +267,7 @@ func checkContainerd(h *Host, r *rep.Report) {
 	case has:
 		r.Add(rep.CheckNvidiaRuntime, rep.OK, "runtime nvidia configured ("+dash(bin)+")", "")
 	case h.Exists(NvidiaRuntimeBinary) && (r.Flavour == FlavourRKE2 || r.Flavour == FlavourK3s):
-		r.Add(rep.CheckNvidiaRuntime, rep.Fail, "toolkit installed but the rendered config has no nvidia runtime", "restart "+r.Flavour+" so it detects the toolkit (kubectl gpu prep --apply --restart-runtime)")
+		r.Add(rep.CheckNvidiaRuntime, rep.Fail, "toolkit installed but the rendered config has no nvidia runtime", "restart "+string(r.Flavour)+" so it detects the toolkit (kubectl gpu prep --apply --restart-runtime)")
 	case h.Exists(NvidiaRuntimeBinary):
 		r.Add(rep.CheckNvidiaRuntime, rep.Fail, "toolkit installed but containerd has no nvidia runtime", "kubectl gpu prep --apply adds it (then restart containerd)")
 	default:

@@ -1,15 +1,17 @@
 package hostconfig
 
-// Flavours as the agent detects them from the host.
+import rep "github.com/kubectl-gpu/kubectl-gpu/common/nodereport"
+
+// Flavours as the agent detects them from the host (the report schema's).
 const (
-	FlavourKubeadm = "kubeadm"
-	FlavourRKE2    = "rke2"
-	FlavourK3s     = "k3s"
-	FlavourOther   = "unknown"
+	FlavourKubeadm = rep.FlavourKubeadm
+	FlavourRKE2    = rep.FlavourRKE2
+	FlavourK3s     = rep.FlavourK3s
+	FlavourOther   = rep.FlavourUnknown
 )
 
 // Flavour tells the Kubernetes distribution from the host's files.
-func (h *Host) Flavour() string {
+func (h *Host) Flavour() rep.Flavour {
 	switch {
 	case h.Exists("/etc/rancher/rke2") || h.Exists("/var/lib/rancher/rke2/agent"):
 		return FlavourRKE2
@@ -34,7 +36,7 @@ type ContainerdPaths struct {
 
 // Containerd returns the paths for the flavour. configVersion picks the RKE2/K3s template
 // name: config-v3.toml.tmpl for containerd 2 (config version 3), config.toml.tmpl before.
-func ContainerdFor(flavour string, configVersion int) ContainerdPaths {
+func ContainerdFor(flavour rep.Flavour, configVersion int) ContainerdPaths {
 	tmpl := "config.toml.tmpl"
 	if configVersion >= 3 {
 		tmpl = "config-v3.toml.tmpl"

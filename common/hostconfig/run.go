@@ -7,16 +7,16 @@ import (
 	rep "github.com/kubectl-gpu/kubectl-gpu/common/nodereport"
 )
 
-// Modes of the node agent.
+// Modes of the node agent (the report schema's).
 const (
-	ModeCheck = "check" // read-only
-	ModePlan  = "plan"  // read-only: the changes apply would make
-	ModeApply = "apply" // change the host, then check again
+	ModeCheck = rep.ModeCheck
+	ModePlan  = rep.ModePlan
+	ModeApply = rep.ModeApply
 )
 
 // Options of one agent run.
 type Options struct {
-	Mode         string
+	Mode         rep.Mode
 	AgentVersion string
 	Node         string
 	// Arch is the node's architecture (the agent's own).

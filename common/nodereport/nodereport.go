@@ -6,7 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 
-	"github.com/kubectl-gpu/kubectl-gpu/common/report"
+	"github.com/kubectl-gpu/kubectl-gpu/common/docmeta"
 )
 
 // Kind and SchemaVersion of the report. The plugin refuses a report whose schema version it
@@ -14,6 +14,27 @@ import (
 const (
 	Kind          = "NodeReport"
 	SchemaVersion = 1
+)
+
+// Mode is what the agent is asked to do.
+type Mode string
+
+// Modes of the node agent.
+const (
+	ModeCheck Mode = "check" // read-only
+	ModePlan  Mode = "plan"  // read-only: the changes apply would make
+	ModeApply Mode = "apply" // change the host, then check again
+)
+
+// Flavour is the Kubernetes distribution the agent found on the host.
+type Flavour string
+
+// The flavours the agent tells apart from the host's files.
+const (
+	FlavourKubeadm Flavour = "kubeadm"
+	FlavourRKE2    Flavour = "rke2"
+	FlavourK3s     Flavour = "k3s"
+	FlavourUnknown Flavour = "unknown"
 )
 
 // Status of a check.
@@ -82,18 +103,18 @@ type Change struct {
 
 // Report is what the agent prints.
 type Report struct {
-	report.TypeMeta `json:",inline"`
-	SchemaVersion   int    `json:"schemaVersion"`
-	AgentVersion    string `json:"agentVersion"`
-	Node            string `json:"node,omitempty"`
-	Mode            string `json:"mode"`
-	OS              string `json:"os"`
-	Kernel          string `json:"kernel"`
-	Arch            string `json:"arch"`
-	Flavour         string `json:"flavour"`
-	DriverVersion   string `json:"driverVersion,omitempty"`
-	CUDAVersion     string `json:"cudaVersion,omitempty"`
-	ToolkitVersion  string `json:"toolkitVersion,omitempty"`
+	docmeta.TypeMeta `json:",inline"`
+	SchemaVersion    int     `json:"schemaVersion"`
+	AgentVersion     string  `json:"agentVersion"`
+	Node             string  `json:"node,omitempty"`
+	Mode             Mode    `json:"mode"`
+	OS               string  `json:"os"`
+	Kernel           string  `json:"kernel"`
+	Arch             string  `json:"arch"`
+	Flavour          Flavour `json:"flavour"`
+	DriverVersion    string  `json:"driverVersion,omitempty"`
+	CUDAVersion      string  `json:"cudaVersion,omitempty"`
+	ToolkitVersion   string  `json:"toolkitVersion,omitempty"`
 	// ContainerdConfigVersion is 2 or 3 (0: not found).
 	ContainerdConfigVersion int      `json:"containerdConfigVersion,omitempty"`
 	NvidiaRuntime           bool     `json:"nvidiaRuntime"`
@@ -103,8 +124,8 @@ type Report struct {
 }
 
 // New returns an empty report of the current schema.
-func New(agentVersion, mode string) *Report {
-	return &Report{TypeMeta: report.Meta(Kind), SchemaVersion: SchemaVersion, AgentVersion: agentVersion, Mode: mode, GPUs: []GPU{}, Checks: []Check{}}
+func New(agentVersion string, mode Mode) *Report {
+	return &Report{TypeMeta: docmeta.Meta(Kind), SchemaVersion: SchemaVersion, AgentVersion: agentVersion, Mode: mode, GPUs: []GPU{}, Checks: []Check{}}
 }
 
 // Add records a check.
@@ -138,8 +159,8 @@ func Parse(b []byte) (*Report, error) {
 	if err := json.Unmarshal(b, &r); err != nil {
 		return nil, fmt.Errorf("the node agent's output is not a JSON report: %v", err)
 	}
-	if r.Kind != Kind || r.APIVersion != report.APIVersion {
-		return nil, fmt.Errorf("the node agent printed %s %s, not a %s %s", r.APIVersion, r.Kind, report.APIVersion, Kind)
+	if r.Kind != Kind || r.APIVersion != docmeta.APIVersion {
+		return nil, fmt.Errorf("the node agent printed %s %s, not a %s %s", r.APIVersion, r.Kind, docmeta.APIVersion, Kind)
 	}
 	if r.SchemaVersion != SchemaVersion {
 		return nil, fmt.Errorf("the node agent %s speaks report schema %d, this plugin schema %d: use the agent image that matches the plugin (kubectl gpu version), or --image", r.AgentVersion, r.SchemaVersion, SchemaVersion)

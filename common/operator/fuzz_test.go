@@ -10,7 +10,7 @@ import (
 	"helm.sh/helm/v3/pkg/getter"
 	corev1 "k8s.io/api/core/v1"
 
-	"github.com/kubectl-gpu/kubectl-gpu/hack/localcluster"
+	"github.com/kubectl-gpu/kubectl-gpu/hack/nodefixtures"
 )
 
 // FuzzDerive: nodes with any labels and prep annotations: Derive never panics, is a pure
@@ -24,7 +24,7 @@ func FuzzDerive(f *testing.F) {
 	f.Add("cpu", "x", "y", "z", "w", 0)
 	f.Add("bare-gpu", "\x00", "..", "TRUE", "pre-installed", 7)
 	f.Fuzz(func(t *testing.T, profile, driver, toolkit, runtime, deploy string, n int) {
-		if _, ok := localcluster.Profiles[profile]; !ok {
+		if _, ok := nodefixtures.Profiles[profile]; !ok {
 			profile = "a100"
 		}
 		if n < 0 {

@@ -11,11 +11,11 @@ import (
 
 	"github.com/kubectl-gpu/kubectl-gpu/common/golden"
 	"github.com/kubectl-gpu/kubectl-gpu/common/report"
-	"github.com/kubectl-gpu/kubectl-gpu/hack/localcluster"
+	"github.com/kubectl-gpu/kubectl-gpu/hack/nodefixtures"
 )
 
 func node(name, profile string, ann map[string]string) corev1.Node {
-	n := localcluster.NodeObject(name, localcluster.Profiles[profile])
+	n := nodefixtures.NodeObject(name, nodefixtures.Profiles[profile])
 	for k, v := range ann {
 		n.Annotations[k] = v
 	}

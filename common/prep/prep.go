@@ -9,15 +9,12 @@ import (
 	"io"
 	"sort"
 	"strings"
-	"sync"
 	"time"
 
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/util/rand"
-	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/ptr"
 
@@ -42,6 +39,14 @@ type Config struct {
 	Parallel       int
 	Timeout        time.Duration
 	RestartRuntime bool
+	// Apply plans, confirms, applies and checks again (Run); UntaintControlPlane also
+	// removes the control-plane NoSchedule taint of the chosen nodes.
+	Apply               bool
+	UntaintControlPlane bool
+	// PlanOut receives the plan of --apply (nil: not shown); Confirm is asked before
+	// anything changes (nil: no question) and stops the run with its error.
+	PlanOut io.Writer
+	Confirm func(question string) error
 	// Progress receives live progress (a terminal); nil for none.
 	Progress io.Writer
 	// OnReport, when set, is called (from one goroutine) with each node's report as soon as
@@ -55,6 +60,16 @@ type NodeResult struct {
 	Report *rep.Report `json:"report,omitempty"`
 	Error  string      `json:"error,omitempty"`
 	Hint   string      `json:"hint,omitempty"`
+}
+
+// DefaultParallel is how many nodes run the agent at once unless --parallel says otherwise:
+// check and plan pods are read-only and small (10m CPU, 32 MiB), so up to 100 nodes run at
+// once; apply changes nodes (and may restart their runtime), so 10 at a time.
+func DefaultParallel(mode rep.Mode) int {
+	if mode == rep.ModeApply {
+		return 10
+	}
+	return 100
 }
 
 // ChooseNodes picks the nodes: named ones (all must exist), else by selector, else --all,
@@ -88,21 +103,15 @@ func ChooseNodes(ctx context.Context, cs kubernetes.Interface, cfg *Config) ([]s
 // Job builds the agent Job for a node. Check and plan mount the host read-only and are
 // not privileged; apply is privileged (nsenter into the host's namespaces) with the host
 // root writable.
-func Job(cfg *Config, node, mode, runID string) *batchv1.Job {
-	write := mode == "apply"
+func Job(cfg *Config, node string, mode rep.Mode, labels map[string]string) *batchv1.Job {
+	write := mode == rep.ModeApply
 	deadline := int64(cfg.Timeout.Seconds())
 	if deadline < 30 {
 		deadline = 30
 	}
-	labels := map[string]string{
-		nodepod.LabelManagedBy: nodepod.ManagedBy,
-		nodepod.LabelComponent: Component,
-		nodepod.LabelRun:       runID,
-		nodepod.LabelNode:      nodepod.LabelValue(node),
-	}
 	// The host's / is mounted at /host, the agent's default host root (the image may move
 	// it with AGENT_HOST_ROOT: the real-node tests point it at a fake host inside /host).
-	args := []string{mode}
+	args := []string{string(mode)}
 	if write && cfg.RestartRuntime {
 		args = append(args, "--restart-runtime")
 	}
@@ -116,7 +125,7 @@ func Job(cfg *Config, node, mode, runID string) *batchv1.Job {
 		sc.Capabilities = &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}, Add: []corev1.Capability{"DAC_READ_SEARCH"}}
 	}
 	return &batchv1.Job{
-		ObjectMeta: metav1.ObjectMeta{Name: JobName(node, runID), Namespace: cfg.Namespace, Labels: labels},
+		ObjectMeta: metav1.ObjectMeta{Labels: labels},
 		Spec: batchv1.JobSpec{
 			BackoffLimit:            ptr.To[int32](0),
 			TTLSecondsAfterFinished: ptr.To[int32](300),
@@ -155,239 +164,93 @@ func Job(cfg *Config, node, mode, runID string) *batchv1.Job {
 // JobName is the Job's name for a node in a run.
 func JobName(node, runID string) string { return nodepod.Fit("gpu-prep-"+node, 57) + "-" + runID }
 
-// RunAgents runs the agent in mode on every node, at most cfg.Parallel Jobs at once, and
-// returns one result per node. The Jobs are deleted before it returns, whatever happens.
-func RunAgents(ctx context.Context, cs kubernetes.Interface, cfg *Config, nodes []string, mode string) ([]NodeResult, error) {
-	if cfg.Parallel <= 0 {
-		cfg.Parallel = 10
+// RunAgents runs the agent in mode on every node, at most cfg.Parallel nodes at once, and
+// returns one result per node. The Jobs are deleted as each node reports and, whatever
+// happens, before it returns (see nodepod's Ctrl-C contract).
+func RunAgents(ctx context.Context, cs kubernetes.Interface, cfg *Config, nodes []string, mode rep.Mode) ([]NodeResult, error) {
+	parallel := cfg.Parallel
+	if parallel <= 0 {
+		parallel = DefaultParallel(mode)
 	}
-	runID := rand.String(5)
 	ns := cfg.Namespace
-	runCtx, cancel := context.WithTimeout(ctx, cfg.Timeout)
-	defer cancel()
-
-	// Jobs still to delete; each is deleted as soon as its node reported, the rest at the end
-	// whatever happens (Ctrl-C, timeout).
-	var createdMu sync.Mutex
-	created := map[string]bool{}
-	var bg sync.WaitGroup
-	creatorDone := make(chan struct{})
-	creating := false // the creator goroutine runs (an early return happens before it starts)
-	defer func() {
-		cancel()
-		if creating {
-			<-creatorDone
-		}
-		bg.Wait()
-		// By label, not by what was recorded: a creation cancelled by Ctrl-C may still have
-		// happened on the server.
-		nodepod.DeleteRun(context.WithoutCancel(ctx), func(ctx context.Context) ([]string, error) {
-			return jobNames(ctx, cs, ns, nodepod.LabelRun+"="+runID)
-		}, func(ctx context.Context, n string) error {
-			return cs.BatchV1().Jobs(ns).Delete(ctx, n, metav1.DeleteOptions{PropagationPolicy: ptr.To(metav1.DeletePropagationBackground)})
-		})
-	}()
-	release := func(node string) {
-		name := JobName(node, runID)
-		createdMu.Lock()
-		ok := created[name]
-		delete(created, name)
-		createdMu.Unlock()
-		if ok {
-			bg.Add(1)
-			go func() {
-				defer bg.Done()
-				deleteJobs(context.WithoutCancel(ctx), cs, ns, []string{name})
-			}()
-		}
-	}
-
-	sel := nodepod.LabelRun + "=" + runID
-	w, err := cs.CoreV1().Pods(ns).Watch(runCtx, metav1.ListOptions{LabelSelector: sel})
-	if err != nil {
-		return nil, cluster.APIError("watch pods in namespace "+ns, err)
-	}
-	defer func() { w.Stop() }()
-	// The Job controller's FailedCreate events: a Pod Security or quota refusal stops the
-	// agent's pod before it exists, and only the Job's events say so.
-	openEvents := func(ctx context.Context) (watch.Interface, error) {
-		return nodepod.WatchEventsFromNow(ctx, cs, ns, "involvedObject.kind=Job,reason=FailedCreate")
-	}
-	ew, err := openEvents(runCtx)
-	if err != nil {
-		return nil, cluster.APIError("watch events in namespace "+ns, err)
-	}
-	defer func() { ew.Stop() }()
-	jobNode := map[string]string{}
-	for _, n := range nodes {
-		jobNode[JobName(n, runID)] = n
-	}
-
-	results := map[string]*NodeResult{}
-	for _, n := range nodes {
-		results[n] = &NodeResult{Node: n}
-	}
-	type done struct {
-		node   string
-		result NodeResult
-		// fatal ends the run: an RBAC refusal that every node would meet alike.
-		fatal error
-	}
-	var fatal error
-	finished := make(chan done, len(nodes))
-	sem := make(chan struct{}, cfg.Parallel)
-	// Jobs start as slots free up: a slot is held until the node's pod finished.
-	creating = true
-	go func() {
-		defer close(creatorDone)
-		for _, n := range nodes {
-			select {
-			case sem <- struct{}{}:
-			case <-runCtx.Done():
-				return
-			}
-			err := nodepod.Retry(runCtx, func(ctx context.Context) error {
-				_, err := cs.BatchV1().Jobs(ns).Create(ctx, Job(cfg, n, mode, runID), metav1.CreateOptions{})
-				return err
-			})
-			if apierrors.IsAlreadyExists(err) {
-				err = nil // an earlier try succeeded but its answer was lost
-			}
-			if err != nil {
-				if runCtx.Err() != nil {
-					return
-				}
-				if cluster.IsRBACDenied(err) || apierrors.IsUnauthorized(err) {
-					finished <- done{node: n, fatal: cluster.APIError("create the agent Job in namespace "+ns, err)}
-					return
-				}
-				finished <- done{n, NodeResult{Node: n, Error: "cannot create the agent Job: " + oneLine(err.Error()), Hint: createHint(ns, err)}, nil}
-				continue
-			}
-			createdMu.Lock()
-			created[JobName(n, runID)] = true
-			createdMu.Unlock()
-		}
-	}()
-
-	reading := map[string]bool{}
-	remaining := len(nodes)
 	prog := report.NewProgress(cfg.Progress)
 	defer prog.End()
-	reported := 0
-	for remaining > 0 {
-		select {
-		case d := <-finished:
-			if d.fatal != nil {
-				fatal = d.fatal
-				goto out
+	work := nodepod.Work[NodeResult]{
+		Component: Component,
+		Job:       func(node string, labels map[string]string) *batchv1.Job { return Job(cfg, node, mode, labels) },
+		Name:      JobName,
+		// The Job controller's FailedCreate events: a Pod Security or quota refusal stops
+		// the agent's pod before it exists, and only the Job's events say so.
+		EventSelector: "involvedObject.kind=Job,reason=FailedCreate",
+		LogOptions:    &corev1.PodLogOptions{Container: "agent", LimitBytes: ptr.To[int64](4 << 20)},
+		Classify: func(o nodepod.Observation) (NodeResult, nodepod.Step) {
+			return classify(o, cfg.Image, ns)
+		},
+		CreateFailed: func(node string, err error) (NodeResult, error) {
+			if cluster.IsRBACDenied(err) || apierrors.IsUnauthorized(err) {
+				return NodeResult{}, cluster.APIError("create the agent Job in namespace "+ns, err)
 			}
-			if r := results[d.node]; r.Report == nil && r.Error == "" {
-				*r = d.result
-				remaining--
-				release(d.node)
-				if cfg.OnReport != nil && r.Report != nil {
-					cfg.OnReport(*r)
-				}
-				<-sem
-				reported++
-				prog.Node(nodeLine(*r))
-				prog.Count(fmt.Sprintf("prep: %d/%d nodes reported", reported, len(nodes)))
-			}
-		case ev, ok := <-ew.ResultChan():
-			if !ok {
-				ew, err = nodepod.Rewatch(runCtx, openEvents)
-				if runCtx.Err() != nil {
-					goto out
-				}
-				if err != nil {
-					return nil, cluster.APIError("watch events", err)
-				}
-				continue
-			}
-			e, isEvent := ev.Object.(*corev1.Event)
-			if !isEvent {
-				continue
-			}
-			node, mine := jobNode[e.InvolvedObject.Name]
-			if !mine || reading[node] {
-				continue
-			}
-			reading[node] = true
-			finished <- done{node, NodeResult{Node: node, Error: "the Job controller cannot create the agent pod: " + oneLine(e.Message), Hint: createHint(ns, errors.New(e.Message))}, nil}
-		case ev, ok := <-w.ResultChan():
-			if !ok {
-				if runCtx.Err() != nil {
-					goto out
-				}
-				// The watch ended early (API server restart): open another.
-				w, err = nodepod.Rewatch(runCtx, func(ctx context.Context) (watch.Interface, error) {
-					return cs.CoreV1().Pods(ns).Watch(ctx, metav1.ListOptions{LabelSelector: sel})
-				})
-				if runCtx.Err() != nil {
-					goto out
-				}
-				if err != nil {
-					return nil, cluster.APIError("watch pods", err)
-				}
-				continue
-			}
-			p, isPod := ev.Object.(*corev1.Pod)
-			if !isPod || ev.Type == watch.Deleted {
-				continue
-			}
-			node := p.Spec.NodeName
-			r := results[node]
-			if r == nil || r.Report != nil || r.Error != "" || reading[node] {
-				continue
-			}
-			if msg, hint, failed := podProblem(p, cfg.Image); failed {
-				reading[node] = true
-				finished <- done{node, NodeResult{Node: node, Error: msg, Hint: hint}, nil}
-				continue
-			}
-			if p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
-				reading[node] = true
-				go func(name, node string) {
-					b, err := nodepod.ReadLog(ctx, cs, ns, name, &corev1.PodLogOptions{Container: "agent", LimitBytes: ptr.To[int64](4 << 20)})
-					res := NodeResult{Node: node}
-					switch {
-					case errors.Is(err, nodepod.ErrLogRefused):
-						finished <- done{node: node, fatal: err}
-						return
-					case err != nil:
-						res.Error, res.Hint = "cannot read the agent's log: "+oneLine(err.Error()), "check 'kubectl logs' permissions (pods/log)"
-					default:
-						res.Report, err = rep.Parse(lastJSONLine(b))
-						if err != nil {
-							res.Error, res.Hint = err.Error(), "run with --image set to the agent image of this plugin's version (kubectl gpu version)"
-						}
-					}
-					finished <- done{node, res, nil}
-				}(p.Name, node)
-			}
-		case <-runCtx.Done():
-			goto out
+			return NodeResult{Node: node, Error: "cannot create the agent Job: " + oneLine(err.Error()), Hint: createHint(ns, err)}, nil
+		},
+		TimedOut: func(o nodepod.Observation) NodeResult {
+			return NodeResult{Node: o.Node, Error: fmt.Sprintf("the agent did not finish within %s", cfg.Timeout),
+				Hint: "the node may be unreachable or the image slow to pull: raise --timeout, or check 'kubectl get pods -n " + ns + "'"}
+		},
+	}
+	work.Finished = func(r nodepod.Result[NodeResult], done, total int) {
+		prog.Node(nodeLine(r.Value))
+		prog.Count(fmt.Sprintf("prep: %d/%d nodes reported", done, total))
+		if cfg.OnReport != nil && r.Value.Report != nil {
+			cfg.OnReport(r.Value)
 		}
 	}
-out:
-	if ctx.Err() != nil {
-		return nil, cliexit.ErrInterrupted
+	run := nodepod.Run{Namespace: ns, Nodes: nodes, MaxInFlight: parallel, Timeout: cfg.Timeout}
+	out, err := nodepod.Execute(ctx, cs, run, work)
+	if err != nil {
+		return nil, err
 	}
-	if fatal != nil {
-		return nil, fatal
+	res := make([]NodeResult, len(out))
+	for i, o := range out {
+		res[i] = o.Value
+		res[i].Node = o.Node
 	}
-	out := make([]NodeResult, 0, len(nodes))
-	for _, n := range nodes {
-		r := results[n]
-		if r.Report == nil && r.Error == "" {
-			r.Error = fmt.Sprintf("the agent did not finish within %s", cfg.Timeout)
-			r.Hint = "the node may be unreachable or the image slow to pull: raise --timeout, or check 'kubectl get pods -n " + ns + "'"
+	sort.Slice(res, func(i, j int) bool { return res[i].Node < res[j].Node })
+	return res, nil
+}
+
+// classify reads a prep pod: a Job that cannot make its pod and a pod that cannot start are
+// the node's error; a finished pod's log holds the agent's report.
+func classify(o nodepod.Observation, image, ns string) (NodeResult, nodepod.Step) {
+	r := NodeResult{Node: o.Node}
+	for _, e := range o.Events {
+		if e.InvolvedObject.Kind == "Job" && e.Reason == "FailedCreate" {
+			r.Error, r.Hint = "the Job controller cannot create the agent pod: "+oneLine(e.Message), createHint(ns, errors.New(e.Message))
+			return r, nodepod.Done
 		}
-		out = append(out, *r)
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Node < out[j].Node })
-	return out, nil
+	p := o.Pod
+	if p == nil {
+		return r, nodepod.Wait
+	}
+	if msg, hint, failed := podProblem(p, image); failed {
+		r.Error, r.Hint = msg, hint
+		return r, nodepod.Done
+	}
+	if p.Status.Phase != corev1.PodSucceeded && p.Status.Phase != corev1.PodFailed {
+		return r, nodepod.Wait
+	}
+	if !o.LogRead {
+		return r, nodepod.NeedLog
+	}
+	if o.LogErr != nil {
+		r.Error, r.Hint = "cannot read the agent's log: "+oneLine(o.LogErr.Error()), "check 'kubectl logs' permissions (pods/log)"
+		return r, nodepod.Done
+	}
+	var err error
+	if r.Report, err = rep.Parse(lastJSONLine(o.Log)); err != nil {
+		r.Error, r.Hint = err.Error(), "run with --image set to the agent image of this plugin's version (kubectl gpu version)"
+	}
+	return r, nodepod.Done
 }
 
 // podProblem reports a pod that will not produce a report: image pull failures and the like.
@@ -430,32 +293,9 @@ func lastJSONLine(b []byte) []byte {
 	return b
 }
 
-func deleteJobs(ctx context.Context, cs kubernetes.Interface, ns string, names []string) {
-	nodepod.DeleteAll(ctx, names, func(ctx context.Context, n string) error {
-		return cs.BatchV1().Jobs(ns).Delete(ctx, n, metav1.DeleteOptions{PropagationPolicy: ptr.To(metav1.DeletePropagationBackground)})
-	})
-}
-
 // Cleanup removes every prep Job (and so its pods) the tool left in ns.
 func Cleanup(ctx context.Context, cs kubernetes.Interface, ns string) (int, error) {
-	names, err := jobNames(ctx, cs, ns, nodepod.Selector(Component))
-	if err != nil {
-		return 0, cluster.APIError("list jobs in namespace "+ns, err)
-	}
-	deleteJobs(ctx, cs, ns, names)
-	return len(names), nil
-}
-
-func jobNames(ctx context.Context, cs kubernetes.Interface, ns, selector string) ([]string, error) {
-	list, err := cs.BatchV1().Jobs(ns).List(ctx, metav1.ListOptions{LabelSelector: selector})
-	if err != nil {
-		return nil, err
-	}
-	names := make([]string, 0, len(list.Items))
-	for _, j := range list.Items {
-		names = append(names, j.Name)
-	}
-	return names, nil
+	return nodepod.Cleanup(ctx, cs, ns, Component, true)
 }
 
 // nodeLine is the progress line of a node that reported.

@@ -11,12 +11,14 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 
 	"github.com/kubectl-gpu/kubectl-gpu/common/cliexit"
-	"github.com/kubectl-gpu/kubectl-gpu/hack/localcluster"
+	"github.com/kubectl-gpu/kubectl-gpu/common/nodepod"
+	rep "github.com/kubectl-gpu/kubectl-gpu/common/nodereport"
+	"github.com/kubectl-gpu/kubectl-gpu/hack/nodefixtures"
 )
 
 func TestJobCheckIsReadOnlyApplyIsPrivileged(t *testing.T) {
 	cfg := &Config{Namespace: "kubectl-gpu", Image: "agent:v1", Timeout: 2 * time.Minute, RestartRuntime: true}
-	check := Job(cfg, "gpu-1", "check", "abcde")
+	check := Job(cfg, "gpu-1", rep.ModeCheck, nodepod.Labels(Component, "abcde", "gpu-1"))
 	p := check.Spec.Template.Spec
 	c := p.Containers[0]
 	switch {
@@ -33,7 +35,7 @@ func TestJobCheckIsReadOnlyApplyIsPrivileged(t *testing.T) {
 	case check.Labels["app.kubernetes.io/managed-by"] != "kubectl-gpu" || check.Spec.Template.Labels["gpu.kubectl-gpu.io/run"] != "abcde":
 		t.Fatal("labels")
 	}
-	apply := Job(cfg, "gpu-1", "apply", "abcde")
+	apply := Job(cfg, "gpu-1", rep.ModeApply, nodepod.Labels(Component, "abcde", "gpu-1"))
 	ac := apply.Spec.Template.Spec.Containers[0]
 	if ac.VolumeMounts[0].ReadOnly || !*ac.SecurityContext.Privileged || strings.Join(ac.Args, " ") != "apply --restart-runtime" {
 		t.Fatalf("apply job: %+v %v", ac.SecurityContext, ac.Args)
@@ -45,9 +47,9 @@ func TestJobCheckIsReadOnlyApplyIsPrivileged(t *testing.T) {
 
 func TestChooseNodes(t *testing.T) {
 	var objs []runtime.Object
-	for _, s := range localcluster.DefaultNodes {
+	for _, s := range nodefixtures.DefaultNodes {
 		for i := 0; i < s.Count; i++ {
-			objs = append(objs, localcluster.NodeObject(s.Prefix+"-"+string(rune('0'+i)), localcluster.Profiles[s.Profile]))
+			objs = append(objs, nodefixtures.NodeObject(s.Prefix+"-"+string(rune('0'+i)), nodefixtures.Profiles[s.Profile]))
 		}
 	}
 	cs := fake.NewClientset(objs...)
@@ -69,7 +71,7 @@ func TestChooseNodes(t *testing.T) {
 			t.Errorf("%+v: %v %v, want %q code %d", tc.cfg, got, err, tc.want, tc.code)
 		}
 	}
-	none := fake.NewClientset(localcluster.NodeObject("cpu-0", localcluster.Profiles["cpu"]))
+	none := fake.NewClientset(nodefixtures.NodeObject("cpu-0", nodefixtures.Profiles["cpu"]))
 	if _, err := ChooseNodes(ctx, none, &Config{}); err == nil || !strings.Contains(err.Error(), "name the nodes, or pass -l SELECTOR or --all") {
 		t.Fatalf("no GPU nodes: %v", err)
 	}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/kubectl-gpu/kubectl-gpu/common/cluster"
 	"github.com/kubectl-gpu/kubectl-gpu/common/flavour"
+	"github.com/kubectl-gpu/kubectl-gpu/common/nodepod"
 	rep "github.com/kubectl-gpu/kubectl-gpu/common/nodereport"
 	"github.com/kubectl-gpu/kubectl-gpu/common/report"
 )
@@ -26,7 +27,7 @@ const Kind = "PrepReport"
 // Report is the `kubectl gpu prep` document.
 type Report struct {
 	report.TypeMeta `json:",inline"`
-	Mode            string       `json:"mode"`
+	Mode            rep.Mode     `json:"mode"`
 	Items           []NodeResult `json:"items"`
 	Summary         Summary      `json:"summary"`
 }
@@ -46,7 +47,7 @@ type Summary struct {
 func (s Summary) Failed() bool { return s.NotReady > s.NoGPU || s.Nodes > 0 && s.NoGPU == s.Nodes }
 
 // NewReport sums the results up.
-func NewReport(mode string, results []NodeResult) *Report {
+func NewReport(mode rep.Mode, results []NodeResult) *Report {
 	r := &Report{TypeMeta: report.Meta(Kind), Mode: mode, Items: results}
 	for _, it := range results {
 		r.Summary.Nodes++
@@ -118,7 +119,7 @@ func (r *Report) Rows(wide bool) ([]string, [][]string) {
 		if !n.Ready() {
 			ready = "False"
 		}
-		row := []string{n.Node, x.Flavour, strconv.Itoa(len(x.GPUs)), driver, toolkit,
+		row := []string{n.Node, string(x.Flavour), strconv.Itoa(len(x.GPUs)), driver, toolkit,
 			n.column(rep.CheckContainerd, rep.CheckSystemdCgroup, rep.CheckNvidiaRuntime, rep.CheckCgroupDriver),
 			n.column(rep.CheckModules, rep.CheckSysctl, rep.CheckHeaders), n.column(rep.CheckSwap), ready}
 		if wide {
@@ -220,9 +221,10 @@ type Annotator struct {
 	sem      chan struct{}
 }
 
-// NewAnnotator returns an Annotator.
+// NewAnnotator returns an Annotator. Its patches outlive a Ctrl-C (a report that arrived is
+// written on its node) but not a minute.
 func NewAnnotator(ctx context.Context, cs kubernetes.Interface) *Annotator {
-	return &Annotator{ctx: ctx, cs: cs, sem: make(chan struct{}, 20)}
+	return &Annotator{ctx: context.WithoutCancel(ctx), cs: cs, sem: make(chan struct{}, 20)}
 }
 
 // Add annotates the node of n (in the background).
@@ -236,7 +238,13 @@ func (a *Annotator) Add(n NodeResult) {
 		defer a.wg.Done()
 		a.sem <- struct{}{}
 		defer func() { <-a.sem }()
-		if _, err := a.cs.CoreV1().Nodes().Patch(a.ctx, n.Node, types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
+		ctx, cancel := context.WithTimeout(a.ctx, time.Minute)
+		defer cancel()
+		err := nodepod.Retry(ctx, func(ctx context.Context) error {
+			_, err := a.cs.CoreV1().Nodes().Patch(ctx, n.Node, types.MergePatchType, patch, metav1.PatchOptions{})
+			return err
+		})
+		if err != nil {
 			a.mu.Lock()
 			if a.firstErr == nil {
 				a.firstErr = cluster.APIError("annotate node "+n.Node, err)

@@ -13,20 +13,17 @@ import (
 	"k8s.io/cli-runtime/pkg/printers"
 
 	"github.com/kubectl-gpu/kubectl-gpu/common/cliexit"
+	"github.com/kubectl-gpu/kubectl-gpu/common/docmeta"
 )
 
-// APIVersion of every document kubectl-gpu prints. A breaking change to any document
-// bumps it.
-const APIVersion = "gpu.kubectl-gpu.io/v1alpha1"
+// APIVersion of every document kubectl-gpu prints (see package docmeta).
+const APIVersion = docmeta.APIVersion
 
 // TypeMeta is embedded first in every document.
-type TypeMeta struct {
-	APIVersion string `json:"apiVersion"`
-	Kind       string `json:"kind"`
-}
+type TypeMeta = docmeta.TypeMeta
 
 // Meta returns the TypeMeta of a document of kind.
-func Meta(kind string) TypeMeta { return TypeMeta{APIVersion: APIVersion, Kind: kind} }
+func Meta(kind string) TypeMeta { return docmeta.Meta(kind) }
 
 // Format is an output format (-o).
 type Format string

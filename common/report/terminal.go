@@ -1,12 +1,16 @@
 package report
 
 import (
+	"bufio"
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"time"
 
 	"golang.org/x/term"
+
+	"github.com/kubectl-gpu/kubectl-gpu/common/cliexit"
 )
 
 // IsTerminal tells whether a stream (stdin, stdout or stderr) is a terminal.
@@ -57,4 +61,24 @@ func (p *Progress) End() {
 	if p != nil && p.w != nil {
 		fmt.Fprint(p.w, "\r\033[K")
 	}
+}
+
+// Confirm asks question on a terminal and returns nil for "y" or "yes". Not at a terminal
+// it asks nothing and returns a usage error saying refusal (which should name --yes); an
+// answer other than yes is a usage error saying that nothing was changed.
+func Confirm(in io.Reader, out io.Writer, question, refusal string) error {
+	if !IsTerminal(in) {
+		return cliexit.Usagef("%s", refusal)
+	}
+	return ConfirmFrom(in, out, question)
+}
+
+// ConfirmFrom asks question on out and reads the answer from in, wherever they are.
+func ConfirmFrom(in io.Reader, out io.Writer, question string) error {
+	fmt.Fprintf(out, "%s [y/N] ", question)
+	answer, _ := bufio.NewReader(in).ReadString('\n')
+	if a := strings.TrimSpace(strings.ToLower(answer)); a != "y" && a != "yes" {
+		return cliexit.Usagef("not confirmed: nothing was changed")
+	}
+	return nil
 }

@@ -4,12 +4,10 @@ package verify
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"sort"
 	"strings"
-	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -17,8 +15,6 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
-	"k8s.io/apimachinery/pkg/util/rand"
-	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/ptr"
 
@@ -193,7 +189,7 @@ func PodName(node string) string { return nodepod.Fit("gpu-verify-"+node, 63) }
 // Pod builds the verify pod for a target: pinned to its node by node affinity (so the
 // scheduler decides and explains), asking for the GPUs as limits, tolerating the GPU
 // taint, unprivileged, with a deadline.
-func Pod(cfg *Config, rc string, t target, runID string) *corev1.Pod {
+func Pod(cfg *Config, rc string, t target, labels map[string]string) *corev1.Pod {
 	deadline := int64(cfg.Timeout.Seconds())
 	if deadline < 30 {
 		deadline = 30
@@ -204,16 +200,7 @@ func Pod(cfg *Config, rc string, t target, runID string) *corev1.Pod {
 		tolerations = []corev1.Toleration{{Operator: corev1.TolerationOpExists}}
 	}
 	p := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{
-			Name:      t.pod,
-			Namespace: cfg.Namespace,
-			Labels: map[string]string{
-				nodepod.LabelManagedBy: nodepod.ManagedBy,
-				nodepod.LabelComponent: Component,
-				nodepod.LabelRun:       runID,
-				nodepod.LabelNode:      nodepod.LabelValue(t.node),
-			},
-		},
+		ObjectMeta: metav1.ObjectMeta{Name: t.pod, Namespace: cfg.Namespace, Labels: labels},
 		Spec: corev1.PodSpec{
 			RestartPolicy:                 corev1.RestartPolicyNever,
 			ActiveDeadlineSeconds:         &deadline,
@@ -254,22 +241,9 @@ func Pod(cfg *Config, rc string, t target, runID string) *corev1.Pod {
 	return p
 }
 
-// state of one node during the run.
-type state struct {
-	t       target
-	uid     string
-	created time.Time
-	pod     *corev1.Pod
-	events  []corev1.Event
-	verdict Verdict
-	done    bool
-	// logging is set while the log of a finished pod is being read.
-	logging bool
-	ended   time.Time
-}
-
-// Run verifies the plan's nodes and returns the report. The pods are deleted before it
-// returns (unless cfg.Keep), also when ctx is cancelled or the timeout passes.
+// Run verifies the plan's nodes and returns the report. The pods are deleted as each node
+// finishes and, whatever happens, before it returns (unless cfg.Keep); see nodepod's Ctrl-C
+// contract.
 func Run(ctx context.Context, cs kubernetes.Interface, cfg *Config, plan *Plan) (*Report, error) {
 	if cfg.Parallel <= 0 {
 		cfg.Parallel = 10
@@ -283,231 +257,69 @@ func Run(ctx context.Context, cs kubernetes.Interface, cfg *Config, plan *Plan) 
 	if err := clearStale(ctx, cs, cfg.Namespace, plan); err != nil {
 		return nil, err
 	}
-	runID := rand.String(8)
-	states := map[string]*state{}
-	byPod := map[string]*state{}
-	for _, t := range plan.Targets {
-		s := &state{t: t}
-		states[t.node] = s
-		byPod[t.pod] = s
+	targets := map[string]target{}
+	nodes := make([]string, len(plan.Targets))
+	for i, t := range plan.Targets {
+		targets[t.node], nodes[i] = t, t.node
 	}
-
-	runCtx, cancel := context.WithTimeout(ctx, cfg.Timeout)
-	defer cancel()
-	// The run's pods are deleted whatever happens, once no creation is under way, with a
-	// context of their own (not the cancelled one).
-	creatorDone := make(chan struct{})
-	creating := false // the creator goroutine runs (an early return happens before it starts)
-	defer func() {
-		cancel()
-		if creating {
-			<-creatorDone
-		}
-		if !cfg.Keep {
-			deleteRun(context.WithoutCancel(ctx), cs, cfg.Namespace, runID)
-		}
-	}()
-
-	// One watch for the run's pods and one for their events, opened before any pod exists.
-	sel := nodepod.LabelRun + "=" + runID
-	openPods := func(ctx context.Context) (watch.Interface, error) {
-		return cs.CoreV1().Pods(cfg.Namespace).Watch(ctx, metav1.ListOptions{LabelSelector: sel})
-	}
-	openEvents := func(ctx context.Context) (watch.Interface, error) {
-		return nodepod.WatchEventsFromNow(ctx, cs, cfg.Namespace, fields.OneTermEqualSelector("involvedObject.kind", "Pod").String())
-	}
-	podWatch, err := openPods(runCtx)
-	if err != nil {
-		return nil, cluster.APIError("watch pods in namespace "+cfg.Namespace, err)
-	}
-	defer func() { podWatch.Stop() }()
-	evWatch, err := openEvents(runCtx)
-	if err != nil {
-		return nil, cluster.APIError("watch events in namespace "+cfg.Namespace, err)
-	}
-	defer func() { evWatch.Stop() }()
-
-	type logResult struct {
-		pod string
-		log string
-		err error
-	}
-	logs := make(chan logResult, len(plan.Targets))
-	type createResult struct {
-		pod, uid string
-		err      error
-	}
-	createErrs := make(chan createResult, len(plan.Targets))
-
-	// Create the pods with bounded parallelism.
-	creating = true
-	go func() {
-		defer close(creatorDone)
-		sem := make(chan struct{}, cfg.Parallel)
-		var wg sync.WaitGroup
-		for _, t := range plan.Targets {
-			select {
-			case sem <- struct{}{}:
-			case <-runCtx.Done():
-				wg.Wait()
-				return
-			}
-			wg.Add(1)
-			go func(t target) {
-				defer wg.Done()
-				defer func() { <-sem }()
-				var p *corev1.Pod
-				err := nodepod.Retry(runCtx, func(ctx context.Context) error {
-					var err error
-					p, err = cs.CoreV1().Pods(cfg.Namespace).Create(ctx, Pod(cfg, plan.RuntimeClass, t, runID), metav1.CreateOptions{})
-					return err
-				})
-				if apierrors.IsAlreadyExists(err) {
-					// An earlier try succeeded but its answer was lost.
-					p, err = cs.CoreV1().Pods(cfg.Namespace).Get(runCtx, t.pod, metav1.GetOptions{})
-				}
-				r := createResult{pod: t.pod, err: err}
-				if err == nil {
-					r.uid = string(p.UID)
-				}
-				createErrs <- r
-			}(t)
-		}
-		wg.Wait()
-	}()
-
-	remaining := len(plan.Targets)
-	var fatal error
 	progress := report.NewProgress(cfg.Progress)
 	defer progress.End()
-	finish := func(s *state, v Verdict) {
-		if s.done {
-			return
-		}
-		s.done, s.verdict, s.ended = true, v, time.Now()
-		remaining--
-		progress.Node(nodeLine(s))
+	passed, failed := 0, 0
+	work := nodepod.Work[Verdict]{
+		Component: Component,
+		Pod: func(node string, labels map[string]string) *corev1.Pod {
+			return Pod(cfg, plan.RuntimeClass, targets[node], labels)
+		},
+		Name:          func(node, _ string) string { return targets[node].pod },
+		EventSelector: fields.OneTermEqualSelector("involvedObject.kind", "Pod").String(),
+		LogOptions:    &corev1.PodLogOptions{Container: ContainerName, TailLines: ptr.To[int64](100), LimitBytes: ptr.To[int64](64 << 10)},
+		Classify: func(o nodepod.Observation) (Verdict, nodepod.Step) {
+			if o.Pod == nil && !o.Deleted {
+				return Verdict{}, nodepod.Wait
+			}
+			if o.LogRead {
+				if o.LogErr != nil {
+					return Verdict{Done: true, Result: Failed, Reason: ReasonContainerError, Detail: "cannot read the pod's log: " + oneLine(o.LogErr.Error()), Hint: "check 'kubectl logs' permissions and the kubelet"}, nodepod.Done
+				}
+				return Classify(Observation{Pod: o.Pod, Events: o.Events, Log: string(o.Log), Image: cfg.Image}), nodepod.Done
+			}
+			v := Classify(Observation{Pod: o.Pod, Events: o.Events, Image: cfg.Image})
+			switch {
+			case !v.Done:
+				return v, nodepod.Wait
+			case o.Pod != nil && (o.Pod.Status.Phase == corev1.PodSucceeded || o.Pod.Status.Phase == corev1.PodFailed):
+				return v, nodepod.NeedLog
+			}
+			return v, nodepod.Done
+		},
+		CreateFailed: func(node string, err error) (Verdict, error) {
+			c := createFailure(cfg.Namespace, err)
+			if isFatalCreate(err) {
+				return c.Verdict, c.asError()
+			}
+			return c.Verdict, nil
+		},
+		TimedOut: func(o nodepod.Observation) Verdict { return timeoutVerdict(o, cfg.Timeout) },
+		Finished: func(r nodepod.Result[Verdict], done, total int) {
+			if r.Value.Result == Passed {
+				passed++
+			} else {
+				failed++
+			}
+			progress.Node(nodeLine(r.Node, r.Value))
+			progress.Count(countLine(total, passed, failed))
+		},
 	}
-	evaluate := func(s *state) {
-		if s.done || s.logging || s.pod == nil {
-			return
-		}
-		v := Classify(Observation{Pod: s.pod, Events: s.ownEvents(), Image: cfg.Image})
-		if !v.Done {
-			return
-		}
-		if s.pod != nil && (s.pod.Status.Phase == corev1.PodSucceeded || s.pod.Status.Phase == corev1.PodFailed) {
-			s.logging = true
-			go func(name string) {
-				b, err := nodepod.ReadLog(ctx, cs, cfg.Namespace, name, &corev1.PodLogOptions{Container: ContainerName, TailLines: ptr.To[int64](100), LimitBytes: ptr.To[int64](64 << 10)})
-				logs <- logResult{pod: name, log: string(b), err: err}
-			}(s.pod.Name)
-			return
-		}
-		finish(s, v)
-	}
-	for remaining > 0 && fatal == nil {
-		select {
-		case ce := <-createErrs:
-			s := byPod[ce.pod]
-			if ce.err != nil {
-				if runCtx.Err() != nil {
-					continue
-				}
-				finish(s, createFailure(cfg.Namespace, ce.err).Verdict)
-				if isFatalCreate(ce.err) {
-					fatal = createFailure(cfg.Namespace, ce.err).asError()
-				}
-				continue
-			}
-			s.created, s.uid = time.Now(), ce.uid
-			evaluate(s)
-		case ev, ok := <-podWatch.ResultChan():
-			if !ok {
-				// The watch ended early (API server restart): open another.
-				podWatch, err = nodepod.Rewatch(runCtx, openPods)
-				if runCtx.Err() != nil {
-					goto out
-				}
-				if err != nil {
-					fatal = cluster.APIError("watch pods", err)
-				}
-				continue
-			}
-			p, isPod := ev.Object.(*corev1.Pod)
-			if !isPod {
-				continue
-			}
-			s := byPod[p.Name]
-			if s == nil {
-				continue
-			}
-			if ev.Type == watch.Deleted {
-				s.pod = nil
-				finish(s, Classify(Observation{}))
-				continue
-			}
-			s.pod = p
-			if s.created.IsZero() {
-				s.created = p.CreationTimestamp.Time
-			}
-			evaluate(s)
-		case ev, ok := <-evWatch.ResultChan():
-			if !ok {
-				evWatch, err = nodepod.Rewatch(runCtx, openEvents)
-				if runCtx.Err() != nil {
-					goto out
-				}
-				if err != nil {
-					fatal = cluster.APIError("watch events", err)
-				}
-				continue
-			}
-			e, isEvent := ev.Object.(*corev1.Event)
-			if !isEvent {
-				continue
-			}
-			if s := byPod[e.InvolvedObject.Name]; s != nil && e.Type == corev1.EventTypeWarning {
-				s.events = append(s.events, *e)
-				evaluate(s)
-			}
-		case lr := <-logs:
-			s := byPod[lr.pod]
-			s.logging = false
-			if errors.Is(lr.err, nodepod.ErrLogRefused) {
-				// The same for every pod: stop with the permission named.
-				fatal = lr.err
-				continue
-			}
-			if lr.err != nil {
-				finish(s, Verdict{Done: true, Result: Failed, Reason: ReasonContainerError, Detail: "cannot read the pod's log: " + oneLine(lr.err.Error()), Hint: "check 'kubectl logs' permissions and the kubelet"})
-				continue
-			}
-			finish(s, Classify(Observation{Pod: s.pod, Events: s.ownEvents(), Log: lr.log, Image: cfg.Image}))
-		case <-runCtx.Done():
-			goto out
-		}
-		progress.Count(countLine(states))
-	}
-out:
-	if ctx.Err() != nil {
-		return nil, cliexit.ErrInterrupted
-	}
-	if fatal != nil {
-		return nil, fatal
-	}
-	for _, s := range states {
-		if !s.done {
-			finish(s, timeoutVerdict(s, cfg.Timeout))
-		}
+	run := nodepod.Run{Namespace: cfg.Namespace, Nodes: nodes, Creators: cfg.Parallel, Timeout: cfg.Timeout, Keep: cfg.Keep}
+	results, err := nodepod.Execute(ctx, cs, run, work)
+	if err != nil {
+		return nil, err
 	}
 	rep := &Report{TypeMeta: report.Meta(Kind), Image: cfg.Image, RuntimeClass: plan.RuntimeClass, Namespace: cfg.Namespace}
-	for _, t := range plan.Targets {
-		s := states[t.node]
-		r := NodeResult{Node: t.node, GPUs: t.gpus, Result: s.verdict.Result, Reason: s.verdict.Reason, Detail: s.verdict.Detail, Hint: s.verdict.Hint, Pod: t.pod}
-		if !s.created.IsZero() {
-			r.DurationSeconds = s.ended.Sub(s.created).Round(100 * time.Millisecond).Seconds()
-		}
+	for _, res := range results {
+		t, v := targets[res.Node], res.Value
+		r := NodeResult{Node: t.node, GPUs: t.gpus, Result: v.Result, Reason: v.Reason, Detail: v.Detail, Hint: v.Hint, Pod: t.pod,
+			DurationSeconds: res.Duration().Round(100 * time.Millisecond).Seconds()}
 		rep.Items = append(rep.Items, r)
 		rep.Summary.Nodes++
 		if r.Result == Passed {
@@ -520,35 +332,19 @@ out:
 	return rep, nil
 }
 
-// ownEvents are the events about this run's pod: a pod of the same name from an earlier
-// run has another UID, and its events (kept for an hour) must not count.
-func (s *state) ownEvents() []corev1.Event {
-	uid := s.uid
-	if uid == "" && s.pod != nil {
-		uid = string(s.pod.UID)
-	}
-	var out []corev1.Event
-	for _, e := range s.events {
-		if uid != "" && string(e.InvolvedObject.UID) == uid {
-			out = append(out, e)
-		}
-	}
-	return out
-}
-
-func timeoutVerdict(s *state, timeout time.Duration) Verdict {
+func timeoutVerdict(o nodepod.Observation, timeout time.Duration) Verdict {
 	where := "before the pod was created"
 	switch {
-	case s.pod == nil:
-	case s.pod.Spec.NodeName == "":
+	case o.Pod == nil:
+	case o.Pod.Spec.NodeName == "":
 		where = "while the pod waited to be scheduled"
-	case s.pod.Status.Phase == corev1.PodPending:
+	case o.Pod.Status.Phase == corev1.PodPending:
 		where = "while the pod was starting (image pull or container creation)"
 	default:
-		where = "while the pod was " + strings.ToLower(string(s.pod.Status.Phase))
+		where = "while the pod was " + strings.ToLower(string(o.Pod.Status.Phase))
 	}
 	detail := fmt.Sprintf("timed out after %s %s", timeout, where)
-	if ev := s.ownEvents(); len(ev) > 0 {
+	if ev := o.Events; len(ev) > 0 {
 		detail += "; last event: " + ev[len(ev)-1].Reason + ": " + oneLine(ev[len(ev)-1].Message)
 	}
 	return Verdict{Done: true, Result: Failed, Reason: ReasonTimeout, Detail: detail, Hint: "raise --timeout, or run with --keep and 'kubectl describe pod' to see where it stalls"}
@@ -632,58 +428,21 @@ func deletePods(ctx context.Context, cs kubernetes.Interface, ns string, names [
 	})
 }
 
-// deleteRun deletes the pods of one run, found by its label.
-func deleteRun(ctx context.Context, cs kubernetes.Interface, ns, runID string) {
-	nodepod.DeleteRun(ctx, func(ctx context.Context) ([]string, error) {
-		return podNames(ctx, cs, ns, nodepod.LabelRun+"="+runID)
-	}, func(ctx context.Context, n string) error {
-		return cs.CoreV1().Pods(ns).Delete(ctx, n, metav1.DeleteOptions{PropagationPolicy: ptr.To(metav1.DeletePropagationBackground)})
-	})
-}
-
-func podNames(ctx context.Context, cs kubernetes.Interface, ns, selector string) ([]string, error) {
-	list, err := cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: selector})
-	if err != nil {
-		return nil, err
-	}
-	names := make([]string, 0, len(list.Items))
-	for _, p := range list.Items {
-		names = append(names, p.Name)
-	}
-	return names, nil
-}
-
 // Cleanup removes every verify pod the tool left in ns and returns how many.
 func Cleanup(ctx context.Context, cs kubernetes.Interface, ns string) (int, error) {
-	names, err := podNames(ctx, cs, ns, nodepod.Selector(Component))
-	if err != nil {
-		return 0, cluster.APIError("list pods in namespace "+ns, err)
-	}
-	deletePods(ctx, cs, ns, names)
-	return len(names), nil
+	return nodepod.Cleanup(ctx, cs, ns, Component, false)
 }
 
 // countLine is the live count of a run.
-func countLine(states map[string]*state) string {
-	passed, failed, running := 0, 0, 0
-	for _, s := range states {
-		switch {
-		case !s.done:
-			running++
-		case s.verdict.Result == Passed:
-			passed++
-		default:
-			failed++
-		}
-	}
-	return fmt.Sprintf("verify: %d nodes: %d passed, %d failed, %d running", len(states), passed, failed, running)
+func countLine(total, passed, failed int) string {
+	return fmt.Sprintf("verify: %d nodes: %d passed, %d failed, %d running", total, passed, failed, total-passed-failed)
 }
 
 // nodeLine is the progress line of a node that finished.
-func nodeLine(s *state) string {
-	line := fmt.Sprintf("%s: %s", s.t.node, s.verdict.Result)
-	if s.verdict.Result != Passed {
-		line += ": " + s.verdict.Detail
+func nodeLine(node string, v Verdict) string {
+	line := fmt.Sprintf("%s: %s", node, v.Result)
+	if v.Result != Passed {
+		line += ": " + v.Detail
 	}
 	return line
 }

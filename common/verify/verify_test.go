@@ -16,15 +16,16 @@ import (
 
 	"github.com/kubectl-gpu/kubectl-gpu/common/cliexit"
 	"github.com/kubectl-gpu/kubectl-gpu/common/golden"
+	"github.com/kubectl-gpu/kubectl-gpu/common/nodepod"
 	"github.com/kubectl-gpu/kubectl-gpu/common/report"
-	"github.com/kubectl-gpu/kubectl-gpu/hack/localcluster"
+	"github.com/kubectl-gpu/kubectl-gpu/hack/nodefixtures"
 )
 
 func demoNodes(extra ...runtime.Object) *fake.Clientset {
 	var objs []runtime.Object
-	for _, s := range localcluster.DefaultNodes {
+	for _, s := range nodefixtures.DefaultNodes {
 		for i := 0; i < s.Count; i++ {
-			objs = append(objs, localcluster.NodeObject(s.Prefix+"-"+string(rune('0'+i)), localcluster.Profiles[s.Profile]))
+			objs = append(objs, nodefixtures.NodeObject(s.Prefix+"-"+string(rune('0'+i)), nodefixtures.Profiles[s.Profile]))
 		}
 	}
 	return fake.NewClientset(append(objs, extra...)...)
@@ -51,10 +52,10 @@ func TestPrepare(t *testing.T) {
 		{"named node without GPUs", demoNodes(), Config{Names: []string{"cpu-0"}}, cliexit.Usage, `node "cpu-0" has no allocatable nvidia.com/gpu`, "", ""},
 		{"unknown node", demoNodes(), Config{Names: []string{"nope"}}, cliexit.Usage, `node "nope" not found`, "", ""},
 		{"unknown RuntimeClass", demoNodes(), Config{RuntimeClass: "kata"}, cliexit.Usage, `RuntimeClass "kata" does not exist`, "", ""},
-		{"no GPU node", fake.NewClientset(localcluster.NodeObject("cpu-0", localcluster.Profiles["cpu"])), Config{}, cliexit.Failures, "no GPU node found", "", ""},
+		{"no GPU node", fake.NewClientset(nodefixtures.NodeObject("cpu-0", nodefixtures.Profiles["cpu"])), Config{}, cliexit.Failures, "no GPU node found", "", ""},
 		{"not a GPU resource", demoNodes(), Config{Resource: "cpu"}, cliexit.Usage, `--resource "cpu" is not an NVIDIA GPU resource`, "", ""},
 		{"MIG resource", func() *fake.Clientset {
-			return fake.NewClientset(localcluster.NodeObject("mig-0", localcluster.Profiles["mig"]))
+			return fake.NewClientset(nodefixtures.NodeObject("mig-0", nodefixtures.Profiles["mig"]))
 		}(), Config{Resource: "nvidia.com/mig-1g.10gb", GPUs: 2}, 0, "", "mig-0:2", ""},
 	}
 	for _, tt := range tests {
@@ -88,7 +89,7 @@ func itoa(n int64) string { return strconv.FormatInt(n, 10) }
 
 func TestPodIsUnprivilegedAndPinned(t *testing.T) {
 	cfg := &Config{Namespace: "kubectl-gpu", Image: DefaultImage, Resource: "nvidia.com/gpu", Timeout: 2 * time.Minute}
-	p := Pod(cfg, "nvidia", target{node: "gpu-1", gpus: 2, pod: PodName("gpu-1")}, "run1")
+	p := Pod(cfg, "nvidia", target{node: "gpu-1", gpus: 2, pod: PodName("gpu-1")}, nodepod.Labels(Component, "run1", "gpu-1"))
 	c := p.Spec.Containers[0]
 	switch {
 	case p.Spec.HostNetwork || p.Spec.HostPID || p.Spec.HostIPC:
@@ -111,7 +112,7 @@ func TestPodIsUnprivilegedAndPinned(t *testing.T) {
 		t.Fatal("managed-by label")
 	}
 	cfg.TolerateAll = true
-	if p := Pod(cfg, "", target{node: "gpu-1", gpus: 1, pod: "x"}, "r"); p.Spec.Tolerations[0].Key != "" || p.Spec.RuntimeClassName != nil {
+	if p := Pod(cfg, "", target{node: "gpu-1", gpus: 1, pod: "x"}, nil); p.Spec.Tolerations[0].Key != "" || p.Spec.RuntimeClassName != nil {
 		t.Fatal("--tolerate-all and no RuntimeClass")
 	}
 	long := strings.Repeat("n", 300)
@@ -152,9 +153,9 @@ func TestOutputGolden(t *testing.T) {
 func TestProgressLines(t *testing.T) {
 	var b bytes.Buffer
 	p := report.NewProgress(&b)
-	p.Node(nodeLine(&state{t: target{node: "gpu-1"}, verdict: Verdict{Result: Passed}}))
-	p.Node(nodeLine(&state{t: target{node: "gpu-2"}, verdict: Verdict{Result: Failed, Detail: "CUDA error: x"}}))
-	p.Count(countLine(map[string]*state{"gpu-1": {done: true, verdict: Verdict{Result: Passed}}, "gpu-2": {done: true, verdict: Verdict{Result: Failed}}, "gpu-3": {}}))
+	p.Node(nodeLine("gpu-1", Verdict{Result: Passed}))
+	p.Node(nodeLine("gpu-2", Verdict{Result: Failed, Detail: "CUDA error: x"}))
+	p.Count(countLine(3, 1, 1))
 	p.End()
 	got := b.String()
 	for _, want := range []string{"gpu-1: Passed\n", "gpu-2: Failed: CUDA error: x\n", "verify: 3 nodes: 1 passed, 1 failed, 1 running"} {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"github.com/kubectl-gpu/kubectl-gpu/hack/nodefixtures"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/watch"
 	"net"
@@ -24,7 +25,7 @@ import (
 )
 
 // KwokNodeAnnotation marks the nodes kwok manages.
-const KwokNodeAnnotation = "kwok.x-k8s.io/node"
+const KwokNodeAnnotation = nodefixtures.KwokNodeAnnotation
 
 var (
 	stageGVR = schema.GroupVersionResource{Group: "kwok.x-k8s.io", Version: "v1alpha1", Resource: "stages"}

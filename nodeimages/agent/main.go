@@ -23,6 +23,7 @@ import (
 
 	"github.com/kubectl-gpu/kubectl-gpu/common/buildinfo"
 	"github.com/kubectl-gpu/kubectl-gpu/common/hostconfig"
+	rep "github.com/kubectl-gpu/kubectl-gpu/common/nodereport"
 )
 
 func main() {
@@ -59,7 +60,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	defer cancel()
 	h := &hostconfig.Host{Root: *root}
 	r, err := hostconfig.Run(ctx, h, hostconfig.Options{
-		Mode: mode, AgentVersion: buildinfo.Version, Node: *node, Arch: runtime.GOARCH,
+		Mode: rep.Mode(mode), AgentVersion: buildinfo.Version, Node: *node, Arch: runtime.GOARCH,
 		Apply:  hostconfig.ApplyOptions{RestartRuntime: *restart},
 		NVML:   nvmlInfo(h, newNVML),
 		Runner: runner(),
@@ -94,6 +95,9 @@ func runner() hostconfig.Runner {
 // nsenterRunner runs commands in the host's mount, UTS, IPC, network and PID namespaces
 // (the pod runs with hostPID, so PID 1 is the host's init).
 type nsenterRunner struct{}
+
+// Note: the commands really ran.
+func (nsenterRunner) Note() string { return "" }
 
 func (nsenterRunner) Run(ctx context.Context, argv ...string) (string, error) {
 	cmd := exec.CommandContext(ctx, "nsenter", append([]string{"-t", "1", "-m", "-u", "-i", "-n", "-p", "--"}, argv...)...)

@@ -13,22 +13,22 @@ import (
 	"github.com/kubectl-gpu/kubectl-gpu/common/cliexit"
 	"github.com/kubectl-gpu/kubectl-gpu/common/cluster/clustertest"
 	"github.com/kubectl-gpu/kubectl-gpu/common/golden"
-	"github.com/kubectl-gpu/kubectl-gpu/hack/localcluster"
+	"github.com/kubectl-gpu/kubectl-gpu/hack/nodefixtures"
 )
 
 // cluster holds the demo cluster's nodes (same profiles as the local cluster) and a pod
 // holding 4 GPUs on gpu-a100-0.
 func demoCluster() *clustertest.Getter {
 	var objs []runtime.Object
-	for _, s := range localcluster.DefaultNodes {
+	for _, s := range nodefixtures.DefaultNodes {
 		for i := 0; i < s.Count; i++ {
-			n := localcluster.NodeObject(s.Prefix+"-"+string(rune('0'+i)), localcluster.Profiles[s.Profile])
+			n := nodefixtures.NodeObject(s.Prefix+"-"+string(rune('0'+i)), nodefixtures.Profiles[s.Profile])
 			// What kwok's node-initialize stage adds on the real cluster.
 			n.Status.Conditions = []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionTrue}}
 			objs = append(objs, n)
 		}
 	}
-	objs = append(objs, localcluster.GPUPod("default", "training-0", "gpu-a100-0", 4))
+	objs = append(objs, nodefixtures.GPUPod("default", "training-0", "gpu-a100-0", 4))
 	return clustertest.New(objs...)
 }
 
@@ -110,7 +110,7 @@ func TestNodesBadInput(t *testing.T) {
 
 func TestNodesNoGPUNodes(t *testing.T) {
 	streams, _, out, errOut := genericiooptions.NewTestIOStreams()
-	cmd := NewCmdNodes(clustertest.New(localcluster.NodeObject("cpu-0", localcluster.Profiles["cpu"])), streams)
+	cmd := NewCmdNodes(clustertest.New(nodefixtures.NodeObject("cpu-0", nodefixtures.Profiles["cpu"])), streams)
 	cmd.SetArgs([]string{})
 	if err := cmd.ExecuteContext(context.Background()); err != nil {
 		t.Fatal(err)

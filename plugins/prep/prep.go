@@ -2,19 +2,13 @@
 package prep
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
-	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
-	"k8s.io/client-go/kubernetes"
 
 	"github.com/kubectl-gpu/kubectl-gpu/common/buildinfo"
 	"github.com/kubectl-gpu/kubectl-gpu/common/cliexit"
@@ -48,10 +42,8 @@ type PrepOptions struct {
 
 // NewPrepOptions returns the defaults.
 func NewPrepOptions(streams genericiooptions.IOStreams) *PrepOptions {
-	return &PrepOptions{Streams: streams, Image: buildinfo.AgentImage(), Parallel: 10, Timeout: 5 * time.Minute}
+	return &PrepOptions{Streams: streams, Image: buildinfo.AgentImage(), Timeout: 5 * time.Minute}
 }
-
-const controlPlaneTaint = "node-role.kubernetes.io/control-plane"
 
 // NewCmdPrep returns `kubectl gpu prep`.
 func NewCmdPrep(f cluster.Getter, streams genericiooptions.IOStreams) *cobra.Command {
@@ -101,7 +93,7 @@ Exit codes: 0 every node ready; 1 a node is not ready; 2 bad input; 130 interrup
 	fl.BoolVar(&o.RestartRuntime, "restart-runtime", false, "with --apply: restart containerd / rke2 / k3s when its config changed")
 	fl.BoolVar(&o.UntaintControlPlane, "untaint-control-plane", false, "with --apply: remove the control-plane NoSchedule taint from the chosen nodes (single-node clusters)")
 	fl.StringVar(&o.Image, "image", o.Image, "node-agent image (a mirror for air-gapped clusters)")
-	fl.IntVar(&o.Parallel, "parallel", o.Parallel, "nodes checked at once")
+	fl.IntVar(&o.Parallel, "parallel", 0, "nodes at once (default 100 for the read-only check and plan, 10 for apply)")
 	fl.DurationVar(&o.Timeout, "timeout", o.Timeout, "time for each phase (check, plan, apply)")
 	fl.BoolVar(&o.Cleanup, "cleanup", false, "remove prep Jobs left by earlier runs, and do nothing else")
 	fl.StringVarP(&o.Output, "output", "o", "", "output format: table, wide, json or yaml")
@@ -123,8 +115,8 @@ func (o *PrepOptions) Validate() error {
 		return err
 	}
 	switch {
-	case o.Parallel <= 0:
-		return cliexit.Usagef("--parallel must be at least 1")
+	case o.Parallel < 0:
+		return cliexit.Usagef("--parallel must be at least 1 (0: the default)")
 	case o.Timeout <= 0:
 		return cliexit.Usagef("--timeout must be positive")
 	case !o.Apply && (o.Yes || o.RestartRuntime || o.UntaintControlPlane):
@@ -137,8 +129,15 @@ func (o *PrepOptions) Validate() error {
 
 func (o *PrepOptions) config() *prep.Config {
 	cfg := &prep.Config{Namespace: o.namespace, Names: o.Names, Selector: o.Selector, All: o.All, Image: o.Image,
-		Parallel: o.Parallel, Timeout: o.Timeout, RestartRuntime: o.RestartRuntime}
+		Parallel: o.Parallel, Timeout: o.Timeout, RestartRuntime: o.RestartRuntime,
+		Apply: o.Apply, UntaintControlPlane: o.UntaintControlPlane, PlanOut: o.Streams.ErrOut}
 	cfg.Progress = report.OnTerminal(o.Streams.ErrOut)
+	if !o.Yes {
+		cfg.Confirm = func(question string) error {
+			return report.Confirm(o.Streams.In, o.Streams.ErrOut, question,
+				"--apply changes nodes: pass --yes to confirm when not at a terminal (nothing was changed)")
+		}
+	}
 	return cfg
 }
 
@@ -156,59 +155,11 @@ func (o *PrepOptions) Run(ctx context.Context) error {
 		fmt.Fprintf(o.Streams.ErrOut, "removed %d prep Jobs from namespace %s\n", n, o.namespace)
 		return nil
 	}
-	cfg := o.config()
-	nodes, err := prep.ChooseNodes(ctx, cs, cfg)
-	if err != nil {
+	r, err := prep.Run(ctx, cs, o.config())
+	if r == nil {
 		return err
 	}
-	if err := nodepod.EnsureNamespace(ctx, cs, o.namespace, nodepod.PSAPrivileged); err != nil {
-		return err
-	}
-	if !o.Apply {
-		return o.finish(ctx, cs, "check", nodes, cfg)
-	}
-	plan, err := prep.RunAgents(ctx, cs, cfg, nodes, "plan")
-	if err != nil {
-		return err
-	}
-	planRep := prep.NewReport("plan", plan)
-	changes := planRep.WriteChanges(o.Streams.ErrOut)
-	untaint := o.untaintTargets(ctx, cs, nodes)
-	for _, n := range untaint {
-		fmt.Fprintf(o.Streams.ErrOut, "\n=== %s\n$ kubectl taint node %s %s:NoSchedule-\n", n, n, controlPlaneTaint)
-		changes++
-	}
-	if changes == 0 {
-		fmt.Fprintln(o.Streams.ErrOut, "nothing to change: every fixable check already passes")
-		return o.print(planRep, nil)
-	}
-	if !o.Yes {
-		if !report.IsTerminal(o.Streams.In) {
-			return cliexit.Usagef("--apply changes nodes: pass --yes to confirm when not at a terminal (nothing was changed)")
-		}
-		fmt.Fprintf(o.Streams.ErrOut, "\nApply these changes to %d node(s)? [y/N] ", len(nodes))
-		answer, _ := bufio.NewReader(o.Streams.In).ReadString('\n')
-		if a := strings.TrimSpace(strings.ToLower(answer)); a != "y" && a != "yes" {
-			return cliexit.Usagef("not confirmed: nothing was changed")
-		}
-	}
-	for _, n := range untaint {
-		if err := removeTaint(ctx, cs, n); err != nil {
-			return err
-		}
-	}
-	return o.finish(ctx, cs, "apply", nodes, cfg)
-}
-
-func (o *PrepOptions) finish(ctx context.Context, cs kubernetes.Interface, mode string, nodes []string, cfg *prep.Config) error {
-	annotator := prep.NewAnnotator(ctx, cs)
-	cfg.OnReport = annotator.Add
-	results, err := prep.RunAgents(ctx, cs, cfg, nodes, mode)
-	annotateErr := annotator.Wait()
-	if err != nil {
-		return err
-	}
-	return o.print(prep.NewReport(mode, results), annotateErr)
+	return o.print(r, err)
 }
 
 func (o *PrepOptions) print(r *prep.Report, annotateErr error) error {
@@ -234,43 +185,6 @@ func (o *PrepOptions) print(r *prep.Report, annotateErr error) error {
 	}
 	if r.Summary.Failed() {
 		return cliexit.Silent{Code: cliexit.Failures}
-	}
-	return nil
-}
-
-func (o *PrepOptions) untaintTargets(ctx context.Context, cs kubernetes.Interface, nodes []string) []string {
-	if !o.UntaintControlPlane {
-		return nil
-	}
-	var out []string
-	for _, n := range nodes {
-		node, err := cs.CoreV1().Nodes().Get(ctx, n, metav1.GetOptions{})
-		if err != nil {
-			continue
-		}
-		for _, t := range node.Spec.Taints {
-			if t.Key == controlPlaneTaint && t.Effect == corev1.TaintEffectNoSchedule {
-				out = append(out, n)
-			}
-		}
-	}
-	return out
-}
-
-func removeTaint(ctx context.Context, cs kubernetes.Interface, name string) error {
-	node, err := cs.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
-	if err != nil {
-		return cluster.APIError("get node "+name, err)
-	}
-	var keep []corev1.Taint
-	for _, t := range node.Spec.Taints {
-		if !(t.Key == controlPlaneTaint && t.Effect == corev1.TaintEffectNoSchedule) {
-			keep = append(keep, t)
-		}
-	}
-	patch, _ := json.Marshal(map[string]any{"spec": map[string]any{"taints": keep}})
-	if _, err := cs.CoreV1().Nodes().Patch(ctx, name, types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
-		return cluster.APIError("remove the control-plane taint of node "+name, err)
 	}
 	return nil
 }

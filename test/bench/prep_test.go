@@ -14,6 +14,7 @@ import (
 
 	"github.com/kubectl-gpu/kubectl-gpu/common/hostconfig/fakehost"
 	"github.com/kubectl-gpu/kubectl-gpu/common/nodepod"
+	"github.com/kubectl-gpu/kubectl-gpu/common/nodereport"
 	"github.com/kubectl-gpu/kubectl-gpu/common/prep"
 	"github.com/kubectl-gpu/kubectl-gpu/test/harness"
 )
@@ -97,7 +98,9 @@ func prepFloor(b *testing.B, nodes []string) {
 		go func(n string) {
 			defer wg.Done()
 			defer func() { <-sem }()
-			if _, err := cs.BatchV1().Jobs(ns).Create(ctx, prep.Job(cfg, n, "check", run), metav1.CreateOptions{}); err != nil {
+			j := prep.Job(cfg, n, nodereport.ModeCheck, nodepod.Labels(prep.Component, run, n))
+			j.Name = prep.JobName(n, run)
+			if _, err := cs.BatchV1().Jobs(ns).Create(ctx, j, metav1.CreateOptions{}); err != nil {
 				b.Error(err)
 			}
 		}(n)

@@ -153,7 +153,7 @@ func runFloor(b *testing.B, cs kubernetes.Interface, nodes []string) {
 		go func(n string) {
 			defer wg.Done()
 			defer func() { <-sem }()
-			p := verify.Pod(cfg, "", verify.Target(n, 1), run)
+			p := verify.Pod(cfg, "", verify.Target(n, 1), nodepod.Labels(verify.Component, run, n))
 			if _, err := cs.CoreV1().Pods(ns).Create(ctx, p, metav1.CreateOptions{}); err != nil {
 				b.Error(err)
 			}
@@ -261,7 +261,7 @@ func BenchmarkVerifyRunbook100(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 		t0 := time.Now()
 		for _, n := range nodes {
-			p := verify.Pod(&verify.Config{Namespace: nodepod.DefaultNamespace, GPUs: 1, Image: verify.DefaultImage, Resource: "nvidia.com/gpu", Timeout: time.Minute}, "", verify.Target(n, 1), "runbook")
+			p := verify.Pod(&verify.Config{Namespace: nodepod.DefaultNamespace, GPUs: 1, Image: verify.DefaultImage, Resource: "nvidia.com/gpu", Timeout: time.Minute}, "", verify.Target(n, 1), nodepod.Labels(verify.Component, "runbook", n))
 			p.APIVersion, p.Kind = "v1", "Pod"
 			f := filepath.Join(dir, n+".json")
 			if err := writeJSON(f, p); err != nil {

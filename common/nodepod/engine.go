@@ -1,0 +1,566 @@
+package nodepod
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/rand"
+	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/utils/ptr"
+
+	"github.com/kubectl-gpu/kubectl-gpu/common/cliexit"
+	"github.com/kubectl-gpu/kubectl-gpu/common/cluster"
+)
+
+// Step is what a classification decided about a node's pod.
+type Step int
+
+// Steps.
+const (
+	// Wait: nothing decided yet; the engine calls again on the next change.
+	Wait Step = iota
+	// NeedLog: the pod finished; the engine reads its log and calls again with it.
+	NeedLog
+	// Done: the node's result is final.
+	Done
+)
+
+// Observation is what the engine knows of one node's pod when it asks a Work to classify
+// it.
+type Observation struct {
+	Node string
+	// Pod is the node's pod as last seen (nil before it was seen). For a Job, the pod the
+	// Job controller made.
+	Pod *corev1.Pod
+	// Deleted tells that the pod was deleted by someone else before the node finished.
+	Deleted bool
+	// Events are the Warning events about the node's object and its pod, of this run only
+	// (an earlier run's pod of the same name has another UID), oldest first.
+	Events []corev1.Event
+	// Log is the pod's log, set (with LogRead) after a NeedLog step; LogErr when the read
+	// failed for another reason than a refusal (a refusal ends the run).
+	Log     []byte
+	LogRead bool
+	LogErr  error
+}
+
+// Work is what one command runs on its nodes: the object to create per node and how to
+// read it. The engine does the rest (creation, watches, logs, deletion, interruption).
+type Work[R any] struct {
+	// Component labels the run's objects (app.kubernetes.io/component).
+	Component string
+	// Pod or Job builds the node's object, with labels that must be set on it (and on a
+	// Job's pod template). Exactly one of them is set.
+	Pod func(node string, labels map[string]string) *corev1.Pod
+	Job func(node string, labels map[string]string) *batchv1.Job
+	// Name is the node's object name in a run.
+	Name func(node, runID string) string
+	// EventSelector is the field selector of the events to watch in the namespace (Warning
+	// events about the run's objects and pods are kept).
+	EventSelector string
+	// LogOptions for the log read of a NeedLog step.
+	LogOptions *corev1.PodLogOptions
+	// Classify decides about a node from what is known of it.
+	Classify func(o Observation) (R, Step)
+	// CreateFailed is the node's result when its object cannot be created. A non-nil error
+	// ends the run with it (a refusal every node would meet alike).
+	CreateFailed func(node string, err error) (R, error)
+	// TimedOut is the node's result when the run's timeout passes before it finished.
+	TimedOut func(o Observation) R
+	// Finished, when set, is called from the run's own goroutine as each node finishes
+	// (not for the nodes that time out), while slower nodes are still running.
+	Finished func(r Result[R], done, total int)
+}
+
+// Run is one run of a Work over nodes.
+type Run struct {
+	Namespace string
+	Nodes     []string
+	// MaxInFlight bounds how many nodes have an unfinished object at once (0: no bound):
+	// a freed slot starts the next node.
+	MaxInFlight int
+	// Creators bounds concurrent create requests (default 10).
+	Creators int
+	Timeout  time.Duration
+	// Keep leaves the objects in place (for debugging); otherwise each is deleted as its
+	// node finishes and every object of the run at the end, whatever happens.
+	Keep bool
+}
+
+// Result is one node's outcome.
+type Result[R any] struct {
+	Node    string
+	Value   R
+	Started time.Time // when its object was created (zero: never)
+	Ended   time.Time
+}
+
+// Duration is how long the node took from its object's creation.
+func (r Result[R]) Duration() time.Duration {
+	if r.Started.IsZero() {
+		return 0
+	}
+	return r.Ended.Sub(r.Started)
+}
+
+// The Ctrl-C contract of every command that runs pods on nodes: a run whose context is
+// cancelled before every node has a result returns cliexit.ErrInterrupted (exit 130, no
+// report); once every node has a result the run returns them, even when the signal arrives
+// during the clean-up that follows. The run's objects are deleted in both cases before Execute
+// returns (unless Keep).
+
+// Execute runs w on every node of r and returns one result per node, in r.Nodes' order.
+func Execute[R any](ctx context.Context, cs kubernetes.Interface, r Run, w Work[R]) ([]Result[R], error) {
+	e := &engine[R]{cs: cs, r: r, w: w, ns: r.Namespace, runID: rand.String(8)}
+	return e.execute(ctx)
+}
+
+type nodeState[R any] struct {
+	i        int
+	node     string
+	name     string // the object's name
+	objUID   string
+	pod      *corev1.Pod
+	deleted  bool
+	events   []corev1.Event
+	started  time.Time
+	ended    time.Time
+	value    R
+	done     bool
+	logging  bool
+	created  bool // the object exists (its deletion is owed)
+	inFlight bool // holds an in-flight slot
+}
+
+type engine[R any] struct {
+	cs    kubernetes.Interface
+	r     Run
+	w     Work[R]
+	ns    string
+	runID string
+
+	nodes    []*nodeState[R]
+	byName   map[string]*nodeState[R] // object name and pod names
+	byLabel  map[string]*nodeState[R] // node label value
+	finished int
+}
+
+type createResult struct {
+	i   int
+	uid string
+	err error
+}
+
+type logResult struct {
+	i   int
+	log []byte
+	err error
+}
+
+func (e *engine[R]) kind() string {
+	if e.w.Job != nil {
+		return "Job"
+	}
+	return "pod"
+}
+
+func (e *engine[R]) execute(ctx context.Context) ([]Result[R], error) {
+	if (e.w.Pod == nil) == (e.w.Job == nil) {
+		return nil, errors.New("nodepod: a Work builds either pods or Jobs")
+	}
+	if e.r.Creators <= 0 {
+		e.r.Creators = 10
+	}
+	e.byName = map[string]*nodeState[R]{}
+	e.byLabel = map[string]*nodeState[R]{}
+	for _, n := range e.r.Nodes {
+		s := &nodeState[R]{i: len(e.nodes), node: n, name: e.w.Name(n, e.runID)}
+		e.nodes = append(e.nodes, s)
+		e.byName[s.name] = s
+		e.byLabel[LabelValue(n)] = s
+	}
+	runCtx, cancel := context.WithTimeout(ctx, e.r.Timeout)
+	defer cancel()
+	sel := LabelRun + "=" + e.runID
+	openPods := func(ctx context.Context) (watch.Interface, error) {
+		return e.cs.CoreV1().Pods(e.ns).Watch(ctx, metav1.ListOptions{LabelSelector: sel})
+	}
+	openEvents := func(ctx context.Context) (watch.Interface, error) {
+		return WatchEventsFromNow(ctx, e.cs, e.ns, e.w.EventSelector)
+	}
+	// Both watches are open before the first object exists.
+	podWatch, err := openPods(runCtx)
+	if err != nil {
+		return nil, interruptedOr(ctx, cluster.APIError("watch pods in namespace "+e.ns, err))
+	}
+	defer func() { podWatch.Stop() }()
+	evWatch, err := openEvents(runCtx)
+	if err != nil {
+		return nil, interruptedOr(ctx, cluster.APIError("watch events in namespace "+e.ns, err))
+	}
+	defer func() { evWatch.Stop() }()
+
+	// Clean-up, whatever happens: the creator is stopped and waited for, each finished
+	// node's object was deleted as it finished, and the run's label finds the rest
+	// (a creation cut short by Ctrl-C may still have happened on the server).
+	var deletions sync.WaitGroup
+	creates := make(chan createResult, len(e.nodes))
+	slots := make(chan struct{}, len(e.nodes)+1)
+	creatorDone := make(chan bool, 1)
+	go e.create(runCtx, creates, slots, creatorDone)
+	var cutShort bool
+	defer func() {
+		cancel()
+		cutShort = <-creatorDone
+		deletions.Wait()
+		if !e.r.Keep {
+			e.deleteRun(context.WithoutCancel(ctx), cutShort)
+		}
+	}()
+	owed := func(s *nodeState[R]) {
+		if s.inFlight {
+			s.inFlight = false
+			slots <- struct{}{}
+		}
+		if s.created && !e.r.Keep {
+			s.created = false
+			deletions.Add(1)
+			go func(name string) {
+				defer deletions.Done()
+				DeleteAll(context.WithoutCancel(ctx), []string{name}, e.deleteObject)
+			}(s.name)
+		}
+	}
+	timedOut := false
+	finish := func(s *nodeState[R], v R) {
+		if s.done {
+			return
+		}
+		s.done, s.value, s.ended = true, v, time.Now()
+		e.finished++
+		owed(s)
+		if e.w.Finished != nil && !timedOut {
+			e.w.Finished(Result[R]{Node: s.node, Value: v, Started: s.started, Ended: s.ended}, e.finished, len(e.nodes))
+		}
+	}
+	logs := make(chan logResult, len(e.nodes))
+	evaluate := func(s *nodeState[R]) {
+		if s.done || s.logging || (s.pod == nil && !s.deleted && len(s.events) == 0) {
+			return
+		}
+		v, step := e.w.Classify(e.observe(s))
+		switch step {
+		case Done:
+			finish(s, v)
+		case NeedLog:
+			s.logging = true
+			go func(i int, pod string) {
+				b, err := ReadLog(ctx, e.cs, e.ns, pod, e.w.LogOptions)
+				logs <- logResult{i: i, log: b, err: err}
+			}(s.i, s.pod.Name)
+		}
+	}
+
+	var fatal error
+	for e.finished < len(e.nodes) && fatal == nil && runCtx.Err() == nil {
+		select {
+		case c := <-creates:
+			s := e.nodes[c.i]
+			if c.err != nil {
+				if runCtx.Err() != nil {
+					continue
+				}
+				v, ferr := e.w.CreateFailed(s.node, c.err)
+				s.inFlight = e.r.MaxInFlight > 0 // its slot is free again
+				finish(s, v)
+				fatal = ferr
+				continue
+			}
+			s.created, s.inFlight, s.objUID = true, e.r.MaxInFlight > 0, c.uid
+			if s.started.IsZero() {
+				s.started = time.Now()
+			}
+			if s.done { // finished (from an event) before its creation returned
+				owed(s)
+			}
+			evaluate(s)
+		case ev, ok := <-podWatch.ResultChan():
+			if !ok {
+				// The watch ended early (an API server restart): a new one starts with the
+				// current state of the run's pods, so nothing that happened meanwhile is lost.
+				if podWatch, err = Rewatch(runCtx, openPods); err != nil && runCtx.Err() == nil {
+					fatal = cluster.APIError("watch pods", err)
+				}
+				continue
+			}
+			p, isPod := ev.Object.(*corev1.Pod)
+			if !isPod {
+				continue
+			}
+			s := e.podNode(p)
+			if s == nil || s.done {
+				continue
+			}
+			e.byName[p.Name] = s
+			if ev.Type == watch.Deleted {
+				s.pod, s.deleted = nil, true
+			} else {
+				s.pod, s.deleted = p, false
+				if s.started.IsZero() {
+					s.started = p.CreationTimestamp.Time
+				}
+			}
+			evaluate(s)
+		case ev, ok := <-evWatch.ResultChan():
+			if !ok {
+				if evWatch, err = Rewatch(runCtx, openEvents); err != nil && runCtx.Err() == nil {
+					fatal = cluster.APIError("watch events", err)
+				}
+				continue
+			}
+			ce, isEvent := ev.Object.(*corev1.Event)
+			if !isEvent || ce.Type != corev1.EventTypeWarning {
+				continue
+			}
+			if s := e.byName[ce.InvolvedObject.Name]; s != nil && !s.done {
+				s.events = append(s.events, *ce)
+				evaluate(s)
+			}
+		case lr := <-logs:
+			s := e.nodes[lr.i]
+			s.logging = false
+			if errors.Is(lr.err, ErrLogRefused) {
+				fatal = lr.err // the same for every pod: stop with the permission named
+				continue
+			}
+			o := e.observe(s)
+			o.Log, o.LogRead, o.LogErr = lr.log, true, lr.err
+			v, _ := e.w.Classify(o)
+			finish(s, v)
+		case <-runCtx.Done():
+		}
+	}
+	if e.finished < len(e.nodes) && ctx.Err() != nil {
+		return nil, cliexit.ErrInterrupted
+	}
+	if fatal != nil {
+		return nil, fatal
+	}
+	timedOut = true
+	out := make([]Result[R], len(e.nodes))
+	for i, s := range e.nodes {
+		if !s.done {
+			finish(s, e.w.TimedOut(e.observe(s)))
+		}
+		out[i] = Result[R]{Node: s.node, Value: s.value, Started: s.started, Ended: s.ended}
+	}
+	return out, nil
+}
+
+func interruptedOr(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return cliexit.ErrInterrupted
+	}
+	return err
+}
+
+// podNode finds the node state of one of the run's pods: by name (a pod the engine
+// creates) or by the node label (a Job's pod).
+func (e *engine[R]) podNode(p *corev1.Pod) *nodeState[R] {
+	if s := e.byName[p.Name]; s != nil {
+		return s
+	}
+	return e.byLabel[p.Labels[LabelNode]]
+}
+
+// observe is what is known of a node: events only of this run's object and pod.
+func (e *engine[R]) observe(s *nodeState[R]) Observation {
+	o := Observation{Node: s.node, Pod: s.pod, Deleted: s.deleted}
+	uids := map[string]bool{}
+	if s.objUID != "" {
+		uids[s.objUID] = true
+	}
+	if s.pod != nil {
+		uids[string(s.pod.UID)] = true
+	}
+	for _, ev := range s.events {
+		if uids[string(ev.InvolvedObject.UID)] {
+			o.Events = append(o.Events, ev)
+		}
+	}
+	return o
+}
+
+// create makes the nodes' objects, at most Creators requests at once and at most
+// MaxInFlight unfinished nodes. It reports on creatorDone whether a creation was cut short
+// by the run's end (then the clean-up looks twice for what it may have made).
+func (e *engine[R]) create(ctx context.Context, out chan<- createResult, slots chan struct{}, creatorDone chan<- bool) {
+	sem := make(chan struct{}, e.r.Creators)
+	var wg sync.WaitGroup
+	cutShort := false
+	var mu sync.Mutex
+	defer func() {
+		wg.Wait()
+		creatorDone <- cutShort
+	}()
+	inFlight := 0
+	for i, s := range e.nodes {
+		if e.r.MaxInFlight > 0 {
+			for inFlight >= e.r.MaxInFlight {
+				select {
+				case <-slots:
+					inFlight--
+				case <-ctx.Done():
+					return
+				}
+			}
+			inFlight++
+		}
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+			return
+		}
+		wg.Add(1)
+		go func(i int, s *nodeState[R]) {
+			defer wg.Done()
+			defer func() { <-sem }()
+			uid, err := e.createObject(ctx, s)
+			if ctx.Err() != nil {
+				mu.Lock()
+				cutShort = true
+				mu.Unlock()
+			}
+			out <- createResult{i: i, uid: uid, err: err}
+		}(i, s)
+	}
+}
+
+func (e *engine[R]) labels(node string) map[string]string {
+	return Labels(e.w.Component, e.runID, node)
+}
+
+// Labels are the labels of a run's object (and a Job's pod) for node.
+func Labels(component, runID, node string) map[string]string {
+	return map[string]string{
+		LabelManagedBy: ManagedBy,
+		LabelComponent: component,
+		LabelRun:       runID,
+		LabelNode:      LabelValue(node),
+	}
+}
+
+// createObject creates a node's pod or Job, retrying through an API server restart; an
+// earlier try that succeeded but whose answer was lost counts as created.
+func (e *engine[R]) createObject(ctx context.Context, s *nodeState[R]) (string, error) {
+	var uid string
+	err := Retry(ctx, func(ctx context.Context) error {
+		var meta metav1.Object
+		var err error
+		if e.w.Job != nil {
+			j := e.w.Job(s.node, e.labels(s.node))
+			j.Name, j.Namespace = s.name, e.ns
+			meta, err = e.cs.BatchV1().Jobs(e.ns).Create(ctx, j, metav1.CreateOptions{})
+			if apierrors.IsAlreadyExists(err) {
+				meta, err = e.cs.BatchV1().Jobs(e.ns).Get(ctx, s.name, metav1.GetOptions{})
+			}
+		} else {
+			p := e.w.Pod(s.node, e.labels(s.node))
+			p.Name, p.Namespace = s.name, e.ns
+			meta, err = e.cs.CoreV1().Pods(e.ns).Create(ctx, p, metav1.CreateOptions{})
+			if apierrors.IsAlreadyExists(err) {
+				meta, err = e.cs.CoreV1().Pods(e.ns).Get(ctx, s.name, metav1.GetOptions{})
+			}
+		}
+		if err == nil {
+			uid = string(meta.GetUID())
+		}
+		return err
+	})
+	return uid, err
+}
+
+func (e *engine[R]) deleteObject(ctx context.Context, name string) error {
+	opts := metav1.DeleteOptions{PropagationPolicy: ptr.To(metav1.DeletePropagationBackground)}
+	if e.w.Job != nil {
+		return e.cs.BatchV1().Jobs(e.ns).Delete(ctx, name, opts)
+	}
+	return e.cs.CoreV1().Pods(e.ns).Delete(ctx, name, opts)
+}
+
+// deleteRun deletes what is left of the run, found by its label. When a creation was cut
+// short it looks twice (the server may still finish it); otherwise once.
+func (e *engine[R]) deleteRun(ctx context.Context, cutShort bool) {
+	list := func(ctx context.Context) ([]string, error) {
+		return e.names(ctx, LabelRun+"="+e.runID)
+	}
+	if cutShort {
+		DeleteRun(ctx, list, e.deleteObject)
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	var names []string
+	_ = Retry(ctx, func(ctx context.Context) error {
+		var err error
+		names, err = list(ctx)
+		return err
+	})
+	DeleteAll(ctx, names, e.deleteObject)
+}
+
+func (e *engine[R]) names(ctx context.Context, selector string) ([]string, error) {
+	return ObjectNames(ctx, e.cs, e.ns, e.w.Job != nil, selector)
+}
+
+// ObjectNames lists the names of the pods (or Jobs) in ns that match selector.
+func ObjectNames(ctx context.Context, cs kubernetes.Interface, ns string, jobs bool, selector string) ([]string, error) {
+	var names []string
+	if jobs {
+		list, err := cs.BatchV1().Jobs(ns).List(ctx, metav1.ListOptions{LabelSelector: selector})
+		if err != nil {
+			return nil, err
+		}
+		for _, j := range list.Items {
+			names = append(names, j.Name)
+		}
+		return names, nil
+	}
+	list, err := cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: selector})
+	if err != nil {
+		return nil, err
+	}
+	for _, p := range list.Items {
+		names = append(names, p.Name)
+	}
+	return names, nil
+}
+
+// Cleanup removes every object of a component the tool left in ns (`--cleanup`) and returns
+// how many.
+func Cleanup(ctx context.Context, cs kubernetes.Interface, ns, component string, jobs bool) (int, error) {
+	what := "pods"
+	if jobs {
+		what = "jobs"
+	}
+	names, err := ObjectNames(ctx, cs, ns, jobs, Selector(component))
+	if err != nil {
+		return 0, cluster.APIError(fmt.Sprintf("list %s in namespace %s", what, ns), err)
+	}
+	opts := metav1.DeleteOptions{PropagationPolicy: ptr.To(metav1.DeletePropagationBackground)}
+	DeleteAll(ctx, names, func(ctx context.Context, n string) error {
+		if jobs {
+			return cs.BatchV1().Jobs(ns).Delete(ctx, n, opts)
+		}
+		return cs.CoreV1().Pods(ns).Delete(ctx, n, opts)
+	})
+	return len(names), nil
+}
