@@ -302,3 +302,6 @@ func (st *Status) Summary() string {
 	}
 	return strings.Join(parts, ", ")
 }
+
+// ReadyWhat names the resource whose readiness the status follows.
+func (st *Status) ReadyWhat() string { return "ClusterPolicy " + ClusterPolicyName }

@@ -107,12 +107,6 @@ func Prepare(ctx context.Context, cs kubernetes.Interface, cfg *Config) (*Plan, 
 	if cfg.Resource == "" {
 		cfg.Resource = inventory.ResourceGPU
 	}
-	if !inventory.IsGPUResource(cfg.Resource) {
-		return nil, cliexit.Usagef("--resource %q is not an NVIDIA GPU resource (nvidia.com/gpu, nvidia.com/gpu.shared or nvidia.com/mig-*)", cfg.Resource)
-	}
-	if cfg.GPUs < 0 {
-		return nil, cliexit.Usagef("--gpus must be a positive number or \"all\"")
-	}
 	if _, err := inventory.ParseSelector(cfg.Selector); err != nil {
 		return nil, err
 	}

@@ -53,7 +53,6 @@ func TestPrepare(t *testing.T) {
 		{"unknown node", demoNodes(), Config{Names: []string{"nope"}}, cliexit.Usage, `node "nope" not found`, "", ""},
 		{"unknown RuntimeClass", demoNodes(), Config{RuntimeClass: "kata"}, cliexit.Usage, `RuntimeClass "kata" does not exist`, "", ""},
 		{"no GPU node", fake.NewClientset(nodefixtures.NodeObject("cpu-0", nodefixtures.Profiles["cpu"])), Config{}, cliexit.Failures, "no GPU node found", "", ""},
-		{"not a GPU resource", demoNodes(), Config{Resource: "cpu"}, cliexit.Usage, `--resource "cpu" is not an NVIDIA GPU resource`, "", ""},
 		{"MIG resource", func() *fake.Clientset {
 			return fake.NewClientset(nodefixtures.NodeObject("mig-0", nodefixtures.Profiles["mig"]))
 		}(), Config{Resource: "nvidia.com/mig-1g.10gb", GPUs: 2}, 0, "", "mig-0:2", ""},

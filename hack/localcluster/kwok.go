@@ -236,26 +236,44 @@ func (c *Cluster) ServePodLogs(ctx context.Context, ns, selector, container stri
 	}
 	sem := make(chan struct{}, 16)
 	go func() {
-		defer w.Stop()
-		for ev := range w.ResultChan() {
-			p, ok := ev.Object.(*corev1.Pod)
-			if !ok {
-				continue
+		for {
+			for ev := range w.ResultChan() {
+				p, ok := ev.Object.(*corev1.Pod)
+				if !ok {
+					continue
+				}
+				switch ev.Type {
+				case watch.Added:
+					sem <- struct{}{}
+					go func() {
+						defer func() { <-sem }()
+						_ = c.SetPodLog(context.WithoutCancel(ctx), p.Namespace, p.Name, container, logFor(p))
+					}()
+				case watch.Deleted:
+					sem <- struct{}{}
+					go func() {
+						defer func() { <-sem }()
+						_ = dyn.Resource(logsGVR).Namespace(p.Namespace).Delete(context.WithoutCancel(ctx), p.Name, metav1.DeleteOptions{})
+						_ = os.Remove(filepath.Join(c.Dir, "kwok", "logs", p.Namespace, p.Name+"."+container+".log"))
+					}()
+				}
 			}
-			switch ev.Type {
-			case watch.Added:
-				sem <- struct{}{}
-				go func() {
-					defer func() { <-sem }()
-					_ = c.SetPodLog(context.WithoutCancel(ctx), p.Namespace, p.Name, container, logFor(p))
-				}()
-			case watch.Deleted:
-				sem <- struct{}{}
-				go func() {
-					defer func() { <-sem }()
-					_ = dyn.Resource(logsGVR).Namespace(p.Namespace).Delete(context.WithoutCancel(ctx), p.Name, metav1.DeleteOptions{})
-					_ = os.Remove(filepath.Join(c.Dir, "kwok", "logs", p.Namespace, p.Name+"."+container+".log"))
-				}()
+			w.Stop()
+			// The watch ended: the caller is done, or the API server went away (a restart
+			// under a fault test). A new watch starts with the pods that exist, so a pod
+			// made meanwhile still gets its log, as a kubelet's would.
+			for {
+				if ctx.Err() != nil {
+					return
+				}
+				if w, err = c.Client.CoreV1().Pods(ns).Watch(ctx, metav1.ListOptions{LabelSelector: selector}); err == nil {
+					break
+				}
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(500 * time.Millisecond):
+				}
 			}
 		}
 	}()

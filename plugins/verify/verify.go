@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/kubectl-gpu/kubectl-gpu/common/inventory"
+
 	"github.com/spf13/cobra"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
@@ -133,6 +135,9 @@ func (o *VerifyOptions) Validate() error {
 		if err != nil || gpus <= 0 {
 			return cliexit.Usagef(`--gpus %q: want a number of GPUs of at least 1, or "all"`, o.GPUs)
 		}
+	}
+	if !inventory.IsGPUResource(corev1.ResourceName(o.Resource)) {
+		return cliexit.Usagef("--resource %q is not an NVIDIA GPU resource (nvidia.com/gpu, nvidia.com/gpu.shared or nvidia.com/mig-*)", o.Resource)
 	}
 	if o.Parallel <= 0 {
 		return cliexit.Usagef("--parallel must be at least 1")

@@ -4,6 +4,7 @@ package clustertest
 
 import (
 	"errors"
+	"sync"
 
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -19,6 +20,9 @@ import (
 type Getter struct {
 	Client *fake.Clientset
 	NS     string
+
+	mu   sync.Mutex
+	logs map[string]string // pod logs of RunNodes
 }
 
 // New returns a Getter whose clientset holds objects.
@@ -29,7 +33,7 @@ func New(objects ...runtime.Object) *Getter {
 var errNoREST = errors.New("no REST config in command tests")
 
 // Clientset returns the fake clientset.
-func (g *Getter) Clientset() (kubernetes.Interface, error) { return g.Client, nil }
+func (g *Getter) Clientset() (kubernetes.Interface, error) { return clientset{g.Client, g}, nil }
 
 // Namespace returns the configured namespace.
 func (g *Getter) Namespace() (string, bool, error) { return g.NS, false, nil }

@@ -1,0 +1,269 @@
+package operator
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"time"
+
+	"helm.sh/helm/v3/pkg/chart"
+	"helm.sh/helm/v3/pkg/release"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/kubectl-gpu/kubectl-gpu/common/cliexit"
+	"github.com/kubectl-gpu/kubectl-gpu/common/cluster"
+	"github.com/kubectl-gpu/kubectl-gpu/common/nodepod"
+	"github.com/kubectl-gpu/kubectl-gpu/common/report"
+)
+
+// Client does the operator verbs on one cluster and release namespace: the Helm SDK for the
+// release, client-go for nodes, status and CRDs.
+type Client struct {
+	Namespace string
+	Helm      *Helm
+	CS        kubernetes.Interface
+	Dyn       dynamic.Interface
+	// Log receives what happens on the way (labels applied, warnings); Progress, when set,
+	// a live line rewritten in place (a terminal).
+	Log      io.Writer
+	Progress io.Writer
+}
+
+// NewClient returns a Client for the release namespace ns.
+func NewClient(g cluster.Getter, ns string, log io.Writer) (*Client, error) {
+	h, err := NewHelm(g, ns, nil)
+	if err != nil {
+		return nil, err
+	}
+	cs, err := g.Clientset()
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := g.ToRESTConfig()
+	if err != nil {
+		return nil, err
+	}
+	dyn, err := dynamic.NewForConfig(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = io.Discard
+	}
+	return &Client{Namespace: ns, Helm: h, CS: cs, Dyn: dyn, Log: log}, nil
+}
+
+// ValuesRequest is what decides the values of an install.
+type ValuesRequest struct {
+	Source ChartSource
+	// User values (-f, --set…), already merged by Helm's rules; they win over derived ones.
+	User map[string]any
+	// Derive values from the cluster's GPU nodes.
+	Derive bool
+}
+
+// Values loads the chart and computes the install's values, each derived one with its
+// reason; warnings are written to the Client's Log too.
+func (c *Client) Values(ctx context.Context, req ValuesRequest) (*chart.Chart, *ValuesDoc, error) {
+	ch, err := c.Helm.LoadChart(req.Source)
+	if err != nil {
+		return nil, nil, err
+	}
+	var d Derivation
+	if req.Derive {
+		nodes, err := c.CS.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return nil, nil, cluster.APIError("list nodes", err)
+		}
+		d = Derive(nodes.Items)
+	}
+	doc := &ValuesDoc{TypeMeta: report.Meta(ValuesKind), Chart: ch.Metadata.Name + "-" + ch.Metadata.Version,
+		Values: Merge(&d, req.User), Derived: d.Values, NodeLabels: d.NodeLabels,
+		Warnings: append(d.Warnings, StaleKeys(req.User, ch.Values, ch.Metadata.Version)...)}
+	if doc.Derived == nil {
+		doc.Derived = []Derived{}
+	}
+	for _, w := range doc.Warnings {
+		fmt.Fprintf(c.Log, "warning: %s\n", w)
+	}
+	return ch, doc, nil
+}
+
+// InstallRequest is one install or upgrade ("upgrade --install").
+type InstallRequest struct {
+	ReleaseName string
+	Wait        bool
+	Timeout     time.Duration
+	// Atomic, or AtomicDefault: atomic for a first install unless the user said otherwise.
+	Atomic        bool
+	AtomicDefault bool
+	DryRun        bool
+	ReuseValues   bool
+	ResetValues   bool
+	// LabelNodes applies the node labels the derived values need (mixed clusters).
+	LabelNodes bool
+}
+
+// Install installs or upgrades the release with doc's values: the namespace is created
+// with the privileged Pod Security label and node labels applied when asked. Wait is
+// Helm's (resources ready); WaitReady follows the operator itself.
+func (c *Client) Install(ctx context.Context, ch *chart.Chart, doc *ValuesDoc, req InstallRequest) (*release.Release, error) {
+	cur, err := c.Helm.Current(req.ReleaseName)
+	if err != nil {
+		return nil, err
+	}
+	atomic := req.Atomic
+	if cur == nil && req.AtomicDefault {
+		atomic = true // first install: no half-installed release
+	}
+	if !req.DryRun {
+		if err := nodepod.EnsureNamespaceNoPods(ctx, c.CS, c.Namespace, nodepod.PSAPrivileged); err != nil {
+			return nil, err
+		}
+		if req.LabelNodes {
+			if err := c.LabelNodes(ctx, doc.NodeLabels); err != nil {
+				return nil, err
+			}
+		} else if len(doc.NodeLabels) > 0 {
+			fmt.Fprintf(c.Log, "warning: %d GPU nodes need a label for the derived values (see 'kubectl gpu operator values'); pass --label-nodes to apply them\n", len(doc.NodeLabels))
+		}
+	}
+	rel, err := c.Helm.InstallOrUpgrade(ctx, ch, doc.Values, InstallOptions{
+		ReleaseName: req.ReleaseName, Wait: req.Wait || atomic, Timeout: req.Timeout, Atomic: atomic,
+		DryRun: req.DryRun, ReuseValues: req.ReuseValues, ResetValues: req.ResetValues,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return rel, nil
+}
+
+// LabelNodes applies node labels, one merge patch each.
+func (c *Client) LabelNodes(ctx context.Context, labels []NodeLabel) error {
+	for _, l := range labels {
+		patch := fmt.Sprintf(`{"metadata":{"labels":{%q:%q}}}`, l.Key, l.Value)
+		if _, err := c.CS.CoreV1().Nodes().Patch(ctx, l.Node, types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
+			return cluster.APIError("label node "+l.Node, err)
+		}
+		fmt.Fprintf(c.Log, "labelled node %s %s=%s\n", l.Node, l.Key, l.Value)
+	}
+	return nil
+}
+
+// Status collects the release's, the ClusterPolicy's (or GPUCluster's), the operands' and
+// the validators' state.
+func (c *Client) Status(ctx context.Context, releaseName string) (*Status, error) {
+	rel, err := c.Helm.ReleaseStatus(releaseName)
+	if err != nil {
+		return nil, err
+	}
+	return CollectStatus(ctx, c.CS, c.Dyn, c.Namespace, rel)
+}
+
+// WaitReady follows the status every two seconds until it is ready or timeout passes,
+// showing what it waits for (a live line on Progress, else one line per change on Log).
+// It returns the last status; not ready in time is exit 1 naming the failing component.
+func (c *Client) WaitReady(ctx context.Context, releaseName string, timeout time.Duration) (*Status, error) {
+	wctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	last := ""
+	defer func() {
+		if c.Progress != nil && last != "" {
+			fmt.Fprint(c.Progress, "\r\033[K")
+		}
+	}()
+	for {
+		st, err := c.Status(wctx, releaseName)
+		switch {
+		case err != nil && wctx.Err() == nil:
+			return nil, err
+		case err == nil && st.Ready:
+			return st, nil
+		case err == nil:
+			if s := st.Summary(); s != last {
+				if c.Progress != nil {
+					fmt.Fprintf(c.Progress, "\r\033[Kwaiting: %s", s)
+				} else {
+					fmt.Fprintf(c.Log, "waiting: %s\n", s)
+				}
+				last = s
+			}
+		}
+		select {
+		case <-wctx.Done():
+		case <-time.After(2 * time.Second):
+			continue
+		}
+		break
+	}
+	if ctx.Err() != nil {
+		return nil, cliexit.ErrInterrupted
+	}
+	st, err := c.Status(context.WithoutCancel(ctx), releaseName)
+	if err != nil {
+		return nil, err
+	}
+	return st, cliexit.Failuresf("the GPU Operator is not ready after %s: %s: %s", timeout, st.Failing, st.Hint)
+}
+
+// CRDGroups are the API groups of the CRDs the chart installs.
+var CRDGroups = []string{"nvidia.com", "nfd.k8s-sigs.io"}
+
+var crdGVR = schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"}
+
+// Uninstall removes the release and, with removeCRDs, the chart's CRDs (and so every
+// ClusterPolicy, GPUCluster, NVIDIADriver, NFD rule). Nodes are left as they are. It
+// returns the CRDs removed.
+func (c *Client) Uninstall(ctx context.Context, releaseName string, timeout time.Duration, removeCRDs bool) ([]string, error) {
+	if err := c.Helm.Uninstall(releaseName, timeout); err != nil {
+		return nil, err
+	}
+	if !removeCRDs {
+		return nil, nil
+	}
+	list, err := c.Dyn.Resource(crdGVR).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return nil, cluster.APIError("list CustomResourceDefinitions", err)
+	}
+	var removed []string
+	for _, crd := range list.Items {
+		for _, g := range CRDGroups {
+			if strings.HasSuffix(crd.GetName(), "."+g) {
+				if err := c.Dyn.Resource(crdGVR).Delete(ctx, crd.GetName(), metav1.DeleteOptions{}); err != nil {
+					return removed, cluster.APIError("delete CRD "+crd.GetName(), err)
+				}
+				removed = append(removed, crd.GetName())
+			}
+		}
+	}
+	return removed, nil
+}
+
+// ManifestSummary counts the rendered objects of a release by kind.
+func ManifestSummary(rel *release.Release) string {
+	counts := map[string]int{}
+	for _, doc := range strings.Split(rel.Manifest, "\n---") {
+		for _, line := range strings.Split(doc, "\n") {
+			if strings.HasPrefix(line, "kind: ") {
+				counts[strings.TrimPrefix(line, "kind: ")]++
+				break
+			}
+		}
+	}
+	var kinds []string
+	for k := range counts {
+		kinds = append(kinds, k)
+	}
+	sort.Strings(kinds)
+	var b strings.Builder
+	for _, k := range kinds {
+		fmt.Fprintf(&b, "#   %-32s %d\n", k, counts[k])
+	}
+	return b.String()
+}

@@ -1,0 +1,67 @@
+package operator
+
+import (
+	"context"
+
+	"github.com/spf13/cobra"
+	"k8s.io/cli-runtime/pkg/genericiooptions"
+
+	"github.com/kubectl-gpu/kubectl-gpu/common/cliexit"
+	"github.com/kubectl-gpu/kubectl-gpu/common/cluster"
+	"github.com/kubectl-gpu/kubectl-gpu/common/report"
+)
+
+// StatusOptions are the flags of `operator status`.
+type StatusOptions struct {
+	releaseOptions
+	Output string
+	format report.Format
+}
+
+// NewCmdStatus returns `operator status`.
+func NewCmdStatus(f cluster.Getter, streams genericiooptions.IOStreams) *cobra.Command {
+	o := &StatusOptions{releaseOptions: releaseOptions{Streams: streams}}
+	cmd := &cobra.Command{
+		Use:   "status",
+		Short: "Report the release, ClusterPolicy, every operand and the validators; exit 1 when not ready",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := o.complete(f); err != nil {
+				return err
+			}
+			if err := o.Validate(); err != nil {
+				return err
+			}
+			return o.Run(cmd.Context())
+		},
+	}
+	o.releaseFlag(cmd)
+	cmd.Flags().StringVarP(&o.Output, "output", "o", "", "output format: table, json or yaml")
+	return cmd
+}
+
+// Validate checks the flags.
+func (o *StatusOptions) Validate() error {
+	var err error
+	o.format, err = report.ParseFormat(o.Output, report.Table, report.JSON, report.YAML)
+	return err
+}
+
+// Run prints the status; exit 1 when not ready.
+func (o *StatusOptions) Run(ctx context.Context) error {
+	c, err := o.client()
+	if err != nil {
+		return err
+	}
+	st, err := c.Status(ctx, o.ReleaseName)
+	if err != nil {
+		return err
+	}
+	if err := report.Print(o.Streams.Out, o.format, st); err != nil {
+		return err
+	}
+	if !st.Ready {
+		return cliexit.Silent{Code: cliexit.Failures}
+	}
+	return nil
+}

@@ -1,0 +1,68 @@
+package operator
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/spf13/cobra"
+	"k8s.io/cli-runtime/pkg/genericiooptions"
+
+	"github.com/kubectl-gpu/kubectl-gpu/common/cliexit"
+	"github.com/kubectl-gpu/kubectl-gpu/common/cluster"
+	"github.com/kubectl-gpu/kubectl-gpu/common/report"
+)
+
+// UninstallOptions are the flags of `operator uninstall`.
+type UninstallOptions struct {
+	releaseOptions
+	KeepCRDs bool
+	Yes      bool
+	Timeout  time.Duration
+}
+
+// NewCmdUninstall returns `operator uninstall`.
+func NewCmdUninstall(f cluster.Getter, streams genericiooptions.IOStreams) *cobra.Command {
+	o := &UninstallOptions{releaseOptions: releaseOptions{Streams: streams}}
+	cmd := &cobra.Command{
+		Use:   "uninstall",
+		Short: "Remove the GPU Operator release (and with --keep-crds=false its CRDs); nodes are untouched",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := o.complete(f); err != nil {
+				return err
+			}
+			if o.Timeout <= 0 {
+				return cliexit.Usagef("--timeout must be positive")
+			}
+			return o.Run(cmd.Context())
+		},
+	}
+	o.releaseFlag(cmd)
+	cmd.Flags().BoolVar(&o.KeepCRDs, "keep-crds", true, "keep the operator's CRDs (ClusterPolicy, NVIDIADriver, NFD); --keep-crds=false removes them")
+	cmd.Flags().BoolVar(&o.Yes, "yes", false, "do not ask for confirmation")
+	cmd.Flags().DurationVar(&o.Timeout, "timeout", defaultTimeout, "time for Helm's uninstall and its hooks")
+	return cmd
+}
+
+// Run asks, then uninstalls.
+func (o *UninstallOptions) Run(ctx context.Context) error {
+	if !o.Yes {
+		if err := report.Confirm(o.Streams.In, o.Streams.ErrOut, fmt.Sprintf("Remove release %s from namespace %s?", o.ReleaseName, o.namespace),
+			"uninstall removes the GPU Operator from the cluster: pass --yes to confirm when not at a terminal"); err != nil {
+			return err
+		}
+	}
+	c, err := o.client()
+	if err != nil {
+		return err
+	}
+	crds, err := c.Uninstall(ctx, o.ReleaseName, o.Timeout, !o.KeepCRDs)
+	if len(crds) > 0 || err == nil {
+		fmt.Fprintf(o.Streams.Out, "release %s uninstalled from namespace %s\n", o.ReleaseName, o.namespace)
+	}
+	for _, n := range crds {
+		fmt.Fprintf(o.Streams.Out, "CRD %s removed\n", n)
+	}
+	return err
+}
