@@ -225,6 +225,9 @@ func (h *Helm) InstallOrUpgrade(ctx context.Context, c *chart.Chart, vals map[st
 }
 
 func (h *Helm) kubeVersion() (*chartutil.KubeVersion, error) {
+	if h.Config.RESTClientGetter == nil {
+		return nil, errors.New("no cluster to ask for its version")
+	}
 	dc, err := h.Config.RESTClientGetter.ToDiscoveryClient()
 	if err != nil {
 		return nil, err

@@ -29,7 +29,11 @@ type InstallOptions struct {
 
 // NewCmdInstall returns `operator install` (verb "install") or `operator upgrade`.
 func NewCmdInstall(f cluster.Getter, streams genericiooptions.IOStreams, verb string) *cobra.Command {
-	o := &InstallOptions{chartOptions: chartOptions{releaseOptions: releaseOptions{Streams: streams}}, Timeout: defaultTimeout}
+	return newCmdInstall(f, releaseOptions{Streams: streams, newClient: op.NewClient}, verb)
+}
+
+func newCmdInstall(f cluster.Getter, ro releaseOptions, verb string) *cobra.Command {
+	o := &InstallOptions{chartOptions: chartOptions{releaseOptions: ro}, Timeout: defaultTimeout}
 	cmd := &cobra.Command{
 		Use:   verb,
 		Short: map[string]string{"install": "Install the GPU Operator, or upgrade it when installed", "upgrade": "Upgrade the GPU Operator, or install it when missing"}[verb],

@@ -3,6 +3,7 @@
 package operator
 
 import (
+	"io"
 	"strings"
 	"time"
 
@@ -19,6 +20,15 @@ import (
 
 // NewCmdOperator returns `kubectl gpu operator` and its subcommands.
 func NewCmdOperator(f cluster.Getter, streams genericiooptions.IOStreams) *cobra.Command {
+	return newCmdOperator(f, streams, op.NewClient)
+}
+
+// clientFunc makes the operator client: op.NewClient, or in command tests one on an
+// in-memory Helm store and fake clients.
+type clientFunc func(g cluster.Getter, ns string, log io.Writer) (*op.Client, error)
+
+func newCmdOperator(f cluster.Getter, streams genericiooptions.IOStreams, nc clientFunc) *cobra.Command {
+	ro := func() releaseOptions { return releaseOptions{Streams: streams, newClient: nc} }
 	cmd := &cobra.Command{
 		Use:   "operator",
 		Short: "Install, upgrade, report and remove the NVIDIA GPU Operator (Helm)",
@@ -31,9 +41,9 @@ when every GPU node has the container toolkit and the nvidia runtime (both as fo
 		SilenceUsage: true,
 	}
 	for _, verb := range []string{"install", "upgrade"} {
-		cmd.AddCommand(NewCmdInstall(f, streams, verb))
+		cmd.AddCommand(newCmdInstall(f, ro(), verb))
 	}
-	cmd.AddCommand(NewCmdValues(f, streams), NewCmdStatus(f, streams), NewCmdUninstall(f, streams))
+	cmd.AddCommand(newCmdValues(f, ro()), newCmdStatus(f, ro()), newCmdUninstall(f, ro()))
 	return cmd
 }
 
@@ -43,6 +53,7 @@ type releaseOptions struct {
 	namespace   string
 	getter      cluster.Getter
 	Streams     genericiooptions.IOStreams
+	newClient   clientFunc
 }
 
 func (o *releaseOptions) complete(f cluster.Getter) error {
@@ -53,7 +64,7 @@ func (o *releaseOptions) complete(f cluster.Getter) error {
 }
 
 func (o *releaseOptions) client() (*op.Client, error) {
-	c, err := op.NewClient(o.getter, o.namespace, o.Streams.ErrOut)
+	c, err := o.newClient(o.getter, o.namespace, o.Streams.ErrOut)
 	if err != nil {
 		return nil, err
 	}

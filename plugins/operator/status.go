@@ -8,6 +8,7 @@ import (
 
 	"github.com/kubectl-gpu/kubectl-gpu/common/cliexit"
 	"github.com/kubectl-gpu/kubectl-gpu/common/cluster"
+	op "github.com/kubectl-gpu/kubectl-gpu/common/operator"
 	"github.com/kubectl-gpu/kubectl-gpu/common/report"
 )
 
@@ -20,7 +21,11 @@ type StatusOptions struct {
 
 // NewCmdStatus returns `operator status`.
 func NewCmdStatus(f cluster.Getter, streams genericiooptions.IOStreams) *cobra.Command {
-	o := &StatusOptions{releaseOptions: releaseOptions{Streams: streams}}
+	return newCmdStatus(f, releaseOptions{Streams: streams, newClient: op.NewClient})
+}
+
+func newCmdStatus(f cluster.Getter, ro releaseOptions) *cobra.Command {
+	o := &StatusOptions{releaseOptions: ro}
 	cmd := &cobra.Command{
 		Use:   "status",
 		Short: "Report the release, ClusterPolicy, every operand and the validators; exit 1 when not ready",

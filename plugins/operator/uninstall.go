@@ -10,6 +10,7 @@ import (
 
 	"github.com/kubectl-gpu/kubectl-gpu/common/cliexit"
 	"github.com/kubectl-gpu/kubectl-gpu/common/cluster"
+	op "github.com/kubectl-gpu/kubectl-gpu/common/operator"
 	"github.com/kubectl-gpu/kubectl-gpu/common/report"
 )
 
@@ -23,7 +24,11 @@ type UninstallOptions struct {
 
 // NewCmdUninstall returns `operator uninstall`.
 func NewCmdUninstall(f cluster.Getter, streams genericiooptions.IOStreams) *cobra.Command {
-	o := &UninstallOptions{releaseOptions: releaseOptions{Streams: streams}}
+	return newCmdUninstall(f, releaseOptions{Streams: streams, newClient: op.NewClient})
+}
+
+func newCmdUninstall(f cluster.Getter, ro releaseOptions) *cobra.Command {
+	o := &UninstallOptions{releaseOptions: ro}
 	cmd := &cobra.Command{
 		Use:   "uninstall",
 		Short: "Remove the GPU Operator release (and with --keep-crds=false its CRDs); nodes are untouched",

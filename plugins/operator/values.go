@@ -7,6 +7,7 @@ import (
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 
 	"github.com/kubectl-gpu/kubectl-gpu/common/cluster"
+	op "github.com/kubectl-gpu/kubectl-gpu/common/operator"
 	"github.com/kubectl-gpu/kubectl-gpu/common/report"
 )
 
@@ -19,7 +20,11 @@ type ValuesOptions struct {
 
 // NewCmdValues returns `operator values`.
 func NewCmdValues(f cluster.Getter, streams genericiooptions.IOStreams) *cobra.Command {
-	o := &ValuesOptions{chartOptions: chartOptions{releaseOptions: releaseOptions{Streams: streams}}}
+	return newCmdValues(f, releaseOptions{Streams: streams, newClient: op.NewClient})
+}
+
+func newCmdValues(f cluster.Getter, ro releaseOptions) *cobra.Command {
+	o := &ValuesOptions{chartOptions: chartOptions{releaseOptions: ro}}
 	cmd := &cobra.Command{
 		Use:   "values",
 		Short: "Show the chart values install would use, and why each derived value is what it is",
