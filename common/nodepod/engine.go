@@ -375,6 +375,9 @@ func interruptedOr(ctx context.Context, err error) error {
 // podNode finds the node state of one of the run's pods: by name (a pod the engine
 // creates) or by the node label (a Job's pod).
 func (e *engine[R]) podNode(p *corev1.Pod) *nodeState[R] {
+	if p.Labels[LabelRun] != e.runID {
+		return nil // another run's pod (the watch selects by run; a pod of the same name may linger)
+	}
 	if s := e.byName[p.Name]; s != nil {
 		return s
 	}
