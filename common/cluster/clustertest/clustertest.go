@@ -6,6 +6,8 @@ import (
 	"errors"
 	"sync"
 
+	"k8s.io/client-go/discovery/cached/memory"
+
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/discovery"
@@ -20,6 +22,9 @@ import (
 type Getter struct {
 	Client *fake.Clientset
 	NS     string
+
+	// Unreachable, when set, is the error of every discovery call.
+	Unreachable error
 
 	mu   sync.Mutex
 	logs map[string]string // pod logs of RunNodes
@@ -40,8 +45,13 @@ func (g *Getter) Namespace() (string, bool, error) { return g.NS, false, nil }
 
 func (g *Getter) ToRESTConfig() (*rest.Config, error) { return nil, errNoREST }
 
+// ToDiscoveryClient returns the fake's discovery (its server version is the fake's
+// FakedServerVersion; with Unreachable set, an error).
 func (g *Getter) ToDiscoveryClient() (discovery.CachedDiscoveryInterface, error) {
-	return nil, errNoREST
+	if g.Unreachable != nil {
+		return nil, g.Unreachable
+	}
+	return memory.NewMemCacheClient(g.Client.Discovery()), nil
 }
 
 func (g *Getter) ToRESTMapper() (meta.RESTMapper, error) { return nil, errNoREST }
