@@ -48,8 +48,8 @@ cross: ## build the plugin for every release platform into bin/<os>_<arch>/
 	  CGO_ENABLED=0 GOOS=$$os GOARCH=$$arch go build -trimpath -ldflags '$(LDFLAGS)' -o bin/$${os}_$${arch}/kubectl-gpu$$ext ./plugins/kubectl-gpu || exit 1; \
 	done
 
-agent: ## build bin/gpu-node-agent for this machine (cgo, for go-nvml)
-	CGO_ENABLED=1 CGO_CFLAGS=-Wno-deprecated-declarations go build -trimpath -ldflags '$(LDFLAGS)' -o bin/gpu-node-agent ./nodeimages/agent
+agent: ## build bin/gpu-node-agent for this machine (cgo, for go-nvml; the recipe is hack/agentbuild)
+	go run ./hack/build-agent -out bin/gpu-node-agent -version $(VERSION) -commit $(COMMIT)
 
 fuzz: ## every fuzz target for FUZZTIME each (default 1000000x: a million inputs)
 	go test -run '^$$' -fuzz '^FuzzContainerdEdit$$' -fuzztime $${FUZZTIME:-1000000x} -fuzzminimizetime 5s ./common/hostconfig/
@@ -72,12 +72,9 @@ krew-manifest: ## render krew/gpu.yaml from .krew.yaml and the archives in dist/
 IMAGE_ARCHS ?= amd64 arm64
 IMAGE_REPO  ?= ghcr.io/kubectl-gpu/gpu-node-agent
 image: ## node-agent image for IMAGE_ARCHS without Docker: dist/gpu-node-agent_$(VERSION)_linux_<arch>.tar (docker load) and the multi-arch OCI layout dist/gpu-node-agent_$(VERSION)_oci
-	@for a in $(IMAGE_ARCHS); do cc=gcc; \
-	  if [ $$a != $$(go env GOHOSTARCH) ]; then cc=$$([ $$a = arm64 ] && echo aarch64-linux-gnu-gcc || echo x86_64-linux-gnu-gcc); fi; \
-	  command -v $$cc >/dev/null || { echo "image: $$cc is needed for linux/$$a (Debian: gcc-aarch64-linux-gnu libc6-dev-arm64-cross)" >&2; exit 2; }; \
+	@for a in $(IMAGE_ARCHS); do \
 	  echo "build gpu-node-agent linux/$$a"; \
-	  CC=$$cc CGO_ENABLED=1 GOOS=linux GOARCH=$$a CGO_CFLAGS=-Wno-deprecated-declarations \
-	    go build -trimpath -ldflags '$(LDFLAGS)' -o bin/linux_$$a/gpu-node-agent ./nodeimages/agent || exit 1; \
+	  go run ./hack/build-agent -arch $$a -out bin/linux_$$a/gpu-node-agent -version $(VERSION) -commit $(COMMIT) || exit 2; \
 	  sr=$$(hack/agent-sysroot.sh $$a) || exit 1; \
 	done; \
 	go run ./hack/image -arch $$(echo $(IMAGE_ARCHS) | tr ' ' ,) -agent 'bin/linux_{arch}/gpu-node-agent' \

@@ -11,6 +11,8 @@ import (
 	"path/filepath"
 	"sync"
 
+	"github.com/kubectl-gpu/kubectl-gpu/hack/agentbuild"
+
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -109,11 +111,5 @@ func Simulate(ctx context.Context, c *localcluster.Cluster, agentBin, dir string
 // BuildAgent builds the node agent for this machine (cgo, for go-nvml) to out: the binary
 // Simulate runs for the nodes.
 func BuildAgent(ctx context.Context, out string) error {
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", out, "./nodeimages/agent")
-	cmd.Dir = localcluster.RepoRoot()
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=1", "CGO_CFLAGS=-Wno-deprecated-declarations")
-	if b, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("build the node agent: %v\n%s", err, b)
-	}
-	return nil
+	return agentbuild.Build(ctx, agentbuild.Options{Dir: localcluster.RepoRoot(), Out: out})
 }

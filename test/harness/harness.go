@@ -19,6 +19,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kubectl-gpu/kubectl-gpu/hack/agentbuild"
+
 	"github.com/kubectl-gpu/kubectl-gpu/hack/localcluster"
 )
 
@@ -211,30 +213,10 @@ func (e *Env) Gpu(ctx context.Context, args ...string) Result {
 // BuildAgent builds the node agent (cgo, for go-nvml) for this machine.
 func BuildAgent(out string) error { return BuildAgentFor(out, runtime.GOARCH) }
 
-// AgentCC is the C compiler that builds the agent (cgo) for linux/arch on this machine:
-// gcc for its own architecture, Debian's cross compiler for the other one; "" when absent.
-func AgentCC(arch string) string {
-	cc := "gcc"
-	if arch != runtime.GOARCH {
-		cc = map[string]string{"arm64": "aarch64-linux-gnu-gcc", "amd64": "x86_64-linux-gnu-gcc"}[arch]
-	}
-	if p, err := exec.LookPath(cc); cc != "" && err == nil {
-		return p
-	}
-	return ""
-}
+// AgentCC is the C compiler that builds the agent for linux/arch ("" when absent).
+func AgentCC(arch string) string { return agentbuild.CC(arch) }
 
-// BuildAgentFor builds the node agent for linux/arch (cgo, with AgentCC(arch)).
+// BuildAgentFor builds the node agent for linux/arch with the one recipe (hack/agentbuild).
 func BuildAgentFor(out, arch string) error {
-	cc := AgentCC(arch)
-	if cc == "" {
-		return fmt.Errorf("no C compiler for linux/%s (Debian: gcc-aarch64-linux-gnu libc6-dev-arm64-cross)", arch)
-	}
-	cmd := exec.Command("go", "build", "-trimpath", "-o", out, "./nodeimages/agent")
-	cmd.Dir = RepoRoot()
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=1", "CGO_CFLAGS=-Wno-deprecated-declarations", "GOOS=linux", "GOARCH="+arch, "CC="+cc)
-	if b, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("build gpu-node-agent for linux/%s: %v\n%s", arch, err, b)
-	}
-	return nil
+	return agentbuild.Build(context.Background(), agentbuild.Options{Dir: RepoRoot(), Out: out, Arch: arch, Version: "v0.0.0-test"})
 }
