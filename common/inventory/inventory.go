@@ -128,7 +128,7 @@ type Resource struct {
 func ParseSelector(s string) (labels.Selector, error) {
 	sel, err := labels.Parse(s)
 	if err != nil {
-		return nil, cliexit.Usagef("invalid label selector %q: %v", s, err)
+		return nil, cliexit.Usagef("invalid label selector %q: %w", s, err)
 	}
 	return sel, nil
 }

@@ -157,7 +157,7 @@ func (r *Report) Ready() bool {
 func Parse(b []byte) (*Report, error) {
 	var r Report
 	if err := json.Unmarshal(b, &r); err != nil {
-		return nil, fmt.Errorf("the node agent's output is not a JSON report: %v", err)
+		return nil, fmt.Errorf("the node agent's output is not a JSON report: %w", err)
 	}
 	if r.Kind != Kind || r.APIVersion != docmeta.APIVersion {
 		return nil, fmt.Errorf("the node agent printed %s %s, not a %s %s", r.APIVersion, r.Kind, docmeta.APIVersion, Kind)

@@ -55,11 +55,11 @@ func NewHelm(getter genericclioptions.RESTClientGetter, namespace string, debug 
 		}
 	}
 	if err := cfg.Init(namespacedGetter{getter, namespace}, namespace, os.Getenv("HELM_DRIVER"), logf); err != nil {
-		return nil, cliexit.Usagef("cannot set up Helm: %v", err)
+		return nil, cliexit.Usagef("cannot set up Helm: %w", err)
 	}
 	rc, err := registry.NewClient(registry.ClientOptCredentialsFile(settings.RegistryConfig), registry.ClientOptWriter(io.Discard))
 	if err != nil {
-		return nil, cliexit.Usagef("cannot set up the OCI registry client: %v", err)
+		return nil, cliexit.Usagef("cannot set up the OCI registry client: %w", err)
 	}
 	cfg.RegistryClient = rc
 	return &Helm{Config: cfg, Settings: settings, Namespace: namespace}, nil

@@ -8,7 +8,7 @@ import (
 
 // flagError makes a bad flag a usage error (exit 2) that names the help command.
 func flagError(cmd *cobra.Command, err error) error {
-	return cliexit.Usagef("%v: see '%s --help'", err, cmd.CommandPath())
+	return cliexit.Usagef("%w: see '%s --help'", err, cmd.CommandPath())
 }
 
 // ArgsError is returned by cobra's positional argument checks; the same treatment.

@@ -68,7 +68,7 @@ func Execute(ctx context.Context, cmd *cobra.Command) error {
 	if err != nil && !started {
 		var ce *cliexit.Error
 		if !errors.As(err, &ce) {
-			return cliexit.Usagef("%v: see 'kubectl gpu --help'", err)
+			return cliexit.Usagef("%w: see 'kubectl gpu --help'", err)
 		}
 	}
 	return err

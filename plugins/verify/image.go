@@ -9,7 +9,7 @@ import (
 // validateImage checks --image with the reference grammar container runtimes use.
 func validateImage(s string) error {
 	if _, err := reference.ParseNormalizedNamed(s); err != nil {
-		return cliexit.Usagef("--image %q is not a valid image reference (%v): want such as registry.example.com/nvidia/k8s/cuda-sample:vectoradd-cuda12.5.0", s, err)
+		return cliexit.Usagef("--image %q is not a valid image reference (%w): want such as registry.example.com/nvidia/k8s/cuda-sample:vectoradd-cuda12.5.0", s, err)
 	}
 	return nil
 }

@@ -205,7 +205,7 @@ func (o *VerifyOptions) Run(ctx context.Context) error {
 func writeJUnitFile(path string, rep *verify.Report) error {
 	f, err := os.Create(path)
 	if err != nil {
-		return cliexit.Usagef("cannot write --junit-file: %v", err)
+		return cliexit.Usagef("cannot write --junit-file: %w", err)
 	}
 	if err := rep.WriteJUnit(f); err != nil {
 		f.Close()
