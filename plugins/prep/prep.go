@@ -67,6 +67,11 @@ them — files written atomically with a backup beside them — and checks again
 runtimes are restarted only with --restart-runtime.
 
 Nodes: the named ones, -l, --all, or by default the nodes that look like GPU nodes.
+Up to 100 nodes run the read-only check (or plan) at once: the pods are small (10m CPU,
+32 MiB) and read only; --apply changes 10 nodes at once. --parallel sets both.
+
+Ctrl-C before every node has reported: exit 130, nothing on stdout. After: the report is
+printed with its own exit code. Either way the Jobs are removed first.
 Exit codes: 0 every node ready; 1 a node is not ready; 2 bad input; 130 interrupted.`,
 		Example: `  kubectl gpu prep
   kubectl gpu prep gpu-node-1 gpu-node-2 -o wide

@@ -78,6 +78,8 @@ deleted at the end — also on Ctrl-C and on timeout — unless --keep.
 --runtime-class auto uses the RuntimeClass "nvidia" when it exists and none when it does not
 (the GPU Operator creates none in CDI / NRI mode).
 
+Ctrl-C before every node has a result: exit 130, nothing on stdout. After: the report is
+printed with its own exit code. Either way the pods are removed first (unless --keep).
 Exit codes: 0 every node passed; 1 a node failed, or there is no GPU node; 2 bad input;
 130 interrupted.`,
 		Example: `  kubectl gpu verify
