@@ -222,21 +222,27 @@ func benchVerify(b *testing.B, n int) {
 	nodes := benchNodes(n)
 	var ours, floor time.Duration
 	var requests int64
+	minRatio, maxRatio := 1e9, 0.0
 	for i := 0; i < b.N; i++ {
 		cs, ct := countingClient(b)
 		t0 := time.Now()
 		runVerify(b, cs, nodes)
-		ours += time.Since(t0)
+		d := time.Since(t0)
+		ours += d
 		requests += ct.n.Load()
 		waitGone(b, cs)
 		t1 := time.Now()
 		runFloor(b, cs, nodes)
-		floor += time.Since(t1)
+		f := time.Since(t1)
+		floor += f
+		minRatio, maxRatio = min(minRatio, float64(d)/float64(f)), max(maxRatio, float64(d)/float64(f))
 	}
 	nf := float64(b.N)
 	b.ReportMetric(ours.Seconds()/nf, "verify-s/op")
 	b.ReportMetric(floor.Seconds()/nf, "floor-s/op")
 	b.ReportMetric(float64(ours)/float64(floor), "ratio-to-floor")
+	b.ReportMetric(minRatio, "ratio-min")
+	b.ReportMetric(maxRatio, "ratio-max")
 	b.ReportMetric(float64(requests)/nf/float64(n), "requests/node")
 	// Once more through the built binary (untimed), for the client's peak memory.
 	r := env.Gpu(context.Background(), append([]string{"verify", "--parallel", "50", "-o", "json"}, nodes...)...)
