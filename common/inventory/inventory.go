@@ -1,6 +1,6 @@
 // Package inventory builds the GPU inventory of a cluster: per node the GPUs it can
 // allocate, how many are requested, and what GPU feature discovery says about them. It
-// costs one node list and one pod list, whatever the number of nodes.
+// costs one node list and one pod list (paged), whatever the number of nodes.
 package inventory
 
 import (
@@ -143,12 +143,31 @@ func Collect(ctx context.Context, cs kubernetes.Interface, o Options) (*Inventor
 	if err != nil {
 		return nil, cluster.APIError("list nodes", err)
 	}
-	pods, err := cs.CoreV1().Pods("").List(ctx, metav1.ListOptions{FieldSelector: ActivePodsOnNodes})
+	chosen, err := Choose(nodes.Items, o)
 	if err != nil {
-		return nil, cluster.APIError("list pods in all namespaces", err)
+		return nil, err
 	}
-	return Build(nodes.Items, pods.Items, o)
+	used := usedMap(chosen)
+	// The pods are read a page at a time (as kubectl get does) and only their GPU requests
+	// kept: a list of every pod of a large cluster, decoded whole, is what costs memory.
+	opts := metav1.ListOptions{FieldSelector: ActivePodsOnNodes, Limit: PodPageSize}
+	for {
+		pods, err := cs.CoreV1().Pods("").List(ctx, opts)
+		if err != nil {
+			return nil, cluster.APIError("list pods in all namespaces", err)
+		}
+		for i := range pods.Items {
+			addUse(used, &pods.Items[i])
+		}
+		if opts.Continue = pods.Continue; opts.Continue == "" {
+			break
+		}
+	}
+	return build(chosen, used), nil
 }
+
+// PodPageSize is how many pods one list call returns.
+const PodPageSize = 500
 
 // ActivePodsOnNodes is the field selector of the pods that hold node resources.
 const ActivePodsOnNodes = "status.phase!=Succeeded,status.phase!=Failed,spec.nodeName!="
@@ -159,24 +178,37 @@ func Build(nodes []corev1.Node, pods []corev1.Pod, o Options) (*Inventory, error
 	if err != nil {
 		return nil, err
 	}
+	used := usedMap(chosen)
+	for i := range pods {
+		addUse(used, &pods[i])
+	}
+	return build(chosen, used), nil
+}
+
+func usedMap(chosen []*corev1.Node) map[string]corev1.ResourceList {
 	used := map[string]corev1.ResourceList{}
 	for i := range chosen {
 		used[chosen[i].Name] = corev1.ResourceList{}
 	}
-	for i := range pods {
-		p := &pods[i]
-		u, ok := used[p.Spec.NodeName]
-		if !ok || p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
-			continue
-		}
-		for name, q := range gpuRequests(p) {
-			if IsGPUResource(name) {
-				sum := u[name]
-				sum.Add(q)
-				u[name] = sum
-			}
+	return used
+}
+
+// addUse adds the GPU requests of a pod that holds them to its node's use.
+func addUse(used map[string]corev1.ResourceList, p *corev1.Pod) {
+	u, ok := used[p.Spec.NodeName]
+	if !ok || p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
+		return
+	}
+	for name, q := range gpuRequests(p) {
+		if IsGPUResource(name) {
+			sum := u[name]
+			sum.Add(q)
+			u[name] = sum
 		}
 	}
+}
+
+func build(chosen []*corev1.Node, used map[string]corev1.ResourceList) *Inventory {
 	inv := &Inventory{TypeMeta: report.Meta(Kind), Items: make([]Node, 0, len(chosen))}
 	for _, n := range chosen {
 		item := describe(n, used[n.Name])
@@ -191,7 +223,7 @@ func Build(nodes []corev1.Node, pods []corev1.Pod, o Options) (*Inventory, error
 		inv.Summary.GPUs += item.GPUs
 		inv.Summary.Used += item.Used
 	}
-	return inv, nil
+	return inv
 }
 
 // Choose returns the nodes named in o (all of which must exist), or else the GPU nodes (all
