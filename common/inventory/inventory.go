@@ -75,13 +75,18 @@ type Options struct {
 	Selector string
 	// All lists nodes without GPUs too.
 	All bool
+
+	// draNodes are nodes DRA publishes GPUs for (GPU nodes without GPU resources).
+	draNodes map[string]bool
 }
 
 // Inventory is the `kubectl gpu nodes` document.
 type Inventory struct {
 	report.TypeMeta `json:",inline"`
-	Items           []Node  `json:"items"`
-	Summary         Summary `json:"summary"`
+	// DRAVersion is the resource.k8s.io version DRA GPUs were read in ("": none served).
+	DRAVersion string  `json:"draVersion,omitempty"`
+	Items      []Node  `json:"items"`
+	Summary    Summary `json:"summary"`
 }
 
 // Summary adds the inventory up.
@@ -110,6 +115,15 @@ type Node struct {
 	Driver           string `json:"driver,omitempty"`
 	CUDA             string `json:"cuda,omitempty"`
 	MIGStrategy      string `json:"migStrategy,omitempty"`
+	// MIGConfig is the MIG layout asked for (nvidia.com/mig.config) and the MIG manager's
+	// progress, such as "all-1g.10gb (success)".
+	MIGConfig string `json:"migConfig,omitempty"`
+	// Source says where the GPUs come from: device-plugin, dra or both.
+	Source string `json:"source,omitempty"`
+	// DRA is what DRA publishes for the node (nil: nothing).
+	DRA *DRA `json:"dra,omitempty"`
+	// Sharing is the device plugin's sharing of the GPUs: "4× time-slicing", "4× MPS".
+	Sharing          string `json:"sharing,omitempty"`
 	KubeletVersion   string `json:"kubeletVersion,omitempty"`
 	ContainerRuntime string `json:"containerRuntime,omitempty"`
 	KernelVersion    string `json:"kernelVersion,omitempty"`
@@ -143,6 +157,14 @@ func Collect(ctx context.Context, cs kubernetes.Interface, o Options) (*Inventor
 	if err != nil {
 		return nil, cluster.APIError("list nodes", err)
 	}
+	dra, err := collectDRA(ctx, cs)
+	if err != nil {
+		return nil, err
+	}
+	o.draNodes = map[string]bool{}
+	for _, n := range dra.draNames() {
+		o.draNodes[n] = true
+	}
 	chosen, err := Choose(nodes.Items, o)
 	if err != nil {
 		return nil, err
@@ -163,7 +185,9 @@ func Collect(ctx context.Context, cs kubernetes.Interface, o Options) (*Inventor
 			break
 		}
 	}
-	return build(chosen, used), nil
+	inv := build(chosen, used, dra)
+	inv.DRAVersion = dra.version
+	return inv, nil
 }
 
 // PodPageSize is how many pods one list call returns.
@@ -182,7 +206,7 @@ func Build(nodes []corev1.Node, pods []corev1.Pod, o Options) (*Inventory, error
 	for i := range pods {
 		addUse(used, &pods[i])
 	}
-	return build(chosen, used), nil
+	return build(chosen, used, nil), nil
 }
 
 func usedMap(chosen []*corev1.Node) map[string]corev1.ResourceList {
@@ -208,10 +232,14 @@ func addUse(used map[string]corev1.ResourceList, p *corev1.Pod) {
 	}
 }
 
-func build(chosen []*corev1.Node, used map[string]corev1.ResourceList) *Inventory {
+func build(chosen []*corev1.Node, used map[string]corev1.ResourceList, dra *draState) *Inventory {
 	inv := &Inventory{TypeMeta: report.Meta(Kind), Items: make([]Node, 0, len(chosen))}
 	for _, n := range chosen {
-		item := describe(n, used[n.Name])
+		var d *DRA
+		if dra != nil {
+			d = dra.nodes[n.Name]
+		}
+		item := describe(n, used[n.Name], d)
 		inv.Items = append(inv.Items, item)
 		inv.Summary.Nodes++
 		if item.GPUNode {
@@ -257,7 +285,7 @@ func Choose(nodes []corev1.Node, o Options) ([]*corev1.Node, error) {
 		}
 	} else {
 		for i := range nodes {
-			if o.All || IsGPUNode(&nodes[i]) {
+			if o.All || IsGPUNode(&nodes[i]) || o.draNodes[nodes[i].Name] {
 				out = append(out, &nodes[i])
 			}
 		}
@@ -307,7 +335,7 @@ func quoteAll(s []string) []string {
 	return q
 }
 
-func describe(n *corev1.Node, used corev1.ResourceList) Node {
+func describe(n *corev1.Node, used corev1.ResourceList, dra *DRA) Node {
 	l := n.Labels
 	item := Node{
 		Name:             n.Name,
@@ -341,6 +369,19 @@ func describe(n *corev1.Node, used corev1.ResourceList) Node {
 		item.Used += r.Used
 	}
 	sort.Slice(item.Resources, func(i, j int) bool { return item.Resources[i].Name < item.Resources[j].Name })
+	item.Source = sourceOf(item.GPUs, dra)
+	item.Sharing, item.MIGConfig = Sharing(n), MIGConfig(n)
+	if dra != nil && dra.GPUs+dra.MIG > 0 {
+		item.DRA = dra
+		item.GPUNode = true
+		item.GPUs += dra.GPUs + dra.MIG
+		item.Used += dra.Allocated
+		item.Product = firstNonEmpty(item.Product, dra.Product)
+		item.Driver = firstNonEmpty(item.Driver, dra.Driver)
+		if item.MemoryMiB == 0 {
+			item.MemoryMiB = dra.MemoryMiB
+		}
+	}
 	return item
 }
 
@@ -387,7 +428,7 @@ func joinVersion(parts ...string) string {
 
 // Rows prints the inventory as kubectl prints a list.
 func (inv *Inventory) Rows(wide bool) ([]string, [][]string) {
-	header := []string{"NAME", "READY", "GPUS", "USED", "PRODUCT", "MEMORY", "DRIVER", "CUDA", "MIG", "FLAVOUR"}
+	header := []string{"NAME", "READY", "GPUS", "USED", "SOURCE", "PRODUCT", "MEMORY", "DRIVER", "CUDA", "SHARING", "MIG", "FLAVOUR"}
 	if wide {
 		header = append(header, "RUNTIME", "KUBELET", "KERNEL", "OS-IMAGE")
 	}
@@ -401,8 +442,8 @@ func (inv *Inventory) Rows(wide bool) ([]string, [][]string) {
 		if n.MemoryMiB > 0 {
 			mem = fmt.Sprintf("%dMiB", n.MemoryMiB)
 		}
-		row := []string{n.Name, ready, strconv.FormatInt(n.GPUs, 10), strconv.FormatInt(n.Used, 10),
-			dash(n.Product), mem, dash(n.Driver), dash(n.CUDA), n.migColumn(), string(n.Flavour)}
+		row := []string{n.Name, ready, strconv.FormatInt(n.GPUs, 10), strconv.FormatInt(n.Used, 10), dash(n.Source),
+			dash(n.Product), mem, dash(n.Driver), dash(n.CUDA), dash(n.Sharing), n.migColumn(), string(n.Flavour)}
 		if wide {
 			row = append(row, dash(n.ContainerRuntime), dash(n.KubeletVersion), dash(n.KernelVersion), dash(n.OSImage))
 		}
@@ -422,6 +463,9 @@ func (n Node) migColumn() string {
 	s := n.MIGStrategy
 	if len(devs) > 0 {
 		s = strings.TrimSpace(s + " " + strings.Join(devs, ","))
+	}
+	if n.MIGConfig != "" {
+		s = strings.TrimSpace(s + " " + n.MIGConfig)
 	}
 	return dash(s)
 }

@@ -24,6 +24,9 @@ import (
 	"syscall"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -61,9 +64,11 @@ type Cluster struct {
 	opts    Options
 	tempDir bool
 	log     io.Writer
-	mu      sync.Mutex
-	procs   []*process
-	stopped bool
+	// schedulerRestarts counts the scheduler restarts ensureScheduling made.
+	schedulerRestarts int
+	mu                sync.Mutex
+	procs             []*process
+	stopped           bool
 	// cleanups undo what is not a process (real nodes' network namespaces, cgroups, mount
 	// points); Stop runs them last first, after every process has ended.
 	cleanups  []func()
@@ -350,6 +355,77 @@ func (c *Cluster) RestartAPIServer(ctx context.Context, down time.Duration) erro
 // time, starts it again with the same flags and waits until the API server is ready again
 // (its readiness covers etcd).
 func (c *Cluster) Restart(ctx context.Context, name string, down time.Duration) error {
+	if err := c.restartProcess(name, down); err != nil {
+		return err
+	}
+	if err := c.waitReady(ctx, name, 60*time.Second, func(ctx context.Context) error {
+		_, err := c.Client.Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(ctx)
+		return err
+	}); err != nil {
+		return err
+	}
+	if name == "kube-apiserver" || name == "etcd" {
+		return c.ensureScheduling(ctx)
+	}
+	return nil
+}
+
+// ensureScheduling checks that the scheduler places a pod again after the API server came
+// back. Right after a restart the API server refuses the scheduler's watches until its RBAC
+// cache is filled ("cannot watch resource"), and once in a few runs the scheduler then
+// placed no pod for minutes. A control plane's scheduler runs under a kubelet that restarts
+// it when it stops working; the harness does the same: if a probe pod is not placed within
+// 30 s, the scheduler is restarted (said on the cluster's log) and probed again.
+func (c *Cluster) ensureScheduling(ctx context.Context) error {
+	for attempt := 0; attempt < 2; attempt++ {
+		if c.probeScheduling(ctx, 30*time.Second) == nil {
+			return nil
+		}
+		if attempt == 0 {
+			fmt.Fprintln(c.log, "kube-scheduler placed no pod within 30 s of the API server's return: restarting it")
+			c.mu.Lock()
+			c.schedulerRestarts++
+			c.mu.Unlock()
+			if err := c.restartProcess("kube-scheduler", 0); err != nil {
+				return err
+			}
+		}
+	}
+	return fmt.Errorf("kube-scheduler places no pod after the API server restart (logs in %s)", filepath.Join(c.Dir, "logs"))
+}
+
+// probeScheduling creates a pod that any node can take and waits until it is placed.
+func (c *Cluster) probeScheduling(ctx context.Context, timeout time.Duration) error {
+	name := fmt.Sprintf("scheduler-probe-%d", time.Now().UnixNano())
+	pods := c.Client.CoreV1().Pods("default")
+	p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name},
+		Spec: corev1.PodSpec{Tolerations: []corev1.Toleration{{Operator: corev1.TolerationOpExists}},
+			Containers: []corev1.Container{{Name: "probe", Image: "registry.invalid/probe:1"}}}}
+	defer func() {
+		_ = pods.Delete(context.WithoutCancel(ctx), name, metav1.DeleteOptions{GracePeriodSeconds: new(int64)})
+	}()
+	return c.waitReady(ctx, "scheduler probe", timeout, func(ctx context.Context) error {
+		cur, err := pods.Get(ctx, name, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			_, err = pods.Create(ctx, p, metav1.CreateOptions{})
+			if err == nil {
+				err = errors.New("created")
+			}
+			return err
+		}
+		if err != nil {
+			return err
+		}
+		if cur.Spec.NodeName == "" {
+			return errors.New("not placed yet")
+		}
+		return nil
+	})
+}
+
+// restartProcess stops a process by name (SIGTERM), waits down, and starts it again with
+// the same flags; the new process takes the old one's place in the stop order.
+func (c *Cluster) restartProcess(name string, down time.Duration) error {
 	c.mu.Lock()
 	var old *process
 	idx := -1
@@ -368,14 +444,10 @@ func (c *Cluster) Restart(ctx context.Context, name string, down time.Duration) 
 		return err
 	}
 	c.mu.Lock()
-	// The new process (appended by spawn) takes the old one's place in the stop order.
 	n := len(c.procs) - 1
 	c.procs[idx], c.procs = c.procs[n], c.procs[:n]
 	c.mu.Unlock()
-	return c.waitReady(ctx, name, 60*time.Second, func(ctx context.Context) error {
-		_, err := c.Client.Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(ctx)
-		return err
-	})
+	return nil
 }
 
 // PIDs returns the process IDs of the cluster's processes (for leak checks).
@@ -478,4 +550,12 @@ func freePorts(n int) ([]int, error) {
 		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
 	}
 	return ports, nil
+}
+
+// SchedulerRestarts tells how often the scheduler had to be restarted after an API server
+// restart (see ensureScheduling).
+func (c *Cluster) SchedulerRestarts() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.schedulerRestarts
 }

@@ -6,6 +6,8 @@ package nodefixtures
 import (
 	"strconv"
 
+	resourcev1 "k8s.io/api/resource/v1"
+
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -76,12 +78,14 @@ var Profiles = map[string]Profile{
 		OSImage:          "Ubuntu 22.04.5 LTS",
 		KernelVersion:    "5.15.0-126-generic",
 	},
-	// An A100 split with MIG, mixed strategy.
+	// An A100 split with MIG, mixed strategy, as the MIG manager left it.
 	"mig": {
 		MIG: map[string]int{"nvidia.com/mig-1g.10gb": 7, "nvidia.com/mig-3g.40gb": 2},
 		Labels: func() map[string]string {
 			l := gfdLabels("NVIDIA-A100-SXM4-80GB", 81920, 1, "550.127.08", "12.4")
 			l["nvidia.com/mig.strategy"] = "mixed"
+			l["nvidia.com/mig.config"] = "all-balanced"
+			l["nvidia.com/mig.config.state"] = "success"
 			return l
 		}(),
 		KubeletVersion:   "v1.36.3",
@@ -93,6 +97,28 @@ var Profiles = map[string]Profile{
 		Labels:           map[string]string{"feature.node.kubernetes.io/pci-10de.present": "true"},
 		KubeletVersion:   "v1.36.3",
 		ContainerRuntime: "containerd://1.7.24",
+	},
+	// A node whose GPUs NVIDIA's DRA driver publishes (ResourceSlices, see DRASlice): no
+	// extended resource, no device plugin.
+	"dra": {
+		Labels:           map[string]string{"nvidia.com/gpu.present": "true"},
+		KubeletVersion:   "v1.36.3",
+		ContainerRuntime: "containerd://2.1.4",
+		OSImage:          "Ubuntu 24.04.1 LTS",
+		KernelVersion:    "6.8.0-51-generic",
+	},
+	// Two H100s time-sliced 4 ways by the device plugin (8 nvidia.com/gpu replicas).
+	"timeslice": {
+		GPUs: 8,
+		Labels: func() map[string]string {
+			l := gfdLabels("NVIDIA-H100-80GB-HBM3", 81559, 2, "580.95.05", "13.0")
+			l["nvidia.com/gpu.replicas"] = "4"
+			l["nvidia.com/gpu.sharing-strategy"] = "time-slicing"
+			l["nvidia.com/gpu.product"] = "NVIDIA-H100-80GB-HBM3-SHARED"
+			return l
+		}(),
+		KubeletVersion:   "v1.36.3",
+		ContainerRuntime: "containerd://2.1.4",
 	},
 	// A CPU-only node.
 	"cpu": {
@@ -183,5 +209,64 @@ func GPUPod(ns, name, node string, gpus int64) *corev1.Pod {
 				},
 			}},
 		},
+	}
+}
+
+// DRA objects as NVIDIA's DRA driver (kubernetes-sigs/dra-driver-nvidia-gpu) publishes them.
+
+// DeviceClasses are the DeviceClasses the DRA driver's chart defines: every device of the
+// driver with type gpu, or with type mig.
+func DeviceClasses() []*resourcev1.DeviceClass {
+	class := func(name, typ string) *resourcev1.DeviceClass {
+		return &resourcev1.DeviceClass{ObjectMeta: metav1.ObjectMeta{Name: name},
+			Spec: resourcev1.DeviceClassSpec{Selectors: []resourcev1.DeviceSelector{{CEL: &resourcev1.CELDeviceSelector{
+				Expression: "device.driver == 'gpu.nvidia.com' && device.attributes['gpu.nvidia.com'].type == '" + typ + "'"}}}}}
+	}
+	return []*resourcev1.DeviceClass{class("gpu.nvidia.com", "gpu"), class("mig.nvidia.com", "mig")}
+}
+
+// DRASlice is the ResourceSlice the DRA driver's kubelet plugin publishes for a node with
+// gpus H100s: one pool per node, devices gpu-0…, with the driver's attributes.
+func DRASlice(node string, gpus int) *resourcev1.ResourceSlice {
+	s := &resourcev1.ResourceSlice{
+		ObjectMeta: metav1.ObjectMeta{Name: node + "-gpu.nvidia.com"},
+		Spec: resourcev1.ResourceSliceSpec{
+			Driver:   "gpu.nvidia.com",
+			NodeName: &node,
+			Pool:     resourcev1.ResourcePool{Name: node, Generation: 1, ResourceSliceCount: 1},
+		},
+	}
+	str := func(v string) resourcev1.DeviceAttribute { return resourcev1.DeviceAttribute{StringValue: &v} }
+	ver := func(v string) resourcev1.DeviceAttribute { return resourcev1.DeviceAttribute{VersionValue: &v} }
+	for i := 0; i < gpus; i++ {
+		s.Spec.Devices = append(s.Spec.Devices, resourcev1.Device{
+			Name: "gpu-" + strconv.Itoa(i),
+			Attributes: map[resourcev1.QualifiedName]resourcev1.DeviceAttribute{
+				"type":                  str("gpu"),
+				"uuid":                  str("GPU-" + node + "-" + strconv.Itoa(i)),
+				"productName":           str("NVIDIA H100 80GB HBM3"),
+				"architecture":          str("Hopper"),
+				"brand":                 str("Nvidia"),
+				"cudaComputeCapability": ver("9.0.0"),
+				"driverVersion":         ver("580.95.5"),
+				"cudaDriverVersion":     ver("13.0.0"),
+				"index":                 {IntValue: ptrInt64(int64(i))},
+			},
+			Capacity: map[resourcev1.QualifiedName]resourcev1.DeviceCapacity{"memory": {Value: resource.MustParse("81559Mi")}},
+		})
+	}
+	return s
+}
+
+func ptrInt64(v int64) *int64 { return &v }
+
+// AllocatedClaim is a ResourceClaim the scheduler allocated one device of node's pool to.
+func AllocatedClaim(ns, name, node, device string) *resourcev1.ResourceClaim {
+	return &resourcev1.ResourceClaim{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
+		Spec: resourcev1.ResourceClaimSpec{Devices: resourcev1.DeviceClaim{Requests: []resourcev1.DeviceRequest{{
+			Name: "gpu", Exactly: &resourcev1.ExactDeviceRequest{DeviceClassName: "gpu.nvidia.com"}}}}},
+		Status: resourcev1.ResourceClaimStatus{Allocation: &resourcev1.AllocationResult{Devices: resourcev1.DeviceAllocationResult{
+			Results: []resourcev1.DeviceRequestAllocationResult{{Request: "gpu", Driver: "gpu.nvidia.com", Pool: node, Device: device}}}}},
 	}
 }

@@ -29,6 +29,14 @@ func demoCluster() *clustertest.Getter {
 		}
 	}
 	objs = append(objs, nodefixtures.GPUPod("default", "training-0", "gpu-a100-0", 4))
+	// Today's scheduling: a node whose GPUs DRA publishes (one allocated to a claim), a
+	// time-sliced node, a MIG node as the MIG manager left it.
+	for _, extra := range []struct{ name, profile string }{{"gpu-dra-0", "dra"}, {"gpu-shared-0", "timeslice"}, {"gpu-mig-0", "mig"}} {
+		n := nodefixtures.NodeObject(extra.name, nodefixtures.Profiles[extra.profile])
+		n.Status.Conditions = []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionTrue}}
+		objs = append(objs, n)
+	}
+	objs = append(objs, nodefixtures.DRASlice("gpu-dra-0", 4), nodefixtures.AllocatedClaim("ml", "train-gpu", "gpu-dra-0", "gpu-1"))
 	return clustertest.New(objs...)
 }
 
@@ -78,7 +86,7 @@ func TestNodesJSONIsVersioned(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &doc); err != nil {
 		t.Fatal(err)
 	}
-	if doc.APIVersion != "gpu.kubectl-gpu.io/v1alpha1" || doc.Kind != "NodeInventory" || doc.Summary.GPUs != 21 || doc.Summary.Used != 4 {
+	if doc.APIVersion != "gpu.kubectl-gpu.io/v1alpha1" || doc.Kind != "NodeInventory" || doc.Summary.GPUs != 42 || doc.Summary.Used != 5 { // 21 + 4 DRA + 8 shared + 9 MIG; 4 + 1 claim
 		t.Fatalf("document: %+v", doc)
 	}
 }

@@ -246,7 +246,7 @@ func restartDuring(t *testing.T, process string) {
 	if err := env.Cluster.Restart(ctx, process, time.Second); err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("%s down and back in %s", process, time.Since(t0).Round(time.Millisecond))
+	t.Logf("%s down and back in %s (scheduler restarted by the harness so far: %d)", process, time.Since(t0).Round(time.Millisecond), env.Cluster.SchedulerRestarts())
 	_ = cmd.Wait()
 	code := cmd.ProcessState.ExitCode()
 	switch code {

@@ -101,7 +101,13 @@ func MainWith(m *testing.M, env **Env, setup func(context.Context, *Env) (skip s
 		} else {
 			*env = e
 		}
-		return m.Run()
+		code := m.Run()
+		if code != 0 && c.Dir != "" {
+			// Keep what the cluster's processes logged for whoever reads the failure.
+			os.Setenv("KGPU_KEEP_CLUSTER_DIR", "1")
+			fmt.Fprintf(os.Stderr, "tests failed: the local cluster's logs are kept in %s\n", filepath.Join(c.Dir, "logs"))
+		}
+		return code
 	}()
 	for _, pid := range pids {
 		if syscall.Kill(pid, 0) == nil {
