@@ -63,6 +63,25 @@ type DRA struct {
 // draDevice is one device of the driver, by pool and name.
 type draDevice struct{ pool, name string }
 
+// DRAState is the cluster's DRA GPUs: per node, and which node each device is on.
+type DRAState = draState
+
+// CollectDRA reads what DRA publishes of the cluster's GPUs (see collectDRA).
+func CollectDRA(ctx context.Context, cs kubernetes.Interface) (*DRAState, error) {
+	return collectDRA(ctx, cs)
+}
+
+// Node is what DRA publishes for a node (nil: nothing).
+func (st *draState) Node(name string) *DRA {
+	if d := st.nodes[name]; d != nil && d.GPUs+d.MIG > 0 {
+		return d
+	}
+	return nil
+}
+
+// Version is the resource.k8s.io version read ("" when the server serves none).
+func (st *draState) Version() string { return st.version }
+
 // draState is the cluster's DRA GPUs: per node, and which node each device is on.
 type draState struct {
 	nodes   map[string]*DRA
@@ -172,7 +191,7 @@ func listSlices(ctx context.Context, cs kubernetes.Interface) ([]resourcev1.Reso
 			return listSlicesV1beta2(ctx, cs)
 		}
 		if err != nil {
-			return nil, "", cluster.APIError("list ResourceSlices", err)
+			return nil, "", &DRAListError{"list ResourceSlices", err}
 		}
 		out = append(out, l.Items...)
 		if opts.Continue = l.Continue; opts.Continue == "" {
@@ -190,7 +209,7 @@ func listSlicesV1beta2(ctx context.Context, cs kubernetes.Interface) ([]resource
 			return nil, "", nil // no DRA on this server
 		}
 		if err != nil {
-			return nil, "", cluster.APIError("list ResourceSlices", err)
+			return nil, "", &DRAListError{"list ResourceSlices", err}
 		}
 		for i := range l.Items {
 			var s resourcev1.ResourceSlice
@@ -214,13 +233,13 @@ func listClaims(ctx context.Context, cs kubernetes.Interface, version string) ([
 		if version == "v1" {
 			l, err := cs.ResourceV1().ResourceClaims("").List(ctx, opts)
 			if err != nil {
-				return nil, cluster.APIError("list ResourceClaims in all namespaces", err)
+				return nil, &DRAListError{"list ResourceClaims in all namespaces", err}
 			}
 			out, cont = append(out, l.Items...), l.Continue
 		} else {
 			l, err := cs.ResourceV1beta2().ResourceClaims("").List(ctx, opts)
 			if err != nil {
-				return nil, cluster.APIError("list ResourceClaims in all namespaces", err)
+				return nil, &DRAListError{"list ResourceClaims in all namespaces", err}
 			}
 			for i := range l.Items {
 				var c resourcev1.ResourceClaim
@@ -236,6 +255,19 @@ func listClaims(ctx context.Context, cs kubernetes.Interface, version string) ([
 		}
 	}
 }
+
+// DRAListError is a list call of the DRA read that failed: what it did and the API
+// server's error (cluster.APIError turns it into the one line to print).
+type DRAListError struct {
+	Doing string
+	Err   error
+}
+
+func (e *DRAListError) Error() string { return "cannot " + e.Doing + ": " + e.Err.Error() }
+func (e *DRAListError) Unwrap() error { return e.Err }
+
+// APIError is the error to print: the API server's refusal in one line with its exit code.
+func (e *DRAListError) APIError() error { return cluster.APIError(e.Doing, e.Err) }
 
 // convert copies a v1beta2 object into its v1 form through JSON (the fields the inventory
 // reads have the same names in both).

@@ -5,6 +5,7 @@ package inventory
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
 	"strconv"
@@ -111,10 +112,10 @@ type Node struct {
 	Resources []Resource `json:"resources,omitempty"`
 	Product   string     `json:"product,omitempty"`
 	// MemoryMiB is the memory of one GPU in MiB, as GPU feature discovery reports it.
-	MemoryMiB        int64  `json:"memoryMiB,omitempty"`
-	Driver           string `json:"driver,omitempty"`
-	CUDA             string `json:"cuda,omitempty"`
-	MIGStrategy      string `json:"migStrategy,omitempty"`
+	MemoryMiB   int64  `json:"memoryMiB,omitempty"`
+	Driver      string `json:"driver,omitempty"`
+	CUDA        string `json:"cuda,omitempty"`
+	MIGStrategy string `json:"migStrategy,omitempty"`
 	// MIGConfig is the MIG layout asked for (nvidia.com/mig.config) and the MIG manager's
 	// progress, such as "all-1g.10gb (success)".
 	MIGConfig string `json:"migConfig,omitempty"`
@@ -158,6 +159,10 @@ func Collect(ctx context.Context, cs kubernetes.Interface, o Options) (*Inventor
 		return nil, cluster.APIError("list nodes", err)
 	}
 	dra, err := collectDRA(ctx, cs)
+	var le *DRAListError
+	if errors.As(err, &le) {
+		return nil, le.APIError()
+	}
 	if err != nil {
 		return nil, err
 	}

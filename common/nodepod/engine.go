@@ -82,6 +82,8 @@ type Work[R any] struct {
 
 // Run is one run of a Work over nodes.
 type Run struct {
+	// RunID labels the run's objects (default: a random one).
+	RunID     string
 	Namespace string
 	Nodes     []string
 	// MaxInFlight bounds how many nodes have an unfinished object at once (0: no bound):
@@ -117,9 +119,15 @@ func (r Result[R]) Duration() time.Duration {
 // during the clean-up that follows. The run's objects are deleted in both cases before Execute
 // returns (unless Keep).
 
+// NewRunID returns a new run ID (lower-case letters and digits, a label value).
+func NewRunID() string { return rand.String(8) }
+
 // Execute runs w on every node of r and returns one result per node, in r.Nodes' order.
 func Execute[R any](ctx context.Context, cs kubernetes.Interface, r Run, w Work[R]) ([]Result[R], error) {
-	e := &engine[R]{cs: cs, r: r, w: w, ns: r.Namespace, runID: rand.String(8)}
+	e := &engine[R]{cs: cs, r: r, w: w, ns: r.Namespace, runID: r.RunID}
+	if e.runID == "" {
+		e.runID = NewRunID()
+	}
 	return e.execute(ctx)
 }
 

@@ -33,6 +33,12 @@ const (
 	ReasonTimeout          Reason = "Timeout"
 	ReasonNodeLost         Reason = "NodeLost"
 	ReasonCreate           Reason = "CreateFailed"
+	// DRA: no DeviceClass for the claim, no device left to allocate, the claim not
+	// allocated in time, the driver's kubelet plugin not registered on the node.
+	ReasonNoDeviceClass   Reason = "NoDeviceClass"
+	ReasonNoDevice        Reason = "NoDeviceAvailable"
+	ReasonClaimPending    Reason = "ClaimNotAllocated"
+	ReasonDRAPluginAbsent Reason = "DRAPluginNotRegistered"
 )
 
 // PassMarker is what the CUDA vectoradd sample prints on success.
@@ -66,6 +72,13 @@ func Classify(o Observation) Verdict {
 	p := o.Pod
 	if p == nil {
 		return Verdict{Done: true, Result: Failed, Reason: ReasonNodeLost, Detail: "the pod was deleted before it finished (node lost, evicted or removed by someone else)", Hint: "check the node with 'kubectl describe node' and run verify again"}
+	}
+	// The DRA driver's kubelet plugin is not there to prepare the claim's devices.
+	for _, e := range o.Events {
+		if m := e.Message; e.Reason == "FailedPrepareDynamicResources" || strings.Contains(m, "is not registered") && strings.Contains(m, "driver") {
+			return Verdict{Done: true, Result: Failed, Reason: ReasonDRAPluginAbsent, Detail: "the node cannot prepare the claim's GPUs: " + oneLine(m),
+				Hint: "the DRA driver's kubelet plugin is not running on the node: check the nvidia-dra-driver-gpu kubelet-plugin pod there"}
+		}
 	}
 	// Runtime handler missing: shows in sandbox events while the pod stays Pending.
 	for _, e := range o.Events {
@@ -135,7 +148,17 @@ func runtimeHandler(msg string) Verdict {
 
 func unschedulable(msg string) Verdict {
 	v := Verdict{Done: true, Result: Failed, Reason: ReasonUnschedulable, Detail: "unschedulable: " + oneLine(msg)}
+	lower := strings.ToLower(msg)
 	switch {
+	case strings.Contains(lower, "deviceclass") || strings.Contains(lower, "device class"):
+		v.Reason = ReasonNoDeviceClass
+		v.Hint = "the claim's DeviceClass does not exist: install NVIDIA's DRA driver ('kubectl gpu operator install --dra'), or --claim device-plugin"
+	case strings.Contains(lower, "cannot allocate all claims") || strings.Contains(lower, "insufficient") && strings.Contains(lower, "device"):
+		v.Reason = ReasonNoDevice
+		v.Hint = "every GPU DRA publishes on the node is allocated to other claims: wait for them to end, or ask for fewer with --gpus"
+	case strings.Contains(lower, "resourceclaim") && strings.Contains(lower, "not found"):
+		v.Reason = ReasonClaimPending
+		v.Hint = "the pod's claim was not made from its template yet: check kube-controller-manager's resource-claim controller"
 	case strings.Contains(msg, "Insufficient nvidia.com/") || strings.Contains(msg, "Insufficient"):
 		v.Hint = "not enough free GPUs on the node: wait for running GPU pods to end, or ask for fewer with --gpus"
 	case strings.Contains(msg, "untolerated taint"):

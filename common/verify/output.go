@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/kubectl-gpu/kubectl-gpu/common/report"
@@ -14,14 +15,18 @@ import (
 func (r *Report) Rows(wide bool) ([]string, [][]string) {
 	header := []string{"NODE", "GPUS", "RESULT", "DURATION", "DETAIL"}
 	if wide {
-		header = append(header, "REASON", "POD")
+		header = append(header, "REASON", "CLAIM", "SHARING", "POD")
 	}
 	rows := make([][]string, 0, len(r.Items))
 	for _, it := range r.Items {
 		row := []string{it.Node, strconv.FormatInt(it.GPUs, 10), string(it.Result),
 			(time.Duration(it.DurationSeconds * float64(time.Second))).Round(100 * time.Millisecond).String(), it.Detail}
 		if wide {
-			row = append(row, string(it.Reason), it.Pod)
+			sharing := it.Sharing
+			if sharing == "" {
+				sharing = "-"
+			}
+			row = append(row, dashIfEmpty(string(it.Reason)), it.Claim, sharing, it.Pod)
 		}
 		rows = append(rows, row)
 	}
@@ -31,11 +36,25 @@ func (r *Report) Rows(wide bool) ([]string, [][]string) {
 // WriteSummary prints the summary line and one hint per failed node.
 func (r *Report) WriteSummary(w io.Writer) {
 	fmt.Fprintf(w, "\n%s: %d passed, %d failed\n", report.Count(r.Summary.Nodes, "node"), r.Summary.Passed, r.Summary.Failed)
+	var shared []string
 	for _, it := range r.Items {
 		if it.Result != Passed && it.Hint != "" {
 			fmt.Fprintf(w, "  %s: %s\n", it.Node, it.Hint)
 		}
+		if it.Result == Passed && it.Sharing != "" {
+			shared = append(shared, it.Node+" ("+it.Sharing+")")
+		}
 	}
+	if len(shared) > 0 {
+		fmt.Fprintf(w, "  note: %s share their GPUs: a pass there proves the pod reached a GPU, not that it is isolated from the other replicas\n", strings.Join(shared, ", "))
+	}
+}
+
+func dashIfEmpty(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
 }
 
 type junitSuites struct {

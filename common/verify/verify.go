@@ -4,6 +4,7 @@ package verify
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"sort"
@@ -54,9 +55,22 @@ type Config struct {
 	Parallel     int
 	Timeout      time.Duration
 	Keep         bool
+	// Claim says how the pods ask for GPUs: ClaimAuto (the device plugin's extended
+	// resource where the node has it, else a DRA claim where DRA publishes the node's GPUs),
+	// ClaimDevicePlugin or ClaimDRA.
+	Claim string
 	// Progress receives live progress lines (a terminal); nil for none.
 	Progress io.Writer
+	// Warn receives warnings (stderr); nil for none.
+	Warn io.Writer
 }
+
+// How a verify pod asks for its GPUs.
+const (
+	ClaimAuto         = "auto"
+	ClaimDevicePlugin = "device-plugin"
+	ClaimDRA          = "dra"
+)
 
 // Report is the `kubectl gpu verify` document.
 type Report struct {
@@ -85,6 +99,11 @@ type NodeResult struct {
 	Hint            string  `json:"hint,omitempty"`
 	DurationSeconds float64 `json:"durationSeconds"`
 	Pod             string  `json:"pod"`
+	// Claim is how the pod asked for its GPUs: device-plugin or dra.
+	Claim string `json:"claim"`
+	// Sharing is the node's GPU sharing (time-slicing, MPS): a pass there proves that the
+	// GPU can be reached, not that it is isolated.
+	Sharing string `json:"sharing,omitempty"`
 }
 
 // target is a node to verify.
@@ -92,6 +111,11 @@ type target struct {
 	node string
 	gpus int64
 	pod  string
+	// dra: the GPUs are asked for through a claim (a ResourceClaimTemplate of the run)
+	// instead of the extended resource.
+	dra bool
+	// sharing is the node's GPU sharing ("4× time-slicing"): a pass proves access only.
+	sharing string
 }
 
 // Plan is the pre-flight result: the nodes and the RuntimeClass, decided before anything
@@ -121,14 +145,27 @@ func Prepare(ctx context.Context, cs kubernetes.Interface, cfg *Config) (*Plan, 
 	if err != nil {
 		return nil, err
 	}
+	dra, err := draState(ctx, cs, cfg)
+	if err != nil {
+		return nil, err
+	}
 	p := &Plan{}
 	var tooFew []string
 	for _, n := range chosen {
 		alloc := n.Status.Allocatable[cfg.Resource]
-		have := alloc.Value()
+		have, viaDRA := alloc.Value(), false
+		if d := dra.Node(n.Name); d != nil && (cfg.Claim == ClaimDRA || cfg.Claim != ClaimDevicePlugin && have == 0) {
+			have, viaDRA = draCount(d, cfg.Resource), true
+		} else if cfg.Claim == ClaimDRA {
+			have = 0
+		}
 		if have == 0 {
 			if len(cfg.Names) > 0 {
-				return nil, cliexit.Usagef("node %q has no allocatable %s: run 'kubectl gpu nodes --all' to see what it has, or 'kubectl gpu prep %s'", n.Name, cfg.Resource, n.Name)
+				what := "no allocatable " + string(cfg.Resource)
+				if cfg.Claim == ClaimDRA {
+					what = "no GPU published through DRA (driver " + inventory.DRADriver + ")"
+				}
+				return nil, cliexit.Usagef("node %q has %s: run 'kubectl gpu nodes --all' to see what it has, or 'kubectl gpu prep %s'", n.Name, what, n.Name)
 			}
 			continue
 		}
@@ -140,7 +177,7 @@ func Prepare(ctx context.Context, cs kubernetes.Interface, cfg *Config) (*Plan, 
 			tooFew = append(tooFew, fmt.Sprintf("%s has %d", n.Name, have))
 			continue
 		}
-		p.Targets = append(p.Targets, target{node: n.Name, gpus: want, pod: PodName(n.Name)})
+		p.Targets = append(p.Targets, target{node: n.Name, gpus: want, pod: PodName(n.Name), dra: viaDRA, sharing: inventory.Sharing(n)})
 	}
 	if len(tooFew) > 0 {
 		return nil, cliexit.Usagef("--gpus %d is more than the node has (%s %s): lower --gpus or use --gpus all", cfg.GPUs, strings.Join(tooFew, ", "), cfg.Resource)
@@ -174,6 +211,36 @@ func Prepare(ctx context.Context, cs kubernetes.Interface, cfg *Config) (*Plan, 
 		p.RuntimeClass = rc
 	}
 	return p, nil
+}
+
+// draState reads what DRA publishes, unless the pods must use the device plugin. Without
+// the permission to list ResourceSlices, auto goes on with the device plugin alone (and
+// says so); --claim dra stops.
+func draState(ctx context.Context, cs kubernetes.Interface, cfg *Config) (*inventory.DRAState, error) {
+	if cfg.Claim == ClaimDevicePlugin {
+		return &inventory.DRAState{}, nil
+	}
+	st, err := inventory.CollectDRA(ctx, cs)
+	var le *inventory.DRAListError
+	switch {
+	case errors.As(err, &le) && cfg.Claim == ClaimAuto && cluster.IsRBACDenied(le.Err):
+		if cfg.Warn != nil {
+			fmt.Fprintf(cfg.Warn, "warning: GPUs published through DRA are not considered: %v\n", le.APIError())
+		}
+		return &inventory.DRAState{}, nil
+	case errors.As(err, &le):
+		return nil, le.APIError()
+	}
+	return st, err
+}
+
+// draCount is how many devices of what resource names DRA publishes for a node: whole GPUs
+// for nvidia.com/gpu, MIG devices for a nvidia.com/mig-* resource.
+func draCount(d *inventory.DRA, res corev1.ResourceName) int64 {
+	if strings.HasPrefix(string(res), inventory.MIGResourcePrefix) {
+		return d.MIG
+	}
+	return d.GPUs
 }
 
 // PodName is the verify pod's name for a node: one per node, so that two runs cannot
@@ -216,10 +283,7 @@ func Pod(cfg *Config, rc string, t target, labels map[string]string) *corev1.Pod
 				Name:            ContainerName,
 				Image:           cfg.Image,
 				ImagePullPolicy: corev1.PullIfNotPresent,
-				Resources: corev1.ResourceRequirements{
-					Limits:   corev1.ResourceList{cfg.Resource: q},
-					Requests: corev1.ResourceList{cfg.Resource: q},
-				},
+				Resources:       resources(cfg, t, q),
 				SecurityContext: &corev1.SecurityContext{
 					AllowPrivilegeEscalation: ptr.To(false),
 					Privileged:               ptr.To(false),
@@ -232,7 +296,24 @@ func Pod(cfg *Config, rc string, t target, labels map[string]string) *corev1.Pod
 	if rc != "" {
 		p.Spec.RuntimeClassName = ptr.To(rc)
 	}
+	if t.dra {
+		p.Spec.ResourceClaims = []corev1.PodResourceClaim{{Name: claimName, ResourceClaimTemplateName: ptr.To(TemplateName(labels[nodepod.LabelRun], t.gpus))}}
+	}
 	return p
+}
+
+// claimName is the pod's name for its GPU claim.
+const claimName = "gpu"
+
+// resources asks for the GPUs: the extended resource, or the pod's claim.
+func resources(cfg *Config, t target, q resource.Quantity) corev1.ResourceRequirements {
+	if t.dra {
+		return corev1.ResourceRequirements{Claims: []corev1.ResourceClaim{{Name: claimName}}}
+	}
+	return corev1.ResourceRequirements{
+		Limits:   corev1.ResourceList{cfg.Resource: q},
+		Requests: corev1.ResourceList{cfg.Resource: q},
+	}
 }
 
 // Run verifies the plan's nodes and returns the report. The pods are deleted as each node
@@ -304,7 +385,22 @@ func Run(ctx context.Context, cs kubernetes.Interface, cfg *Config, plan *Plan) 
 			progress.Count(countLine(total, passed, failed))
 		},
 	}
-	run := nodepod.Run{Namespace: cfg.Namespace, Nodes: nodes, Creators: cfg.Parallel, Timeout: cfg.Timeout, Keep: cfg.Keep}
+	runID := nodepod.NewRunID()
+	if ts := Templates(cfg, plan, runID); len(ts) > 0 {
+		// The DRA pods' claims come from the run's templates, removed with the run.
+		defer func() {
+			if !cfg.Keep {
+				_, _ = removeTemplates(context.WithoutCancel(ctx), cs, cfg.Namespace, nodepod.LabelRun+"="+runID)
+			}
+		}()
+		if err := createTemplates(ctx, cs, cfg.Namespace, ts); err != nil {
+			if ctx.Err() != nil {
+				return nil, cliexit.ErrInterrupted
+			}
+			return nil, err
+		}
+	}
+	run := nodepod.Run{RunID: runID, Namespace: cfg.Namespace, Nodes: nodes, Creators: cfg.Parallel, Timeout: cfg.Timeout, Keep: cfg.Keep}
 	results, err := nodepod.Execute(ctx, cs, run, work)
 	if err != nil {
 		return nil, err
@@ -313,7 +409,10 @@ func Run(ctx context.Context, cs kubernetes.Interface, cfg *Config, plan *Plan) 
 	for _, res := range results {
 		t, v := targets[res.Node], res.Value
 		r := NodeResult{Node: t.node, GPUs: t.gpus, Result: v.Result, Reason: v.Reason, Detail: v.Detail, Hint: v.Hint, Pod: t.pod,
-			DurationSeconds: res.Duration().Round(100 * time.Millisecond).Seconds()}
+			DurationSeconds: res.Duration().Round(100 * time.Millisecond).Seconds(), Claim: ClaimDevicePlugin, Sharing: t.sharing}
+		if t.dra {
+			r.Claim = ClaimDRA
+		}
 		rep.Items = append(rep.Items, r)
 		rep.Summary.Nodes++
 		if r.Result == Passed {
@@ -340,6 +439,10 @@ func timeoutVerdict(o nodepod.Observation, timeout time.Duration) Verdict {
 	detail := fmt.Sprintf("timed out after %s %s", timeout, where)
 	if ev := o.Events; len(ev) > 0 {
 		detail += "; last event: " + ev[len(ev)-1].Reason + ": " + oneLine(ev[len(ev)-1].Message)
+	}
+	if hasClaims(o.Pod) && o.Pod.Spec.NodeName == "" {
+		return Verdict{Done: true, Result: Failed, Reason: ReasonClaimPending, Detail: "the GPU claim was not allocated: " + detail,
+			Hint: "check the claim with 'kubectl get resourceclaims' (--keep) and the DRA driver's ResourceSlices for the node"}
 	}
 	return Verdict{Done: true, Result: Failed, Reason: ReasonTimeout, Detail: detail, Hint: "raise --timeout, or run with --keep and 'kubectl describe pod' to see where it stalls"}
 }
@@ -422,9 +525,18 @@ func deletePods(ctx context.Context, cs kubernetes.Interface, ns string, names [
 	})
 }
 
-// Cleanup removes every verify pod the tool left in ns and returns how many.
+// Cleanup removes every verify pod and ResourceClaimTemplate the tool left in ns and returns
+// how many pods.
 func Cleanup(ctx context.Context, cs kubernetes.Interface, ns string) (int, error) {
-	return nodepod.Cleanup(ctx, cs, ns, Component, false)
+	n, err := nodepod.Cleanup(ctx, cs, ns, Component, false)
+	if err != nil {
+		return n, err
+	}
+	// Without DRA served, or without the permission to list templates, there are none of ours.
+	if _, err := removeTemplates(ctx, cs, ns, nodepod.Selector(Component)); err != nil && !apierrors.IsNotFound(err) && !apierrors.IsForbidden(err) {
+		return n, cluster.APIError("list ResourceClaimTemplates in namespace "+ns, err)
+	}
+	return n, nil
 }
 
 // countLine is the live count of a run.

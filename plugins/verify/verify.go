@@ -30,6 +30,7 @@ type VerifyOptions struct {
 	Resource     string
 	Image        string
 	RuntimeClass string
+	Claim        string
 	TolerateAll  bool
 	Parallel     int
 	Timeout      time.Duration
@@ -78,12 +79,21 @@ deleted at the end — also on Ctrl-C and on timeout — unless --keep.
 --runtime-class auto uses the RuntimeClass "nvidia" when it exists and none when it does not
 (the GPU Operator creates none in CDI / NRI mode).
 
+Each node is asked the way it serves GPUs (--claim auto): through the device plugin's
+extended resource where the node has it, else through a DRA claim where NVIDIA's DRA driver
+(gpu.nvidia.com) publishes the node's GPUs in ResourceSlices: the run makes a
+ResourceClaimTemplate on DeviceClass gpu.nvidia.com (mig.nvidia.com with the profile of a
+--resource nvidia.com/mig-*), removed with the pods (and by --cleanup). On a node whose GPUs
+are time-sliced or shared through MPS, --gpus counts replicas as the scheduler does, and a
+pass proves that the pod reached a GPU, not that it is isolated.
+
 Ctrl-C before every node has a result: exit 130, nothing on stdout. After: the report is
 printed with its own exit code. Either way the pods are removed first (unless --keep).
 Exit codes: 0 every node passed; 1 a node failed, or there is no GPU node; 2 bad input;
 130 interrupted.`,
 		Example: `  kubectl gpu verify
   kubectl gpu verify gpu-node-1 --gpus all
+  kubectl gpu verify --claim dra --gpus 2
   kubectl gpu verify -l nvidia.com/gpu.product=NVIDIA-H100-80GB-HBM3 -o junit > verify.xml
   kubectl gpu verify --image registry.example.com/nvidia/cuda-sample:vectoradd-cuda12.5.0
   kubectl gpu verify --cleanup`,
@@ -105,6 +115,7 @@ Exit codes: 0 every node passed; 1 a node failed, or there is no GPU node; 2 bad
 	fl.StringVar(&o.Resource, "resource", o.Resource, "GPU resource to ask for, such as nvidia.com/mig-1g.10gb")
 	fl.StringVar(&o.Image, "image", o.Image, "vectoradd image (a mirror of NVIDIA's for air-gapped clusters)")
 	fl.StringVar(&o.RuntimeClass, "runtime-class", o.RuntimeClass, `RuntimeClass: "auto", "none" or a name`)
+	fl.StringVar(&o.Claim, "claim", verify.ClaimAuto, `how pods ask for GPUs: "auto" (the device plugin's resource where a node has it, else a DRA claim where DRA publishes its GPUs), "device-plugin" or "dra"`)
 	fl.BoolVar(&o.TolerateAll, "tolerate-all", false, "tolerate every taint, not only nvidia.com/gpu")
 	fl.IntVar(&o.Parallel, "parallel", o.Parallel, "pods created at once")
 	fl.DurationVar(&o.Timeout, "timeout", o.Timeout, "time for the whole run; pods still going then fail as timed out")
@@ -138,6 +149,11 @@ func (o *VerifyOptions) Validate() error {
 			return cliexit.Usagef(`--gpus %q: want a number of GPUs of at least 1, or "all"`, o.GPUs)
 		}
 	}
+	switch o.Claim {
+	case verify.ClaimAuto, verify.ClaimDevicePlugin, verify.ClaimDRA:
+	default:
+		return cliexit.Usagef(`--claim %q: want "auto", "device-plugin" or "dra"`, o.Claim)
+	}
 	if !inventory.IsGPUResource(corev1.ResourceName(o.Resource)) {
 		return cliexit.Usagef("--resource %q is not an NVIDIA GPU resource (nvidia.com/gpu, nvidia.com/gpu.shared or nvidia.com/mig-*)", o.Resource)
 	}
@@ -154,6 +170,7 @@ func (o *VerifyOptions) Validate() error {
 		Namespace: o.namespace, Names: o.Names, Selector: o.Selector, GPUs: gpus,
 		Resource: corev1.ResourceName(o.Resource), Image: o.Image, RuntimeClass: o.RuntimeClass,
 		TolerateAll: o.TolerateAll, Parallel: o.Parallel, Timeout: o.Timeout, Keep: o.Keep,
+		Claim: o.Claim, Warn: o.Streams.ErrOut,
 	}
 	o.cfg.Progress = report.OnTerminal(o.Streams.ErrOut)
 	return nil

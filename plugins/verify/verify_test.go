@@ -6,6 +6,9 @@ import (
 	"strings"
 	"testing"
 
+	resourcev1 "k8s.io/api/resource/v1"
+	k8stesting "k8s.io/client-go/testing"
+
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -128,5 +131,62 @@ func TestVerifyValidate(t *testing.T) {
 				t.Errorf("%v: created %s", tc.args, a.GetResource().Resource)
 			}
 		}
+	}
+}
+
+// TestVerifyAsksTheWayTheNodeServes: a node whose GPUs DRA publishes gets a pod with a
+// claim from the run's ResourceClaimTemplate (removed with the run); a time-sliced node's
+// pass says what it proves.
+func TestVerifyAsksTheWayTheNodeServes(t *testing.T) {
+	g := simCluster(t)
+	ctx := context.Background()
+	for _, extra := range []struct{ name, profile string }{{"gpu-dra-0", "dra"}, {"gpu-shared-0", "timeslice"}} {
+		if _, err := g.Client.CoreV1().Nodes().Create(ctx, nodefixtures.NodeObject(extra.name, nodefixtures.Profiles[extra.profile]), metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := g.Client.ResourceV1().ResourceSlices().Create(ctx, nodefixtures.DRASlice("gpu-dra-0", 4), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	g.Client.ClearActions()
+	out, _, err := run(t, g, "--gpus", "2", "gpu-dra-0", "gpu-shared-0")
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	var template string
+	for _, a := range g.Client.Actions() {
+		c, ok := a.(k8stesting.CreateAction)
+		if !ok {
+			continue
+		}
+		switch o := c.GetObject().(type) {
+		case *resourcev1.ResourceClaimTemplate:
+			r := o.Spec.Spec.Devices.Requests[0]
+			if r.Exactly == nil || r.Exactly.DeviceClassName != "gpu.nvidia.com" || r.Exactly.Count != 2 {
+				t.Errorf("template %+v", r)
+			}
+			template = o.Name
+		case *corev1.Pod:
+			node := o.Labels[nodepod.LabelNode]
+			_, extended := o.Spec.Containers[0].Resources.Limits["nvidia.com/gpu"]
+			switch {
+			case node == "gpu-dra-0" && (extended || len(o.Spec.ResourceClaims) != 1 || *o.Spec.ResourceClaims[0].ResourceClaimTemplateName != template || len(o.Spec.Containers[0].Resources.Claims) != 1):
+				t.Errorf("DRA node's pod asks %+v / %+v", o.Spec.ResourceClaims, o.Spec.Containers[0].Resources)
+			case node == "gpu-shared-0" && (!extended || len(o.Spec.ResourceClaims) != 0):
+				t.Errorf("device-plugin node's pod asks %+v", o.Spec.Containers[0].Resources)
+			}
+		}
+	}
+	if template == "" {
+		t.Fatal("no ResourceClaimTemplate made")
+	}
+	if l, _ := g.Client.ResourceV1().ResourceClaimTemplates(nodepod.DefaultNamespace).List(ctx, metav1.ListOptions{}); len(l.Items) != 0 {
+		t.Fatalf("%d templates left", len(l.Items))
+	}
+	if !strings.Contains(out, "gpu-shared-0 (4× time-slicing) share their GPUs: a pass there proves the pod reached a GPU, not that it is isolated") {
+		t.Fatalf("no sharing note:\n%s", out)
+	}
+	if _, _, err := run(t, g, "--claim", "dra", "gpu-shared-0"); cliexit.Code(err, false) != cliexit.Usage || !strings.Contains(err.Error(), "no GPU published through DRA") {
+		t.Fatalf("--claim dra on a device-plugin node: %v", err)
 	}
 }
