@@ -66,6 +66,9 @@ type ValuesRequest struct {
 	User map[string]any
 	// Derive values from the cluster's GPU nodes.
 	Derive bool
+	// DRA renders the GPUCluster (DRA) stack instead of the ClusterPolicy, after checking
+	// its prerequisites on the cluster.
+	DRA bool
 }
 
 // Values loads the chart and computes the install's values, each derived one with its
@@ -76,12 +79,26 @@ func (c *Client) Values(ctx context.Context, req ValuesRequest) (*chart.Chart, *
 		return nil, nil, err
 	}
 	var d Derivation
-	if req.Derive {
+	if req.Derive || req.DRA {
 		nodes, err := c.CS.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
 		if err != nil {
 			return nil, nil, cluster.APIError("list nodes", err)
 		}
-		d = Derive(nodes.Items)
+		if req.Derive {
+			d = Derive(nodes.Items)
+		}
+		if req.DRA {
+			sv, err := c.CS.Discovery().ServerVersion()
+			if err != nil {
+				return nil, nil, cluster.APIError("read the server version", err)
+			}
+			warnings, err := c.DRAPrerequisites(ctx, sv.GitVersion, nodes.Items)
+			if err != nil {
+				return nil, nil, err
+			}
+			d.Values = append(d.Values, DRAValues()...)
+			d.Warnings = append(d.Warnings, warnings...)
+		}
 	}
 	doc := &ValuesDoc{TypeMeta: report.Meta(ValuesKind), Chart: ch.Metadata.Name + "-" + ch.Metadata.Version,
 		Values: Merge(&d, req.User), Derived: d.Values, NodeLabels: d.NodeLabels,

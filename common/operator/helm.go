@@ -201,6 +201,11 @@ func (h *Helm) InstallOrUpgrade(ctx context.Context, c *chart.Chart, vals map[st
 			if kv, err := h.kubeVersion(); err == nil {
 				in.KubeVersion = kv
 			}
+			// The API versions the server serves, as 'helm template --api-versions' would be
+			// told: the chart checks them (its GPUCluster stack needs resource.k8s.io).
+			if vs, err := h.apiVersions(); err == nil {
+				in.APIVersions = vs
+			}
 		}
 		in.Replace = cur != nil
 		rel, err := in.RunWithContext(ctx, c, vals)
@@ -222,6 +227,17 @@ func (h *Helm) InstallOrUpgrade(ctx context.Context, c *chart.Chart, vals map[st
 		return nil, helmError(fmt.Sprintf("upgrade %s to %s in namespace %s", o.ReleaseName, c.Metadata.Version, h.Namespace), err)
 	}
 	return rel, nil
+}
+
+func (h *Helm) apiVersions() (chartutil.VersionSet, error) {
+	if h.Config.RESTClientGetter == nil {
+		return nil, errors.New("no cluster to ask for its API versions")
+	}
+	dc, err := h.Config.RESTClientGetter.ToDiscoveryClient()
+	if err != nil {
+		return nil, err
+	}
+	return action.GetVersionSet(dc)
 }
 
 func (h *Helm) kubeVersion() (*chartutil.KubeVersion, error) {

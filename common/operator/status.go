@@ -39,6 +39,9 @@ type Status struct {
 	Namespace       string          `json:"namespace"`
 	Release         *ReleaseInfo    `json:"release,omitempty"`
 	ClusterPolicy   *PolicyInfo     `json:"clusterPolicy,omitempty"`
+	// GPUCluster is the DRA stack's state (gpuCluster.deployCR=true), in place of the
+	// ClusterPolicy.
+	GPUCluster *PolicyInfo `json:"gpuCluster,omitempty"`
 	Components      []Component     `json:"components"`
 	Validators      []ValidatorInfo `json:"validators,omitempty"`
 	UnlabelledNodes []string        `json:"unlabelledGPUNodes,omitempty"`
@@ -117,6 +120,14 @@ func CollectStatus(ctx context.Context, cs kubernetes.Interface, dyn dynamic.Int
 	case apierrors.IsNotFound(err) || meta.IsNoMatchError(err) || isNoResource(err):
 	default:
 		return nil, cluster.APIError("get ClusterPolicy "+ClusterPolicyName, err)
+	}
+	gc, err := dyn.Resource(GPUClusterGVR).Get(ctx, GPUClusterName, metav1.GetOptions{})
+	switch {
+	case err == nil:
+		st.GPUCluster = policyInfo(gc)
+	case apierrors.IsNotFound(err) || meta.IsNoMatchError(err) || isNoResource(err):
+	default:
+		return nil, cluster.APIError("get GPUCluster "+GPUClusterName, err)
 	}
 	dss, err := cs.AppsV1().DaemonSets(ns).List(ctx, metav1.ListOptions{})
 	if err != nil {
@@ -215,10 +226,18 @@ func (st *Status) judge() {
 	case st.Release.Status != "deployed":
 		st.Failing, st.Hint = "release", fmt.Sprintf("the release is %s: run 'kubectl gpu operator upgrade' or 'helm history -n %s %s'", st.Release.Status, st.Namespace, st.Release.Name)
 		return
+	case st.ClusterPolicy == nil && st.GPUCluster != nil:
+		st.judgeStack("gpucluster", "GPUCluster "+GPUClusterName, st.GPUCluster)
+		return
 	case st.ClusterPolicy == nil:
 		st.Failing, st.Hint = "clusterpolicy", "ClusterPolicy cluster-policy does not exist yet: the operator creates its status when it starts; check the gpu-operator pod"
 		return
 	}
+	st.judgeStack("clusterpolicy", "ClusterPolicy "+ClusterPolicyName, st.ClusterPolicy)
+}
+
+// judgeStack judges the operands and the stack's resource (ClusterPolicy or GPUCluster).
+func (st *Status) judgeStack(id, what string, p *PolicyInfo) {
 	for _, c := range st.Components {
 		if c.Ready < c.Desired {
 			st.Failing = c.Name
@@ -229,17 +248,17 @@ func (st *Status) judge() {
 			break
 		}
 	}
-	if st.ClusterPolicy.State == "ready" && st.Failing == "" {
+	if p.State == "ready" && st.Failing == "" {
 		st.Ready = true
 		return
 	}
 	if st.Failing == "" {
-		st.Failing = "clusterpolicy"
-		st.Hint = "ClusterPolicy is " + st.ClusterPolicy.State
-		if st.ClusterPolicy.State == "" {
-			st.Hint = "ClusterPolicy cluster-policy has no status yet: the gpu-operator Deployment writes it once it runs; check its pod in namespace " + st.Namespace
+		st.Failing = id
+		st.Hint = strings.SplitN(what, " ", 2)[0] + " is " + p.State
+		if p.State == "" {
+			st.Hint = what + " has no status yet: the gpu-operator Deployment writes it once it runs; check its pod in namespace " + st.Namespace
 		}
-		for _, c := range st.ClusterPolicy.Conditions {
+		for _, c := range p.Conditions {
 			if c.Type == "Error" && c.Status == "True" {
 				st.Hint += ": " + c.Reason + ": " + c.Message
 			}
@@ -254,13 +273,19 @@ func (st *Status) WriteText(w io.Writer) error {
 	} else {
 		fmt.Fprintf(w, "Release:        none in namespace %s\n", st.Namespace)
 	}
-	if st.ClusterPolicy != nil {
-		state := st.ClusterPolicy.State
+	for _, stack := range []struct {
+		label string
+		p     *PolicyInfo
+	}{{"ClusterPolicy:", st.ClusterPolicy}, {"GPUCluster:", st.GPUCluster}} {
+		if stack.p == nil {
+			continue
+		}
+		state := stack.p.State
 		if state == "" {
 			state = "(no status yet)"
 		}
-		fmt.Fprintf(w, "ClusterPolicy:  %s\n", state)
-		for _, c := range st.ClusterPolicy.Conditions {
+		fmt.Fprintf(w, "%-15s %s\n", stack.label, state)
+		for _, c := range stack.p.Conditions {
 			fmt.Fprintf(w, "  %s=%s %s %s\n", c.Type, c.Status, c.Reason, c.Message)
 		}
 	}
@@ -294,6 +319,9 @@ func (st *Status) Summary() string {
 	if st.ClusterPolicy != nil {
 		parts = append(parts, "clusterpolicy "+st.ClusterPolicy.State)
 	}
+	if st.GPUCluster != nil {
+		parts = append(parts, "gpucluster "+st.GPUCluster.State)
+	}
 	for _, c := range st.Components {
 		parts = append(parts, fmt.Sprintf("%s %d/%d", strings.TrimPrefix(c.Name, "nvidia-"), c.Ready, c.Desired))
 	}
@@ -304,4 +332,9 @@ func (st *Status) Summary() string {
 }
 
 // ReadyWhat names the resource whose readiness the status follows.
-func (st *Status) ReadyWhat() string { return "ClusterPolicy " + ClusterPolicyName }
+func (st *Status) ReadyWhat() string {
+	if st.ClusterPolicy == nil && st.GPUCluster != nil {
+		return "GPUCluster " + GPUClusterName
+	}
+	return "ClusterPolicy " + ClusterPolicyName
+}

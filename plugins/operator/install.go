@@ -41,9 +41,15 @@ func newCmdInstall(f cluster.Getter, ro releaseOptions, verb string) *cobra.Comm
 The namespace (default gpu-operator) is created with the privileged Pod Security label when
 missing. A first install is atomic unless --atomic=false: a failed install is removed
 rather than left half-installed. --wait then follows every component until ClusterPolicy
-cluster-policy is ready or --timeout.`,
+cluster-policy (GPUCluster gpu-cluster with --dra) is ready or --timeout.
+
+--dra installs the GPU Operator's DRA stack (a GPUCluster: NVIDIA's DRA driver publishes the
+GPUs as DeviceClasses gpu.nvidia.com and mig.nvidia.com) in place of the ClusterPolicy, with
+the chart's own keys, once the cluster meets its prerequisites; otherwise it refuses with
+every unmet one named and changes nothing.`,
 		Example: `  kubectl gpu operator install --dry-run
   kubectl gpu operator install --wait
+  kubectl gpu operator install --dra --wait
   kubectl gpu operator upgrade --version v26.7.0 --set dcgmExporter.enabled=false
   kubectl gpu operator install --chart ./gpu-operator-v26.7.0.tgz   # air-gapped`,
 		Args: cobra.NoArgs,

@@ -86,6 +86,7 @@ type chartOptions struct {
 	Devel   bool
 	Values  values.Options
 	Derive  bool
+	DRA     bool
 	// versionFlag tells whether --version was given (not the default).
 	versionFlag func() bool
 }
@@ -104,6 +105,7 @@ func (o *chartOptions) chartFlags(cmd *cobra.Command) {
 	fl.StringArrayVar(&o.Values.FileValues, "set-file", nil, "set values from files (key=path)")
 	fl.StringArrayVar(&o.Values.JSONValues, "set-json", nil, "set JSON values (key=jsonval)")
 	fl.BoolVar(&o.Derive, "derive", true, "derive values from the cluster's GPU nodes (--derive=false: chart defaults and your values only)")
+	fl.BoolVar(&o.DRA, "dra", false, "the GPUCluster (DRA) stack instead of the ClusterPolicy (gpuCluster.deployCR=true, clusterPolicy.deployCR=false), after checking its prerequisites: Kubernetes >= 1.34.2, host drivers >= 580, containerd with CDI, no ClusterPolicy")
 }
 
 // valuesRequest merges the user's values by Helm's rules: a syntax error is exit 2.
@@ -112,7 +114,7 @@ func (o *chartOptions) valuesRequest(c *op.Client) (op.ValuesRequest, error) {
 	if err != nil {
 		return op.ValuesRequest{}, cliexit.Usagef("bad values: %s: check -f / --set syntax (key=value, a.b=c, list[0]=x)", strings.ReplaceAll(err.Error(), "\n", "; "))
 	}
-	return op.ValuesRequest{User: user, Derive: o.Derive, Source: op.ChartSource{Chart: o.Chart, Repo: o.Repo, Version: o.Version,
+	return op.ValuesRequest{User: user, Derive: o.Derive, DRA: o.DRA, Source: op.ChartSource{Chart: o.Chart, Repo: o.Repo, Version: o.Version,
 		Devel: o.Devel, VersionGiven: o.versionFlag != nil && o.versionFlag()}}, nil
 }
 

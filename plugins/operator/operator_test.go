@@ -8,6 +8,9 @@ import (
 	"testing"
 	"time"
 
+	"k8s.io/apimachinery/pkg/version"
+	fakediscovery "k8s.io/client-go/discovery/fake"
+
 	"k8s.io/apimachinery/pkg/runtime/schema"
 
 	"helm.sh/helm/v3/pkg/action"
@@ -213,5 +216,27 @@ func TestOperatorUninstall(t *testing.T) {
 	}
 	if _, _, err := w.run(t, "uninstall", "--yes"); cliexit.Code(err, false) != cliexit.Usage || !strings.Contains(err.Error(), "not found") {
 		t.Fatalf("second uninstall: %v", err)
+	}
+}
+
+// TestOperatorDRARefusals: --dra names every unmet prerequisite, exit 2, nothing stored.
+func TestOperatorDRARefusals(t *testing.T) {
+	chart := chartPath(t)
+	w := newWorld(t)
+	w.g.Client.Discovery().(*fakediscovery.FakeDiscovery).FakedServerVersion = &version.Info{GitVersion: "v1.33.4"}
+	if _, err := w.dyn.Resource(op.ClusterPolicyGVR).Create(context.Background(), policy("ready"), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	out, _, err := w.run(t, "install", "--dra", "--chart", chart)
+	if cliexit.Code(err, false) != cliexit.Usage || out != "" {
+		t.Fatalf("exit %d %v, stdout %q", cliexit.Code(err, false), err, out)
+	}
+	for _, want := range []string{"Kubernetes v1.33.4 is older than 1.34.2", "ClusterPolicy cluster-policy exists and cannot coexist with a GPUCluster", "nothing was changed"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("%q lacks %q", err, want)
+		}
+	}
+	if rels, _ := w.releases.ListReleases(); len(rels) != 0 {
+		t.Fatalf("%d releases stored", len(rels))
 	}
 }

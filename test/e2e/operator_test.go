@@ -359,3 +359,102 @@ func TestOperatorRefusals(t *testing.T) {
 		t.Fatalf("a refused install left a release: %+v", rels)
 	}
 }
+
+func setGPUClusterState(t *testing.T, dyn dynamic.Interface, state string) {
+	t.Helper()
+	ctx := context.Background()
+	gc, err := dyn.Resource(operator.GPUClusterGVR).Get(ctx, operator.GPUClusterName, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = unstructured.SetNestedField(gc.Object, state, "status", "state")
+	if _, err := dyn.Resource(operator.GPUClusterGVR).UpdateStatus(ctx, gc, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestOperatorDRA: install --dra renders the real chart's GPUCluster stack (no
+// ClusterPolicy) once the prerequisites hold, refuses with the reason when they do not,
+// and status / --wait follow the GPUCluster (whose status the test writes, as the operator
+// would).
+func TestOperatorDRA(t *testing.T) {
+	chart := chartPath(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+	defer cancel()
+	c := env.Cluster
+	henv := helmEnv(t)
+	dyn, err := dynamic.NewForConfig(c.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gpu := func(args ...string) resultT {
+		return env.Kubectl(ctx, henv, append([]string{"gpu", "operator"}, args...)...)
+	}
+	annotate := func(version string) {
+		for _, n := range []string{"gpu-a100-0", "gpu-a100-1", "gpu-rke2-0", "gpu-k3s-0", "gpu-bare-0"} {
+			patch := fmt.Sprintf(`{"metadata":{"annotations":{%q:%s}}}`, operator.AnnotationDriver, version)
+			if _, err := c.Client.CoreV1().Nodes().Patch(context.Background(), n, types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	t.Cleanup(func() { annotate("null") })
+
+	// A host driver older than 580: refused, every reason named, nothing installed.
+	annotate(`"550.127.08"`)
+	r := gpu("install", "--dra", "--chart", chart)
+	if r.Code != 2 || r.Stdout != "" || !strings.Contains(r.Stderr, "host drivers older than 580 on gpu-a100-0 550.127.08") {
+		t.Fatalf("--dra with old drivers: exit %d\n%s\n%s", r.Code, r.Stdout, r.Stderr)
+	}
+	if rels := helmList(t, henv); len(rels) != 0 {
+		t.Fatalf("a refused install left %v", rels)
+	}
+
+	annotate(`"580.95.05"`)
+	r = gpu("install", "--dra", "--chart", chart, "--dry-run")
+	if r.Code != 0 || !strings.Contains(r.Stdout, "# gpuCluster.deployCR (derived): --dra") || !strings.Contains(r.Stdout, "GPUCluster ") || strings.Contains(r.Stdout, "#   ClusterPolicy ") {
+		t.Fatalf("--dra --dry-run: exit %d\n%s\n%s", r.Code, r.Stdout, r.Stderr)
+	}
+	r = gpu("install", "--dra", "--chart", chart, "--timeout", "3m")
+	if r.Code != 0 || !strings.Contains(r.Stdout, "release gpu-operator revision 1 deployed") {
+		t.Fatalf("install --dra: exit %d\n%s\n%s", r.Code, r.Stdout, r.Stderr)
+	}
+	if _, err := dyn.Resource(operator.ClusterPolicyGVR).Get(ctx, operator.ClusterPolicyName, metav1.GetOptions{}); err == nil {
+		t.Fatal("install --dra made a ClusterPolicy")
+	}
+	r = gpu("status")
+	if r.Code != 1 || !strings.Contains(r.Stdout, "Not ready: gpucluster") {
+		t.Fatalf("status before the operator ran: exit %d\n%s%s", r.Code, r.Stdout, r.Stderr)
+	}
+	setGPUClusterState(t, dyn, "notReady")
+	done := make(chan resultT, 1)
+	go func() { done <- gpu("upgrade", "--dra", "--chart", chart, "--wait", "--timeout", "2m") }()
+	for i := 0; ; i++ {
+		sec, err := c.Client.CoreV1().Secrets("gpu-operator").Get(ctx, "sh.helm.release.v1.gpu-operator.v2", metav1.GetOptions{})
+		if err == nil && sec.Labels["status"] == "deployed" {
+			break
+		}
+		if i > 600 {
+			t.Fatal("revision 2 never deployed")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	time.Sleep(3 * time.Second)
+	setGPUClusterState(t, dyn, "ready")
+	r = <-done
+	if r.Code != 0 || !strings.Contains(r.Stdout, "GPU Operator ready: GPUCluster gpu-cluster is ready") || !strings.Contains(r.Stderr, "waiting: gpucluster notReady") {
+		t.Fatalf("upgrade --dra --wait: exit %d\n%s\n%s", r.Code, r.Stdout, r.Stderr)
+	}
+	var st operator.Status
+	r = gpu("status", "-o", "json")
+	if err := json.Unmarshal([]byte(r.Stdout), &st); err != nil || r.Code != 0 || st.GPUCluster == nil || st.GPUCluster.State != "ready" || st.ClusterPolicy != nil {
+		t.Fatalf("status: exit %d %v\n%s", r.Code, err, r.Stdout)
+	}
+	// The GPUCluster (kept by Helm's resource policy) goes with its CRD.
+	if r := gpu("uninstall", "--yes", "--keep-crds=false", "--timeout", "2m"); r.Code != 0 {
+		t.Fatalf("uninstall: exit %d\n%s\n%s", r.Code, r.Stdout, r.Stderr)
+	}
+	if rels := helmList(t, henv); len(rels) != 0 {
+		t.Fatalf("after uninstall: %+v", rels)
+	}
+}
