@@ -36,12 +36,12 @@ const StatusKind = "OperatorStatus"
 // Status is the `kubectl gpu operator status` document.
 type Status struct {
 	report.TypeMeta `json:",inline"`
-	Namespace       string          `json:"namespace"`
-	Release         *ReleaseInfo    `json:"release,omitempty"`
-	ClusterPolicy   *PolicyInfo     `json:"clusterPolicy,omitempty"`
+	Namespace       string       `json:"namespace"`
+	Release         *ReleaseInfo `json:"release,omitempty"`
+	ClusterPolicy   *PolicyInfo  `json:"clusterPolicy,omitempty"`
 	// GPUCluster is the DRA stack's state (gpuCluster.deployCR=true), in place of the
 	// ClusterPolicy.
-	GPUCluster *PolicyInfo `json:"gpuCluster,omitempty"`
+	GPUCluster      *PolicyInfo     `json:"gpuCluster,omitempty"`
 	Components      []Component     `json:"components"`
 	Validators      []ValidatorInfo `json:"validators,omitempty"`
 	UnlabelledNodes []string        `json:"unlabelledGPUNodes,omitempty"`
