@@ -43,7 +43,7 @@ when every GPU node has the container toolkit and the nvidia runtime (both as fo
 	for _, verb := range []string{"install", "upgrade"} {
 		cmd.AddCommand(newCmdInstall(f, ro(), verb))
 	}
-	cmd.AddCommand(newCmdValues(f, ro()), newCmdStatus(f, ro()), newCmdUninstall(f, ro()))
+	cmd.AddCommand(newCmdValues(f, ro()), newCmdStatus(f, ro()), newCmdUninstall(f, ro()), newCmdSharing(f, ro()), newCmdMIG(f, ro()))
 	return cmd
 }
 
