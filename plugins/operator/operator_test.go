@@ -2,11 +2,20 @@ package operator
 
 import (
 	"context"
+	"encoding/json"
 	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
+	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
+
+	helmv2 "github.com/fluxcd/helm-controller/api/v2"
+	"helm.sh/helm/v3/pkg/repo"
+	"sigs.k8s.io/yaml"
 
 	"k8s.io/apimachinery/pkg/version"
 	fakediscovery "k8s.io/client-go/discovery/fake"
@@ -239,4 +248,117 @@ func TestOperatorDRARefusals(t *testing.T) {
 	if rels, _ := w.releases.ListReleases(); len(rels) != 0 {
 		t.Fatalf("%d releases stored", len(rels))
 	}
+}
+
+// TestOperatorGitOps: the install as Flux objects and as an Argo CD Application name the
+// chart, version and values install would use. The HelmRelease is read back strictly with
+// Flux's own Go types (helm-controller/api v2); the Application is checked field by field
+// against the paths of Argo CD's Application CRD (argoproj.io/v1alpha1: spec.source.{repoURL,
+// chart, targetRevision, helm.{releaseName, valuesObject}}, spec.destination, spec.syncPolicy).
+func TestOperatorGitOps(t *testing.T) {
+	chart := chartPath(t)
+	w := newWorld(t)
+	prepped(w, "gpu-a100-0", "gpu-a100-1", "gpu-rke2-0", "gpu-k3s-0", "gpu-bare-0")
+	repo := chartRepoURL(t, chart)
+	vals, _, err := w.run(t, "values", "--repo", repo, "-o", "json", "--set", "dcgmExporter.enabled=false")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc op.ValuesDoc
+	if err := json.Unmarshal([]byte(vals), &doc); err != nil {
+		t.Fatal(err)
+	}
+
+	out, _, err := w.run(t, "values", "--repo", repo, "-o", "helmrelease", "--set", "dcgmExporter.enabled=false")
+	if err != nil {
+		t.Fatal(err)
+	}
+	golden.Assert(t, "values.helmrelease.golden", []byte(strings.ReplaceAll(out, repo, "REPO")))
+	docs := strings.Split(out, "\n---\n")
+	if len(docs) != 3 {
+		t.Fatalf("%d documents, want Namespace, HelmRepository, HelmRelease", len(docs))
+	}
+	var hr helmv2.HelmRelease
+	if err := yaml.UnmarshalStrict([]byte(docs[2]), &hr); err != nil {
+		t.Fatalf("not a HelmRelease: %v", err)
+	}
+	var hrValues map[string]any
+	if err := json.Unmarshal(hr.Spec.Values.Raw, &hrValues); err != nil {
+		t.Fatal(err)
+	}
+	if hr.Spec.Chart.Spec.Chart != "gpu-operator" || hr.Spec.Chart.Spec.Version != "v26.7.0" || hr.Spec.ReleaseName != "gpu-operator" ||
+		hr.Namespace != "gpu-operator" || !reflect.DeepEqual(hrValues, doc.Values) {
+		t.Fatalf("HelmRelease %+v values %v, want %v", hr.Spec.Chart.Spec, hrValues, doc.Values)
+	}
+
+	out, _, err = w.run(t, "values", "--repo", repo, "-o", "application", "--set", "dcgmExporter.enabled=false")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var app struct {
+		APIVersion string `json:"apiVersion"`
+		Kind       string `json:"kind"`
+		Metadata   struct{ Name, Namespace string }
+		Spec       struct {
+			Project string `json:"project"`
+			Source  struct {
+				RepoURL        string `json:"repoURL"`
+				Chart          string `json:"chart"`
+				TargetRevision string `json:"targetRevision"`
+				Helm           struct {
+					ReleaseName  string         `json:"releaseName"`
+					ValuesObject map[string]any `json:"valuesObject"`
+				} `json:"helm"`
+			} `json:"source"`
+			Destination struct {
+				Server    string `json:"server"`
+				Namespace string `json:"namespace"`
+			} `json:"destination"`
+			SyncPolicy struct {
+				SyncOptions              []string `json:"syncOptions"`
+				ManagedNamespaceMetadata struct {
+					Labels map[string]string `json:"labels"`
+				} `json:"managedNamespaceMetadata"`
+			} `json:"syncPolicy"`
+		} `json:"spec"`
+	}
+	if err := yaml.UnmarshalStrict([]byte(out), &app); err != nil {
+		t.Fatalf("not an Application of the fields checked: %v", err)
+	}
+	s := app.Spec
+	if app.APIVersion != "argoproj.io/v1alpha1" || app.Kind != "Application" || s.Source.Chart != "gpu-operator" || s.Source.TargetRevision != "v26.7.0" ||
+		s.Source.RepoURL != repo || s.Destination.Namespace != "gpu-operator" || !reflect.DeepEqual(s.Source.Helm.ValuesObject, doc.Values) ||
+		s.SyncPolicy.ManagedNamespaceMetadata.Labels["pod-security.kubernetes.io/enforce"] != "privileged" {
+		t.Fatalf("Application %+v", app)
+	}
+	if _, _, err := w.run(t, "values", "--chart", chart, "-o", "application"); cliexit.Code(err, false) != cliexit.Usage {
+		t.Fatalf("-o application with --chart: %v", err)
+	}
+}
+
+// chartRepoURL serves the chart as a chart repository on 127.0.0.1; Helm's cache and
+// config go to the test's own directories.
+func chartRepoURL(t *testing.T, chart string) string {
+	dir := t.TempDir()
+	b, err := os.ReadFile(chart)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, filepath.Base(chart)), b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(http.FileServer(http.Dir(dir)))
+	t.Cleanup(srv.Close)
+	idx, err := repo.IndexDirectory(dir, srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := idx.WriteFile(filepath.Join(dir, "index.yaml"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	h := t.TempDir()
+	t.Setenv("HELM_CACHE_HOME", filepath.Join(h, "cache"))
+	t.Setenv("HELM_CONFIG_HOME", filepath.Join(h, "config"))
+	t.Setenv("HELM_DATA_HOME", filepath.Join(h, "data"))
+	return srv.URL
 }

@@ -6,6 +6,7 @@ import (
 	"github.com/spf13/cobra"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 
+	"github.com/kubectl-gpu/kubectl-gpu/common/cliexit"
 	"github.com/kubectl-gpu/kubectl-gpu/common/cluster"
 	op "github.com/kubectl-gpu/kubectl-gpu/common/operator"
 	"github.com/kubectl-gpu/kubectl-gpu/common/report"
@@ -15,8 +16,17 @@ import (
 type ValuesOptions struct {
 	chartOptions
 	Output string
-	format report.Format
+	// ArgoNamespace is where Argo CD runs (-o application).
+	ArgoNamespace string
+	format        report.Format
+	gitops        string
 }
+
+// GitOps output forms of `values`.
+const (
+	outputHelmRelease = "helmrelease"
+	outputApplication = "application"
+)
 
 // NewCmdValues returns `operator values`.
 func NewCmdValues(f cluster.Getter, streams genericiooptions.IOStreams) *cobra.Command {
@@ -40,12 +50,20 @@ func newCmdValues(f cluster.Getter, ro releaseOptions) *cobra.Command {
 		},
 	}
 	o.chartFlags(cmd)
-	cmd.Flags().StringVarP(&o.Output, "output", "o", "", "output format: table (a commented values file), json or yaml")
+	cmd.Flags().StringVarP(&o.Output, "output", "o", "", "output format: table (a commented values file), json, yaml, helmrelease (Flux: Namespace, HelmRepository, HelmRelease) or application (Argo CD)")
+	cmd.Flags().StringVar(&o.ArgoNamespace, "argocd-namespace", "argocd", "with -o application: the namespace Argo CD runs in")
 	return cmd
 }
 
 // Validate checks the flags.
 func (o *ValuesOptions) Validate() error {
+	if o.Output == outputHelmRelease || o.Output == outputApplication {
+		o.gitops = o.Output
+		if o.Chart != "" {
+			return cliexit.Usagef("-o %s needs a chart repository (--repo), not --chart: a GitOps controller pulls the chart itself", o.Output)
+		}
+		return nil
+	}
 	var err error
 	o.format, err = report.ParseFormat(o.Output, report.Table, report.JSON, report.YAML)
 	return err
@@ -61,9 +79,20 @@ func (o *ValuesOptions) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	_, doc, err := c.Values(ctx, req)
+	ch, doc, err := c.Values(ctx, req)
 	if err != nil {
 		return err
 	}
-	return report.Print(o.Streams.Out, o.format, doc)
+	if o.gitops == "" {
+		return report.Print(o.Streams.Out, o.format, doc)
+	}
+	repo := o.Repo
+	if repo == "" {
+		repo = op.DefaultRepo
+	}
+	src := op.GitOpsSource{Repo: repo, Chart: ch.Metadata.Name, Version: ch.Metadata.Version}
+	if o.gitops == outputApplication {
+		return op.WriteYAML(o.Streams.Out, op.ArgoApplication(src, o.ReleaseName, o.namespace, o.ArgoNamespace, doc.Values))
+	}
+	return op.WriteYAML(o.Streams.Out, op.FluxObjects(src, o.ReleaseName, o.namespace, doc.Values)...)
 }
