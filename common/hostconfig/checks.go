@@ -301,21 +301,32 @@ func (h *Host) persistedModules() map[string]bool {
 	return m
 }
 
+// distributionPersists tells whether the distribution itself loads the modules and sets
+// the sysctls every time it starts: RKE2 and K3s do (their shared agent code,
+// pkg/agent/syssetup, loads overlay and br_netfilter and sets forwarding and
+// bridge-nf-call-iptables), so on them the live values are what matters.
+func distributionPersists(f rep.Flavour) bool { return f == FlavourRKE2 || f == FlavourK3s }
+
 func checkModules(h *Host, r *rep.Report, loaded map[string]bool) {
 	persisted := h.persistedModules()
+	own := distributionPersists(r.Flavour)
 	var missing []string
 	for _, m := range RequiredModules {
 		switch {
-		case !loaded[m] && !persisted[m]:
+		case !loaded[m] && !persisted[m] && !own:
 			missing = append(missing, m+" (not loaded, not persisted)")
 		case !loaded[m]:
 			missing = append(missing, m+" (not loaded)")
-		case !persisted[m]:
+		case !persisted[m] && !own:
 			missing = append(missing, m+" (not persisted)")
 		}
 	}
 	if len(missing) > 0 {
 		r.Add(rep.CheckModules, rep.Fail, "kernel modules: "+strings.Join(missing, ", "), "kubectl gpu prep --apply loads them and lists them in "+ModulesFile)
+		return
+	}
+	if own {
+		r.Add(rep.CheckModules, rep.OK, "overlay and br_netfilter loaded ("+string(r.Flavour)+" loads them every time it starts)", "")
 		return
 	}
 	r.Add(rep.CheckModules, rep.OK, "overlay and br_netfilter loaded and persisted", "")
@@ -349,6 +360,7 @@ func (h *Host) liveSysctl(key string) (string, bool) {
 
 func checkSysctl(h *Host, r *rep.Report) {
 	persisted := h.persistedSysctls()
+	own := distributionPersists(r.Flavour)
 	var bad []string
 	for _, k := range RequiredSysctls {
 		live, ok := h.liveSysctl(k)
@@ -358,12 +370,16 @@ func checkSysctl(h *Host, r *rep.Report) {
 		case live != "1":
 			bad = append(bad, k+"="+live)
 		}
-		if persisted[k] != "1" {
+		if persisted[k] != "1" && !own {
 			bad = append(bad, k+" not persisted")
 		}
 	}
 	if len(bad) > 0 {
 		r.Add(rep.CheckSysctl, rep.Fail, "sysctl: "+strings.Join(bad, ", "), "kubectl gpu prep --apply writes "+SysctlFile+" and applies it")
+		return
+	}
+	if own {
+		r.Add(rep.CheckSysctl, rep.OK, "bridge-nf-call-iptables/ip6tables and ip_forward = 1 ("+string(r.Flavour)+" sets them every time it starts)", "")
 		return
 	}
 	r.Add(rep.CheckSysctl, rep.OK, "bridge-nf-call-iptables/ip6tables and ip_forward = 1, persisted", "")

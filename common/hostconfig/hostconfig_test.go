@@ -316,3 +316,44 @@ func TestCgroupfsKubeletWithCgroupfsRunc(t *testing.T) {
 		t.Fatal("apply switched runc to the systemd cgroup driver under a cgroupfs kubelet")
 	}
 }
+
+// TestRKE2K3sLiveValuesSuffice: RKE2 and K3s load overlay and br_netfilter and set the
+// forwarding sysctls every time they start (pkg/agent/syssetup): with the live values right
+// and nothing under /etc/modules-load.d or /etc/sysctl.d the checks pass and apply writes
+// neither file. With a live value wrong, it is a failure again and apply fixes it.
+func TestRKE2K3sLiveValuesSuffice(t *testing.T) {
+	for _, name := range []string{"rke2", "k3s"} {
+		t.Run(name, func(t *testing.T) {
+			root := fakeRoot(t, name, 1)
+			for _, d := range []string{"/etc/modules-load.d", "/etc/sysctl.d"} {
+				if err := os.RemoveAll(filepath.Join(root, d)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			h := &Host{Root: root}
+			r, err := Run(context.Background(), h, Options{Mode: ModeCheck, AgentVersion: "test"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if status(r, rep.CheckModules) != rep.OK || status(r, rep.CheckSysctl) != rep.OK {
+				t.Fatalf("modules %s, sysctl %s: the distribution persists them", status(r, rep.CheckModules), status(r, rep.CheckSysctl))
+			}
+			if _, err := Run(context.Background(), h, Options{Mode: ModeApply, AgentVersion: "test", Runner: &Recorder{}}); err != nil {
+				t.Fatal(err)
+			}
+			for _, f := range []string{ModulesFile, SysctlFile} {
+				if h.Exists(f) {
+					t.Errorf("apply wrote %s on %s", f, name)
+				}
+			}
+			// ip_forward off right now: a failure, fixed by apply.
+			if err := os.WriteFile(h.Path("/proc/sys/net/ipv4/ip_forward"), []byte("0\n"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			r, _ = Run(context.Background(), h, Options{Mode: ModeCheck, AgentVersion: "test"})
+			if c, _ := r.Get(rep.CheckSysctl); c.Status != rep.Fail || !strings.Contains(c.Message, "net.ipv4.ip_forward=0") || strings.Contains(c.Message, "not persisted") {
+				t.Fatalf("live value wrong: %+v", c)
+			}
+		})
+	}
+}
