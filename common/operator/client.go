@@ -59,6 +59,20 @@ func NewClient(g cluster.Getter, ns string, log io.Writer) (*Client, error) {
 	return &Client{Namespace: ns, Helm: h, CS: cs, Dyn: dyn, Log: log}, nil
 }
 
+// NewOfflineClient is a Client for work that needs no cluster: loading and rendering the
+// chart with values that are not derived from nodes (mirror --derive=false on a machine
+// outside the cluster). Its CS and Dyn are nil.
+func NewOfflineClient(g cluster.Getter, ns string, log io.Writer) (*Client, error) {
+	h, err := NewHelm(g, ns, nil)
+	if err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = io.Discard
+	}
+	return &Client{Namespace: ns, Helm: h, Log: log}, nil
+}
+
 // ValuesRequest is what decides the values of an install.
 type ValuesRequest struct {
 	Source ChartSource
@@ -97,6 +111,10 @@ func (c *Client) Values(ctx context.Context, req ValuesRequest) (*chart.Chart, *
 				return nil, nil, err
 			}
 			d.Values = append(d.Values, DRAValues()...)
+			if !derivedFalse(d.Values, "driver.enabled") {
+				d.Values = append(d.Values, Derived{Key: "driver.nvidiaDriverCRD.enabled", Value: true,
+					Reason: "--dra with the operator's driver: the GPUCluster stack deploys it through NVIDIADriver resources (the chart requires this key)"})
+			}
 			d.Warnings = append(d.Warnings, warnings...)
 		}
 	}
@@ -110,6 +128,15 @@ func (c *Client) Values(ctx context.Context, req ValuesRequest) (*chart.Chart, *
 		fmt.Fprintf(c.Log, "warning: %s\n", w)
 	}
 	return ch, doc, nil
+}
+
+func derivedFalse(vs []Derived, key string) bool {
+	for _, v := range vs {
+		if v.Key == key && v.Value == false {
+			return true
+		}
+	}
+	return false
 }
 
 // InstallRequest is one install or upgrade ("upgrade --install").

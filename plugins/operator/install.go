@@ -15,7 +15,7 @@ import (
 
 // InstallOptions are the flags of `operator install` and `operator upgrade`.
 type InstallOptions struct {
-	chartOptions
+	ChartOptions
 	Wait        bool
 	Timeout     time.Duration
 	Atomic      bool
@@ -33,7 +33,7 @@ func NewCmdInstall(f cluster.Getter, streams genericiooptions.IOStreams, verb st
 }
 
 func newCmdInstall(f cluster.Getter, ro releaseOptions, verb string) *cobra.Command {
-	o := &InstallOptions{chartOptions: chartOptions{releaseOptions: ro}, Timeout: defaultTimeout}
+	o := &InstallOptions{ChartOptions: ChartOptions{releaseOptions: ro}, Timeout: defaultTimeout}
 	cmd := &cobra.Command{
 		Use:   verb,
 		Short: map[string]string{"install": "Install the GPU Operator, or upgrade it when installed", "upgrade": "Upgrade the GPU Operator, or install it when missing"}[verb],
@@ -64,7 +64,7 @@ every unmet one named and changes nothing.`,
 			return o.Run(cmd.Context())
 		},
 	}
-	o.chartFlags(cmd)
+	o.ChartFlags(cmd)
 	fl := cmd.Flags()
 	fl.BoolVar(&o.Wait, "wait", false, "wait until ClusterPolicy is ready (progress per component), or --timeout")
 	fl.DurationVar(&o.Timeout, "timeout", o.Timeout, "time to wait for Helm operations and --wait")
@@ -96,7 +96,7 @@ func (o *InstallOptions) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	req, err := o.valuesRequest(c)
+	req, err := o.ValuesRequest(c)
 	if err != nil {
 		return err
 	}

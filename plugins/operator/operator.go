@@ -63,6 +63,26 @@ func (o *releaseOptions) complete(f cluster.Getter) error {
 	return err
 }
 
+// NewChartOptions returns chart options for a command outside this package (mirror).
+func NewChartOptions(streams genericiooptions.IOStreams) *ChartOptions {
+	return &ChartOptions{releaseOptions: releaseOptions{Streams: streams, newClient: op.NewClient}}
+}
+
+// Complete resolves the release namespace.
+func (o *ChartOptions) Complete(f cluster.Getter) error { return o.complete(f) }
+
+// Client returns the operator client of the release namespace; without derived values
+// (--derive=false, no --dra) it needs no cluster.
+func (o *ChartOptions) Client() (*op.Client, error) {
+	if !o.Derive && !o.DRA {
+		return op.NewOfflineClient(o.getter, o.namespace, o.Streams.ErrOut)
+	}
+	return o.client()
+}
+
+// Release is the release name and namespace.
+func (o *ChartOptions) Release() (name, namespace string) { return o.ReleaseName, o.namespace }
+
 func (o *releaseOptions) client() (*op.Client, error) {
 	c, err := o.newClient(o.getter, o.namespace, o.Streams.ErrOut)
 	if err != nil {
@@ -76,9 +96,9 @@ func (o *releaseOptions) releaseFlag(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&o.ReleaseName, "release-name", op.DefaultReleaseName, "Helm release name")
 }
 
-// chartOptions choose the chart and its values (install, upgrade, values); Helm's flags keep
-// Helm's names and meaning.
-type chartOptions struct {
+// ChartOptions choose the chart and its values (install, upgrade, values, and mirror);
+// Helm's flags keep Helm's names and meaning.
+type ChartOptions struct {
 	releaseOptions
 	Chart   string
 	Repo    string
@@ -91,7 +111,7 @@ type chartOptions struct {
 	versionFlag func() bool
 }
 
-func (o *chartOptions) chartFlags(cmd *cobra.Command) {
+func (o *ChartOptions) ChartFlags(cmd *cobra.Command) {
 	o.releaseFlag(cmd)
 	fl := cmd.Flags()
 	fl.StringVar(&o.Chart, "chart", "", "chart from a local directory, a .tgz or an oci:// reference (air-gapped sites)")
@@ -109,7 +129,7 @@ func (o *chartOptions) chartFlags(cmd *cobra.Command) {
 }
 
 // valuesRequest merges the user's values by Helm's rules: a syntax error is exit 2.
-func (o *chartOptions) valuesRequest(c *op.Client) (op.ValuesRequest, error) {
+func (o *ChartOptions) ValuesRequest(c *op.Client) (op.ValuesRequest, error) {
 	user, err := o.Values.MergeValues(getter.All(c.Helm.Settings))
 	if err != nil {
 		return op.ValuesRequest{}, cliexit.Usagef("bad values: %s: check -f / --set syntax (key=value, a.b=c, list[0]=x)", strings.ReplaceAll(err.Error(), "\n", "; "))

@@ -14,7 +14,7 @@ import (
 
 // ValuesOptions are the flags of `operator values`.
 type ValuesOptions struct {
-	chartOptions
+	ChartOptions
 	Output string
 	// ArgoNamespace is where Argo CD runs (-o application).
 	ArgoNamespace string
@@ -34,7 +34,7 @@ func NewCmdValues(f cluster.Getter, streams genericiooptions.IOStreams) *cobra.C
 }
 
 func newCmdValues(f cluster.Getter, ro releaseOptions) *cobra.Command {
-	o := &ValuesOptions{chartOptions: chartOptions{releaseOptions: ro}}
+	o := &ValuesOptions{ChartOptions: ChartOptions{releaseOptions: ro}}
 	cmd := &cobra.Command{
 		Use:   "values",
 		Short: "Show the chart values install would use, and why each derived value is what it is",
@@ -49,7 +49,7 @@ func newCmdValues(f cluster.Getter, ro releaseOptions) *cobra.Command {
 			return o.Run(cmd.Context())
 		},
 	}
-	o.chartFlags(cmd)
+	o.ChartFlags(cmd)
 	cmd.Flags().StringVarP(&o.Output, "output", "o", "", "output format: table (a commented values file), json, yaml, helmrelease (Flux: Namespace, HelmRepository, HelmRelease) or application (Argo CD)")
 	cmd.Flags().StringVar(&o.ArgoNamespace, "argocd-namespace", "argocd", "with -o application: the namespace Argo CD runs in")
 	return cmd
@@ -75,7 +75,7 @@ func (o *ValuesOptions) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	req, err := o.valuesRequest(c)
+	req, err := o.ValuesRequest(c)
 	if err != nil {
 		return err
 	}

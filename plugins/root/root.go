@@ -5,6 +5,8 @@ import (
 	"context"
 	"errors"
 
+	"github.com/kubectl-gpu/kubectl-gpu/plugins/mirror"
+
 	"github.com/spf13/cobra"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 
@@ -53,6 +55,7 @@ error; 130 interrupted.`,
 		prep.NewCmdPrep(f, streams),
 		operator.NewCmdOperator(f, streams),
 		verify.NewCmdVerify(f, streams),
+		mirror.NewCmdMirror(f, streams),
 		version.NewCmdVersion(f, streams),
 	)
 	setFlagErrors(cmd)

@@ -1,0 +1,154 @@
+package mirror
+
+import (
+	"context"
+	"sort"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/kubectl-gpu/kubectl-gpu/common/cluster"
+	"github.com/kubectl-gpu/kubectl-gpu/common/inventory"
+	op "github.com/kubectl-gpu/kubectl-gpu/common/operator"
+	"github.com/kubectl-gpu/kubectl-gpu/common/report"
+)
+
+// ListKind is the kind of the image list document.
+const ListKind = "ImageList"
+
+// List is every image an install needs.
+type List struct {
+	report.TypeMeta `json:",inline"`
+	Chart           string   `json:"chart"`
+	DriverOS        []string `json:"driverOS,omitempty"`
+	Images          []Image  `json:"images"`
+	Warnings        []string `json:"warnings,omitempty"`
+}
+
+// Request is what install the list is for.
+type Request struct {
+	Values op.ValuesRequest
+	// AgentImage and VerifyImage are prep's and verify's images.
+	AgentImage  string
+	VerifyImage string
+	// DriverOS are the driver image's OS tags; empty: read from the GPU nodes when the
+	// chart deploys the driver and the cluster answers.
+	DriverOS    []string
+	ReleaseName string
+}
+
+// Images lists every image of an install: the chart rendered with the values install would
+// use (derived ones included), the node agent and the verify image.
+func Images(ctx context.Context, c *op.Client, req Request) (*List, error) {
+	ch, doc, err := c.Values(ctx, req.Values)
+	if err != nil {
+		return nil, err
+	}
+	l := &List{TypeMeta: report.Meta(ListKind), Chart: doc.Chart, Warnings: doc.Warnings}
+	ro := RenderOptions{ReleaseName: req.ReleaseName, Namespace: c.Namespace, DriverOS: req.DriverOS}
+	if req.Values.DRA {
+		ro.APIVersions = []string{"resource.k8s.io/v1", "resource.k8s.io/v1/DeviceClass"}
+	}
+	if len(ro.DriverOS) == 0 && driverOn(doc.Values) && (req.Values.Derive || req.Values.DRA) {
+		if ro.DriverOS, err = nodeOS(ctx, c); err != nil {
+			return nil, err
+		}
+	}
+	if len(ro.DriverOS) == 0 && driverOn(doc.Values) {
+		l.Warnings = append(l.Warnings, "the driver image's tag ends with the nodes' OS (such as -ubuntu22.04): pass --driver-os, or let the cluster answer, to list it whole")
+	}
+	l.DriverOS = ro.DriverOS
+	manifest, err := Render(ch, doc.Values, ro)
+	if err != nil {
+		return nil, err
+	}
+	imgs, err := ChartImages(manifest, ro)
+	if err != nil {
+		return nil, err
+	}
+	l.Images = append(l.Images, imgs...)
+	if req.AgentImage != "" {
+		l.Images = append(l.Images, Image{Ref: req.AgentImage, From: "kubectl gpu prep (node agent)"})
+	}
+	if req.VerifyImage != "" {
+		l.Images = append(l.Images, Image{Ref: req.VerifyImage, From: "kubectl gpu verify"})
+	}
+	sort.SliceStable(l.Images, func(i, j int) bool { return l.Images[i].Ref < l.Images[j].Ref })
+	return l, nil
+}
+
+// driverOn tells whether the chart deploys the driver (driver.enabled, default true).
+func driverOn(values map[string]any) bool {
+	d, _ := values["driver"].(map[string]any)
+	return d == nil || d["enabled"] != false
+}
+
+// nodeOS are the OS tags of the GPU nodes.
+func nodeOS(ctx context.Context, c *op.Client) ([]string, error) {
+	nodes, err := c.CS.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return nil, cluster.APIError("list nodes", err)
+	}
+	seen := map[string]bool{}
+	var out []string
+	for i := range nodes.Items {
+		n := &nodes.Items[i]
+		if !inventory.IsGPUNode(n) {
+			continue
+		}
+		if tag := DriverOSTag(n.Status.NodeInfo.OSImage); tag != "" && !seen[tag] {
+			seen[tag] = true
+			out = append(out, tag)
+		}
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
+// Resolve fills in the digests of the images their registries give within a few seconds
+// each (the others stay without one).
+func Resolve(ctx context.Context, l *List, o CopyOptions) {
+	var nopts []name.Option
+	if o.SourceInsecure {
+		nopts = append(nopts, name.Insecure)
+	}
+	for i := range l.Images {
+		ref, err := name.ParseReference(l.Images[i].Ref, nopts...)
+		if err != nil {
+			continue
+		}
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		if d, err := remote.Head(ref, o.remote(cctx)...); err == nil {
+			l.Images[i].Digest = d.Digest.String()
+		}
+		cancel()
+	}
+}
+
+// Refs are the list's image references.
+func (l *List) Refs() []string {
+	out := make([]string, len(l.Images))
+	for i, im := range l.Images {
+		out[i] = im.Ref
+	}
+	return out
+}
+
+// Rows prints the list as a table.
+func (l *List) Rows(wide bool) ([]string, [][]string) {
+	header := []string{"IMAGE", "FROM"}
+	if wide {
+		header = append(header, "DIGEST")
+	}
+	var rows [][]string
+	for _, im := range l.Images {
+		row := []string{im.Ref, im.From}
+		if wide {
+			row = append(row, im.Digest)
+		}
+		rows = append(rows, row)
+	}
+	return header, rows
+}

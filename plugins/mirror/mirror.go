@@ -1,0 +1,217 @@
+// Package mirror is `kubectl gpu mirror`: every image an install needs, listed, copied to a
+// mirror registry, or carried across an air gap in an OCI layout.
+package mirror
+
+import (
+	"context"
+	"fmt"
+	"os"
+
+	"github.com/spf13/cobra"
+	"k8s.io/cli-runtime/pkg/genericiooptions"
+	"sigs.k8s.io/yaml"
+
+	"github.com/kubectl-gpu/kubectl-gpu/common/buildinfo"
+	"github.com/kubectl-gpu/kubectl-gpu/common/cliexit"
+	"github.com/kubectl-gpu/kubectl-gpu/common/cluster"
+	"github.com/kubectl-gpu/kubectl-gpu/common/mirror"
+	op "github.com/kubectl-gpu/kubectl-gpu/common/operator"
+	"github.com/kubectl-gpu/kubectl-gpu/common/report"
+	"github.com/kubectl-gpu/kubectl-gpu/common/verify"
+	"github.com/kubectl-gpu/kubectl-gpu/plugins/operator"
+)
+
+// MirrorOptions are the flags of `kubectl gpu mirror`.
+type MirrorOptions struct {
+	*operator.ChartOptions
+	To             string
+	ToArchive      string
+	FromArchive    string
+	Insecure       bool
+	SourceInsecure bool
+	Parallel       int
+	ValuesOut      string
+	AgentImage     string
+	VerifyImage    string
+	DriverOS       []string
+	Output         string
+
+	format  report.Format
+	target  mirror.Target
+	Streams genericiooptions.IOStreams
+}
+
+// NewCmdMirror returns `kubectl gpu mirror`.
+func NewCmdMirror(f cluster.Getter, streams genericiooptions.IOStreams) *cobra.Command {
+	o := &MirrorOptions{ChartOptions: operator.NewChartOptions(streams), Streams: streams, Parallel: 4,
+		AgentImage: buildinfo.AgentImage(), VerifyImage: verify.DefaultImage}
+	cmd := &cobra.Command{
+		Use:   "mirror [--to REGISTRY[/PREFIX] | --to-archive DIR | --from-archive DIR --to REGISTRY]",
+		Short: "List every image an install needs, copy them to a mirror registry or an OCI layout",
+		Long: `Find every image a GPU Operator install needs — the chart rendered with the values
+'kubectl gpu operator install' would use (the derived ones too), including the operand
+images the operator is told about through env vars and the ClusterPolicy / GPUCluster spec —
+plus the node agent (prep) and the vectoradd image (verify).
+
+Without --to or --to-archive it lists them (-o json|yaml adds the digests the registries
+give). --to copies each one into REGISTRY[/PREFIX] at the same path (nvcr.io/nvidia/x:t →
+REGISTRY/PREFIX/nvidia/x:t), every platform of an index, digests kept; images the mirror
+already holds are skipped, so a second or interrupted run copies only what is missing.
+--to-archive writes them into one OCI layout to carry across the air gap; --from-archive
+with --to pushes such a layout into the inside registry.
+
+With --to, the values file that points the chart at the mirror (the chart's own
+repository keys) is written to --values-out, and the --image flags for prep and verify are
+printed. Registry credentials come from the Docker config and its credential helpers
+(docker login / crane auth login); plain-HTTP registries need --insecure.`,
+		Example: `  kubectl gpu mirror
+  kubectl gpu mirror -o json
+  kubectl gpu mirror --to registry.example.com:5000/gpu
+  kubectl gpu mirror --to-archive ./gpu-images && kubectl gpu mirror --from-archive ./gpu-images --to registry.inside:5000/gpu
+  kubectl gpu operator install -f gpu-operator-mirror-values.yaml`,
+		Args:         cobra.NoArgs,
+		SilenceUsage: true,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := o.Complete(f); err != nil {
+				return err
+			}
+			if err := o.Validate(); err != nil {
+				return err
+			}
+			return o.Run(cmd.Context())
+		},
+	}
+	o.ChartFlags(cmd)
+	fl := cmd.Flags()
+	fl.StringVar(&o.To, "to", "", "mirror registry REGISTRY[/PREFIX] to copy the images into")
+	fl.StringVar(&o.ToArchive, "to-archive", "", "write the images into this OCI layout directory")
+	fl.StringVar(&o.FromArchive, "from-archive", "", "with --to: push the images of this OCI layout directory")
+	fl.BoolVar(&o.Insecure, "insecure", false, "the mirror speaks plain HTTP")
+	fl.BoolVar(&o.SourceInsecure, "source-insecure", false, "the source registries speak plain HTTP")
+	fl.IntVar(&o.Parallel, "parallel", o.Parallel, "images copied at once")
+	fl.StringVar(&o.ValuesOut, "values-out", "gpu-operator-mirror-values.yaml", "with --to: where to write the chart values that use the mirror")
+	fl.StringVar(&o.AgentImage, "agent-image", o.AgentImage, "prep's node-agent image")
+	fl.StringVar(&o.VerifyImage, "verify-image", o.VerifyImage, "verify's vectoradd image")
+	fl.StringSliceVar(&o.DriverOS, "driver-os", nil, "OS tags of the driver image, such as ubuntu22.04 (default: the GPU nodes')")
+	fl.StringVarP(&o.Output, "output", "o", "", "output format: table, wide, json or yaml")
+	return cmd
+}
+
+// Validate checks the flags once.
+func (o *MirrorOptions) Validate() error {
+	var err error
+	if o.format, err = report.ParseFormat(o.Output, report.Table, report.Wide, report.JSON, report.YAML); err != nil {
+		return err
+	}
+	switch {
+	case o.Parallel <= 0:
+		return cliexit.Usagef("--parallel must be at least 1")
+	case o.FromArchive != "" && o.To == "":
+		return cliexit.Usagef("--from-archive pushes into a registry: add --to REGISTRY[/PREFIX]")
+	case o.FromArchive != "" && o.ToArchive != "":
+		return cliexit.Usagef("--from-archive and --to-archive exclude each other")
+	}
+	if o.To != "" {
+		if o.target, err = mirror.ParseTarget(o.To, o.Insecure); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Run lists, copies or archives.
+func (o *MirrorOptions) Run(ctx context.Context) error {
+	copts := mirror.CopyOptions{Parallel: o.Parallel, SourceInsecure: o.SourceInsecure, Progress: report.OnTerminal(o.Streams.ErrOut)}
+	if o.FromArchive != "" {
+		res, err := mirror.FromArchive(ctx, o.FromArchive, o.target, copts)
+		if res != nil {
+			o.summary(res)
+		}
+		return err
+	}
+	c, err := o.Client()
+	if err != nil {
+		return err
+	}
+	vreq, err := o.ValuesRequest(c)
+	if err != nil {
+		return err
+	}
+	relName, _ := o.Release()
+	list, err := mirror.Images(ctx, c, mirror.Request{Values: vreq, AgentImage: o.AgentImage, VerifyImage: o.VerifyImage, DriverOS: o.DriverOS, ReleaseName: relName})
+	if err != nil {
+		return err
+	}
+	for _, w := range list.Warnings {
+		fmt.Fprintf(o.Streams.ErrOut, "warning: %s\n", w)
+	}
+	switch {
+	case o.ToArchive != "":
+		if err := mirror.ToArchive(ctx, list.Refs(), o.ToArchive, copts); err != nil {
+			return err
+		}
+		fmt.Fprintf(o.Streams.Out, "%d images in the OCI layout %s\n", len(list.Images), o.ToArchive)
+		return nil
+	case o.To != "":
+		res, err := mirror.Copy(ctx, list.Refs(), o.target, copts)
+		if res != nil {
+			o.summary(res)
+		}
+		if err != nil {
+			return err
+		}
+		return o.writeValues(ctx, c, vreq)
+	}
+	if o.format == report.JSON || o.format == report.YAML || o.format == report.Wide {
+		mirror.Resolve(ctx, list, copts)
+	}
+	return report.Print(o.Streams.Out, o.format, list)
+}
+
+func (o *MirrorOptions) summary(res []mirror.CopyResult) {
+	copied, present := 0, 0
+	for _, r := range res {
+		switch {
+		case r.Error != "":
+		case r.Skipped:
+			present++
+		default:
+			copied++
+		}
+	}
+	fmt.Fprintf(o.Streams.Out, "%d images copied, %d already in the mirror (of %d)\n", copied, present, len(res))
+}
+
+// writeValues writes the chart values that use the mirror (atomically) and prints prep's
+// and verify's --image flags.
+func (o *MirrorOptions) writeValues(ctx context.Context, c *op.Client, vreq op.ValuesRequest) error {
+	vals, err := mirror.InstallValues(ctx, c, vreq, o.target)
+	if err != nil {
+		return err
+	}
+	b, err := yaml.Marshal(vals)
+	if err != nil {
+		return err
+	}
+	b = append([]byte("# The GPU Operator's images from the mirror "+o.target.String()+" (kubectl gpu mirror).\n"), b...)
+	tmp := o.ValuesOut + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o644); err != nil {
+		return cliexit.Usagef("cannot write --values-out: %v", err)
+	}
+	if err := os.Rename(tmp, o.ValuesOut); err != nil {
+		return cliexit.Usagef("cannot write --values-out: %v", err)
+	}
+	agent, err := o.target.Map(o.AgentImage)
+	if err != nil {
+		return err
+	}
+	vec, err := o.target.Map(o.VerifyImage)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(o.Streams.Out, "values for the mirror written to %s; use the mirror with:\n", o.ValuesOut)
+	fmt.Fprintf(o.Streams.Out, "  kubectl gpu operator install -f %s\n", o.ValuesOut)
+	fmt.Fprintf(o.Streams.Out, "  kubectl gpu prep --image %s\n", agent)
+	fmt.Fprintf(o.Streams.Out, "  kubectl gpu verify --image %s\n", vec)
+	return nil
+}
