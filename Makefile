@@ -6,7 +6,7 @@ PKG     := github.com/kubectl-gpu/kubectl-gpu
 LDFLAGS := -s -w -X $(PKG)/common/buildinfo.Version=$(VERSION) -X $(PKG)/common/buildinfo.Commit=$(COMMIT)
 GO_TEST_FLAGS ?=
 
-.PHONY: help build cross tools test unit e2e bench soak demo cluster deps clean agent fuzz docs samples dist krew-manifest image
+.PHONY: help build cross tools test unit e2e bench soak demo cluster deps clean agent fuzz docs samples dist krew-manifest image push-image lint-workflows
 
 help: ## this list
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -79,3 +79,8 @@ image: ## node-agent image for IMAGE_ARCHS without Docker: dist/gpu-node-agent_$
 	done; \
 	go run ./hack/image -arch $$(echo $(IMAGE_ARCHS) | tr ' ' ,) -agent 'bin/linux_{arch}/gpu-node-agent' \
 	  -sysroot "$$(dirname $$sr)/{arch}" -tag $(IMAGE_REPO):$(VERSION) -out dist -oci dist/gpu-node-agent_$(VERSION)_oci
+push-image: ## push dist/gpu-node-agent_$(VERSION)_oci (make image) to $(IMAGE_REPO):$(VERSION); REGISTRY_USERNAME/PASSWORD or the Docker config
+	go run ./hack/push-image -oci dist/gpu-node-agent_$(VERSION)_oci -to $(IMAGE_REPO):$(VERSION) $(if $(INSECURE),-insecure)
+
+lint-workflows: ## actionlint over .github/workflows (also run by make test)
+	go test -count=1 -run TestWorkflows ./test/dist/

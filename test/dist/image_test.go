@@ -5,12 +5,17 @@ import (
 	"bytes"
 	"debug/elf"
 	"io"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
 	"testing"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/registry"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
@@ -108,6 +113,26 @@ func TestAgentImage(t *testing.T) {
 			t.Fatalf("linux/%s: the tarball's image %s is not the index's %s", arch, b, a)
 		}
 		t.Run(arch, func(t *testing.T) { checkAgentImage(t, img, arch, filepath.Join(d, "linux_"+arch, "gpu-node-agent")) })
+	}
+
+	// The release workflow's push step (make push-image) against a registry on 127.0.0.1:
+	// the index arrives with its digest and every platform.
+	srv := httptest.NewServer(registry.New())
+	defer srv.Close()
+	dst := strings.TrimPrefix(srv.URL, "http://") + "/kubectl-gpu/gpu-node-agent:" + version
+	run(t, harness.RepoRoot(), nil, "go", "run", "./hack/push-image", "-oci", filepath.Join(d, "oci"), "-to", dst, "-insecure")
+	ref, err := name.ParseReference(dst, name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pushed, err := remote.Index(ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, _ := idx.Digest()
+	got, _ := pushed.Digest()
+	if pm, _ := pushed.IndexManifest(); got != want || len(pm.Manifests) != len(archs) {
+		t.Fatalf("pushed %s with %d platforms, want %s with %d", got, len(pm.Manifests), want, len(archs))
 	}
 }
 
