@@ -8,6 +8,8 @@ import (
 	"strings"
 	"time"
 
+	"helm.sh/helm/v3/pkg/chartutil"
+
 	"helm.sh/helm/v3/pkg/chart"
 	"helm.sh/helm/v3/pkg/release"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -83,6 +85,10 @@ type ValuesRequest struct {
 	// DRA renders the GPUCluster (DRA) stack instead of the ClusterPolicy, after checking
 	// its prerequisites on the cluster.
 	DRA bool
+	// Mirror, when set, moves every repository of the chart's values to it (air-gapped
+	// sites): it gives MirrorValues the chart and the install's values, and its result is
+	// laid under the user's values like a derived value.
+	Mirror func(ch *chart.Chart, values map[string]any) (map[string]any, string, error)
 }
 
 // Values loads the chart and computes the install's values, each derived one with its
@@ -118,8 +124,17 @@ func (c *Client) Values(ctx context.Context, req ValuesRequest) (*chart.Chart, *
 			d.Warnings = append(d.Warnings, warnings...)
 		}
 	}
+	values := Merge(&d, req.User)
+	if req.Mirror != nil {
+		mv, where, err := req.Mirror(ch, values)
+		if err != nil {
+			return nil, nil, err
+		}
+		d.Values = append(d.Values, Derived{Key: "*.repository", Value: where, Reason: "--mirror: every image from " + where})
+		values = chartutil.CoalesceTables(copyMap(req.User), chartutil.CoalesceTables(mv, values))
+	}
 	doc := &ValuesDoc{TypeMeta: report.Meta(ValuesKind), Chart: ch.Metadata.Name + "-" + ch.Metadata.Version,
-		Values: Merge(&d, req.User), Derived: d.Values, NodeLabels: d.NodeLabels,
+		Values: values, Derived: d.Values, NodeLabels: d.NodeLabels,
 		Warnings: append(d.Warnings, StaleKeys(req.User, ch.Values, ch.Metadata.Version)...)}
 	if doc.Derived == nil {
 		doc.Derived = []Derived{}

@@ -45,7 +45,9 @@ type Status struct {
 	Components      []Component     `json:"components"`
 	Validators      []ValidatorInfo `json:"validators,omitempty"`
 	UnlabelledNodes []string        `json:"unlabelledGPUNodes,omitempty"`
-	Ready           bool            `json:"ready"`
+	// PullFailures are the operator's pods whose image cannot be pulled.
+	PullFailures []PullFailure `json:"pullFailures,omitempty"`
+	Ready        bool          `json:"ready"`
 	// Failing names the first component that is not ready, with a hint.
 	Failing string `json:"failing,omitempty"`
 	Hint    string `json:"hint,omitempty"`
@@ -89,6 +91,24 @@ type ValidatorInfo struct {
 	// Steps in order, such as "driver-validation: done".
 	Steps []string `json:"steps"`
 	Done  bool     `json:"done"`
+}
+
+// PullFailure is a pod of the release namespace whose image cannot be pulled.
+type PullFailure struct {
+	Pod     string `json:"pod"`
+	Node    string `json:"node,omitempty"`
+	Image   string `json:"image"`
+	Message string `json:"message,omitempty"`
+}
+
+// pullFailure finds a container (or init container) of p waiting on its image.
+func pullFailure(p *corev1.Pod) (image, msg string, ok bool) {
+	for _, c := range append(append([]corev1.ContainerStatus{}, p.Status.InitContainerStatuses...), p.Status.ContainerStatuses...) {
+		if w := c.State.Waiting; w != nil && (w.Reason == "ErrImagePull" || w.Reason == "ImagePullBackOff" || w.Reason == "InvalidImageName") {
+			return c.Image, w.Message, true
+		}
+	}
+	return "", "", false
 }
 
 // ReleaseStatus reads the release (nil when there is none).
@@ -137,13 +157,20 @@ func CollectStatus(ctx context.Context, cs kubernetes.Interface, dyn dynamic.Int
 		st.Components = append(st.Components, component(&ds))
 	}
 	sort.Slice(st.Components, func(i, j int) bool { return st.Components[i].Name < st.Components[j].Name })
-	pods, err := cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "app=nvidia-operator-validator"})
+	pods, err := cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
 	if err != nil {
-		return nil, cluster.APIError("list validator pods in namespace "+ns, err)
+		return nil, cluster.APIError("list pods in namespace "+ns, err)
 	}
-	for _, p := range pods.Items {
-		st.Validators = append(st.Validators, validator(&p))
+	for i := range pods.Items {
+		p := &pods.Items[i]
+		if p.Labels["app"] == "nvidia-operator-validator" {
+			st.Validators = append(st.Validators, validator(p))
+		}
+		if img, msg, ok := pullFailure(p); ok {
+			st.PullFailures = append(st.PullFailures, PullFailure{Pod: p.Name, Node: p.Spec.NodeName, Image: img, Message: msg})
+		}
 	}
+	sort.Slice(st.PullFailures, func(i, j int) bool { return st.PullFailures[i].Pod < st.PullFailures[j].Pod })
 	sort.Slice(st.Validators, func(i, j int) bool { return st.Validators[i].Node < st.Validators[j].Node })
 	nodes, err := cs.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
 	if err != nil {
@@ -226,6 +253,15 @@ func (st *Status) judge() {
 	case st.Release.Status != "deployed":
 		st.Failing, st.Hint = "release", fmt.Sprintf("the release is %s: run 'kubectl gpu operator upgrade' or 'helm history -n %s %s'", st.Release.Status, st.Namespace, st.Release.Name)
 		return
+	case len(st.PullFailures) > 0:
+		f := st.PullFailures[0]
+		st.Failing = f.Pod
+		st.Hint = fmt.Sprintf("image %s cannot be pulled", f.Image)
+		if f.Node != "" {
+			st.Hint += " on node " + f.Node
+		}
+		st.Hint += ": mirror it ('kubectl gpu mirror --to REGISTRY') and install with the values it writes, or check the registry and pull secrets"
+		return
 	case st.ClusterPolicy == nil && st.GPUCluster != nil:
 		st.judgeStack("gpucluster", "GPUCluster "+GPUClusterName, st.GPUCluster)
 		return
@@ -304,6 +340,9 @@ func (st *Status) WriteText(w io.Writer) error {
 	}
 	if len(st.UnlabelledNodes) > 0 {
 		fmt.Fprintf(w, "GPU nodes without nvidia.com/gpu.present: %s\n", strings.Join(st.UnlabelledNodes, ", "))
+	}
+	for _, f := range st.PullFailures {
+		fmt.Fprintf(w, "cannot pull %s (pod %s): %s\n", f.Image, f.Pod, f.Message)
 	}
 	if st.Ready {
 		fmt.Fprintln(w, "\nReady: the GPU Operator is ready")

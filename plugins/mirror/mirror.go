@@ -82,6 +82,7 @@ printed. Registry credentials come from the Docker config and its credential hel
 		},
 	}
 	o.ChartFlags(cmd)
+	_ = cmd.Flags().MarkHidden("mirror") // the mirror is --to here
 	fl := cmd.Flags()
 	fl.StringVar(&o.To, "to", "", "mirror registry REGISTRY[/PREFIX] to copy the images into")
 	fl.StringVar(&o.ToArchive, "to-archive", "", "write the images into this OCI layout directory")

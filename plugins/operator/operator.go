@@ -7,6 +7,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/kubectl-gpu/kubectl-gpu/common/mirror"
+	"helm.sh/helm/v3/pkg/chart"
+
 	"github.com/spf13/cobra"
 	"helm.sh/helm/v3/pkg/cli/values"
 	"helm.sh/helm/v3/pkg/getter"
@@ -107,6 +110,7 @@ type ChartOptions struct {
 	Values  values.Options
 	Derive  bool
 	DRA     bool
+	Mirror  string
 	// versionFlag tells whether --version was given (not the default).
 	versionFlag func() bool
 }
@@ -125,6 +129,7 @@ func (o *ChartOptions) ChartFlags(cmd *cobra.Command) {
 	fl.StringArrayVar(&o.Values.FileValues, "set-file", nil, "set values from files (key=path)")
 	fl.StringArrayVar(&o.Values.JSONValues, "set-json", nil, "set JSON values (key=jsonval)")
 	fl.BoolVar(&o.Derive, "derive", true, "derive values from the cluster's GPU nodes (--derive=false: chart defaults and your values only)")
+	fl.StringVar(&o.Mirror, "mirror", "", "every image from this mirror REGISTRY[/PREFIX] (filled by 'kubectl gpu mirror --to'): the chart's repository keys moved there")
 	fl.BoolVar(&o.DRA, "dra", false, "the GPUCluster (DRA) stack instead of the ClusterPolicy (gpuCluster.deployCR=true, clusterPolicy.deployCR=false), after checking its prerequisites: Kubernetes >= 1.34.2, host drivers >= 580, containerd with CDI, no ClusterPolicy")
 }
 
@@ -134,7 +139,18 @@ func (o *ChartOptions) ValuesRequest(c *op.Client) (op.ValuesRequest, error) {
 	if err != nil {
 		return op.ValuesRequest{}, cliexit.Usagef("bad values: %s: check -f / --set syntax (key=value, a.b=c, list[0]=x)", strings.ReplaceAll(err.Error(), "\n", "; "))
 	}
-	return op.ValuesRequest{User: user, Derive: o.Derive, DRA: o.DRA, Source: op.ChartSource{Chart: o.Chart, Repo: o.Repo, Version: o.Version,
+	var mirrorValues func(*chart.Chart, map[string]any) (map[string]any, string, error)
+	if o.Mirror != "" {
+		t, err := mirror.ParseTarget(o.Mirror, false)
+		if err != nil {
+			return op.ValuesRequest{}, err
+		}
+		mirrorValues = func(ch *chart.Chart, vals map[string]any) (map[string]any, string, error) {
+			v, _, err := mirror.Values(ch, vals, t)
+			return v, t.String(), err
+		}
+	}
+	return op.ValuesRequest{User: user, Derive: o.Derive, DRA: o.DRA, Mirror: mirrorValues, Source: op.ChartSource{Chart: o.Chart, Repo: o.Repo, Version: o.Version,
 		Devel: o.Devel, VersionGiven: o.versionFlag != nil && o.versionFlag()}}, nil
 }
 

@@ -13,6 +13,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kubectl-gpu/kubectl-gpu/common/mirror"
+	"helm.sh/helm/v3/pkg/chart/loader"
+
+	corev1 "k8s.io/api/core/v1"
+
 	helmv2 "github.com/fluxcd/helm-controller/api/v2"
 	"helm.sh/helm/v3/pkg/repo"
 	"sigs.k8s.io/yaml"
@@ -361,4 +366,61 @@ func chartRepoURL(t *testing.T, chart string) string {
 	t.Setenv("HELM_CONFIG_HOME", filepath.Join(h, "config"))
 	t.Setenv("HELM_DATA_HOME", filepath.Join(h, "data"))
 	return srv.URL
+}
+
+// TestOperatorStatusNamesAnImageItCannotPull: an operand in ImagePullBackOff is named with
+// its image and what to do (an air-gapped cluster without the mirror's values).
+func TestOperatorStatusNamesAnImageItCannotPull(t *testing.T) {
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "nvidia-device-plugin-daemonset-x2k4p", Namespace: op.DefaultNamespace},
+		Spec: corev1.PodSpec{NodeName: "gpu-a100-0"},
+		Status: corev1.PodStatus{ContainerStatuses: []corev1.ContainerStatus{{Name: "nvidia-device-plugin", Image: "nvcr.io/nvidia/k8s-device-plugin:v0.20.0",
+			State: corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "ImagePullBackOff", Message: "Back-off pulling image \"nvcr.io/nvidia/k8s-device-plugin:v0.20.0\""}}}}}}
+	w := newWorld(t, daemonSet("nvidia-device-plugin-daemonset", 2, 1), pod)
+	deployed(w)
+	if _, err := w.dyn.Resource(op.ClusterPolicyGVR).Create(context.Background(), policy("notReady"), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	out, _, err := w.run(t, "status")
+	if cliexit.Code(err, false) != cliexit.Failures || !strings.Contains(out, "Not ready: nvidia-device-plugin-daemonset-x2k4p: image nvcr.io/nvidia/k8s-device-plugin:v0.20.0 cannot be pulled on node gpu-a100-0: mirror it ('kubectl gpu mirror --to REGISTRY')") {
+		t.Fatalf("%v\n%s", err, out)
+	}
+}
+
+// TestOperatorInstallFromMirror: --mirror moves every repository of the install's values to
+// the mirror, under the user's own values: the chart then names mirror images only.
+func TestOperatorInstallFromMirror(t *testing.T) {
+	chart := chartPath(t)
+	w := newWorld(t)
+	out, _, err := w.run(t, "values", "--chart", chart, "--mirror", "registry.inside:5000/gpu", "-o", "json", "--set", "dcgmExporter.enabled=false")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc op.ValuesDoc
+	if err := json.Unmarshal([]byte(out), &doc); err != nil {
+		t.Fatal(err)
+	}
+	ch, err := loader.Load(chart)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ro := mirror.RenderOptions{ReleaseName: "gpu-operator", Namespace: "gpu-operator", DriverOS: []string{"ubuntu22.04"}}
+	manifest, err := mirror.Render(ch, doc.Values, ro)
+	if err != nil {
+		t.Fatal(err)
+	}
+	imgs, _ := mirror.ChartImages(manifest, ro)
+	if len(imgs) < 5 {
+		t.Fatalf("%d images", len(imgs))
+	}
+	for _, im := range imgs {
+		if !strings.HasPrefix(im.Ref, "registry.inside:5000/gpu/") {
+			t.Errorf("%s (%s) is not from the mirror", im.Ref, im.From)
+		}
+	}
+	if dc, _ := doc.Values["dcgmExporter"].(map[string]any); dc["enabled"] != false {
+		t.Fatalf("the user's value was lost: %v", doc.Values["dcgmExporter"])
+	}
+	if _, _, err := w.run(t, "values", "--chart", chart, "--mirror", "not a registry"); cliexit.Code(err, false) != cliexit.Usage {
+		t.Fatalf("bad --mirror: %v", err)
+	}
 }
