@@ -27,7 +27,7 @@ unit: ## unit and command tests only (no cluster)
 	CGO_CFLAGS=-Wno-deprecated-declarations go test -count=1 $(GO_TEST_FLAGS) $$(go list ./... | grep -v /test/)
 
 bench: deps tools ## benchmarks against their baselines in the same run
-	KGPU_REQUIRE_E2E=1 go test -run '^$$' -bench . -benchtime 5x -timeout 60m ./test/bench/
+	KGPU_REQUIRE_E2E=1 go test -run '^$$' -bench . -benchtime 3x -timeout 80m ./test/bench/ ./common/mirror/
 
 soak: deps tools ## verify and prep, whole and interrupted, over and over for SOAK (default 30m); prep's client killed, the cluster's own clean-up timed
 	KGPU_REQUIRE_E2E=1 KGPU_SOAK=$(or $(SOAK),30m) go test -count=1 -run '^TestSoak' -v -timeout 0 ./test/fault/

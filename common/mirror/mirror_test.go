@@ -27,7 +27,7 @@ import (
 // name the real GPU Operator chart asks for, at the chart's own paths: the chart is rendered
 // with its repositories moved to that registry, which is what a mirror does too.
 
-func realChart(t *testing.T) *chart.Chart {
+func realChart(t testing.TB) *chart.Chart {
 	p := os.Getenv("KGPU_GPU_OPERATOR_CHART")
 	if p == "" {
 		t.Skip("KGPU_GPU_OPERATOR_CHART is not set: the GPU Operator chart (../shared/testdata/charts, set by .ci/run) is needed")
@@ -39,7 +39,7 @@ func realChart(t *testing.T) *chart.Chart {
 	return ch
 }
 
-func serve(t *testing.T, h http.Handler) Target {
+func serve(t testing.TB, h http.Handler) Target {
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
 	tg, err := ParseTarget(strings.TrimPrefix(srv.URL, "http://"), true)
