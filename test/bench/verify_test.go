@@ -133,9 +133,10 @@ func runVerify(b *testing.B, cs kubernetes.Interface, nodes []string) {
 	}
 }
 
-// runFloor creates the same pods in bulk, waits for all to succeed with one watch, and
-// deletes them.
-func runFloor(b *testing.B, cs kubernetes.Interface, nodes []string) {
+// runFloor creates the same pods in bulk, waits for all to succeed with one watch (with
+// logs, reads each one's log too, as verify must to know it passed), and deletes them.
+func runFloor(b *testing.B, cs kubernetes.Interface, nodes []string, logs ...bool) {
+	readLogs := len(logs) > 0 && logs[0]
 	ctx := context.Background()
 	ns := nodepod.DefaultNamespace
 	cfg := &verify.Config{Namespace: ns, GPUs: 1, Image: verify.DefaultImage, Resource: "nvidia.com/gpu", Timeout: 5 * time.Minute}
@@ -159,10 +160,13 @@ func runFloor(b *testing.B, cs kubernetes.Interface, nodes []string) {
 			}
 		}(n)
 	}
-	done := map[string]bool{}
+	done, seen := map[string]bool{}, map[string]bool{}
+	logged := make(chan string, len(nodes))
 	timeout := time.After(5 * time.Minute)
 	for len(done) < len(nodes) {
 		select {
+		case name := <-logged:
+			done[name] = true
 		case ev, ok := <-w.ResultChan():
 			if !ok {
 				// The watch ended (API server under load): list what finished, watch again.
@@ -180,8 +184,16 @@ func runFloor(b *testing.B, cs kubernetes.Interface, nodes []string) {
 				}
 				continue
 			}
-			if p, ok := ev.Object.(*corev1.Pod); ok && ev.Type != watch.Deleted && p.Status.Phase == corev1.PodSucceeded {
-				done[p.Name] = true
+			if p, ok := ev.Object.(*corev1.Pod); ok && ev.Type != watch.Deleted && p.Status.Phase == corev1.PodSucceeded && !seen[p.Name] {
+				seen[p.Name] = true
+				if !readLogs {
+					done[p.Name] = true
+					continue
+				}
+				go func(name string) {
+					_, _ = cs.CoreV1().Pods(ns).GetLogs(name, &corev1.PodLogOptions{Container: verify.ContainerName}).DoRaw(ctx)
+					logged <- name
+				}(p.Name)
 			}
 		case <-timeout:
 			b.Fatalf("floor: %d of %d pods succeeded after 5 minutes", len(done), len(nodes))
@@ -222,6 +234,7 @@ func benchVerify(b *testing.B, n int) {
 	nodes := benchNodes(n)
 	var ours, floor time.Duration
 	var requests int64
+	var floorLogs time.Duration
 	minRatio, maxRatio := 1e9, 0.0
 	for i := 0; i < b.N; i++ {
 		cs, ct := countingClient(b)
@@ -235,8 +248,14 @@ func benchVerify(b *testing.B, n int) {
 		runFloor(b, cs, nodes)
 		f := time.Since(t1)
 		floor += f
+		waitGone(b, cs)
+		t2 := time.Now()
+		runFloor(b, cs, nodes, true)
+		floorLogs += time.Since(t2)
 		minRatio, maxRatio = min(minRatio, float64(d)/float64(f)), max(maxRatio, float64(d)/float64(f))
 	}
+	b.ReportMetric(floorLogs.Seconds()/float64(b.N), "floor-logs-s/op")
+	b.ReportMetric(float64(ours)/float64(floorLogs), "ratio-to-floor-logs")
 	nf := float64(b.N)
 	b.ReportMetric(ours.Seconds()/nf, "verify-s/op")
 	b.ReportMetric(floor.Seconds()/nf, "floor-s/op")
