@@ -6,6 +6,8 @@ package nodefixtures
 import (
 	"strconv"
 
+	"k8s.io/apimachinery/pkg/runtime"
+
 	resourcev1 "k8s.io/api/resource/v1"
 
 	corev1 "k8s.io/api/core/v1"
@@ -269,4 +271,26 @@ func AllocatedClaim(ns, name, node, device string) *resourcev1.ResourceClaim {
 		Status: resourcev1.ResourceClaimStatus{Allocation: &resourcev1.AllocationResult{Devices: resourcev1.DeviceAllocationResult{
 			Results: []resourcev1.DeviceRequestAllocationResult{{Request: "gpu", Driver: "gpu.nvidia.com", Pool: node, Device: device}}}}},
 	}
+}
+
+// DemoNodes are the Node objects of DefaultNodes (named Prefix-0, Prefix-1, …).
+func DemoNodes() []*corev1.Node {
+	var out []*corev1.Node
+	for _, s := range DefaultNodes {
+		for i := 0; i < s.Count; i++ {
+			out = append(out, NodeObject(s.Prefix+"-"+strconv.Itoa(i), Profiles[s.Profile]))
+		}
+	}
+	return out
+}
+
+// DemoObjects are DemoNodes and the tool's namespace ns with its default service account
+// (which the fake clientset has no controller to make).
+func DemoObjects(ns string) []runtime.Object {
+	var objs []runtime.Object
+	for _, n := range DemoNodes() {
+		objs = append(objs, n)
+	}
+	return append(objs, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}},
+		&corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "default", Namespace: ns}})
 }

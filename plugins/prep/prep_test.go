@@ -13,7 +13,6 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 
 	"github.com/kubectl-gpu/kubectl-gpu/common/cliexit"
@@ -49,16 +48,7 @@ func agentReport(t *testing.T, root string, mode rep.Mode, node string, change b
 // cluster is the demo cluster's nodes, the tool's namespace, and nodes that answer prep
 // pods like the node agent on the fake roots would (gpu-bare-0's image cannot be pulled).
 func simCluster(t *testing.T, change bool) *clustertest.Getter {
-	var objs []runtime.Object
-	for _, s := range nodefixtures.DefaultNodes {
-		for i := 0; i < s.Count; i++ {
-			objs = append(objs, nodefixtures.NodeObject(s.Prefix+"-"+string(rune('0'+i)), nodefixtures.Profiles[s.Profile]))
-		}
-	}
-	objs = append(objs,
-		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: nodepod.DefaultNamespace}},
-		&corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "default", Namespace: nodepod.DefaultNamespace}})
-	g := clustertest.New(objs...)
+	g := clustertest.New(nodefixtures.DemoObjects(nodepod.DefaultNamespace)...)
 	roots := map[string]string{"gpu-a100-0": "ubuntu2204-kubeadm", "gpu-a100-1": "ubuntu2404-containerd2", "gpu-rke2-0": "rke2", "gpu-k3s-0": "k3s"}
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)

@@ -11,7 +11,6 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 
 	"github.com/kubectl-gpu/kubectl-gpu/common/cliexit"
@@ -27,16 +26,7 @@ const passLog = "[Vector addition of 50000 elements]\nCopy input data from the h
 // the A100s and RKE2 pass, the second A100 has no usable GPU (CUDA error), the K3s node's
 // GPU is taken (the scheduler's Insufficient nvidia.com/gpu).
 func simCluster(t *testing.T) *clustertest.Getter {
-	var objs []runtime.Object
-	for _, s := range nodefixtures.DefaultNodes {
-		for i := 0; i < s.Count; i++ {
-			objs = append(objs, nodefixtures.NodeObject(s.Prefix+"-"+string(rune('0'+i)), nodefixtures.Profiles[s.Profile]))
-		}
-	}
-	objs = append(objs,
-		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: nodepod.DefaultNamespace}},
-		&corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "default", Namespace: nodepod.DefaultNamespace}})
-	g := clustertest.New(objs...)
+	g := clustertest.New(nodefixtures.DemoObjects(nodepod.DefaultNamespace)...)
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	err := g.RunNodes(ctx, nodepod.DefaultNamespace, func(p *corev1.Pod) clustertest.Outcome {
