@@ -82,3 +82,15 @@ func ConfirmFrom(in io.Reader, out io.Writer, question string) error {
 	}
 	return nil
 }
+
+// Removed returns what a --cleanup prints: with the count of what it removed, a line on w
+// saying so; with an error, the error.
+func Removed(w io.Writer, what, ns string) func(n int, err error) error {
+	return func(n int, err error) error {
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(w, "removed %d %s from namespace %s\n", n, what, ns)
+		return nil
+	}
+}

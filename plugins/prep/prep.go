@@ -153,12 +153,7 @@ func (o *PrepOptions) Run(ctx context.Context) error {
 		return err
 	}
 	if o.Cleanup {
-		n, err := prep.Cleanup(ctx, cs, o.namespace)
-		if err != nil {
-			return err
-		}
-		fmt.Fprintf(o.Streams.ErrOut, "removed %d prep Jobs from namespace %s\n", n, o.namespace)
-		return nil
+		return report.Removed(o.Streams.ErrOut, "prep Jobs", o.namespace)(prep.Cleanup(ctx, cs, o.namespace))
 	}
 	r, err := prep.Run(ctx, cs, o.config())
 	if r == nil {

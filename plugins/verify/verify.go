@@ -3,7 +3,6 @@ package verify
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"strconv"
 	"time"
@@ -183,12 +182,7 @@ func (o *VerifyOptions) Run(ctx context.Context) error {
 		return err
 	}
 	if o.Cleanup {
-		n, err := verify.Cleanup(ctx, cs, o.namespace)
-		if err != nil {
-			return err
-		}
-		fmt.Fprintf(o.Streams.ErrOut, "removed %d verify pods from namespace %s\n", n, o.namespace)
-		return nil
+		return report.Removed(o.Streams.ErrOut, "verify pods", o.namespace)(verify.Cleanup(ctx, cs, o.namespace))
 	}
 	plan, err := verify.Prepare(ctx, cs, &o.cfg)
 	if err != nil {
