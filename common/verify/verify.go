@@ -145,9 +145,19 @@ func Prepare(ctx context.Context, cs kubernetes.Interface, cfg *Config) (*Plan, 
 	if err != nil {
 		return nil, err
 	}
-	dra, err := draState(ctx, cs, cfg)
-	if err != nil {
-		return nil, err
+	// DRA is read only when it can matter: --claim dra, or a chosen node without the
+	// device plugin's resource (a node whose GPUs DRA may publish).
+	need := cfg.Claim == ClaimDRA
+	for _, n := range chosen {
+		if q := n.Status.Allocatable[cfg.Resource]; q.IsZero() && cfg.Claim != ClaimDevicePlugin {
+			need = true
+		}
+	}
+	dra := &inventory.DRAState{}
+	if need {
+		if dra, err = draState(ctx, cs, cfg); err != nil {
+			return nil, err
+		}
 	}
 	p := &Plan{}
 	var tooFew []string
