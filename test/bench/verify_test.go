@@ -191,7 +191,8 @@ func runFloor(b *testing.B, cs kubernetes.Interface, nodes []string, logs ...boo
 					continue
 				}
 				go func(name string) {
-					_, _ = cs.CoreV1().Pods(ns).GetLogs(name, &corev1.PodLogOptions{Container: verify.ContainerName}).DoRaw(ctx)
+					// As verify reads a log: retried through refusals for up to 30 s.
+					_, _ = nodepod.ReadLog(ctx, cs, ns, name, &corev1.PodLogOptions{Container: verify.ContainerName})
 					logged <- name
 				}(p.Name)
 			}
