@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"github.com/kubectl-gpu/kubectl-gpu/test/harness"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -13,6 +12,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/kubectl-gpu/kubectl-gpu/test/harness"
+	sigsyaml "sigs.k8s.io/yaml"
 
 	"helm.sh/helm/v3/pkg/repo"
 	corev1 "k8s.io/api/core/v1"
@@ -273,6 +275,46 @@ func TestOperatorLifecycle(t *testing.T) {
 	}
 	if rels := helmList(t, henv); len(rels) != 1 || rels[0].Revision == "1" {
 		t.Fatalf("bad input changed the release: %+v", rels)
+	}
+
+	// Sharing on the real API server: the device plugin's ConfigMap (read back strictly in
+	// its config format), the ClusterPolicy pointed at it (the real CRD's schema accepts the
+	// patch), a per-node profile's label; MPS on a MIG node refused with nothing changed.
+	r = gpu("sharing", "time-slicing", "--replicas", "4")
+	if r.Code != 0 {
+		t.Fatalf("sharing: exit %d\n%s\n%s", r.Code, r.Stdout, r.Stderr)
+	}
+	cm, err := c.Client.CoreV1().ConfigMaps("gpu-operator").Get(ctx, operator.DefaultSharingConfigMap, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dpc operator.DevicePluginConfig
+	if err := sigsyaml.UnmarshalStrict([]byte(cm.Data["time-slicing-4"]), &dpc); err != nil || dpc.Sharing.TimeSlicing == nil || dpc.Sharing.TimeSlicing.Resources[0].Replicas != 4 {
+		t.Fatalf("device plugin config: %v %+v", err, dpc)
+	}
+	cp, err = dyn.Resource(operator.ClusterPolicyGVR).Get(ctx, operator.ClusterPolicyName, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if name, _, _ := unstructured.NestedString(cp.Object, "spec", "devicePlugin", "config", "name"); name != operator.DefaultSharingConfigMap {
+		t.Fatalf("ClusterPolicy devicePlugin.config.name = %q", name)
+	}
+	if def, _, _ := unstructured.NestedString(cp.Object, "spec", "devicePlugin", "config", "default"); def != "time-slicing-4" {
+		t.Fatalf("ClusterPolicy devicePlugin.config.default = %q", def)
+	}
+	r = gpu("sharing", "mps", "--replicas", "2", "-l", "kubernetes.io/hostname=gpu-k3s-0")
+	if n, _ := c.Client.CoreV1().Nodes().Get(ctx, "gpu-k3s-0", metav1.GetOptions{}); r.Code != 0 || n.Labels["nvidia.com/device-plugin.config"] != "mps-2" {
+		t.Fatalf("per-node sharing: exit %d %v\n%s", r.Code, n.Labels, r.Stderr)
+	}
+	_, _ = c.Client.CoreV1().Nodes().Patch(ctx, "gpu-k3s-0", types.MergePatchType, []byte(`{"metadata":{"labels":{"nvidia.com/device-plugin.config":null}}}`), metav1.PatchOptions{})
+	// MIG: the layout label on the real node object (no MIG manager runs to apply it).
+	r = gpu("mig", "all-1g.10gb", "-l", "kubernetes.io/hostname=gpu-a100-1")
+	if n, _ := c.Client.CoreV1().Nodes().Get(ctx, "gpu-a100-1", metav1.GetOptions{}); r.Code != 0 || n.Labels["nvidia.com/mig.config"] != "all-1g.10gb" {
+		t.Fatalf("mig: exit %d %v\n%s", r.Code, n.Labels, r.Stderr)
+	}
+	_, _ = c.Client.CoreV1().Nodes().Patch(ctx, "gpu-a100-1", types.MergePatchType, []byte(`{"metadata":{"labels":{"nvidia.com/mig.config":null}}}`), metav1.PatchOptions{})
+	if r := gpu("sharing", "time-slicing", "--replicas", "0"); r.Code != 2 || r.Stdout != "" {
+		t.Fatalf("replicas 0: exit %d", r.Code)
 	}
 
 	// uninstall removes the release and, with --keep-crds=false, the CRDs; nodes untouched.
