@@ -3,8 +3,11 @@ package bench
 import (
 	"context"
 	"encoding/json"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/kubectl-gpu/kubectl-gpu/hack/nodefixtures"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -39,6 +42,62 @@ func BenchmarkNodes(b *testing.B) {
 		}
 		t1 := time.Now()
 		for _, args := range [][]string{{"get", "nodes", "-o", "json"}, {"get", "pods", "-A", "-o", "json"}} {
+			if r := env.Kubectl(ctx, nil, args...); r.Code != 0 {
+				b.Fatalf("kubectl %v: exit %d: %s", args, r.Code, r.Stderr)
+			}
+		}
+		base += time.Since(t1)
+	}
+	n := float64(b.N)
+	b.ReportMetric(float64(ours.Milliseconds())/n, "plugin-ms/op")
+	b.ReportMetric(float64(base.Milliseconds())/n, "kubectl-ms/op")
+	b.ReportMetric(float64(ours)/float64(base), "ratio")
+	b.ReportMetric(peak, "client-peak-MiB")
+}
+
+// BenchmarkNodesDRA: the same with a ResourceSlice of 4 GPUs published for every node (as
+// NVIDIA's DRA driver would), against kubectl get nodes, get pods -A and get resourceslices.
+// Goal: ratio ≤ 1.5.
+func BenchmarkNodesDRA(b *testing.B) {
+	fillPods(b)
+	ctx := context.Background()
+	cs := env.Cluster.Client
+	names := benchNodes(Nodes)
+	sem := make(chan struct{}, 32)
+	var wg sync.WaitGroup
+	for _, n := range names {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func(n string) {
+			defer wg.Done()
+			defer func() { <-sem }()
+			if _, err := cs.ResourceV1().ResourceSlices().Create(ctx, nodefixtures.DRASlice(n, 4), metav1.CreateOptions{}); err != nil {
+				b.Error(err)
+			}
+		}(n)
+	}
+	wg.Wait()
+	defer func() {
+		_ = cs.ResourceV1().ResourceSlices().DeleteCollection(context.Background(), metav1.DeleteOptions{}, metav1.ListOptions{})
+	}()
+	var ours, base time.Duration
+	var peak float64
+	for i := 0; i < b.N; i++ {
+		t0 := time.Now()
+		r := env.Gpu(ctx, "nodes", "-o", "json")
+		ours += time.Since(t0)
+		peak = max(peak, r.PeakRSSMiB)
+		if r.Code != 0 {
+			b.Fatalf("kubectl gpu nodes: exit %d: %s", r.Code, r.Stderr)
+		}
+		if i == 0 {
+			var inv inventory.Inventory
+			if err := json.Unmarshal([]byte(r.Stdout), &inv); err != nil || len(inv.Items) != Nodes || inv.Items[0].DRA == nil || inv.Items[0].DRA.GPUs != 4 {
+				b.Fatalf("inventory: %d nodes (err %v); want %d with 4 DRA GPUs each", len(inv.Items), err, Nodes)
+			}
+		}
+		t1 := time.Now()
+		for _, args := range [][]string{{"get", "nodes", "-o", "json"}, {"get", "pods", "-A", "-o", "json"}, {"get", "resourceslices", "-o", "json"}} {
 			if r := env.Kubectl(ctx, nil, args...); r.Code != 0 {
 				b.Fatalf("kubectl %v: exit %d: %s", args, r.Code, r.Stderr)
 			}
