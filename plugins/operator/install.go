@@ -53,16 +53,9 @@ every unmet one named and changes nothing.`,
   kubectl gpu operator upgrade --version v26.7.0 --set dcgmExporter.enabled=false
   kubectl gpu operator install --chart ./gpu-operator-v26.7.0.tgz   # air-gapped`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
+		RunE: runVerb(f, o, func(cmd *cobra.Command, args []string) {
 			o.atomicSet = cmd.Flags().Changed("atomic")
-			if err := o.Complete(f); err != nil {
-				return err
-			}
-			if err := o.Validate(); err != nil {
-				return err
-			}
-			return o.Run(cmd.Context())
-		},
+		}),
 	}
 	o.ChartFlags(cmd)
 	fl := cmd.Flags()
@@ -92,15 +85,7 @@ func (o *InstallOptions) Validate() error {
 
 // Run installs or upgrades the release.
 func (o *InstallOptions) Run(ctx context.Context) error {
-	c, err := o.client()
-	if err != nil {
-		return err
-	}
-	req, err := o.ValuesRequest(c)
-	if err != nil {
-		return err
-	}
-	ch, doc, err := c.Values(ctx, req)
+	c, ch, doc, err := o.values(ctx)
 	if err != nil {
 		return err
 	}

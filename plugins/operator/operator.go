@@ -3,6 +3,7 @@
 package operator
 
 import (
+	"context"
 	"io"
 	"strings"
 	"time"
@@ -48,6 +49,30 @@ when every GPU node has the container toolkit and the nvidia runtime (both as fo
 	}
 	cmd.AddCommand(newCmdValues(f, ro()), newCmdStatus(f, ro()), newCmdUninstall(f, ro()), newCmdSharing(f, ro()), newCmdMIG(f, ro()))
 	return cmd
+}
+
+// verb is one operator subcommand's options: complete (the namespace), validate once, run.
+type verb interface {
+	complete(f cluster.Getter) error
+	Validate() error
+	Run(ctx context.Context) error
+}
+
+// runVerb is a verb's RunE: pre (arguments, flags that were changed) first, then Complete,
+// Validate and Run with the command's context.
+func runVerb(f cluster.Getter, o verb, pre func(cmd *cobra.Command, args []string)) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, args []string) error {
+		if pre != nil {
+			pre(cmd, args)
+		}
+		if err := o.complete(f); err != nil {
+			return err
+		}
+		if err := o.Validate(); err != nil {
+			return err
+		}
+		return o.Run(cmd.Context())
+	}
 }
 
 // releaseOptions are what every verb shares: the release and its namespace.
@@ -152,6 +177,20 @@ func (o *ChartOptions) ValuesRequest(c *op.Client) (op.ValuesRequest, error) {
 	}
 	return op.ValuesRequest{User: user, Derive: o.Derive, DRA: o.DRA, Mirror: mirrorValues, Source: op.ChartSource{Chart: o.Chart, Repo: o.Repo, Version: o.Version,
 		Devel: o.Devel, VersionGiven: o.versionFlag != nil && o.versionFlag()}}, nil
+}
+
+// values makes the client and computes the install's values (install, upgrade, values).
+func (o *ChartOptions) values(ctx context.Context) (*op.Client, *chart.Chart, *op.ValuesDoc, error) {
+	c, err := o.client()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	req, err := o.ValuesRequest(c)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	ch, doc, err := c.Values(ctx, req)
+	return c, ch, doc, err
 }
 
 const defaultTimeout = 10 * time.Minute

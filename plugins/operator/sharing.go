@@ -54,16 +54,9 @@ A later 'kubectl gpu operator upgrade' keeps this only with
 		Example: `  kubectl gpu operator sharing time-slicing --replicas 4 --dry-run
   kubectl gpu operator sharing mps --replicas 2 -l pool=inference`,
 		Args: cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
+		RunE: runVerb(f, o, func(cmd *cobra.Command, args []string) {
 			o.Strategy = args[0]
-			if err := o.complete(f); err != nil {
-				return err
-			}
-			if err := o.Validate(); err != nil {
-				return err
-			}
-			return o.Run(cmd.Context())
-		},
+		}),
 		ValidArgs: []string{op.SharingTimeSlicing, op.SharingMPS},
 	}
 	fl := cmd.Flags()
@@ -140,16 +133,9 @@ release namespace), such as all-disabled, all-balanced or all-1g.10gb. -l is req
 		Example: `  kubectl gpu operator mig all-1g.10gb -l nvidia.com/gpu.product=NVIDIA-A100-SXM4-80GB --wait
   kubectl gpu operator mig all-disabled -l pool=training`,
 		Args: cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
+		RunE: runVerb(f, o, func(cmd *cobra.Command, args []string) {
 			o.Profile = args[0]
-			if err := o.complete(f); err != nil {
-				return err
-			}
-			if err := o.Validate(); err != nil {
-				return err
-			}
-			return o.Run(cmd.Context())
-		},
+		}),
 	}
 	fl := cmd.Flags()
 	fl.StringVarP(&o.Selector, "selector", "l", "", "GPU nodes to repartition (required)")

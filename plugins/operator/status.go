@@ -30,15 +30,7 @@ func newCmdStatus(f cluster.Getter, ro releaseOptions) *cobra.Command {
 		Use:   "status",
 		Short: "Report the release, ClusterPolicy, every operand and the validators; exit 1 when not ready",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := o.complete(f); err != nil {
-				return err
-			}
-			if err := o.Validate(); err != nil {
-				return err
-			}
-			return o.Run(cmd.Context())
-		},
+		RunE:  runVerb(f, o, nil),
 	}
 	o.releaseFlag(cmd)
 	cmd.Flags().StringVarP(&o.Output, "output", "o", "", "output format: table, json or yaml")

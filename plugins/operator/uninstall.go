@@ -33,21 +33,21 @@ func newCmdUninstall(f cluster.Getter, ro releaseOptions) *cobra.Command {
 		Use:   "uninstall",
 		Short: "Remove the GPU Operator release (and with --keep-crds=false its CRDs); nodes are untouched",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := o.complete(f); err != nil {
-				return err
-			}
-			if o.Timeout <= 0 {
-				return cliexit.Usagef("--timeout must be positive")
-			}
-			return o.Run(cmd.Context())
-		},
+		RunE:  runVerb(f, o, nil),
 	}
 	o.releaseFlag(cmd)
 	cmd.Flags().BoolVar(&o.KeepCRDs, "keep-crds", true, "keep the operator's CRDs (ClusterPolicy, NVIDIADriver, NFD); --keep-crds=false removes them")
 	cmd.Flags().BoolVar(&o.Yes, "yes", false, "do not ask for confirmation")
 	cmd.Flags().DurationVar(&o.Timeout, "timeout", defaultTimeout, "time for Helm's uninstall and its hooks")
 	return cmd
+}
+
+// Validate checks the flags.
+func (o *UninstallOptions) Validate() error {
+	if o.Timeout <= 0 {
+		return cliexit.Usagef("--timeout must be positive")
+	}
+	return nil
 }
 
 // Run asks, then uninstalls.

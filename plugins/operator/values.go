@@ -39,15 +39,7 @@ func newCmdValues(f cluster.Getter, ro releaseOptions) *cobra.Command {
 		Use:   "values",
 		Short: "Show the chart values install would use, and why each derived value is what it is",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := o.complete(f); err != nil {
-				return err
-			}
-			if err := o.Validate(); err != nil {
-				return err
-			}
-			return o.Run(cmd.Context())
-		},
+		RunE:  runVerb(f, o, nil),
 	}
 	o.ChartFlags(cmd)
 	cmd.Flags().StringVarP(&o.Output, "output", "o", "", "output format: table (a commented values file), json, yaml, helmrelease (Flux: Namespace, HelmRepository, HelmRelease) or application (Argo CD)")
@@ -71,15 +63,7 @@ func (o *ValuesOptions) Validate() error {
 
 // Run prints the values.
 func (o *ValuesOptions) Run(ctx context.Context) error {
-	c, err := o.client()
-	if err != nil {
-		return err
-	}
-	req, err := o.ValuesRequest(c)
-	if err != nil {
-		return err
-	}
-	ch, doc, err := c.Values(ctx, req)
+	_, ch, doc, err := o.values(ctx)
 	if err != nil {
 		return err
 	}
