@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -23,36 +24,12 @@ var jsonMarshal = func(v any) ([]byte, error) { return json.Marshal(v) }
 // iteration. Goal: ratio ≤ 1.5.
 func BenchmarkNodes(b *testing.B) {
 	fillPods(b)
-	ctx := context.Background()
-	var ours, base time.Duration
-	var peak float64
-	for i := 0; i < b.N; i++ {
-		t0 := time.Now()
-		r := env.Gpu(ctx, "nodes", "-o", "json")
-		ours += time.Since(t0)
-		peak = max(peak, r.PeakRSSMiB)
-		if r.Code != 0 {
-			b.Fatalf("kubectl gpu nodes: exit %d: %s", r.Code, r.Stderr)
+	benchNodesAgainst(b, [][]string{{"get", "nodes", "-o", "json"}, {"get", "pods", "-A", "-o", "json"}}, func(inv inventory.Inventory) string {
+		if len(inv.Items) != Nodes || inv.Summary.Used != int64(Pods) {
+			return fmt.Sprintf("%d nodes, %d used; want %d and %d", len(inv.Items), inv.Summary.Used, Nodes, Pods)
 		}
-		if i == 0 {
-			var inv inventory.Inventory
-			if err := json.Unmarshal([]byte(r.Stdout), &inv); err != nil || len(inv.Items) != Nodes || inv.Summary.Used != int64(Pods) {
-				b.Fatalf("inventory: %d nodes, %d used (err %v); want %d and %d", len(inv.Items), inv.Summary.Used, err, Nodes, Pods)
-			}
-		}
-		t1 := time.Now()
-		for _, args := range [][]string{{"get", "nodes", "-o", "json"}, {"get", "pods", "-A", "-o", "json"}} {
-			if r := env.Kubectl(ctx, nil, args...); r.Code != 0 {
-				b.Fatalf("kubectl %v: exit %d: %s", args, r.Code, r.Stderr)
-			}
-		}
-		base += time.Since(t1)
-	}
-	n := float64(b.N)
-	b.ReportMetric(float64(ours.Milliseconds())/n, "plugin-ms/op")
-	b.ReportMetric(float64(base.Milliseconds())/n, "kubectl-ms/op")
-	b.ReportMetric(float64(ours)/float64(base), "ratio")
-	b.ReportMetric(peak, "client-peak-MiB")
+		return ""
+	})
 }
 
 // BenchmarkNodesDRA: the same with a ResourceSlice of 4 GPUs published for every node (as
@@ -62,10 +39,9 @@ func BenchmarkNodesDRA(b *testing.B) {
 	fillPods(b)
 	ctx := context.Background()
 	cs := env.Cluster.Client
-	names := benchNodes(Nodes)
 	sem := make(chan struct{}, 32)
 	var wg sync.WaitGroup
-	for _, n := range names {
+	for _, n := range benchNodes(Nodes) {
 		wg.Add(1)
 		sem <- struct{}{}
 		go func(n string) {
@@ -80,6 +56,19 @@ func BenchmarkNodesDRA(b *testing.B) {
 	defer func() {
 		_ = cs.ResourceV1().ResourceSlices().DeleteCollection(context.Background(), metav1.DeleteOptions{}, metav1.ListOptions{})
 	}()
+	lists := [][]string{{"get", "nodes", "-o", "json"}, {"get", "pods", "-A", "-o", "json"}, {"get", "resourceslices", "-o", "json"}}
+	benchNodesAgainst(b, lists, func(inv inventory.Inventory) string {
+		if len(inv.Items) != Nodes || inv.Items[0].DRA == nil || inv.Items[0].DRA.GPUs != 4 {
+			return fmt.Sprintf("%d nodes; want %d with 4 DRA GPUs each", len(inv.Items), Nodes)
+		}
+		return ""
+	})
+}
+
+// benchNodesAgainst times `kubectl gpu nodes -o json` against the kubectl lists, alternated
+// in each iteration; check judges the first inventory ("" when right).
+func benchNodesAgainst(b *testing.B, lists [][]string, check func(inventory.Inventory) string) {
+	ctx := context.Background()
 	var ours, base time.Duration
 	var peak float64
 	for i := 0; i < b.N; i++ {
@@ -92,12 +81,15 @@ func BenchmarkNodesDRA(b *testing.B) {
 		}
 		if i == 0 {
 			var inv inventory.Inventory
-			if err := json.Unmarshal([]byte(r.Stdout), &inv); err != nil || len(inv.Items) != Nodes || inv.Items[0].DRA == nil || inv.Items[0].DRA.GPUs != 4 {
-				b.Fatalf("inventory: %d nodes (err %v); want %d with 4 DRA GPUs each", len(inv.Items), err, Nodes)
+			if err := json.Unmarshal([]byte(r.Stdout), &inv); err != nil {
+				b.Fatalf("inventory: %v", err)
+			}
+			if msg := check(inv); msg != "" {
+				b.Fatalf("inventory: %s", msg)
 			}
 		}
 		t1 := time.Now()
-		for _, args := range [][]string{{"get", "nodes", "-o", "json"}, {"get", "pods", "-A", "-o", "json"}, {"get", "resourceslices", "-o", "json"}} {
+		for _, args := range lists {
 			if r := env.Kubectl(ctx, nil, args...); r.Code != 0 {
 				b.Fatalf("kubectl %v: exit %d: %s", args, r.Code, r.Stderr)
 			}
