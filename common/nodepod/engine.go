@@ -500,32 +500,23 @@ func (e *engine[R]) createObject(ctx context.Context, s *nodeState[R]) (string, 
 }
 
 func (e *engine[R]) deleteObject(ctx context.Context, name string) error {
-	opts := metav1.DeleteOptions{PropagationPolicy: ptr.To(metav1.DeletePropagationBackground)}
-	if e.w.Job != nil {
-		return e.cs.BatchV1().Jobs(e.ns).Delete(ctx, name, opts)
-	}
-	return e.cs.CoreV1().Pods(e.ns).Delete(ctx, name, opts)
+	return deleteObject(ctx, e.cs, e.ns, e.w.Job != nil, name)
 }
 
-// deleteRun deletes what is left of the run, found by its label. When a creation was cut
-// short it looks twice (the server may still finish it); otherwise once.
+// deleteObject deletes a pod or a Job (and, in the background, its pods).
+func deleteObject(ctx context.Context, cs kubernetes.Interface, ns string, job bool, name string) error {
+	opts := metav1.DeleteOptions{PropagationPolicy: ptr.To(metav1.DeletePropagationBackground)}
+	if job {
+		return cs.BatchV1().Jobs(ns).Delete(ctx, name, opts)
+	}
+	return cs.CoreV1().Pods(ns).Delete(ctx, name, opts)
+}
+
+// deleteRun deletes what is left of the run, found by its label.
 func (e *engine[R]) deleteRun(ctx context.Context, cutShort bool) {
-	list := func(ctx context.Context) ([]string, error) {
+	DeleteRun(ctx, cutShort, func(ctx context.Context) ([]string, error) {
 		return e.names(ctx, LabelRun+"="+e.runID)
-	}
-	if cutShort {
-		DeleteRun(ctx, list, e.deleteObject)
-		return
-	}
-	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
-	defer cancel()
-	var names []string
-	_ = Retry(ctx, func(ctx context.Context) error {
-		var err error
-		names, err = list(ctx)
-		return err
-	})
-	DeleteAll(ctx, names, e.deleteObject)
+	}, e.deleteObject)
 }
 
 func (e *engine[R]) names(ctx context.Context, selector string) ([]string, error) {
@@ -566,12 +557,6 @@ func Cleanup(ctx context.Context, cs kubernetes.Interface, ns, component string,
 	if err != nil {
 		return 0, cluster.APIError(fmt.Sprintf("list %s in namespace %s", what, ns), err)
 	}
-	opts := metav1.DeleteOptions{PropagationPolicy: ptr.To(metav1.DeletePropagationBackground)}
-	DeleteAll(ctx, names, func(ctx context.Context, n string) error {
-		if jobs {
-			return cs.BatchV1().Jobs(ns).Delete(ctx, n, opts)
-		}
-		return cs.CoreV1().Pods(ns).Delete(ctx, n, opts)
-	})
+	DeleteAll(ctx, names, func(ctx context.Context, n string) error { return deleteObject(ctx, cs, ns, jobs, n) })
 	return len(names), nil
 }

@@ -44,12 +44,16 @@ func DeleteAll(ctx context.Context, names []string, del func(ctx context.Context
 
 // DeleteRun deletes every object of a run, found by list (by the run's label) rather than by
 // what the client believes it created: a creation cancelled by Ctrl-C may still have
-// happened on the server. It lists once more after a moment for creations that were still
-// in flight.
-func DeleteRun(ctx context.Context, list func(ctx context.Context) ([]string, error), del func(ctx context.Context, name string) error) {
+// happened on the server. With inFlight (a creation was cut short) it lists once more after
+// a moment for creations that were still on their way; otherwise one look is enough.
+func DeleteRun(ctx context.Context, inFlight bool, list func(ctx context.Context) ([]string, error), del func(ctx context.Context, name string) error) {
 	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
-	for round := 0; round < 2; round++ {
+	rounds := 1
+	if inFlight {
+		rounds = 2
+	}
+	for round := 0; round < rounds; round++ {
 		var names []string
 		_ = Retry(ctx, func(ctx context.Context) error {
 			var err error
@@ -57,7 +61,7 @@ func DeleteRun(ctx context.Context, list func(ctx context.Context) ([]string, er
 			return err
 		})
 		DeleteAll(ctx, names, del)
-		if round == 0 {
+		if round+1 < rounds {
 			select {
 			case <-ctx.Done():
 				return
