@@ -37,6 +37,9 @@ func (r *Recorder) Note() string { return "recorded, not run (AGENT_RUNNER=recor
 type ApplyOptions struct {
 	// RestartRuntime restarts containerd (or rke2/k3s) after its config changed.
 	RestartRuntime bool
+	// ToolkitPlanned: a toolkit install precedes these changes (the plan shows the nvidia
+	// runtime it will allow).
+	ToolkitPlanned bool
 	Now            time.Time
 }
 
@@ -47,6 +50,7 @@ type fileEdit struct {
 	old     string
 	content string
 	note    string
+	binary  bool // shown by its note, not a diff
 }
 
 // Plan computes the changes that would fix the report's failed checks: file edits with
@@ -122,7 +126,7 @@ func planContainerd(h *Host, r *rep.Report, o ApplyOptions) ([]fileEdit, []rep.C
 	nv, _ := r.Get(rep.CheckNvidiaRuntime)
 	cc, _ := r.Get(rep.CheckContainerd)
 	wantSystemd := sc.Status == rep.Fail && !strings.Contains(sc.Message, "kubelet uses cgroupfs")
-	wantNvidia := nv.Status == rep.Fail && h.Exists(NvidiaRuntimeBinary)
+	wantNvidia := (nv.Status == rep.Fail || o.ToolkitPlanned && nv.Status == rep.Warn) && (h.Exists(NvidiaRuntimeBinary) || o.ToolkitPlanned)
 	if cc.Status == rep.Fail && strings.Contains(cc.Message, "does not parse") {
 		return nil, nil, nil // never written: reported, fixed by hand
 	}
@@ -251,6 +255,13 @@ func EditContainerd(old string, exists, systemd, nvidia bool) (content string, c
 	return content, true, nil
 }
 
+func (e fileEdit) change() rep.Change {
+	if e.binary {
+		return rep.Change{Check: e.check, File: e.path, Note: e.note}
+	}
+	return rep.Change{Check: e.check, File: e.path, Diff: Diff(e.path, e.old, e.content), Note: e.note}
+}
+
 // Diff is a unified diff of a file change.
 func Diff(path, old, new string) string {
 	d, _ := difflib.GetUnifiedDiffString(difflib.UnifiedDiff{
@@ -273,34 +284,11 @@ func Apply(ctx context.Context, h *Host, r *rep.Report, run Runner, o ApplyOptio
 	sort.SliceStable(edits, func(i, j int) bool { return edits[i].path < edits[j].path })
 	var out []rep.Change
 	for _, e := range edits {
-		out = append(out, rep.Change{Check: e.check, File: e.path, Diff: Diff(e.path, e.old, e.content), Note: e.note})
+		out = append(out, e.change())
 	}
 	if !dryRun {
-		// Every file is staged (backed up, new content synced beside it) before any is
-		// replaced: a full disk, a read-only file system or a crash while staging changes
-		// nothing; then each is renamed into place.
-		staged := make([]*Staged, 0, len(edits))
-		abort := func() {
-			for _, st := range staged {
-				st.Abort()
-			}
-		}
-		for i, e := range edits {
-			st, err := Stage(h.Path(e.path), []byte(e.content), o.Now)
-			if err != nil {
-				abort()
-				out[i].Error = err.Error()
-				return out[:i+1], fmt.Errorf("%s: %w (nothing was changed)", e.path, err)
-			}
-			staged = append(staged, st)
-		}
-		for i, st := range staged {
-			if err := st.Commit(); err != nil {
-				abort()
-				out[i].Error = err.Error()
-				return out[:i+1], fmt.Errorf("%s: %w", edits[i].path, err)
-			}
-			out[i].Done = true
+		if err := commitEdits(h, edits, out, o.Now); err != nil {
+			return out, err
 		}
 	}
 	for _, c := range cmds {
@@ -315,4 +303,35 @@ func Apply(ctx context.Context, h *Host, r *rep.Report, run Runner, o ApplyOptio
 		out = append(out, c)
 	}
 	return out, nil
+}
+
+// commitEdits writes the edits: every file is staged (backed up, new content synced beside
+// it) before any is replaced, so a full disk, a read-only file system or a crash while
+// staging changes nothing; then each is renamed into place. changes[i] (edit i's change)
+// is marked done or given the error.
+func commitEdits(h *Host, edits []fileEdit, changes []rep.Change, now time.Time) error {
+	staged := make([]*Staged, 0, len(edits))
+	abort := func() {
+		for _, st := range staged {
+			st.Abort()
+		}
+	}
+	for i, e := range edits {
+		st, err := Stage(h.Path(e.path), []byte(e.content), now)
+		if err != nil {
+			abort()
+			changes[i].Error = err.Error()
+			return fmt.Errorf("%s: %w (nothing was changed)", e.path, err)
+		}
+		staged = append(staged, st)
+	}
+	for i, st := range staged {
+		if err := st.Commit(); err != nil {
+			abort()
+			changes[i].Error = err.Error()
+			return fmt.Errorf("%s: %w", edits[i].path, err)
+		}
+		changes[i].Done = true
+	}
+	return nil
 }

@@ -3,6 +3,8 @@ package hostconfig
 import (
 	"context"
 	"fmt"
+	"strings"
+	"time"
 
 	rep "github.com/kubectl-gpu/kubectl-gpu/common/nodereport"
 )
@@ -20,32 +22,67 @@ type Options struct {
 	AgentVersion string
 	Node         string
 	// Arch is the node's architecture (the agent's own).
-	Arch   string
-	Apply  ApplyOptions
-	NVML   GPUInfo
+	Arch    string
+	Apply   ApplyOptions
+	Install Install
+	NVML    GPUInfo
+	// Runner runs host commands: in apply mode, and in plan mode when packages are to be
+	// installed (the package manager's dry-run resolution).
 	Runner Runner
 }
 
-// Run checks the host and, in plan or apply mode, plans or applies the fixes. In apply
-// mode the returned report is a fresh check after the changes, with the checks that went
-// from fail to ok marked fixed.
+// Run checks the host and, in plan or apply mode, plans or applies the fixes (package
+// installs first). In apply mode the returned report is a fresh check after the changes,
+// with the checks that went from fail to ok marked fixed. A refusal or a failure is also
+// in the report's Error.
 func Run(ctx context.Context, h *Host, o Options) (*rep.Report, error) {
-	r := rep.New(o.AgentVersion, o.Mode)
-	r.Node, r.Arch = o.Node, o.Arch
-	Check(ctx, h, r, o.NVML)
+	r, err := run(ctx, h, o)
+	if err != nil && r != nil {
+		r.Error = err.Error()
+	}
+	return r, err
+}
+
+func run(ctx context.Context, h *Host, o Options) (*rep.Report, error) {
+	if o.Apply.Now.IsZero() {
+		o.Apply.Now = time.Now()
+	}
+	check := func() *rep.Report {
+		r := rep.New(o.AgentVersion, o.Mode)
+		r.Node, r.Arch = o.Node, o.Arch
+		Check(ctx, h, r, o.NVML)
+		return r
+	}
+	r := check()
 	switch o.Mode {
 	case ModeCheck:
 		return r, nil
 	case ModePlan:
+		pc, toolkit, reboot, err := installPackages(ctx, h, r, o, true)
+		r.Changes = pc
+		if err != nil {
+			return r, err
+		}
+		o.Apply.ToolkitPlanned = toolkit
 		changes, err := Apply(ctx, h, r, nil, o.Apply, true)
-		r.Changes = changes
+		r.Changes = append(r.Changes, changes...)
+		r.Reboot = rebootReason(reboot, changes)
 		return r, err
 	case ModeApply:
-		changes, err := Apply(ctx, h, r, o.Runner, o.Apply, false)
-		after := rep.New(o.AgentVersion, o.Mode)
-		after.Node, after.Arch = o.Node, o.Arch
-		Check(ctx, h, after, o.NVML)
-		after.Changes = changes
+		pc, _, reboot, err := installPackages(ctx, h, r, o, false)
+		if err != nil {
+			after := check()
+			after.Changes, after.Reboot = pc, rebootReason(reboot, nil)
+			return after, err
+		}
+		mid := r
+		if len(pc) > 0 {
+			mid = check() // the containerd step sees the toolkit just installed
+		}
+		changes, err := Apply(ctx, h, mid, o.Runner, o.Apply, false)
+		after := check()
+		after.Changes = append(pc, changes...)
+		after.Reboot = rebootReason(reboot, changes)
 		for i, c := range after.Checks {
 			if before, ok := r.Get(c.ID); ok && before.Status == rep.Fail && c.Status == rep.OK {
 				after.Checks[i].Status = rep.Fixed
@@ -54,4 +91,95 @@ func Run(ctx context.Context, h *Host, o Options) (*rep.Report, error) {
 		return after, err
 	}
 	return nil, fmt.Errorf("unknown mode %q: want check, plan or apply", o.Mode)
+}
+
+// rebootReason says why the changes need a reboot: a driver install, or a nouveau
+// blacklist (the initramfs must be rebuilt and nouveau unloaded).
+func rebootReason(driver string, changes []rep.Change) string {
+	if driver != "" {
+		return driver
+	}
+	for _, c := range changes {
+		if c.Check == rep.CheckNouveau && c.File != "" && c.Error == "" {
+			return "nouveau blacklisted: rebuild the initramfs and reboot for the NVIDIA driver to take the GPUs"
+		}
+	}
+	return ""
+}
+
+// installPackages plans (dryRun) or carries out the package installs o.Install asks for:
+// repository files and keyrings written like every other host file, then the package
+// manager. It returns the changes, whether a toolkit install is among them and why a
+// reboot is needed.
+func installPackages(ctx context.Context, h *Host, r *rep.Report, o Options, dryRun bool) (changes []rep.Change, toolkit bool, reboot string, err error) {
+	if !o.Install.Any() {
+		return nil, false, "", nil
+	}
+	p, err := planPackages(h, r, o.Install, o.Arch)
+	if err != nil {
+		return nil, false, "", err
+	}
+	if p.refused != "" {
+		return nil, false, "", fmt.Errorf("%s", p.refused)
+	}
+	if len(p.steps) == 0 {
+		return nil, false, "", nil
+	}
+	for _, s := range p.steps {
+		toolkit = toolkit || s.check == rep.CheckToolkit
+		if s.reboot {
+			reboot = "driver " + o.Install.DriverBranch + " installed: reboot to load it"
+		}
+	}
+	if err := p.fetchKeys(ctx, o.Install); err != nil {
+		return nil, false, "", err
+	}
+	edits := p.fileEdits(h)
+	for _, e := range edits {
+		changes = append(changes, e.change())
+	}
+	if dryRun {
+		res, err := p.resolve(ctx, h, o.Runner)
+		if err != nil {
+			return changes, false, "", err
+		}
+		changes = append(changes, p.installChanges(res)...)
+		return changes, toolkit, reboot, nil
+	}
+	if err := commitEdits(h, edits, changes, o.Apply.Now); err != nil {
+		return changes, false, "", err
+	}
+	lock := o.Install.LockTimeout
+	if lock <= 0 {
+		lock = 5 * time.Minute
+	}
+	for _, argv := range p.commands() {
+		c := rep.Change{Check: rep.CheckToolkit, Command: argv}
+		out, err := runLocked(ctx, o.Runner, lock, argv)
+		if err != nil {
+			c.Error = aptProblem(out, err)
+			if lockHeld.MatchString(out) {
+				c.Error = err.Error()
+			}
+			changes = append(changes, c)
+			return changes, false, "", fmt.Errorf("%s: %s", argv[len(argv)-1], c.Error)
+		}
+		c.Done, c.Note = true, o.Runner.Note()
+		changes = append(changes, c)
+	}
+	inst := p.installChanges(nil)
+	for i, s := range p.steps {
+		for _, pk := range s.packages {
+			name := pkgName(pk)
+			inst[i].Packages = append(inst[i].Packages, rep.Package{Name: name, Version: h.installedVersion(name, p.d.Apt)})
+		}
+		inst[i].Done = true
+	}
+	return append(changes, inst...), toolkit, reboot, nil
+}
+
+// pkgName is a package spec's name (name=version on apt).
+func pkgName(spec string) string {
+	n, _, _ := strings.Cut(spec, "=")
+	return n
 }

@@ -96,9 +96,20 @@ type Change struct {
 	File    string   `json:"file,omitempty"`
 	Diff    string   `json:"diff,omitempty"`
 	Command []string `json:"command,omitempty"`
-	Note    string   `json:"note,omitempty"`
+	// Packages a package install installs (plan: as the host's package manager resolved
+	// them; apply: as installed).
+	Packages []Package `json:"packages,omitempty"`
+	Note     string    `json:"note,omitempty"`
 	Done    bool     `json:"done"`
 	Error   string   `json:"error,omitempty"`
+}
+
+// Package is a host package and its version.
+type Package struct {
+	Name    string `json:"name"`
+	Version string `json:"version"`
+	// Replaces is the installed version an upgrade replaces.
+	Replaces string `json:"replaces,omitempty"`
 }
 
 // Report is what the agent prints.
@@ -121,6 +132,10 @@ type Report struct {
 	GPUs                    []GPU    `json:"gpus"`
 	Checks                  []Check  `json:"checks"`
 	Changes                 []Change `json:"changes,omitempty"`
+	// Reboot says why the node needs a reboot for its changes to take effect ("" none).
+	Reboot string `json:"reboot,omitempty"`
+	// Error is why the agent stopped (a plan-time refusal, a failed install).
+	Error string `json:"error,omitempty"`
 }
 
 // New returns an empty report of the current schema.

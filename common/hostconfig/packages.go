@@ -1,0 +1,634 @@
+package hostconfig
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"path"
+	"regexp"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/ProtonMail/go-crypto/openpgp"
+	"github.com/ProtonMail/go-crypto/openpgp/armor"
+
+	rep "github.com/kubectl-gpu/kubectl-gpu/common/nodereport"
+)
+
+// Install says which host packages prep installs: the NVIDIA driver (a branch) and the
+// NVIDIA Container Toolkit (a version). The zero value installs nothing.
+type Install struct {
+	// DriverBranch is the driver branch ("580"); "" installs no driver.
+	DriverBranch string
+	// ToolkitVersion pins the toolkit ("1.17.8" or "1.17.8-1"); "latest" takes the
+	// repository's newest; "" installs no toolkit.
+	ToolkitVersion string
+	// Repo is a mirror that keeps NVIDIA's paths (REPO/libnvidia-container/…,
+	// REPO/compute/cuda/repos/…) in place of nvidia.github.io and
+	// developer.download.nvidia.com; "" uses NVIDIA's.
+	Repo string
+	// Key is the repositories' signing key (armored or binary); nil fetches the key the
+	// repository publishes beside it.
+	Key []byte
+	// LockTimeout is how long a package manager held by another process is waited for.
+	LockTimeout time.Duration
+	// HTTP fetches keys (nil: http.DefaultClient).
+	HTTP *http.Client
+}
+
+// Any tells whether anything is to be installed.
+func (i Install) Any() bool { return i.DriverBranch != "" || i.ToolkitVersion != "" }
+
+// DefaultDriverBranch is the branch --install-driver takes without one: NVIDIA's current
+// production branch with Ubuntu's signed precompiled -server modules.
+const DefaultDriverBranch = "580"
+
+// ToolkitLatest asks for the repository's newest toolkit.
+const ToolkitLatest = "latest"
+
+// NVIDIA's package hosts, and the paths a mirror keeps.
+const (
+	NVIDIAToolkitHost = "https://nvidia.github.io"
+	NVIDIACUDAHost    = "https://developer.download.nvidia.com"
+)
+
+// Host files package installs write.
+const (
+	ToolkitAptList    = "/etc/apt/sources.list.d/nvidia-container-toolkit.list"
+	ToolkitAptKeyring = "/usr/share/keyrings/nvidia-container-toolkit-keyring.gpg"
+	CUDAAptKeyring    = "/usr/share/keyrings/cuda-archive-keyring.gpg"
+	ToolkitYumRepo    = "/etc/yum.repos.d/nvidia-container-toolkit.repo"
+	CUDAKeyringRPM    = "/etc/pki/rpm-gpg/RPM-GPG-KEY-NVIDIA-CUDA"
+	ToolkitKeyringRPM = "/etc/pki/rpm-gpg/RPM-GPG-KEY-nvidia-container-toolkit"
+)
+
+var (
+	branchRE  = regexp.MustCompile(`^[0-9]{3}$`)
+	versionRE = regexp.MustCompile(`^[0-9]+\.[0-9]+\.[0-9]+(~rc\.[0-9]+)?(-[0-9]+)?$`)
+)
+
+// SupportedOS names the systems package installs support.
+const SupportedOS = "Ubuntu 20.04/22.04/24.04, Debian 11/12 (apt), RHEL-compatible 8/9 (dnf)"
+
+// ValidateInstall checks an Install's branch, version and mirror URL.
+func ValidateInstall(i Install) error {
+	if i.DriverBranch != "" && !branchRE.MatchString(i.DriverBranch) {
+		return fmt.Errorf("driver branch %q is not a branch number such as %s", i.DriverBranch, DefaultDriverBranch)
+	}
+	if i.ToolkitVersion != "" && i.ToolkitVersion != ToolkitLatest && !versionRE.MatchString(i.ToolkitVersion) {
+		return fmt.Errorf("toolkit version %q is not a version such as 1.17.8 or 1.17.8-1 (or %q)", i.ToolkitVersion, ToolkitLatest)
+	}
+	if i.Repo != "" {
+		u, err := url.Parse(i.Repo)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
+			return fmt.Errorf("package mirror %q is not an http(s) URL such as https://mirror.example/nvidia", i.Repo)
+		}
+	}
+	if len(i.Key) > 0 {
+		if _, err := keyring(i.Key); err != nil {
+			return fmt.Errorf("package key: %w", err)
+		}
+	}
+	return nil
+}
+
+// keyInfo is a signing key read from a keyring.
+type keyInfo struct {
+	binary       []byte // dearmored, as gpg --dearmor writes it
+	fingerprints []string
+}
+
+// keyring reads an OpenPGP public key (armored or binary).
+func keyring(b []byte) (keyInfo, error) {
+	var ki keyInfo
+	raw := b
+	if blk, err := armor.Decode(bytes.NewReader(b)); err == nil {
+		if raw, err = io.ReadAll(blk.Body); err != nil {
+			return ki, fmt.Errorf("not an OpenPGP key: %w", err)
+		}
+	}
+	ents, err := openpgp.ReadKeyRing(bytes.NewReader(raw))
+	if err != nil || len(ents) == 0 {
+		return ki, fmt.Errorf("not an OpenPGP public key (armored or binary)")
+	}
+	ki.binary = raw
+	for _, e := range ents {
+		ki.fingerprints = append(ki.fingerprints, strings.ToUpper(hex.EncodeToString(e.PrimaryKey.Fingerprint)))
+	}
+	return ki, nil
+}
+
+// distro is what package installs need to know of the host's system.
+type distro struct {
+	ID, Version string // ubuntu 22.04, debian 12, rhel 9
+	Apt         bool
+	// CUDA is the CUDA repository's directory (ubuntu2204/x86_64, debian12/x86_64, rhel9/sbsa).
+	CUDA string
+}
+
+func (h *Host) distro(arch string) (distro, error) {
+	osr := h.OSRelease()
+	id, ver := osr["ID"], osr["VERSION_ID"]
+	like := " " + osr["ID_LIKE"] + " "
+	cudaArch := map[string]string{"amd64": "x86_64", "arm64": "sbsa"}[arch]
+	if cudaArch == "" {
+		return distro{}, fmt.Errorf("architecture %s is not supported for package installs (amd64, arm64)", arch)
+	}
+	major, _, _ := strings.Cut(ver, ".")
+	name := osr["PRETTY_NAME"]
+	if name == "" {
+		name = strings.TrimSpace(id + " " + ver)
+	}
+	switch {
+	case id == "ubuntu" && (ver == "20.04" || ver == "22.04" || ver == "24.04"):
+		return distro{ID: id, Version: ver, Apt: true, CUDA: "ubuntu" + strings.ReplaceAll(ver, ".", "") + "/" + cudaArch}, nil
+	case id == "debian" && (major == "11" || major == "12"):
+		return distro{ID: id, Version: major, Apt: true, CUDA: "debian" + major + "/" + cudaArch}, nil
+	case (id == "rhel" || strings.Contains(like, " rhel ") || strings.Contains(like, " centos ")) && (major == "8" || major == "9"):
+		return distro{ID: "rhel", Version: major, CUDA: "rhel" + major + "/" + cudaArch}, nil
+	}
+	return distro{}, fmt.Errorf("%s is not supported for package installs (supported: %s)", name, SupportedOS)
+}
+
+// repo is a package repository prep adds: its source file and its signing key.
+type repo struct {
+	check   string
+	name    string // what it is, for the plan
+	list    string // host path of the source file
+	keyPath string // host path of the keyring
+	keyURL  string
+	// content renders the source file for a keyring path (the plan's resolution uses a
+	// private copy of the keyring).
+	content func(keyPath string) string
+}
+
+// pkgStep is one package install planned on a host.
+type pkgStep struct {
+	check    string
+	what     string // "NVIDIA driver 580", "NVIDIA Container Toolkit 1.17.8"
+	packages []string
+	reboot   bool
+	module   string // dnf module stream instead of packages ("nvidia-driver:580-dkms")
+}
+
+// packagePlan is what an Install will do on a host.
+type packagePlan struct {
+	d     distro
+	repos []repo
+	keys  map[string]keyInfo // by repo list path
+	steps []pkgStep
+	// refused is why nothing may be installed (a plan-time refusal).
+	refused string
+}
+
+func mirror(i Install, host, p string) string {
+	if i.Repo != "" {
+		return strings.TrimRight(i.Repo, "/") + p
+	}
+	return host + p
+}
+
+func aptToolkitVersion(v string) string {
+	if strings.Contains(v, "-") {
+		return v
+	}
+	return v + "-1"
+}
+
+// planPackages decides the repositories and packages an Install needs on this host, from
+// its files alone (no command, no network).
+func planPackages(h *Host, r *rep.Report, i Install, arch string) (*packagePlan, error) {
+	d, err := h.distro(arch)
+	if err != nil {
+		return nil, err
+	}
+	p := &packagePlan{d: d, keys: map[string]keyInfo{}}
+	sources := h.aptSources()
+	if !d.Apt {
+		sources = h.yumSources()
+	}
+	if i.ToolkitVersion != "" {
+		base := mirror(i, NVIDIAToolkitHost, "/libnvidia-container")
+		names := []string{"nvidia-container-toolkit", "nvidia-container-toolkit-base", "libnvidia-container-tools", "libnvidia-container1"}
+		var specs []string
+		for _, n := range names {
+			switch {
+			case i.ToolkitVersion == ToolkitLatest:
+				if h.installedVersion(n, d.Apt) == "" {
+					specs = append(specs, n)
+				}
+			case d.Apt:
+				if v := aptToolkitVersion(i.ToolkitVersion); h.installedVersion(n, true) != v {
+					specs = append(specs, n+"="+v)
+				}
+			default:
+				if v := aptToolkitVersion(i.ToolkitVersion); h.installedVersion(n, false) != v {
+					specs = append(specs, n+"-"+v)
+				}
+			}
+		}
+		if len(specs) > 0 {
+			if !strings.Contains(sources, "libnvidia-container") {
+				if d.Apt {
+					p.repos = append(p.repos, repo{check: rep.CheckToolkit, name: "NVIDIA Container Toolkit repository", list: ToolkitAptList,
+						keyPath: ToolkitAptKeyring, keyURL: base + "/gpgkey",
+						content: func(k string) string {
+							return "# NVIDIA Container Toolkit (kubectl gpu prep)\ndeb [signed-by=" + k + "] " + base + "/stable/deb/$(ARCH) /\n"
+						}})
+				} else {
+					p.repos = append(p.repos, repo{check: rep.CheckToolkit, name: "NVIDIA Container Toolkit repository", list: ToolkitYumRepo,
+						keyPath: ToolkitKeyringRPM, keyURL: base + "/gpgkey",
+						content: func(k string) string {
+							return "# NVIDIA Container Toolkit (kubectl gpu prep)\n[nvidia-container-toolkit]\nname=nvidia-container-toolkit\nbaseurl=" + base +
+								"/stable/rpm/$basearch\nrepo_gpgcheck=1\ngpgcheck=0\nenabled=1\ngpgkey=file://" + k + "\nsslverify=1\n"
+						}})
+				}
+			}
+			what := "NVIDIA Container Toolkit " + i.ToolkitVersion
+			p.steps = append(p.steps, pkgStep{check: rep.CheckToolkit, what: what, packages: specs})
+		}
+	}
+	if i.DriverBranch != "" {
+		if err := p.planDriver(h, r, i, sources); err != nil {
+			return nil, err
+		}
+	}
+	return p, nil
+}
+
+func (p *packagePlan) planDriver(h *Host, r *rep.Report, i Install, sources string) error {
+	b, k, d := i.DriverBranch, r.Kernel, p.d
+	if k == "" {
+		return fmt.Errorf("the running kernel's release is unknown: cannot choose driver packages")
+	}
+	if r.DriverVersion != "" && strings.HasPrefix(r.DriverVersion, b+".") {
+		return nil // that branch is loaded
+	}
+	secure := false
+	if c, ok := r.Get(rep.CheckSecureBoot); ok && strings.Contains(c.Message, "is on") {
+		secure = true
+	}
+	cudaBase := mirror(i, NVIDIACUDAHost, "/compute/cuda/repos/"+d.CUDA)
+	addCUDA := func() {
+		if strings.Contains(sources, "compute/cuda/repos") {
+			return
+		}
+		if d.Apt {
+			p.repos = append(p.repos, repo{check: rep.CheckDriver, name: "NVIDIA CUDA repository", list: "/etc/apt/sources.list.d/cuda-" + strings.ReplaceAll(d.CUDA, "/", "-") + ".list",
+				keyPath: CUDAAptKeyring, keyURL: cudaBase + "/3bf863cc.pub",
+				content: func(kp string) string {
+					return "# NVIDIA CUDA repository, as its cuda-keyring package writes it (kubectl gpu prep)\ndeb [signed-by=" + kp + "] " + cudaBase + "/ /\n"
+				}})
+			return
+		}
+		p.repos = append(p.repos, repo{check: rep.CheckDriver, name: "NVIDIA CUDA repository", list: "/etc/yum.repos.d/cuda-" + strings.ReplaceAll(d.CUDA, "/", "-") + ".repo",
+			keyPath: CUDAKeyringRPM, keyURL: cudaBase + "/D42D0685.pub",
+			content: func(kp string) string {
+				return "# NVIDIA CUDA repository (kubectl gpu prep)\n[cuda]\nname=cuda\nbaseurl=" + cudaBase + "\nenabled=1\ngpgcheck=1\ngpgkey=file://" + kp + "\n"
+			}})
+	}
+	step := pkgStep{check: rep.CheckDriver, what: "NVIDIA driver " + b, reboot: true}
+	switch {
+	case d.ID == "ubuntu":
+		// What ubuntu-drivers --gpgpu installs: the -server branch with its precompiled
+		// modules, signed by Canonical (they load with Secure Boot on), from the host's own
+		// Ubuntu archive.
+		step.what += " (Ubuntu's signed precompiled -server modules)"
+		step.packages = []string{"linux-modules-nvidia-" + b + "-server-" + k, "nvidia-headless-no-dkms-" + b + "-server", "nvidia-utils-" + b + "-server"}
+	case secure:
+		p.refused = fmt.Sprintf("Secure Boot is on and %s %s has no signed precompiled NVIDIA modules: a DKMS-built module would not load. "+
+			"Enrol a MOK key and sign the module by hand, use Ubuntu's signed -server branches, or the GPU Operator's precompiled driver containers", d.ID, d.Version)
+		return nil
+	case d.Apt:
+		addCUDA()
+		step.what += " (NVIDIA's CUDA repository, DKMS)"
+		step.packages = []string{"linux-headers-" + k, "cuda-drivers-" + b}
+	default:
+		addCUDA()
+		step.what += " (NVIDIA's CUDA repository, DKMS module stream)"
+		step.packages = []string{"kernel-devel-" + k, "kernel-headers-" + k}
+		step.module = "nvidia-driver:" + b + "-dkms"
+	}
+	var missing []string
+	for _, pk := range step.packages {
+		if h.installedVersion(pk, d.Apt) == "" {
+			missing = append(missing, pk)
+		}
+	}
+	if len(missing) == 0 && step.module == "" {
+		return nil
+	}
+	step.packages = missing
+	p.steps = append(p.steps, step)
+	return nil
+}
+
+// installedVersion is a package's installed version ("" when not installed). dpkg's status
+// file is read directly; rpm's database needs rpm, so on dnf hosts only the plan's
+// resolution tells.
+func (h *Host) installedVersion(pkg string, apt bool) string {
+	if !apt {
+		return ""
+	}
+	s, ok := h.Read("/var/lib/dpkg/status")
+	if !ok {
+		return ""
+	}
+	for _, stanza := range strings.Split(s, "\n\n") {
+		if !strings.Contains(stanza, "Package: "+pkg+"\n") || !strings.Contains(stanza, "Status: install ok installed") {
+			continue
+		}
+		for _, l := range strings.Split(stanza, "\n") {
+			if v, ok := strings.CutPrefix(l, "Version: "); ok {
+				return v
+			}
+		}
+	}
+	return ""
+}
+
+func (h *Host) aptSources() string {
+	var b strings.Builder
+	for _, f := range append([]string{"/etc/apt/sources.list"}, append(h.Glob("/etc/apt/sources.list.d/*.list"), h.Glob("/etc/apt/sources.list.d/*.sources")...)...) {
+		for _, l := range h.Lines(f) {
+			b.WriteString(l + "\n")
+		}
+	}
+	return b.String()
+}
+
+func (h *Host) yumSources() string {
+	var b strings.Builder
+	for _, f := range h.Glob("/etc/yum.repos.d/*.repo") {
+		for _, l := range h.Lines(f) {
+			b.WriteString(l + "\n")
+		}
+	}
+	return b.String()
+}
+
+// fetchKeys reads each repository's key: the one given, or the one the repository
+// publishes.
+func (p *packagePlan) fetchKeys(ctx context.Context, i Install) error {
+	for _, rp := range p.repos {
+		b := i.Key
+		if len(b) == 0 {
+			var err error
+			if b, err = fetch(ctx, i.HTTP, rp.keyURL); err != nil {
+				return fmt.Errorf("the %s's signing key: %w (pass the key with --package-key)", rp.name, err)
+			}
+		}
+		ki, err := keyring(b)
+		if err != nil {
+			return fmt.Errorf("the %s's signing key from %s: %w", rp.name, rp.keyURL, err)
+		}
+		p.keys[rp.list] = ki
+	}
+	return nil
+}
+
+func fetch(ctx context.Context, c *http.Client, u string) ([]byte, error) {
+	if c == nil {
+		c = http.DefaultClient
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("fetch %s: %w", u, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("fetch %s: %s", u, resp.Status)
+	}
+	return io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+}
+
+// fileEdits are the repository files and keyrings to write.
+func (p *packagePlan) fileEdits(h *Host) []fileEdit {
+	var out []fileEdit
+	for _, rp := range p.repos {
+		ki := p.keys[rp.list]
+		oldKey, _ := h.Read(rp.keyPath)
+		if oldKey != string(ki.binary) {
+			out = append(out, fileEdit{check: rp.check, path: rp.keyPath, old: oldKey, content: string(ki.binary), binary: true,
+				note: fmt.Sprintf("%s signing key %s (binary keyring, as gpg --dearmor writes it)", rp.name, strings.Join(ki.fingerprints, ", "))})
+		}
+		old, _ := h.Read(rp.list)
+		if c := rp.content(rp.keyPath); c != old {
+			out = append(out, fileEdit{check: rp.check, path: rp.list, old: old, content: c})
+		}
+	}
+	return out
+}
+
+// resolved is a package the package manager would install.
+type resolved = rep.Package
+
+var aptInst = regexp.MustCompile(`(?m)^Inst (\S+) (?:\[(\S+)\] )?\((\S+) `)
+
+// resolve asks the host's package manager, without changing its state, which packages and
+// versions the plan's steps would install: apt-get -s against a private copy of the
+// host's sources plus the new repositories, in a directory under the host's /run that is
+// removed afterwards. An unknown package or version, a repository that cannot be read and
+// a bad signature are errors here, before anything is installed.
+func (p *packagePlan) resolve(ctx context.Context, h *Host, run Runner) (map[string][]resolved, error) {
+	out := map[string][]resolved{}
+	if len(p.steps) == 0 {
+		return out, nil
+	}
+	if !p.d.Apt {
+		return p.resolveDnf(ctx, h, run)
+	}
+	var rnd [6]byte
+	_, _ = rand.Read(rnd[:])
+	tmp := "/run/kubectl-gpu-plan-" + hex.EncodeToString(rnd[:])
+	defer os.RemoveAll(h.Path(tmp))
+	for _, d := range []string{"sources.list.d", "lists/partial", "cache/archives/partial", "keys"} {
+		if err := os.MkdirAll(h.Path(path.Join(tmp, d)), 0o755); err != nil {
+			return nil, fmt.Errorf("plan: %w", err)
+		}
+	}
+	replaced := map[string]bool{}
+	for i, rp := range p.repos {
+		replaced[rp.list] = true
+		kp := fmt.Sprintf("%s/keys/%d.gpg", tmp, i)
+		if err := os.WriteFile(h.Path(kp), p.keys[rp.list].binary, 0o644); err != nil {
+			return nil, fmt.Errorf("plan: %w", err)
+		}
+		if err := os.WriteFile(h.Path(path.Join(tmp, "sources.list.d", path.Base(rp.list))), []byte(rp.content(kp)), 0o644); err != nil {
+			return nil, fmt.Errorf("plan: %w", err)
+		}
+	}
+	for _, f := range append(h.Glob("/etc/apt/sources.list.d/*.list"), h.Glob("/etc/apt/sources.list.d/*.sources")...) {
+		if replaced[f] {
+			continue
+		}
+		if b, ok := h.Read(f); ok {
+			if err := os.WriteFile(h.Path(path.Join(tmp, "sources.list.d", path.Base(f))), []byte(b), 0o644); err != nil {
+				return nil, fmt.Errorf("plan: %w", err)
+			}
+		}
+	}
+	opts := []string{"-o", "Dir::Etc::SourceParts=" + tmp + "/sources.list.d", "-o", "Dir::State::Lists=" + tmp + "/lists",
+		"-o", "Dir::Cache=" + tmp + "/cache", "-o", "Debug::NoLocking=1"}
+	if o, err := run.Run(ctx, append(append([]string{"apt-get", "-q"}, opts...), "update")...); err != nil || aptUpdateFailed(o) {
+		return nil, fmt.Errorf("the package repositories cannot be read: %s", aptProblem(o, err))
+	}
+	for _, s := range p.steps {
+		o, err := run.Run(ctx, append(append(append([]string{"apt-get", "-s", "-q"}, opts...), "install"), s.packages...)...)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %s", s.what, aptProblem(o, err))
+		}
+		for _, m := range aptInst.FindAllStringSubmatch(o, -1) {
+			out[s.check] = append(out[s.check], resolved{Name: m[1], Version: m[3], Replaces: m[2]})
+		}
+	}
+	return out, nil
+}
+
+// aptUpdateFailed tells whether apt-get update could not read a source: it exits 0 when
+// an index could not be fetched (older apt has no --error-on=any).
+func aptUpdateFailed(out string) bool {
+	return strings.Contains(out, "W: Failed to fetch") || strings.Contains(out, "W: GPG error") ||
+		strings.Contains(out, "is not signed") || strings.Contains(out, "\nE: ")
+}
+
+// aptProblem is the package manager's own words: its E: and W: lines, else its last lines.
+func aptProblem(out string, err error) string {
+	var lines []string
+	for _, l := range strings.Split(out, "\n") {
+		l = strings.TrimSpace(l)
+		if strings.HasPrefix(l, "E: ") || strings.HasPrefix(l, "W: ") || strings.HasPrefix(l, "Error: ") {
+			lines = append(lines, l)
+		}
+	}
+	if len(lines) == 0 {
+		lines = lastLines(out, 5)
+	}
+	if len(lines) == 0 && err != nil {
+		return err.Error()
+	}
+	return strings.Join(lines, " | ")
+}
+
+func lastLines(s string, n int) []string {
+	all := strings.Split(strings.TrimSpace(s), "\n")
+	if len(all) == 1 && all[0] == "" {
+		return nil
+	}
+	if len(all) > n {
+		all = all[len(all)-n:]
+	}
+	for i := range all {
+		all[i] = strings.TrimSpace(all[i])
+	}
+	return all
+}
+
+var dnfRow = regexp.MustCompile(`(?m)^ (\S+)\s+(x86_64|aarch64|noarch)\s+(\S+)\s+(\S+)\s+\S+`)
+
+// resolveDnf asks dnf (--assumeno answers its question no: nothing is installed).
+func (p *packagePlan) resolveDnf(ctx context.Context, h *Host, run Runner) (map[string][]resolved, error) {
+	out := map[string][]resolved{}
+	var rnd [6]byte
+	_, _ = rand.Read(rnd[:])
+	tmp := "/run/kubectl-gpu-plan-" + hex.EncodeToString(rnd[:])
+	defer os.RemoveAll(h.Path(tmp))
+	if err := os.MkdirAll(h.Path(tmp), 0o755); err != nil {
+		return nil, fmt.Errorf("plan: %w", err)
+	}
+	for i, rp := range p.repos {
+		kp := fmt.Sprintf("%s/%d.key", tmp, i)
+		if err := os.WriteFile(h.Path(kp), p.keys[rp.list].binary, 0o644); err != nil {
+			return nil, fmt.Errorf("plan: %w", err)
+		}
+		if err := os.WriteFile(h.Path(path.Join(tmp, path.Base(rp.list))), []byte(rp.content(kp)), 0o644); err != nil {
+			return nil, fmt.Errorf("plan: %w", err)
+		}
+	}
+	opts := []string{"--setopt=reposdir=/etc/yum.repos.d," + tmp, "--assumeno"}
+	for _, s := range p.steps {
+		argv := append(append([]string{"dnf"}, opts...), "install")
+		if s.module != "" {
+			argv = append(append([]string{"dnf"}, opts...), "module", "install", s.module)
+		}
+		o, _ := run.Run(ctx, append(argv, s.packages...)...)
+		if !strings.Contains(o, "Operation aborted") && !strings.Contains(o, "Nothing to do") {
+			return nil, fmt.Errorf("%s: %s", s.what, aptProblem(o, nil))
+		}
+		for _, m := range dnfRow.FindAllStringSubmatch(o, -1) {
+			out[s.check] = append(out[s.check], resolved{Name: m[1], Version: m[3]})
+		}
+	}
+	return out, nil
+}
+
+// commands are the install commands of the plan's steps.
+func (p *packagePlan) commands() [][]string {
+	var cmds [][]string
+	if p.d.Apt {
+		cmds = append(cmds, []string{"apt-get", "-q", "update"})
+		for _, s := range p.steps {
+			cmds = append(cmds, append([]string{"env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "-q", "-y",
+				"-o", "Dpkg::Options::=--force-confdef", "-o", "Dpkg::Options::=--force-confold", "install"}, s.packages...))
+		}
+		return cmds
+	}
+	for _, s := range p.steps {
+		if s.module != "" {
+			cmds = append(cmds, append([]string{"dnf", "-y", "module", "install", s.module}, s.packages...))
+			continue
+		}
+		cmds = append(cmds, append([]string{"dnf", "-y", "install"}, s.packages...))
+	}
+	return cmds
+}
+
+var lockHeld = regexp.MustCompile(`(?m)^E: (Could not get lock .*|Unable to acquire the dpkg frontend lock.*|Unable to lock directory .*)$`)
+
+// runLocked runs a package manager command, waiting while another process holds its lock
+// (up to timeout); then the lock's holder is named.
+func runLocked(ctx context.Context, run Runner, timeout time.Duration, argv []string) (string, error) {
+	deadline := time.Now().Add(timeout)
+	for {
+		out, err := run.Run(ctx, argv...)
+		m := lockHeld.FindStringSubmatch(out)
+		if err == nil || m == nil {
+			return out, err
+		}
+		if time.Now().After(deadline) {
+			return out, fmt.Errorf("the package manager is held by another process for more than %s: %s (nothing was installed by this step; run again when it is done)", timeout, m[1])
+		}
+		select {
+		case <-ctx.Done():
+			return out, ctx.Err()
+		case <-time.After(2 * time.Second):
+		}
+	}
+}
+
+// installChanges describes the plan's steps as report changes.
+func (p *packagePlan) installChanges(res map[string][]resolved) []rep.Change {
+	var out []rep.Change
+	for _, s := range p.steps {
+		c := rep.Change{Check: s.check, Note: "install " + s.what, Packages: res[s.check]}
+		sort.Slice(c.Packages, func(i, j int) bool { return c.Packages[i].Name < c.Packages[j].Name })
+		if s.reboot {
+			c.Note += "; a reboot is needed before it loads (--reboot rolls the nodes)"
+		}
+		out = append(out, c)
+	}
+	return out
+}
