@@ -117,7 +117,7 @@ kwok_manifests() {
 }
 
 mkdir -p "$KGPU_BIN"
-what=("$@"); [ ${#what[@]} -gt 0 ] || what=(etcd kwok helm krew kubernetes sysroot)
+what=("$@"); [ ${#what[@]} -gt 0 ] || what=(etcd kwok helm krew kubernetes sysroot debian-root)
 for t in "${what[@]}"; do
   case $t in
     kubernetes) build_kubernetes ;;
@@ -127,6 +127,8 @@ for t in "${what[@]}"; do
     krew) build_krew ;;
     sysroot) # Debian's run-time files for the node-agent image (make image); best effort
       for a in amd64 arm64; do "$here/agent-sysroot.sh" "$a" >/dev/null || log "no $a files for the agent image: its test will skip"; done ;;
+    debian-root) # a Debian root where the package-install tests run the real apt-get; best effort
+      "$here/debian-root.sh" >/dev/null || log "no Debian root: the package-install tests will skip" ;;
     *) log "unknown tool $t"; exit 2 ;;
   esac
 done

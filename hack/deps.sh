@@ -16,6 +16,8 @@ command -v unshare >/dev/null || want+=(util-linux)
 # and qemu-user to run what was built. Best effort too: that part of the test skips.
 command -v aarch64-linux-gnu-gcc >/dev/null || want+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross)
 command -v qemu-aarch64 >/dev/null || want+=(qemu-user)
+# The package-install tests: a Debian root made by mmdebstrap (hack/debian-root.sh).
+command -v mmdebstrap >/dev/null || want+=(mmdebstrap)
 apt_ok() { command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; }
 if [ $((${#need[@]} + ${#want[@]})) -gt 0 ] && apt_ok; then
   apt-get update -qq >/dev/null || true

@@ -1,0 +1,310 @@
+package hostconfig
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/kubectl-gpu/kubectl-gpu/common/hostconfig/fakehost"
+	rep "github.com/kubectl-gpu/kubectl-gpu/common/nodereport"
+)
+
+// The package-install tests run the real apt-get and dpkg of a Debian bookworm root
+// (hack/debian-root.sh) under chroot, against flat apt repositories served on 127.0.0.1
+// that hold labelled stand-in packages under NVIDIA's names (they install small scripts,
+// not a driver or a toolkit), signed with a key the test makes.
+
+const testKernel = "6.1.0-99-amd64"
+
+type aptFixture struct {
+	root string
+	host *Host
+	run  *fakehost.Chroot
+	repo *fakehost.AptRepo
+}
+
+func toolkitStandIns(v string) []fakehost.StandIn {
+	say := func(what string) string { return "#!/bin/sh\necho 'stand-in " + what + " " + v + " (kubectl-gpu tests)'\n" }
+	return []fakehost.StandIn{
+		{Name: "libnvidia-container1", Version: v},
+		{Name: "libnvidia-container-tools", Version: v, Depends: "libnvidia-container1 (= " + v + ")", Files: map[string]string{"/usr/bin/nvidia-container-cli": say("nvidia-container-cli")}},
+		{Name: "nvidia-container-toolkit-base", Version: v, Files: map[string]string{"/usr/bin/nvidia-ctk": say("nvidia-ctk"), "/usr/bin/nvidia-container-runtime": say("nvidia-container-runtime")}},
+		{Name: "nvidia-container-toolkit", Version: v, Depends: "nvidia-container-toolkit-base (= " + v + "), libnvidia-container-tools (= " + v + ")",
+			Files: map[string]string{"/usr/bin/nvidia-container-runtime-hook": say("nvidia-container-runtime-hook")}},
+	}
+}
+
+func newAptFixture(t *testing.T) *aptFixture {
+	t.Helper()
+	tarball := fakehost.DebianRootTar()
+	if tarball == "" {
+		if os.Getenv("KGPU_REQUIRE_E2E") != "" {
+			t.Fatal("no Debian root: run hack/debian-root.sh (make tools builds it)")
+		}
+		t.Skip("no Debian root for the real apt-get: run hack/debian-root.sh (make tools builds it)")
+	}
+	if os.Getuid() != 0 {
+		t.Skip("chroot needs root")
+	}
+	f := &aptFixture{root: filepath.Join(t.TempDir(), "root")}
+	if err := os.MkdirAll(f.root, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := fakehost.UnpackDebianRoot(tarball, f.root, testKernel); err != nil {
+		t.Fatal(err)
+	}
+	f.host, f.run = &Host{Root: f.root}, &fakehost.Chroot{Root: f.root}
+	var err error
+	if f.repo, err = fakehost.NewAptRepo(t.TempDir()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(f.repo.Close)
+	pkgs := append(toolkitStandIns("1.17.8-1"), toolkitStandIns("1.18.0-1")...)
+	if err := f.repo.Publish("libnvidia-container/stable/deb/amd64", "libnvidia-container/gpgkey", pkgs...); err != nil {
+		t.Fatal(err)
+	}
+	driver := []fakehost.StandIn{
+		{Name: "cuda-drivers-580", Version: "580.95.05-1", Files: map[string]string{"/usr/bin/nvidia-smi": "#!/bin/sh\necho 'stand-in nvidia-smi (kubectl-gpu tests)'\n"}},
+		{Name: "linux-headers-" + testKernel, Version: "6.1.0-99"},
+	}
+	if err := f.repo.Publish("compute/cuda/repos/debian12/x86_64", "compute/cuda/repos/debian12/x86_64/3bf863cc.pub", driver...); err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+func (f *aptFixture) agent(t *testing.T, mode rep.Mode, in Install) (*rep.Report, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	if in.Repo == "" {
+		in.Repo = f.repo.URL()
+	}
+	return Run(ctx, f.host, Options{Mode: mode, Node: "n1", Arch: "amd64", Install: in, Runner: f.run})
+}
+
+func installChange(r *rep.Report, check string) (rep.Change, bool) {
+	for _, c := range r.Changes {
+		if c.Check == check && len(c.Packages) > 0 {
+			return c, true
+		}
+	}
+	return rep.Change{}, false
+}
+
+func ranApt(c *fakehost.Chroot, verb string) bool {
+	for _, a := range c.Ran {
+		if strings.Contains(strings.Join(a, " "), "apt-get") && a[len(a)-1] != "update" && strings.Contains(strings.Join(a, " "), " "+verb) {
+			return true
+		}
+	}
+	return false
+}
+
+func TestInstallToolkitPinned(t *testing.T) {
+	f := newAptFixture(t)
+	statusBefore, _ := f.host.Read("/var/lib/dpkg/status")
+
+	plan, err := f.agent(t, ModePlan, Install{ToolkitVersion: "1.17.8"})
+	if err != nil {
+		t.Fatalf("plan: %v", err)
+	}
+	c, ok := installChange(plan, rep.CheckToolkit)
+	if !ok {
+		t.Fatalf("plan has no toolkit install: %+v", plan.Changes)
+	}
+	got := map[string]string{}
+	for _, p := range c.Packages {
+		got[p.Name] = p.Version
+	}
+	for _, n := range []string{"nvidia-container-toolkit", "nvidia-container-toolkit-base", "libnvidia-container-tools", "libnvidia-container1"} {
+		if got[n] != "1.17.8-1" {
+			t.Errorf("plan resolved %s %q, want the pinned 1.17.8-1 (the repository's newest is 1.18.0-1): %v", n, got[n], got)
+		}
+	}
+	var list, key bool
+	for _, ch := range plan.Changes {
+		list = list || ch.File == ToolkitAptList && strings.Contains(ch.Diff, "signed-by="+ToolkitAptKeyring) && strings.Contains(ch.Diff, f.repo.URL()+"/libnvidia-container/stable/deb/$(ARCH) /")
+		key = key || ch.File == ToolkitAptKeyring && strings.Contains(ch.Note, "signing key")
+	}
+	if !list || !key {
+		t.Errorf("plan does not show the repository file with signed-by (%v) and the keyring (%v): %+v", list, key, plan.Changes)
+	}
+	// The plan changed nothing: no repository file, no package, no private apt state left.
+	if statusAfter, _ := f.host.Read("/var/lib/dpkg/status"); statusAfter != statusBefore {
+		t.Error("the plan changed the dpkg status")
+	}
+	if f.host.Exists(ToolkitAptList) || f.host.Exists(ToolkitAptKeyring) {
+		t.Error("the plan wrote the repository files")
+	}
+	if left := f.host.Glob("/run/kubectl-gpu-plan-*"); len(left) > 0 {
+		t.Errorf("the plan left %v", left)
+	}
+
+	applied, err := f.agent(t, ModeApply, Install{ToolkitVersion: "1.17.8"})
+	if err != nil {
+		t.Fatalf("apply: %v\n%+v", err, applied.Changes)
+	}
+	for _, n := range []string{"nvidia-container-toolkit", "libnvidia-container1"} {
+		if v := f.host.installedVersion(n, true); v != "1.17.8-1" {
+			t.Errorf("%s installed %q, want 1.17.8-1", n, v)
+		}
+	}
+	if k, _ := f.host.Read(ToolkitAptKeyring); len(k) == 0 || strings.Contains(k, "BEGIN PGP") {
+		t.Errorf("keyring not written in binary form (%d bytes)", len(k))
+	}
+	if st := status(applied, rep.CheckToolkit); st != rep.OK {
+		t.Errorf("toolkit check after the install = %s, want ok", st)
+	}
+
+	// A second run installs nothing.
+	f.run.Ran = nil
+	again, err := f.agent(t, ModePlan, Install{ToolkitVersion: "1.17.8"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c, ok := installChange(again, rep.CheckToolkit); ok || len(f.run.Ran) > 0 {
+		t.Errorf("second plan: install %+v, commands %v; want nothing", c, f.run.Ran)
+	}
+	if _, err := f.agent(t, ModeApply, Install{ToolkitVersion: "1.17.8"}); err != nil || ranApt(f.run, "install") {
+		t.Errorf("second apply: %v, commands %v; want nothing installed", err, f.run.Ran)
+	}
+	// Asking for the newer pin upgrades.
+	up, err := f.agent(t, ModePlan, Install{ToolkitVersion: "1.18.0-1"})
+	if c, ok := installChange(up, rep.CheckToolkit); err != nil || !ok || c.Packages[0].Version != "1.18.0-1" || c.Packages[0].Replaces != "1.17.8-1" {
+		t.Errorf("upgrade plan: %v %+v", err, up.Changes)
+	}
+}
+
+func TestInstallDriverDebianDKMS(t *testing.T) {
+	f := newAptFixture(t)
+	plan, err := f.agent(t, ModePlan, Install{DriverBranch: "580"})
+	if err != nil {
+		t.Fatalf("plan: %v", err)
+	}
+	c, ok := installChange(plan, rep.CheckDriver)
+	if !ok || len(c.Packages) != 2 || plan.Reboot == "" {
+		t.Fatalf("plan: install %+v reboot %q; want cuda-drivers-580 and the kernel headers, and a reboot", c, plan.Reboot)
+	}
+	applied, err := f.agent(t, ModeApply, Install{DriverBranch: "580"})
+	if err != nil {
+		t.Fatalf("apply: %v", err)
+	}
+	if f.host.installedVersion("cuda-drivers-580", true) == "" || f.host.installedVersion("linux-headers-"+testKernel, true) == "" {
+		t.Error("driver or headers not installed")
+	}
+	if applied.Reboot == "" {
+		t.Error("apply does not say a reboot is needed")
+	}
+	if !f.host.Exists("/etc/apt/sources.list.d/cuda-debian12-x86_64.list") || !f.host.Exists(CUDAAptKeyring) {
+		t.Error("CUDA repository file or keyring missing")
+	}
+}
+
+// nothingChanged fails when the root's apt sources, keyrings or packages changed.
+func nothingChanged(t *testing.T, f *aptFixture, statusBefore string) {
+	t.Helper()
+	if s, _ := f.host.Read("/var/lib/dpkg/status"); s != statusBefore {
+		t.Error("the package state changed")
+	}
+	if l := f.host.Glob("/etc/apt/sources.list.d/*"); len(l) > 0 {
+		t.Errorf("repository files written: %v", l)
+	}
+	if f.host.Exists(ToolkitAptKeyring) || f.host.Exists(CUDAAptKeyring) {
+		t.Error("keyring written")
+	}
+}
+
+func TestInstallRefusals(t *testing.T) {
+	f := newAptFixture(t)
+	before, _ := f.host.Read("/var/lib/dpkg/status")
+	cases := []struct {
+		name string
+		in   Install
+		mode rep.Mode
+		want string
+		prep func()
+	}{
+		{name: "unknown branch", in: Install{DriverBranch: "999"}, mode: ModePlan, want: "cuda-drivers-999"},
+		{name: "unknown toolkit version", in: Install{ToolkitVersion: "1.2.3"}, mode: ModePlan, want: "1.2.3-1"},
+		{name: "repository down", in: Install{ToolkitVersion: "1.17.8", Key: f.repo.PublicKey()}, mode: ModePlan, want: "cannot be read",
+			prep: func() { f.repo.SetDown(true) }},
+		{name: "bad signature", in: Install{ToolkitVersion: "1.17.8", Key: fakehost.OtherKey()}, mode: ModePlan, want: "cannot be read"},
+		{name: "no key", in: Install{ToolkitVersion: "1.17.8", Repo: "http://127.0.0.1:1"}, mode: ModePlan, want: "--package-key"},
+		{name: "secure boot dkms", in: Install{DriverBranch: "580"}, mode: ModeApply, want: "Secure Boot is on",
+			prep: func() {
+				_ = os.MkdirAll(f.host.Path("/sys/firmware/efi/efivars"), 0o755)
+				_ = os.WriteFile(f.host.Path(secureBootEF), []byte{6, 0, 0, 0, 1}, 0o644)
+			}},
+		{name: "unsupported os", in: Install{ToolkitVersion: "1.17.8"}, mode: ModeApply, want: "supported: Ubuntu",
+			prep: func() { _ = os.WriteFile(f.host.Path("/etc/os-release"), []byte("ID=arch\nPRETTY_NAME=\"Arch Linux\"\n"), 0o644) }},
+	}
+	osr, _ := f.host.Read("/etc/os-release")
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.prep != nil {
+				tc.prep()
+			}
+			defer func() {
+				f.repo.SetDown(false)
+				os.Remove(f.host.Path(secureBootEF))
+				_ = os.WriteFile(f.host.Path("/etc/os-release"), []byte(osr), 0o644)
+			}()
+			r, err := f.agent(t, tc.mode, tc.in)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %v, want one saying %q", err, tc.want)
+			}
+			t.Log(err)
+			if r == nil || r.Error != err.Error() {
+				t.Errorf("the report does not carry the error: %+v", r)
+			}
+			if strings.Contains(err.Error(), "\n") {
+				t.Errorf("error is not one line: %q", err)
+			}
+			nothingChanged(t, f, before)
+		})
+	}
+}
+
+func TestInstallWaitsForTheDpkgLock(t *testing.T) {
+	f := newAptFixture(t)
+	before, _ := f.host.Read("/var/lib/dpkg/status")
+	// Another process holds dpkg's frontend lock the way apt does (an fcntl write lock).
+	lock, err := os.OpenFile(f.host.Path("/var/lib/dpkg/lock-frontend"), os.O_RDWR|os.O_CREATE, 0o640)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Close()
+	fl := syscall.Flock_t{Type: syscall.F_WRLCK, Whence: 0}
+	if err := syscall.FcntlFlock(lock.Fd(), syscall.F_SETLK, &fl); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	_, err = f.agent(t, ModeApply, Install{ToolkitVersion: "1.17.8", LockTimeout: 3 * time.Second})
+	if err == nil || !strings.Contains(err.Error(), "held by another process") || !strings.Contains(err.Error(), "/var/lib/dpkg/lock-frontend") {
+		t.Fatalf("error %v, want the lock named", err)
+	}
+	if time.Since(start) < 3*time.Second {
+		t.Errorf("gave up after %s, before the lock timeout", time.Since(start))
+	}
+	if s, _ := f.host.Read("/var/lib/dpkg/status"); s != before {
+		t.Error("packages changed while the lock was held")
+	}
+	// Released while waiting: the install goes on.
+	go func() {
+		time.Sleep(2 * time.Second)
+		fl.Type = syscall.F_UNLCK
+		_ = syscall.FcntlFlock(lock.Fd(), syscall.F_SETLK, &fl)
+	}()
+	fl.Type = syscall.F_WRLCK
+	if _, err := f.agent(t, ModeApply, Install{ToolkitVersion: "1.17.8", LockTimeout: time.Minute}); err != nil {
+		t.Fatalf("apply after the lock was released: %v", err)
+	}
+	if v := f.host.installedVersion("nvidia-container-toolkit", true); v != "1.17.8-1" {
+		t.Errorf("installed %q after waiting for the lock", v)
+	}
+}
