@@ -28,7 +28,9 @@ type aptFixture struct {
 }
 
 func toolkitStandIns(v string) []fakehost.StandIn {
-	say := func(what string) string { return "#!/bin/sh\necho 'stand-in " + what + " " + v + " (kubectl-gpu tests)'\n" }
+	say := func(what string) string {
+		return "#!/bin/sh\necho 'stand-in " + what + " " + v + " (kubectl-gpu tests)'\n"
+	}
 	return []fakehost.StandIn{
 		{Name: "libnvidia-container1", Version: v},
 		{Name: "libnvidia-container-tools", Version: v, Depends: "libnvidia-container1 (= " + v + ")", Files: map[string]string{"/usr/bin/nvidia-container-cli": say("nvidia-container-cli")}},
@@ -241,7 +243,9 @@ func TestInstallRefusals(t *testing.T) {
 				_ = os.WriteFile(f.host.Path(secureBootEF), []byte{6, 0, 0, 0, 1}, 0o644)
 			}},
 		{name: "unsupported os", in: Install{ToolkitVersion: "1.17.8"}, mode: ModeApply, want: "supported: Ubuntu",
-			prep: func() { _ = os.WriteFile(f.host.Path("/etc/os-release"), []byte("ID=arch\nPRETTY_NAME=\"Arch Linux\"\n"), 0o644) }},
+			prep: func() {
+				_ = os.WriteFile(f.host.Path("/etc/os-release"), []byte("ID=arch\nPRETTY_NAME=\"Arch Linux\"\n"), 0o644)
+			}},
 	}
 	osr, _ := f.host.Read("/etc/os-release")
 	for _, tc := range cases {

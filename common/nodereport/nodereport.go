@@ -100,8 +100,8 @@ type Change struct {
 	// them; apply: as installed).
 	Packages []Package `json:"packages,omitempty"`
 	Note     string    `json:"note,omitempty"`
-	Done    bool     `json:"done"`
-	Error   string   `json:"error,omitempty"`
+	Done     bool      `json:"done"`
+	Error    string    `json:"error,omitempty"`
 }
 
 // Package is a host package and its version.
