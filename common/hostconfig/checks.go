@@ -35,6 +35,7 @@ func Check(ctx context.Context, h *Host, r *rep.Report, nvml GPUInfo) {
 	osr := h.OSRelease()
 	r.OS = osr["PRETTY_NAME"]
 	r.Kernel = h.Kernel()
+	r.BootID = h.BootID()
 	r.Flavour = h.Flavour()
 	st := rep.OK
 	if r.OS == "" {

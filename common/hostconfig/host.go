@@ -93,6 +93,12 @@ func (h *Host) Kernel() string {
 	return strings.TrimSpace(s)
 }
 
+// BootID is the host's boot ID, as the kubelet reports it.
+func (h *Host) BootID() string {
+	s, _ := h.Read("/proc/sys/kernel/random/boot_id")
+	return strings.TrimSpace(s)
+}
+
 // LoadedModules returns the modules in /proc/modules.
 func (h *Host) LoadedModules() map[string]bool {
 	m := map[string]bool{}

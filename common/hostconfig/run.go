@@ -26,6 +26,9 @@ type Options struct {
 	Apply   ApplyOptions
 	Install Install
 	NVML    GPUInfo
+	// BootID, in reboot mode, is the boot the reboot is for: a host that has booted since
+	// is not rebooted again.
+	BootID string
 	// Runner runs host commands: in apply mode, and in plan mode when packages are to be
 	// installed (the package manager's dry-run resolution).
 	Runner Runner
@@ -89,8 +92,10 @@ func run(ctx context.Context, h *Host, o Options) (*rep.Report, error) {
 			}
 		}
 		return after, err
+	case rep.ModeReboot:
+		return r, requestReboot(ctx, r, o)
 	}
-	return nil, fmt.Errorf("unknown mode %q: want check, plan or apply", o.Mode)
+	return nil, fmt.Errorf("unknown mode %q: want check, plan, apply or reboot", o.Mode)
 }
 
 // rebootReason says why the changes need a reboot: a driver install, or a nouveau
@@ -182,4 +187,27 @@ func installPackages(ctx context.Context, h *Host, r *rep.Report, o Options, dry
 func pkgName(spec string) string {
 	n, _, _ := strings.Cut(spec, "=")
 	return n
+}
+
+// RebootCommand asks the host's systemd for a reboot in a few seconds, as a transient
+// timer: the agent's report is printed and read before the host goes down.
+var RebootCommand = []string{"systemd-run", "--on-active=5", "--unit=kubectl-gpu-reboot", "--description=reboot asked by kubectl gpu prep --reboot", "systemctl", "reboot"}
+
+func requestReboot(ctx context.Context, r *rep.Report, o Options) error {
+	c := rep.Change{Check: "reboot", Command: RebootCommand}
+	switch {
+	case o.BootID == "":
+		return fmt.Errorf("reboot mode needs the boot ID to reboot (--boot-id)")
+	case r.BootID != o.BootID:
+		c.Note = "not run: the host has booted since (boot " + r.BootID + ", asked for " + o.BootID + ")"
+	default:
+		if _, err := o.Runner.Run(ctx, RebootCommand...); err != nil {
+			c.Error = err.Error()
+			r.Changes = []rep.Change{c}
+			return fmt.Errorf("ask the host to reboot: %w", err)
+		}
+		c.Done, c.Note = true, o.Runner.Note()
+	}
+	r.Changes = []rep.Change{c}
+	return nil
 }

@@ -24,6 +24,10 @@ const (
 	ModeCheck Mode = "check" // read-only
 	ModePlan  Mode = "plan"  // read-only: the changes apply would make
 	ModeApply Mode = "apply" // change the host, then check again
+	// ModeReboot asks the host's systemd to reboot a moment after the report is printed
+	// (only when the host's boot ID is still the one given: a reboot pod run again after
+	// the reboot does nothing).
+	ModeReboot Mode = "reboot"
 )
 
 // Flavour is the Kubernetes distribution the agent found on the host.
@@ -122,6 +126,8 @@ type Report struct {
 	OS               string  `json:"os"`
 	Kernel           string  `json:"kernel"`
 	Arch             string  `json:"arch"`
+	// BootID is the host's boot ID (the kubelet's status.nodeInfo.bootID).
+	BootID string `json:"bootID,omitempty"`
 	Flavour          Flavour `json:"flavour"`
 	DriverVersion    string  `json:"driverVersion,omitempty"`
 	CUDAVersion      string  `json:"cudaVersion,omitempty"`

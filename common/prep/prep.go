@@ -4,6 +4,7 @@ package prep
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -20,6 +21,7 @@ import (
 
 	"github.com/kubectl-gpu/kubectl-gpu/common/cliexit"
 	"github.com/kubectl-gpu/kubectl-gpu/common/cluster"
+	"github.com/kubectl-gpu/kubectl-gpu/common/hostconfig"
 	"github.com/kubectl-gpu/kubectl-gpu/common/inventory"
 	"github.com/kubectl-gpu/kubectl-gpu/common/nodepod"
 	rep "github.com/kubectl-gpu/kubectl-gpu/common/nodereport"
@@ -49,6 +51,12 @@ type Config struct {
 	Confirm func(question string) error
 	// Progress receives live progress (a terminal); nil for none.
 	Progress io.Writer
+	// Install names the host packages --apply installs (zero: none); Roll, when set, drains
+	// and reboots the nodes whose changes need a reboot, a few at a time (--reboot).
+	Install hostconfig.Install
+	Roll    *RollOptions
+	// bootIDs is, in reboot mode, the boot each node's reboot is for.
+	bootIDs map[string]string
 	// OnReport, when set, is called (from one goroutine) with each node's report as soon as
 	// it arrives, while slower nodes are still running: the command annotates nodes there.
 	OnReport func(NodeResult)
@@ -104,7 +112,9 @@ func ChooseNodes(ctx context.Context, cs kubernetes.Interface, cfg *Config) ([]s
 // not privileged; apply is privileged (nsenter into the host's namespaces) with the host
 // root writable.
 func Job(cfg *Config, node string, mode rep.Mode, labels map[string]string) *batchv1.Job {
-	write := mode == rep.ModeApply
+	// Apply and reboot change the host; a plan that installs packages asks the host's
+	// package manager (a dry run, with a private state under the host's /run).
+	write := mode == rep.ModeApply || mode == rep.ModeReboot || mode == rep.ModePlan && cfg.Install.Any()
 	deadline := int64(cfg.Timeout.Seconds())
 	if deadline < 30 {
 		deadline = 30
@@ -112,8 +122,26 @@ func Job(cfg *Config, node string, mode rep.Mode, labels map[string]string) *bat
 	// The host's / is mounted at /host, the agent's default host root (the image may move
 	// it with AGENT_HOST_ROOT: the real-node tests point it at a fake host inside /host).
 	args := []string{string(mode)}
-	if write && cfg.RestartRuntime {
+	if mode == rep.ModeApply && cfg.RestartRuntime {
 		args = append(args, "--restart-runtime")
+	}
+	env := []corev1.EnvVar{{Name: "NODE_NAME", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "spec.nodeName"}}}}
+	if (mode == rep.ModePlan || mode == rep.ModeApply) && cfg.Install.Any() {
+		in := cfg.Install
+		for _, a := range [][2]string{{"--install-driver", in.DriverBranch}, {"--install-toolkit", in.ToolkitVersion}, {"--package-repo", in.Repo}} {
+			if a[1] != "" {
+				args = append(args, a[0], a[1])
+			}
+		}
+		if in.LockTimeout > 0 {
+			args = append(args, "--lock-timeout", in.LockTimeout.String())
+		}
+		if len(in.Key) > 0 {
+			env = append(env, corev1.EnvVar{Name: "AGENT_PACKAGE_KEY", Value: base64.StdEncoding.EncodeToString(in.Key)})
+		}
+	}
+	if mode == rep.ModeReboot {
+		args = append(args, "--boot-id", cfg.bootIDs[node])
 	}
 	sc := &corev1.SecurityContext{
 		RunAsUser:                ptr.To[int64](0),
@@ -146,7 +174,7 @@ func Job(cfg *Config, node string, mode rep.Mode, labels map[string]string) *bat
 						Image:           cfg.Image,
 						ImagePullPolicy: corev1.PullIfNotPresent,
 						Args:            args,
-						Env:             []corev1.EnvVar{{Name: "NODE_NAME", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "spec.nodeName"}}}},
+						Env:             env,
 						SecurityContext: sc,
 						VolumeMounts:    []corev1.VolumeMount{{Name: "host", MountPath: "/host", ReadOnly: !write}},
 						Resources: corev1.ResourceRequirements{
@@ -249,6 +277,8 @@ func classify(o nodepod.Observation, image, ns string) (NodeResult, nodepod.Step
 	var err error
 	if r.Report, err = rep.Parse(lastJSONLine(o.Log)); err != nil {
 		r.Error, r.Hint = err.Error(), "run with --image set to the agent image of this plugin's version (kubectl gpu version)"
+	} else if r.Report.Error != "" {
+		r.Error = "the agent stopped: " + r.Report.Error
 	}
 	return r, nodepod.Done
 }

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"text/tabwriter"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -29,7 +30,9 @@ type Report struct {
 	report.TypeMeta `json:",inline"`
 	Mode            rep.Mode     `json:"mode"`
 	Items           []NodeResult `json:"items"`
-	Summary         Summary      `json:"summary"`
+	// Roll is where each node of a --reboot roll got to.
+	Roll    []NodeRoll `json:"roll,omitempty"`
+	Summary Summary    `json:"summary"`
 }
 
 // Summary counts the nodes.
@@ -132,6 +135,25 @@ func (r *Report) Rows(wide bool) ([]string, [][]string) {
 
 // WriteFindings prints every failed check with its remediation, and the changes.
 func (r *Report) WriteFindings(w io.Writer) {
+	if len(r.Roll) > 0 {
+		fmt.Fprintln(w)
+		tw := tabwriter.NewWriter(w, 0, 0, 3, ' ', 0)
+		fmt.Fprintln(tw, "ROLL\tPHASE\tEVICTED\tBOOT-ID\tDURATION\tRESULT")
+		for _, rl := range r.Roll {
+			result := "done"
+			switch {
+			case rl.Error != "":
+				result = "failed"
+			case rl.Phase != PhaseDone:
+				result = "not started"
+			}
+			if rl.ResumedFrom != "" {
+				result += " (resumed after " + rl.ResumedFrom + ")"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\n", rl.Node, dash(rl.Phase), rl.Evicted, dash(rl.BootID), dash(rl.Duration), result)
+		}
+		tw.Flush()
+	}
 	for _, n := range r.Items {
 		if n.Error != "" {
 			fmt.Fprintf(w, "\n%s: %s\n    → %s\n", n.Node, n.Error, n.Hint)
@@ -146,6 +168,9 @@ func (r *Report) WriteFindings(w io.Writer) {
 				}
 				lines = append(lines, l)
 			}
+		}
+		if n.Report.Reboot != "" && len(r.Roll) == 0 {
+			lines = append(lines, "  reboot needed: "+n.Report.Reboot+"\n    → kubectl gpu prep "+n.Node+" --apply --reboot drains and reboots it")
 		}
 		if len(lines) > 0 {
 			fmt.Fprintf(w, "\n%s:\n%s\n", n.Node, strings.Join(lines, "\n"))
@@ -173,12 +198,22 @@ func (r *Report) WriteChanges(w io.Writer) int {
 			case len(c.Command) > 0:
 				fmt.Fprintf(w, "$ %s\n", strings.Join(c.Command, " "))
 			}
+			for _, p := range c.Packages {
+				if p.Replaces != "" {
+					fmt.Fprintf(w, "  + %s %s (replaces %s)\n", p.Name, p.Version, p.Replaces)
+				} else {
+					fmt.Fprintf(w, "  + %s %s\n", p.Name, p.Version)
+				}
+			}
 			if c.Note != "" {
 				fmt.Fprintf(w, "  # %s\n", c.Note)
 			}
-			if c.Note == "" || c.File != "" {
+			if c.Note == "" || c.File != "" || len(c.Packages) > 0 {
 				total++
 			}
+		}
+		if n.Report.Reboot != "" {
+			fmt.Fprintf(w, "  reboot needed: %s\n", n.Report.Reboot)
 		}
 	}
 	return total
@@ -258,4 +293,11 @@ func (a *Annotator) Add(n NodeResult) {
 func (a *Annotator) Wait() error {
 	a.wg.Wait()
 	return a.firstErr
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
 }

@@ -3,14 +3,17 @@ package prep
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"sort"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/kubectl-gpu/kubectl-gpu/common/cliexit"
 	"github.com/kubectl-gpu/kubectl-gpu/common/cluster"
 	"github.com/kubectl-gpu/kubectl-gpu/common/nodepod"
 	rep "github.com/kubectl-gpu/kubectl-gpu/common/nodereport"
@@ -34,6 +37,17 @@ func Run(ctx context.Context, cs kubernetes.Interface, cfg *Config) (*Report, er
 	if !cfg.Apply {
 		return runAnnotated(ctx, cs, cfg, nodes, rep.ModeCheck)
 	}
+	var objs map[string]*corev1.Node
+	if cfg.Install.DriverBranch != "" || cfg.Roll != nil {
+		if objs, err = getNodes(ctx, cs, nodes); err != nil {
+			return nil, err
+		}
+	}
+	if cfg.Install.DriverBranch != "" {
+		if err := refuseOperatorDriver(ctx, cs, objs); err != nil {
+			return nil, err
+		}
+	}
 	plan, err := RunAgents(ctx, cs, cfg, nodes, rep.ModePlan)
 	if err != nil {
 		return nil, err
@@ -44,6 +58,20 @@ func Run(ctx context.Context, cs kubernetes.Interface, cfg *Config) (*Report, er
 		out = io.Discard
 	}
 	changes := planRep.WriteChanges(out)
+	if cfg.Install.Any() {
+		if bad := planErrors(plan); bad > 0 {
+			return planRep, cliexit.Failuresf("the plan failed on %d node(s) (see above): nothing was installed on any node", bad)
+		}
+	}
+	var roll []string
+	if cfg.Roll != nil {
+		roll = RollNodes(plan, objs)
+		if err := refuseRoll(cfg, roll, objs); err != nil {
+			return nil, err
+		}
+		writeRollPlan(out, cfg, roll, objs)
+		changes += len(roll)
+	}
 	var untaint []string
 	if cfg.UntaintControlPlane {
 		if untaint, err = taintedControlPlanes(ctx, cs, nodes); err != nil {
@@ -68,7 +96,166 @@ func Run(ctx context.Context, cs kubernetes.Interface, cfg *Config) (*Report, er
 			return nil, err
 		}
 	}
-	return runAnnotated(ctx, cs, cfg, nodes, rep.ModeApply)
+	if len(roll) == 0 {
+		return runAnnotated(ctx, cs, cfg, nodes, rep.ModeApply)
+	}
+	inRoll := map[string]bool{}
+	for _, n := range roll {
+		inRoll[n] = true
+	}
+	var inPlace []string
+	for _, n := range nodes {
+		if !inRoll[n] {
+			inPlace = append(inPlace, n)
+		}
+	}
+	var results []NodeResult
+	var annotateErr error
+	if len(inPlace) > 0 {
+		r, err := runAnnotated(ctx, cs, cfg, inPlace, rep.ModeApply)
+		if r == nil {
+			return nil, err
+		}
+		results, annotateErr = r.Items, err
+	}
+	rolls, err := Roll(ctx, cs, cfg, roll)
+	if errors.Is(err, cliexit.ErrInterrupted) {
+		return nil, err
+	}
+	if annotateErr == nil {
+		annotateErr = err
+	}
+	stopped := ""
+	for _, rl := range rolls {
+		if rl.Error != "" {
+			stopped = rl.Node
+		}
+	}
+	for _, rl := range rolls {
+		switch {
+		case rl.Check != nil && rl.Error == "":
+			results = append(results, *rl.Check)
+		case rl.Error != "":
+			results = append(results, NodeResult{Node: rl.Node, Report: reportOf(rl.Check), Error: "roll: " + rl.Error, Hint: rl.Hint})
+		default:
+			results = append(results, NodeResult{Node: rl.Node, Error: "roll: not started: the roll stopped at node " + stopped,
+				Hint: "fix " + stopped + ", then run the same command again"})
+		}
+	}
+	sort.Slice(results, func(i, j int) bool { return results[i].Node < results[j].Node })
+	final := NewReport(rep.ModeApply, results)
+	final.Roll = rolls
+	return final, annotateErr
+}
+
+func reportOf(n *NodeResult) *rep.Report {
+	if n == nil {
+		return nil
+	}
+	return n.Report
+}
+
+func planErrors(plan []NodeResult) int {
+	bad := 0
+	for _, p := range plan {
+		if p.Error != "" {
+			bad++
+		}
+	}
+	return bad
+}
+
+func getNodes(ctx context.Context, cs kubernetes.Interface, names []string) (map[string]*corev1.Node, error) {
+	list, err := cs.CoreV1().Nodes().List(ctx, metav1.ListOptions{ResourceVersion: "0"})
+	if err != nil {
+		return nil, cluster.APIError("list nodes", err)
+	}
+	want := map[string]bool{}
+	for _, n := range names {
+		want[n] = true
+	}
+	out := map[string]*corev1.Node{}
+	for i := range list.Items {
+		if want[list.Items[i].Name] {
+			out[list.Items[i].Name] = &list.Items[i]
+		}
+	}
+	return out, nil
+}
+
+// Labels of the GPU Operator's driver pods (app: older charts; component: newer).
+var operatorDriverSelectors = []string{"app=nvidia-driver-daemonset", "app.kubernetes.io/component=nvidia-driver"}
+
+// refuseOperatorDriver refuses a host driver on a node whose driver the GPU Operator's
+// driver container manages: its driver pods run there, or the operator deploys it
+// (nvidia.com/gpu.deploy.driver=true).
+func refuseOperatorDriver(ctx context.Context, cs kubernetes.Interface, nodes map[string]*corev1.Node) error {
+	owner := map[string]string{}
+	for _, sel := range operatorDriverSelectors {
+		pods, err := cs.CoreV1().Pods("").List(ctx, metav1.ListOptions{LabelSelector: sel, ResourceVersion: "0"})
+		if err != nil {
+			return cluster.APIError("list the GPU Operator's driver pods", err)
+		}
+		for _, p := range pods.Items {
+			if _, ok := nodes[p.Spec.NodeName]; ok {
+				owner[p.Spec.NodeName] = "its driver pod " + p.Namespace + "/" + p.Name + " runs there"
+			}
+		}
+	}
+	for name, n := range nodes {
+		if _, ok := owner[name]; !ok && n.Labels["nvidia.com/gpu.deploy.driver"] == "true" {
+			owner[name] = "it is labelled nvidia.com/gpu.deploy.driver=true"
+		}
+	}
+	if len(owner) == 0 {
+		return nil
+	}
+	names := make([]string, 0, len(owner))
+	for n := range owner {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return cliexit.Usagef("node %s: the GPU Operator's driver container manages the driver (%s): no host driver is installed there; "+
+		"label it nvidia.com/gpu.deploy.driver=false to hand the driver to the host, or leave out --install-driver (nothing was changed)", names[0], owner[names[0]])
+}
+
+// refuseRoll refuses to drain a control-plane node, or the node this command runs on,
+// unless it was named.
+func refuseRoll(cfg *Config, roll []string, nodes map[string]*corev1.Node) error {
+	named := map[string]bool{}
+	for _, n := range cfg.Names {
+		named[n] = true
+	}
+	for _, name := range roll {
+		if named[name] {
+			continue
+		}
+		if n := nodes[name]; n != nil && IsControlPlane(n) {
+			return cliexit.Usagef("node %s is a control-plane node: --reboot drains and reboots it only when it is named (kubectl gpu prep %s --apply --reboot); nothing was changed", name, name)
+		}
+		if name == cfg.Roll.SelfNode {
+			return cliexit.Usagef("node %s runs this command's own pod: --reboot drains it only when it is named; nothing was changed", name)
+		}
+	}
+	return nil
+}
+
+// writeRollPlan shows which nodes the roll takes, and from where each resumes.
+func writeRollPlan(w io.Writer, cfg *Config, roll []string, nodes map[string]*corev1.Node) {
+	if len(roll) == 0 {
+		return
+	}
+	fmt.Fprintf(w, "\n=== roll: %d node(s) cordoned, drained, rebooted, checked and uncordoned, at most %d at a time\n", len(roll), max(cfg.Roll.MaxUnavailable, 1))
+	for _, n := range roll {
+		line := n
+		if st := ReadRollState(nodes[n]); st.Unfinished() {
+			line += ": resumes after " + st.Phase
+			if st.Error != "" {
+				line += " (stopped there: " + st.Error + ")"
+			}
+		}
+		fmt.Fprintln(w, "  "+line)
+	}
 }
 
 // runAnnotated runs the agents and annotates each node as its report arrives.

@@ -2,14 +2,18 @@
 // the host root mounted at --host-root, and prints one NodeReport as JSON on stdout.
 //
 //	gpu-node-agent check|plan|apply [--host-root /host] [--node NAME] [--restart-runtime]
+//	               [--install-driver BRANCH] [--install-toolkit VERSION] [--package-repo URL]
+//	gpu-node-agent reboot --boot-id ID
 //
 // Every flag can also be set from the environment (AGENT_HOST_ROOT, NODE_NAME,
-// AGENT_RESTART_RUNTIME). Exit codes: 0 report printed (whatever it found), 2 bad usage,
+// AGENT_RESTART_RUNTIME); the package repositories' key comes base64-encoded in
+// AGENT_PACKAGE_KEY. Exit codes: 0 report printed (whatever it found), 2 bad usage,
 // 1 the agent itself failed (a report with the error is still printed when possible).
 package main
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -20,6 +24,7 @@ import (
 	"runtime"
 	"strconv"
 	"syscall"
+	"time"
 
 	"github.com/kubectl-gpu/kubectl-gpu/common/buildinfo"
 	"github.com/kubectl-gpu/kubectl-gpu/common/hostconfig"
@@ -44,7 +49,7 @@ func envOr(k, def string) string {
 
 func run(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
-		fmt.Fprintln(stderr, "usage: gpu-node-agent check|plan|apply [--host-root DIR] [--node NAME] [--restart-runtime]")
+		fmt.Fprintln(stderr, "usage: gpu-node-agent check|plan|apply|reboot [--host-root DIR] [--node NAME] [--restart-runtime] [--install-driver BRANCH] [--install-toolkit VERSION] [--package-repo URL] [--boot-id ID]")
 		return 2
 	}
 	mode := args[0]
@@ -53,7 +58,25 @@ func run(args []string, stdout, stderr io.Writer) int {
 	root := fs.String("host-root", envOr("AGENT_HOST_ROOT", "/host"), "where the host's / is mounted")
 	node := fs.String("node", os.Getenv("NODE_NAME"), "node name to put in the report")
 	restart := fs.Bool("restart-runtime", envBool("AGENT_RESTART_RUNTIME"), "restart containerd / rke2 / k3s after changing its config")
+	var inst hostconfig.Install
+	fs.StringVar(&inst.DriverBranch, "install-driver", "", "install this NVIDIA driver branch with the host's package manager")
+	fs.StringVar(&inst.ToolkitVersion, "install-toolkit", "", "install this NVIDIA Container Toolkit version (or latest)")
+	fs.StringVar(&inst.Repo, "package-repo", "", "mirror of NVIDIA's package repositories (NVIDIA's paths kept)")
+	fs.DurationVar(&inst.LockTimeout, "lock-timeout", 5*time.Minute, "how long to wait for a package manager held by another process")
+	bootID := fs.String("boot-id", "", "reboot: the boot to reboot (a host booted since is left alone)")
 	if err := fs.Parse(args[1:]); err != nil {
+		return 2
+	}
+	if k := os.Getenv("AGENT_PACKAGE_KEY"); k != "" {
+		b, err := base64.StdEncoding.DecodeString(k)
+		if err != nil {
+			fmt.Fprintln(stderr, "gpu-node-agent: AGENT_PACKAGE_KEY is not base64:", err)
+			return 2
+		}
+		inst.Key = b
+	}
+	if err := hostconfig.ValidateInstall(inst); err != nil {
+		fmt.Fprintln(stderr, "gpu-node-agent:", err)
 		return 2
 	}
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -61,9 +84,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 	h := &hostconfig.Host{Root: *root}
 	r, err := hostconfig.Run(ctx, h, hostconfig.Options{
 		Mode: rep.Mode(mode), AgentVersion: buildinfo.Version, Node: *node, Arch: runtime.GOARCH,
-		Apply:  hostconfig.ApplyOptions{RestartRuntime: *restart},
-		NVML:   nvmlInfo(h, newNVML),
-		Runner: runner(),
+		Apply:   hostconfig.ApplyOptions{RestartRuntime: *restart},
+		Install: inst,
+		BootID:  *bootID,
+		NVML:    nvmlInfo(h, newNVML),
+		Runner:  runner(),
 	})
 	if r != nil {
 		b, jerr := json.Marshal(r)

@@ -5,14 +5,19 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 
 	"github.com/kubectl-gpu/kubectl-gpu/common/buildinfo"
 	"github.com/kubectl-gpu/kubectl-gpu/common/cliexit"
 	"github.com/kubectl-gpu/kubectl-gpu/common/cluster"
+	"github.com/kubectl-gpu/kubectl-gpu/common/hostconfig"
 	"github.com/kubectl-gpu/kubectl-gpu/common/nodepod"
 	"github.com/kubectl-gpu/kubectl-gpu/common/prep"
 	"github.com/kubectl-gpu/kubectl-gpu/common/report"
@@ -33,6 +38,20 @@ type PrepOptions struct {
 	Timeout             time.Duration
 	Cleanup             bool
 	Output              string
+	// Host packages and the roll (--install-*, --package-*, --reboot).
+	InstallDriver      string
+	InstallToolkit     string
+	PackageRepo        string
+	PackageKey         string
+	Reboot             bool
+	MaxUnavailable     int
+	DrainTimeout       time.Duration
+	RebootTimeout      time.Duration
+	DeleteEmptyDirData bool
+	Force              bool
+
+	install hostconfig.Install
+	changed func(string) bool
 
 	namespace string
 	format    report.Format
@@ -42,7 +61,8 @@ type PrepOptions struct {
 
 // NewPrepOptions returns the defaults.
 func NewPrepOptions(streams genericiooptions.IOStreams) *PrepOptions {
-	return &PrepOptions{Streams: streams, Image: buildinfo.AgentImage(), Timeout: 5 * time.Minute}
+	return &PrepOptions{Streams: streams, Image: buildinfo.AgentImage(), Timeout: 5 * time.Minute,
+		MaxUnavailable: 1, DrainTimeout: 10 * time.Minute, RebootTimeout: 15 * time.Minute, changed: func(string) bool { return false }}
 }
 
 // NewCmdPrep returns `kubectl gpu prep`.
@@ -66,17 +86,43 @@ commands), asks for confirmation (refuses without --yes when not at a terminal),
 them — files written atomically with a backup beside them — and checks again. Container
 runtimes are restarted only with --restart-runtime.
 
+Host packages (with --apply): --install-driver[=BRANCH] installs the NVIDIA driver with the
+host's package manager — on Ubuntu the -server branch with Canonical's signed precompiled
+modules (what ubuntu-drivers --gpgpu picks), on Debian and RHEL-compatible 8/9 from NVIDIA's
+CUDA repository (DKMS, with the kernel headers; refused with Secure Boot on).
+--install-toolkit[=VERSION] installs the NVIDIA Container Toolkit from NVIDIA's
+libnvidia-container repository (signed-by keyring, version pinned when given), then the
+/dev/char links and containerd's nvidia runtime follow. A host that already has a
+repository providing the packages uses it; --package-repo points at a mirror that keeps
+NVIDIA's paths, --package-key at its signing key. The plan shows the repository files and
+keyrings to write and the packages and versions the host's package manager resolved (a dry
+run) before anything is installed; a branch or version the repository does not have stops
+the run at plan time on every node. A node whose driver the GPU Operator manages gets no
+host driver.
+
+--reboot rolls the nodes whose changes need a reboot (a driver, the nouveau blacklist):
+per node cordon, drain by kubectl drain's rules (PodDisruptionBudgets through the eviction
+API, DaemonSet pods left; pods with emptyDir data or no controller refused unless
+--delete-emptydir-data / --force), install, reboot through the host's systemd, wait for a
+new boot ID and Ready, check, uncordon — --max-unavailable nodes at once. The roll stops at
+the first node that fails and leaves it cordoned with the reason; where each node stands is
+written on it (gpu.kubectl-gpu.io/roll), so running the same command again resumes.
+Control-plane nodes are rolled only when named.
+
 Nodes: the named ones, -l, --all, or by default the nodes that look like GPU nodes.
 Up to 100 nodes run the read-only check (or plan) at once: the pods are small (10m CPU,
 32 MiB) and read only; --apply changes 10 nodes at once. --parallel sets both.
 
 Ctrl-C before every node has reported: exit 130, nothing on stdout. After: the report is
 printed with its own exit code. Either way the Jobs are removed first.
-Exit codes: 0 every node ready; 1 a node is not ready; 2 bad input; 130 interrupted.`,
+Exit codes: 0 every node ready; 1 a node is not ready (or a plan or roll failed); 2 bad
+input; 130 interrupted.`,
 		Example: `  kubectl gpu prep
   kubectl gpu prep gpu-node-1 gpu-node-2 -o wide
   kubectl gpu prep --all --apply
   kubectl gpu prep -l pool=gpu --apply --yes --restart-runtime
+  kubectl gpu prep --all --apply --install-toolkit=1.17.8 --restart-runtime
+  kubectl gpu prep -l pool=gpu --apply --install-driver=580 --reboot --max-unavailable 2
   kubectl gpu prep --cleanup`,
 		ValidArgsFunction: completion.GPUNodeNames(f),
 		SilenceUsage:      true,
@@ -102,6 +148,19 @@ Exit codes: 0 every node ready; 1 a node is not ready; 2 bad input; 130 interrup
 	fl.DurationVar(&o.Timeout, "timeout", o.Timeout, "time for each phase (check, plan, apply)")
 	fl.BoolVar(&o.Cleanup, "cleanup", false, "remove prep Jobs left by earlier runs, and do nothing else")
 	fl.StringVarP(&o.Output, "output", "o", "", "output format: table, wide, json or yaml")
+	fl.StringVar(&o.InstallDriver, "install-driver", "", "with --apply: install the NVIDIA driver BRANCH on the host (default branch "+hostconfig.DefaultDriverBranch+")")
+	fl.Lookup("install-driver").NoOptDefVal = hostconfig.DefaultDriverBranch
+	fl.StringVar(&o.InstallToolkit, "install-toolkit", "", "with --apply: install the NVIDIA Container Toolkit VERSION on the host (default: the repository's latest)")
+	fl.Lookup("install-toolkit").NoOptDefVal = hostconfig.ToolkitLatest
+	fl.StringVar(&o.PackageRepo, "package-repo", "", "mirror of NVIDIA's package repositories, NVIDIA's paths kept (air-gapped clusters)")
+	fl.StringVar(&o.PackageKey, "package-key", "", "file with the package repositories' OpenPGP signing key (default: the key published beside them)")
+	fl.BoolVar(&o.Reboot, "reboot", false, "with --apply: cordon, drain, reboot and uncordon the nodes whose changes need a reboot, one slot at a time")
+	fl.IntVar(&o.MaxUnavailable, "max-unavailable", o.MaxUnavailable, "with --reboot: nodes out at once")
+	fl.DurationVar(&o.DrainTimeout, "drain-timeout", o.DrainTimeout, "with --reboot: time to drain one node (0: no limit)")
+	fl.DurationVar(&o.RebootTimeout, "reboot-timeout", o.RebootTimeout, "with --reboot: time for a node to come back with a new boot ID and Ready")
+	fl.BoolVar(&o.DeleteEmptyDirData, "delete-emptydir-data", false, "with --reboot: drain pods with emptyDir data (the data is lost)")
+	fl.BoolVar(&o.Force, "force", false, "with --reboot: drain pods that no controller recreates")
+	o.changed = func(name string) bool { return cmd.Flags().Changed(name) }
 	return cmd
 }
 
@@ -128,14 +187,43 @@ func (o *PrepOptions) Validate() error {
 		return cliexit.Usagef("--yes, --restart-runtime and --untaint-control-plane only go with --apply")
 	case len(o.Names) > 0 && o.All:
 		return cliexit.Usagef("name nodes or pass --all, not both")
+	case !o.Apply && (o.InstallDriver != "" || o.InstallToolkit != "" || o.Reboot):
+		return cliexit.Usagef("--install-driver, --install-toolkit and --reboot change nodes: they only go with --apply")
+	case (o.PackageRepo != "" || o.PackageKey != "") && o.InstallDriver == "" && o.InstallToolkit == "":
+		return cliexit.Usagef("--package-repo and --package-key only go with --install-driver or --install-toolkit")
+	case !o.Reboot && (o.changed("max-unavailable") || o.changed("drain-timeout") || o.changed("reboot-timeout") || o.DeleteEmptyDirData || o.Force):
+		return cliexit.Usagef("--max-unavailable, --drain-timeout, --reboot-timeout, --delete-emptydir-data and --force only go with --reboot")
+	case o.MaxUnavailable < 1:
+		return cliexit.Usagef("--max-unavailable must be at least 1")
+	case o.DrainTimeout < 0 || o.RebootTimeout <= 0:
+		return cliexit.Usagef("--drain-timeout must not be negative and --reboot-timeout must be positive")
 	}
+	o.install = hostconfig.Install{DriverBranch: o.InstallDriver, ToolkitVersion: o.InstallToolkit, Repo: o.PackageRepo}
+	if o.PackageKey != "" {
+		b, err := os.ReadFile(o.PackageKey)
+		if err != nil {
+			return cliexit.Usagef("--package-key: %v", err)
+		}
+		o.install.Key = b
+	}
+	if err := hostconfig.ValidateInstall(o.install); err != nil {
+		return cliexit.Usagef("%v", err)
+	}
+	if o.install.Any() && !o.changed("timeout") {
+		o.Timeout = 20 * time.Minute // a DKMS build alone can take minutes
+	}
+	o.install.LockTimeout = o.Timeout / 4
 	return nil
 }
 
 func (o *PrepOptions) config() *prep.Config {
 	cfg := &prep.Config{Namespace: o.namespace, Names: o.Names, Selector: o.Selector, All: o.All, Image: o.Image,
 		Parallel: o.Parallel, Timeout: o.Timeout, RestartRuntime: o.RestartRuntime,
-		Apply: o.Apply, UntaintControlPlane: o.UntaintControlPlane, PlanOut: o.Streams.ErrOut}
+		Apply: o.Apply, UntaintControlPlane: o.UntaintControlPlane, PlanOut: o.Streams.ErrOut, Install: o.install}
+	if o.Reboot {
+		cfg.Roll = &prep.RollOptions{MaxUnavailable: o.MaxUnavailable, DrainTimeout: o.DrainTimeout, RebootTimeout: o.RebootTimeout,
+			DeleteEmptyDirData: o.DeleteEmptyDirData, Force: o.Force}
+	}
 	cfg.Progress = report.OnTerminal(o.Streams.ErrOut)
 	if !o.Yes {
 		cfg.Confirm = func(question string) error {
@@ -155,7 +243,11 @@ func (o *PrepOptions) Run(ctx context.Context) error {
 	if o.Cleanup {
 		return report.Removed(o.Streams.ErrOut, "prep Jobs", o.namespace)(prep.Cleanup(ctx, cs, o.namespace))
 	}
-	r, err := prep.Run(ctx, cs, o.config())
+	cfg := o.config()
+	if cfg.Roll != nil {
+		cfg.Roll.SelfNode = selfNode(ctx, cs)
+	}
+	r, err := prep.Run(ctx, cs, cfg)
 	if r == nil {
 		return err
 	}
@@ -187,4 +279,22 @@ func (o *PrepOptions) print(r *prep.Report, annotateErr error) error {
 		return cliexit.Silent{Code: cliexit.Failures}
 	}
 	return nil
+}
+
+// selfNode is the node of the pod this command runs in ("" outside a cluster, or when the
+// pod cannot be read): the roll drains it only when named.
+func selfNode(ctx context.Context, cs kubernetes.Interface) string {
+	if os.Getenv("KUBERNETES_SERVICE_HOST") == "" {
+		return ""
+	}
+	name, _ := os.Hostname()
+	ns, err := os.ReadFile("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+	if err != nil || name == "" {
+		return ""
+	}
+	p, err := cs.CoreV1().Pods(strings.TrimSpace(string(ns))).Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		return ""
+	}
+	return p.Spec.NodeName
 }

@@ -1,0 +1,443 @@
+package prep
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/cache"
+	watchtools "k8s.io/client-go/tools/watch"
+	"k8s.io/kubectl/pkg/drain"
+
+	"github.com/kubectl-gpu/kubectl-gpu/common/cliexit"
+	"github.com/kubectl-gpu/kubectl-gpu/common/cluster"
+	"github.com/kubectl-gpu/kubectl-gpu/common/flavour"
+	"github.com/kubectl-gpu/kubectl-gpu/common/nodepod"
+	rep "github.com/kubectl-gpu/kubectl-gpu/common/nodereport"
+	"github.com/kubectl-gpu/kubectl-gpu/common/report"
+)
+
+// RollOptions is the rolling drain-and-reboot of --reboot.
+type RollOptions struct {
+	// MaxUnavailable is how many nodes are out (cordoned, drained, rebooting) at once.
+	MaxUnavailable int
+	// DeleteEmptyDirData and Force are kubectl drain's: evict pods with emptyDir data, and
+	// delete pods no controller recreates.
+	DeleteEmptyDirData bool
+	Force              bool
+	// DrainTimeout bounds one node's drain (0: no bound, as kubectl drain).
+	DrainTimeout time.Duration
+	// RebootTimeout bounds the wait for a node to come back with a new boot ID and Ready.
+	RebootTimeout time.Duration
+	// SelfNode is the node this command runs on when it runs in a pod ("" otherwise): it is
+	// drained only when named.
+	SelfNode string
+}
+
+// RollAnnotation holds where a node stands in a roll (JSON, see RollState): a rerun after
+// Ctrl-C, a crash or a failure goes on from there instead of repeating finished steps.
+const RollAnnotation = flavour.AnnotationPrefix + "roll"
+
+// The steps of a node's roll, in order; the annotation holds the last one finished.
+const (
+	PhaseCordoned  = "cordoned"
+	PhaseDrained   = "drained"
+	PhaseInstalled = "installed"
+	PhaseRebooting = "rebooting" // the reboot was asked for
+	PhaseRebooted  = "rebooted"  // back with a new boot ID, Ready
+	PhaseDone      = "done"      // checked ready and uncordoned
+)
+
+var phases = []string{"", PhaseCordoned, PhaseDrained, PhaseInstalled, PhaseRebooting, PhaseRebooted, PhaseDone}
+
+func phaseIndex(p string) int {
+	for i, q := range phases {
+		if q == p {
+			return i
+		}
+	}
+	return 0
+}
+
+// RollState is the roll annotation.
+type RollState struct {
+	Phase string `json:"phase"`
+	// WasCordoned: the node was cordoned before the roll began (it stays cordoned after).
+	WasCordoned bool `json:"wasCordoned,omitempty"`
+	// BootID is the boot the reboot was asked for (the node is back when it differs).
+	BootID string `json:"bootID,omitempty"`
+	Reason string `json:"reason,omitempty"`
+	Error  string `json:"error,omitempty"`
+	Time   string `json:"time"`
+}
+
+// Unfinished tells whether a roll stopped on the node before it was done.
+func (s RollState) Unfinished() bool { return s.Phase != "" && s.Phase != PhaseDone }
+
+// ReadRollState reads a node's roll annotation (the zero state when there is none).
+func ReadRollState(n *corev1.Node) RollState {
+	var s RollState
+	if v, ok := n.Annotations[RollAnnotation]; ok {
+		_ = json.Unmarshal([]byte(v), &s)
+	}
+	return s
+}
+
+// NodeRoll is one node's outcome in a roll.
+type NodeRoll struct {
+	Node string `json:"node"`
+	// Phase is the last step finished ("" not started).
+	Phase string `json:"phase"`
+	// ResumedFrom is the step an earlier run had reached.
+	ResumedFrom string `json:"resumedFrom,omitempty"`
+	Evicted     int    `json:"evicted"`
+	BootID      string `json:"bootID,omitempty"`
+	Error       string `json:"error,omitempty"`
+	Hint        string `json:"hint,omitempty"`
+	Duration    string `json:"duration,omitempty"`
+	// Check is the node's check after the reboot.
+	Check *NodeResult `json:"-"`
+}
+
+// IsControlPlane tells whether a node carries a control-plane role label.
+func IsControlPlane(n *corev1.Node) bool {
+	_, cp := n.Labels["node-role.kubernetes.io/control-plane"]
+	_, master := n.Labels["node-role.kubernetes.io/master"]
+	return cp || master
+}
+
+type roller struct {
+	cs        kubernetes.Interface
+	cfg       *Config
+	o         RollOptions
+	prog      *report.Progress
+	annotator *Annotator
+}
+
+// Roll takes nodes out one slot at a time (at most MaxUnavailable at once, a freed slot
+// starting the next node): cordon, drain by kubectl's rules, apply (install), reboot, wait
+// for a new boot ID and Ready, check, uncordon. It stops starting nodes at the first
+// failure and leaves that node cordoned with the reason; each step is written on the node
+// first, so a rerun resumes. A Ctrl-C returns cliexit.ErrInterrupted once the nodes in
+// flight have stopped (their Jobs removed, their state kept).
+func Roll(ctx context.Context, cs kubernetes.Interface, cfg *Config, nodes []string) ([]NodeRoll, error) {
+	o := *cfg.Roll
+	if o.MaxUnavailable < 1 {
+		o.MaxUnavailable = 1
+	}
+	if o.RebootTimeout <= 0 {
+		o.RebootTimeout = 15 * time.Minute
+	}
+	r := &roller{cs: cs, cfg: cfg, o: o, prog: report.NewProgress(cfg.Progress), annotator: NewAnnotator(ctx, cs)}
+	defer r.prog.End()
+	out := make([]NodeRoll, len(nodes))
+	for i, n := range nodes {
+		out[i] = NodeRoll{Node: n}
+	}
+	sem := make(chan struct{}, o.MaxUnavailable)
+	var failed atomic.Bool
+	var wg sync.WaitGroup
+	var done atomic.Int32
+start:
+	for i, n := range nodes {
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+			break start
+		}
+		if failed.Load() || ctx.Err() != nil {
+			<-sem
+			break
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			out[i] = r.node(ctx, n)
+			if out[i].Error != "" {
+				failed.Store(true)
+			}
+			r.prog.Count(fmt.Sprintf("roll: %d/%d nodes done", done.Add(1), len(nodes)))
+		}()
+	}
+	wg.Wait()
+	annErr := r.annotator.Wait()
+	if ctx.Err() != nil {
+		return out, cliexit.ErrInterrupted
+	}
+	return out, annErr
+}
+
+// step records a finished step on the node (outliving a Ctrl-C).
+func (r *roller) record(ctx context.Context, node string, st *RollState, extra map[string]any) error {
+	st.Time = time.Now().UTC().Format(time.RFC3339)
+	b, _ := json.Marshal(st)
+	patch := map[string]any{"metadata": map[string]any{"annotations": map[string]any{RollAnnotation: string(b)}}}
+	for k, v := range extra {
+		patch[k] = v
+	}
+	pb, _ := json.Marshal(patch)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+	defer cancel()
+	err := nodepod.Retry(ctx, func(ctx context.Context) error {
+		_, err := r.cs.CoreV1().Nodes().Patch(ctx, node, types.MergePatchType, pb, metav1.PatchOptions{})
+		return err
+	})
+	if err != nil {
+		return cluster.APIError("record the roll on node "+node, err)
+	}
+	return nil
+}
+
+func (r *roller) node(ctx context.Context, name string) (res NodeRoll) {
+	start := time.Now()
+	res = NodeRoll{Node: name}
+	defer func() { res.Duration = time.Since(start).Round(time.Second).String() }()
+	n, err := r.cs.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		res.Error = cluster.APIError("get node "+name, err).Error()
+		return res
+	}
+	st := ReadRollState(n)
+	if st.Unfinished() {
+		res.ResumedFrom = st.Phase
+		st.Error = ""
+	} else {
+		st = RollState{WasCordoned: n.Spec.Unschedulable}
+	}
+	say := func(what string) { r.prog.Node(name + ": " + what) }
+	fail := func(msg, hint string) NodeRoll {
+		if ctx.Err() != nil {
+			res.Error = "interrupted"
+			return res
+		}
+		st.Error = msg
+		_ = r.record(ctx, name, &st, nil)
+		res.Phase, res.Error = st.Phase, msg
+		res.Hint = hint + "; the node stays cordoned: fix it, then run the same command again to resume (it goes on from " + orStart(st.Phase) + ")"
+		say("failed: " + msg)
+		return res
+	}
+	next := func(phase string, extra map[string]any) error {
+		st.Phase = phase
+		res.Phase = phase
+		say(phase)
+		return r.record(ctx, name, &st, extra)
+	}
+	if phaseIndex(st.Phase) < phaseIndex(PhaseCordoned) {
+		// The cordon and the state are one patch: a crash cannot leave a cordon the roll
+		// does not know it made.
+		if err := next(PhaseCordoned, map[string]any{"spec": map[string]any{"unschedulable": true}}); err != nil {
+			return fail(err.Error(), "check your permission to patch nodes")
+		}
+	}
+	if phaseIndex(st.Phase) < phaseIndex(PhaseDrained) {
+		evicted, err := r.drain(ctx, name)
+		res.Evicted = evicted
+		if err != nil {
+			return fail("drain: "+oneLine(err.Error()), "kubectl drain's rules apply: --delete-emptydir-data, --force and --drain-timeout are its flags")
+		}
+		if err := next(PhaseDrained, nil); err != nil {
+			return fail(err.Error(), "")
+		}
+	}
+	if phaseIndex(st.Phase) < phaseIndex(PhaseInstalled) {
+		nr, err := r.agent(ctx, name, rep.ModeApply)
+		if err != nil {
+			return fail(err.Error(), nr.Hint)
+		}
+		if nr.Report != nil && nr.Report.Reboot != "" {
+			st.Reason = nr.Report.Reboot
+		}
+		if err := next(PhaseInstalled, nil); err != nil {
+			return fail(err.Error(), "")
+		}
+	}
+	if phaseIndex(st.Phase) < phaseIndex(PhaseRebooted) {
+		n, err := r.cs.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return fail(cluster.APIError("get node "+name, err).Error(), "")
+		}
+		// A node resumed while rebooting may have come back already; one that has not is
+		// asked again (the agent reboots only the boot it is given).
+		if st.Phase != PhaseRebooting || n.Status.NodeInfo.BootID == st.BootID {
+			st.BootID = n.Status.NodeInfo.BootID
+			if err := next(PhaseRebooting, nil); err != nil {
+				return fail(err.Error(), "")
+			}
+			c := *r.cfg
+			c.bootIDs = map[string]string{name: st.BootID}
+			if nr, err := r.agentWith(ctx, &c, name, rep.ModeReboot); err != nil {
+				return fail(err.Error(), nr.Hint)
+			}
+		}
+		boot, err := r.waitBoot(ctx, name, st.BootID)
+		if err != nil {
+			return fail(err.Error(), "the node did not come back: look at its console; when it is back and Ready, run again")
+		}
+		res.BootID = boot
+		if err := next(PhaseRebooted, nil); err != nil {
+			return fail(err.Error(), "")
+		}
+	}
+	nr, err := r.agent(ctx, name, rep.ModeCheck)
+	res.Check = &nr
+	if err != nil {
+		return fail(err.Error(), nr.Hint)
+	}
+	if !nr.Ready() {
+		return fail("back after the reboot, but not ready: "+failedChecks(nr.Report), "see its checks below (kubectl gpu prep "+name+")")
+	}
+	var extra map[string]any
+	if !st.WasCordoned {
+		extra = map[string]any{"spec": map[string]any{"unschedulable": nil}}
+	}
+	st.BootID, st.Reason = "", ""
+	if err := next(PhaseDone, extra); err != nil {
+		return fail(err.Error(), "")
+	}
+	return res
+}
+
+func orStart(p string) string {
+	if p == "" {
+		return "the start"
+	}
+	return "after " + p
+}
+
+func failedChecks(r *rep.Report) string {
+	var ids []string
+	for _, c := range r.Checks {
+		if c.Status == rep.Fail {
+			ids = append(ids, c.ID+" ("+c.Message+")")
+		}
+	}
+	return strings.Join(ids, ", ")
+}
+
+// agent runs the agent on one node in mode and returns its result; a node without a
+// report, or whose agent stopped, is an error.
+func (r *roller) agent(ctx context.Context, node string, mode rep.Mode) (NodeResult, error) {
+	return r.agentWith(ctx, r.cfg, node, mode)
+}
+
+func (r *roller) agentWith(ctx context.Context, cfg *Config, node string, mode rep.Mode) (NodeResult, error) {
+	c := *cfg
+	c.Parallel, c.Progress, c.OnReport = 1, nil, r.annotator.Add
+	if mode == rep.ModeReboot {
+		c.OnReport = nil
+	}
+	res, err := RunAgents(ctx, r.cs, &c, []string{node}, mode)
+	if err != nil {
+		return NodeResult{}, err
+	}
+	nr := res[0]
+	if nr.Error != "" {
+		return nr, fmt.Errorf("%s: %s", mode, nr.Error)
+	}
+	return nr, nil
+}
+
+// drain evicts the node's pods by kubectl drain's rules: DaemonSet pods stay, pods with
+// emptyDir data and pods without a controller are refused unless DeleteEmptyDirData /
+// Force, PodDisruptionBudgets are honoured through the eviction API (a blocked eviction
+// is retried until the drain timeout). kubectl gpu's own pods are left alone.
+func (r *roller) drain(ctx context.Context, node string) (int, error) {
+	var evicted atomic.Int32
+	h := &drain.Helper{
+		Ctx: ctx, Client: r.cs, Force: r.o.Force, GracePeriodSeconds: -1, IgnoreAllDaemonSets: true,
+		DeleteEmptyDirData: r.o.DeleteEmptyDirData, Timeout: r.o.DrainTimeout, Out: io.Discard, ErrOut: io.Discard,
+		AdditionalFilters: []drain.PodFilter{func(p corev1.Pod) drain.PodDeleteStatus {
+			if p.Labels[nodepod.LabelManagedBy] == nodepod.ManagedBy {
+				return drain.MakePodDeleteStatusSkip()
+			}
+			return drain.MakePodDeleteStatusOkay()
+		}},
+		OnPodDeletionOrEvictionFinished: func(_ *corev1.Pod, _ bool, err error) {
+			if err == nil {
+				evicted.Add(1)
+			}
+		},
+	}
+	list, errs := h.GetPodsForDeletion(node)
+	if len(errs) > 0 {
+		return 0, errors.Join(errs...)
+	}
+	if pods := list.Pods(); len(pods) > 0 {
+		if err := h.DeleteOrEvictPods(pods); err != nil {
+			return int(evicted.Load()), err
+		}
+	}
+	return int(evicted.Load()), nil
+}
+
+// waitBoot waits for the node to report a boot ID other than old, and Ready.
+func (r *roller) waitBoot(ctx context.Context, node, old string) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, r.o.RebootTimeout)
+	defer cancel()
+	sel := fields.OneTermEqualSelector("metadata.name", node).String()
+	lw := &cache.ListWatch{
+		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+			o.FieldSelector = sel
+			return r.cs.CoreV1().Nodes().List(ctx, o)
+		},
+		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+			o.FieldSelector = sel
+			return r.cs.CoreV1().Nodes().Watch(ctx, o)
+		},
+	}
+	var boot string
+	_, err := watchtools.UntilWithSync(ctx, lw, &corev1.Node{}, nil, func(e watch.Event) (bool, error) {
+		n, ok := e.Object.(*corev1.Node)
+		if !ok || n.Status.NodeInfo.BootID == old || n.Status.NodeInfo.BootID == "" || !nodeReady(n) {
+			return false, nil
+		}
+		boot = n.Status.NodeInfo.BootID
+		return true, nil
+	})
+	if err != nil {
+		if ctx.Err() != nil && errors.Is(context.Cause(ctx), context.DeadlineExceeded) {
+			return "", fmt.Errorf("not back with a new boot ID and Ready within %s", r.o.RebootTimeout)
+		}
+		return "", err
+	}
+	return boot, nil
+}
+
+func nodeReady(n *corev1.Node) bool {
+	for _, c := range n.Status.Conditions {
+		if c.Type == corev1.NodeReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
+
+// RollNodes picks, among the planned nodes, those the roll takes: a node whose changes
+// need a reboot, and a node an earlier roll left unfinished.
+func RollNodes(plan []NodeResult, nodes map[string]*corev1.Node) []string {
+	var out []string
+	for _, p := range plan {
+		n := nodes[p.Node]
+		if p.Report != nil && p.Report.Reboot != "" || n != nil && ReadRollState(n).Unfinished() {
+			out = append(out, p.Node)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
