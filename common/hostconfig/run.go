@@ -201,7 +201,13 @@ func requestReboot(ctx context.Context, r *rep.Report, o Options) error {
 	case r.BootID != o.BootID:
 		c.Note = "not run: the host has booted since (boot " + r.BootID + ", asked for " + o.BootID + ")"
 	default:
-		if _, err := o.Runner.Run(ctx, RebootCommand...); err != nil {
+		out, err := o.Runner.Run(ctx, RebootCommand...)
+		if err != nil && strings.Contains(out, "already exists") {
+			// The timer of an earlier request is still pending: the reboot is on its way.
+			c.Done, c.Note = true, "a reboot was already asked for"
+			break
+		}
+		if err != nil {
 			c.Error = err.Error()
 			r.Changes = []rep.Change{c}
 			return fmt.Errorf("ask the host to reboot: %w", err)

@@ -80,7 +80,9 @@ type RollState struct {
 	WasCordoned bool `json:"wasCordoned,omitempty"`
 	// BootID is the boot the reboot was asked for (the node is back when it differs).
 	BootID string `json:"bootID,omitempty"`
-	Reason string `json:"reason,omitempty"`
+	// Requested: the agent said the host accepted the reboot.
+	Requested bool   `json:"requested,omitempty"`
+	Reason    string `json:"reason,omitempty"`
 	Error  string `json:"error,omitempty"`
 	Time   string `json:"time"`
 }
@@ -272,17 +274,30 @@ func (r *roller) node(ctx context.Context, name string) (res NodeRoll) {
 		if err != nil {
 			return fail(cluster.APIError("get node "+name, err).Error(), "")
 		}
-		// A node resumed while rebooting may have come back already; one that has not is
-		// asked again (the agent reboots only the boot it is given).
-		if st.Phase != PhaseRebooting || n.Status.NodeInfo.BootID == st.BootID {
-			st.BootID = n.Status.NodeInfo.BootID
+		// A node resumed while rebooting is waited for when its host accepted the reboot;
+		// otherwise it is asked (again): the agent reboots only the boot it is given, and
+		// a reboot already on its way is not asked twice.
+		if st.Phase != PhaseRebooting || !st.Requested && n.Status.NodeInfo.BootID == st.BootID {
+			st.BootID, st.Requested = n.Status.NodeInfo.BootID, false
 			if err := next(PhaseRebooting, nil); err != nil {
 				return fail(err.Error(), "")
 			}
 			c := *r.cfg
 			c.bootIDs = map[string]string{name: st.BootID}
-			if nr, err := r.agentWith(ctx, &c, name, rep.ModeReboot); err != nil {
-				return fail(err.Error(), nr.Hint)
+			nr, err := r.agentWith(ctx, &c, name, rep.ModeReboot)
+			switch {
+			case ctx.Err() != nil:
+				return fail("interrupted", "")
+			case err != nil && nr.Report != nil:
+				return fail(err.Error(), nr.Hint) // the agent said the host refused
+			case err != nil:
+				// No report: the host may be going down already (its log goes with it).
+				// The wait below tells.
+				say("no answer from the reboot pod (" + oneLine(err.Error()) + "): waiting for the node to come back")
+			}
+			st.Requested = err == nil
+			if err := r.record(ctx, name, &st, nil); err != nil {
+				return fail(err.Error(), "")
 			}
 		}
 		boot, err := r.waitBoot(ctx, name, st.BootID)
@@ -306,7 +321,7 @@ func (r *roller) node(ctx context.Context, name string) (res NodeRoll) {
 	if !st.WasCordoned {
 		extra = map[string]any{"spec": map[string]any{"unschedulable": nil}}
 	}
-	st.BootID, st.Reason = "", ""
+	st.BootID, st.Reason, st.Requested = "", "", false
 	if err := next(PhaseDone, extra); err != nil {
 		return fail(err.Error(), "")
 	}

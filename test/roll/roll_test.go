@@ -1,0 +1,513 @@
+// Package roll tests `kubectl gpu prep --apply --reboot` on the local control plane: the
+// cordon, kubectl drain's rules through the real eviction API and disruption controller,
+// the Jobs, the resume annotations and the slots are real; the nodes are kwok's, their node
+// agent reports and their reboots simulated (hack/simnodes RollSim: a nouveau blacklist
+// that needs a reboot; NotReady, then a new boot ID and Ready).
+package roll
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/utils/ptr"
+
+	"github.com/kubectl-gpu/kubectl-gpu/common/nodepod"
+	"github.com/kubectl-gpu/kubectl-gpu/common/prep"
+	"github.com/kubectl-gpu/kubectl-gpu/hack/localcluster"
+	"github.com/kubectl-gpu/kubectl-gpu/hack/simnodes"
+	"github.com/kubectl-gpu/kubectl-gpu/test/harness"
+)
+
+var (
+	env *harness.Env
+	sim *simnodes.RollSim
+)
+
+const apps = "apps"
+
+func TestMain(m *testing.M) {
+	os.Exit(harness.MainWith(m, &env, func(ctx context.Context, e *harness.Env) (string, error) {
+		if _, err := e.Cluster.AddNodes(ctx, localcluster.NodeSpec{Profile: "a100", Prefix: "roll", Count: 6}); err != nil {
+			return "", err
+		}
+		var err error
+		sim, err = simnodes.SimulateRoll(context.Background(), e.Cluster, 2*time.Second)
+		return "", err
+	}))
+}
+
+func rollNodes(n ...int) []string {
+	var out []string
+	for _, i := range n {
+		out = append(out, fmt.Sprintf("roll-%d", i))
+	}
+	return out
+}
+
+// workloads: a Deployment of 4 under a PodDisruptionBudget of 3 on the roll nodes, a
+// DaemonSet, a pod with emptyDir data (roll-1) and a bare pod (roll-2).
+func workloads(t *testing.T, ctx context.Context) {
+	t.Helper()
+	cs := env.Cluster.Client
+	_, _ = cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: apps}}, metav1.CreateOptions{})
+	tol := []corev1.Toleration{{Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoSchedule, Key: "kwok.x-k8s.io/node"}}
+	onRoll := &corev1.Affinity{NodeAffinity: &corev1.NodeAffinity{RequiredDuringSchedulingIgnoredDuringExecution: &corev1.NodeSelector{
+		NodeSelectorTerms: []corev1.NodeSelectorTerm{{MatchExpressions: []corev1.NodeSelectorRequirement{{Key: "kubernetes.io/hostname", Operator: corev1.NodeSelectorOpIn, Values: rollNodes(0, 1, 2, 3, 4, 5)}}}}}}}
+	pod := func(labels map[string]string) corev1.PodTemplateSpec {
+		return corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels}, Spec: corev1.PodSpec{
+			Tolerations: tol, Affinity: onRoll, Containers: []corev1.Container{{Name: "c", Image: "registry.k8s.io/pause:3.10"}}}}
+	}
+	web := map[string]string{"app": "web"}
+	must := func(_ any, err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(cs.AppsV1().Deployments(apps).Create(ctx, &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: "web"}, Spec: appsv1.DeploymentSpec{
+		Replicas: ptr.To[int32](4), Selector: &metav1.LabelSelector{MatchLabels: web}, Template: pod(web)}}, metav1.CreateOptions{}))
+	must(cs.PolicyV1().PodDisruptionBudgets(apps).Create(ctx, &policyv1.PodDisruptionBudget{ObjectMeta: metav1.ObjectMeta{Name: "web"}, Spec: policyv1.PodDisruptionBudgetSpec{
+		MinAvailable: ptr.To(intstr.FromInt32(3)), Selector: &metav1.LabelSelector{MatchLabels: web}}}, metav1.CreateOptions{}))
+	ds := map[string]string{"app": "node-exporter"}
+	must(cs.AppsV1().DaemonSets(apps).Create(ctx, &appsv1.DaemonSet{ObjectMeta: metav1.ObjectMeta{Name: "node-exporter"}, Spec: appsv1.DaemonSetSpec{
+		Selector: &metav1.LabelSelector{MatchLabels: ds}, Template: pod(ds)}}, metav1.CreateOptions{}))
+	cache := map[string]string{"app": "cache"}
+	ct := pod(cache)
+	ct.Spec.Affinity = nil
+	ct.Spec.NodeSelector = map[string]string{"kubernetes.io/hostname": "roll-1"}
+	ct.Spec.Volumes = []corev1.Volume{{Name: "scratch", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}}
+	must(cs.AppsV1().Deployments(apps).Create(ctx, &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: "cache"}, Spec: appsv1.DeploymentSpec{
+		Replicas: ptr.To[int32](1), Selector: &metav1.LabelSelector{MatchLabels: cache}, Template: ct}}, metav1.CreateOptions{}))
+	bare := pod(nil)
+	bare.Spec.Affinity = nil
+	bare.Spec.NodeName = "roll-2"
+	must(cs.CoreV1().Pods(apps).Create(ctx, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "bare"}, Spec: bare.Spec}, metav1.CreateOptions{}))
+	// Everything running before the roll.
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		pods, err := cs.CoreV1().Pods(apps).List(ctx, metav1.ListOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		running := 0
+		for _, p := range pods.Items {
+			if p.Status.Phase == corev1.PodRunning {
+				running++
+			}
+		}
+		if running >= 4+6+1+1 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("only %d of the workloads' pods run", running)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}
+
+// observer watches nodes and the web pods for the whole test and records what must never
+// happen: more roll nodes cordoned at once than allowed, fewer healthy web pods than the
+// budget, a node's steps out of order or uncordoned before a new boot.
+type observer struct {
+	mu          sync.Mutex
+	maxOut      int
+	minHealthy  int
+	phases      map[string][]string
+	bootAtDone  map[string]string
+	bootBefore  map[string]string
+	uncordonBad []string
+	stop        context.CancelFunc
+	done        sync.WaitGroup
+}
+
+func observe(t *testing.T, nodes []string) *observer {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	o := &observer{minHealthy: 1 << 30, phases: map[string][]string{}, bootAtDone: map[string]string{}, bootBefore: map[string]string{}, stop: cancel}
+	cs := env.Cluster.Client
+	want := map[string]bool{}
+	for _, n := range nodes {
+		want[n] = true
+	}
+	nw, err := cs.CoreV1().Nodes().Watch(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pw, err := cs.CoreV1().Pods(apps).Watch(ctx, metav1.ListOptions{LabelSelector: "app=web"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cordoned := map[string]bool{}
+	healthy := map[string]bool{}
+	o.done.Add(2)
+	go func() {
+		defer o.done.Done()
+		for e := range nw.ResultChan() {
+			n, ok := e.Object.(*corev1.Node)
+			if !ok || !want[n.Name] {
+				continue
+			}
+			o.mu.Lock()
+			if _, seen := o.bootBefore[n.Name]; !seen {
+				o.bootBefore[n.Name] = n.Status.NodeInfo.BootID
+			}
+			was := cordoned[n.Name]
+			cordoned[n.Name] = n.Spec.Unschedulable
+			out := 0
+			for _, c := range cordoned {
+				if c {
+					out++
+				}
+			}
+			o.maxOut = max(o.maxOut, out)
+			st := prep.ReadRollState(n)
+			if ph := o.phases[n.Name]; st.Phase != "" && (len(ph) == 0 || ph[len(ph)-1] != st.Phase) {
+				o.phases[n.Name] = append(ph, st.Phase)
+			}
+			if was && !n.Spec.Unschedulable {
+				if st.Phase != prep.PhaseDone || n.Status.NodeInfo.BootID == o.bootBefore[n.Name] {
+					o.uncordonBad = append(o.uncordonBad, fmt.Sprintf("%s uncordoned at phase %q, boot %q", n.Name, st.Phase, n.Status.NodeInfo.BootID))
+				}
+				o.bootBefore[n.Name] = n.Status.NodeInfo.BootID
+			}
+			o.mu.Unlock()
+		}
+	}()
+	go func() {
+		defer o.done.Done()
+		started := false
+		for e := range pw.ResultChan() {
+			p, ok := e.Object.(*corev1.Pod)
+			if !ok {
+				continue
+			}
+			o.mu.Lock()
+			healthy[p.Name] = e.Type != watch.Deleted && p.DeletionTimestamp == nil && podReady(p)
+			n := 0
+			for _, h := range healthy {
+				if h {
+					n++
+				}
+			}
+			if n >= 4 {
+				started = true
+			}
+			if started {
+				o.minHealthy = min(o.minHealthy, n)
+			}
+			o.mu.Unlock()
+		}
+	}()
+	return o
+}
+
+func (o *observer) close() { o.stop(); o.done.Wait() }
+
+func podReady(p *corev1.Pod) bool {
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
+
+func (o *observer) check(t *testing.T, maxOut int) {
+	t.Helper()
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	t.Logf("observed: at most %d nodes out, at least %d of 4 web pods healthy, steps %v", o.maxOut, o.minHealthy, o.phases)
+	if o.maxOut > maxOut {
+		t.Errorf("%d roll nodes were out at once, --max-unavailable %d", o.maxOut, maxOut)
+	}
+	if o.minHealthy < 3 {
+		t.Errorf("the PodDisruptionBudget (3 of 4 web pods) was broken: %d healthy at one point", o.minHealthy)
+	}
+	for _, b := range o.uncordonBad {
+		t.Error(b)
+	}
+	order := map[string]int{}
+	for i, p := range []string{prep.PhaseCordoned, prep.PhaseDrained, prep.PhaseInstalled, prep.PhaseRebooting, prep.PhaseRebooted, prep.PhaseDone} {
+		order[p] = i
+	}
+	for n, ph := range o.phases {
+		for i := 1; i < len(ph); i++ {
+			if order[ph[i]] < order[ph[i-1]] && ph[i] != prep.PhaseCordoned {
+				t.Errorf("%s: steps out of order: %v", n, ph)
+			}
+		}
+	}
+}
+
+func nodeState(t *testing.T, name string) (*corev1.Node, prep.RollState) {
+	t.Helper()
+	n, err := env.Cluster.Client.CoreV1().Nodes().Get(context.Background(), name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n, prep.ReadRollState(n)
+}
+
+func noPrepJobs(t *testing.T) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		jobs, _ := env.Cluster.Client.BatchV1().Jobs(nodepod.DefaultNamespace).List(context.Background(), metav1.ListOptions{LabelSelector: nodepod.Selector(prep.Component)})
+		pods, _ := env.Cluster.Client.CoreV1().Pods(nodepod.DefaultNamespace).List(context.Background(), metav1.ListOptions{LabelSelector: nodepod.Selector(prep.Component)})
+		if jobs != nil && pods != nil && len(jobs.Items) == 0 && len(pods.Items) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("prep Jobs or pods left: %d, %d", len(jobs.Items), len(pods.Items))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+func rollReport(t *testing.T, stdout string) prep.Report {
+	t.Helper()
+	var r prep.Report
+	if err := json.Unmarshal([]byte(stdout), &r); err != nil {
+		t.Fatalf("not a report: %v\n%s", err, stdout)
+	}
+	return r
+}
+
+// TestRoll: the drain refuses a node with emptyDir data, the roll stops there leaving it
+// cordoned and the nodes after it untouched; with kubectl's flags the rerun resumes it and
+// rolls the rest. Budget, slots and order hold throughout.
+func TestRoll(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+	defer cancel()
+	workloads(t, ctx)
+	nodes := rollNodes(0, 1, 2, 3)
+	obs := observe(t, nodes)
+	defer obs.close()
+	dsBefore := dsPods(t, ctx)
+
+	args := append([]string{"prep"}, nodes...)
+	args = append(args, "--apply", "--yes", "--reboot", "--max-unavailable", "2", "--drain-timeout", "90s", "-o", "json")
+	r := env.Gpu(ctx, args...)
+	if r.Code != 1 {
+		t.Fatalf("first roll: exit %d, want 1 (roll-1's emptyDir pod refused)\n%s\n%s", r.Code, r.Stdout, r.Stderr)
+	}
+	rep := rollReport(t, r.Stdout)
+	byNode := map[string]prep.NodeRoll{}
+	for _, rl := range rep.Roll {
+		byNode[rl.Node] = rl
+	}
+	if rl := byNode["roll-1"]; !strings.Contains(rl.Error, "--delete-emptydir-data") || rl.Phase != prep.PhaseCordoned || !strings.Contains(rl.Hint, "resume") {
+		t.Errorf("roll-1: %+v; want a drain refusal naming --delete-emptydir-data, left cordoned", rl)
+	}
+	if rl := byNode["roll-0"]; rl.Phase != prep.PhaseDone {
+		t.Errorf("roll-0 (in flight beside roll-1): %+v, want done", rl)
+	}
+	for _, n := range rollNodes(2, 3) {
+		if rl := byNode[n]; rl.Phase != "" {
+			t.Errorf("%s was started after roll-1 failed: %+v", n, rl)
+		}
+		if node, st := nodeState(t, n); node.Spec.Unschedulable || st.Phase != "" {
+			t.Errorf("%s touched: unschedulable %v, state %+v", n, node.Spec.Unschedulable, st)
+		}
+	}
+	if node, st := nodeState(t, "roll-1"); !node.Spec.Unschedulable || st.Phase != prep.PhaseCordoned || st.Error == "" {
+		t.Errorf("roll-1: unschedulable %v, state %+v; want cordoned with the reason", node.Spec.Unschedulable, st)
+	}
+	noPrepJobs(t)
+
+	// The rerun with kubectl's flags resumes roll-1 and rolls roll-2 (bare pod: --force)
+	// and roll-3; roll-0 is done and not rolled again.
+	args = append(args[:len(args)-2], "--delete-emptydir-data", "--force", "-o", "json")
+	r = env.Gpu(ctx, args...)
+	if r.Code != 0 {
+		t.Fatalf("resumed roll: exit %d\n%s\n%s", r.Code, r.Stdout, r.Stderr)
+	}
+	rep = rollReport(t, r.Stdout)
+	rolled := map[string]prep.NodeRoll{}
+	for _, rl := range rep.Roll {
+		rolled[rl.Node] = rl
+	}
+	if _, again := rolled["roll-0"]; again {
+		t.Error("roll-0 rolled again")
+	}
+	if rolled["roll-1"].ResumedFrom != prep.PhaseCordoned {
+		t.Errorf("roll-1 did not resume after cordoned: %+v", rolled["roll-1"])
+	}
+	for _, n := range nodes {
+		node, st := nodeState(t, n)
+		if node.Spec.Unschedulable || st.Phase != prep.PhaseDone || sim.Reboots(n) != 1 {
+			t.Errorf("%s: unschedulable %v, state %+v, rebooted %d times; want uncordoned, done, once", n, node.Spec.Unschedulable, st, sim.Reboots(n))
+		}
+	}
+	if _, err := env.Cluster.Client.CoreV1().Pods(apps).Get(ctx, "bare", metav1.GetOptions{}); err == nil {
+		t.Error("the bare pod was not deleted with --force")
+	}
+	for uid, node := range dsBefore {
+		if after := dsPods(t, ctx); after[uid] != node {
+			t.Errorf("DaemonSet pod %s on %s was evicted", uid, node)
+		}
+	}
+	obs.close()
+	obs.check(t, 2)
+	noPrepJobs(t)
+}
+
+func dsPods(t *testing.T, ctx context.Context) map[string]string {
+	pods, err := env.Cluster.Client.CoreV1().Pods(apps).List(ctx, metav1.ListOptions{LabelSelector: "app=node-exporter"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]string{}
+	for _, p := range pods.Items {
+		if strings.HasPrefix(p.Spec.NodeName, "roll-") {
+			out[string(p.UID)] = p.Spec.NodeName
+		}
+	}
+	return out
+}
+
+// TestRollStopsAtFailure: a node that comes back not ready stops the roll there, cordoned
+// with the reason; once fixed, the rerun resumes it without a second reboot.
+func TestRollStopsAtFailure(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	sim.FailAfterReboot("roll-4", true)
+	args := []string{"prep", "roll-4", "roll-5", "--apply", "--yes", "--reboot", "-o", "json"}
+	r := env.Gpu(ctx, args...)
+	if r.Code != 1 {
+		t.Fatalf("exit %d, want 1\n%s\n%s", r.Code, r.Stdout, r.Stderr)
+	}
+	if node, st := nodeState(t, "roll-4"); !node.Spec.Unschedulable || st.Phase != prep.PhaseRebooted || !strings.Contains(st.Error, "not ready") {
+		t.Errorf("roll-4: unschedulable %v, state %+v; want cordoned after rebooted, with the reason", node.Spec.Unschedulable, st)
+	}
+	if node, st := nodeState(t, "roll-5"); node.Spec.Unschedulable || st.Phase != "" {
+		t.Errorf("roll-5 started after roll-4 failed: %+v", st)
+	}
+	noPrepJobs(t)
+	sim.FailAfterReboot("roll-4", false)
+	if r := env.Gpu(ctx, args...); r.Code != 0 {
+		t.Fatalf("resume: exit %d\n%s\n%s", r.Code, r.Stdout, r.Stderr)
+	}
+	for _, n := range []string{"roll-4", "roll-5"} {
+		if node, st := nodeState(t, n); node.Spec.Unschedulable || st.Phase != prep.PhaseDone || sim.Reboots(n) != 1 {
+			t.Errorf("%s: unschedulable %v, %+v, %d reboots; want done after one reboot", n, node.Spec.Unschedulable, st, sim.Reboots(n))
+		}
+	}
+	noPrepJobs(t)
+}
+
+// TestRollInterrupted: Ctrl-C at random points of a roll; each rerun goes on from where the
+// nodes stand; in the end every node was rebooted exactly once and nothing is left.
+func TestRollInterrupted(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+	defer cancel()
+	sim.Reset()
+	nodes := rollNodes(0, 1, 2, 3)
+	obs := observe(t, nodes)
+	defer obs.close()
+	args := append(append([]string{"gpu", "prep"}, nodes...), "--apply", "--yes", "--reboot", "--max-unavailable", "2", "--delete-emptydir-data", "--force")
+	for i := 0; i < 4; i++ {
+		cmd := env.Command(ctx, args...)
+		var stdout strings.Builder
+		cmd.Stdout = &stdout
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		delay := time.Duration(500+rand.IntN(6000)) * time.Millisecond
+		time.Sleep(delay)
+		_ = cmd.Process.Signal(os.Interrupt)
+		err := cmd.Wait()
+		code := 0
+		if ee, ok := err.(*exec.ExitError); ok {
+			code = ee.ExitCode()
+		}
+		t.Logf("interrupt %d after %s: exit %d", i, delay, code)
+		if code == 130 && stdout.Len() > 0 {
+			t.Errorf("exit 130 with a report on stdout: %q", stdout.String())
+		}
+		if code != 130 && code != 0 {
+			t.Fatalf("interrupted roll: exit %d", code)
+		}
+		noPrepJobs(t)
+		if n := outNow(t, nodes); n > 2 {
+			t.Errorf("%d nodes out after the interrupt", n)
+		}
+	}
+	r := env.Gpu(ctx, args[1:]...)
+	if r.Code != 0 {
+		t.Fatalf("final run: exit %d\n%s\n%s", r.Code, r.Stdout, r.Stderr)
+	}
+	for _, n := range nodes {
+		node, st := nodeState(t, n)
+		if node.Spec.Unschedulable || st.Phase != prep.PhaseDone || sim.Reboots(n) != 1 {
+			t.Errorf("%s: unschedulable %v, %+v, %d reboots; want done after exactly one reboot", n, node.Spec.Unschedulable, st, sim.Reboots(n))
+		}
+	}
+	obs.close()
+	obs.check(t, 2)
+	noPrepJobs(t)
+}
+
+func outNow(t *testing.T, nodes []string) int {
+	n := 0
+	for _, name := range nodes {
+		if node, _ := nodeState(t, name); node.Spec.Unschedulable {
+			n++
+		}
+	}
+	return n
+}
+
+// TestRollRefusals: bad input and a control-plane node not named: one line, exit 2,
+// nothing cordoned.
+func TestRollRefusals(t *testing.T) {
+	ctx := context.Background()
+	cs := env.Cluster.Client
+	patch := []byte(`{"metadata":{"labels":{"node-role.kubernetes.io/control-plane":""}}}`)
+	if _, err := cs.CoreV1().Nodes().Patch(ctx, "roll-5", "application/merge-patch+json", patch, metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	defer cs.CoreV1().Nodes().Patch(ctx, "roll-5", "application/merge-patch+json", []byte(`{"metadata":{"labels":{"node-role.kubernetes.io/control-plane":null}}}`), metav1.PatchOptions{})
+	sim.Reset()
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"prep", "roll-0", "--reboot"}, "only go with --apply"},
+		{[]string{"prep", "roll-0", "--install-driver"}, "only go with --apply"},
+		{[]string{"prep", "roll-0", "--apply", "--reboot", "--max-unavailable", "0"}, "--max-unavailable must be at least 1"},
+		{[]string{"prep", "roll-0", "--apply", "--max-unavailable", "2"}, "only go with --reboot"},
+		{[]string{"prep", "roll-0", "--apply", "--install-driver=latest"}, `driver branch "latest" is not a branch number`},
+		{[]string{"prep", "roll-0", "--apply", "--install-toolkit=1.17"}, `toolkit version "1.17" is not a version`},
+		{[]string{"prep", "roll-0", "--apply", "--install-toolkit", "--package-repo", "mirror.local/nvidia"}, "is not an http(s) URL"},
+		{[]string{"prep", "roll-0", "--apply", "--install-toolkit", "--package-key", "/no/such/key"}, "--package-key"},
+		{[]string{"prep", "-l", "node-role.kubernetes.io/control-plane", "--apply", "--yes", "--reboot"}, "roll-5 is a control-plane node"},
+	} {
+		r := env.Gpu(ctx, tc.args...)
+		lines := strings.Split(strings.TrimRight(r.Stderr, "\n"), "\n")
+		last := lines[len(lines)-1]
+		if r.Code != 2 || r.Stdout != "" || !strings.Contains(last, tc.want) {
+			t.Errorf("%v: exit %d stdout %q stderr %q; want exit 2 and %q", tc.args, r.Code, r.Stdout, r.Stderr, tc.want)
+		}
+	}
+	for _, n := range rollNodes(0, 5) {
+		if node, st := nodeState(t, n); node.Spec.Unschedulable || st.Unfinished() {
+			t.Errorf("%s changed by a refused run: %+v", n, st)
+		}
+	}
+	noPrepJobs(t)
+}
