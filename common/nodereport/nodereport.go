@@ -119,19 +119,19 @@ type Package struct {
 // Report is what the agent prints.
 type Report struct {
 	docmeta.TypeMeta `json:",inline"`
-	SchemaVersion    int     `json:"schemaVersion"`
-	AgentVersion     string  `json:"agentVersion"`
-	Node             string  `json:"node,omitempty"`
-	Mode             Mode    `json:"mode"`
-	OS               string  `json:"os"`
-	Kernel           string  `json:"kernel"`
-	Arch             string  `json:"arch"`
+	SchemaVersion    int    `json:"schemaVersion"`
+	AgentVersion     string `json:"agentVersion"`
+	Node             string `json:"node,omitempty"`
+	Mode             Mode   `json:"mode"`
+	OS               string `json:"os"`
+	Kernel           string `json:"kernel"`
+	Arch             string `json:"arch"`
 	// BootID is the host's boot ID (the kubelet's status.nodeInfo.bootID).
-	BootID string `json:"bootID,omitempty"`
-	Flavour          Flavour `json:"flavour"`
-	DriverVersion    string  `json:"driverVersion,omitempty"`
-	CUDAVersion      string  `json:"cudaVersion,omitempty"`
-	ToolkitVersion   string  `json:"toolkitVersion,omitempty"`
+	BootID         string  `json:"bootID,omitempty"`
+	Flavour        Flavour `json:"flavour"`
+	DriverVersion  string  `json:"driverVersion,omitempty"`
+	CUDAVersion    string  `json:"cudaVersion,omitempty"`
+	ToolkitVersion string  `json:"toolkitVersion,omitempty"`
 	// ContainerdConfigVersion is 2 or 3 (0: not found).
 	ContainerdConfigVersion int      `json:"containerdConfigVersion,omitempty"`
 	NvidiaRuntime           bool     `json:"nvidiaRuntime"`

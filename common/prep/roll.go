@@ -83,8 +83,8 @@ type RollState struct {
 	// Requested: the agent said the host accepted the reboot.
 	Requested bool   `json:"requested,omitempty"`
 	Reason    string `json:"reason,omitempty"`
-	Error  string `json:"error,omitempty"`
-	Time   string `json:"time"`
+	Error     string `json:"error,omitempty"`
+	Time      string `json:"time"`
 }
 
 // Unfinished tells whether a roll stopped on the node before it was done.

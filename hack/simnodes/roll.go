@@ -182,4 +182,3 @@ func (s *RollSim) patchStatus(ctx context.Context, node string, ready corev1.Con
 	}
 	return nil
 }
-

@@ -11,8 +11,8 @@ import (
 
 	"github.com/spf13/cobra"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
+	"k8s.io/client-go/kubernetes"
 
 	"github.com/kubectl-gpu/kubectl-gpu/common/buildinfo"
 	"github.com/kubectl-gpu/kubectl-gpu/common/cliexit"
