@@ -74,6 +74,9 @@ var (
 	versionRE = regexp.MustCompile(`^[0-9]+\.[0-9]+\.[0-9]+(~rc\.[0-9]+)?(-[0-9]+)?$`)
 )
 
+// UnsupportedOS is in the error of a host whose system package installs do not support.
+const UnsupportedOS = "is not supported for package installs"
+
 // SupportedOS names the systems package installs support.
 const SupportedOS = "Ubuntu 20.04/22.04/24.04, Debian 11/12 (apt), RHEL-compatible 8/9 (dnf)"
 
@@ -154,7 +157,7 @@ func (h *Host) distro(arch string) (distro, error) {
 	case (id == "rhel" || strings.Contains(like, " rhel ") || strings.Contains(like, " centos ")) && (major == "8" || major == "9"):
 		return distro{ID: "rhel", Version: major, CUDA: "rhel" + major + "/" + cudaArch}, nil
 	}
-	return distro{}, fmt.Errorf("%s is not supported for package installs (supported: %s)", name, SupportedOS)
+	return distro{}, fmt.Errorf("%s %s (supported: %s)", name, UnsupportedOS, SupportedOS)
 }
 
 // repo is a package repository prep adds: its source file and its signing key.

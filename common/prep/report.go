@@ -193,10 +193,15 @@ func (r *Report) WriteChanges(w io.Writer) int {
 		fmt.Fprintf(w, "\n=== %s\n", n.Node)
 		for _, c := range n.Report.Changes {
 			switch {
+			case c.File != "" && c.Diff == "":
+				fmt.Fprintf(w, "write %s\n", c.File)
 			case c.File != "":
 				fmt.Fprintf(w, "%s", c.Diff)
 			case len(c.Command) > 0:
 				fmt.Fprintf(w, "$ %s\n", strings.Join(c.Command, " "))
+			}
+			if c.Note != "" {
+				fmt.Fprintf(w, "  # %s\n", c.Note)
 			}
 			for _, p := range c.Packages {
 				if p.Replaces != "" {
@@ -204,9 +209,6 @@ func (r *Report) WriteChanges(w io.Writer) int {
 				} else {
 					fmt.Fprintf(w, "  + %s %s\n", p.Name, p.Version)
 				}
-			}
-			if c.Note != "" {
-				fmt.Fprintf(w, "  # %s\n", c.Note)
 			}
 			if c.Note == "" || c.File != "" || len(c.Packages) > 0 {
 				total++

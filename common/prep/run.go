@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"sort"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/kubectl-gpu/kubectl-gpu/common/cliexit"
 	"github.com/kubectl-gpu/kubectl-gpu/common/cluster"
+	"github.com/kubectl-gpu/kubectl-gpu/common/hostconfig"
 	"github.com/kubectl-gpu/kubectl-gpu/common/nodepod"
 	rep "github.com/kubectl-gpu/kubectl-gpu/common/nodereport"
 )
@@ -59,6 +61,11 @@ func Run(ctx context.Context, cs kubernetes.Interface, cfg *Config) (*Report, er
 	}
 	changes := planRep.WriteChanges(out)
 	if cfg.Install.Any() {
+		for _, p := range plan {
+			if strings.Contains(p.Error, hostconfig.UnsupportedOS) {
+				return nil, cliexit.Usagef("node %s: %s; nothing was changed", p.Node, strings.TrimPrefix(p.Error, "the agent stopped: "))
+			}
+		}
 		if bad := planErrors(plan); bad > 0 {
 			return planRep, cliexit.Failuresf("the plan failed on %d node(s) (see above): nothing was installed on any node", bad)
 		}

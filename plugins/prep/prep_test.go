@@ -168,6 +168,16 @@ func TestPrepValidate(t *testing.T) {
 		{"-o", "xml"},
 		{"--parallel", "-1"},
 		{"--timeout", "0s"},
+		{"--reboot"},
+		{"--install-toolkit"},
+		{"--install-driver=r580"},
+		{"--apply", "--install-toolkit=1.17"},
+		{"--apply", "--reboot", "--max-unavailable", "0"},
+		{"--apply", "--max-unavailable", "3"},
+		{"--apply", "--force"},
+		{"--apply", "--package-repo", "https://mirror.example"},
+		{"--apply", "--install-toolkit", "--package-repo", "mirror.example/nvidia"},
+		{"--apply", "--install-toolkit", "--package-key", "/no/such/file"},
 	} {
 		out, _, err := run(t, g, "", args...)
 		if cliexit.Code(err, false) != cliexit.Usage || out != "" {
