@@ -114,6 +114,8 @@ func Plan(h *Host, r *rep.Report, o ApplyOptions) ([]fileEdit, []rep.Change, err
 				note: "rebuild the initramfs (update-initramfs -u, or dracut -f) and reboot for the blacklist to take effect"})
 		}
 	}
+	de, dc := planDevChar(h, r, o)
+	edits, cmds = append(edits, de...), append(cmds, dc...)
 	ce, cc, err := planContainerd(h, r, o)
 	if err != nil {
 		return nil, nil, err

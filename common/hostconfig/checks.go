@@ -60,6 +60,7 @@ func Check(ctx context.Context, h *Host, r *rep.Report, nvml GPUInfo) {
 	checkSecureBoot(h, r)
 	checkHeaders(h, r)
 	checkToolkit(h, r)
+	checkDevChar(h, r)
 	checkContainerd(h, r)
 	checkModules(h, r, mods)
 	checkSysctl(h, r)

@@ -1,14 +1,12 @@
 package hostconfig
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
 	"io"
 	"net/http"
-	"net/url"
 	"os"
 	"path"
 	"regexp"
@@ -16,42 +14,24 @@ import (
 	"strings"
 	"time"
 
-	"github.com/ProtonMail/go-crypto/openpgp"
-	"github.com/ProtonMail/go-crypto/openpgp/armor"
-
 	rep "github.com/kubectl-gpu/kubectl-gpu/common/nodereport"
+	"github.com/kubectl-gpu/kubectl-gpu/common/pkginstall"
 )
 
-// Install says which host packages prep installs: the NVIDIA driver (a branch) and the
-// NVIDIA Container Toolkit (a version). The zero value installs nothing.
-type Install struct {
-	// DriverBranch is the driver branch ("580"); "" installs no driver.
-	DriverBranch string
-	// ToolkitVersion pins the toolkit ("1.17.8" or "1.17.8-1"); "latest" takes the
-	// repository's newest; "" installs no toolkit.
-	ToolkitVersion string
-	// Repo is a mirror that keeps NVIDIA's paths (REPO/libnvidia-container/…,
-	// REPO/compute/cuda/repos/…) in place of nvidia.github.io and
-	// developer.download.nvidia.com; "" uses NVIDIA's.
-	Repo string
-	// Key is the repositories' signing key (armored or binary); nil fetches the key the
-	// repository publishes beside it.
-	Key []byte
-	// LockTimeout is how long a package manager held by another process is waited for.
-	LockTimeout time.Duration
-	// HTTP fetches keys (nil: http.DefaultClient).
-	HTTP *http.Client
-}
+// Install is what --install-driver / --install-toolkit ask for (see package pkginstall,
+// which the plugin shares).
+type Install = pkginstall.Install
 
-// Any tells whether anything is to be installed.
-func (i Install) Any() bool { return i.DriverBranch != "" || i.ToolkitVersion != "" }
+// Names the agent and the tests share with the plugin.
+const (
+	DefaultDriverBranch = pkginstall.DefaultDriverBranch
+	ToolkitLatest       = pkginstall.ToolkitLatest
+	UnsupportedOS       = pkginstall.UnsupportedOS
+	SupportedOS         = pkginstall.SupportedOS
+)
 
-// DefaultDriverBranch is the branch --install-driver takes without one: NVIDIA's current
-// production branch with Ubuntu's signed precompiled -server modules.
-const DefaultDriverBranch = "580"
-
-// ToolkitLatest asks for the repository's newest toolkit.
-const ToolkitLatest = "latest"
+// ValidateInstall checks an Install's branch, version, mirror URL and key.
+var ValidateInstall = pkginstall.Validate
 
 // NVIDIA's package hosts, and the paths a mirror keeps.
 const (
@@ -69,64 +49,7 @@ const (
 	ToolkitKeyringRPM = "/etc/pki/rpm-gpg/RPM-GPG-KEY-nvidia-container-toolkit"
 )
 
-var (
-	branchRE  = regexp.MustCompile(`^[0-9]{3}$`)
-	versionRE = regexp.MustCompile(`^[0-9]+\.[0-9]+\.[0-9]+(~rc\.[0-9]+)?(-[0-9]+)?$`)
-)
-
-// UnsupportedOS is in the error of a host whose system package installs do not support.
-const UnsupportedOS = "is not supported for package installs"
-
-// SupportedOS names the systems package installs support.
-const SupportedOS = "Ubuntu 20.04/22.04/24.04, Debian 11/12 (apt), RHEL-compatible 8/9 (dnf)"
-
-// ValidateInstall checks an Install's branch, version and mirror URL.
-func ValidateInstall(i Install) error {
-	if i.DriverBranch != "" && !branchRE.MatchString(i.DriverBranch) {
-		return fmt.Errorf("driver branch %q is not a branch number such as %s", i.DriverBranch, DefaultDriverBranch)
-	}
-	if i.ToolkitVersion != "" && i.ToolkitVersion != ToolkitLatest && !versionRE.MatchString(i.ToolkitVersion) {
-		return fmt.Errorf("toolkit version %q is not a version such as 1.17.8 or 1.17.8-1 (or %q)", i.ToolkitVersion, ToolkitLatest)
-	}
-	if i.Repo != "" {
-		u, err := url.Parse(i.Repo)
-		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
-			return fmt.Errorf("package mirror %q is not an http(s) URL such as https://mirror.example/nvidia", i.Repo)
-		}
-	}
-	if len(i.Key) > 0 {
-		if _, err := keyring(i.Key); err != nil {
-			return fmt.Errorf("package key: %w", err)
-		}
-	}
-	return nil
-}
-
-// keyInfo is a signing key read from a keyring.
-type keyInfo struct {
-	binary       []byte // dearmored, as gpg --dearmor writes it
-	fingerprints []string
-}
-
-// keyring reads an OpenPGP public key (armored or binary).
-func keyring(b []byte) (keyInfo, error) {
-	var ki keyInfo
-	raw := b
-	if blk, err := armor.Decode(bytes.NewReader(b)); err == nil {
-		if raw, err = io.ReadAll(blk.Body); err != nil {
-			return ki, fmt.Errorf("not an OpenPGP key: %w", err)
-		}
-	}
-	ents, err := openpgp.ReadKeyRing(bytes.NewReader(raw))
-	if err != nil || len(ents) == 0 {
-		return ki, fmt.Errorf("not an OpenPGP public key (armored or binary)")
-	}
-	ki.binary = raw
-	for _, e := range ents {
-		ki.fingerprints = append(ki.fingerprints, strings.ToUpper(hex.EncodeToString(e.PrimaryKey.Fingerprint)))
-	}
-	return ki, nil
-}
+func keyring(b []byte) (pkginstall.Key, error) { return pkginstall.ReadKey(b) }
 
 // distro is what package installs need to know of the host's system.
 type distro struct {
@@ -185,7 +108,7 @@ type pkgStep struct {
 type packagePlan struct {
 	d     distro
 	repos []repo
-	keys  map[string]keyInfo // by repo list path
+	keys  map[string]pkginstall.Key // by repo list path
 	steps []pkgStep
 	// refused is why nothing may be installed (a plan-time refusal).
 	refused string
@@ -212,7 +135,7 @@ func planPackages(h *Host, r *rep.Report, i Install, arch string) (*packagePlan,
 	if err != nil {
 		return nil, err
 	}
-	p := &packagePlan{d: d, keys: map[string]keyInfo{}}
+	p := &packagePlan{d: d, keys: map[string]pkginstall.Key{}}
 	sources := h.aptSources()
 	if !d.Apt {
 		sources = h.yumSources()
@@ -424,9 +347,9 @@ func (p *packagePlan) fileEdits(h *Host) []fileEdit {
 	for _, rp := range p.repos {
 		ki := p.keys[rp.list]
 		oldKey, _ := h.Read(rp.keyPath)
-		if oldKey != string(ki.binary) {
-			out = append(out, fileEdit{check: rp.check, path: rp.keyPath, old: oldKey, content: string(ki.binary), binary: true,
-				note: fmt.Sprintf("%s signing key %s (binary keyring, as gpg --dearmor writes it)", rp.name, strings.Join(ki.fingerprints, ", "))})
+		if oldKey != string(ki.Binary) {
+			out = append(out, fileEdit{check: rp.check, path: rp.keyPath, old: oldKey, content: string(ki.Binary), binary: true,
+				note: fmt.Sprintf("%s signing key %s (binary keyring, as gpg --dearmor writes it)", rp.name, strings.Join(ki.Fingerprints, ", "))})
 		}
 		old, _ := h.Read(rp.list)
 		if c := rp.content(rp.keyPath); c != old {
@@ -467,7 +390,7 @@ func (p *packagePlan) resolve(ctx context.Context, h *Host, run Runner) (map[str
 	for i, rp := range p.repos {
 		replaced[rp.list] = true
 		kp := fmt.Sprintf("%s/keys/%d.gpg", tmp, i)
-		if err := os.WriteFile(h.Path(kp), p.keys[rp.list].binary, 0o644); err != nil {
+		if err := os.WriteFile(h.Path(kp), p.keys[rp.list].Binary, 0o644); err != nil {
 			return nil, fmt.Errorf("plan: %w", err)
 		}
 		if err := os.WriteFile(h.Path(path.Join(tmp, "sources.list.d", path.Base(rp.list))), []byte(rp.content(kp)), 0o644); err != nil {
@@ -554,7 +477,7 @@ func (p *packagePlan) resolveDnf(ctx context.Context, h *Host, run Runner) (map[
 	}
 	for i, rp := range p.repos {
 		kp := fmt.Sprintf("%s/%d.key", tmp, i)
-		if err := os.WriteFile(h.Path(kp), p.keys[rp.list].binary, 0o644); err != nil {
+		if err := os.WriteFile(h.Path(kp), p.keys[rp.list].Binary, 0o644); err != nil {
 			return nil, fmt.Errorf("plan: %w", err)
 		}
 		if err := os.WriteFile(h.Path(path.Join(tmp, path.Base(rp.list))), []byte(rp.content(kp)), 0o644); err != nil {

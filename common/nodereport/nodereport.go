@@ -71,6 +71,7 @@ const (
 	CheckModules       = "kernel.modules"
 	CheckSysctl        = "sysctl"
 	CheckSwap          = "swap"
+	CheckDevChar       = "toolkit.dev-char"
 )
 
 // Check is one finding.

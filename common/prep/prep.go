@@ -21,10 +21,10 @@ import (
 
 	"github.com/kubectl-gpu/kubectl-gpu/common/cliexit"
 	"github.com/kubectl-gpu/kubectl-gpu/common/cluster"
-	"github.com/kubectl-gpu/kubectl-gpu/common/hostconfig"
 	"github.com/kubectl-gpu/kubectl-gpu/common/inventory"
 	"github.com/kubectl-gpu/kubectl-gpu/common/nodepod"
 	rep "github.com/kubectl-gpu/kubectl-gpu/common/nodereport"
+	"github.com/kubectl-gpu/kubectl-gpu/common/pkginstall"
 	"github.com/kubectl-gpu/kubectl-gpu/common/report"
 )
 
@@ -53,7 +53,7 @@ type Config struct {
 	Progress io.Writer
 	// Install names the host packages --apply installs (zero: none); Roll, when set, drains
 	// and reboots the nodes whose changes need a reboot, a few at a time (--reboot).
-	Install hostconfig.Install
+	Install pkginstall.Install
 	Roll    *RollOptions
 	// bootIDs is, in reboot mode, the boot each node's reboot is for.
 	bootIDs map[string]string

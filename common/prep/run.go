@@ -16,9 +16,9 @@ import (
 
 	"github.com/kubectl-gpu/kubectl-gpu/common/cliexit"
 	"github.com/kubectl-gpu/kubectl-gpu/common/cluster"
-	"github.com/kubectl-gpu/kubectl-gpu/common/hostconfig"
 	"github.com/kubectl-gpu/kubectl-gpu/common/nodepod"
 	rep "github.com/kubectl-gpu/kubectl-gpu/common/nodereport"
+	"github.com/kubectl-gpu/kubectl-gpu/common/pkginstall"
 )
 
 // ControlPlaneTaint is the taint --untaint-control-plane removes.
@@ -62,7 +62,7 @@ func Run(ctx context.Context, cs kubernetes.Interface, cfg *Config) (*Report, er
 	changes := planRep.WriteChanges(out)
 	if cfg.Install.Any() {
 		for _, p := range plan {
-			if strings.Contains(p.Error, hostconfig.UnsupportedOS) {
+			if strings.Contains(p.Error, pkginstall.UnsupportedOS) {
 				return nil, cliexit.Usagef("node %s: %s; nothing was changed", p.Node, strings.TrimPrefix(p.Error, "the agent stopped: "))
 			}
 		}

@@ -17,8 +17,8 @@ import (
 	"github.com/kubectl-gpu/kubectl-gpu/common/buildinfo"
 	"github.com/kubectl-gpu/kubectl-gpu/common/cliexit"
 	"github.com/kubectl-gpu/kubectl-gpu/common/cluster"
-	"github.com/kubectl-gpu/kubectl-gpu/common/hostconfig"
 	"github.com/kubectl-gpu/kubectl-gpu/common/nodepod"
+	"github.com/kubectl-gpu/kubectl-gpu/common/pkginstall"
 	"github.com/kubectl-gpu/kubectl-gpu/common/prep"
 	"github.com/kubectl-gpu/kubectl-gpu/common/report"
 	"github.com/kubectl-gpu/kubectl-gpu/plugins/completion"
@@ -50,7 +50,7 @@ type PrepOptions struct {
 	DeleteEmptyDirData bool
 	Force              bool
 
-	install hostconfig.Install
+	install pkginstall.Install
 	changed func(string) bool
 
 	namespace string
@@ -148,10 +148,10 @@ input; 130 interrupted.`,
 	fl.DurationVar(&o.Timeout, "timeout", o.Timeout, "time for each phase (check, plan, apply)")
 	fl.BoolVar(&o.Cleanup, "cleanup", false, "remove prep Jobs left by earlier runs, and do nothing else")
 	fl.StringVarP(&o.Output, "output", "o", "", "output format: table, wide, json or yaml")
-	fl.StringVar(&o.InstallDriver, "install-driver", "", "with --apply: install the NVIDIA driver BRANCH on the host (default branch "+hostconfig.DefaultDriverBranch+")")
-	fl.Lookup("install-driver").NoOptDefVal = hostconfig.DefaultDriverBranch
+	fl.StringVar(&o.InstallDriver, "install-driver", "", "with --apply: install the NVIDIA driver BRANCH on the host (default branch "+pkginstall.DefaultDriverBranch+")")
+	fl.Lookup("install-driver").NoOptDefVal = pkginstall.DefaultDriverBranch
 	fl.StringVar(&o.InstallToolkit, "install-toolkit", "", "with --apply: install the NVIDIA Container Toolkit VERSION on the host (default: the repository's latest)")
-	fl.Lookup("install-toolkit").NoOptDefVal = hostconfig.ToolkitLatest
+	fl.Lookup("install-toolkit").NoOptDefVal = pkginstall.ToolkitLatest
 	fl.StringVar(&o.PackageRepo, "package-repo", "", "mirror of NVIDIA's package repositories, NVIDIA's paths kept (air-gapped clusters)")
 	fl.StringVar(&o.PackageKey, "package-key", "", "file with the package repositories' OpenPGP signing key (default: the key published beside them)")
 	fl.BoolVar(&o.Reboot, "reboot", false, "with --apply: cordon, drain, reboot and uncordon the nodes whose changes need a reboot, one slot at a time")
@@ -198,7 +198,7 @@ func (o *PrepOptions) Validate() error {
 	case o.DrainTimeout < 0 || o.RebootTimeout <= 0:
 		return cliexit.Usagef("--drain-timeout must not be negative and --reboot-timeout must be positive")
 	}
-	o.install = hostconfig.Install{DriverBranch: o.InstallDriver, ToolkitVersion: o.InstallToolkit, Repo: o.PackageRepo}
+	o.install = pkginstall.Install{DriverBranch: o.InstallDriver, ToolkitVersion: o.InstallToolkit, Repo: o.PackageRepo}
 	if o.PackageKey != "" {
 		b, err := os.ReadFile(o.PackageKey)
 		if err != nil {
@@ -206,7 +206,7 @@ func (o *PrepOptions) Validate() error {
 		}
 		o.install.Key = b
 	}
-	if err := hostconfig.ValidateInstall(o.install); err != nil {
+	if err := pkginstall.Validate(o.install); err != nil {
 		return cliexit.Usagef("%v", err)
 	}
 	if o.install.Any() && !o.changed("timeout") {
