@@ -11,6 +11,7 @@ import (
 
 	"github.com/kubectl-gpu/kubectl-gpu/common/hostconfig/fakehost"
 	rep "github.com/kubectl-gpu/kubectl-gpu/common/nodereport"
+	"github.com/kubectl-gpu/kubectl-gpu/common/pkginstall"
 )
 
 // The package-install tests run the real apt-get and dpkg of a Debian bookworm root
@@ -312,3 +313,116 @@ func TestInstallWaitsForTheDpkgLock(t *testing.T) {
 		t.Errorf("installed %q after waiting for the lock", v)
 	}
 }
+
+// TestInstallDriverUbuntuSigned: on Ubuntu the driver comes from the host's own archive
+// (here a stand-in archive the root already trusts): the -server branch with Canonical's
+// signed precompiled modules for the running kernel, so Secure Boot on is fine and no
+// repository file is written.
+func TestInstallDriverUbuntuSigned(t *testing.T) {
+	f := newAptFixture(t)
+	archive := []fakehost.StandIn{
+		{Name: "linux-modules-nvidia-580-server-" + testKernel, Version: "6.1.0-99.1"},
+		{Name: "nvidia-headless-no-dkms-580-server", Version: "580.95.05-0ubuntu0.22.04.1"},
+		{Name: "nvidia-utils-580-server", Version: "580.95.05-0ubuntu0.22.04.1", Files: map[string]string{"/usr/bin/nvidia-smi": "#!/bin/sh\necho 'stand-in nvidia-smi (kubectl-gpu tests)'\n"}},
+	}
+	if err := f.repo.Publish("ubuntu-archive", "ubuntu-archive/key.asc", archive...); err != nil {
+		t.Fatal(err)
+	}
+	key, err := keyring(f.repo.PublicKey())
+	if err != nil {
+		t.Fatal(err)
+	}
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(os.WriteFile(f.host.Path("/usr/share/keyrings/stand-in-archive.gpg"), key.Binary, 0o644))
+	must(os.WriteFile(f.host.Path("/etc/apt/sources.list"), []byte("deb [signed-by=/usr/share/keyrings/stand-in-archive.gpg] "+f.repo.URL()+"/ubuntu-archive /\n"), 0o644))
+	must(os.WriteFile(f.host.Path("/etc/os-release"), []byte("ID=ubuntu\nVERSION_ID=\"22.04\"\nPRETTY_NAME=\"Ubuntu 22.04.5 LTS\"\n"), 0o644))
+	must(os.MkdirAll(f.host.Path("/sys/firmware/efi/efivars"), 0o755))
+	must(os.WriteFile(f.host.Path(secureBootEF), []byte{6, 0, 0, 0, 1}, 0o644))
+
+	plan, err := f.agent(t, ModePlan, Install{DriverBranch: "580"})
+	if err != nil {
+		t.Fatalf("plan: %v", err)
+	}
+	c, ok := installChange(plan, rep.CheckDriver)
+	if !ok || len(c.Packages) != 3 || !strings.Contains(c.Note, "signed precompiled") {
+		t.Fatalf("plan: %+v", plan.Changes)
+	}
+	for _, ch := range plan.Changes {
+		if ch.File != "" && strings.HasPrefix(ch.File, "/etc/apt") {
+			t.Errorf("a repository file planned on a host whose archive has the driver: %s", ch.File)
+		}
+	}
+	if _, err := f.agent(t, ModeApply, Install{DriverBranch: "580"}); err != nil {
+		t.Fatalf("apply: %v", err)
+	}
+	if v := f.host.installedVersion("linux-modules-nvidia-580-server-"+testKernel, true); v != "6.1.0-99.1" {
+		t.Errorf("precompiled modules installed %q", v)
+	}
+}
+
+// TestDnfResolution: on RHEL-compatible hosts the plan asks dnf with --assumeno (no dnf
+// here: its answer is recorded from dnf 4's output) and reads the transaction.
+func TestDnfResolution(t *testing.T) {
+	root := t.TempDir()
+	h := &Host{Root: root}
+	if err := os.MkdirAll(h.Path("/run"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	out := `Last metadata expiration check: 0:00:01 ago on Tue 01 Dec 2026 10:00:00 AM UTC.
+Dependencies resolved.
+================================================================================
+ Package                        Arch    Version    Repository               Size
+================================================================================
+Installing:
+ nvidia-container-toolkit       x86_64  1.17.8-1   nvidia-container-toolkit 1.2 M
+Installing dependencies:
+ libnvidia-container-tools      x86_64  1.17.8-1   nvidia-container-toolkit  40 k
+ libnvidia-container1           x86_64  1.17.8-1   nvidia-container-toolkit 1.0 M
+ nvidia-container-toolkit-base  x86_64  1.17.8-1   nvidia-container-toolkit 5.6 M
+
+Transaction Summary
+================================================================================
+Install  4 Packages
+
+Total download size: 7.8 M
+Installed size: 26 M
+Operation aborted.
+`
+	run := &answering{out: out}
+	p := &packagePlan{d: distro{ID: "rhel", Version: "9"}, keys: map[string]pkginstall.Key{},
+		steps: []pkgStep{{check: rep.CheckToolkit, what: "NVIDIA Container Toolkit 1.17.8", packages: []string{"nvidia-container-toolkit-1.17.8-1"}}}}
+	res, err := p.resolve(context.Background(), h, run)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := res[rep.CheckToolkit]; len(got) != 4 || got[0].Name != "nvidia-container-toolkit" || got[0].Version != "1.17.8-1" {
+		t.Errorf("resolved %+v", got)
+	}
+	if a := strings.Join(run.argv, " "); !strings.Contains(a, "--assumeno") || !strings.Contains(a, "install nvidia-container-toolkit-1.17.8-1") {
+		t.Errorf("dnf asked %q", a)
+	}
+	run.out = "Error: Unable to find a match: nvidia-container-toolkit-9.9.9-1\n"
+	if _, err := p.resolve(context.Background(), h, run); err == nil || !strings.Contains(err.Error(), "Unable to find a match") {
+		t.Errorf("a missing version: %v", err)
+	}
+	if cmds := p.commands(); len(cmds) != 1 || strings.Join(cmds[0], " ") != "dnf -y install nvidia-container-toolkit-1.17.8-1" {
+		t.Errorf("install commands %v", cmds)
+	}
+}
+
+// answering is a Runner that answers every command with out (and records the last).
+type answering struct {
+	out  string
+	argv []string
+}
+
+func (a *answering) Run(_ context.Context, argv ...string) (string, error) {
+	a.argv = argv
+	return a.out, nil
+}
+func (a *answering) Note() string { return "recorded" }
