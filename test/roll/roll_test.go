@@ -12,6 +12,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -20,10 +21,12 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/utils/ptr"
+	"sigs.k8s.io/yaml"
 
 	"github.com/kubectl-gpu/kubectl-gpu/common/nodepod"
 	"github.com/kubectl-gpu/kubectl-gpu/common/prep"
@@ -508,6 +511,48 @@ func TestRollRefusals(t *testing.T) {
 		if node, st := nodeState(t, n); node.Spec.Unschedulable || st.Unfinished() {
 			t.Errorf("%s changed by a refused run: %+v", n, st)
 		}
+	}
+	noPrepJobs(t)
+}
+
+// TestRollLeastPrivilege: a user bound to exactly docs/rbac/prep-reboot.yaml rolls a node
+// carrying a Deployment's pod, a DaemonSet's pod and a bare pod.
+func TestRollLeastPrivilege(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	cs := env.Cluster.Client
+	b, err := os.ReadFile(filepath.Join(harness.RepoRoot(), "docs", "rbac", "prep-reboot.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var role rbacv1.ClusterRole
+	if err := yaml.UnmarshalStrict(b, &role); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cs.RbacV1().ClusterRoles().Create(ctx, &role, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	defer cs.RbacV1().ClusterRoles().Delete(context.WithoutCancel(ctx), role.Name, metav1.DeleteOptions{})
+	binding := &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: role.Name},
+		RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: role.Name},
+		Subjects: []rbacv1.Subject{{Kind: "User", APIGroup: rbacv1.GroupName, Name: "gpu-roller"}}}
+	if _, err := cs.RbacV1().ClusterRoleBindings().Create(ctx, binding, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	defer cs.RbacV1().ClusterRoleBindings().Delete(context.WithoutCancel(ctx), role.Name, metav1.DeleteOptions{})
+	sim.Reset()
+	_, _ = cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: apps}}, metav1.CreateOptions{})
+	bare := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "bare-rbac"}, Spec: corev1.PodSpec{NodeName: "roll-3",
+		Containers: []corev1.Container{{Name: "c", Image: "registry.k8s.io/pause:3.10"}}}}
+	if _, err := cs.CoreV1().Pods(apps).Create(ctx, bare, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	r := env.Gpu(ctx, "prep", "roll-3", "--apply", "--yes", "--reboot", "--force", "--as", "gpu-roller", "-o", "json")
+	if r.Code != 0 {
+		t.Fatalf("as a user with docs/rbac/prep-reboot.yaml: exit %d\n%s", r.Code, r.Stderr)
+	}
+	if node, st := nodeState(t, "roll-3"); node.Spec.Unschedulable || st.Phase != prep.PhaseDone {
+		t.Errorf("roll-3: %+v", st)
 	}
 	noPrepJobs(t)
 }
