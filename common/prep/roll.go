@@ -15,12 +15,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/cache"
-	watchtools "k8s.io/client-go/tools/watch"
 	"k8s.io/kubectl/pkg/drain"
 
 	"github.com/kubectl-gpu/kubectl-gpu/common/cliexit"
@@ -401,37 +397,56 @@ func (r *roller) drain(ctx context.Context, node string) (int, error) {
 	return int(evicted.Load()), nil
 }
 
-// waitBoot waits for the node to report a boot ID other than old, and Ready.
+// waitBoot waits for the node to report a boot ID other than old, and Ready: a get, then
+// a watch of that one node from the get's resource version (watched again when the API
+// server ends it).
 func (r *roller) waitBoot(ctx context.Context, node, old string) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, r.o.RebootTimeout)
 	defer cancel()
+	back := func(n *corev1.Node) bool {
+		return n.Name == node && n.Status.NodeInfo.BootID != old && n.Status.NodeInfo.BootID != "" && nodeReady(n)
+	}
+	timedOut := func() error {
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			return fmt.Errorf("not back with a new boot ID and Ready within %s", r.o.RebootTimeout)
+		}
+		return ctx.Err()
+	}
 	sel := fields.OneTermEqualSelector("metadata.name", node).String()
-	lw := &cache.ListWatch{
-		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
-			o.FieldSelector = sel
-			return r.cs.CoreV1().Nodes().List(ctx, o)
-		},
-		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
-			o.FieldSelector = sel
-			return r.cs.CoreV1().Nodes().Watch(ctx, o)
-		},
-	}
-	var boot string
-	_, err := watchtools.UntilWithSync(ctx, lw, &corev1.Node{}, nil, func(e watch.Event) (bool, error) {
-		n, ok := e.Object.(*corev1.Node)
-		if !ok || n.Status.NodeInfo.BootID == old || n.Status.NodeInfo.BootID == "" || !nodeReady(n) {
-			return false, nil
+	for {
+		n, err := r.cs.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
+		if err != nil {
+			if ctx.Err() != nil {
+				return "", timedOut()
+			}
+			if !nodepod.Transient(err) {
+				return "", cluster.APIError("get node "+node, err)
+			}
+			time.Sleep(time.Second)
+			continue
 		}
-		boot = n.Status.NodeInfo.BootID
-		return true, nil
-	})
-	if err != nil {
-		if ctx.Err() != nil && errors.Is(context.Cause(ctx), context.DeadlineExceeded) {
-			return "", fmt.Errorf("not back with a new boot ID and Ready within %s", r.o.RebootTimeout)
+		if back(n) {
+			return n.Status.NodeInfo.BootID, nil
 		}
-		return "", err
+		w, err := r.cs.CoreV1().Nodes().Watch(ctx, metav1.ListOptions{FieldSelector: sel, ResourceVersion: n.ResourceVersion})
+		if err != nil {
+			if ctx.Err() != nil {
+				return "", timedOut()
+			}
+			time.Sleep(time.Second)
+			continue
+		}
+		for e := range w.ResultChan() {
+			if n, ok := e.Object.(*corev1.Node); ok && back(n) {
+				w.Stop()
+				return n.Status.NodeInfo.BootID, nil
+			}
+		}
+		w.Stop()
+		if ctx.Err() != nil {
+			return "", timedOut()
+		}
 	}
-	return boot, nil
 }
 
 func nodeReady(n *corev1.Node) bool {
