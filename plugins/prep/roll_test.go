@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"strings"
+	"sync"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
@@ -26,7 +27,10 @@ func rollCluster(t *testing.T) *clustertest.Getter {
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	applied := map[string]bool{}
+	var mu sync.Mutex
 	err := g.RunNodes(ctx, nodepod.DefaultNamespace, func(p *corev1.Pod) clustertest.Outcome {
+		mu.Lock()
+		defer mu.Unlock()
 		node, mode := p.Spec.NodeName, rep.Mode(p.Spec.Containers[0].Args[0])
 		r := rep.New("v0.0.0-test", mode)
 		r.Node, r.Flavour, r.OS = node, rep.FlavourKubeadm, "Ubuntu 22.04.5 LTS"
