@@ -59,7 +59,7 @@ var pages = []page{
 		steps: []step{
 			{args: []string{"nodes"}},
 			{args: []string{"prep"}},
-			{args: []string{"prep", "gpu-a100-0", "--apply", "--restart-runtime", "--yes"}},
+			{args: []string{"prep", "gpu-a100-0", "--apply", "--restart-runtime", "--reboot", "--yes"}},
 			{args: []string{"operator", "values"}, chart: true},
 			{args: []string{"operator", "install"}, chart: true},
 			{args: []string{"verify"}},

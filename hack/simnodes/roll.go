@@ -145,19 +145,21 @@ func (s *RollSim) reboot(ctx context.Context, node string, never bool) {
 		return
 	}
 	addrs := n.Status.Addresses
-	_ = s.patchStatus(ctx, node, corev1.ConditionFalse, "", nil)
+	_ = patchNodeStatus(ctx, s.c, node, corev1.ConditionFalse, "", nil)
 	if never {
 		return
 	}
 	time.Sleep(s.RebootTime)
-	_ = s.patchStatus(ctx, node, corev1.ConditionTrue, string(uuid.NewUUID()), addrs)
+	_ = patchNodeStatus(ctx, s.c, node, corev1.ConditionTrue, string(uuid.NewUUID()), addrs)
 	s.mu.Lock()
 	s.pending[node] = false
 	s.mu.Unlock()
 }
 
-func (s *RollSim) patchStatus(ctx context.Context, node string, ready corev1.ConditionStatus, bootID string, addrs []corev1.NodeAddress) error {
-	n, err := s.c.Client.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
+// patchNodeStatus sets a node's Ready condition, and its boot ID and addresses when given,
+// as its kubelet would.
+func patchNodeStatus(ctx context.Context, c *localcluster.Cluster, node string, ready corev1.ConditionStatus, bootID string, addrs []corev1.NodeAddress) error {
+	n, err := c.Client.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
 	if err != nil {
 		return err
 	}
@@ -176,7 +178,7 @@ func (s *RollSim) patchStatus(ctx context.Context, node string, ready corev1.Con
 		status["addresses"] = addrs
 	}
 	b, _ := json.Marshal(map[string]any{"status": status})
-	_, err = s.c.Client.CoreV1().Nodes().PatchStatus(ctx, node, b)
+	_, err = c.Client.CoreV1().Nodes().PatchStatus(ctx, node, b)
 	if err != nil {
 		return fmt.Errorf("simulate the reboot of %s: %w", node, err)
 	}

@@ -4,12 +4,14 @@
 package simnodes
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"sync"
+	"time"
 
 	"github.com/kubectl-gpu/kubectl-gpu/hack/agentbuild"
 
@@ -18,6 +20,7 @@ import (
 
 	"github.com/kubectl-gpu/kubectl-gpu/common/hostconfig/fakehost"
 	"github.com/kubectl-gpu/kubectl-gpu/common/nodepod"
+	rep "github.com/kubectl-gpu/kubectl-gpu/common/nodereport"
 	"github.com/kubectl-gpu/kubectl-gpu/common/prep"
 	"github.com/kubectl-gpu/kubectl-gpu/common/verify"
 	"github.com/kubectl-gpu/kubectl-gpu/hack/localcluster"
@@ -64,6 +67,15 @@ func Simulate(ctx context.Context, c *localcluster.Cluster, agentBin, dir string
 			return err
 		}
 		hostRoots[node] = r
+		// The node's boot: the same ID in its fake root and in its status, as a kubelet
+		// reports the host's.
+		boot, err := fakehost.Boot(r)
+		if err != nil {
+			return err
+		}
+		if err := patchNodeStatus(ctx, c, node, corev1.ConditionTrue, boot, nil); err != nil {
+			return err
+		}
 	}
 	var mu sync.Mutex // apply edits a root: one agent per node at a time
 	// One namespace for both commands, as they share their default; prep raises its Pod
@@ -78,11 +90,22 @@ func Simulate(ctx context.Context, c *localcluster.Cluster, agentBin, dir string
 		}
 		mu.Lock()
 		defer mu.Unlock()
-		cmd := exec.Command(agentBin, p.Spec.Containers[0].Args[0], "--host-root", root, "--node", p.Spec.NodeName)
+		args := append(append([]string{}, p.Spec.Containers[0].Args...), "--host-root", root, "--node", p.Spec.NodeName)
+		cmd := exec.Command(agentBin, args...)
 		cmd.Env = append(os.Environ(), "AGENT_RUNNER=record")
+		for _, e := range p.Spec.Containers[0].Env {
+			if e.Value != "" {
+				cmd.Env = append(cmd.Env, e.Name+"="+e.Value)
+			}
+		}
 		out, err := cmd.Output()
 		if err != nil && len(out) == 0 {
 			return fmt.Sprintf("agent: %v\n", err)
+		}
+		if rep.Mode(args[0]) == rep.ModeReboot {
+			if r, err := rep.Parse(lastLine(out)); err == nil && len(r.Changes) == 1 && r.Changes[0].Done {
+				go reboot(context.WithoutCancel(ctx), c, p.Spec.NodeName, root, &mu)
+			}
 		}
 		return string(out)
 	})
@@ -112,4 +135,34 @@ func Simulate(ctx context.Context, c *localcluster.Cluster, agentBin, dir string
 // Simulate runs for the nodes.
 func BuildAgent(ctx context.Context, out string) error {
 	return agentbuild.Build(ctx, agentbuild.Options{Dir: localcluster.RepoRoot(), Out: out})
+}
+
+func lastLine(b []byte) []byte {
+	lines := bytes.Split(bytes.TrimSpace(b), []byte("\n"))
+	return lines[len(lines)-1]
+}
+
+// SampleRebootDelay is how long a simulated host takes from the agent's reboot request
+// to being back (Simulate's nodes; the roll tests' RollSim has its own).
+const SampleRebootDelay = 2 * time.Second
+
+// reboot simulates the host going down and booting: NotReady, then the fake root's boot
+// (fakehost.Boot: the kernel state from its persisted files) and the node back with the new
+// boot ID, its addresses and Ready.
+func reboot(ctx context.Context, c *localcluster.Cluster, node, root string, mu *sync.Mutex) {
+	time.Sleep(SampleRebootDelay / 2)
+	n, err := c.Client.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
+	if err != nil {
+		return
+	}
+	addrs := n.Status.Addresses
+	_ = patchNodeStatus(ctx, c, node, corev1.ConditionFalse, "", nil)
+	time.Sleep(SampleRebootDelay / 2)
+	mu.Lock()
+	boot, err := fakehost.Boot(root)
+	mu.Unlock()
+	if err != nil {
+		return
+	}
+	_ = patchNodeStatus(ctx, c, node, corev1.ConditionTrue, boot, addrs)
 }
