@@ -122,7 +122,8 @@ func Job(cfg *Config, node string, mode rep.Mode, labels map[string]string) *bat
 	// The host's / is mounted at /host, the agent's default host root (the image may move
 	// it with AGENT_HOST_ROOT: the real-node tests point it at a fake host inside /host).
 	args := []string{string(mode)}
-	if mode == rep.ModeApply && cfg.RestartRuntime {
+	// The plan too, so that it shows the restart that apply will run.
+	if (mode == rep.ModeApply || mode == rep.ModePlan) && cfg.RestartRuntime {
 		args = append(args, "--restart-runtime")
 	}
 	env := []corev1.EnvVar{{Name: "NODE_NAME", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "spec.nodeName"}}}}
