@@ -40,6 +40,8 @@ import (
 	"syscall"
 	"time"
 
+	"k8s.io/apimachinery/pkg/util/uuid"
+
 	corev1 "k8s.io/api/core/v1"
 	nodev1 "k8s.io/api/node/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -497,6 +499,29 @@ type nodeInitConfig struct {
 	GPUs                                 int
 }
 
+// BootIDPath is where the kernel tells the boot ID; SystemdRun is what the node agent runs
+// to reboot its host.
+const (
+	BootIDPath = "/proc/sys/kernel/random/boot_id"
+	SystemdRun = "/usr/bin/systemd-run"
+)
+
+// rebootStandIn is systemd-run inside the real node: it asks the node's init (PID 1 of the
+// node's PID namespace) for a simulated reboot, which the init carries out 5 seconds later,
+// as the agent's transient timer would.
+const rebootStandIn = `#!/bin/sh
+# Stand-in for systemd-run in the kubectl-gpu real node (test infrastructure): asks the
+# node's init for a simulated reboot (kubelet, containerd and every container stopped, a new
+# boot ID, started again).
+kill -USR1 1
+`
+
+// RebootSupported tells whether the real node can simulate the reboot the agent asks for.
+func RebootSupported() bool {
+	_, err := os.Stat(SystemdRun)
+	return err == nil
+}
+
 // The machine-wide sysctls the kubelet sets when they differ (pkg/kubelet/cm's
 // setupKernelTunables): covered with files holding the kubelet's values, it changes none.
 var kubeletSysctls = map[string]string{
@@ -653,18 +678,35 @@ nodeStatusUpdateFrequency: 2s
 	self, _ := os.Executable()
 	containerd, _ := exec.LookPath("containerd")
 	logs := filepath.Join(c.Dir, "logs")
+	// The node's boot ID is a file of its own over /proc/sys/kernel/random/boot_id, which
+	// the kubelet reports and a simulated reboot replaces.
+	sysctls := map[string]string{BootIDPath: string(uuid.NewUUID())}
+	for k, v := range kubeletSysctls {
+		sysctls[k] = v
+	}
+	binds := [][2]string{
+		{d("kubelet"), "/var/lib/kubelet"},
+		{d("cni-state"), "/var/lib/cni"},
+		{d("run-containerd"), "/run/containerd"},
+		{d("pod-logs"), "/var/log/pods"},
+		{d("container-logs"), "/var/log/containers"},
+		{d("etc-containerd"), "/etc/containerd"},
+	}
+	// What the node agent runs to reboot its host (systemd-run … systemctl reboot) asks the
+	// node's init for a simulated reboot instead: a stand-in over the machine's
+	// systemd-run, in the node's mount namespace only.
+	if _, err := os.Stat(SystemdRun); err == nil {
+		standIn := d("bin", "systemd-run-standin")
+		if err := os.WriteFile(standIn, []byte(rebootStandIn), 0o755); err != nil {
+			return nil, err
+		}
+		binds = append(binds, [2]string{standIn, SystemdRun})
+	}
 	return &nodeInitConfig{
-		Name:       o.Name,
-		CgroupRoot: rn.CgroupRoot,
-		Binds: [][2]string{
-			{d("kubelet"), "/var/lib/kubelet"},
-			{d("cni-state"), "/var/lib/cni"},
-			{d("run-containerd"), "/run/containerd"},
-			{d("pod-logs"), "/var/log/pods"},
-			{d("container-logs"), "/var/log/containers"},
-			{d("etc-containerd"), "/etc/containerd"},
-		},
-		Sysctls:         kubeletSysctls,
+		Name:            o.Name,
+		CgroupRoot:      rn.CgroupRoot,
+		Binds:           binds,
+		Sysctls:         sysctls,
 		SysctlDir:       d("sysctl"),
 		Socket:          "/run/containerd/containerd.sock",
 		Containerd:      []string{containerd, "--config=/etc/containerd/config.toml"},

@@ -18,6 +18,8 @@ import (
 	"syscall"
 	"time"
 
+	"k8s.io/apimachinery/pkg/util/uuid"
+
 	"github.com/kubectl-gpu/kubectl-gpu/hack/fakedeviceplugin"
 )
 
@@ -69,7 +71,7 @@ func nodeInit(cfgPath string) error {
 	}
 
 	sigs := make(chan os.Signal, 16)
-	signal.Notify(sigs, syscall.SIGCHLD, syscall.SIGTERM, syscall.SIGINT)
+	signal.Notify(sigs, syscall.SIGCHLD, syscall.SIGTERM, syscall.SIGINT, syscall.SIGUSR1)
 	children := map[int]string{}
 	start := func(name, logPath string, argv []string, env ...string) error {
 		logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
@@ -130,31 +132,61 @@ func nodeInit(cfgPath string) error {
 		}
 	}
 
-	if err := start("containerd", cfg.ContainerdLog, cfg.Containerd); err != nil {
-		return err
-	}
-	for i := 0; ; i++ {
-		if _, err := os.Stat(cfg.Socket); err == nil {
-			break
+	boot := func() error {
+		_ = os.Remove(cfg.Socket)
+		if err := start("containerd", cfg.ContainerdLog, cfg.Containerd); err != nil {
+			return err
 		}
-		if i > 300 {
+		for i := 0; ; i++ {
+			if _, err := os.Stat(cfg.Socket); err == nil {
+				break
+			}
+			if i > 300 {
+				stopAll()
+				return fmt.Errorf("containerd socket %s did not appear (log: %s)", cfg.Socket, cfg.ContainerdLog)
+			}
+			reap()
+			time.Sleep(100 * time.Millisecond)
+		}
+		if err := start("device-plugin", cfg.DevicePluginLog, cfg.DevicePlugin, roleEnv+"=device-plugin", gpusEnv+"="+strconv.Itoa(cfg.GPUs)); err != nil {
 			stopAll()
-			return fmt.Errorf("containerd socket %s did not appear (log: %s)", cfg.Socket, cfg.ContainerdLog)
+			return err
 		}
-		reap()
-		time.Sleep(100 * time.Millisecond)
+		if err := start("kubelet", cfg.KLog, cfg.Kubelet); err != nil {
+			stopAll()
+			return err
+		}
+		return nil
 	}
-	if err := start("device-plugin", cfg.DevicePluginLog, cfg.DevicePlugin, roleEnv+"=device-plugin", gpusEnv+"="+strconv.Itoa(cfg.GPUs)); err != nil {
-		stopAll()
-		return err
-	}
-	if err := start("kubelet", cfg.KLog, cfg.Kubelet); err != nil {
-		stopAll()
+	if err := boot(); err != nil {
 		return err
 	}
 	for s := range sigs {
 		if s == syscall.SIGCHLD {
 			reap()
+			continue
+		}
+		if s == syscall.SIGUSR1 {
+			// A simulated reboot, asked for by the systemd-run stand-in: 5 s later (the
+			// agent's timer), everything of the node stops — the kubelet, the device plugin,
+			// containerd, then every process left (shims, containers) — the boot ID changes,
+			// and the node starts again.
+			fmt.Fprintln(os.Stderr, "reboot asked for: rebooting in 5 s")
+			time.Sleep(5 * time.Second)
+			stopAll()
+			_ = syscall.Kill(-1, syscall.SIGKILL) // every process of the node but this init
+			for i := 0; i < 50; i++ {
+				reap()
+				time.Sleep(100 * time.Millisecond)
+			}
+			f := filepath.Join(cfg.SysctlDir, strings.ReplaceAll(strings.TrimPrefix(BootIDPath, "/proc/sys/"), "/", "."))
+			if err := os.WriteFile(f, []byte(newBootID()+"\n"), 0o644); err != nil {
+				return fmt.Errorf("new boot ID: %w", err)
+			}
+			fmt.Fprintln(os.Stderr, "rebooted: starting the node again")
+			if err := boot(); err != nil {
+				return err
+			}
 			continue
 		}
 		fmt.Fprintf(os.Stderr, "%v: stopping the node\n", s)
@@ -287,3 +319,5 @@ func cgroupMounts() ([]cgroupMount, error) {
 	}
 	return ms, sc.Err()
 }
+
+func newBootID() string { return string(uuid.NewUUID()) }
