@@ -443,8 +443,10 @@ func (r *roller) waitBoot(ctx context.Context, node, old string) (string, error)
 			}
 		}
 		w.Stop()
-		if ctx.Err() != nil {
+		select { // the watch ended (the API server's timeout, a restart): look again
+		case <-ctx.Done():
 			return "", timedOut()
+		case <-time.After(200 * time.Millisecond):
 		}
 	}
 }

@@ -43,8 +43,15 @@ type page struct {
 	nodes []localcluster.NodeSpec
 	pass  []string // nodes whose verify pod passes
 	fail  []string // nodes whose verify pod finds no CUDA device
-	steps []step
+	// packageHosts: nodes whose host packages are installed for real in a Debian root
+	// (node → the fake root laid over it; see simnodes.PackageHosts).
+	packageHosts map[string]string
+	steps        []step
 }
+
+// packageAddr serves the package hosts' repositories: a fixed port keeps the command lines
+// of the samples the same from run to run.
+const packageAddr = "127.0.0.1:38417"
 
 var pages = []page{
 	{
@@ -66,10 +73,13 @@ var pages = []page{
 		},
 	},
 	{
-		file:  "docs/runbook-rke2-k3s.md",
-		nodes: []localcluster.NodeSpec{{Profile: "rke2", Prefix: "gpu-rke2", Count: 1}},
-		pass:  []string{"gpu-rke2-0"},
+		file:         "docs/runbook-rke2-k3s.md",
+		nodes:        []localcluster.NodeSpec{{Profile: "rke2", Prefix: "gpu-rke2", Count: 1}},
+		pass:         []string{"gpu-rke2-0"},
+		packageHosts: map[string]string{"gpu-rke2-0": "rke2"},
 		steps: []step{
+			{args: []string{"prep"}},
+			{args: []string{"prep", "--apply", "--install-driver", "--install-toolkit=1.17.8", "--package-repo", "http://" + packageAddr + "/nvidia", "--restart-runtime", "--reboot", "--yes"}},
 			{args: []string{"prep"}},
 			{args: []string{"operator", "values"}, chart: true},
 			{args: []string{"operator", "install", "--set", "operator.defaultRuntime=containerd"}, chart: true},
@@ -159,7 +169,12 @@ func capture(ctx context.Context, p page, bin, agent, chart, dir string) (string
 	}
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	if err := simnodes.Simulate(sctx, c, agent, filepath.Join(dir, "hosts"), roots, p.pass, p.fail); err != nil {
+	var ph *simnodes.PackageHosts
+	if p.packageHosts != nil {
+		ph = &simnodes.PackageHosts{Addr: packageAddr, Nodes: p.packageHosts}
+		defer ph.Close()
+	}
+	if err := simnodes.SimulateWith(sctx, c, agent, filepath.Join(dir, "hosts"), roots, p.pass, p.fail, ph); err != nil {
 		return "", err
 	}
 	var b strings.Builder

@@ -52,8 +52,39 @@ const (
 // on the nodes in pass finish with the vectoradd sample's output, those on fail with its
 // no-CUDA-device error.
 func Simulate(ctx context.Context, c *localcluster.Cluster, agentBin, dir string, roots map[string]string, pass, fail []string) error {
+	return SimulateWith(ctx, c, agentBin, dir, roots, pass, fail, nil)
+}
+
+// SimulateWith is Simulate with package hosts (nil: none): nodes whose host packages are
+// installed for real in a Debian root (see PackageHosts).
+func SimulateWith(ctx context.Context, c *localcluster.Cluster, agentBin, dir string, roots map[string]string, pass, fail []string, ph *PackageHosts) error {
+	gpusOf := func(node string) int {
+		if n, err := c.Client.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{}); err == nil {
+			if q, ok := n.Status.Capacity["nvidia.com/gpu"]; ok && q.Value() > 0 {
+				return int(q.Value())
+			}
+		}
+		return 2
+	}
+	if ph != nil {
+		if err := ph.setUp(filepath.Join(dir, "package-hosts"), gpusOf); err != nil {
+			return err
+		}
+		for node, root := range ph.roots {
+			id, err := ph.boot(root)
+			if err != nil {
+				return err
+			}
+			if err := patchNodeStatus(ctx, c, node, corev1.ConditionTrue, id, nil); err != nil {
+				return err
+			}
+		}
+	}
 	hostRoots := map[string]string{}
 	for node, name := range roots {
+		if ph != nil && ph.roots[node] != "" {
+			continue // a package host: its root is its own
+		}
 		// As many GPUs on the fake PCI bus as the node advertises (2 where no device
 		// plugin advertises any, as on a node without a driver).
 		gpus := 2
@@ -84,6 +115,9 @@ func Simulate(ctx context.Context, c *localcluster.Cluster, agentBin, dir string
 		return err
 	}
 	err := c.ServePodLogs(ctx, nodepod.DefaultNamespace, nodepod.Selector(prep.Component), "agent", func(p *corev1.Pod) string {
+		if ph != nil && ph.roots[p.Spec.NodeName] != "" && len(p.Spec.Containers) > 0 && len(p.Spec.Containers[0].Args) > 0 {
+			return ph.report(ctx, p, func(node string, boot func() (string, error)) { reboot(context.WithoutCancel(ctx), c, node, boot) })
+		}
 		root, ok := hostRoots[p.Spec.NodeName]
 		if !ok || len(p.Spec.Containers) == 0 || len(p.Spec.Containers[0].Args) == 0 {
 			return fmt.Sprintf("no simulated host for node %s\n", p.Spec.NodeName)
@@ -104,7 +138,11 @@ func Simulate(ctx context.Context, c *localcluster.Cluster, agentBin, dir string
 		}
 		if rep.Mode(args[0]) == rep.ModeReboot {
 			if r, err := rep.Parse(lastLine(out)); err == nil && len(r.Changes) == 1 && r.Changes[0].Done {
-				go reboot(context.WithoutCancel(ctx), c, p.Spec.NodeName, root, &mu)
+				go reboot(context.WithoutCancel(ctx), c, p.Spec.NodeName, func() (string, error) {
+					mu.Lock()
+					defer mu.Unlock()
+					return fakehost.Boot(root)
+				})
 			}
 		}
 		return string(out)
@@ -149,7 +187,7 @@ const SampleRebootDelay = 2 * time.Second
 // reboot simulates the host going down and booting: NotReady, then the fake root's boot
 // (fakehost.Boot: the kernel state from its persisted files) and the node back with the new
 // boot ID, its addresses and Ready.
-func reboot(ctx context.Context, c *localcluster.Cluster, node, root string, mu *sync.Mutex) {
+func reboot(ctx context.Context, c *localcluster.Cluster, node string, boot func() (string, error)) {
 	time.Sleep(SampleRebootDelay / 2)
 	n, err := c.Client.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
 	if err != nil {
@@ -158,11 +196,9 @@ func reboot(ctx context.Context, c *localcluster.Cluster, node, root string, mu 
 	addrs := n.Status.Addresses
 	_ = patchNodeStatus(ctx, c, node, corev1.ConditionFalse, "", nil)
 	time.Sleep(SampleRebootDelay / 2)
-	mu.Lock()
-	boot, err := fakehost.Boot(root)
-	mu.Unlock()
+	id, err := boot()
 	if err != nil {
 		return
 	}
-	_ = patchNodeStatus(ctx, c, node, corev1.ConditionTrue, boot, addrs)
+	_ = patchNodeStatus(ctx, c, node, corev1.ConditionTrue, id, addrs)
 }

@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -131,8 +132,11 @@ type AptRepo struct {
 	down   bool
 }
 
-// NewAptRepo makes the signing key and serves dir.
-func NewAptRepo(dir string) (*AptRepo, error) {
+// NewAptRepo makes the signing key and serves dir on a free loopback port.
+func NewAptRepo(dir string) (*AptRepo, error) { return NewAptRepoAt(dir, "") }
+
+// NewAptRepoAt is NewAptRepo on addr ("127.0.0.1:PORT"; "" a free port).
+func NewAptRepoAt(dir, addr string) (*AptRepo, error) {
 	cfg := &packet.Config{Algorithm: packet.PubKeyAlgoRSA, RSABits: 2048, DefaultHash: crypto.SHA256}
 	e, err := openpgp.NewEntity("kubectl-gpu test repository", "stand-in packages", "tests@kubectl-gpu.invalid", cfg)
 	if err != nil {
@@ -140,7 +144,7 @@ func NewAptRepo(dir string) (*AptRepo, error) {
 	}
 	r := &AptRepo{Dir: dir, key: e}
 	files := http.FileServer(http.Dir(dir))
-	r.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+	r.Server = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		r.mu.Lock()
 		down := r.down
 		r.mu.Unlock()
@@ -150,6 +154,15 @@ func NewAptRepo(dir string) (*AptRepo, error) {
 		}
 		files.ServeHTTP(w, req)
 	}))
+	if addr != "" {
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			return nil, fmt.Errorf("serve the repositories on %s: %w", addr, err)
+		}
+		r.Server.Listener.Close()
+		r.Server.Listener = l
+	}
+	r.Server.Start()
 	return r, nil
 }
 

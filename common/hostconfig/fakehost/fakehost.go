@@ -23,13 +23,25 @@ func Dir() string {
 }
 
 // Build copies root name to dst (symlinks kept) and adds gpus A100s on the PCI bus.
-func Build(name, dst string, gpus int) error {
+func Build(name, dst string, gpus int) error { return Overlay(name, dst, gpus) }
+
+// Overlay is Build over what dst already holds (such as a Debian root), leaving out the
+// paths of the root listed in skip (and what is below them).
+func Overlay(name, dst string, gpus int, skip ...string) error {
 	src := filepath.Join(Dir(), name)
 	err := filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
 		rel, _ := filepath.Rel(src, p)
+		for _, s := range skip {
+			if rel == s {
+				if d.IsDir() {
+					return filepath.SkipDir
+				}
+				return nil
+			}
+		}
 		target := filepath.Join(dst, rel)
 		switch {
 		case d.IsDir():
@@ -39,6 +51,7 @@ func Build(name, dst string, gpus int) error {
 			if err != nil {
 				return err
 			}
+			_ = os.Remove(target)
 			return os.Symlink(link, target)
 		default:
 			b, err := os.ReadFile(p)
