@@ -501,23 +501,29 @@ func (p *packagePlan) resolveDnf(ctx context.Context, h *Host, run Runner) (map[
 	return out, nil
 }
 
+// command is one package manager command of a plan, and what it is for.
+type command struct {
+	argv []string
+	what string
+}
+
 // commands are the install commands of the plan's steps.
-func (p *packagePlan) commands() [][]string {
-	var cmds [][]string
+func (p *packagePlan) commands() []command {
+	var cmds []command
 	if p.d.Apt {
-		cmds = append(cmds, []string{"apt-get", "-q", "update"})
+		cmds = append(cmds, command{[]string{"apt-get", "-q", "update"}, "apt-get update"})
 		for _, s := range p.steps {
-			cmds = append(cmds, append([]string{"env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "-q", "-y",
-				"-o", "Dpkg::Options::=--force-confdef", "-o", "Dpkg::Options::=--force-confold", "install"}, s.packages...))
+			cmds = append(cmds, command{append([]string{"env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "-q", "-y",
+				"-o", "Dpkg::Options::=--force-confdef", "-o", "Dpkg::Options::=--force-confold", "install"}, s.packages...), "install " + s.what})
 		}
 		return cmds
 	}
 	for _, s := range p.steps {
 		if s.module != "" {
-			cmds = append(cmds, append([]string{"dnf", "-y", "module", "install", s.module}, s.packages...))
+			cmds = append(cmds, command{append([]string{"dnf", "-y", "module", "install", s.module}, s.packages...), "install " + s.what})
 			continue
 		}
-		cmds = append(cmds, append([]string{"dnf", "-y", "install"}, s.packages...))
+		cmds = append(cmds, command{append([]string{"dnf", "-y", "install"}, s.packages...), "install " + s.what})
 	}
 	return cmds
 }

@@ -410,7 +410,7 @@ Operation aborted.
 	if _, err := p.resolve(context.Background(), h, run); err == nil || !strings.Contains(err.Error(), "Unable to find a match") {
 		t.Errorf("a missing version: %v", err)
 	}
-	if cmds := p.commands(); len(cmds) != 1 || strings.Join(cmds[0], " ") != "dnf -y install nvidia-container-toolkit-1.17.8-1" {
+	if cmds := p.commands(); len(cmds) != 1 || strings.Join(cmds[0].argv, " ") != "dnf -y install nvidia-container-toolkit-1.17.8-1" {
 		t.Errorf("install commands %v", cmds)
 	}
 }
@@ -426,3 +426,38 @@ func (a *answering) Run(_ context.Context, argv ...string) (string, error) {
 	return a.out, nil
 }
 func (a *answering) Note() string { return "recorded" }
+
+// TestInstallPackageManagerFails: a package whose maintainer script fails makes apt-get
+// fail after a plan that resolved; the error is apt's own last words on one line, the
+// repository file and keyring are whole (written before, atomically), and the package state
+// is what dpkg left, not touched further.
+func TestInstallPackageManagerFails(t *testing.T) {
+	f := newAptFixture(t)
+	bad := toolkitStandIns("1.17.9-1")
+	for i := range bad {
+		if bad[i].Name == "nvidia-container-toolkit-base" {
+			bad[i].Files["/DEBIAN/postinst"] = "#!/bin/sh\necho 'stand-in postinst fails on purpose' >&2\nexit 1\n"
+		}
+	}
+	if err := f.repo.Publish("libnvidia-container/stable/deb/amd64", "libnvidia-container/gpgkey", append(append(toolkitStandIns("1.17.8-1"), toolkitStandIns("1.18.0-1")...), bad...)...); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.agent(t, ModePlan, Install{ToolkitVersion: "1.17.9"}); err != nil {
+		t.Fatalf("plan: %v", err)
+	}
+	r, err := f.agent(t, ModeApply, Install{ToolkitVersion: "1.17.9"})
+	if err == nil || !strings.Contains(err.Error(), "install NVIDIA Container Toolkit 1.17.9: ") || !strings.Contains(err.Error(), "dpkg") || strings.Contains(err.Error(), "\n") || r.Error == "" {
+		t.Fatalf("apply: %v (report error %q); want apt's error on one line", err, r.Error)
+	}
+	t.Log(err)
+	list, _ := f.host.Read(ToolkitAptList)
+	if !strings.Contains(list, "signed-by="+ToolkitAptKeyring) || !f.host.Exists(ToolkitAptKeyring) {
+		t.Errorf("repository file or keyring not whole: %q", list)
+	}
+	if left := f.host.Glob("/etc/apt/sources.list.d/.*"); len(left) > 0 {
+		t.Errorf("temporary files left: %v", left)
+	}
+	if st, _ := f.host.Read("/var/lib/dpkg/status"); !strings.Contains(st, "Package: nvidia-container-toolkit-base\nStatus: install ok half-configured") {
+		t.Errorf("dpkg's state is not what dpkg left (half-configured)")
+	}
+}

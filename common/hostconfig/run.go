@@ -158,16 +158,16 @@ func installPackages(ctx context.Context, h *Host, r *rep.Report, o Options, dry
 	if lock <= 0 {
 		lock = 5 * time.Minute
 	}
-	for _, argv := range p.commands() {
-		c := rep.Change{Check: rep.CheckToolkit, Command: argv}
-		out, err := runLocked(ctx, o.Runner, lock, argv)
+	for _, cmd := range p.commands() {
+		c := rep.Change{Check: rep.CheckToolkit, Command: cmd.argv}
+		out, err := runLocked(ctx, o.Runner, lock, cmd.argv)
 		if err != nil {
 			c.Error = aptProblem(out, err)
 			if lockHeld.MatchString(out) {
 				c.Error = err.Error()
 			}
 			changes = append(changes, c)
-			return changes, false, "", fmt.Errorf("%s: %s", argv[len(argv)-1], c.Error)
+			return changes, false, "", fmt.Errorf("%s: %s", cmd.what, c.Error)
 		}
 		c.Done, c.Note = true, o.Runner.Note()
 		changes = append(changes, c)
