@@ -7,6 +7,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes/fake"
 
@@ -103,6 +104,30 @@ func TestSummaryFailed(t *testing.T) {
 	} {
 		if got := tc.s.Failed(); got != tc.want {
 			t.Errorf("%+v: Failed() = %v", tc.s, got)
+		}
+	}
+}
+
+// TestRefuseRoll: a control-plane node, or the node this command runs on, is rolled only
+// when named.
+func TestRefuseRoll(t *testing.T) {
+	cp := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "cp-0", Labels: map[string]string{"node-role.kubernetes.io/control-plane": ""}}}
+	w := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "gpu-0"}}
+	nodes := map[string]*corev1.Node{"cp-0": cp, "gpu-0": w}
+	for _, tc := range []struct {
+		named []string
+		self  string
+		want  string
+	}{
+		{nil, "", "cp-0 is a control-plane node"},
+		{[]string{"cp-0", "gpu-0"}, "", ""},
+		{[]string{"cp-0"}, "gpu-0", "gpu-0 runs this command's own pod"},
+		{[]string{"cp-0", "gpu-0"}, "gpu-0", ""},
+	} {
+		cfg := &Config{Names: tc.named, Roll: &RollOptions{SelfNode: tc.self}}
+		err := refuseRoll(cfg, []string{"cp-0", "gpu-0"}, nodes)
+		if tc.want == "" && err != nil || tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {
+			t.Errorf("named %v, self %q: %v, want %q", tc.named, tc.self, err, tc.want)
 		}
 	}
 }
