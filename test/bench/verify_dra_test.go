@@ -1,0 +1,193 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/kubectl-gpu/kubectl-gpu/common/nodepod"
+	"github.com/kubectl-gpu/kubectl-gpu/common/verify"
+	"github.com/kubectl-gpu/kubectl-gpu/hack/nodefixtures"
+)
+
+// BenchmarkVerifyDRA100: `kubectl gpu verify --claim dra` (in process) over 100 nodes that
+// publish four GPUs each in a ResourceSlice, against a floor in the same run that makes the
+// same claims: the run's ResourceClaimTemplate and the same pods created in bulk (the real
+// scheduler allocates each pod's claim from the slices), one watch, each pod's log read, the
+// pods and the template deleted, the claims gone. Goal: ≤ 1.3× the floor.
+func BenchmarkVerifyDRA100(b *testing.B) {
+	const n = 100
+	if n > Nodes {
+		b.Skipf("cluster has %d nodes", Nodes)
+	}
+	setOutcomes(b)
+	ctx := context.Background()
+	cs := env.Cluster.Client
+	nodes := benchNodes(n)
+	for _, dc := range nodefixtures.DeviceClasses() {
+		if _, err := cs.ResourceV1().DeviceClasses().Create(ctx, dc, metav1.CreateOptions{}); err != nil {
+			b.Fatal(err)
+		}
+		defer cs.ResourceV1().DeviceClasses().Delete(context.Background(), dc.Name, metav1.DeleteOptions{})
+	}
+	for _, node := range nodes {
+		if _, err := cs.ResourceV1().ResourceSlices().Create(ctx, nodefixtures.DRASlice(node, 4), metav1.CreateOptions{}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	defer cs.ResourceV1().ResourceSlices().DeleteCollection(context.Background(), metav1.DeleteOptions{}, metav1.ListOptions{})
+	cfg := func() *verify.Config {
+		return &verify.Config{Namespace: nodepod.DefaultNamespace, Names: nodes, GPUs: 1, Image: verify.DefaultImage,
+			RuntimeClass: verify.RuntimeAuto, Claim: verify.ClaimDRA, Parallel: 50, Timeout: 5 * time.Minute}
+	}
+	runOurs := func(cs kubernetes.Interface) {
+		c := cfg()
+		plan, err := verify.Prepare(ctx, cs, c)
+		if err != nil {
+			b.Fatal(err)
+		}
+		rep, err := verify.Run(ctx, cs, c, plan)
+		if err != nil || rep.Summary.Passed != n {
+			b.Fatalf("verify --claim dra: %v, %d of %d passed (%+v)", err, rep.Summary.Passed, n, rep.Items[0])
+		}
+		waitDRAGone(b, cs)
+	}
+	warm, _ := countingClient(b)
+	runOurs(warm)
+	var ours, floor time.Duration
+	var requests int64
+	minRatio, maxRatio := 1e9, 0.0
+	for i := 0; i < b.N; i++ {
+		cs, ct := countingClient(b)
+		t0 := time.Now()
+		runOurs(cs)
+		d := time.Since(t0)
+		ours += d
+		requests += ct.n.Load()
+		t1 := time.Now()
+		draFloor(b, cs, cfg())
+		f := time.Since(t1)
+		floor += f
+		minRatio, maxRatio = min(minRatio, float64(d)/float64(f)), max(maxRatio, float64(d)/float64(f))
+		b.Logf("run %d: verify --claim dra %s, floor %s: %.2f×", i, d.Round(time.Millisecond), f.Round(time.Millisecond), float64(d)/float64(f))
+	}
+	nf := float64(b.N)
+	b.ReportMetric(ours.Seconds()/nf, "verify-s/op")
+	b.ReportMetric(floor.Seconds()/nf, "floor-s/op")
+	b.ReportMetric(float64(ours)/float64(floor), "ratio-to-floor")
+	b.ReportMetric(minRatio, "ratio-min")
+	b.ReportMetric(maxRatio, "ratio-max")
+	b.ReportMetric(float64(requests)/nf/float64(n), "requests/node")
+}
+
+// draFloor: the run's template and the same pods in bulk, one watch until each succeeded and
+// its log was read, then the pods and the template deleted and the claims gone.
+func draFloor(b *testing.B, cs kubernetes.Interface, cfg *verify.Config) {
+	ctx := context.Background()
+	ns := cfg.Namespace
+	plan, err := verify.Prepare(ctx, cs, cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	run := fmt.Sprintf("f%d", time.Now().UnixNano()%1000000)
+	sel := nodepod.LabelRun + "=" + run
+	w, err := cs.CoreV1().Pods(ns).Watch(ctx, metav1.ListOptions{LabelSelector: sel})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer func() { w.Stop() }()
+	for _, t := range verify.Templates(cfg, plan, run) {
+		if _, err := cs.ResourceV1().ResourceClaimTemplates(ns).Create(ctx, t, metav1.CreateOptions{}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	sem := make(chan struct{}, 50)
+	var wg sync.WaitGroup
+	var names []string
+	for _, t := range plan.Targets {
+		p := verify.Pod(cfg, plan.RuntimeClass, t, nodepod.Labels(verify.Component, run, ""))
+		names = append(names, p.Name)
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			if _, err := cs.CoreV1().Pods(ns).Create(ctx, p, metav1.CreateOptions{}); err != nil {
+				b.Error(err)
+			}
+		}()
+	}
+	done, seen := map[string]bool{}, map[string]bool{}
+	logged := make(chan string, len(names))
+	timeout := time.After(5 * time.Minute)
+	for len(done) < len(names) {
+		select {
+		case name := <-logged:
+			done[name] = true
+		case ev, ok := <-w.ResultChan():
+			if !ok {
+				// The watch ended: list what finished, watch again.
+				l, err := cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: sel})
+				if err != nil {
+					b.Fatal(err)
+				}
+				for _, p := range l.Items {
+					if p.Status.Phase == corev1.PodSucceeded && !seen[p.Name] {
+						seen[p.Name] = true
+						go func(name string) {
+							_, _ = nodepod.ReadLog(ctx, cs, ns, name, &corev1.PodLogOptions{Container: verify.ContainerName})
+							logged <- name
+						}(p.Name)
+					}
+				}
+				if w, err = cs.CoreV1().Pods(ns).Watch(ctx, metav1.ListOptions{LabelSelector: sel, ResourceVersion: l.ResourceVersion}); err != nil {
+					b.Fatal(err)
+				}
+				continue
+			}
+			if p, ok := ev.Object.(*corev1.Pod); ok && ev.Type != watch.Deleted && p.Status.Phase == corev1.PodSucceeded && !seen[p.Name] {
+				seen[p.Name] = true
+				go func(name string) {
+					_, _ = nodepod.ReadLog(ctx, cs, ns, name, &corev1.PodLogOptions{Container: verify.ContainerName})
+					logged <- name
+				}(p.Name)
+			}
+		case <-timeout:
+			b.Fatalf("floor: %d of %d pods done after 5 minutes", len(done), len(names))
+		}
+	}
+	wg.Wait()
+	for _, name := range names {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			_ = cs.CoreV1().Pods(ns).Delete(ctx, name, metav1.DeleteOptions{})
+		}()
+	}
+	wg.Wait()
+	_ = cs.ResourceV1().ResourceClaimTemplates(ns).DeleteCollection(ctx, metav1.DeleteOptions{}, metav1.ListOptions{LabelSelector: sel})
+	waitDRAGone(b, cs)
+}
+
+// waitDRAGone waits until the verify pods and their claims are gone (both sides wait: the
+// next run's claims need the devices free).
+func waitDRAGone(b *testing.B, cs kubernetes.Interface) {
+	waitGone(b, cs)
+	for i := 0; i < 600; i++ {
+		l, err := cs.ResourceV1().ResourceClaims(nodepod.DefaultNamespace).List(context.Background(), metav1.ListOptions{})
+		if err == nil && len(l.Items) == 0 {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	b.Fatal("resource claims not gone")
+}
