@@ -27,6 +27,7 @@ import (
 
 	"github.com/kubectl-gpu/kubectl-gpu/common/operator"
 	"github.com/kubectl-gpu/kubectl-gpu/hack/localcluster"
+	dpv1 "github.com/kubectl-gpu/kubectl-gpu/hack/third_party/k8s-device-plugin/api/config/v1"
 )
 
 // What is real here: the GPU Operator chart (from ../shared, path in KGPU_GPU_OPERATOR_CHART),
@@ -288,8 +289,10 @@ func TestOperatorLifecycle(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var dpc operator.DevicePluginConfig
-	if err := sigsyaml.UnmarshalStrict([]byte(cm.Data["time-slicing-4"]), &dpc); err != nil || dpc.Sharing.TimeSlicing == nil || dpc.Sharing.TimeSlicing.Resources[0].Replicas != 4 {
+	// Read with the device plugin's own config package (an unmodified copy, see
+	// hack/third_party/k8s-device-plugin), as the device plugin reads its ConfigMap.
+	var dpc dpv1.Config
+	if err := sigsyaml.UnmarshalStrict([]byte(cm.Data["time-slicing-4"]), &dpc); err != nil || len(dpc.Sharing.TimeSlicing.Resources) != 1 || dpc.Sharing.TimeSlicing.Resources[0].Replicas != 4 {
 		t.Fatalf("device plugin config: %v %+v", err, dpc)
 	}
 	cp, err = dyn.Resource(operator.ClusterPolicyGVR).Get(ctx, operator.ClusterPolicyName, metav1.GetOptions{})
@@ -312,7 +315,31 @@ func TestOperatorLifecycle(t *testing.T) {
 	if n, _ := c.Client.CoreV1().Nodes().Get(ctx, "gpu-a100-1", metav1.GetOptions{}); r.Code != 0 || n.Labels["nvidia.com/mig.config"] != "all-1g.10gb" {
 		t.Fatalf("mig: exit %d %v\n%s", r.Code, n.Labels, r.Stderr)
 	}
-	_, _ = c.Client.CoreV1().Nodes().Patch(ctx, "gpu-a100-1", types.MergePatchType, []byte(`{"metadata":{"labels":{"nvidia.com/mig.config":null}}}`), metav1.PatchOptions{})
+	// --wait follows the MIG manager's state label on the real node object: the test plays the
+	// MIG manager (none runs here) — pending, then success (exit 0); then failed (exit 1).
+	for _, tc := range []struct {
+		final string
+		code  int
+	}{{"success", 0}, {"failed", 1}} {
+		_, _ = c.Client.CoreV1().Nodes().Patch(ctx, "gpu-a100-1", types.MergePatchType, []byte(`{"metadata":{"labels":{"nvidia.com/mig.config.state":"pending"}}}`), metav1.PatchOptions{})
+		cmd := env.Command(ctx, "gpu", "operator", "mig", "all-1g.10gb", "-l", "kubernetes.io/hostname=gpu-a100-1", "--wait", "--timeout", "60s")
+		var out strings.Builder
+		cmd.Stderr = &out
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(2 * time.Second)
+		_, _ = c.Client.CoreV1().Nodes().Patch(ctx, "gpu-a100-1", types.MergePatchType, []byte(`{"metadata":{"labels":{"nvidia.com/mig.config.state":"`+tc.final+`"}}}`), metav1.PatchOptions{})
+		err := cmd.Wait()
+		code := 0
+		if ee, ok := err.(*exec.ExitError); ok {
+			code = ee.ExitCode()
+		}
+		if code != tc.code {
+			t.Fatalf("mig --wait with the MIG manager saying %s: exit %d, want %d\n%s", tc.final, code, tc.code, out.String())
+		}
+	}
+	_, _ = c.Client.CoreV1().Nodes().Patch(ctx, "gpu-a100-1", types.MergePatchType, []byte(`{"metadata":{"labels":{"nvidia.com/mig.config":null,"nvidia.com/mig.config.state":null}}}`), metav1.PatchOptions{})
 	if r := gpu("sharing", "time-slicing", "--replicas", "0"); r.Code != 2 || r.Stdout != "" {
 		t.Fatalf("replicas 0: exit %d", r.Code)
 	}
