@@ -7,9 +7,7 @@ import (
 	"testing"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/kubectl-gpu/kubectl-gpu/common/nodepod"
@@ -124,56 +122,9 @@ func draFloor(b *testing.B, cs kubernetes.Interface, cfg *verify.Config) {
 			}
 		}()
 	}
-	done, seen := map[string]bool{}, map[string]bool{}
-	logged := make(chan string, len(names))
-	timeout := time.After(5 * time.Minute)
-	for len(done) < len(names) {
-		select {
-		case name := <-logged:
-			done[name] = true
-		case ev, ok := <-w.ResultChan():
-			if !ok {
-				// The watch ended: list what finished, watch again.
-				l, err := cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: sel})
-				if err != nil {
-					b.Fatal(err)
-				}
-				for _, p := range l.Items {
-					if p.Status.Phase == corev1.PodSucceeded && !seen[p.Name] {
-						seen[p.Name] = true
-						go func(name string) {
-							_, _ = nodepod.ReadLog(ctx, cs, ns, name, &corev1.PodLogOptions{Container: verify.ContainerName})
-							logged <- name
-						}(p.Name)
-					}
-				}
-				if w, err = cs.CoreV1().Pods(ns).Watch(ctx, metav1.ListOptions{LabelSelector: sel, ResourceVersion: l.ResourceVersion}); err != nil {
-					b.Fatal(err)
-				}
-				continue
-			}
-			if p, ok := ev.Object.(*corev1.Pod); ok && ev.Type != watch.Deleted && p.Status.Phase == corev1.PodSucceeded && !seen[p.Name] {
-				seen[p.Name] = true
-				go func(name string) {
-					_, _ = nodepod.ReadLog(ctx, cs, ns, name, &corev1.PodLogOptions{Container: verify.ContainerName})
-					logged <- name
-				}(p.Name)
-			}
-		case <-timeout:
-			b.Fatalf("floor: %d of %d pods done after 5 minutes", len(done), len(names))
-		}
-	}
 	wg.Wait()
-	for _, name := range names {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
-			_ = cs.CoreV1().Pods(ns).Delete(ctx, name, metav1.DeleteOptions{})
-		}()
-	}
-	wg.Wait()
+	awaitFloor(b, cs, ns, sel, w, len(names), true)
+	deletePods(b, cs, ns, names)
 	_ = cs.ResourceV1().ResourceClaimTemplates(ns).DeleteCollection(ctx, metav1.DeleteOptions{}, metav1.ListOptions{LabelSelector: sel})
 	waitDRAGone(b, cs)
 }

@@ -160,58 +160,83 @@ func runFloor(b *testing.B, cs kubernetes.Interface, nodes []string, logs ...boo
 			}
 		}(n)
 	}
+	wg.Wait()
+	names := make([]string, len(nodes))
+	for i, n := range nodes {
+		names[i] = verify.PodName(n)
+	}
+	awaitFloor(b, cs, ns, nodepod.LabelRun+"="+run, w, len(nodes), readLogs)
+	deletePods(b, cs, ns, names)
+	waitGone(b, cs)
+}
+
+// awaitFloor waits on w (a watch of the floor's pods, selected by sel) until want pods have
+// succeeded and, with readLogs, had their log read as verify reads it (retried through
+// refusals for up to 30 s); a watch that ends is replaced after a list.
+func awaitFloor(b *testing.B, cs kubernetes.Interface, ns, sel string, w watch.Interface, want int, readLogs bool) {
+	ctx := context.Background()
 	done, seen := map[string]bool{}, map[string]bool{}
-	logged := make(chan string, len(nodes))
+	logged := make(chan string, want)
+	finished := func(name string) {
+		if seen[name] {
+			return
+		}
+		seen[name] = true
+		if !readLogs {
+			done[name] = true
+			return
+		}
+		go func() {
+			_, _ = nodepod.ReadLog(ctx, cs, ns, name, &corev1.PodLogOptions{Container: verify.ContainerName})
+			logged <- name
+		}()
+	}
 	timeout := time.After(5 * time.Minute)
-	for len(done) < len(nodes) {
+	for len(done) < want {
 		select {
 		case name := <-logged:
 			done[name] = true
 		case ev, ok := <-w.ResultChan():
 			if !ok {
 				// The watch ended (API server under load): list what finished, watch again.
-				l, err := cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: nodepod.LabelRun + "=" + run})
+				l, err := cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: sel})
 				if err != nil {
 					b.Fatal(err)
 				}
 				for _, p := range l.Items {
 					if p.Status.Phase == corev1.PodSucceeded {
-						done[p.Name] = true
+						finished(p.Name)
 					}
 				}
-				if w, err = cs.CoreV1().Pods(ns).Watch(ctx, metav1.ListOptions{LabelSelector: nodepod.LabelRun + "=" + run, ResourceVersion: l.ResourceVersion}); err != nil {
+				if w, err = cs.CoreV1().Pods(ns).Watch(ctx, metav1.ListOptions{LabelSelector: sel, ResourceVersion: l.ResourceVersion}); err != nil {
 					b.Fatal(err)
 				}
+				defer w.Stop()
 				continue
 			}
-			if p, ok := ev.Object.(*corev1.Pod); ok && ev.Type != watch.Deleted && p.Status.Phase == corev1.PodSucceeded && !seen[p.Name] {
-				seen[p.Name] = true
-				if !readLogs {
-					done[p.Name] = true
-					continue
-				}
-				go func(name string) {
-					// As verify reads a log: retried through refusals for up to 30 s.
-					_, _ = nodepod.ReadLog(ctx, cs, ns, name, &corev1.PodLogOptions{Container: verify.ContainerName})
-					logged <- name
-				}(p.Name)
+			if p, ok := ev.Object.(*corev1.Pod); ok && ev.Type != watch.Deleted && p.Status.Phase == corev1.PodSucceeded {
+				finished(p.Name)
 			}
 		case <-timeout:
-			b.Fatalf("floor: %d of %d pods succeeded after 5 minutes", len(done), len(nodes))
+			b.Fatalf("floor: %d of %d pods succeeded after 5 minutes", len(done), want)
 		}
 	}
-	wg.Wait()
-	for _, n := range nodes {
+}
+
+// deletePods deletes the floor's pods, 50 at a time.
+func deletePods(b *testing.B, cs kubernetes.Interface, ns string, names []string) {
+	sem := make(chan struct{}, 50)
+	var wg sync.WaitGroup
+	for _, name := range names {
 		wg.Add(1)
 		sem <- struct{}{}
-		go func(n string) {
+		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			_ = cs.CoreV1().Pods(ns).Delete(ctx, verify.PodName(n), metav1.DeleteOptions{})
-		}(n)
+			_ = cs.CoreV1().Pods(ns).Delete(context.Background(), name, metav1.DeleteOptions{})
+		}()
 	}
 	wg.Wait()
-	waitGone(b, cs)
 }
 
 // waitGone waits until kwok has removed the deleted pods (outside the timed part's
