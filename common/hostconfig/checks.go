@@ -174,7 +174,7 @@ func checkHeaders(h *Host, r *rep.Report) {
 
 func checkToolkit(h *Host, r *rep.Report) {
 	rt, ctk := h.Exists(NvidiaRuntimeBinary), h.Exists("/usr/bin/nvidia-ctk")
-	r.ToolkitVersion = h.packageVersion("nvidia-container-toolkit")
+	r.ToolkitVersion = h.installedVersion("nvidia-container-toolkit", true)
 	switch {
 	case rt && ctk:
 		v := r.ToolkitVersion
@@ -189,24 +189,6 @@ func checkToolkit(h *Host, r *rep.Report) {
 	}
 }
 
-// packageVersion reads a package's version from the dpkg database.
-func (h *Host) packageVersion(pkg string) string {
-	s, ok := h.Read("/var/lib/dpkg/status")
-	if !ok {
-		return ""
-	}
-	for _, stanza := range strings.Split(s, "\n\n") {
-		if !strings.Contains(stanza, "Package: "+pkg+"\n") {
-			continue
-		}
-		for _, l := range strings.Split(stanza, "\n") {
-			if v, ok := strings.CutPrefix(l, "Version: "); ok {
-				return v
-			}
-		}
-	}
-	return ""
-}
 
 func checkContainerd(h *Host, r *rep.Report) {
 	paths := ContainerdFor(r.Flavour, 2)

@@ -139,20 +139,13 @@ const RebootDelay = 5 * time.Second
 // reboot: the node goes NotReady (kwok then drops its addresses, as a node that stopped
 // answering), then comes back with a new boot ID, its addresses and Ready.
 func (s *RollSim) reboot(ctx context.Context, node string, never bool) {
-	time.Sleep(RebootDelay)
-	n, err := s.c.Client.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
-	if err != nil {
-		return
-	}
-	addrs := n.Status.Addresses
-	_ = patchNodeStatus(ctx, s.c, node, corev1.ConditionFalse, "", nil)
 	if never {
-		return
+		reboot(ctx, s.c, node, RebootDelay, s.RebootTime, nil)
+		return // pending for good: the reboot never ends
 	}
-	time.Sleep(s.RebootTime)
-	_ = patchNodeStatus(ctx, s.c, node, corev1.ConditionTrue, string(uuid.NewUUID()), addrs)
+	reboot(ctx, s.c, node, RebootDelay, s.RebootTime, func() (string, error) { return string(uuid.NewUUID()), nil })
 	s.mu.Lock()
-	s.pending[node] = false
+	s.pending[node] = false // only once the node is back with its new boot ID
 	s.mu.Unlock()
 }
 

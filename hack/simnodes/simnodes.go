@@ -116,7 +116,9 @@ func SimulateWith(ctx context.Context, c *localcluster.Cluster, agentBin, dir st
 	}
 	err := c.ServePodLogs(ctx, nodepod.DefaultNamespace, nodepod.Selector(prep.Component), "agent", func(p *corev1.Pod) string {
 		if ph != nil && ph.roots[p.Spec.NodeName] != "" && len(p.Spec.Containers) > 0 && len(p.Spec.Containers[0].Args) > 0 {
-			return ph.report(ctx, p, func(node string, boot func() (string, error)) { reboot(context.WithoutCancel(ctx), c, node, boot) })
+			return ph.report(ctx, p, func(node string, boot func() (string, error)) {
+				reboot(context.WithoutCancel(ctx), c, node, SampleRebootDelay/2, SampleRebootDelay/2, boot)
+			})
 		}
 		root, ok := hostRoots[p.Spec.NodeName]
 		if !ok || len(p.Spec.Containers) == 0 || len(p.Spec.Containers[0].Args) == 0 {
@@ -138,7 +140,7 @@ func SimulateWith(ctx context.Context, c *localcluster.Cluster, agentBin, dir st
 		}
 		if rep.Mode(args[0]) == rep.ModeReboot {
 			if r, err := rep.Parse(lastLine(out)); err == nil && len(r.Changes) == 1 && r.Changes[0].Done {
-				go reboot(context.WithoutCancel(ctx), c, p.Spec.NodeName, func() (string, error) {
+				go reboot(context.WithoutCancel(ctx), c, p.Spec.NodeName, SampleRebootDelay/2, SampleRebootDelay/2, func() (string, error) {
 					mu.Lock()
 					defer mu.Unlock()
 					return fakehost.Boot(root)
@@ -187,15 +189,18 @@ const SampleRebootDelay = 2 * time.Second
 // reboot simulates the host going down and booting: NotReady, then the fake root's boot
 // (fakehost.Boot: the kernel state from its persisted files) and the node back with the new
 // boot ID, its addresses and Ready.
-func reboot(ctx context.Context, c *localcluster.Cluster, node string, boot func() (string, error)) {
-	time.Sleep(SampleRebootDelay / 2)
+func reboot(ctx context.Context, c *localcluster.Cluster, node string, delay, down time.Duration, boot func() (string, error)) {
+	time.Sleep(delay)
 	n, err := c.Client.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
 	if err != nil {
 		return
 	}
 	addrs := n.Status.Addresses
 	_ = patchNodeStatus(ctx, c, node, corev1.ConditionFalse, "", nil)
-	time.Sleep(SampleRebootDelay / 2)
+	if boot == nil {
+		return // it never comes back
+	}
+	time.Sleep(down)
 	id, err := boot()
 	if err != nil {
 		return
