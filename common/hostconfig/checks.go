@@ -189,7 +189,6 @@ func checkToolkit(h *Host, r *rep.Report) {
 	}
 }
 
-
 func checkContainerd(h *Host, r *rep.Report) {
 	paths := ContainerdFor(r.Flavour, 2)
 	content, ok := h.Read(paths.Config)
