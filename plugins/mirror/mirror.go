@@ -89,7 +89,7 @@ printed. Registry credentials come from the Docker config and its credential hel
 	fl.StringVar(&o.FromArchive, "from-archive", "", "with --to: push the images of this OCI layout directory")
 	fl.BoolVar(&o.Insecure, "insecure", false, "the mirror speaks plain HTTP")
 	fl.BoolVar(&o.SourceInsecure, "source-insecure", false, "the source registries speak plain HTTP")
-	fl.IntVar(&o.Parallel, "parallel", o.Parallel, "images copied at once")
+	fl.IntVar(&o.Parallel, "parallel", o.Parallel, "images copied at once (one layer at a time each)")
 	fl.StringVar(&o.ValuesOut, "values-out", "gpu-operator-mirror-values.yaml", "with --to: where to write the chart values that use the mirror")
 	fl.StringVar(&o.AgentImage, "agent-image", o.AgentImage, "prep's node-agent image")
 	fl.StringVar(&o.VerifyImage, "verify-image", o.VerifyImage, "verify's vectoradd image")

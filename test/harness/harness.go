@@ -13,13 +13,12 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"strconv"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/kubectl-gpu/kubectl-gpu/hack/agentbuild"
+	"github.com/kubectl-gpu/kubectl-gpu/test/procmem"
 
 	"github.com/kubectl-gpu/kubectl-gpu/hack/localcluster"
 )
@@ -142,10 +141,8 @@ func BuildPlugin(out string) error {
 type Result struct {
 	Stdout, Stderr string
 	Code           int
-	// PeakRSSMiB is the process's peak resident memory (VmHWM, read every 10 ms while it
-	// runs; kubectl execs the plugin in its own place, so this is the plugin's). Not the
-	// rusage of wait4: a child started by vfork and exec inherits its parent's high-water
-	// mark there, which is the test binary's.
+	// PeakRSSMiB is the process's peak resident memory (procmem.Run; kubectl execs the
+	// plugin in its own place, so this is the plugin's).
 	PeakRSSMiB float64
 }
 
@@ -155,27 +152,7 @@ func (e *Env) Kubectl(ctx context.Context, env []string, args ...string) Result 
 	cmd.Env = append(cmd.Env, env...)
 	var out, errOut bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errOut
-	var peakKiB int64
-	err := cmd.Start()
-	if err == nil {
-		done, sampled := make(chan struct{}), make(chan struct{})
-		go func() {
-			defer close(sampled)
-			for {
-				if kib := vmHWM(cmd.Process.Pid); kib > peakKiB {
-					peakKiB = kib
-				}
-				select {
-				case <-done:
-					return
-				case <-time.After(10 * time.Millisecond):
-				}
-			}
-		}()
-		err = cmd.Wait()
-		close(done)
-		<-sampled
-	}
+	peakKiB, err := procmem.Run(cmd)
 	r := Result{Stdout: out.String(), Stderr: errOut.String(), PeakRSSMiB: float64(peakKiB) / 1024}
 	var ee *exec.ExitError
 	switch {
@@ -194,21 +171,6 @@ func (e *Env) Command(ctx context.Context, args ...string) *exec.Cmd {
 	cmd := exec.CommandContext(ctx, e.KubectlPath, args...)
 	cmd.Env = append(os.Environ(), "KUBECONFIG="+e.Cluster.Kubeconfig, "PATH="+e.BinDir+string(os.PathListSeparator)+os.Getenv("PATH"))
 	return cmd
-}
-
-// vmHWM reads a process's peak resident set (KiB) from /proc; 0 once it is gone.
-func vmHWM(pid int) int64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0
-	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(l); len(f) >= 2 && f[0] == "VmHWM:" {
-			n, _ := strconv.ParseInt(f[1], 10, 64)
-			return n
-		}
-	}
-	return 0
 }
 
 // Gpu runs `kubectl gpu ARGS…`.
