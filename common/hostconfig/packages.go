@@ -11,6 +11,7 @@ import (
 	"path"
 	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -102,6 +103,10 @@ type pkgStep struct {
 	packages []string
 	reboot   bool
 	module   string // dnf module stream instead of packages ("nvidia-driver:580-dkms")
+	// track is a metapackage added when the repositories have it: on Ubuntu the modules
+	// package that follows the kernel metapackage, so a kernel upgrade brings its modules.
+	track string
+	note  string // what the plan says of track
 }
 
 // packagePlan is what an Install will do on a host.
@@ -228,6 +233,13 @@ func (p *packagePlan) planDriver(h *Host, r *rep.Report, i Install, sources stri
 		// Ubuntu archive.
 		step.what += " (Ubuntu's signed precompiled -server modules)"
 		step.packages = []string{"linux-modules-nvidia-" + b + "-server-" + k, "nvidia-headless-no-dkms-" + b + "-server", "nvidia-utils-" + b + "-server"}
+		if meta := h.kernelMeta(k); meta != "" {
+			step.track = "linux-modules-nvidia-" + b + "-server-" + strings.TrimPrefix(meta, "linux-image-")
+			step.note = "kernel upgrades bring their modules: " + step.track + " follows " + meta
+		} else {
+			step.note = "no kernel metapackage (linux-image-<flavour>) depends on a " + kernelFlavour(k) + " kernel: after a kernel upgrade, install linux-modules-nvidia-" + b +
+				"-server-<new kernel> (or run prep --install-driver again) before rebooting into it"
+		}
 	case secure:
 		p.refused = fmt.Sprintf("Secure Boot is on and %s %s has no signed precompiled NVIDIA modules: a DKMS-built module would not load. "+
 			"Enrol a MOK key and sign the module by hand, use Ubuntu's signed -server branches, or the GPU Operator's precompiled driver containers", d.ID, d.Version)
@@ -252,6 +264,9 @@ func (p *packagePlan) planDriver(h *Host, r *rep.Report, i Install, sources stri
 		return nil
 	}
 	step.packages = missing
+	if step.track != "" && h.installedVersion(step.track, d.Apt) != "" {
+		step.track = ""
+	}
 	p.steps = append(p.steps, step)
 	return nil
 }
@@ -263,21 +278,91 @@ func (h *Host) installedVersion(pkg string, apt bool) string {
 	if !apt {
 		return ""
 	}
-	s, ok := h.Read("/var/lib/dpkg/status")
-	if !ok {
+	return h.dpkgInstalled()[pkg]["Version"]
+}
+
+// dpkgInstalled is dpkg's status file: the installed packages' fields by package name.
+func (h *Host) dpkgInstalled() map[string]map[string]string {
+	s, _ := h.Read("/var/lib/dpkg/status")
+	out := map[string]map[string]string{}
+	for _, stanza := range strings.Split(s, "\n\n") {
+		f := map[string]string{}
+		key := ""
+		for _, l := range strings.Split(stanza, "\n") {
+			if strings.HasPrefix(l, " ") && key != "" {
+				f[key] += "\n" + l
+				continue
+			}
+			if k, v, ok := strings.Cut(l, ":"); ok {
+				key, f[k] = k, strings.TrimSpace(v)
+			}
+		}
+		if f["Package"] != "" && f["Status"] == "install ok installed" {
+			out[f["Package"]] = f
+		}
+	}
+	return out
+}
+
+// kernelMeta is the installed kernel metapackage that brings this host's kernel upgrades,
+// as ubuntu-drivers finds it: a linux-image-* package without a version in its name that
+// depends on a kernel image of the running kernel's flavour (linux-image-generic-hwe-22.04
+// → linux-image-6.8.0-45-generic for 6.8.0-45-generic); with several, the one bringing the
+// newest kernel. "" when there is none (a kernel installed by hand).
+func (h *Host) kernelMeta(kernel string) string {
+	flavour := kernelFlavour(kernel)
+	if flavour == "" {
 		return ""
 	}
-	for _, stanza := range strings.Split(s, "\n\n") {
-		if !strings.Contains(stanza, "Package: "+pkg+"\n") || !strings.Contains(stanza, "Status: install ok installed") {
+	best, bestKernel := "", ""
+	for name, f := range h.dpkgInstalled() {
+		meta, ok := strings.CutPrefix(name, "linux-image-")
+		if !ok || meta == "" || meta[0] >= '0' && meta[0] <= '9' {
 			continue
 		}
-		for _, l := range strings.Split(stanza, "\n") {
-			if v, ok := strings.CutPrefix(l, "Version: "); ok {
-				return v
+		for _, dep := range strings.Split(f["Depends"], ",") {
+			dep, _, _ = strings.Cut(strings.TrimSpace(dep), " ")
+			k, ok := strings.CutPrefix(dep, "linux-image-")
+			if !ok || k == "" || k[0] < '0' || k[0] > '9' || kernelFlavour(k) != flavour {
+				continue
+			}
+			if best == "" || kernelNewer(k, bestKernel) || k == bestKernel && name < best {
+				best, bestKernel = name, k
 			}
 		}
 	}
-	return ""
+	return best
+}
+
+// kernelFlavour is what follows a kernel release's ABI number (6.8.0-45-generic → generic).
+func kernelFlavour(k string) string {
+	parts := strings.SplitN(k, "-", 3)
+	if len(parts) < 3 {
+		return ""
+	}
+	return parts[2]
+}
+
+// kernelNewer compares kernel releases number by number (6.8.0-100 is newer than 6.8.0-99).
+func kernelNewer(a, b string) bool {
+	num := func(s string) []int {
+		var out []int
+		for _, f := range strings.FieldsFunc(s, func(r rune) bool { return r == '.' || r == '-' }) {
+			n, err := strconv.Atoi(f)
+			if err != nil {
+				break
+			}
+			out = append(out, n)
+		}
+		return out
+	}
+	x, y := num(a), num(b)
+	for i := range min(len(x), len(y)) {
+		if x[i] != y[i] {
+			return x[i] > y[i]
+		}
+	}
+	return len(x) > len(y)
 }
 
 func (h *Host) aptSources() string {
@@ -412,6 +497,7 @@ func (p *packagePlan) resolve(ctx context.Context, h *Host, run Runner) (map[str
 	if o, err := run.Run(ctx, append(append([]string{"apt-get", "-q"}, opts...), "update")...); err != nil || aptUpdateFailed(o) {
 		return nil, fmt.Errorf("the package repositories cannot be read: %s", aptProblem(o, err))
 	}
+	p.settle(ctx, run, opts)
 	for _, s := range p.steps {
 		o, err := run.Run(ctx, append(append(append([]string{"apt-get", "-s", "-q"}, opts...), "install"), s.packages...)...)
 		if err != nil {
@@ -422,6 +508,35 @@ func (p *packagePlan) resolve(ctx context.Context, h *Host, run Runner) (map[str
 		}
 	}
 	return out, nil
+}
+
+// settle adds each step's tracking metapackage when the repositories have it (after apt-get
+// update; aptOpts are the plan's private apt state, none on apply), else says what a kernel
+// upgrade will need.
+func (p *packagePlan) settle(ctx context.Context, run Runner, aptOpts []string) {
+	for i := range p.steps {
+		s := &p.steps[i]
+		if s.track == "" || !p.d.Apt {
+			continue
+		}
+		o, err := run.Run(ctx, append(append([]string{"apt-cache"}, aptOpts...), "policy", s.track)...)
+		if c, ok := aptCandidate(o); err == nil && ok && c != "(none)" {
+			s.packages = append(s.packages, s.track)
+		} else {
+			s.note = "the repositories have no " + s.track + ": after a kernel upgrade, install the modules package for the new kernel (or run prep --install-driver again) before rebooting into it"
+		}
+		s.track = ""
+	}
+}
+
+// aptCandidate is the Candidate line of apt-cache policy.
+func aptCandidate(out string) (string, bool) {
+	for _, l := range strings.Split(out, "\n") {
+		if c, ok := strings.CutPrefix(strings.TrimSpace(l), "Candidate:"); ok {
+			return strings.TrimSpace(c), true
+		}
+	}
+	return "", false
 }
 
 // aptUpdateFailed tells whether apt-get update could not read a source: it exits 0 when
@@ -557,6 +672,9 @@ func (p *packagePlan) installChanges(res map[string][]resolved) []rep.Change {
 	for _, s := range p.steps {
 		c := rep.Change{Check: s.check, Note: "install " + s.what, Packages: res[s.check]}
 		sort.Slice(c.Packages, func(i, j int) bool { return c.Packages[i].Name < c.Packages[j].Name })
+		if s.note != "" {
+			c.Note += "; " + s.note
+		}
 		if s.reboot {
 			c.Note += "; a reboot is needed before it loads (--reboot rolls the nodes)"
 		}

@@ -2,6 +2,7 @@ package hostconfig
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -317,51 +318,132 @@ func TestInstallWaitsForTheDpkgLock(t *testing.T) {
 // TestInstallDriverUbuntuSigned: on Ubuntu the driver comes from the host's own archive
 // (here a stand-in archive the root already trusts): the -server branch with Canonical's
 // signed precompiled modules for the running kernel, so Secure Boot on is fine and no
-// repository file is written.
+// repository file is written. As ubuntu-drivers does, the modules metapackage of the
+// host's kernel metapackage comes too when the archive has it, so a kernel upgrade brings
+// its modules — here a newer kernel is installed and waits for the reboot the install
+// needs: its modules come with the metapackage, or the roll would boot a kernel without
+// a driver.
 func TestInstallDriverUbuntuSigned(t *testing.T) {
-	f := newAptFixture(t)
-	archive := []fakehost.StandIn{
-		{Name: "linux-modules-nvidia-580-server-" + testKernel, Version: "6.1.0-99.1"},
-		{Name: "nvidia-headless-no-dkms-580-server", Version: "580.95.05-0ubuntu0.22.04.1"},
-		{Name: "nvidia-utils-580-server", Version: "580.95.05-0ubuntu0.22.04.1", Files: map[string]string{"/usr/bin/nvidia-smi": "#!/bin/sh\necho 'stand-in nvidia-smi (kubectl-gpu tests)'\n"}},
-	}
-	if err := f.repo.Publish("ubuntu-archive", "ubuntu-archive/key.asc", archive...); err != nil {
-		t.Fatal(err)
-	}
-	key, err := keyring(f.repo.PublicKey())
-	if err != nil {
-		t.Fatal(err)
-	}
-	must := func(err error) {
-		t.Helper()
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	must(os.WriteFile(f.host.Path("/usr/share/keyrings/stand-in-archive.gpg"), key.Binary, 0o644))
-	must(os.WriteFile(f.host.Path("/etc/apt/sources.list"), []byte("deb [signed-by=/usr/share/keyrings/stand-in-archive.gpg] "+f.repo.URL()+"/ubuntu-archive /\n"), 0o644))
-	must(os.WriteFile(f.host.Path("/etc/os-release"), []byte("ID=ubuntu\nVERSION_ID=\"22.04\"\nPRETTY_NAME=\"Ubuntu 22.04.5 LTS\"\n"), 0o644))
-	must(os.MkdirAll(f.host.Path("/sys/firmware/efi/efivars"), 0o755))
-	must(os.WriteFile(f.host.Path(secureBootEF), []byte{6, 0, 0, 0, 1}, 0o644))
+	const running, newer = "6.8.0-45-generic", "6.8.0-49-generic"
+	for _, withMeta := range []bool{true, false} {
+		t.Run(fmt.Sprintf("archive-has-metapackage=%v", withMeta), func(t *testing.T) {
+			f := newAptFixture(t)
+			must := func(err error) {
+				t.Helper()
+				if err != nil {
+					t.Fatal(err)
+				}
+			}
+			must(os.WriteFile(f.host.Path("/proc/sys/kernel/osrelease"), []byte(running+"\n"), 0o644))
+			// The host's kernels, as Ubuntu's packages name them (stand-ins with no files):
+			// the running one and a newer one its metapackage brings.
+			must(fakehost.DpkgInstall(context.Background(), f.root, append(fakehost.UbuntuKernel(newer, "linux-image-generic-hwe-22.04"),
+				fakehost.StandIn{Name: "linux-image-" + running, Version: running + ".1"})...))
+			archive := []fakehost.StandIn{
+				{Name: "linux-modules-nvidia-580-server-" + running, Version: "6.8.0-45.45+1"},
+				{Name: "linux-modules-nvidia-580-server-" + newer, Version: "6.8.0-49.49+1"},
+				{Name: "nvidia-headless-no-dkms-580-server", Version: "580.95.05-0ubuntu0.22.04.1"},
+				{Name: "nvidia-utils-580-server", Version: "580.95.05-0ubuntu0.22.04.1", Files: map[string]string{"/usr/bin/nvidia-smi": "#!/bin/sh\necho 'stand-in nvidia-smi (kubectl-gpu tests)'\n"}},
+			}
+			meta := "linux-modules-nvidia-580-server-generic-hwe-22.04"
+			if withMeta {
+				archive = append(archive, fakehost.StandIn{Name: meta, Version: "6.8.0-49.49~22.04.1+1", Depends: "linux-modules-nvidia-580-server-" + newer})
+			}
+			must(f.repo.Publish("ubuntu-archive", "ubuntu-archive/key.asc", archive...))
+			key, err := keyring(f.repo.PublicKey())
+			must(err)
+			must(os.WriteFile(f.host.Path("/usr/share/keyrings/stand-in-archive.gpg"), key.Binary, 0o644))
+			must(os.WriteFile(f.host.Path("/etc/apt/sources.list"), []byte("deb [signed-by=/usr/share/keyrings/stand-in-archive.gpg] "+f.repo.URL()+"/ubuntu-archive /\n"), 0o644))
+			must(os.WriteFile(f.host.Path("/etc/os-release"), []byte("ID=ubuntu\nVERSION_ID=\"22.04\"\nPRETTY_NAME=\"Ubuntu 22.04.5 LTS\"\n"), 0o644))
+			must(os.MkdirAll(f.host.Path("/sys/firmware/efi/efivars"), 0o755))
+			must(os.WriteFile(f.host.Path(secureBootEF), []byte{6, 0, 0, 0, 1}, 0o644))
 
-	plan, err := f.agent(t, ModePlan, Install{DriverBranch: "580"})
-	if err != nil {
-		t.Fatalf("plan: %v", err)
+			plan, err := f.agent(t, ModePlan, Install{DriverBranch: "580"})
+			if err != nil {
+				t.Fatalf("plan: %v", err)
+			}
+			c, ok := installChange(plan, rep.CheckDriver)
+			if !ok || !strings.Contains(c.Note, "signed precompiled") {
+				t.Fatalf("plan: %+v", plan.Changes)
+			}
+			got := map[string]bool{}
+			for _, p := range c.Packages {
+				got[p.Name] = true
+			}
+			want := []string{"linux-modules-nvidia-580-server-" + running, "nvidia-headless-no-dkms-580-server", "nvidia-utils-580-server"}
+			if withMeta {
+				want = append(want, meta, "linux-modules-nvidia-580-server-"+newer)
+				if !strings.Contains(c.Note, meta+" follows linux-image-generic-hwe-22.04") {
+					t.Errorf("plan note does not say the modules follow the kernel metapackage: %q", c.Note)
+				}
+			} else if !strings.Contains(c.Note, "the repositories have no "+meta) {
+				t.Errorf("plan note does not say what a kernel upgrade will need: %q", c.Note)
+			}
+			for _, w := range want {
+				if !got[w] {
+					t.Errorf("plan does not install %s: %v", w, c.Packages)
+				}
+			}
+			if len(c.Packages) != len(want) {
+				t.Errorf("plan installs %d packages, want %d: %v", len(c.Packages), len(want), c.Packages)
+			}
+			for _, ch := range plan.Changes {
+				if ch.File != "" && strings.HasPrefix(ch.File, "/etc/apt") {
+					t.Errorf("a repository file planned on a host whose archive has the driver: %s", ch.File)
+				}
+			}
+			if _, err := f.agent(t, ModeApply, Install{DriverBranch: "580"}); err != nil {
+				t.Fatalf("apply: %v", err)
+			}
+			if v := f.host.installedVersion("linux-modules-nvidia-580-server-"+running, true); v != "6.8.0-45.45+1" {
+				t.Errorf("precompiled modules for the running kernel installed %q", v)
+			}
+			if v := f.host.installedVersion("linux-modules-nvidia-580-server-"+newer, true); withMeta != (v == "6.8.0-49.49+1") {
+				t.Errorf("modules for the kernel the reboot starts installed %q (metapackage in the archive: %v)", v, withMeta)
+			}
+			if v := f.host.installedVersion(meta, true); withMeta != (v != "") {
+				t.Errorf("%s installed %q (in the archive: %v)", meta, v, withMeta)
+			}
+		})
 	}
-	c, ok := installChange(plan, rep.CheckDriver)
-	if !ok || len(c.Packages) != 3 || !strings.Contains(c.Note, "signed precompiled") {
-		t.Fatalf("plan: %+v", plan.Changes)
-	}
-	for _, ch := range plan.Changes {
-		if ch.File != "" && strings.HasPrefix(ch.File, "/etc/apt") {
-			t.Errorf("a repository file planned on a host whose archive has the driver: %s", ch.File)
+}
+
+func TestKernelMeta(t *testing.T) {
+	status := func(pkgs ...string) string {
+		var b strings.Builder
+		for _, p := range pkgs {
+			name, dep, _ := strings.Cut(p, ">")
+			b.WriteString("Package: " + name + "\nStatus: install ok installed\nVersion: 1\n")
+			if dep != "" {
+				b.WriteString("Depends: " + dep + ", linux-firmware\n")
+			}
+			b.WriteString("\n")
 		}
+		return b.String()
 	}
-	if _, err := f.agent(t, ModeApply, Install{DriverBranch: "580"}); err != nil {
-		t.Fatalf("apply: %v", err)
-	}
-	if v := f.host.installedVersion("linux-modules-nvidia-580-server-"+testKernel, true); v != "6.1.0-99.1" {
-		t.Errorf("precompiled modules installed %q", v)
+	for _, tc := range []struct {
+		name, kernel, status, want string
+	}{
+		{"generic", "6.8.0-45-generic", status("linux-image-6.8.0-45-generic", "linux-image-generic>linux-image-6.8.0-45-generic"), "linux-image-generic"},
+		{"the newest kernel's", "6.8.0-45-generic", status("linux-image-generic>linux-image-6.8.0-99-generic", "linux-image-generic-hwe-22.04>linux-image-6.8.0-100-generic (= 6.8.0-100.100)"), "linux-image-generic-hwe-22.04"},
+		{"other flavour", "6.8.0-1015-aws", status("linux-image-generic>linux-image-6.8.0-45-generic"), ""},
+		{"cloud", "6.8.0-1015-aws", status("linux-image-aws>linux-image-6.8.0-1015-aws", "linux-image-generic>linux-image-6.8.0-45-generic"), "linux-image-aws"},
+		{"hand-installed kernel", "6.8.0-45-generic", status("linux-image-6.8.0-45-generic"), ""},
+		{"not installed", "6.8.0-45-generic", strings.Replace(status("linux-image-generic>linux-image-6.8.0-45-generic"), "install ok installed", "deinstall ok config-files", 1), ""},
+		{"no flavour", "6.8.0", status("linux-image-generic>linux-image-6.8.0-45-generic"), ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := &Host{Root: t.TempDir()}
+			if err := os.MkdirAll(h.Path("/var/lib/dpkg"), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(h.Path("/var/lib/dpkg/status"), []byte(tc.status), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if got := h.kernelMeta(tc.kernel); got != tc.want {
+				t.Errorf("kernelMeta(%s) = %q, want %q", tc.kernel, got, tc.want)
+			}
+		})
 	}
 }
 

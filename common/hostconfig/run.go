@@ -158,7 +158,9 @@ func installPackages(ctx context.Context, h *Host, r *rep.Report, o Options, dry
 	if lock <= 0 {
 		lock = 5 * time.Minute
 	}
-	for _, cmd := range p.commands() {
+	cmds := p.commands()
+	for i := 0; i < len(cmds); i++ {
+		cmd := cmds[i]
 		c := rep.Change{Check: rep.CheckToolkit, Command: cmd.argv}
 		out, err := runLocked(ctx, o.Runner, lock, cmd.argv)
 		if err != nil {
@@ -171,6 +173,12 @@ func installPackages(ctx context.Context, h *Host, r *rep.Report, o Options, dry
 		}
 		c.Done, c.Note = true, o.Runner.Note()
 		changes = append(changes, c)
+		if i == 0 && p.d.Apt {
+			// apt-get update has run: the tracking metapackages the repositories have join
+			// the install commands, as in the plan.
+			p.settle(ctx, o.Runner, nil)
+			cmds = p.commands()
+		}
 	}
 	inst := p.installChanges(nil)
 	for i, s := range p.steps {

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"sync"
 
@@ -79,6 +80,9 @@ func (p *PackageHosts) setUp(dir string, gpus func(node string) int) error {
 		if err := fakehost.UnpackDebianRoot(tarball, root, kernel); err != nil {
 			return err
 		}
+		if err := fakehost.DpkgInstall(context.Background(), root, fakehost.UbuntuKernel(kernel, "linux-image-generic")...); err != nil {
+			return err
+		}
 		if err := fakehost.Overlay(name, root, gpus(node), "proc/driver", "usr/bin/nvidia-container-runtime", "usr/bin/nvidia-ctk", "var/lib/dpkg/status"); err != nil {
 			return err
 		}
@@ -101,6 +105,11 @@ func (p *PackageHosts) setUp(dir string, gpus func(node string) int) error {
 		archive = append(archive, fakehost.StandIn{Name: "linux-modules-nvidia-580-server-" + k, Version: k + ".1",
 			Files: map[string]string{"/lib/modules/" + k + "/kernel/nvidia-580srv/nvidia.ko.stand-in": "stand-in, not a kernel module\n"}})
 	}
+	// The modules metapackage that follows the hosts' kernel metapackage (linux-image-generic
+	// in their dpkg status), as the Ubuntu archive has it.
+	sort.Strings(kernels)
+	archive = append(archive, fakehost.StandIn{Name: "linux-modules-nvidia-580-server-generic", Version: kernels[len(kernels)-1] + ".1",
+		Depends: "linux-modules-nvidia-580-server-" + kernels[len(kernels)-1]})
 	archive = append(archive,
 		fakehost.StandIn{Name: "nvidia-headless-no-dkms-580-server", Version: standInDriverVersion + "-0ubuntu0.22.04.1"},
 		fakehost.StandIn{Name: "nvidia-utils-580-server", Version: standInDriverVersion + "-0ubuntu0.22.04.1", Files: map[string]string{"/usr/bin/nvidia-smi": say("nvidia-smi")}})
@@ -124,7 +133,7 @@ type packageRunner struct{ chroot *fakehost.Chroot }
 
 func (r packageRunner) Run(ctx context.Context, argv ...string) (string, error) {
 	switch argv[0] {
-	case "apt-get", "env", "dpkg":
+	case "apt-get", "apt-cache", "env", "dpkg":
 		return r.chroot.Run(ctx, argv...)
 	}
 	return "", nil

@@ -123,6 +123,37 @@ func BuildDeb(dir string, s StandIn) (string, error) {
 	return deb, nil
 }
 
+// DpkgInstall builds the stand-ins and installs them into the root with its own dpkg, as
+// packages the host already has (such as its kernel and kernel metapackage).
+func DpkgInstall(ctx context.Context, root string, pkgs ...StandIn) error {
+	dir, err := os.MkdirTemp(filepath.Join(root, "tmp"), "stand-ins-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	args := []string{"dpkg", "-i"}
+	for _, p := range pkgs {
+		deb, err := BuildDeb(dir, p)
+		if err != nil {
+			return err
+		}
+		args = append(args, strings.TrimPrefix(deb, filepath.Clean(root)))
+	}
+	if out, err := (&Chroot{Root: root}).Run(ctx, args...); err != nil {
+		return fmt.Errorf("%v\n%s", err, out)
+	}
+	return nil
+}
+
+// UbuntuKernel is the stand-ins of an Ubuntu host's kernel packages: the kernel image
+// (no files) and the metapackage that brings its upgrades, such as linux-image-generic.
+func UbuntuKernel(kernel, meta string) []StandIn {
+	return []StandIn{
+		{Name: "linux-image-" + kernel, Version: kernel + ".1"},
+		{Name: meta, Version: kernel + ".1", Depends: "linux-image-" + kernel},
+	}
+}
+
 // AptRepo is a set of flat apt repositories on 127.0.0.1, signed with a key it makes.
 type AptRepo struct {
 	Dir    string
