@@ -6,13 +6,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
-	"k8s.io/client-go/kubernetes"
 
 	"github.com/kubectl-gpu/kubectl-gpu/common/buildinfo"
 	"github.com/kubectl-gpu/kubectl-gpu/common/cliexit"
@@ -245,7 +242,9 @@ func (o *PrepOptions) Run(ctx context.Context) error {
 	}
 	cfg := o.config()
 	if cfg.Roll != nil {
-		cfg.Roll.SelfNode = selfNode(ctx, cs)
+		if cfg.Roll.SelfNode, err = prep.SelfNode(ctx, cs, prep.ThisProcess()); err != nil {
+			fmt.Fprintf(o.Streams.ErrOut, "warning: %v: --reboot would not know to leave that node alone; name the nodes to roll\n", err)
+		}
 	}
 	r, err := prep.Run(ctx, cs, cfg)
 	if r == nil {
@@ -279,22 +278,4 @@ func (o *PrepOptions) print(r *prep.Report, annotateErr error) error {
 		return cliexit.Silent{Code: cliexit.Failures}
 	}
 	return nil
-}
-
-// selfNode is the node of the pod this command runs in ("" outside a cluster, or when the
-// pod cannot be read): the roll drains it only when named.
-func selfNode(ctx context.Context, cs kubernetes.Interface) string {
-	if os.Getenv("KUBERNETES_SERVICE_HOST") == "" {
-		return ""
-	}
-	name, _ := os.Hostname()
-	ns, err := os.ReadFile("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
-	if err != nil || name == "" {
-		return ""
-	}
-	p, err := cs.CoreV1().Pods(strings.TrimSpace(string(ns))).Get(ctx, name, metav1.GetOptions{})
-	if err != nil {
-		return ""
-	}
-	return p.Spec.NodeName
 }

@@ -61,6 +61,7 @@ func rollCluster(t *testing.T) *clustertest.Getter {
 // TestPrepRollGolden: the plan names the nodes the roll takes; the report ends with the roll
 // table; each node ends uncordoned with its roll done.
 func TestPrepRollGolden(t *testing.T) {
+	t.Setenv("KUBERNETES_SERVICE_HOST", "") // as outside a cluster, wherever the tests run
 	g := rollCluster(t)
 	out, errOut, err := run(t, g, "", "gpu-a100-0", "gpu-a100-1", "--apply", "--yes", "--reboot", "--max-unavailable", "2")
 	if err != nil {
@@ -90,5 +91,20 @@ func TestPrepRollGolden(t *testing.T) {
 	}
 	if n := left(t, g); n != 0 {
 		t.Fatalf("%d Jobs left", n)
+	}
+}
+
+// TestPrepRollWarnsWhenItsOwnNodeIsUnknown: run in a pod (KUBERNETES_SERVICE_HOST set) whose
+// pod and node cannot be found by its hostname, the roll says it cannot tell its own node.
+func TestPrepRollWarnsWhenItsOwnNodeIsUnknown(t *testing.T) {
+	t.Setenv("KUBERNETES_SERVICE_HOST", "10.96.0.1")
+	g := rollCluster(t)
+	out, errOut, err := run(t, g, "", "gpu-a100-0", "--apply", "--yes", "--reboot")
+	if err != nil {
+		t.Fatalf("exit %d: %v\n%s\n%s", cliexit.Code(err, false), err, out, errOut)
+	}
+	if !strings.Contains(errOut, "warning: this command runs in a pod (KUBERNETES_SERVICE_HOST is set) whose node cannot be told") ||
+		!strings.Contains(errOut, "name the nodes to roll") {
+		t.Errorf("no warning that the command's own node is unknown:\n%s", errOut)
 	}
 }

@@ -169,7 +169,9 @@ func (e *Env) Kubectl(ctx context.Context, env []string, args ...string) Result 
 // started (for tests that signal it).
 func (e *Env) Command(ctx context.Context, args ...string) *exec.Cmd {
 	cmd := exec.CommandContext(ctx, e.KubectlPath, args...)
-	cmd.Env = append(os.Environ(), "KUBECONFIG="+e.Cluster.Kubeconfig, "PATH="+e.BinDir+string(os.PathListSeparator)+os.Getenv("PATH"))
+	// KUBERNETES_SERVICE_HOST cleared: the plugin runs as outside a cluster even where the
+	// tests run in a pod.
+	cmd.Env = append(os.Environ(), "KUBECONFIG="+e.Cluster.Kubeconfig, "PATH="+e.BinDir+string(os.PathListSeparator)+os.Getenv("PATH"), "KUBERNETES_SERVICE_HOST=")
 	return cmd
 }
 
