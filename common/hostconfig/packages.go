@@ -107,6 +107,12 @@ type pkgStep struct {
 	// package that follows the kernel metapackage, so a kernel upgrade brings its modules.
 	track string
 	note  string // what the plan says of track
+	// needs is a package the step needs from the repositories; without it the fallback
+	// step is taken instead, or, when refuse is set, the install is refused with it. On
+	// Ubuntu: the running kernel's precompiled modules, else DKMS as ubuntu-drivers does.
+	needs    string
+	fallback *pkgStep
+	refuse   string
 }
 
 // packagePlan is what an Install will do on a host.
@@ -233,6 +239,17 @@ func (p *packagePlan) planDriver(h *Host, r *rep.Report, i Install, sources stri
 		// Ubuntu archive.
 		step.what += " (Ubuntu's signed precompiled -server modules)"
 		step.packages = []string{"linux-modules-nvidia-" + b + "-server-" + k, "nvidia-headless-no-dkms-" + b + "-server", "nvidia-utils-" + b + "-server"}
+		if h.installedVersion(step.packages[0], true) == "" {
+			step.needs = step.packages[0]
+			step.fallback = &pkgStep{check: rep.CheckDriver, reboot: true, what: "NVIDIA driver " + b + " (Ubuntu's -server branch, DKMS)",
+				packages: []string{"linux-headers-" + k, "nvidia-headless-" + b + "-server", "nvidia-utils-" + b + "-server"},
+				note: "the repositories have no precompiled modules for kernel " + k + " (" + step.needs + "): DKMS builds them from nvidia-dkms-" + b +
+					"-server with the kernel's headers; later kernels need their headers installed (linux-headers-<flavour>) for DKMS to build them"}
+			if secure {
+				step.refuse = "Secure Boot is on and the repositories have no signed precompiled NVIDIA modules for kernel " + k + " (" + step.needs +
+					"): a DKMS-built module would not load. Boot a kernel the archive has them for (apt-cache search linux-modules-nvidia-" + b + "-server), enrol a MOK key for DKMS, or use the GPU Operator's precompiled driver containers"
+			}
+		}
 		if meta := h.kernelMeta(k); meta != "" {
 			step.track = "linux-modules-nvidia-" + b + "-server-" + strings.TrimPrefix(meta, "linux-image-")
 			step.note = "kernel upgrades bring their modules: " + step.track + " follows " + meta
@@ -497,7 +514,9 @@ func (p *packagePlan) resolve(ctx context.Context, h *Host, run Runner) (map[str
 	if o, err := run.Run(ctx, append(append([]string{"apt-get", "-q"}, opts...), "update")...); err != nil || aptUpdateFailed(o) {
 		return nil, fmt.Errorf("the package repositories cannot be read: %s", aptProblem(o, err))
 	}
-	p.settle(ctx, run, opts)
+	if err := p.settle(ctx, run, opts); err != nil {
+		return nil, err
+	}
 	for _, s := range p.steps {
 		o, err := run.Run(ctx, append(append(append([]string{"apt-get", "-s", "-q"}, opts...), "install"), s.packages...)...)
 		if err != nil {
@@ -510,23 +529,39 @@ func (p *packagePlan) resolve(ctx context.Context, h *Host, run Runner) (map[str
 	return out, nil
 }
 
-// settle adds each step's tracking metapackage when the repositories have it (after apt-get
-// update; aptOpts are the plan's private apt state, none on apply), else says what a kernel
-// upgrade will need.
-func (p *packagePlan) settle(ctx context.Context, run Runner, aptOpts []string) {
+// settle decides what depends on the repositories' contents, after apt-get update (aptOpts
+// are the plan's private apt state, none on apply): a step whose needed package is missing
+// takes its fallback (or is refused); a tracking metapackage is added when the repositories
+// have it, else the plan says what a kernel upgrade will need.
+func (p *packagePlan) settle(ctx context.Context, run Runner, aptOpts []string) error {
+	if !p.d.Apt {
+		return nil
+	}
+	has := func(pkg string) bool {
+		o, err := run.Run(ctx, append(append([]string{"apt-cache"}, aptOpts...), "policy", pkg)...)
+		c, ok := aptCandidate(o)
+		return err == nil && ok && c != "(none)"
+	}
 	for i := range p.steps {
 		s := &p.steps[i]
-		if s.track == "" || !p.d.Apt {
+		if s.needs != "" && !has(s.needs) {
+			if s.refuse != "" {
+				return fmt.Errorf("%s", s.refuse)
+			}
+			*s = *s.fallback
+		}
+		s.needs = ""
+		if s.track == "" {
 			continue
 		}
-		o, err := run.Run(ctx, append(append([]string{"apt-cache"}, aptOpts...), "policy", s.track)...)
-		if c, ok := aptCandidate(o); err == nil && ok && c != "(none)" {
+		if has(s.track) {
 			s.packages = append(s.packages, s.track)
 		} else {
 			s.note = "the repositories have no " + s.track + ": after a kernel upgrade, install the modules package for the new kernel (or run prep --install-driver again) before rebooting into it"
 		}
 		s.track = ""
 	}
+	return nil
 }
 
 // aptCandidate is the Candidate line of apt-cache policy.

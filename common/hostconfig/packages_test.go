@@ -328,17 +328,6 @@ func TestInstallDriverUbuntuSigned(t *testing.T) {
 	for _, withMeta := range []bool{true, false} {
 		t.Run(fmt.Sprintf("archive-has-metapackage=%v", withMeta), func(t *testing.T) {
 			f := newAptFixture(t)
-			must := func(err error) {
-				t.Helper()
-				if err != nil {
-					t.Fatal(err)
-				}
-			}
-			must(os.WriteFile(f.host.Path("/proc/sys/kernel/osrelease"), []byte(running+"\n"), 0o644))
-			// The host's kernels, as Ubuntu's packages name them (stand-ins with no files):
-			// the running one and a newer one its metapackage brings.
-			must(fakehost.DpkgInstall(context.Background(), f.root, append(fakehost.UbuntuKernel(newer, "linux-image-generic-hwe-22.04"),
-				fakehost.StandIn{Name: "linux-image-" + running, Version: running + ".1"})...))
 			archive := []fakehost.StandIn{
 				{Name: "linux-modules-nvidia-580-server-" + running, Version: "6.8.0-45.45+1"},
 				{Name: "linux-modules-nvidia-580-server-" + newer, Version: "6.8.0-49.49+1"},
@@ -349,14 +338,7 @@ func TestInstallDriverUbuntuSigned(t *testing.T) {
 			if withMeta {
 				archive = append(archive, fakehost.StandIn{Name: meta, Version: "6.8.0-49.49~22.04.1+1", Depends: "linux-modules-nvidia-580-server-" + newer})
 			}
-			must(f.repo.Publish("ubuntu-archive", "ubuntu-archive/key.asc", archive...))
-			key, err := keyring(f.repo.PublicKey())
-			must(err)
-			must(os.WriteFile(f.host.Path("/usr/share/keyrings/stand-in-archive.gpg"), key.Binary, 0o644))
-			must(os.WriteFile(f.host.Path("/etc/apt/sources.list"), []byte("deb [signed-by=/usr/share/keyrings/stand-in-archive.gpg] "+f.repo.URL()+"/ubuntu-archive /\n"), 0o644))
-			must(os.WriteFile(f.host.Path("/etc/os-release"), []byte("ID=ubuntu\nVERSION_ID=\"22.04\"\nPRETTY_NAME=\"Ubuntu 22.04.5 LTS\"\n"), 0o644))
-			must(os.MkdirAll(f.host.Path("/sys/firmware/efi/efivars"), 0o755))
-			must(os.WriteFile(f.host.Path(secureBootEF), []byte{6, 0, 0, 0, 1}, 0o644))
+			f.ubuntu(t, running, newer, true, archive)
 
 			plan, err := f.agent(t, ModePlan, Install{DriverBranch: "580"})
 			if err != nil {
@@ -445,6 +427,92 @@ func TestKernelMeta(t *testing.T) {
 			}
 		})
 	}
+}
+
+// ubuntu makes the fixture an Ubuntu 22.04 host running kernel running, with a newer kernel
+// installed that its kernel metapackage (linux-image-generic-hwe-22.04) brings, Secure Boot
+// on or off, and archive as its own (trusted) Ubuntu archive.
+func (f *aptFixture) ubuntu(t *testing.T, running, newer string, secureBoot bool, archive []fakehost.StandIn) {
+	t.Helper()
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(os.WriteFile(f.host.Path("/proc/sys/kernel/osrelease"), []byte(running+"\n"), 0o644))
+	// The host's kernels, as Ubuntu's packages name them (stand-ins with no files).
+	must(fakehost.DpkgInstall(context.Background(), f.root, append(fakehost.UbuntuKernel(newer, "linux-image-generic-hwe-22.04"),
+		fakehost.StandIn{Name: "linux-image-" + running, Version: running + ".1"})...))
+	must(f.repo.Publish("ubuntu-archive", "ubuntu-archive/key.asc", archive...))
+	key, err := keyring(f.repo.PublicKey())
+	must(err)
+	must(os.WriteFile(f.host.Path("/usr/share/keyrings/stand-in-archive.gpg"), key.Binary, 0o644))
+	must(os.WriteFile(f.host.Path("/etc/apt/sources.list"), []byte("deb [signed-by=/usr/share/keyrings/stand-in-archive.gpg] "+f.repo.URL()+"/ubuntu-archive /\n"), 0o644))
+	must(os.WriteFile(f.host.Path("/etc/os-release"), []byte("ID=ubuntu\nVERSION_ID=\"22.04\"\nPRETTY_NAME=\"Ubuntu 22.04.5 LTS\"\n"), 0o644))
+	must(os.MkdirAll(f.host.Path("/sys/firmware/efi/efivars"), 0o755))
+	if secureBoot {
+		must(os.WriteFile(f.host.Path(secureBootEF), []byte{6, 0, 0, 0, 1}, 0o644))
+	}
+}
+
+// TestInstallDriverUbuntuDKMSFallback: when the Ubuntu archive has no precompiled modules
+// for the running kernel (a kernel newer than the archive's modules, or one of another
+// origin), the driver is built by DKMS with the kernel's headers, as ubuntu-drivers falls
+// back to — and with Secure Boot on that is refused at plan time, nothing installed.
+func TestInstallDriverUbuntuDKMSFallback(t *testing.T) {
+	const running, newer = "6.8.0-45-generic", "6.8.0-49-generic"
+	archive := []fakehost.StandIn{
+		{Name: "linux-modules-nvidia-580-server-" + newer, Version: "6.8.0-49.49+1"},
+		{Name: "nvidia-headless-no-dkms-580-server", Version: "580.95.05-0ubuntu0.22.04.1"},
+		{Name: "nvidia-dkms-580-server", Version: "580.95.05-0ubuntu0.22.04.1"},
+		{Name: "nvidia-headless-580-server", Version: "580.95.05-0ubuntu0.22.04.1", Depends: "nvidia-dkms-580-server"},
+		{Name: "nvidia-utils-580-server", Version: "580.95.05-0ubuntu0.22.04.1"},
+		{Name: "linux-headers-" + running, Version: "6.8.0-45.45"},
+	}
+	t.Run("secure-boot-off", func(t *testing.T) {
+		f := newAptFixture(t)
+		f.ubuntu(t, running, newer, false, archive)
+		plan, err := f.agent(t, ModePlan, Install{DriverBranch: "580"})
+		if err != nil {
+			t.Fatalf("plan: %v", err)
+		}
+		c, ok := installChange(plan, rep.CheckDriver)
+		if !ok || !strings.Contains(c.Note, "DKMS") || !strings.Contains(c.Note, "no precompiled modules for kernel "+running) {
+			t.Fatalf("plan: %+v", plan.Changes)
+		}
+		got := map[string]bool{}
+		for _, p := range c.Packages {
+			got[p.Name] = true
+		}
+		for _, w := range []string{"linux-headers-" + running, "nvidia-headless-580-server", "nvidia-dkms-580-server", "nvidia-utils-580-server"} {
+			if !got[w] {
+				t.Errorf("plan does not install %s: %v", w, c.Packages)
+			}
+		}
+		if got["nvidia-headless-no-dkms-580-server"] {
+			t.Errorf("plan installs the no-dkms package with no precompiled modules: %v", c.Packages)
+		}
+		if _, err := f.agent(t, ModeApply, Install{DriverBranch: "580"}); err != nil {
+			t.Fatalf("apply: %v", err)
+		}
+		if v := f.host.installedVersion("nvidia-dkms-580-server", true); v == "" {
+			t.Errorf("nvidia-dkms-580-server not installed")
+		}
+	})
+	t.Run("secure-boot-on", func(t *testing.T) {
+		f := newAptFixture(t)
+		f.ubuntu(t, running, newer, true, archive)
+		statusBefore, _ := f.host.Read("/var/lib/dpkg/status")
+		_, err := f.agent(t, ModePlan, Install{DriverBranch: "580"})
+		if err == nil || !strings.Contains(err.Error(), "Secure Boot is on and the repositories have no signed precompiled NVIDIA modules for kernel "+running) {
+			t.Fatalf("plan: %v, want the Secure Boot refusal", err)
+		}
+		if _, err := f.agent(t, ModeApply, Install{DriverBranch: "580"}); err == nil || !strings.Contains(err.Error(), "Secure Boot is on") {
+			t.Fatalf("apply: %v, want the Secure Boot refusal", err)
+		}
+		nothingChanged(t, f, statusBefore)
+	})
 }
 
 // TestDnfResolution: on RHEL-compatible hosts the plan asks dnf with --assumeno (no dnf

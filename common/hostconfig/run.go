@@ -176,7 +176,9 @@ func installPackages(ctx context.Context, h *Host, r *rep.Report, o Options, dry
 		if i == 0 && p.d.Apt {
 			// apt-get update has run: the tracking metapackages the repositories have join
 			// the install commands, as in the plan.
-			p.settle(ctx, o.Runner, nil)
+			if err := p.settle(ctx, o.Runner, nil); err != nil {
+				return changes, false, "", err
+			}
 			cmds = p.commands()
 		}
 	}
