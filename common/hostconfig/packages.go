@@ -537,10 +537,11 @@ func (p *packagePlan) settle(ctx context.Context, run Runner, aptOpts []string) 
 	if !p.d.Apt {
 		return nil
 	}
+	// apt-cache show fails (exit 100, "No packages found") for a package the repositories
+	// do not have.
 	has := func(pkg string) bool {
-		o, err := run.Run(ctx, append(append([]string{"apt-cache"}, aptOpts...), "policy", pkg)...)
-		c, ok := aptCandidate(o)
-		return err == nil && ok && c != "(none)"
+		_, err := run.Run(ctx, append(append([]string{"apt-cache"}, aptOpts...), "show", "--no-all-versions", pkg)...)
+		return err == nil
 	}
 	for i := range p.steps {
 		s := &p.steps[i]
@@ -562,16 +563,6 @@ func (p *packagePlan) settle(ctx context.Context, run Runner, aptOpts []string) 
 		s.track = ""
 	}
 	return nil
-}
-
-// aptCandidate is the Candidate line of apt-cache policy.
-func aptCandidate(out string) (string, bool) {
-	for _, l := range strings.Split(out, "\n") {
-		if c, ok := strings.CutPrefix(strings.TrimSpace(l), "Candidate:"); ok {
-			return strings.TrimSpace(c), true
-		}
-	}
-	return "", false
 }
 
 // aptUpdateFailed tells whether apt-get update could not read a source: it exits 0 when

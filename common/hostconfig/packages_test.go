@@ -611,3 +611,26 @@ func TestInstallPackageManagerFails(t *testing.T) {
 		t.Errorf("dpkg's state is not what dpkg left (half-configured)")
 	}
 }
+
+// TestRecordedInstallKeepsThePlannedPackages: with the recording runner (AGENT_RUNNER=record,
+// nothing run) the repositories cannot be asked, so the driver install stays the one planned
+// from the host's files — Ubuntu's precompiled modules, not the DKMS fallback.
+func TestRecordedInstallKeepsThePlannedPackages(t *testing.T) {
+	root := t.TempDir()
+	if err := fakehost.Build("ubuntu2204-kubeadm", root, 1); err != nil {
+		t.Fatal(err)
+	}
+	rec := &Recorder{}
+	if _, err := Run(context.Background(), &Host{Root: root}, Options{Mode: ModeApply, Node: "n1", Arch: "amd64", Install: Install{DriverBranch: "580"}, Runner: rec}); err != nil {
+		t.Fatalf("apply: %v", err)
+	}
+	var install string
+	for _, c := range rec.Commands {
+		if j := strings.Join(c, " "); strings.Contains(j, "apt-get") && strings.Contains(j, " install ") {
+			install = j
+		}
+	}
+	if !strings.Contains(install, "linux-modules-nvidia-580-server-5.15.0-126-generic nvidia-headless-no-dkms-580-server") {
+		t.Errorf("recorded install %q, want the precompiled modules", install)
+	}
+}
