@@ -7,6 +7,7 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"helm.sh/helm/v3/pkg/chart"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/kubectl-gpu/kubectl-gpu/common/cluster"
@@ -25,7 +26,12 @@ type List struct {
 	DriverOS        []string `json:"driverOS,omitempty"`
 	Images          []Image  `json:"images"`
 	Warnings        []string `json:"warnings,omitempty"`
+	// chart is the chart rendered (mirror --to and --to-archive carry it too).
+	chart *chart.Chart
 }
+
+// LoadedChart is the chart the list was rendered from.
+func (l *List) LoadedChart() *chart.Chart { return l.chart }
 
 // Request is what install the list is for.
 type Request struct {
@@ -46,7 +52,7 @@ func Images(ctx context.Context, c *op.Client, req Request) (*List, error) {
 	if err != nil {
 		return nil, err
 	}
-	l := &List{TypeMeta: report.Meta(ListKind), Chart: doc.Chart, Warnings: doc.Warnings}
+	l := &List{TypeMeta: report.Meta(ListKind), Chart: doc.Chart, Warnings: doc.Warnings, chart: ch}
 	ro := RenderOptions{ReleaseName: req.ReleaseName, Namespace: c.Namespace, DriverOS: req.DriverOS}
 	if req.Values.DRA {
 		ro.APIVersions = []string{"resource.k8s.io/v1", "resource.k8s.io/v1/DeviceClass"}

@@ -99,6 +99,8 @@ type ChartSource struct {
 	// VersionGiven: the user asked for Version. Helm ignores the version of a local chart;
 	// this refuses one that is not the version asked for.
 	VersionGiven bool
+	// PlainHTTP reads an oci:// chart over plain HTTP (helm's --plain-http).
+	PlainHTTP bool
 }
 
 // LoadChart finds the chart through Helm's own getters (repository cache and registry
@@ -119,6 +121,13 @@ func (h *Helm) LoadChart(src ChartSource) (*chart.Chart, error) {
 	ip := action.NewInstall(h.Config)
 	ip.ChartPathOptions = cpo
 	ip.SetRegistryClient(h.Config.RegistryClient)
+	if src.PlainHTTP {
+		rc, err := registry.NewClient(registry.ClientOptCredentialsFile(h.Settings.RegistryConfig), registry.ClientOptWriter(io.Discard), registry.ClientOptPlainHTTP())
+		if err != nil {
+			return nil, cliexit.Usagef("cannot set up the OCI registry client: %w", err)
+		}
+		ip.SetRegistryClient(rc)
+	}
 	path, err := ip.ChartPathOptions.LocateChart(name, h.Settings)
 	if err != nil {
 		where := name

@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 
 	"github.com/spf13/cobra"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
@@ -58,7 +59,10 @@ give). --to copies each one into REGISTRY[/PREFIX] at the same path (nvcr.io/nvi
 REGISTRY/PREFIX/nvidia/x:t), every platform of an index, digests kept; images the mirror
 already holds are skipped, so a second or interrupted run copies only what is missing.
 --to-archive writes them into one OCI layout to carry across the air gap; --from-archive
-with --to pushes such a layout into the inside registry.
+with --to pushes such a layout into the inside registry. The chart goes with them: --to
+pushes it as an OCI chart to REGISTRY/PREFIX/charts/gpu-operator (as helm push does; a
+version the mirror holds is skipped), --to-archive writes it into the layout's charts/
+directory and --from-archive pushes it from there.
 
 With --to, the values file that points the chart at the mirror (the chart's own
 repository keys) is written to --values-out, and the --image flags for prep and verify are
@@ -68,7 +72,7 @@ printed. Registry credentials come from the Docker config and its credential hel
   kubectl gpu mirror -o json
   kubectl gpu mirror --to registry.example.com:5000/gpu
   kubectl gpu mirror --to-archive ./gpu-images && kubectl gpu mirror --from-archive ./gpu-images --to registry.inside:5000/gpu
-  kubectl gpu operator install -f gpu-operator-mirror-values.yaml`,
+  kubectl gpu operator install --chart oci://registry.inside:5000/gpu/charts/gpu-operator -f gpu-operator-mirror-values.yaml`,
 		Args:         cobra.NoArgs,
 		SilenceUsage: true,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -128,7 +132,17 @@ func (o *MirrorOptions) Run(ctx context.Context) error {
 		if res != nil {
 			o.summary(res)
 		}
-		return err
+		if err != nil {
+			return err
+		}
+		for _, tgz := range mirror.ChartsInArchive(o.FromArchive) {
+			r, err := mirror.PushChart(ctx, tgz, o.target, copts)
+			if err != nil {
+				return err
+			}
+			o.chartSummary(r)
+		}
+		return nil
 	}
 	c, err := o.Client()
 	if err != nil {
@@ -151,7 +165,11 @@ func (o *MirrorOptions) Run(ctx context.Context) error {
 		if err := mirror.ToArchive(ctx, list.Refs(), o.ToArchive, copts); err != nil {
 			return err
 		}
-		fmt.Fprintf(o.Streams.Out, "%d images in the OCI layout %s\n", len(list.Images), o.ToArchive)
+		tgz, err := mirror.PackageChart(list.LoadedChart(), filepath.Join(o.ToArchive, mirror.ArchiveCharts))
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(o.Streams.Out, "%d images in the OCI layout %s, and the chart (%s)\n", len(list.Images), o.ToArchive, tgz)
 		return nil
 	case o.To != "":
 		res, err := mirror.Copy(ctx, list.Refs(), o.target, copts)
@@ -161,7 +179,21 @@ func (o *MirrorOptions) Run(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		return o.writeValues(ctx, c, vreq)
+		dir, err := os.MkdirTemp("", "kubectl-gpu-chart-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(dir)
+		tgz, err := mirror.PackageChart(list.LoadedChart(), dir)
+		if err != nil {
+			return err
+		}
+		cr, err := mirror.PushChart(ctx, tgz, o.target, copts)
+		if err != nil {
+			return err
+		}
+		o.chartSummary(cr)
+		return o.writeValues(ctx, c, vreq, list.LoadedChart().Metadata.Version)
 	}
 	if o.format == report.JSON || o.format == report.YAML || o.format == report.Wide {
 		mirror.Resolve(ctx, list, copts)
@@ -183,9 +215,17 @@ func (o *MirrorOptions) summary(res []mirror.CopyResult) {
 	fmt.Fprintf(o.Streams.Out, "%d images copied, %d already in the mirror (of %d)\n", copied, present, len(res))
 }
 
+func (o *MirrorOptions) chartSummary(r mirror.CopyResult) {
+	state := "pushed to"
+	if r.Skipped {
+		state = "already in the mirror at"
+	}
+	fmt.Fprintf(o.Streams.Out, "%s %s\n", r.Image, state+" "+r.Mirror)
+}
+
 // writeValues writes the chart values that use the mirror (atomically) and prints prep's
 // and verify's --image flags.
-func (o *MirrorOptions) writeValues(ctx context.Context, c *op.Client, vreq op.ValuesRequest) error {
+func (o *MirrorOptions) writeValues(ctx context.Context, c *op.Client, vreq op.ValuesRequest, chartVersion string) error {
 	vals, err := mirror.InstallValues(ctx, c, vreq, o.target)
 	if err != nil {
 		return err
@@ -211,7 +251,11 @@ func (o *MirrorOptions) writeValues(ctx context.Context, c *op.Client, vreq op.V
 		return err
 	}
 	fmt.Fprintf(o.Streams.Out, "values for the mirror written to %s; use the mirror with:\n", o.ValuesOut)
-	fmt.Fprintf(o.Streams.Out, "  kubectl gpu operator install -f %s\n", o.ValuesOut)
+	plain := ""
+	if o.target.Insecure {
+		plain = " --plain-http"
+	}
+	fmt.Fprintf(o.Streams.Out, "  kubectl gpu operator install --chart %s --version %s%s -f %s\n", o.target.ChartRef(), chartVersion, plain, o.ValuesOut)
 	fmt.Fprintf(o.Streams.Out, "  kubectl gpu prep --image %s\n", agent)
 	fmt.Fprintf(o.Streams.Out, "  kubectl gpu verify --image %s\n", vec)
 	return nil

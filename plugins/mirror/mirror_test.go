@@ -2,6 +2,7 @@ package mirror
 
 import (
 	"context"
+	"io"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -19,6 +20,7 @@ import (
 	"github.com/kubectl-gpu/kubectl-gpu/common/cliexit"
 	"github.com/kubectl-gpu/kubectl-gpu/common/cluster/clustertest"
 	"github.com/kubectl-gpu/kubectl-gpu/common/mirror"
+	op "github.com/kubectl-gpu/kubectl-gpu/common/operator"
 )
 
 func run(t *testing.T, args ...string) (string, string, error) {
@@ -90,9 +92,44 @@ func TestMirrorToWritesValuesThatUseTheMirror(t *testing.T) {
 	if !strings.Contains(out, "images copied, 0 already in the mirror") || !strings.Contains(out, "kubectl gpu prep --image "+to+"/kubectl-gpu/gpu-node-agent:v0.0.0-test") {
 		t.Fatalf("output:\n%s", out)
 	}
+	// The chart went with them, as an OCI chart Helm reads (here through the operator's own
+	// loader, over plain HTTP as the printed command says).
+	chartRef := "oci://" + to + "/charts/gpu-operator"
+	if !strings.Contains(out, "chart gpu-operator "+ch.Metadata.Version+" pushed to "+chartRef+":"+ch.Metadata.Version) ||
+		!strings.Contains(out, "kubectl gpu operator install --chart "+chartRef+" --version "+ch.Metadata.Version+" --plain-http -f "+valuesOut) {
+		t.Fatalf("output does not show the chart pushed and the install command:\n%s", out)
+	}
+	c, err := op.NewOfflineClient(clustertest.New(), "gpu-operator", io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := c.Helm.LoadChart(op.ChartSource{Chart: chartRef, Version: ch.Metadata.Version, PlainHTTP: true})
+	if err != nil {
+		t.Fatalf("load the chart from the mirror: %v", err)
+	}
+	if got.Metadata.Version != ch.Metadata.Version || len(got.Templates) != len(ch.Templates) || len(got.CRDObjects()) != len(ch.CRDObjects()) {
+		t.Errorf("chart from the mirror: version %s, %d templates, %d CRDs; want %s, %d, %d", got.Metadata.Version, len(got.Templates), len(got.CRDObjects()),
+			ch.Metadata.Version, len(ch.Templates), len(ch.CRDObjects()))
+	}
 	// A second run copies nothing.
-	if out, _, err = run(t, append(args, "--to", to, "--insecure", "--values-out", valuesOut)...); err != nil || !strings.Contains(out, "0 images copied") {
+	if out, _, err = run(t, append(args, "--to", to, "--insecure", "--values-out", valuesOut)...); err != nil || !strings.Contains(out, "0 images copied") ||
+		!strings.Contains(out, "chart gpu-operator "+ch.Metadata.Version+" already in the mirror at "+chartRef) {
 		t.Fatalf("second run: %v\n%s", err, out)
+	}
+	// Across the gap: the layout carries the chart, and --from-archive pushes it inside.
+	inside := httptest.NewServer(registry.New())
+	defer inside.Close()
+	layoutDir := filepath.Join(dir, "layout")
+	if out, _, err := run(t, append(args, "--to-archive", layoutDir)...); err != nil || len(mirror.ChartsInArchive(layoutDir)) != 1 {
+		t.Fatalf("--to-archive: %v, charts %v\n%s", err, mirror.ChartsInArchive(layoutDir), out)
+	}
+	insideTo := strings.TrimPrefix(inside.URL, "http://") + "/gpu"
+	out, _, err = run(t, "--from-archive", layoutDir, "--to", insideTo, "--insecure")
+	if err != nil || !strings.Contains(out, "chart gpu-operator "+ch.Metadata.Version+" pushed to oci://"+insideTo+"/charts/gpu-operator:"+ch.Metadata.Version) {
+		t.Fatalf("--from-archive: %v\n%s", err, out)
+	}
+	if _, err := c.Helm.LoadChart(op.ChartSource{Chart: "oci://" + insideTo + "/charts/gpu-operator", Version: ch.Metadata.Version, PlainHTTP: true}); err != nil {
+		t.Fatalf("load the chart pushed from the archive: %v", err)
 	}
 	// The chart with the written values names the mirror only.
 	vb, err := os.ReadFile(valuesOut)

@@ -136,6 +136,8 @@ type ChartOptions struct {
 	Derive  bool
 	DRA     bool
 	Mirror  string
+	// PlainHTTP: an oci:// chart over plain HTTP.
+	PlainHTTP bool
 	// versionFlag tells whether --version was given (not the default).
 	versionFlag func() bool
 }
@@ -144,6 +146,7 @@ func (o *ChartOptions) ChartFlags(cmd *cobra.Command) {
 	o.releaseFlag(cmd)
 	fl := cmd.Flags()
 	fl.StringVar(&o.Chart, "chart", "", "chart from a local directory, a .tgz or an oci:// reference (air-gapped sites)")
+	fl.BoolVar(&o.PlainHTTP, "plain-http", false, "read an oci:// --chart over plain HTTP (a registry without TLS, such as a mirror written with --insecure)")
 	fl.StringVar(&o.Repo, "repo", "", "chart repository URL (default "+op.DefaultRepo+"; a mirror for air-gapped sites)")
 	fl.StringVar(&o.Version, "version", op.DefaultVersion, "chart version")
 	o.versionFlag = func() bool { return fl.Changed("version") }
@@ -176,7 +179,7 @@ func (o *ChartOptions) ValuesRequest(c *op.Client) (op.ValuesRequest, error) {
 		}
 	}
 	return op.ValuesRequest{User: user, Derive: o.Derive, DRA: o.DRA, Mirror: mirrorValues, Source: op.ChartSource{Chart: o.Chart, Repo: o.Repo, Version: o.Version,
-		Devel: o.Devel, VersionGiven: o.versionFlag != nil && o.versionFlag()}}, nil
+		Devel: o.Devel, VersionGiven: o.versionFlag != nil && o.versionFlag(), PlainHTTP: o.PlainHTTP}}, nil
 }
 
 // values makes the client and computes the install's values (install, upgrade, values).

@@ -26,8 +26,8 @@ import (
 )
 
 // TestAirGappedWalk follows the README's air-gapped section on the local cluster: the
-// images the install needs, copied outside into an OCI archive and inside from it into the
-// mirror; the values file that points the chart at the mirror; the operator installed with
+// images the install needs and the chart, copied outside into an OCI archive and inside from
+// it into the mirror; the values file that points the chart at the mirror; the operator installed with
 // it (every image of the release the mirror's); prep and verify with their images from the
 // mirror, verify passing. The registries are go-containerregistry's on 127.0.0.1: the
 // "public" one holds stand-in images (small, random, not the real ones) under every name
@@ -86,14 +86,18 @@ func TestAirGappedWalk(t *testing.T) {
 	if r := env.Gpu(ctx, append([]string{"mirror", "--from-archive", archive, "--to", to, "--insecure"}, src...)...); r.Code != 0 {
 		t.Fatalf("--from-archive: exit %d\n%s", r.Code, r.Stderr)
 	}
+	// Inside, the chart is the one the archive carried, now in the mirror.
+	inChart := []string{"--chart", "oci://" + to + "/charts/gpu-operator", "--version", ch.Metadata.Version, "--plain-http"}
+	inside := append(append([]string{}, inChart...), src[2:]...)
 	values := filepath.Join(dir, "gpu-operator-mirror-values.yaml")
-	r = env.Gpu(ctx, append([]string{"mirror", "--to", to, "--insecure", "--values-out", values}, src...)...)
-	if r.Code != 0 || !strings.Contains(r.Stdout+r.Stderr, "0 images copied") {
-		t.Fatalf("--to after the archive: exit %d (want every image already there)\n%s\n%s", r.Code, r.Stdout, r.Stderr)
+	r = env.Gpu(ctx, append([]string{"mirror", "--to", to, "--insecure", "--values-out", values}, inside...)...)
+	if r.Code != 0 || !strings.Contains(r.Stdout+r.Stderr, "0 images copied") || !strings.Contains(r.Stdout, "already in the mirror at oci://"+to+"/charts/gpu-operator") {
+		t.Fatalf("--to after the archive: exit %d (want every image and the chart already there)\n%s\n%s", r.Code, r.Stdout, r.Stderr)
 	}
 
-	// The operator from the mirror: every image of the installed release is the mirror's.
-	r = env.Gpu(ctx, "operator", "install", "--chart", chart, "-f", values)
+	// The operator from the mirror (its chart too): every image of the installed release is
+	// the mirror's.
+	r = env.Gpu(ctx, append(append([]string{"operator", "install"}, inChart...), "-f", values)...)
 	if r.Code != 0 {
 		t.Fatalf("operator install: exit %d\n%s\n%s", r.Code, r.Stdout, r.Stderr)
 	}
