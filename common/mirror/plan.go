@@ -16,6 +16,12 @@ import (
 	"github.com/kubectl-gpu/kubectl-gpu/common/report"
 )
 
+// What the node agent's and the verify image's list entries say they are for.
+const (
+	agentFrom  = "kubectl gpu prep (node agent)"
+	verifyFrom = "kubectl gpu verify"
+)
+
 // ListKind is the kind of the image list document.
 const ListKind = "ImageList"
 
@@ -76,10 +82,10 @@ func Images(ctx context.Context, c *op.Client, req Request) (*List, error) {
 	}
 	l.Images = append(l.Images, imgs...)
 	if req.AgentImage != "" {
-		l.Images = append(l.Images, Image{Ref: req.AgentImage, From: "kubectl gpu prep (node agent)"})
+		l.Images = append(l.Images, Image{Ref: req.AgentImage, From: agentFrom})
 	}
 	if req.VerifyImage != "" {
-		l.Images = append(l.Images, Image{Ref: req.VerifyImage, From: "kubectl gpu verify"})
+		l.Images = append(l.Images, Image{Ref: req.VerifyImage, From: verifyFrom})
 	}
 	sort.SliceStable(l.Images, func(i, j int) bool { return l.Images[i].Ref < l.Images[j].Ref })
 	return l, nil

@@ -5,18 +5,14 @@ package mirror
 import (
 	"context"
 	"fmt"
-	"os"
-	"path/filepath"
 
 	"github.com/spf13/cobra"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
-	"sigs.k8s.io/yaml"
 
 	"github.com/kubectl-gpu/kubectl-gpu/common/buildinfo"
 	"github.com/kubectl-gpu/kubectl-gpu/common/cliexit"
 	"github.com/kubectl-gpu/kubectl-gpu/common/cluster"
 	"github.com/kubectl-gpu/kubectl-gpu/common/mirror"
-	op "github.com/kubectl-gpu/kubectl-gpu/common/operator"
 	"github.com/kubectl-gpu/kubectl-gpu/common/report"
 	"github.com/kubectl-gpu/kubectl-gpu/common/verify"
 	"github.com/kubectl-gpu/kubectl-gpu/plugins/operator"
@@ -62,7 +58,9 @@ already holds are skipped, so a second or interrupted run copies only what is mi
 with --to pushes such a layout into the inside registry. The chart goes with them: --to
 pushes it as an OCI chart to REGISTRY/PREFIX/charts/gpu-operator (as helm push does; a
 version the mirror holds is skipped), --to-archive writes it into the layout's charts/
-directory and --from-archive pushes it from there.
+directory and --from-archive pushes it from there. With -o json|yaml these print a
+MirrorResult document: each image with its digest and whether it was copied or already
+there, the chart, the values file and the commands that use the mirror.
 
 With --to, the values file that points the chart at the mirror (the chart's own
 repository keys) is written to --values-out, and the --image flags for prep and verify are
@@ -128,21 +126,7 @@ func (o *MirrorOptions) Validate() error {
 func (o *MirrorOptions) Run(ctx context.Context) error {
 	copts := mirror.CopyOptions{Parallel: o.Parallel, SourceInsecure: o.SourceInsecure, Progress: report.OnTerminal(o.Streams.ErrOut)}
 	if o.FromArchive != "" {
-		res, err := mirror.FromArchive(ctx, o.FromArchive, o.target, copts)
-		if res != nil {
-			o.summary(res)
-		}
-		if err != nil {
-			return err
-		}
-		for _, tgz := range mirror.ChartsInArchive(o.FromArchive) {
-			r, err := mirror.PushChart(ctx, tgz, o.target, copts)
-			if err != nil {
-				return err
-			}
-			o.chartSummary(r)
-		}
-		return nil
+		return o.print(mirror.FromArchiveAll(ctx, o.FromArchive, o.target, copts))
 	}
 	c, err := o.Client()
 	if err != nil {
@@ -162,38 +146,9 @@ func (o *MirrorOptions) Run(ctx context.Context) error {
 	}
 	switch {
 	case o.ToArchive != "":
-		if err := mirror.ToArchive(ctx, list.Refs(), o.ToArchive, copts); err != nil {
-			return err
-		}
-		tgz, err := mirror.PackageChart(list.LoadedChart(), filepath.Join(o.ToArchive, mirror.ArchiveCharts))
-		if err != nil {
-			return err
-		}
-		fmt.Fprintf(o.Streams.Out, "%d images in the OCI layout %s, and the chart (%s)\n", len(list.Images), o.ToArchive, tgz)
-		return nil
+		return o.print(mirror.ToArchiveAll(ctx, list, o.ToArchive, copts))
 	case o.To != "":
-		res, err := mirror.Copy(ctx, list.Refs(), o.target, copts)
-		if res != nil {
-			o.summary(res)
-		}
-		if err != nil {
-			return err
-		}
-		dir, err := os.MkdirTemp("", "kubectl-gpu-chart-")
-		if err != nil {
-			return err
-		}
-		defer os.RemoveAll(dir)
-		tgz, err := mirror.PackageChart(list.LoadedChart(), dir)
-		if err != nil {
-			return err
-		}
-		cr, err := mirror.PushChart(ctx, tgz, o.target, copts)
-		if err != nil {
-			return err
-		}
-		o.chartSummary(cr)
-		return o.writeValues(ctx, c, vreq, list.LoadedChart().Metadata.Version)
+		return o.print(mirror.ToMirror(ctx, c, list, vreq, o.target, o.ValuesOut, copts))
 	}
 	if o.format == report.JSON || o.format == report.YAML || o.format == report.Wide {
 		mirror.Resolve(ctx, list, copts)
@@ -201,62 +156,12 @@ func (o *MirrorOptions) Run(ctx context.Context) error {
 	return report.Print(o.Streams.Out, o.format, list)
 }
 
-func (o *MirrorOptions) summary(res []mirror.CopyResult) {
-	copied, present := 0, 0
-	for _, r := range res {
-		switch {
-		case r.Error != "":
-		case r.Skipped:
-			present++
-		default:
-			copied++
+// print shows what a copy did (a partial one too) and returns its error.
+func (o *MirrorOptions) print(r *mirror.Result, err error) error {
+	if r != nil {
+		if perr := report.Print(o.Streams.Out, o.format, r); perr != nil {
+			return perr
 		}
 	}
-	fmt.Fprintf(o.Streams.Out, "%d images copied, %d already in the mirror (of %d)\n", copied, present, len(res))
-}
-
-func (o *MirrorOptions) chartSummary(r mirror.CopyResult) {
-	state := "pushed to"
-	if r.Skipped {
-		state = "already in the mirror at"
-	}
-	fmt.Fprintf(o.Streams.Out, "%s %s\n", r.Image, state+" "+r.Mirror)
-}
-
-// writeValues writes the chart values that use the mirror (atomically) and prints prep's
-// and verify's --image flags.
-func (o *MirrorOptions) writeValues(ctx context.Context, c *op.Client, vreq op.ValuesRequest, chartVersion string) error {
-	vals, err := mirror.InstallValues(ctx, c, vreq, o.target)
-	if err != nil {
-		return err
-	}
-	b, err := yaml.Marshal(vals)
-	if err != nil {
-		return err
-	}
-	b = append([]byte("# The GPU Operator's images from the mirror "+o.target.String()+" (kubectl gpu mirror).\n"), b...)
-	tmp := o.ValuesOut + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o644); err != nil {
-		return cliexit.Usagef("cannot write --values-out: %v", err)
-	}
-	if err := os.Rename(tmp, o.ValuesOut); err != nil {
-		return cliexit.Usagef("cannot write --values-out: %v", err)
-	}
-	agent, err := o.target.Map(o.AgentImage)
-	if err != nil {
-		return err
-	}
-	vec, err := o.target.Map(o.VerifyImage)
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(o.Streams.Out, "values for the mirror written to %s; use the mirror with:\n", o.ValuesOut)
-	plain := ""
-	if o.target.Insecure {
-		plain = " --plain-http"
-	}
-	fmt.Fprintf(o.Streams.Out, "  kubectl gpu operator install --chart %s --version %s%s -f %s\n", o.target.ChartRef(), chartVersion, plain, o.ValuesOut)
-	fmt.Fprintf(o.Streams.Out, "  kubectl gpu prep --image %s\n", agent)
-	fmt.Fprintf(o.Streams.Out, "  kubectl gpu verify --image %s\n", vec)
-	return nil
+	return err
 }

@@ -2,6 +2,7 @@ package mirror
 
 import (
 	"context"
+	"encoding/json"
 	"io"
 	"net/http/httptest"
 	"os"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/kubectl-gpu/kubectl-gpu/common/cliexit"
 	"github.com/kubectl-gpu/kubectl-gpu/common/cluster/clustertest"
+	"github.com/kubectl-gpu/kubectl-gpu/common/golden"
 	"github.com/kubectl-gpu/kubectl-gpu/common/mirror"
 	op "github.com/kubectl-gpu/kubectl-gpu/common/operator"
 )
@@ -115,6 +117,28 @@ func TestMirrorToWritesValuesThatUseTheMirror(t *testing.T) {
 	if out, _, err = run(t, append(args, "--to", to, "--insecure", "--values-out", valuesOut)...); err != nil || !strings.Contains(out, "0 images copied") ||
 		!strings.Contains(out, "chart gpu-operator "+ch.Metadata.Version+" already in the mirror at "+chartRef) {
 		t.Fatalf("second run: %v\n%s", err, out)
+	}
+	// Once more, everything present: the text (golden, addresses and paths normalised) and
+	// the same as a MirrorResult document.
+	out, _, err = run(t, append(args, "--to", to, "--insecure", "--values-out", valuesOut)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	norm := strings.NewReplacer(strings.TrimPrefix(mir.URL, "http://"), "MIRROR", strings.TrimPrefix(pub.URL, "http://"), "PUBLIC", dir, "DIR", ch.Metadata.Version, "VERSION")
+	golden.Assert(t, "mirror.to.present.golden", []byte(norm.Replace(out)))
+	out, _, err = run(t, append(args, "--to", to, "--insecure", "--values-out", valuesOut, "-o", "json")...)
+	var res mirror.Result
+	if err != nil || json.Unmarshal([]byte(out), &res) != nil {
+		t.Fatalf("-o json: %v\n%s", err, out)
+	}
+	if res.Kind != mirror.ResultKind || res.APIVersion == "" || res.Mirror != to || len(res.Images) != len(list.Images) || res.Chart == nil || !res.Chart.Skipped ||
+		res.ValuesFile != valuesOut || len(res.Use) != 3 {
+		t.Errorf("-o json: %+v", res)
+	}
+	for _, im := range res.Images {
+		if !im.Skipped || !strings.HasPrefix(im.Digest, "sha256:") || !strings.HasPrefix(im.Mirror, to+"/") {
+			t.Errorf("-o json image: %+v", im)
+		}
 	}
 	// Across the gap: the layout carries the chart, and --from-archive pushes it inside.
 	inside := httptest.NewServer(registry.New())
