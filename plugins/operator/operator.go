@@ -157,7 +157,7 @@ func (o *ChartOptions) ChartFlags(cmd *cobra.Command) {
 	fl.StringArrayVar(&o.Values.FileValues, "set-file", nil, "set values from files (key=path)")
 	fl.StringArrayVar(&o.Values.JSONValues, "set-json", nil, "set JSON values (key=jsonval)")
 	fl.BoolVar(&o.Derive, "derive", true, "derive values from the cluster's GPU nodes (--derive=false: chart defaults and your values only)")
-	fl.StringVar(&o.Mirror, "mirror", "", "every image from this mirror REGISTRY[/PREFIX] (filled by 'kubectl gpu mirror --to'): the chart's repository keys moved there")
+	fl.StringVar(&o.Mirror, "mirror", "", "every image from this mirror REGISTRY[/PREFIX] (filled by 'kubectl gpu mirror --to'): the chart's repository keys moved there; the chart too (oci://REGISTRY[/PREFIX]/charts/gpu-operator) unless --chart or --repo")
 	fl.BoolVar(&o.DRA, "dra", false, "the GPUCluster (DRA) stack instead of the ClusterPolicy (gpuCluster.deployCR=true, clusterPolicy.deployCR=false), after checking its prerequisites: Kubernetes >= 1.34.2, host drivers >= 580, containerd with CDI, no ClusterPolicy")
 }
 
@@ -168,17 +168,21 @@ func (o *ChartOptions) ValuesRequest(c *op.Client) (op.ValuesRequest, error) {
 		return op.ValuesRequest{}, cliexit.Usagef("bad values: %s: check -f / --set syntax (key=value, a.b=c, list[0]=x)", strings.ReplaceAll(err.Error(), "\n", "; "))
 	}
 	var mirrorValues func(*chart.Chart, map[string]any) (map[string]any, string, error)
+	chartRef := o.Chart
 	if o.Mirror != "" {
 		t, err := mirror.ParseTarget(o.Mirror, false)
 		if err != nil {
 			return op.ValuesRequest{}, err
+		}
+		if chartRef == "" && o.Repo == "" {
+			chartRef = t.ChartRef() // where 'kubectl gpu mirror --to' pushed it
 		}
 		mirrorValues = func(ch *chart.Chart, vals map[string]any) (map[string]any, string, error) {
 			v, _, err := mirror.Values(ch, vals, t)
 			return v, t.String(), err
 		}
 	}
-	return op.ValuesRequest{User: user, Derive: o.Derive, DRA: o.DRA, Mirror: mirrorValues, Source: op.ChartSource{Chart: o.Chart, Repo: o.Repo, Version: o.Version,
+	return op.ValuesRequest{User: user, Derive: o.Derive, DRA: o.DRA, Mirror: mirrorValues, Source: op.ChartSource{Chart: chartRef, Repo: o.Repo, Version: o.Version,
 		Devel: o.Devel, VersionGiven: o.versionFlag != nil && o.versionFlag(), PlainHTTP: o.PlainHTTP}}, nil
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"log"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -13,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/registry"
 	"github.com/kubectl-gpu/kubectl-gpu/common/mirror"
 	"helm.sh/helm/v3/pkg/chart/loader"
 
@@ -422,5 +424,27 @@ func TestOperatorInstallFromMirror(t *testing.T) {
 	}
 	if _, _, err := w.run(t, "values", "--chart", chart, "--mirror", "not a registry"); cliexit.Code(err, false) != cliexit.Usage {
 		t.Fatalf("bad --mirror: %v", err)
+	}
+
+	// Without --chart or --repo the chart comes from the mirror too, where 'kubectl gpu
+	// mirror --to' pushes it; a mirror without it is a usage error naming where it looked.
+	reg := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
+	defer reg.Close()
+	host := strings.TrimPrefix(reg.URL, "http://")
+	empty := host + "/empty"
+	if _, _, err := w.run(t, "values", "--mirror", empty, "--plain-http", "--version", ch.Metadata.Version); cliexit.Code(err, false) != cliexit.Usage ||
+		!strings.Contains(err.Error(), "oci://"+empty+"/charts/gpu-operator") {
+		t.Fatalf("a mirror without the chart: %v", err)
+	}
+	target, _ := mirror.ParseTarget(host+"/gpu", true)
+	if _, err := mirror.PushChart(context.Background(), chart, target, mirror.CopyOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	out, _, err = w.run(t, "values", "--mirror", host+"/gpu", "--plain-http", "--version", ch.Metadata.Version, "-o", "json")
+	if err != nil {
+		t.Fatalf("values with the chart from the mirror: %v", err)
+	}
+	if err := json.Unmarshal([]byte(out), &doc); err != nil || !strings.Contains(doc.Chart, ch.Metadata.Version) {
+		t.Fatalf("values doc: %v %q", err, doc.Chart)
 	}
 }
