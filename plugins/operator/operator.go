@@ -168,22 +168,31 @@ func (o *ChartOptions) ValuesRequest(c *op.Client) (op.ValuesRequest, error) {
 		return op.ValuesRequest{}, cliexit.Usagef("bad values: %s: check -f / --set syntax (key=value, a.b=c, list[0]=x)", strings.ReplaceAll(err.Error(), "\n", "; "))
 	}
 	var mirrorValues func(*chart.Chart, map[string]any) (map[string]any, string, error)
-	chartRef := o.Chart
 	if o.Mirror != "" {
 		t, err := mirror.ParseTarget(o.Mirror, false)
 		if err != nil {
 			return op.ValuesRequest{}, err
-		}
-		if chartRef == "" && o.Repo == "" {
-			chartRef = t.ChartRef() // where 'kubectl gpu mirror --to' pushed it
 		}
 		mirrorValues = func(ch *chart.Chart, vals map[string]any) (map[string]any, string, error) {
 			v, _, err := mirror.Values(ch, vals, t)
 			return v, t.String(), err
 		}
 	}
-	return op.ValuesRequest{User: user, Derive: o.Derive, DRA: o.DRA, Mirror: mirrorValues, Source: op.ChartSource{Chart: chartRef, Repo: o.Repo, Version: o.Version,
+	return op.ValuesRequest{User: user, Derive: o.Derive, DRA: o.DRA, Mirror: mirrorValues, Source: op.ChartSource{Chart: o.chartRef(), Repo: o.Repo, Version: o.Version,
 		Devel: o.Devel, VersionGiven: o.versionFlag != nil && o.versionFlag(), PlainHTTP: o.PlainHTTP}}, nil
+}
+
+// chartRef is the chart asked for: --chart, else with --mirror (and no --repo) the chart
+// where 'kubectl gpu mirror --to' pushed it; "" for the repository's.
+func (o *ChartOptions) chartRef() string {
+	if o.Chart != "" || o.Mirror == "" || o.Repo != "" {
+		return o.Chart
+	}
+	t, err := mirror.ParseTarget(o.Mirror, false)
+	if err != nil {
+		return ""
+	}
+	return t.ChartRef()
 }
 
 // values makes the client and computes the install's values (install, upgrade, values).

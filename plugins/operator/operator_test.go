@@ -447,4 +447,9 @@ func TestOperatorInstallFromMirror(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &doc); err != nil || !strings.Contains(doc.Chart, ch.Metadata.Version) {
 		t.Fatalf("values doc: %v %q", err, doc.Chart)
 	}
+	// GitOps objects name that OCI repository.
+	out, _, err = w.run(t, "values", "--mirror", host+"/gpu", "--plain-http", "--version", ch.Metadata.Version, "-o", "helmrelease")
+	if err != nil || !strings.Contains(out, "url: oci://"+host+"/gpu/charts\n") || !strings.Contains(out, "type: oci\n") || !strings.Contains(out, "chart: gpu-operator\n") {
+		t.Fatalf("-o helmrelease with the chart from the mirror: %v\n%s", err, out)
+	}
 }

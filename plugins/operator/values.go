@@ -2,6 +2,7 @@ package operator
 
 import (
 	"context"
+	"strings"
 
 	"github.com/spf13/cobra"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
@@ -51,8 +52,8 @@ func newCmdValues(f cluster.Getter, ro releaseOptions) *cobra.Command {
 func (o *ValuesOptions) Validate() error {
 	if o.Output == outputHelmRelease || o.Output == outputApplication {
 		o.gitops = o.Output
-		if o.Chart != "" {
-			return cliexit.Usagef("-o %s needs a chart repository (--repo), not --chart: a GitOps controller pulls the chart itself", o.Output)
+		if o.Chart != "" && !strings.HasPrefix(o.Chart, "oci://") {
+			return cliexit.Usagef("-o %s needs a chart repository (--repo, or an oci:// --chart), not a local --chart: a GitOps controller pulls the chart itself", o.Output)
 		}
 		return nil
 	}
@@ -71,6 +72,9 @@ func (o *ValuesOptions) Run(ctx context.Context) error {
 		return report.Print(o.Streams.Out, o.format, doc)
 	}
 	repo := o.Repo
+	if ref := o.chartRef(); strings.HasPrefix(ref, "oci://") {
+		repo = ref[:strings.LastIndex(ref, "/")] // an OCI chart: its repository is the path above it
+	}
 	if repo == "" {
 		repo = op.DefaultRepo
 	}
