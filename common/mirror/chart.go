@@ -1,6 +1,7 @@
 package mirror
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -53,7 +54,7 @@ func PushChart(ctx context.Context, tgz string, t Target, o CopyOptions) (CopyRe
 	if err != nil {
 		return CopyResult{}, cliexit.Usagef("cannot read the chart %s: %v", tgz, err)
 	}
-	ch, err := loader.LoadArchive(strings.NewReader(string(data)))
+	ch, err := loader.LoadArchive(bytes.NewReader(data))
 	if err != nil || ch.Metadata == nil {
 		return CopyResult{}, cliexit.Usagef("%s is not a chart archive: %v", tgz, err)
 	}
