@@ -133,6 +133,15 @@ func Copy(ctx context.Context, images []string, t Target, o CopyOptions) ([]Copy
 	if o.SourceInsecure {
 		srcOpts = append(srcOpts, name.Insecure)
 	}
+	if len(images) > 0 {
+		dst, err := t.Map(images[0])
+		if err != nil {
+			return nil, cliexit.Usagef("%v", err)
+		}
+		if err := t.CheckPush(dst, o); err != nil {
+			return nil, err
+		}
+	}
 	results := make([]CopyResult, len(images))
 	sem := make(chan struct{}, o.Parallel)
 	var wg sync.WaitGroup
@@ -173,6 +182,34 @@ func Copy(ctx context.Context, images []string, t Target, o CopyOptions) ([]Copy
 		return results, cliexit.Failuresf("%d of %d images not copied: %s", len(failed), len(images), strings.Join(failed, "; "))
 	}
 	return results, nil
+}
+
+// CheckPush asks the mirror, before anything is copied, whether it answers and takes a push
+// to ref's repository with the credentials at hand (go-containerregistry's push check: the
+// token handshake and an upload begun and cancelled). A mirror that does not answer, or
+// wants credentials it is not given, is a usage error: nothing is copied.
+func (t Target) CheckPush(ref string, o CopyOptions) error {
+	dref, err := name.ParseReference(ref, t.nameOpts()...)
+	if err != nil {
+		return cliexit.Usagef("image %q: %v", ref, err)
+	}
+	tr := o.Transport
+	if tr == nil {
+		tr = remote.DefaultTransport
+	}
+	err = remote.CheckPushPermission(dref, authn.DefaultKeychain, tr)
+	if err == nil {
+		return nil
+	}
+	var te *transport.Error
+	if errors.As(err, &te) && (te.StatusCode == http.StatusUnauthorized || te.StatusCode == http.StatusForbidden) {
+		return cliexit.Usagef("%s; nothing was copied", registryError("push to", t.String(), err))
+	}
+	hint := "check --to"
+	if !t.Insecure {
+		hint += " (and --insecure for a registry without TLS)"
+	}
+	return cliexit.Usagef("the mirror %s cannot be written: %s: %s; nothing was copied", t, strings.ReplaceAll(err.Error(), "\n", " "), hint)
 }
 
 func copyOne(ctx context.Context, img string, t Target, srcOpts []name.Option, o CopyOptions) CopyResult {
@@ -311,6 +348,18 @@ func FromArchive(ctx context.Context, dir string, t Target, o CopyOptions) ([]Co
 	m, err := idx.IndexManifest()
 	if err != nil {
 		return nil, cliexit.Usagef("%s is not an OCI layout: %v", dir, err)
+	}
+	for _, d := range m.Manifests {
+		if img := d.Annotations[RefAnnotation]; img != "" {
+			dst, err := t.Map(img)
+			if err != nil {
+				return nil, cliexit.Usagef("image %q in %s: %v", img, dir, err)
+			}
+			if err := t.CheckPush(dst, o); err != nil {
+				return nil, err
+			}
+			break
+		}
 	}
 	var results []CopyResult
 	for _, d := range m.Manifests {

@@ -258,14 +258,28 @@ func TestRegistryRefusals(t *testing.T) {
 	if err := remote.WriteIndex(mustRef(t, ref), standIn(t, ref)); err != nil {
 		t.Fatal(err)
 	}
-	_, err := Copy(context.Background(), []string{ref}, auth, CopyOptions{SourceInsecure: true})
-	if cliexit.Code(err, false) != cliexit.Failures || !strings.Contains(err.Error(), "wants credentials (HTTP 401): log in with 'docker login'") {
+	// Both are found before anything is copied: exit 2, one line, nothing written.
+	res, err := Copy(context.Background(), []string{ref}, auth, CopyOptions{SourceInsecure: true})
+	if cliexit.Code(err, false) != cliexit.Usage || res != nil || strings.Contains(err.Error(), "\n") ||
+		!strings.Contains(err.Error(), "wants credentials (HTTP 401): log in with 'docker login'") || !strings.Contains(err.Error(), "nothing was copied") {
 		t.Fatalf("401: %v", err)
 	}
 	// A registry that does not answer.
 	down, _ := ParseTarget("127.0.0.1:1/gpu", true)
-	if _, err := Copy(context.Background(), []string{ref}, down, CopyOptions{SourceInsecure: true}); err == nil || !strings.Contains(err.Error(), "cannot write 127.0.0.1:1/gpu/nvidia/gpu-operator:v26.7.0") {
+	res, err = Copy(context.Background(), []string{ref}, down, CopyOptions{SourceInsecure: true})
+	if cliexit.Code(err, false) != cliexit.Usage || res != nil || strings.Contains(err.Error(), "\n") ||
+		!strings.Contains(err.Error(), "the mirror 127.0.0.1:1/gpu cannot be written") {
 		t.Fatalf("down: %v", err)
+	}
+	// The same for a push from an archive.
+	dir := t.TempDir()
+	if err := ToArchive(context.Background(), []string{ref}, dir, CopyOptions{SourceInsecure: true}); err != nil {
+		t.Fatal(err)
+	}
+	for _, to := range []Target{auth, down} {
+		if res, err := FromArchive(context.Background(), dir, to, CopyOptions{}); cliexit.Code(err, false) != cliexit.Usage || res != nil {
+			t.Errorf("--from-archive to %s: %v", to, err)
+		}
 	}
 	for _, bad := range []string{"", "not a registry", "https://", "registry.example.com/UPPER/x", "host:notaport/x"} {
 		if _, err := ParseTarget(bad, false); cliexit.Code(err, false) != cliexit.Usage {

@@ -65,7 +65,9 @@ there, the chart, the values file and the commands that use the mirror.
 With --to, the values file that points the chart at the mirror (the chart's own
 repository keys) is written to --values-out, and the --image flags for prep and verify are
 printed. Registry credentials come from the Docker config and its credential helpers
-(docker login / crane auth login); plain-HTTP registries need --insecure.`,
+(docker login / crane auth login); plain-HTTP registries need --insecure. Before copying,
+the mirror is asked whether it takes a push: one that does not answer or wants credentials
+is exit 2 with nothing copied; an image its source cannot give is exit 1, the others copied.`,
 		Example: `  kubectl gpu mirror
   kubectl gpu mirror -o json
   kubectl gpu mirror --to registry.example.com:5000/gpu

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -138,6 +139,26 @@ func TestMirrorToWritesValuesThatUseTheMirror(t *testing.T) {
 	for _, im := range res.Images {
 		if !im.Skipped || !strings.HasPrefix(im.Digest, "sha256:") || !strings.HasPrefix(im.Mirror, to+"/") {
 			t.Errorf("-o json image: %+v", im)
+		}
+	}
+	// A mirror that does not answer, or wants credentials: exit 2, one line, nothing on
+	// stdout, no values file.
+	auth := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("WWW-Authenticate", `Basic realm="test"`)
+		w.WriteHeader(http.StatusUnauthorized)
+	}))
+	defer auth.Close()
+	for _, bad := range []struct{ to, want string }{
+		{"127.0.0.1:1/gpu", "the mirror 127.0.0.1:1/gpu cannot be written"},
+		{strings.TrimPrefix(auth.URL, "http://") + "/gpu", "log in with 'docker login'"},
+	} {
+		vf := filepath.Join(dir, "none.yaml")
+		out, _, err := run(t, append(args, "--to", bad.to, "--insecure", "--values-out", vf)...)
+		if cliexit.Code(err, false) != cliexit.Usage || out != "" || !strings.Contains(err.Error(), bad.want) || strings.Contains(err.Error(), "\n") {
+			t.Errorf("--to %s: exit %d %v, stdout %q", bad.to, cliexit.Code(err, false), err, out)
+		}
+		if _, err := os.Stat(vf); err == nil {
+			t.Errorf("--to %s wrote the values file", bad.to)
 		}
 	}
 	// Across the gap: the layout carries the chart, and --from-archive pushes it inside.
