@@ -11,10 +11,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/registry"
-	"github.com/google/go-containerregistry/pkg/v1/random"
-	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"helm.sh/helm/v3/pkg/chart/loader"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 	"sigs.k8s.io/yaml"
@@ -23,6 +20,7 @@ import (
 	"github.com/kubectl-gpu/kubectl-gpu/common/cluster/clustertest"
 	"github.com/kubectl-gpu/kubectl-gpu/common/golden"
 	"github.com/kubectl-gpu/kubectl-gpu/common/mirror"
+	"github.com/kubectl-gpu/kubectl-gpu/common/mirror/mirrortest"
 	op "github.com/kubectl-gpu/kubectl-gpu/common/operator"
 )
 
@@ -49,24 +47,13 @@ func TestMirrorToWritesValuesThatUseTheMirror(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pub, mir := httptest.NewServer(registry.New()), httptest.NewServer(registry.New())
-	defer pub.Close()
-	defer mir.Close()
-	public, _ := mirror.ParseTarget(strings.TrimPrefix(pub.URL, "http://"), true)
 	// The install's values put the chart's images in the public registry (what a site whose
 	// source is itself a registry does), and stand-ins live there.
-	pubVals, _, err := mirror.Values(ch, map[string]any{}, public)
-	if err != nil {
-		t.Fatal(err)
-	}
 	dir := t.TempDir()
-	b, _ := yaml.Marshal(pubVals)
-	pubFile := filepath.Join(dir, "public.yaml")
-	if err := os.WriteFile(pubFile, b, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	agent, _ := public.Map("ghcr.io/kubectl-gpu/gpu-node-agent:v0.0.0-test")
-	vec, _ := public.Map("nvcr.io/nvidia/k8s/cuda-sample:vectoradd-cuda12.5.0")
+	pub := mirrortest.NewPublic(t, ch, dir, "nvcr.io/nvidia/k8s/cuda-sample:vectoradd-cuda12.5.0")
+	mir := httptest.NewServer(registry.New())
+	defer mir.Close()
+	pubFile, agent, vec := pub.ValuesFile, pub.AgentImage, pub.VerifyImage
 	args := []string{"--chart", chartPath, "--derive=false", "-f", pubFile, "--driver-os", "ubuntu22.04", "--agent-image", agent, "--verify-image", vec, "--source-insecure"}
 	out, _, err := run(t, append(args, "-o", "json")...)
 	if err != nil {
@@ -76,16 +63,7 @@ func TestMirrorToWritesValuesThatUseTheMirror(t *testing.T) {
 	if err := yaml.Unmarshal([]byte(out), &list); err != nil || len(list.Images) < 8 {
 		t.Fatalf("%v %s", err, out)
 	}
-	for _, im := range list.Images {
-		img, _ := random.Image(256, 1)
-		ref, err := name.ParseReference(im.Ref, name.Insecure)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := remote.Write(ref, img); err != nil {
-			t.Fatal(err)
-		}
-	}
+	mirrortest.Seed(t, list.Refs())
 	valuesOut := filepath.Join(dir, "mirror-values.yaml")
 	to := strings.TrimPrefix(mir.URL, "http://") + "/gpu"
 	out, _, err = run(t, append(args, "--to", to, "--insecure", "--values-out", valuesOut)...)
@@ -125,7 +103,7 @@ func TestMirrorToWritesValuesThatUseTheMirror(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	norm := strings.NewReplacer(strings.TrimPrefix(mir.URL, "http://"), "MIRROR", strings.TrimPrefix(pub.URL, "http://"), "PUBLIC", dir, "DIR", ch.Metadata.Version, "VERSION")
+	norm := strings.NewReplacer(strings.TrimPrefix(mir.URL, "http://"), "MIRROR", strings.TrimPrefix(pub.Server.URL, "http://"), "PUBLIC", dir, "DIR", ch.Metadata.Version, "VERSION")
 	golden.Assert(t, "mirror.to.present.golden", []byte(norm.Replace(out)))
 	out, _, err = run(t, append(args, "--to", to, "--insecure", "--values-out", valuesOut, "-o", "json")...)
 	var res mirror.Result

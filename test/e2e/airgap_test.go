@@ -4,23 +4,19 @@ import (
 	"context"
 	"encoding/json"
 	"net/http/httptest"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/registry"
-	"github.com/google/go-containerregistry/pkg/v1/random"
-	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"helm.sh/helm/v3/pkg/chart/loader"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"sigs.k8s.io/yaml"
 
 	"github.com/kubectl-gpu/kubectl-gpu/common/mirror"
+	"github.com/kubectl-gpu/kubectl-gpu/common/mirror/mirrortest"
 	"github.com/kubectl-gpu/kubectl-gpu/common/nodepod"
 	"github.com/kubectl-gpu/kubectl-gpu/common/verify"
 )
@@ -42,22 +38,11 @@ func TestAirGappedWalk(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pub, mir := httptest.NewServer(registry.New()), httptest.NewServer(registry.New())
-	defer pub.Close()
-	defer mir.Close()
-	public, _ := mirror.ParseTarget(strings.TrimPrefix(pub.URL, "http://"), true)
-	pubVals, _, err := mirror.Values(ch, map[string]any{}, public)
-	if err != nil {
-		t.Fatal(err)
-	}
 	dir := t.TempDir()
-	b, _ := yaml.Marshal(pubVals)
-	pubFile := filepath.Join(dir, "public.yaml")
-	if err := os.WriteFile(pubFile, b, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	agent, _ := public.Map("ghcr.io/kubectl-gpu/gpu-node-agent:v0.0.0-test")
-	vec, _ := public.Map(verify.DefaultImage)
+	pub := mirrortest.NewPublic(t, ch, dir, verify.DefaultImage)
+	mir := httptest.NewServer(registry.New())
+	defer mir.Close()
+	pubFile, agent, vec := pub.ValuesFile, pub.AgentImage, pub.VerifyImage
 	src := []string{"--chart", chart, "-f", pubFile, "--agent-image", agent, "--verify-image", vec, "--source-insecure"}
 
 	// kubectl gpu mirror: every image the install needs (the chart rendered with the values
@@ -67,16 +52,7 @@ func TestAirGappedWalk(t *testing.T) {
 	if r.Code != 0 || json.Unmarshal([]byte(r.Stdout), &list) != nil || len(list.Images) < 8 {
 		t.Fatalf("mirror list: exit %d\n%s\n%s", r.Code, r.Stdout, r.Stderr)
 	}
-	for _, im := range list.Images {
-		img, _ := random.Image(256, 1)
-		ref, err := name.ParseReference(im.Ref, name.Insecure)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := remote.Write(ref, img); err != nil {
-			t.Fatal(err)
-		}
-	}
+	mirrortest.Seed(t, list.Refs())
 	// Outside: into an archive. Inside: from the archive into the mirror, then the values.
 	archive := filepath.Join(dir, "gpu-images")
 	if r := env.Gpu(ctx, append([]string{"mirror", "--to-archive", archive}, src...)...); r.Code != 0 {
