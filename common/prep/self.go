@@ -46,6 +46,9 @@ func SelfNode(ctx context.Context, cs kubernetes.Interface, in InCluster) (strin
 			return p.Spec.NodeName, nil
 		}
 		why = fmt.Sprintf("pod %s/%s: %v", ns, in.Hostname, err)
+		if err == nil {
+			why = fmt.Sprintf("pod %s/%s has no node", ns, in.Hostname)
+		}
 	}
 	if _, err := cs.CoreV1().Nodes().Get(ctx, in.Hostname, metav1.GetOptions{}); err == nil {
 		return in.Hostname, nil
