@@ -63,9 +63,8 @@ func benchPrep(b *testing.B, n int) {
 	}
 	nodes := benchNodes(n)
 	parallel := prep.DefaultParallel(nodereport.ModeCheck)
-	var ours, floor, nolog time.Duration
-	var requests int64
-	minRatio, maxRatio := 1e9, 0.0
+	var runs floorRuns
+	var nolog time.Duration
 	for i := 0; i < b.N; i++ {
 		cs, ct := countingClient(b)
 		t0 := time.Now()
@@ -75,28 +74,19 @@ func benchPrep(b *testing.B, n int) {
 		if err != nil || r.Summary.Nodes != n || r.Summary.Ready != n {
 			b.Fatalf("prep: %v (%+v)", err, r)
 		}
-		ours += d
-		requests += ct.n.Load()
+		requests := ct.n.Load()
 		waitJobsGone(b)
 		t1 := time.Now()
 		prepFloor(b, nodes, parallel, true)
-		f := time.Since(t1)
-		floor += f
+		runs.add(d, time.Since(t1), requests)
 		waitJobsGone(b)
 		t2 := time.Now()
 		prepFloor(b, nodes, parallel, false)
 		nolog += time.Since(t2)
 		waitJobsGone(b)
-		minRatio, maxRatio = min(minRatio, float64(d)/float64(f)), max(maxRatio, float64(d)/float64(f))
 	}
-	nf := float64(b.N)
-	b.ReportMetric(ours.Seconds()/nf, "prep-s/op")
-	b.ReportMetric(floor.Seconds()/nf, "floor-s/op")
-	b.ReportMetric(nolog.Seconds()/nf, "floor-nolog-s/op")
-	b.ReportMetric(float64(ours)/float64(floor), "ratio-to-floor")
-	b.ReportMetric(minRatio, "ratio-min")
-	b.ReportMetric(maxRatio, "ratio-max")
-	b.ReportMetric(float64(requests)/nf/float64(n), "requests/node")
+	runs.report(b, "prep", n)
+	b.ReportMetric(nolog.Seconds()/float64(b.N), "floor-nolog-s/op")
 	// Once more through the built binary (untimed), for the client's peak memory.
 	r := env.Gpu(ctx, append([]string{"prep", "-o", "json"}, nodes...)...)
 	if r.Code != 0 {

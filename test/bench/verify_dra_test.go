@@ -59,30 +59,20 @@ func BenchmarkVerifyDRA100(b *testing.B) {
 	}
 	warm, _ := countingClient(b)
 	runOurs(warm)
-	var ours, floor time.Duration
-	var requests int64
-	minRatio, maxRatio := 1e9, 0.0
+	var runs floorRuns
 	for i := 0; i < b.N; i++ {
 		cs, ct := countingClient(b)
 		t0 := time.Now()
 		runOurs(cs)
 		d := time.Since(t0)
-		ours += d
-		requests += ct.n.Load()
+		requests := ct.n.Load()
 		t1 := time.Now()
 		draFloor(b, cs, cfg())
 		f := time.Since(t1)
-		floor += f
-		minRatio, maxRatio = min(minRatio, float64(d)/float64(f)), max(maxRatio, float64(d)/float64(f))
-		b.Logf("run %d: verify --claim dra %s, floor %s: %.2f×", i, d.Round(time.Millisecond), f.Round(time.Millisecond), float64(d)/float64(f))
+		ratio := runs.add(d, f, requests)
+		b.Logf("run %d: verify --claim dra %s, floor %s: %.2f×", i, d.Round(time.Millisecond), f.Round(time.Millisecond), ratio)
 	}
-	nf := float64(b.N)
-	b.ReportMetric(ours.Seconds()/nf, "verify-s/op")
-	b.ReportMetric(floor.Seconds()/nf, "floor-s/op")
-	b.ReportMetric(float64(ours)/float64(floor), "ratio-to-floor")
-	b.ReportMetric(minRatio, "ratio-min")
-	b.ReportMetric(maxRatio, "ratio-max")
-	b.ReportMetric(float64(requests)/nf/float64(n), "requests/node")
+	runs.report(b, "verify", n)
 }
 
 // draFloor: the run's template and the same pods in bulk, one watch until each succeeded and

@@ -258,42 +258,31 @@ func benchVerify(b *testing.B, n int) {
 	}
 	setOutcomes(b)
 	nodes := benchNodes(n)
-	var ours, floor time.Duration
 	// One untimed run first: the first run after the cluster was loaded (or after the prep
 	// benchmarks) also pays for kwok and the API server warming their caches.
 	warm, _ := countingClient(b)
 	runVerify(b, warm, nodes)
 	waitGone(b, warm)
-	var requests int64
+	var runs floorRuns
 	var floorLogs time.Duration
-	minRatio, maxRatio := 1e9, 0.0
 	for i := 0; i < b.N; i++ {
 		cs, ct := countingClient(b)
 		t0 := time.Now()
 		runVerify(b, cs, nodes)
 		d := time.Since(t0)
-		ours += d
-		requests += ct.n.Load()
+		requests := ct.n.Load()
 		waitGone(b, cs)
 		t1 := time.Now()
 		runFloor(b, cs, nodes)
-		f := time.Since(t1)
-		floor += f
+		runs.add(d, time.Since(t1), requests)
 		waitGone(b, cs)
 		t2 := time.Now()
 		runFloor(b, cs, nodes, true)
 		floorLogs += time.Since(t2)
-		minRatio, maxRatio = min(minRatio, float64(d)/float64(f)), max(maxRatio, float64(d)/float64(f))
 	}
+	runs.report(b, "verify", n)
 	b.ReportMetric(floorLogs.Seconds()/float64(b.N), "floor-logs-s/op")
-	b.ReportMetric(float64(ours)/float64(floorLogs), "ratio-to-floor-logs")
-	nf := float64(b.N)
-	b.ReportMetric(ours.Seconds()/nf, "verify-s/op")
-	b.ReportMetric(floor.Seconds()/nf, "floor-s/op")
-	b.ReportMetric(float64(ours)/float64(floor), "ratio-to-floor")
-	b.ReportMetric(minRatio, "ratio-min")
-	b.ReportMetric(maxRatio, "ratio-max")
-	b.ReportMetric(float64(requests)/nf/float64(n), "requests/node")
+	b.ReportMetric(float64(runs.ours)/float64(floorLogs), "ratio-to-floor-logs")
 	// Once more through the built binary (untimed), for the client's peak memory.
 	r := env.Gpu(context.Background(), append([]string{"verify", "--parallel", "50", "-o", "json"}, nodes...)...)
 	if r.Code != 0 {
