@@ -7,7 +7,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/pmezard/go-difflib/difflib"
+	udiff "github.com/aymanbagabas/go-udiff"
 
 	rep "github.com/kubectl-gpu/kubectl-gpu/common/nodereport"
 )
@@ -264,12 +264,18 @@ func (e fileEdit) change() rep.Change {
 	return rep.Change{Check: e.check, File: e.path, Diff: Diff(e.path, e.old, e.content), Note: e.note}
 }
 
-// Diff is a unified diff of a file change.
+// Diff is a unified diff of a file change, as patch and git apply read it: a new file
+// (old empty) is from /dev/null ("@@ -0,0 +1,N @@"), a last line without a newline is
+// marked so.
 func Diff(path, old, new string) string {
-	d, _ := difflib.GetUnifiedDiffString(difflib.UnifiedDiff{
-		A: difflib.SplitLines(old), B: difflib.SplitLines(new),
-		FromFile: path, ToFile: path, Context: 2,
-	})
+	from := path
+	if old == "" {
+		from = "/dev/null"
+	}
+	d, err := udiff.ToUnified(from, path, old, udiff.Strings(old, new), 2)
+	if err != nil {
+		return ""
+	}
 	return d
 }
 

@@ -572,15 +572,40 @@ func aptUpdateFailed(out string) bool {
 		strings.Contains(out, "is not signed") || strings.Contains(out, "\nE: ")
 }
 
-// aptProblem is the package manager's own words: its E: and W: lines, else its last lines.
+// aptProblem is the package manager's own words: apt's unmet dependencies (each with its
+// package) and dnf's problems, which say why, then the E:, W: and Error: lines, else its
+// last lines.
 func aptProblem(out string, err error) string {
-	var lines []string
-	for _, l := range strings.Split(out, "\n") {
-		l = strings.TrimSpace(l)
+	var why, lines []string
+	unmet, problem, pkg := false, false, ""
+	for _, raw := range strings.Split(out, "\n") {
+		l := strings.TrimSpace(raw)
+		switch {
+		case l == "The following packages have unmet dependencies:":
+			unmet = true
+			continue
+		case unmet && strings.HasPrefix(raw, " ") && l != "":
+			if name, dep, ok := strings.Cut(l, " : "); ok {
+				pkg, l = name, name+" : "+dep
+			} else if pkg != "" {
+				l = pkg + " : " + l
+			}
+			why = append(why, l)
+			continue
+		case strings.HasPrefix(l, "Problem"):
+			problem = true
+			why = append(why, l)
+			continue
+		case problem && strings.HasPrefix(l, "- "):
+			why = append(why, l)
+			continue
+		}
+		unmet, problem = false, false
 		if strings.HasPrefix(l, "E: ") || strings.HasPrefix(l, "W: ") || strings.HasPrefix(l, "Error: ") {
 			lines = append(lines, l)
 		}
 	}
+	lines = append(why, lines...)
 	if len(lines) == 0 {
 		lines = lastLines(out, 5)
 	}

@@ -600,6 +600,11 @@ func TestInstallPackageManagerFails(t *testing.T) {
 		t.Fatalf("apply: %v (report error %q); want apt's error on one line", err, r.Error)
 	}
 	t.Log(err)
+	for _, left := range []string{"left on the host for its package manager: ", ToolkitAptList + " (new)", ToolkitAptKeyring + " (new)"} {
+		if !strings.Contains(err.Error(), left) {
+			t.Errorf("the error does not name what the failed install left (%q): %v", left, err)
+		}
+	}
 	list, _ := f.host.Read(ToolkitAptList)
 	if !strings.Contains(list, "signed-by="+ToolkitAptKeyring) || !f.host.Exists(ToolkitAptKeyring) {
 		t.Errorf("repository file or keyring not whole: %q", list)
@@ -633,4 +638,70 @@ func TestRecordedInstallKeepsThePlannedPackages(t *testing.T) {
 	if !strings.Contains(install, "linux-modules-nvidia-580-server-5.15.0-126-generic nvidia-headless-no-dkms-580-server") {
 		t.Errorf("recorded install %q, want the precompiled modules", install)
 	}
+}
+
+// TestAptProblemKeepsWhy: apt's unmet dependencies and dnf's problems say why an install
+// cannot be done; they are kept in the reason, before apt's E: line.
+func TestAptProblemKeepsWhy(t *testing.T) {
+	apt := `Reading package lists...
+Building dependency tree...
+Some packages could not be installed. This may mean that you have
+requested an impossible situation or if you are using the unstable
+distribution that some required packages have not yet been created
+or been moved out of Incoming.
+The following information may help to resolve the situation:
+
+The following packages have unmet dependencies:
+ nvidia-container-toolkit : Depends: libnvidia-container-tools (= 1.17.8-1) but 1.17.7-1 is to be installed
+                            Depends: nvidia-container-toolkit-base (= 1.17.8-1) but it is not going to be installed
+E: Unable to correct problems, you have held broken packages.
+`
+	want := "nvidia-container-toolkit : Depends: libnvidia-container-tools (= 1.17.8-1) but 1.17.7-1 is to be installed | " +
+		"nvidia-container-toolkit : Depends: nvidia-container-toolkit-base (= 1.17.8-1) but it is not going to be installed | " +
+		"E: Unable to correct problems, you have held broken packages."
+	if got := aptProblem(apt, nil); got != want {
+		t.Errorf("apt:\n%s\nwant\n%s", got, want)
+	}
+	dnf := `Last metadata expiration check: 0:00:12 ago.
+Error: 
+ Problem: cannot install the best candidate for the job
+  - nothing provides libnvidia-container-tools = 1.17.8-1 needed by nvidia-container-toolkit-1.17.8-1.x86_64
+(try to add '--skip-broken' to skip uninstallable packages or '--nobest' to use not only best candidate packages)
+`
+	if got, want := aptProblem(dnf, nil), "Problem: cannot install the best candidate for the job | - nothing provides libnvidia-container-tools = 1.17.8-1 needed by nvidia-container-toolkit-1.17.8-1.x86_64"; got != want {
+		t.Errorf("dnf:\n%s\nwant\n%s", got, want)
+	}
+}
+
+// TestInstallUnmetDependency: a repository holding the toolkit 1.17.8-1 but only 1.17.7-1 of
+// a package it depends on exactly is refused at plan time with apt's own reason (unpinned:
+// the dependency named; pinned: the version apt cannot find), through the real apt-get.
+func TestInstallUnmetDependency(t *testing.T) {
+	f := newAptFixture(t)
+	var pkgs []fakehost.StandIn
+	for _, p := range toolkitStandIns("1.17.8-1") {
+		if p.Name != "libnvidia-container-tools" {
+			pkgs = append(pkgs, p)
+		}
+	}
+	for _, p := range toolkitStandIns("1.17.7-1") {
+		if p.Name == "libnvidia-container-tools" || p.Name == "libnvidia-container1" {
+			pkgs = append(pkgs, p)
+		}
+	}
+	if err := f.repo.Publish("libnvidia-container/stable/deb/amd64", "libnvidia-container/gpgkey", pkgs...); err != nil {
+		t.Fatal(err)
+	}
+	before, _ := f.host.Read("/var/lib/dpkg/status")
+	for _, tc := range []struct{ version, want string }{
+		{ToolkitLatest, "nvidia-container-toolkit : Depends: libnvidia-container-tools (= 1.17.8-1) but 1.17.7-1 is to be installed"},
+		{"1.17.8", "Version '1.17.8-1' for 'libnvidia-container-tools' was not found"},
+	} {
+		_, err := f.agent(t, ModePlan, Install{ToolkitVersion: tc.version})
+		if err == nil || !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), "\n") {
+			t.Errorf("--install-toolkit=%s: %v; want one line with %q", tc.version, err, tc.want)
+		}
+		t.Log(err)
+	}
+	nothingChanged(t, f, before)
 }

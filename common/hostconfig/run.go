@@ -169,7 +169,7 @@ func installPackages(ctx context.Context, h *Host, r *rep.Report, o Options, dry
 				c.Error = err.Error()
 			}
 			changes = append(changes, c)
-			return changes, false, "", fmt.Errorf("%s: %s", cmd.what, c.Error)
+			return changes, false, "", fmt.Errorf("%s: %s%s", cmd.what, c.Error, leftFiles(edits, o.Apply.Now))
 		}
 		c.Done, c.Note = true, o.Runner.Note()
 		changes = append(changes, c)
@@ -226,4 +226,24 @@ func requestReboot(ctx context.Context, r *rep.Report, o Options) error {
 	}
 	r.Changes = []rep.Change{c}
 	return nil
+}
+
+// leftFiles says which repository files and keyrings a failed install leaves on the host
+// (written before the package manager ran): they stay, so that the host's package manager
+// can finish or undo what it began (apt-get -f install, dpkg --configure -a), and are named
+// with what was there before.
+func leftFiles(edits []fileEdit, now time.Time) string {
+	if len(edits) == 0 {
+		return ""
+	}
+	var left []string
+	for _, e := range edits {
+		if e.old == "" {
+			left = append(left, e.path+" (new)")
+		} else {
+			left = append(left, e.path+" (the previous one is "+BackupPath(e.path, now)+")")
+		}
+	}
+	return "; left on the host for its package manager: " + strings.Join(left, ", ") +
+		": fix the cause and run again, or remove them (restore the backups) to return the host to its sources before"
 }

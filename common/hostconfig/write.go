@@ -59,7 +59,7 @@ func Stage(path string, content []byte, now time.Time) (_ *Staged, err error) {
 		if fi, err := os.Stat(path); err == nil {
 			mode = fi.Mode().Perm()
 		}
-		s.Backup = fmt.Sprintf("%s.kubectl-gpu-%s.bak", path, now.UTC().Format("20060102T150405"))
+		s.Backup = BackupPath(path, now)
 		if _, err := os.Stat(s.Backup); errors.Is(err, os.ErrNotExist) {
 			s.madeBackup = true
 		}
@@ -174,4 +174,9 @@ func writeSynced(path string, content []byte, mode os.FileMode) error {
 		return err
 	}
 	return f.Close()
+}
+
+// BackupPath is where Stage keeps the old content of path when it writes it at now.
+func BackupPath(path string, now time.Time) string {
+	return fmt.Sprintf("%s.kubectl-gpu-%s.bak", path, now.UTC().Format("20060102T150405"))
 }

@@ -78,6 +78,9 @@ type Work[R any] struct {
 	// Finished, when set, is called from the run's own goroutine as each node finishes
 	// (not for the nodes that time out), while slower nodes are still running.
 	Finished func(r Result[R], done, total int)
+	// Started, when set, is called from the run's own goroutine when a node's object has
+	// been created.
+	Started func(node string)
 }
 
 // Run is one run of a Work over nodes.
@@ -295,6 +298,9 @@ func (e *engine[R]) execute(ctx context.Context) ([]Result[R], error) {
 			s.created, s.inFlight, s.objUID = true, e.r.MaxInFlight > 0, c.uid
 			if s.started.IsZero() {
 				s.started = time.Now()
+			}
+			if e.w.Started != nil {
+				e.w.Started(s.node)
 			}
 			if s.done { // finished (from an event) before its creation returned
 				owed(s)

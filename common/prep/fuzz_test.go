@@ -55,6 +55,6 @@ func FuzzAgentOutput(f *testing.F) {
 		}
 		doc.WriteFindings(io.Discard)
 		doc.WriteChanges(io.Discard)
-		_ = nodeLine(doc.Items[0])
+		_ = failureLine(doc.Items[0])
 	})
 }

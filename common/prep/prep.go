@@ -49,7 +49,8 @@ type Config struct {
 	// anything changes (nil: no question) and stops the run with its error.
 	PlanOut io.Writer
 	Confirm func(question string) error
-	// Progress receives live progress (a terminal); nil for none.
+	// Progress receives progress: live on a terminal; in a pipe, a line when what a roll
+	// waits for changes (at most one per node every few seconds); nil for none.
 	Progress io.Writer
 	// Install names the host packages --apply installs (zero: none); Roll, when set, drains
 	// and reboots the nodes whose changes need a reboot, a few at a time (--reboot).
@@ -68,6 +69,9 @@ type NodeResult struct {
 	Report *rep.Report `json:"report,omitempty"`
 	Error  string      `json:"error,omitempty"`
 	Hint   string      `json:"hint,omitempty"`
+	// NotStarted: a roll stopped at another node before it reached this one (nothing was
+	// changed on it).
+	NotStarted bool `json:"notStarted,omitempty"`
 }
 
 // DefaultParallel is how many nodes run the agent at once unless --parallel says otherwise:
@@ -202,8 +206,10 @@ func RunAgents(ctx context.Context, cs kubernetes.Interface, cfg *Config, nodes 
 		parallel = DefaultParallel(mode)
 	}
 	ns := cfg.Namespace
-	prog := report.NewProgress(cfg.Progress)
+	prog := report.ForStream(cfg.Progress)
 	defer prog.End()
+	tally := prog.Tally("prep", len(nodes))
+	defer tally.Stop()
 	work := nodepod.Work[NodeResult]{
 		Component: Component,
 		Job:       func(node string, labels map[string]string) *batchv1.Job { return Job(cfg, node, mode, labels) },
@@ -226,9 +232,9 @@ func RunAgents(ctx context.Context, cs kubernetes.Interface, cfg *Config, nodes 
 				Hint: "the node may be unreachable or the image slow to pull: raise --timeout, or check 'kubectl get pods -n " + ns + "'"}
 		},
 	}
+	work.Started = tally.Started
 	work.Finished = func(r nodepod.Result[NodeResult], done, total int) {
-		prog.Node(nodeLine(r.Value))
-		prog.Count(fmt.Sprintf("prep: %d/%d nodes reported", done, total))
+		tally.Finished(r.Node, failureLine(r.Value))
 		if cfg.OnReport != nil && r.Value.Report != nil {
 			cfg.OnReport(r.Value)
 		}
@@ -330,15 +336,16 @@ func Cleanup(ctx context.Context, cs kubernetes.Interface, ns string) (int, erro
 }
 
 // nodeLine is the progress line of a node that reported.
-func nodeLine(r NodeResult) string {
-	state := "ready"
+// failureLine is the progress line of a node that finished without being ready ("" when
+// it is ready, or has no GPU to be ready for).
+func failureLine(r NodeResult) string {
 	switch {
 	case r.Error != "":
-		state = "error: " + r.Error
-	case !r.Ready():
-		state = "not ready"
+		return r.Node + ": error: " + r.Error
+	case !r.Ready() && !r.NoGPU():
+		return r.Node + ": not ready: " + failedChecks(r.Report)
 	}
-	return r.Node + ": " + state
+	return ""
 }
 
 func oneLine(s string) string {

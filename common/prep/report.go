@@ -40,6 +40,9 @@ type Summary struct {
 	Nodes    int `json:"nodes"`
 	Ready    int `json:"ready"`
 	NotReady int `json:"notReady"`
+	// NotStarted counts the nodes a roll did not reach (it stopped at another node first):
+	// neither ready nor not ready, and a failure of the run.
+	NotStarted int `json:"notStarted,omitempty"`
 	// NoGPU counts the nodes with no NVIDIA GPU on the PCI bus: reported, and not a failure
 	// of the run unless every node is one.
 	NoGPU int `json:"noGPU"`
@@ -47,13 +50,19 @@ type Summary struct {
 
 // Failed tells whether the run found failures (exit 1): a node with GPUs that is not ready,
 // or no node with GPUs at all.
-func (s Summary) Failed() bool { return s.NotReady > s.NoGPU || s.Nodes > 0 && s.NoGPU == s.Nodes }
+func (s Summary) Failed() bool {
+	return s.NotReady > s.NoGPU || s.NotStarted > 0 || s.Nodes > 0 && s.NoGPU == s.Nodes
+}
 
 // NewReport sums the results up.
 func NewReport(mode rep.Mode, results []NodeResult) *Report {
 	r := &Report{TypeMeta: report.Meta(Kind), Mode: mode, Items: results}
 	for _, it := range results {
 		r.Summary.Nodes++
+		if it.NotStarted {
+			r.Summary.NotStarted++
+			continue
+		}
 		if it.Ready() {
 			r.Summary.Ready++
 		} else {
@@ -102,7 +111,11 @@ func (r *Report) Rows(wide bool) ([]string, [][]string) {
 	var rows [][]string
 	for _, n := range r.Items {
 		if n.Report == nil {
-			row := []string{n.Node, "-", "-", "-", "-", "-", "-", "-", "Error"}
+			ready := "Error"
+			if n.NotStarted {
+				ready = "NotStarted"
+			}
+			row := []string{n.Node, "-", "-", "-", "-", "-", "-", "-", ready}
 			if wide {
 				row = append(row, "-", "-", "-")
 			}
@@ -156,7 +169,10 @@ func (r *Report) WriteFindings(w io.Writer) {
 	}
 	for _, n := range r.Items {
 		if n.Error != "" {
-			fmt.Fprintf(w, "\n%s: %s\n    → %s\n", n.Node, n.Error, n.Hint)
+			fmt.Fprintf(w, "\n%s: %s\n", n.Node, n.Error)
+			if n.Hint != "" {
+				fmt.Fprintf(w, "    → %s\n", n.Hint)
+			}
 			continue
 		}
 		var lines []string
@@ -177,6 +193,9 @@ func (r *Report) WriteFindings(w io.Writer) {
 		}
 	}
 	fmt.Fprintf(w, "\n%s: %d ready, %d not ready", report.Count(r.Summary.Nodes, "node"), r.Summary.Ready, r.Summary.NotReady)
+	if r.Summary.NotStarted > 0 {
+		fmt.Fprintf(w, ", %d not started (the roll stopped before them)", r.Summary.NotStarted)
+	}
 	if r.Summary.NoGPU > 0 {
 		fmt.Fprintf(w, " (%d without an NVIDIA GPU: not counted as failures unless every node is)", r.Summary.NoGPU)
 	}

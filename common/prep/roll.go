@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"sort"
 	"strings"
 	"sync"
@@ -17,7 +16,6 @@ import (
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/kubectl/pkg/drain"
 
 	"github.com/kubectl-gpu/kubectl-gpu/common/cliexit"
 	"github.com/kubectl-gpu/kubectl-gpu/common/cluster"
@@ -106,7 +104,9 @@ type NodeRoll struct {
 	BootID      string `json:"bootID,omitempty"`
 	Error       string `json:"error,omitempty"`
 	Hint        string `json:"hint,omitempty"`
-	Duration    string `json:"duration,omitempty"`
+	// BlockedBy are the PodDisruptionBudgets that kept the node's drain from finishing.
+	BlockedBy []Budget `json:"blockedBy,omitempty"`
+	Duration  string   `json:"duration,omitempty"`
 	// Check is the node's check after the reboot.
 	Check *NodeResult `json:"-"`
 }
@@ -140,7 +140,7 @@ func Roll(ctx context.Context, cs kubernetes.Interface, cfg *Config, nodes []str
 	if o.RebootTimeout <= 0 {
 		o.RebootTimeout = 15 * time.Minute
 	}
-	r := &roller{cs: cs, cfg: cfg, o: o, prog: report.NewProgress(cfg.Progress), annotator: NewAnnotator(ctx, cs)}
+	r := &roller{cs: cs, cfg: cfg, o: o, prog: report.ForStream(cfg.Progress), annotator: NewAnnotator(ctx, cs)}
 	defer r.prog.End()
 	out := make([]NodeRoll, len(nodes))
 	for i, n := range nodes {
@@ -166,10 +166,14 @@ start:
 			defer wg.Done()
 			defer func() { <-sem }()
 			out[i] = r.node(ctx, n)
+			r.prog.Clear(n)
 			if out[i].Error != "" {
 				failed.Store(true)
 			}
-			r.prog.Count(fmt.Sprintf("roll: %d/%d nodes done", done.Add(1), len(nodes)))
+			if out[i].Phase == PhaseDone {
+				done.Add(1)
+			}
+			r.prog.Count(fmt.Sprintf("roll: %d/%d nodes done", done.Load(), len(nodes)))
 		}()
 	}
 	wg.Wait()
@@ -218,6 +222,7 @@ func (r *roller) node(ctx context.Context, name string) (res NodeRoll) {
 		st = RollState{WasCordoned: n.Spec.Unschedulable}
 	}
 	say := func(what string) { r.prog.Node(name + ": " + what) }
+	wait := func(state, detail string) { r.prog.Status(name, state, detail) }
 	fail := func(msg, hint string) NodeRoll {
 		if ctx.Err() != nil {
 			res.Error = "interrupted"
@@ -226,7 +231,10 @@ func (r *roller) node(ctx context.Context, name string) (res NodeRoll) {
 		st.Error = msg
 		_ = r.record(ctx, name, &st, nil)
 		res.Phase, res.Error = st.Phase, msg
-		res.Hint = hint + "; the node stays cordoned: fix it, then run the same command again to resume (it goes on from " + orStart(st.Phase) + ")"
+		res.Hint = "the node stays cordoned: fix it, then run the same command again to resume (it goes on from " + orStart(st.Phase) + ")"
+		if hint != "" {
+			res.Hint = hint + "; " + res.Hint
+		}
 		say("failed: " + msg)
 		return res
 	}
@@ -244,16 +252,22 @@ func (r *roller) node(ctx context.Context, name string) (res NodeRoll) {
 		}
 	}
 	if phaseIndex(st.Phase) < phaseIndex(PhaseDrained) {
-		evicted, err := r.drain(ctx, name)
+		evicted, err := r.drain(ctx, name, wait)
 		res.Evicted = evicted
+		var de *DrainError
+		if errors.As(err, &de) {
+			res.BlockedBy = de.Budgets
+			return fail("drain: "+de.Error(), de.Hint())
+		}
 		if err != nil {
-			return fail("drain: "+oneLine(err.Error()), "kubectl drain's rules apply: --delete-emptydir-data, --force and --drain-timeout are its flags")
+			return fail("drain: "+oneLine(err.Error()), "")
 		}
 		if err := next(PhaseDrained, nil); err != nil {
 			return fail(err.Error(), "")
 		}
 	}
 	if phaseIndex(st.Phase) < phaseIndex(PhaseInstalled) {
+		wait("applying the changes", "")
 		nr, err := r.agent(ctx, name, rep.ModeApply)
 		if err != nil {
 			return fail(err.Error(), nr.Hint)
@@ -278,6 +292,7 @@ func (r *roller) node(ctx context.Context, name string) (res NodeRoll) {
 			if err := next(PhaseRebooting, nil); err != nil {
 				return fail(err.Error(), "")
 			}
+			wait("asking the host to reboot", "boot "+st.BootID)
 			c := *r.cfg
 			c.bootIDs = map[string]string{name: st.BootID}
 			nr, err := r.agentWith(ctx, &c, name, rep.ModeReboot)
@@ -296,7 +311,7 @@ func (r *roller) node(ctx context.Context, name string) (res NodeRoll) {
 				return fail(err.Error(), "")
 			}
 		}
-		boot, err := r.waitBoot(ctx, name, st.BootID)
+		boot, err := r.waitBoot(ctx, name, st.BootID, wait)
 		if err != nil {
 			return fail(err.Error(), "the node did not come back: look at its console; when it is back and Ready, run again")
 		}
@@ -305,6 +320,7 @@ func (r *roller) node(ctx context.Context, name string) (res NodeRoll) {
 			return fail(err.Error(), "")
 		}
 	}
+	wait("checking after the reboot", "")
 	nr, err := r.agent(ctx, name, rep.ModeCheck)
 	res.Check = &nr
 	if err != nil {
@@ -364,47 +380,26 @@ func (r *roller) agentWith(ctx context.Context, cfg *Config, node string, mode r
 	return nr, nil
 }
 
-// drain evicts the node's pods by kubectl drain's rules: DaemonSet pods stay, pods with
-// emptyDir data and pods without a controller are refused unless DeleteEmptyDirData /
-// Force, PodDisruptionBudgets are honoured through the eviction API (a blocked eviction
-// is retried until the drain timeout). kubectl gpu's own pods are left alone.
-func (r *roller) drain(ctx context.Context, node string) (int, error) {
-	var evicted atomic.Int32
-	h := &drain.Helper{
-		Ctx: ctx, Client: r.cs, Force: r.o.Force, GracePeriodSeconds: -1, IgnoreAllDaemonSets: true,
-		DeleteEmptyDirData: r.o.DeleteEmptyDirData, Timeout: r.o.DrainTimeout, Out: io.Discard, ErrOut: io.Discard,
-		AdditionalFilters: []drain.PodFilter{func(p corev1.Pod) drain.PodDeleteStatus {
-			if p.Labels[nodepod.LabelManagedBy] == nodepod.ManagedBy {
-				return drain.MakePodDeleteStatusSkip()
-			}
-			return drain.MakePodDeleteStatusOkay()
-		}},
-		OnPodDeletionOrEvictionFinished: func(_ *corev1.Pod, _ bool, err error) {
-			if err == nil {
-				evicted.Add(1)
-			}
-		},
-	}
-	list, errs := h.GetPodsForDeletion(node)
-	if len(errs) > 0 {
-		return 0, errors.Join(errs...)
-	}
-	if pods := list.Pods(); len(pods) > 0 {
-		if err := h.DeleteOrEvictPods(pods); err != nil {
-			return int(evicted.Load()), err
-		}
-	}
-	return int(evicted.Load()), nil
-}
-
 // waitBoot waits for the node to report a boot ID other than old, and Ready: a get, then
 // a watch of that one node from the get's resource version (watched again when the API
 // server ends it).
-func (r *roller) waitBoot(ctx context.Context, node, old string) (string, error) {
+func (r *roller) waitBoot(ctx context.Context, node, old string, status func(state, detail string)) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, r.o.RebootTimeout)
 	defer cancel()
+	deadline := time.Now().Add(r.o.RebootTimeout)
+	show := func(n *corev1.Node) {
+		state := "rebooting: waiting for a new boot ID (was " + old + ")"
+		if n.Status.NodeInfo.BootID != old && n.Status.NodeInfo.BootID != "" {
+			state = "rebooted (boot " + n.Status.NodeInfo.BootID + "): waiting for Ready"
+		}
+		status(state, fmt.Sprintf("%s left of --reboot-timeout", time.Until(deadline).Round(time.Second)))
+	}
 	back := func(n *corev1.Node) bool {
-		return n.Name == node && n.Status.NodeInfo.BootID != old && n.Status.NodeInfo.BootID != "" && nodeReady(n)
+		if n.Name != node {
+			return false
+		}
+		show(n)
+		return n.Status.NodeInfo.BootID != old && n.Status.NodeInfo.BootID != "" && nodeReady(n)
 	}
 	timedOut := func() error {
 		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
@@ -436,12 +431,27 @@ func (r *roller) waitBoot(ctx context.Context, node, old string) (string, error)
 			time.Sleep(time.Second)
 			continue
 		}
-		for e := range w.ResultChan() {
-			if n, ok := e.Object.(*corev1.Node); ok && back(n) {
-				w.Stop()
-				return n.Status.NodeInfo.BootID, nil
+		tick := time.NewTicker(time.Second)
+	events:
+		for {
+			select {
+			case e, ok := <-w.ResultChan():
+				if !ok {
+					break events
+				}
+				if m, ok := e.Object.(*corev1.Node); ok {
+					n = m
+					if back(n) {
+						tick.Stop()
+						w.Stop()
+						return n.Status.NodeInfo.BootID, nil
+					}
+				}
+			case <-tick.C:
+				show(n)
 			}
 		}
+		tick.Stop()
 		w.Stop()
 		select { // the watch ended (the API server's timeout, a restart): look again
 		case <-ctx.Done():

@@ -145,7 +145,7 @@ func Run(ctx context.Context, cs kubernetes.Interface, cfg *Config) (*Report, er
 		case rl.Error != "":
 			results = append(results, NodeResult{Node: rl.Node, Report: reportOf(rl.Check), Error: "roll: " + rl.Error, Hint: rl.Hint})
 		default:
-			results = append(results, NodeResult{Node: rl.Node, Error: "roll: not started: the roll stopped at node " + stopped,
+			results = append(results, NodeResult{Node: rl.Node, NotStarted: true, Error: "roll: not started: the roll stopped at node " + stopped,
 				Hint: "fix " + stopped + ", then run the same command again"})
 		}
 	}

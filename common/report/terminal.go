@@ -6,7 +6,6 @@ import (
 	"io"
 	"os"
 	"strings"
-	"time"
 
 	"golang.org/x/term"
 
@@ -26,41 +25,6 @@ func OnTerminal(w io.Writer) io.Writer {
 		return w
 	}
 	return nil
-}
-
-// Progress shows a run over many nodes on a terminal: one line per node as it finishes,
-// under which a live count is rewritten in place. With a nil writer it shows nothing.
-type Progress struct {
-	w    io.Writer
-	last time.Time
-}
-
-// NewProgress returns a Progress writing to w (nil: silent).
-func NewProgress(w io.Writer) *Progress { return &Progress{w: w} }
-
-// Node prints a finished node's line above the live count.
-func (p *Progress) Node(line string) {
-	if p == nil || p.w == nil {
-		return
-	}
-	fmt.Fprintf(p.w, "\r\033[K%s\n", line)
-	p.last = time.Time{}
-}
-
-// Count rewrites the live count, at most ten times a second.
-func (p *Progress) Count(text string) {
-	if p == nil || p.w == nil || time.Since(p.last) < 100*time.Millisecond {
-		return
-	}
-	p.last = time.Now()
-	fmt.Fprintf(p.w, "\r\033[K%s", text)
-}
-
-// End clears the live count.
-func (p *Progress) End() {
-	if p != nil && p.w != nil {
-		fmt.Fprint(p.w, "\r\033[K")
-	}
 }
 
 // Confirm asks question on a terminal and returns nil for "y" or "yes". Not at a terminal

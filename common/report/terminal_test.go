@@ -2,23 +2,93 @@ package report
 
 import (
 	"bytes"
+	"strings"
 	"testing"
+	"time"
 )
 
-func TestProgress(t *testing.T) {
+// clock is a Progress clock the test moves.
+type clock struct{ t time.Time }
+
+func (c *clock) now() time.Time { return c.t }
+
+func TestProgressLive(t *testing.T) {
 	var b bytes.Buffer
+	c := &clock{t: time.Unix(0, 0)}
 	p := NewProgress(&b)
+	p.now = c.now
 	p.Count("1/2")
-	p.Count("2/2") // within 100 ms of the last count: skipped
-	p.Node("gpu-1: ready")
-	p.Count("2/2") // a node line makes the next count show at once
+	c.t = c.t.Add(10 * time.Millisecond)
+	p.Count("2/2") // within 100 ms of the last draw: not drawn yet
+	if strings.Contains(b.String(), "2/2") {
+		t.Fatalf("drawn within 100 ms: %q", b.String())
+	}
+	p.Node("gpu-1: failed") // a line that stays, above the block, with the count redrawn
+	p.Status("roll-0", "draining", "2 pods left")
+	p.Clear("roll-0")
 	p.End()
-	if got, want := b.String(), "\r\033[K1/2\r\033[Kgpu-1: ready\n\r\033[K2/2\r\033[K"; got != want {
-		t.Fatalf("progress %q, want %q", got, want)
+	want := "\r\033[J1/2\n" + // the count
+		"\033[1A\r\033[Jgpu-1: failed\n2/2\n" + // back up one line: the failure, then the count
+		"\033[1A\r\033[Jroll-0: draining (2 pods left)\n2/2\n" + // the status above the count
+		"\033[2A\r\033[J2/2\n" + // cleared
+		"\033[1A\r\033[J" // ended
+	if got := b.String(); got != want {
+		t.Fatalf("progress\n%q\nwant\n%q", got, want)
 	}
 	if OnTerminal(&b) != nil || IsTerminal(&b) {
 		t.Fatal("a buffer is not a terminal")
 	}
 	var none *Progress
 	none.Node("x") // nil progress: silent
+	none.Status("x", "y", "")
+	NewProgress(nil).Status("x", "y", "z")
+}
+
+// TestProgressPlain: in a pipe a status is said when it changes, never twice within
+// PlainEvery for a key; an unchanged state again after PlainHeartbeat; counts and node
+// lines not at all.
+func TestProgressPlain(t *testing.T) {
+	var b bytes.Buffer
+	c := &clock{t: time.Unix(1000, 0)}
+	p := NewPlainProgress(&b)
+	p.now = c.now
+	p.Count("1/2")
+	p.Node("gpu-1: failed")
+	p.Status("roll-0", "draining", "3 pods left, 30s left")
+	for i := 0; i < 20; i++ { // a second of updates: nothing new
+		c.t = c.t.Add(50 * time.Millisecond)
+		p.Status("roll-0", "draining", "2 pods left")
+	}
+	p.Status("roll-0", "blocked by budget web/web", "29s left") // changed, but too soon
+	c.t = c.t.Add(PlainEvery)
+	p.Status("roll-0", "blocked by budget web/web", "24s left") // now
+	p.Status("roll-1", "rebooting", "") // another key: at once
+	c.t = c.t.Add(PlainEvery)
+	p.Status("roll-0", "blocked by budget web/web", "19s left") // same state: not again yet
+	c.t = c.t.Add(PlainHeartbeat)
+	p.Status("roll-0", "blocked by budget web/web", "0s left") // the heartbeat
+	p.End()
+	want := "roll-0: draining (3 pods left, 30s left)\n" +
+		"roll-0: blocked by budget web/web (24s left)\n" +
+		"roll-1: rebooting\n" +
+		"roll-0: blocked by budget web/web (0s left)\n"
+	if got := b.String(); got != want {
+		t.Fatalf("plain progress\n%s\nwant\n%s", got, want)
+	}
+}
+
+func TestTallyLine(t *testing.T) {
+	p := NewPlainProgress(nil)
+	ty := p.Tally("prep", 4)
+	defer ty.Stop()
+	t0 := time.Now()
+	ty.Started("gpu-b")
+	ty.Started("gpu-a")
+	ty.started["gpu-a"] = t0.Add(-41 * time.Second) // started first
+	ty.started["gpu-b"] = t0.Add(-3 * time.Second)
+	ty.Finished("gpu-c", "")
+	ty.Finished("gpu-d", "gpu-d: error: x")
+	if got, want := ty.Line(t0), "prep: 2/4 finished: 1 ok, 1 failed; 2 waiting, longest gpu-a (41s)"; got != want {
+		t.Fatalf("tally %q, want %q", got, want)
+	}
 }

@@ -349,7 +349,8 @@ func Run(ctx context.Context, cs kubernetes.Interface, cfg *Config, plan *Plan) 
 	}
 	progress := report.NewProgress(cfg.Progress)
 	defer progress.End()
-	passed, failed := 0, 0
+	tally := progress.Tally("verify", len(nodes))
+	defer tally.Stop()
 	work := nodepod.Work[Verdict]{
 		Component: Component,
 		Pod: func(node string, labels map[string]string) *corev1.Pod {
@@ -385,14 +386,9 @@ func Run(ctx context.Context, cs kubernetes.Interface, cfg *Config, plan *Plan) 
 			return c.Verdict, nil
 		},
 		TimedOut: func(o nodepod.Observation) Verdict { return timeoutVerdict(o, cfg.Timeout) },
+		Started: tally.Started,
 		Finished: func(r nodepod.Result[Verdict], done, total int) {
-			if r.Value.Result == Passed {
-				passed++
-			} else {
-				failed++
-			}
-			progress.Node(nodeLine(r.Node, r.Value))
-			progress.Count(countLine(total, passed, failed))
+			tally.Finished(r.Node, failureLine(r.Node, r.Value))
 		},
 	}
 	runID := nodepod.NewRunID()
@@ -550,17 +546,12 @@ func Cleanup(ctx context.Context, cs kubernetes.Interface, ns string) (int, erro
 }
 
 // countLine is the live count of a run.
-func countLine(total, passed, failed int) string {
-	return fmt.Sprintf("verify: %d nodes: %d passed, %d failed, %d running", total, passed, failed, total-passed-failed)
-}
-
-// nodeLine is the progress line of a node that finished.
-func nodeLine(node string, v Verdict) string {
-	line := fmt.Sprintf("%s: %s", node, v.Result)
-	if v.Result != Passed {
-		line += ": " + v.Detail
+// failureLine is the progress line of a node that did not pass ("" when it passed).
+func failureLine(node string, v Verdict) string {
+	if v.Result == Passed {
+		return ""
 	}
-	return line
+	return fmt.Sprintf("%s: %s: %s", node, v.Result, v.Detail)
 }
 
 // Target names a node to verify with gpus GPUs (for building pods outside a Plan).

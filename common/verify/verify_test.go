@@ -149,18 +149,12 @@ func TestOutputGolden(t *testing.T) {
 	golden.Assert(t, "report.junit.golden", b.Bytes())
 }
 
-func TestProgressLines(t *testing.T) {
-	var b bytes.Buffer
-	p := report.NewProgress(&b)
-	p.Node(nodeLine("gpu-1", Verdict{Result: Passed}))
-	p.Node(nodeLine("gpu-2", Verdict{Result: Failed, Detail: "CUDA error: x"}))
-	p.Count(countLine(3, 1, 1))
-	p.End()
-	got := b.String()
-	for _, want := range []string{"gpu-1: Passed\n", "gpu-2: Failed: CUDA error: x\n", "verify: 3 nodes: 1 passed, 1 failed, 1 running"} {
-		if !strings.Contains(got, want) {
-			t.Errorf("progress %q lacks %q", got, want)
-		}
+// TestFailureLines: only a node that did not pass gets a line of its own.
+func TestFailureLines(t *testing.T) {
+	if l := failureLine("gpu-1", Verdict{Result: Passed}); l != "" {
+		t.Errorf("a passed node has a line: %q", l)
 	}
-	report.NewProgress(nil).Node("x") // no terminal: nothing, no panic
+	if l, want := failureLine("gpu-2", Verdict{Result: Failed, Detail: "CUDA error: x"}), "gpu-2: Failed: CUDA error: x"; l != want {
+		t.Errorf("failure line %q, want %q", l, want)
+	}
 }

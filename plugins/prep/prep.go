@@ -221,7 +221,7 @@ func (o *PrepOptions) config() *prep.Config {
 		cfg.Roll = &prep.RollOptions{MaxUnavailable: o.MaxUnavailable, DrainTimeout: o.DrainTimeout, RebootTimeout: o.RebootTimeout,
 			DeleteEmptyDirData: o.DeleteEmptyDirData, Force: o.Force}
 	}
-	cfg.Progress = report.OnTerminal(o.Streams.ErrOut)
+	cfg.Progress = o.Streams.ErrOut
 	if !o.Yes {
 		cfg.Confirm = func(question string) error {
 			return report.Confirm(o.Streams.In, o.Streams.ErrOut, question,

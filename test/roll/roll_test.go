@@ -6,6 +6,7 @@
 package roll
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -30,6 +31,7 @@ import (
 
 	"github.com/kubectl-gpu/kubectl-gpu/common/nodepod"
 	"github.com/kubectl-gpu/kubectl-gpu/common/prep"
+	"github.com/kubectl-gpu/kubectl-gpu/common/report"
 	"github.com/kubectl-gpu/kubectl-gpu/hack/localcluster"
 	"github.com/kubectl-gpu/kubectl-gpu/hack/simnodes"
 	"github.com/kubectl-gpu/kubectl-gpu/test/harness"
@@ -555,4 +557,212 @@ func TestRollLeastPrivilege(t *testing.T) {
 		t.Errorf("roll-3: %+v", st)
 	}
 	noPrepJobs(t)
+}
+
+const blockedNS = "blocked"
+
+// blockedWorkload: a Deployment of 3 pods, one on each of roll-0..2 (a topology spread over
+// those nodes), under a PodDisruptionBudget that allows no eviction (maxUnavailable: 0).
+func blockedWorkload(t *testing.T, ctx context.Context) {
+	t.Helper()
+	cs := env.Cluster.Client
+	_, _ = cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: blockedNS}}, metav1.CreateOptions{})
+	labels := map[string]string{"app": "gpu-web"}
+	tmpl := corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels}, Spec: corev1.PodSpec{
+		Tolerations: []corev1.Toleration{{Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoSchedule, Key: "kwok.x-k8s.io/node"}},
+		Affinity: &corev1.Affinity{NodeAffinity: &corev1.NodeAffinity{RequiredDuringSchedulingIgnoredDuringExecution: &corev1.NodeSelector{
+			NodeSelectorTerms: []corev1.NodeSelectorTerm{{MatchExpressions: []corev1.NodeSelectorRequirement{{Key: "kubernetes.io/hostname", Operator: corev1.NodeSelectorOpIn, Values: rollNodes(0, 1, 2)}}}}}}},
+		TopologySpreadConstraints: []corev1.TopologySpreadConstraint{{MaxSkew: 1, TopologyKey: "kubernetes.io/hostname",
+			WhenUnsatisfiable: corev1.DoNotSchedule, LabelSelector: &metav1.LabelSelector{MatchLabels: labels}}},
+		Containers: []corev1.Container{{Name: "c", Image: "registry.k8s.io/pause:3.10"}}}}
+	if _, err := cs.AppsV1().Deployments(blockedNS).Create(ctx, &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: "gpu-web"}, Spec: appsv1.DeploymentSpec{
+		Replicas: ptr.To[int32](3), Selector: &metav1.LabelSelector{MatchLabels: labels}, Template: tmpl}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cs.PolicyV1().PodDisruptionBudgets(blockedNS).Create(ctx, &policyv1.PodDisruptionBudget{ObjectMeta: metav1.ObjectMeta{Name: "gpu-web-pdb"},
+		Spec: policyv1.PodDisruptionBudgetSpec{MaxUnavailable: ptr.To(intstr.FromInt32(0)), Selector: &metav1.LabelSelector{MatchLabels: labels}}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitBudget(t, ctx, 3, 0)
+}
+
+// waitBudget waits for the budget's status to show healthy pods and allowed disruptions.
+func waitBudget(t *testing.T, ctx context.Context, healthy, allowed int32) {
+	t.Helper()
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		pdb, err := env.Cluster.Client.PolicyV1().PodDisruptionBudgets(blockedNS).Get(ctx, "gpu-web-pdb", metav1.GetOptions{})
+		if err == nil && pdb.Status.ObservedGeneration == pdb.Generation && pdb.Status.CurrentHealthy == healthy && pdb.Status.DisruptionsAllowed == allowed {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("budget not at %d healthy, %d allowed: %+v %v", healthy, allowed, pdb, err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// refusedEvictions is the API server's own count of evictions it refused with 429 (its
+// apiserver_request_total metric), so the test counts what reached the server.
+func refusedEvictions(t *testing.T, ctx context.Context) int {
+	t.Helper()
+	b, err := env.Cluster.Client.CoreV1().RESTClient().Get().AbsPath("/metrics").DoRaw(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(l, "apiserver_request_total{") && strings.Contains(l, `code="429"`) &&
+			strings.Contains(l, `resource="pods"`) && strings.Contains(l, `subresource="eviction"`) {
+			var v float64
+			if _, err := fmt.Sscan(l[strings.LastIndex(l, " ")+1:], &v); err == nil {
+				n += int(v)
+			}
+		}
+	}
+	return n
+}
+
+// TestRollBlockedByBudget: a budget that allows no eviction stops the roll at the first
+// node with the budget named (what it needs and has, the pods it holds, what to do) in the
+// report and while it waits; the drain asks the API server no more than once per pod per
+// EvictRetryDelay; the nodes not reached are "not started". Relaxed while a second run
+// waits, the drain goes on within one retry interval and the roll finishes.
+func TestRollBlockedByBudget(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
+	defer cancel()
+	cs := env.Cluster.Client
+	// TestRoll's budget (3 of 4 web pods) is not this test's: without it, every refused
+	// eviction the server counts is this budget's.
+	_ = cs.PolicyV1().PodDisruptionBudgets(apps).Delete(ctx, "web", metav1.DeleteOptions{})
+	sim.Reset()
+	blockedWorkload(t, ctx)
+	defer cs.CoreV1().Namespaces().Delete(context.WithoutCancel(ctx), blockedNS, metav1.DeleteOptions{})
+	nodes := rollNodes(0, 1, 2)
+	const timeout = 12 * time.Second
+	args := append(append([]string{"prep"}, nodes...), "--apply", "--yes", "--reboot", "--max-unavailable", "1",
+		"--delete-emptydir-data", "--force", "--drain-timeout", timeout.String(), "-o", "json")
+
+	before := refusedEvictions(t, ctx)
+	r := env.Gpu(ctx, args...)
+	refused := refusedEvictions(t, ctx) - before
+	if r.Code != 1 {
+		t.Fatalf("blocked roll: exit %d, want 1\n%s\n%s", r.Code, r.Stdout, r.Stderr)
+	}
+	rp := rollReport(t, r.Stdout)
+	var first prep.NodeRoll
+	for _, rl := range rp.Roll {
+		if rl.Error != "" {
+			first = rl
+		}
+	}
+	if first.Node == "" || len(first.BlockedBy) != 1 {
+		t.Fatalf("no node stopped by a budget: %+v\n%s", rp.Roll, r.Stderr)
+	}
+	b := first.BlockedBy[0]
+	if b.Name != blockedNS+"/gpu-web-pdb" || b.Needs != 3 || b.Has != 3 || len(b.Pods) != 1 || !strings.HasPrefix(b.Pods[0], blockedNS+"/gpu-web-") || b.MaxUnavailable != "0" {
+		t.Errorf("budget %+v; want blocked/gpu-web-pdb needing 3, having 3, holding one gpu-web pod, maxUnavailable 0", b)
+	}
+	for _, want := range []string{"PodDisruptionBudget blocked/gpu-web-pdb (needs 3 healthy pods, has 3)", b.Pods[0], "--drain-timeout 12s ran out"} {
+		if !strings.Contains(first.Error, want) {
+			t.Errorf("error %q lacks %q", first.Error, want)
+		}
+	}
+	if strings.Contains(first.Hint, "--delete-emptydir-data") || !strings.Contains(first.Hint, "kubectl edit pdb gpu-web-pdb -n blocked") || !strings.Contains(first.Hint, "resume") {
+		t.Errorf("hint %q: want the budget's fix and the resume, not kubectl drain's flags", first.Hint)
+	}
+	if rp.Summary.NotStarted != 2 || rp.Summary.NotReady != 1 || rp.Summary.Ready != 0 {
+		t.Errorf("summary %+v; want 1 not ready, 2 not started", rp.Summary)
+	}
+	// kubectl drain's pace: one eviction per pod per EvictRetryDelay, and one more.
+	if limit := int(timeout/prep.EvictRetryDelay) + 1 + 1; refused > limit || refused == 0 {
+		t.Errorf("the API server refused %d evictions in %s; want between 1 and %d (one per %s, plus one)", refused, timeout, limit, prep.EvictRetryDelay)
+	}
+	// In a pipe, the wait is said as plain lines, no more than one per node every few seconds.
+	waits := 0
+	for _, l := range strings.Split(r.Stderr, "\n") {
+		if strings.HasPrefix(l, first.Node+": draining") {
+			waits++
+		}
+	}
+	if !strings.Contains(r.Stderr, " pod(s) left, blocked by PodDisruptionBudget blocked/gpu-web-pdb (needs 3 healthy pods, has 3) holds "+b.Pods[0]) ||
+		waits > int(timeout/report.PlainEvery)+1 {
+		t.Errorf("%d wait lines; want the budget named, at most one per %s:\n%s", waits, report.PlainEvery, r.Stderr)
+	}
+	for _, it := range rp.Items {
+		if it.Node != first.Node && !it.NotStarted {
+			t.Errorf("%s: %+v; want not started", it.Node, it)
+		}
+	}
+	if node, st := nodeState(t, first.Node); !node.Spec.Unschedulable || st.Phase != prep.PhaseCordoned {
+		t.Errorf("%s: unschedulable %v, %+v; want left cordoned", first.Node, node.Spec.Unschedulable, st)
+	}
+	noPrepJobs(t)
+
+	// The rerun waits on the budget; relaxed meanwhile, the drain goes on within one retry
+	// interval and the roll finishes.
+	args[len(args)-3] = "2m"
+	cmd := env.Command(ctx, append([]string{"gpu"}, args...)...)
+	var stdout strings.Builder
+	cmd.Stdout = &stdout
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	blocked := make(chan struct{})
+	var errText strings.Builder
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		once := sync.Once{}
+		for sc.Scan() {
+			errText.WriteString(sc.Text() + "\n")
+			if strings.Contains(sc.Text(), "blocked by PodDisruptionBudget") {
+				once.Do(func() { close(blocked) })
+			}
+		}
+	}()
+	select {
+	case <-blocked:
+	case <-time.After(time.Minute):
+		t.Fatal("the rerun never said it was blocked")
+	}
+	if _, err := cs.PolicyV1().PodDisruptionBudgets(blockedNS).Patch(ctx, "gpu-web-pdb", "application/merge-patch+json",
+		[]byte(`{"spec":{"maxUnavailable":1}}`), metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitBudget(t, ctx, 3, 1)
+	allowed := time.Now()
+	evictedAt := waitPodGone(t, ctx, b.Pods[0])
+	if d := evictedAt.Sub(allowed); d > prep.EvictRetryDelay+2*time.Second {
+		t.Errorf("the pod went %s after the budget allowed it; want within one retry interval (%s)", d.Round(time.Millisecond), prep.EvictRetryDelay)
+	}
+	err = cmd.Wait()
+	if err != nil {
+		t.Fatalf("resumed roll: %v\n%s\n%s", err, stdout.String(), errText.String())
+	}
+	for _, n := range nodes {
+		if node, st := nodeState(t, n); node.Spec.Unschedulable || st.Phase != prep.PhaseDone || sim.Reboots(n) != 1 {
+			t.Errorf("%s: unschedulable %v, %+v, %d reboots; want done after one reboot", n, node.Spec.Unschedulable, st, sim.Reboots(n))
+		}
+	}
+	noPrepJobs(t)
+}
+
+// waitPodGone returns when the pod (namespace/name) got its deletion timestamp or was gone.
+func waitPodGone(t *testing.T, ctx context.Context, pod string) time.Time {
+	t.Helper()
+	ns, name, _ := strings.Cut(pod, "/")
+	deadline := time.Now().Add(time.Minute)
+	for time.Now().Before(deadline) {
+		p, err := env.Cluster.Client.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
+		if err != nil || p.DeletionTimestamp != nil {
+			return time.Now()
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("%s still there a minute after the budget allowed its eviction", pod)
+	return time.Time{}
 }
