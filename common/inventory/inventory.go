@@ -382,7 +382,8 @@ func describe(n *corev1.Node, used corev1.ResourceList, dra *DRA) Node {
 		item.GPUs += dra.GPUs + dra.MIG
 		item.Used += dra.Allocated
 		item.Product = firstNonEmpty(item.Product, dra.Product)
-		item.Driver = firstNonEmpty(item.Driver, dra.Driver)
+		item.Driver = firstNonEmpty(item.Driver, DriverForm(dra.Driver))
+		item.CUDA = firstNonEmpty(item.CUDA, majorMinor(dra.CUDA))
 		if item.MemoryMiB == 0 {
 			item.MemoryMiB = dra.MemoryMiB
 		}
@@ -480,4 +481,28 @@ func dash(s string) string {
 		return "-"
 	}
 	return s
+}
+
+// DriverForm writes a driver version the way NVIDIA and nvidia-smi do, from the semantic
+// version the DRA driver publishes (580.82.7 is 580.82.07: the last part has two digits).
+func DriverForm(semver string) string {
+	parts := strings.Split(semver, ".")
+	if len(parts) != 3 || len(parts[2]) != 1 {
+		return semver
+	}
+	for _, p := range parts {
+		if _, err := strconv.Atoi(p); err != nil {
+			return semver
+		}
+	}
+	return parts[0] + "." + parts[1] + ".0" + parts[2]
+}
+
+// majorMinor is the CUDA version as nvidia-smi shows it (13.0 for 13.0.0).
+func majorMinor(semver string) string {
+	parts := strings.Split(semver, ".")
+	if len(parts) < 2 {
+		return semver
+	}
+	return parts[0] + "." + parts[1]
 }

@@ -11,7 +11,7 @@ func HelmPluginArgs(args []string, getenv func(string) string) []string {
 	out := []string{}
 	if len(args) > 0 {
 		switch args[0] {
-		case "install", "upgrade", "status", "values", "uninstall":
+		case "install", "upgrade", "status", "values", "uninstall", "sharing", "mig":
 			out = append(out, "operator")
 		}
 	}

@@ -30,10 +30,14 @@ func NewCmdRoot(streams genericiooptions.IOStreams) *cobra.Command {
 		Long: `kubectl gpu takes a cluster from "some nodes have NVIDIA GPUs" to "GPU workloads are
 verified on every GPU node".
 
-  nodes     GPU inventory: per node GPUs allocatable and used, product, driver, MIG
-  prep      check (and with --apply, prepare) GPU nodes through one-shot node pods
-  operator  install, upgrade, report and remove the NVIDIA GPU Operator (Helm)
+  nodes     GPU inventory: per node GPUs allocatable and used (device plugin and DRA),
+            product, driver, CUDA, sharing, MIG
+  prep      check (and with --apply, prepare) GPU nodes through one-shot node pods;
+            install the host driver and toolkit, drain and reboot a few nodes at a time
+  operator  install, upgrade, report and remove the NVIDIA GPU Operator (Helm);
+            sharing and MIG layouts
   verify    run the CUDA vectoradd proof on every GPU node
+  mirror    every image an install needs: list, copy to a mirror, carry across an air gap
   version   plugin, node-agent image and server versions
 
 Exit codes: 0 success; 1 the command ran and found failures; 2 usage or configuration
