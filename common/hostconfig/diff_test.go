@@ -85,3 +85,28 @@ func TestDiffForms(t *testing.T) {
 		})
 	}
 }
+
+// TestFixThatDidNotTake: a host where the fixing commands run but change nothing (the
+// recorder runs nothing): the re-check says what ran and that it did not take, and what to
+// look at, never the same "--apply fixes it" again.
+func TestFixThatDidNotTake(t *testing.T) {
+	root := fakeRoot(t, "ubuntu2204-kubeadm", 1)
+	r, err := Run(context.Background(), &Host{Root: root}, Options{Mode: ModeApply, AgentVersion: "test", Runner: &Recorder{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := 0
+	for _, id := range []string{"kernel.modules", "sysctl", "swap"} {
+		c, ok := r.Get(id)
+		if !ok || c.Status != "fail" {
+			continue
+		}
+		seen++
+		if !strings.Contains(c.Message, "ran, and it did not take") || strings.Contains(c.Remediation, "--apply") {
+			t.Errorf("%s: %q → %q; want what ran and that it did not take, without --apply again", id, c.Message, c.Remediation)
+		}
+	}
+	if seen == 0 {
+		t.Fatalf("no module, sysctl or swap check failed after the recorded fix: %+v", r.Checks)
+	}
+}

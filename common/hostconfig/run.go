@@ -86,6 +86,7 @@ func run(ctx context.Context, h *Host, o Options) (*rep.Report, error) {
 		after := check()
 		after.Changes = append(pc, changes...)
 		after.Reboot = rebootReason(reboot, changes)
+		didNotTake(after, changes)
 		for i, c := range after.Checks {
 			if before, ok := r.Get(c.ID); ok && before.Status == rep.Fail && c.Status == rep.OK {
 				after.Checks[i].Status = rep.Fixed
@@ -246,4 +247,34 @@ func leftFiles(edits []fileEdit, now time.Time) string {
 	}
 	return "; left on the host for its package manager: " + strings.Join(left, ", ") +
 		": fix the cause and run again, or remove them (restore the backups) to return the host to its sources before"
+}
+
+// notTaken is what to look at when a check still fails after its fix ran: the same
+// advice again would send the admin round in a loop.
+var notTaken = map[string]string{
+	rep.CheckModules: "the module did not load: is it built for this kernel (ls /lib/modules/$(uname -r)/kernel/net)? dmesg says why modprobe failed",
+	rep.CheckSysctl:  "the value did not stay: another file under /etc/sysctl.d, /run/sysctl.d or /usr/lib/sysctl.d may set it later (sysctl --system prints the order), and the bridge keys need br_netfilter loaded",
+	rep.CheckSwap:    "swap came back or stayed on: a swap unit or zram device turns it on (systemctl list-units --type swap; zramctl); disable it",
+}
+
+// didNotTake rewrites a check that still fails after the command that fixes it ran: it
+// says what ran and that it did not take, and what to look at instead of running it again.
+func didNotTake(r *rep.Report, changes []rep.Change) {
+	for i, c := range r.Checks {
+		if c.Status != rep.Fail {
+			continue
+		}
+		for _, ch := range changes {
+			if ch.Check != c.ID || len(ch.Command) == 0 || !ch.Done || ch.Error != "" {
+				continue
+			}
+			r.Checks[i].Message = fmt.Sprintf("%s (`%s` ran, and it did not take)", c.Message, strings.Join(ch.Command, " "))
+			if hint, ok := notTaken[c.ID]; ok {
+				r.Checks[i].Remediation = hint
+			} else {
+				r.Checks[i].Remediation = "running it again will not help: look at the host"
+			}
+			break
+		}
+	}
 }
