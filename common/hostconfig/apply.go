@@ -31,7 +31,7 @@ func (r *Recorder) Run(_ context.Context, argv ...string) (string, error) {
 }
 
 // Note says that the commands were recorded.
-func (r *Recorder) Note() string { return "recorded, not run (AGENT_RUNNER=record)" }
+func (r *Recorder) Note() string { return "recorded, not run" }
 
 // ApplyOptions choose what apply may do beyond files and the live kernel settings.
 type ApplyOptions struct {

@@ -617,7 +617,7 @@ func TestInstallPackageManagerFails(t *testing.T) {
 	}
 }
 
-// TestRecordedInstallKeepsThePlannedPackages: with the recording runner (AGENT_RUNNER=record,
+// TestRecordedInstallKeepsThePlannedPackages: with the recording runner (Recorder,
 // nothing run) the repositories cannot be asked, so the driver install stays the one planned
 // from the host's files — Ubuntu's precompiled modules, not the DKMS fallback.
 func TestRecordedInstallKeepsThePlannedPackages(t *testing.T) {

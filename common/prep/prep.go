@@ -4,7 +4,6 @@ package prep
 
 import (
 	"context"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -125,28 +124,11 @@ func Job(cfg *Config, node string, mode rep.Mode, labels map[string]string) *bat
 	}
 	// The host's / is mounted at /host, the agent's default host root (the image may move
 	// it with AGENT_HOST_ROOT: the real-node tests point it at a fake host inside /host).
-	args := []string{string(mode)}
-	// The plan too, so that it shows the restart that apply will run.
-	if (mode == rep.ModeApply || mode == rep.ModePlan) && cfg.RestartRuntime {
-		args = append(args, "--restart-runtime")
-	}
-	env := []corev1.EnvVar{{Name: "NODE_NAME", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "spec.nodeName"}}}}
-	if (mode == rep.ModePlan || mode == rep.ModeApply) && cfg.Install.Any() {
-		in := cfg.Install
-		for _, a := range [][2]string{{"--install-driver", in.DriverBranch}, {"--install-toolkit", in.ToolkitVersion}, {"--package-repo", in.Repo}} {
-			if a[1] != "" {
-				args = append(args, a[0], a[1])
-			}
-		}
-		if in.LockTimeout > 0 {
-			args = append(args, "--lock-timeout", in.LockTimeout.String())
-		}
-		if len(in.Key) > 0 {
-			env = append(env, corev1.EnvVar{Name: "AGENT_PACKAGE_KEY", Value: base64.StdEncoding.EncodeToString(in.Key)})
-		}
-	}
-	if mode == rep.ModeReboot {
-		args = append(args, "--boot-id", cfg.bootIDs[node])
+	req := AgentRequest(cfg, node, mode)
+	args := req.Args()
+	env := []corev1.EnvVar{{Name: rep.EnvNode, ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "spec.nodeName"}}}}
+	for _, e := range req.Env() {
+		env = append(env, corev1.EnvVar{Name: e[0], Value: e[1]})
 	}
 	sc := &corev1.SecurityContext{
 		RunAsUser:                ptr.To[int64](0),
@@ -192,6 +174,23 @@ func Job(cfg *Config, node string, mode rep.Mode, labels map[string]string) *bat
 			},
 		},
 	}
+}
+
+// AgentRequest is what the agent on node is asked in mode: the restart (in the plan too,
+// so that it shows the restart apply will run), the package installs (plan and apply), the
+// boot to reboot. The host's / is mounted at the agent's default host root.
+func AgentRequest(cfg *Config, node string, mode rep.Mode) rep.AgentRequest {
+	r := rep.AgentRequest{Mode: mode}
+	if mode == rep.ModeApply || mode == rep.ModePlan {
+		r.RestartRuntime = cfg.RestartRuntime
+		if in := cfg.Install; in.Any() {
+			r.DriverBranch, r.ToolkitVersion, r.PackageRepo, r.PackageKey, r.LockTimeout = in.DriverBranch, in.ToolkitVersion, in.Repo, in.Key, in.LockTimeout
+		}
+	}
+	if mode == rep.ModeReboot {
+		r.BootID = cfg.bootIDs[node]
+	}
+	return r
 }
 
 // JobName is the Job's name for a node in a run.

@@ -24,7 +24,13 @@ type Options struct {
 	Arch    string
 	Version string
 	Commit  string
+	// Package is the main package to build (default: the shipped agent, ./nodeimages/agent;
+	// the simulated hosts' agent is ./hack/simagent).
+	Package string
 }
+
+// SimAgent is the package of the simulated hosts' agent.
+const SimAgent = "./hack/simagent"
 
 // CC is the C compiler that builds the agent (cgo) for linux/arch on this machine: gcc for
 // its own architecture, Debian's cross compiler for the other one; "" when absent.
@@ -56,7 +62,11 @@ func Build(ctx context.Context, o Options) error {
 	if o.Commit != "" {
 		ld += " -X " + Pkg + "/common/buildinfo.Commit=" + o.Commit
 	}
-	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags", ld, "-o", o.Out, "./nodeimages/agent")
+	pkg := o.Package
+	if pkg == "" {
+		pkg = "./nodeimages/agent"
+	}
+	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags", ld, "-o", o.Out, pkg)
 	cmd.Dir = o.Dir
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=1", "CGO_CFLAGS=-Wno-deprecated-declarations", "GOOS=linux", "GOARCH="+arch, "CC="+cc)
 	if b, err := cmd.CombinedOutput(); err != nil {

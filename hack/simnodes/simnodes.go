@@ -128,7 +128,7 @@ func SimulateWith(ctx context.Context, c *localcluster.Cluster, agentBin, dir st
 		defer mu.Unlock()
 		args := append(append([]string{}, p.Spec.Containers[0].Args...), "--host-root", root, "--node", p.Spec.NodeName)
 		cmd := exec.Command(agentBin, args...)
-		cmd.Env = append(os.Environ(), "AGENT_RUNNER=record")
+		cmd.Env = os.Environ()
 		for _, e := range p.Spec.Containers[0].Env {
 			if e.Value != "" {
 				cmd.Env = append(cmd.Env, e.Name+"="+e.Value)
@@ -171,10 +171,11 @@ func SimulateWith(ctx context.Context, c *localcluster.Cluster, agentBin, dir st
 	return nil
 }
 
-// BuildAgent builds the node agent for this machine (cgo, for go-nvml) to out: the binary
+// BuildAgent builds the simulated hosts' agent (hack/simagent: the node agent's code with
+// fakehost.SimHost; cgo, for go-nvml) for this machine to out: the binary
 // Simulate runs for the nodes.
 func BuildAgent(ctx context.Context, out string) error {
-	return agentbuild.Build(ctx, agentbuild.Options{Dir: localcluster.RepoRoot(), Out: out})
+	return agentbuild.Build(ctx, agentbuild.Options{Dir: localcluster.RepoRoot(), Out: out, Package: agentbuild.SimAgent})
 }
 
 func lastLine(b []byte) []byte {

@@ -41,7 +41,7 @@ func benchPrep(b *testing.B, n int) {
 	c := env.Cluster
 	dir := b.TempDir()
 	agent := filepath.Join(dir, "agent")
-	if err := harness.BuildAgent(agent); err != nil {
+	if err := harness.BuildSimAgent(agent); err != nil {
 		b.Fatal(err)
 	}
 	root := filepath.Join(dir, "root")

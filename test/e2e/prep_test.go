@@ -25,11 +25,11 @@ import (
 // What is real and what is simulated in the prep tests: the Jobs, their pods, labels,
 // namespace, parallelism, watch, log reading, node annotations, clean-up and the
 // apply/confirm flow are real (real API server, Job controller, garbage collector). kwok
-// runs no container: each simulated node's pod log is the output of the real node agent
-// binary, built for this machine and run here against that node's fake host root (files
+// runs no container: each simulated node's pod log is the output of the node agent's code
+// (hack/simagent), built for this machine and run here against that node's fake host root (files
 // from real distributions, see common/hostconfig/testdata/roots); kwok serves it as the
-// pod's log. In apply mode the agent writes to a copy of the fake root and records the
-// host commands instead of running them (AGENT_RUNNER=record).
+// pod's log. In apply mode the agent writes to a copy of the fake root; host commands are
+// recorded and given their effect on that root's kernel state (fakehost.SimHost).
 
 var nodeRoots = simnodes.DefaultAgentRoots
 
@@ -55,7 +55,6 @@ func (a *agentOutputs) get(node, mode string) (string, bool) {
 func runAgent(t *testing.T, bin, root, node, mode string) string {
 	t.Helper()
 	cmd := exec.Command(bin, mode, "--host-root", root, "--node", node)
-	cmd.Env = append(os.Environ(), "AGENT_RUNNER=record")
 	out, err := cmd.Output()
 	if err != nil {
 		t.Fatalf("agent %s on %s: %v", mode, node, err)
@@ -115,7 +114,7 @@ func TestPrep(t *testing.T) {
 	defer cancel()
 	dir := t.TempDir()
 	agent := filepath.Join(dir, "gpu-node-agent")
-	if err := harness.BuildAgent(agent); err != nil {
+	if err := harness.BuildSimAgent(agent); err != nil {
 		t.Fatal(err)
 	}
 	outs := &agentOutputs{out: map[string]string{}}
@@ -264,7 +263,7 @@ func TestPrepCannotAnnotate(t *testing.T) {
 	outs := &agentOutputs{out: map[string]string{}}
 	dir := t.TempDir()
 	agent := filepath.Join(dir, "agent")
-	if err := harness.BuildAgent(agent); err != nil {
+	if err := harness.BuildSimAgent(agent); err != nil {
 		t.Fatal(err)
 	}
 	root := filepath.Join(dir, "k3s")

@@ -187,6 +187,12 @@ func BuildAgent(out string) error { return BuildAgentFor(out, runtime.GOARCH) }
 func AgentCC(arch string) string { return agentbuild.CC(arch) }
 
 // BuildAgentFor builds the node agent for linux/arch with the one recipe (hack/agentbuild).
+// BuildSimAgent builds the simulated hosts' agent (hack/simagent) for this machine: the
+// agent's code with host commands recorded and given their effect on a fake host root.
+func BuildSimAgent(out string) error {
+	return agentbuild.Build(context.Background(), agentbuild.Options{Dir: RepoRoot(), Out: out, Version: "v0.0.0-test", Package: agentbuild.SimAgent})
+}
+
 func BuildAgentFor(out, arch string) error {
 	return agentbuild.Build(context.Background(), agentbuild.Options{Dir: RepoRoot(), Out: out, Arch: arch, Version: "v0.0.0-test"})
 }

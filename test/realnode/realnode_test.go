@@ -13,7 +13,7 @@
 // the CUDA vectoradd image (hack/nodeimages/cuda-vectoradd-standin) that prints what the
 // sample prints: these tests go up to the GPU, never past it. prep --apply writes to a fake
 // host root under the cluster's directory (the agent image's AGENT_HOST_ROOT points into
-// /host) and records host commands instead of running them (AGENT_RUNNER=record): the
+// /host) and records host commands instead of running them (hack/simagent): the
 // machine's own files are never written, which the test checks.
 package realnode
 
@@ -90,8 +90,15 @@ func setup(ctx context.Context, e *harness.Env) (string, error) {
 	if err := fakehost.Build("ubuntu2204-kubeadm", fakeRoot, 1); err != nil {
 		return "", err
 	}
-	rec := spec
-	rec.Env = append(append([]string(nil), spec.Env...), "AGENT_RUNNER=record", "AGENT_HOST_ROOT=/host"+fakeRoot)
+	simAgent := filepath.Join(e.Cluster.Dir, "simagent")
+	if err := harness.BuildSimAgent(simAgent); err != nil {
+		return "", err
+	}
+	rec, err := ociimage.AgentSpec(simAgent, "/", "")
+	if err != nil {
+		return "", err
+	}
+	rec.Env = append(append([]string(nil), rec.Env...), "AGENT_HOST_ROOT=/host"+fakeRoot)
 	node, err = e.Cluster.AddRealNode(ctx, localcluster.RealNodeOptions{
 		Name: nodeName, GPUs: gpus,
 		Labels: map[string]string{"nvidia.com/gpu.present": "true"},

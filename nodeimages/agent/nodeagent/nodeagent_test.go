@@ -1,7 +1,8 @@
-package main
+package nodeagent
 
 import (
 	"bytes"
+	"context"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -52,7 +53,7 @@ func TestNVMLMissingLibraryIsReportedNotFatal(t *testing.T) {
 		t.Fatal(err)
 	}
 	var out, errOut bytes.Buffer
-	if code := run([]string{"check", "--host-root", root, "--node", "n1"}, &out, &errOut); code != 0 {
+	if code := Main(context.Background(), []string{"check", "--host-root", root, "--node", "n1"}, noEnv, &hostconfig.Recorder{}, &out, &errOut); code != 0 {
 		t.Fatalf("exit %d: %s", code, errOut.String())
 	}
 	r, err := rep.Parse(out.Bytes())
@@ -67,10 +68,12 @@ func TestNVMLMissingLibraryIsReportedNotFatal(t *testing.T) {
 
 func TestUsage(t *testing.T) {
 	var out, errOut bytes.Buffer
-	if code := run(nil, &out, &errOut); code != 2 {
+	if code := Main(context.Background(), nil, noEnv, &hostconfig.Recorder{}, &out, &errOut); code != 2 {
 		t.Fatalf("no args: exit %d", code)
 	}
-	if code := run([]string{"destroy", "--host-root", t.TempDir()}, &out, &errOut); code != 2 || !strings.Contains(errOut.String(), `unknown mode "destroy"`) {
+	if code := Main(context.Background(), []string{"destroy", "--host-root", t.TempDir()}, noEnv, &hostconfig.Recorder{}, &out, &errOut); code != 2 || !strings.Contains(errOut.String(), `unknown mode "destroy"`) {
 		t.Fatalf("bad mode: exit %d %s", code, errOut.String())
 	}
 }
+
+func noEnv(string) string { return "" }
