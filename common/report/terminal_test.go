@@ -62,7 +62,7 @@ func TestProgressPlain(t *testing.T) {
 	p.Status("roll-0", "blocked by budget web/web", "29s left") // changed, but too soon
 	c.t = c.t.Add(PlainEvery)
 	p.Status("roll-0", "blocked by budget web/web", "24s left") // now
-	p.Status("roll-1", "rebooting", "") // another key: at once
+	p.Status("roll-1", "rebooting", "")                         // another key: at once
 	c.t = c.t.Add(PlainEvery)
 	p.Status("roll-0", "blocked by budget web/web", "19s left") // same state: not again yet
 	c.t = c.t.Add(PlainHeartbeat)

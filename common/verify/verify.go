@@ -386,7 +386,7 @@ func Run(ctx context.Context, cs kubernetes.Interface, cfg *Config, plan *Plan) 
 			return c.Verdict, nil
 		},
 		TimedOut: func(o nodepod.Observation) Verdict { return timeoutVerdict(o, cfg.Timeout) },
-		Started: tally.Started,
+		Started:  tally.Started,
 		Finished: func(r nodepod.Result[Verdict], done, total int) {
 			tally.Finished(r.Node, failureLine(r.Node, r.Value))
 		},

@@ -29,6 +29,7 @@ func main() {
 	cancel()
 	os.Exit(code)
 }
+
 // nsenterRunner runs commands in the host's mount, UTS, IPC, network and PID namespaces
 // (the pod runs with hostPID, so PID 1 is the host's init).
 type nsenterRunner struct{}

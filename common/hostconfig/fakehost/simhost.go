@@ -22,7 +22,9 @@ type SimHost struct {
 }
 
 // Note says how the commands were run.
-func (s *SimHost) Note() string { return "simulated host: recorded, with its effect on the host's kernel state" }
+func (s *SimHost) Note() string {
+	return "simulated host: recorded, with its effect on the host's kernel state"
+}
 
 // Run records argv and takes its effect.
 func (s *SimHost) Run(_ context.Context, argv ...string) (string, error) {
