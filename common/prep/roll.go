@@ -173,7 +173,7 @@ start:
 			if out[i].Phase == PhaseDone {
 				done.Add(1)
 			}
-			r.prog.Count(fmt.Sprintf("roll: %d/%d nodes done", done.Load(), len(nodes)))
+			r.prog.Status("roll", fmt.Sprintf("%d/%d nodes done", done.Load(), len(nodes)), "")
 		}()
 	}
 	wg.Wait()

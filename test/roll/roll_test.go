@@ -7,8 +7,10 @@ package roll
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -699,18 +701,45 @@ func TestRollBlockedByBudget(t *testing.T) {
 	}
 	noPrepJobs(t)
 
-	// The rerun waits on the budget; relaxed meanwhile, the drain goes on within one retry
-	// interval and the roll finishes.
+	// Ctrl-C while the drain waits: exit 130 at once, no report, no node counted done.
 	args[len(args)-3] = "2m"
 	cmd := env.Command(ctx, append([]string{"gpu"}, args...)...)
+	var out, errOut syncBuffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(time.Minute); !strings.Contains(errOut.String(), "blocked by PodDisruptionBudget"); time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the run never said it was blocked:\n%s", errOut.String())
+		}
+	}
+	_ = cmd.Process.Signal(os.Interrupt)
+	sent := time.Now()
+	err := cmd.Wait()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 130 || out.String() != "" {
+		t.Errorf("interrupted while blocked: %v, stdout %q; want exit 130 and nothing on stdout", err, out.String())
+	}
+	if d := time.Since(sent); d > 3*time.Second {
+		t.Errorf("exit %s after Ctrl-C; the drain's wait must not hold it", d.Round(time.Millisecond))
+	}
+	if !strings.Contains(errOut.String(), "roll: 0/3 nodes done") || strings.Contains(errOut.String(), "roll: 1/3 nodes done") {
+		t.Errorf("after Ctrl-C the roll must count no node done:\n%s", errOut.String())
+	}
+	noPrepJobs(t)
+
+	// The rerun waits on the budget; relaxed meanwhile, the drain goes on within one retry
+	// interval and the roll finishes.
+	cmd = env.Command(ctx, append([]string{"gpu"}, args...)...)
 	var stdout strings.Builder
 	cmd.Stdout = &stdout
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
+	stderr, perr := cmd.StderrPipe()
+	if perr != nil {
 		t.Fatal(err)
 	}
 	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
+		t.Fatal(perr)
 	}
 	blocked := make(chan struct{})
 	var errText strings.Builder
@@ -739,8 +768,7 @@ func TestRollBlockedByBudget(t *testing.T) {
 	if d := evictedAt.Sub(allowed); d > prep.EvictRetryDelay+2*time.Second {
 		t.Errorf("the pod went %s after the budget allowed it; want within one retry interval (%s)", d.Round(time.Millisecond), prep.EvictRetryDelay)
 	}
-	err = cmd.Wait()
-	if err != nil {
+	if err := cmd.Wait(); err != nil {
 		t.Fatalf("resumed roll: %v\n%s\n%s", err, stdout.String(), errText.String())
 	}
 	for _, n := range nodes {
@@ -765,4 +793,22 @@ func waitPodGone(t *testing.T, ctx context.Context, pod string) time.Time {
 	}
 	t.Fatalf("%s still there a minute after the budget allowed its eviction", pod)
 	return time.Time{}
+}
+
+// syncBuffer is a bytes.Buffer a command writes while the test reads it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
