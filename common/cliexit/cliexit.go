@@ -8,6 +8,7 @@ package cliexit
 import (
 	"errors"
 	"fmt"
+	"strings"
 )
 
 // Exit codes of every kubectl-gpu command.
@@ -90,4 +91,16 @@ func Code(err error, interrupted bool) int {
 func IsSilent(err error) bool {
 	var s Silent
 	return errors.As(err, &s)
+}
+
+// OneLine makes a message one line (errors, logs and events quoted in a one-line error):
+// its lines, trimmed, empty ones left out, joined by "; ".
+func OneLine(s string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if l = strings.TrimSpace(l); l != "" {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "; ")
 }

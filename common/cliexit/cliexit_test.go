@@ -35,3 +35,11 @@ func TestCode(t *testing.T) {
 		t.Error("WithCode(nil) must stay nil")
 	}
 }
+
+func TestOneLine(t *testing.T) {
+	for in, want := range map[string]string{"": "", "a": "a", " a \n\n b\n": "a; b", "Error: x\n  caused by y\n": "Error: x; caused by y"} {
+		if got := OneLine(in); got != want {
+			t.Errorf("OneLine(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

@@ -133,7 +133,7 @@ func ConfigError(err error) error {
 	if errors.As(err, &ce) {
 		return err
 	}
-	msg := oneLine(err.Error())
+	msg := firstLine(err.Error())
 	switch {
 	case clientcmd.IsEmptyConfig(err):
 		return cliexit.Usagef("no cluster configured: set KUBECONFIG, pass --kubeconfig, or create ~/.kube/config")
@@ -164,7 +164,7 @@ func APIError(doing string, err error) error {
 	case apierrors.IsUnauthorized(err):
 		return cliexit.Usagef("cannot %s: the cluster did not accept the credentials (expired token or certificate?): refresh the kubeconfig", doing)
 	case isUnreachable(err):
-		return cliexit.Usagef("cannot %s: the cluster is unreachable (%s): check --context / KUBECONFIG and that the API server is up", doing, oneLine(rootCause(err).Error()))
+		return cliexit.Usagef("cannot %s: the cluster is unreachable (%s): check --context / KUBECONFIG and that the API server is up", doing, firstLine(rootCause(err).Error()))
 	}
 	return cliexit.WithCode(cliexit.Failures, fmt.Errorf("cannot %s: %w", doing, err))
 }
@@ -182,9 +182,9 @@ func IsRBACDenied(err error) bool {
 func forbiddenDetail(err error) string {
 	var se apierrors.APIStatus
 	if errors.As(err, &se) {
-		return oneLine(se.Status().Message)
+		return firstLine(se.Status().Message)
 	}
-	return oneLine(err.Error())
+	return firstLine(err.Error())
 }
 
 func isUnreachable(err error) bool {
@@ -215,7 +215,7 @@ func rootCause(err error) error {
 	}
 }
 
-func oneLine(s string) string {
+func firstLine(s string) string {
 	s = strings.TrimSpace(s)
 	if i := strings.IndexByte(s, '\n'); i >= 0 {
 		s = s[:i]

@@ -303,8 +303,4 @@ func helmError(doing string, err error) error {
 	return cliexit.WithCode(code, fmt.Errorf("cannot %s: %s", doing, msg))
 }
 
-func oneLine(s string) string {
-	s = strings.TrimSpace(s)
-	s = strings.ReplaceAll(s, "\n", "; ")
-	return s
-}
+func oneLine(s string) string { return cliexit.OneLine(s) }

@@ -21,6 +21,7 @@ import (
 
 	"github.com/kubectl-gpu/kubectl-gpu/common/cluster"
 	"github.com/kubectl-gpu/kubectl-gpu/common/inventory"
+	"github.com/kubectl-gpu/kubectl-gpu/common/nodepod"
 	"github.com/kubectl-gpu/kubectl-gpu/common/report"
 )
 
@@ -104,7 +105,7 @@ type PullFailure struct {
 // pullFailure finds a container (or init container) of p waiting on its image.
 func pullFailure(p *corev1.Pod) (image, msg string, ok bool) {
 	for _, c := range append(append([]corev1.ContainerStatus{}, p.Status.InitContainerStatuses...), p.Status.ContainerStatuses...) {
-		if w := c.State.Waiting; w != nil && (w.Reason == "ErrImagePull" || w.Reason == "ImagePullBackOff" || w.Reason == "InvalidImageName") {
+		if w := c.State.Waiting; nodepod.ImagePullFailed(w) {
 			return c.Image, w.Message, true
 		}
 	}

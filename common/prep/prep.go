@@ -293,10 +293,10 @@ func classify(o nodepod.Observation, image, ns string) (NodeResult, nodepod.Step
 func podProblem(p *corev1.Pod, image string) (string, string, bool) {
 	for _, cs := range p.Status.ContainerStatuses {
 		if w := cs.State.Waiting; w != nil {
-			switch w.Reason {
-			case "ErrImagePull", "ImagePullBackOff", "InvalidImageName":
+			switch {
+			case nodepod.ImagePullFailed(w):
 				return fmt.Sprintf("image %s cannot be pulled: %s", image, oneLine(w.Message)), "push the agent image to a registry the node reaches and pass --image (see docs for mirroring)", true
-			case "CreateContainerError", "CreateContainerConfigError", "RunContainerError":
+			case w.Reason == "CreateContainerError", w.Reason == "CreateContainerConfigError", w.Reason == "RunContainerError":
 				return fmt.Sprintf("%s: %s", w.Reason, oneLine(w.Message)), "see 'kubectl describe pod' in the prep namespace", true
 			}
 		}
@@ -304,18 +304,10 @@ func podProblem(p *corev1.Pod, image string) (string, string, bool) {
 	return "", "", false
 }
 
-func createHint(ns string, err error) string {
-	msg := err.Error()
-	switch {
-	case strings.Contains(msg, "violates PodSecurity"):
-		return fmt.Sprintf("the agent needs privileged pods: label namespace %s pod-security.kubernetes.io/enforce=privileged, or use --namespace", ns)
-	case strings.Contains(msg, "exceeded quota"):
-		return fmt.Sprintf("a ResourceQuota in namespace %s forbids the agent pod: raise it, or use --namespace", ns)
-	case strings.Contains(msg, "forbidden"):
-		return fmt.Sprintf("RBAC: you need 'create jobs' in namespace %s", ns)
-	}
-	return ""
-}
+// refused is what a refusal of the agent's Job or pod asks to change.
+var refused = nodepod.Refused{What: "agent pod (privileged)", Level: "privileged", Resource: "jobs"}
+
+func createHint(ns string, err error) string { return refused.Hint(ns, err) }
 
 // lastJSONLine picks the report line out of the log (the agent prints one line of JSON;
 // anything before it is noise from the container runtime).
@@ -347,6 +339,4 @@ func failureLine(r NodeResult) string {
 	return ""
 }
 
-func oneLine(s string) string {
-	return strings.ReplaceAll(strings.TrimSpace(s), "\n", " ")
-}
+func oneLine(s string) string { return cliexit.OneLine(s) }

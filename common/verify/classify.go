@@ -6,6 +6,8 @@ import (
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
+
+	"github.com/kubectl-gpu/kubectl-gpu/common/cliexit"
 )
 
 // Result of one node.
@@ -89,7 +91,7 @@ func Classify(o Observation) Verdict {
 	for _, cs := range append(append([]corev1.ContainerStatus{}, p.Status.InitContainerStatuses...), p.Status.ContainerStatuses...) {
 		if w := cs.State.Waiting; w != nil {
 			switch w.Reason {
-			case "ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull":
+			case "ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull": // nodepod.ImagePullFailed
 				return Verdict{Done: true, Result: Failed, Reason: ReasonImagePull,
 					Detail: fmt.Sprintf("image %s cannot be pulled: %s", firstNonEmpty(o.Image, cs.Image), oneLine(firstNonEmpty(w.Message, w.Reason))),
 					Hint:   "check the registry is reachable from the node and pull secrets; use --image for a mirror"}
@@ -184,9 +186,9 @@ func lastLines(log string) string {
 	return "; log: " + strings.Join(lines, " | ")
 }
 
+// oneLine is cliexit.OneLine cut at 300 bytes (a pod's message quoted in a table cell).
 func oneLine(s string) string {
-	s = strings.TrimSpace(s)
-	s = strings.ReplaceAll(s, "\n", " ")
+	s = cliexit.OneLine(s)
 	if len(s) > 300 {
 		s = s[:300] + "…"
 	}

@@ -459,16 +459,14 @@ func (c createVerdict) asError() error {
 	return cliexit.Usagef("%s: %s", c.Detail, c.Hint)
 }
 
+// refused is what a refusal of a verify pod asks to change (the pod is restricted).
+var refused = nodepod.Refused{What: "pod", Level: "restricted (or baseline)", Resource: "pods"}
+
 func createFailure(ns string, err error) createVerdict {
 	msg := oneLine(err.Error())
 	v := Verdict{Done: true, Result: Failed, Reason: ReasonCreate, Detail: "cannot create the verify pod: " + msg, Hint: "see the error"}
-	switch {
-	case strings.Contains(msg, "violates PodSecurity"):
-		v.Hint = fmt.Sprintf("namespace %s enforces a Pod Security level the pod does not meet: label it pod-security.kubernetes.io/enforce=restricted (or baseline), or use --namespace", ns)
-	case strings.Contains(msg, "exceeded quota"):
-		v.Hint = fmt.Sprintf("a ResourceQuota in namespace %s forbids the pod: raise it, or use another --namespace", ns)
-	case apierrors.IsForbidden(err):
-		v.Hint = fmt.Sprintf("RBAC: you need 'create pods' in namespace %s", ns)
+	if h := refused.Hint(ns, err); h != "" {
+		v.Hint = h
 	}
 	return createVerdict{v}
 }
