@@ -30,8 +30,9 @@ import (
 // Component labels prep's objects.
 const Component = "prep"
 
-// Config is one prep run.
-type Config struct {
+// Request is one prep operation: what a program (or the command's flags) asks of Run. Run
+// never changes it; NewRequest gives the defaults.
+type Request struct {
 	Namespace      string
 	Names          []string
 	Selector       string
@@ -55,8 +56,6 @@ type Config struct {
 	// and reboots the nodes whose changes need a reboot, a few at a time (--reboot).
 	Install pkginstall.Install
 	Roll    *RollOptions
-	// bootIDs is, in reboot mode, the boot each node's reboot is for.
-	bootIDs map[string]string
 	// OnReport, when set, is called (from one goroutine) with each node's report as soon as
 	// it arrives, while slower nodes are still running: the command annotates nodes there.
 	OnReport func(NodeResult)
@@ -85,7 +84,7 @@ func DefaultParallel(mode rep.Mode) int {
 
 // ChooseNodes picks the nodes: named ones (all must exist), else by selector, else --all,
 // else the nodes that look like GPU nodes. Nobody's node is touched unless chosen.
-func ChooseNodes(ctx context.Context, cs kubernetes.Interface, cfg *Config) ([]string, error) {
+func ChooseNodes(ctx context.Context, cs kubernetes.Interface, cfg *Request) ([]string, error) {
 	if _, err := inventory.ParseSelector(cfg.Selector); err != nil {
 		return nil, err
 	}
@@ -114,7 +113,12 @@ func ChooseNodes(ctx context.Context, cs kubernetes.Interface, cfg *Config) ([]s
 // Job builds the agent Job for a node. Check and plan mount the host read-only and are
 // not privileged; apply is privileged (nsenter into the host's namespaces) with the host
 // root writable.
-func Job(cfg *Config, node string, mode rep.Mode, labels map[string]string) *batchv1.Job {
+func Job(cfg *Request, node string, mode rep.Mode, labels map[string]string) *batchv1.Job {
+	return job(cfg, node, AgentRequest(cfg, mode, ""), labels)
+}
+
+func job(cfg *Request, node string, req rep.AgentRequest, labels map[string]string) *batchv1.Job {
+	mode := req.Mode
 	// Apply and reboot change the host; a plan that installs packages asks the host's
 	// package manager (a dry run, with a private state under the host's /run).
 	write := mode == rep.ModeApply || mode == rep.ModeReboot || mode == rep.ModePlan && cfg.Install.Any()
@@ -124,7 +128,6 @@ func Job(cfg *Config, node string, mode rep.Mode, labels map[string]string) *bat
 	}
 	// The host's / is mounted at /host, the agent's default host root (the image may move
 	// it with AGENT_HOST_ROOT: the real-node tests point it at a fake host inside /host).
-	req := AgentRequest(cfg, node, mode)
 	args := req.Args()
 	env := []corev1.EnvVar{{Name: rep.EnvNode, ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "spec.nodeName"}}}}
 	for _, e := range req.Env() {
@@ -178,8 +181,9 @@ func Job(cfg *Config, node string, mode rep.Mode, labels map[string]string) *bat
 
 // AgentRequest is what the agent on node is asked in mode: the restart (in the plan too,
 // so that it shows the restart apply will run), the package installs (plan and apply), the
-// boot to reboot. The host's / is mounted at the agent's default host root.
-func AgentRequest(cfg *Config, node string, mode rep.Mode) rep.AgentRequest {
+// boot to reboot (bootID, in reboot mode). The host's / is mounted at the agent's default
+// host root.
+func AgentRequest(cfg *Request, mode rep.Mode, bootID string) rep.AgentRequest {
 	r := rep.AgentRequest{Mode: mode}
 	if mode == rep.ModeApply || mode == rep.ModePlan {
 		r.RestartRuntime = cfg.RestartRuntime
@@ -188,7 +192,7 @@ func AgentRequest(cfg *Config, node string, mode rep.Mode) rep.AgentRequest {
 		}
 	}
 	if mode == rep.ModeReboot {
-		r.BootID = cfg.bootIDs[node]
+		r.BootID = bootID
 	}
 	return r
 }
@@ -199,7 +203,12 @@ func JobName(node, runID string) string { return nodepod.Fit("gpu-prep-"+node, 5
 // RunAgents runs the agent in mode on every node, at most cfg.Parallel nodes at once, and
 // returns one result per node. The Jobs are deleted as each node reports and, whatever
 // happens, before it returns (see nodepod's Ctrl-C contract).
-func RunAgents(ctx context.Context, cs kubernetes.Interface, cfg *Config, nodes []string, mode rep.Mode) ([]NodeResult, error) {
+func RunAgents(ctx context.Context, cs kubernetes.Interface, cfg *Request, nodes []string, mode rep.Mode) ([]NodeResult, error) {
+	return runAgents(ctx, cs, cfg, nodes, mode, nil)
+}
+
+// runAgents is RunAgents with, in reboot mode, the boot each node's reboot is for.
+func runAgents(ctx context.Context, cs kubernetes.Interface, cfg *Request, nodes []string, mode rep.Mode, bootIDs map[string]string) ([]NodeResult, error) {
 	parallel := cfg.Parallel
 	if parallel <= 0 {
 		parallel = DefaultParallel(mode)
@@ -211,8 +220,10 @@ func RunAgents(ctx context.Context, cs kubernetes.Interface, cfg *Config, nodes 
 	defer tally.Stop()
 	work := nodepod.Work[NodeResult]{
 		Component: Component,
-		Job:       func(node string, labels map[string]string) *batchv1.Job { return Job(cfg, node, mode, labels) },
-		Name:      JobName,
+		Job: func(node string, labels map[string]string) *batchv1.Job {
+			return job(cfg, node, AgentRequest(cfg, mode, bootIDs[node]), labels)
+		},
+		Name: JobName,
 		// The Job controller's FailedCreate events: a Pod Security or quota refusal stops
 		// the agent's pod before it exists, and only the Job's events say so.
 		EventSelector: "involvedObject.kind=Job,reason=FailedCreate",

@@ -18,7 +18,7 @@ import (
 )
 
 func TestJobCheckIsReadOnlyApplyIsPrivileged(t *testing.T) {
-	cfg := &Config{Namespace: "kubectl-gpu", Image: "agent:v1", Timeout: 2 * time.Minute, RestartRuntime: true}
+	cfg := &Request{Namespace: "kubectl-gpu", Image: "agent:v1", Timeout: 2 * time.Minute, RestartRuntime: true}
 	check := Job(cfg, "gpu-1", rep.ModeCheck, nodepod.Labels(Component, "abcde", "gpu-1"))
 	p := check.Spec.Template.Spec
 	c := p.Containers[0]
@@ -56,16 +56,16 @@ func TestChooseNodes(t *testing.T) {
 	cs := fake.NewClientset(objs...)
 	ctx := context.Background()
 	for _, tc := range []struct {
-		cfg  Config
+		cfg  Request
 		want string
 		code int
 	}{
-		{Config{}, "gpu-a100-0 gpu-a100-1 gpu-bare-0 gpu-k3s-0 gpu-rke2-0", 0},
-		{Config{All: true}, "cpu-0 gpu-a100-0 gpu-a100-1 gpu-bare-0 gpu-k3s-0 gpu-rke2-0", 0},
-		{Config{Names: []string{"cpu-0"}}, "cpu-0", 0},
-		{Config{Selector: "nvidia.com/gpu.product=Tesla-T4"}, "gpu-k3s-0", 0},
-		{Config{Selector: "pool=none"}, "", cliexit.Usage},
-		{Config{Names: []string{"nope"}}, "", cliexit.Usage},
+		{Request{}, "gpu-a100-0 gpu-a100-1 gpu-bare-0 gpu-k3s-0 gpu-rke2-0", 0},
+		{Request{All: true}, "cpu-0 gpu-a100-0 gpu-a100-1 gpu-bare-0 gpu-k3s-0 gpu-rke2-0", 0},
+		{Request{Names: []string{"cpu-0"}}, "cpu-0", 0},
+		{Request{Selector: "nvidia.com/gpu.product=Tesla-T4"}, "gpu-k3s-0", 0},
+		{Request{Selector: "pool=none"}, "", cliexit.Usage},
+		{Request{Names: []string{"nope"}}, "", cliexit.Usage},
 	} {
 		got, err := ChooseNodes(ctx, cs, &tc.cfg)
 		if cliexit.Code(err, false) != tc.code || strings.Join(got, " ") != tc.want {
@@ -73,7 +73,7 @@ func TestChooseNodes(t *testing.T) {
 		}
 	}
 	none := fake.NewClientset(nodefixtures.NodeObject("cpu-0", nodefixtures.Profiles["cpu"]))
-	if _, err := ChooseNodes(ctx, none, &Config{}); err == nil || !strings.Contains(err.Error(), "name the nodes, or pass -l SELECTOR or --all") {
+	if _, err := ChooseNodes(ctx, none, &Request{}); err == nil || !strings.Contains(err.Error(), "name the nodes, or pass -l SELECTOR or --all") {
 		t.Fatalf("no GPU nodes: %v", err)
 	}
 }
@@ -124,7 +124,7 @@ func TestRefuseRoll(t *testing.T) {
 		{[]string{"cp-0"}, "gpu-0", "gpu-0 runs this command's own pod"},
 		{[]string{"cp-0", "gpu-0"}, "gpu-0", ""},
 	} {
-		cfg := &Config{Names: tc.named, Roll: &RollOptions{SelfNode: tc.self}}
+		cfg := &Request{Names: tc.named, Roll: &RollOptions{SelfNode: tc.self}}
 		err := refuseRoll(cfg, []string{"cp-0", "gpu-0"}, nodes)
 		if tc.want == "" && err != nil || tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {
 			t.Errorf("named %v, self %q: %v, want %q", tc.named, tc.self, err, tc.want)

@@ -120,7 +120,7 @@ func IsControlPlane(n *corev1.Node) bool {
 
 type roller struct {
 	cs        kubernetes.Interface
-	cfg       *Config
+	cfg       *Request
 	o         RollOptions
 	prog      *report.Progress
 	annotator *Annotator
@@ -132,7 +132,7 @@ type roller struct {
 // failure and leaves that node cordoned with the reason; each step is written on the node
 // first, so a rerun resumes. A Ctrl-C returns cliexit.ErrInterrupted once the nodes in
 // flight have stopped (their Jobs removed, their state kept).
-func Roll(ctx context.Context, cs kubernetes.Interface, cfg *Config, nodes []string) ([]NodeRoll, error) {
+func Roll(ctx context.Context, cs kubernetes.Interface, cfg *Request, nodes []string) ([]NodeRoll, error) {
 	o := *cfg.Roll
 	if o.MaxUnavailable < 1 {
 		o.MaxUnavailable = 1
@@ -293,9 +293,7 @@ func (r *roller) node(ctx context.Context, name string) (res NodeRoll) {
 				return fail(err.Error(), "")
 			}
 			wait("asking the host to reboot", "boot "+st.BootID)
-			c := *r.cfg
-			c.bootIDs = map[string]string{name: st.BootID}
-			nr, err := r.agentWith(ctx, &c, name, rep.ModeReboot)
+			nr, err := r.agentWith(ctx, name, rep.ModeReboot, st.BootID)
 			switch {
 			case ctx.Err() != nil:
 				return fail("interrupted", "")
@@ -360,16 +358,16 @@ func failedChecks(r *rep.Report) string {
 // agent runs the agent on one node in mode and returns its result; a node without a
 // report, or whose agent stopped, is an error.
 func (r *roller) agent(ctx context.Context, node string, mode rep.Mode) (NodeResult, error) {
-	return r.agentWith(ctx, r.cfg, node, mode)
+	return r.agentWith(ctx, node, mode, "")
 }
 
-func (r *roller) agentWith(ctx context.Context, cfg *Config, node string, mode rep.Mode) (NodeResult, error) {
-	c := *cfg
+func (r *roller) agentWith(ctx context.Context, node string, mode rep.Mode, bootID string) (NodeResult, error) {
+	c := *r.cfg
 	c.Parallel, c.Progress, c.OnReport = 1, nil, r.annotator.Add
 	if mode == rep.ModeReboot {
 		c.OnReport = nil
 	}
-	res, err := RunAgents(ctx, r.cs, &c, []string{node}, mode)
+	res, err := runAgents(ctx, r.cs, &c, []string{node}, mode, map[string]string{node: bootID})
 	if err != nil {
 		return NodeResult{}, err
 	}

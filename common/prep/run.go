@@ -28,7 +28,7 @@ const ControlPlaneTaint = "node-role.kubernetes.io/control-plane"
 // shows the plan on cfg.PlanOut, asks cfg.Confirm, applies and checks again. Each node's
 // findings are left on it as annotations. It returns the last phase's report; when the
 // report is complete but an annotation failed, it returns both.
-func Run(ctx context.Context, cs kubernetes.Interface, cfg *Config) (*Report, error) {
+func Run(ctx context.Context, cs kubernetes.Interface, cfg *Request) (*Report, error) {
 	nodes, err := ChooseNodes(ctx, cs, cfg)
 	if err != nil {
 		return nil, err
@@ -228,7 +228,7 @@ func refuseOperatorDriver(ctx context.Context, cs kubernetes.Interface, nodes ma
 
 // refuseRoll refuses to drain a control-plane node, or the node this command runs on,
 // unless it was named.
-func refuseRoll(cfg *Config, roll []string, nodes map[string]*corev1.Node) error {
+func refuseRoll(cfg *Request, roll []string, nodes map[string]*corev1.Node) error {
 	named := map[string]bool{}
 	for _, n := range cfg.Names {
 		named[n] = true
@@ -248,7 +248,7 @@ func refuseRoll(cfg *Config, roll []string, nodes map[string]*corev1.Node) error
 }
 
 // writeRollPlan shows which nodes the roll takes, and from where each resumes.
-func writeRollPlan(w io.Writer, cfg *Config, roll []string, nodes map[string]*corev1.Node) {
+func writeRollPlan(w io.Writer, cfg *Request, roll []string, nodes map[string]*corev1.Node) {
 	if len(roll) == 0 {
 		return
 	}
@@ -266,7 +266,7 @@ func writeRollPlan(w io.Writer, cfg *Config, roll []string, nodes map[string]*co
 }
 
 // runAnnotated runs the agents and annotates each node as its report arrives.
-func runAnnotated(ctx context.Context, cs kubernetes.Interface, cfg *Config, nodes []string, mode rep.Mode) (*Report, error) {
+func runAnnotated(ctx context.Context, cs kubernetes.Interface, cfg *Request, nodes []string, mode rep.Mode) (*Report, error) {
 	annotator := NewAnnotator(ctx, cs)
 	c := *cfg
 	c.OnReport = annotator.Add

@@ -23,7 +23,7 @@ func TemplateName(runID string, gpus int64) string {
 // Templates are the ResourceClaimTemplates a run's DRA pods need: one per device count, on
 // DeviceClass gpu.nvidia.com (whole GPUs) or mig.nvidia.com with the MIG profile of
 // cfg.Resource.
-func Templates(cfg *Config, plan *Plan, runID string) []*resourcev1.ResourceClaimTemplate {
+func Templates(cfg *Request, plan *Plan, runID string) []*resourcev1.ResourceClaimTemplate {
 	counts := map[int64]bool{}
 	var out []*resourcev1.ResourceClaimTemplate
 	for _, t := range plan.Targets {

@@ -40,8 +40,9 @@ const (
 	DefaultTimeout = 5 * time.Minute
 )
 
-// Config is what a verify run does.
-type Config struct {
+// Request is one verify operation: what a program (or the command's flags) asks of Prepare
+// and Run. Neither changes it; Default gives its defaults.
+type Request struct {
 	Namespace string
 	// Nodes chosen by name (all must exist and have GPUs), else by Selector among GPU nodes.
 	Names    []string
@@ -63,6 +64,21 @@ type Config struct {
 	Progress io.Writer
 	// Warn receives warnings (stderr); nil for none.
 	Warn io.Writer
+}
+
+// Default is the request with its defaults filled in: the device plugin's whole GPUs
+// (nvidia.com/gpu), 10 pods created at once, DefaultTimeout.
+func (r Request) Default() Request {
+	if r.Resource == "" {
+		r.Resource = inventory.ResourceGPU
+	}
+	if r.Parallel <= 0 {
+		r.Parallel = 10
+	}
+	if r.Timeout <= 0 {
+		r.Timeout = DefaultTimeout
+	}
+	return r
 }
 
 // How a verify pod asks for its GPUs.
@@ -127,10 +143,9 @@ type Plan struct {
 
 // Prepare validates the config against the cluster with one node list and one
 // RuntimeClass get. Every problem here is exit 2 and nothing has been created.
-func Prepare(ctx context.Context, cs kubernetes.Interface, cfg *Config) (*Plan, error) {
-	if cfg.Resource == "" {
-		cfg.Resource = inventory.ResourceGPU
-	}
+func Prepare(ctx context.Context, cs kubernetes.Interface, req *Request) (*Plan, error) {
+	d := req.Default()
+	cfg := &d
 	if _, err := inventory.ParseSelector(cfg.Selector); err != nil {
 		return nil, err
 	}
@@ -226,7 +241,7 @@ func Prepare(ctx context.Context, cs kubernetes.Interface, cfg *Config) (*Plan, 
 // draState reads what DRA publishes, unless the pods must use the device plugin. Without
 // the permission to list ResourceSlices, auto goes on with the device plugin alone (and
 // says so); --claim dra stops.
-func draState(ctx context.Context, cs kubernetes.Interface, cfg *Config) (*inventory.DRAState, error) {
+func draState(ctx context.Context, cs kubernetes.Interface, cfg *Request) (*inventory.DRAState, error) {
 	if cfg.Claim == ClaimDevicePlugin {
 		return &inventory.DRAState{}, nil
 	}
@@ -260,7 +275,7 @@ func PodName(node string) string { return nodepod.Fit("gpu-verify-"+node, 63) }
 // Pod builds the verify pod for a target: pinned to its node by node affinity (so the
 // scheduler decides and explains), asking for the GPUs as limits, tolerating the GPU
 // taint, unprivileged, with a deadline.
-func Pod(cfg *Config, rc string, t target, labels map[string]string) *corev1.Pod {
+func Pod(cfg *Request, rc string, t target, labels map[string]string) *corev1.Pod {
 	deadline := int64(cfg.Timeout.Seconds())
 	if deadline < 30 {
 		deadline = 30
@@ -316,7 +331,7 @@ func Pod(cfg *Config, rc string, t target, labels map[string]string) *corev1.Pod
 const claimName = "gpu"
 
 // resources asks for the GPUs: the extended resource, or the pod's claim.
-func resources(cfg *Config, t target, q resource.Quantity) corev1.ResourceRequirements {
+func resources(cfg *Request, t target, q resource.Quantity) corev1.ResourceRequirements {
 	if t.dra {
 		return corev1.ResourceRequirements{Claims: []corev1.ResourceClaim{{Name: claimName}}}
 	}
@@ -329,13 +344,9 @@ func resources(cfg *Config, t target, q resource.Quantity) corev1.ResourceRequir
 // Run verifies the plan's nodes and returns the report. The pods are deleted as each node
 // finishes and, whatever happens, before it returns (unless cfg.Keep); see nodepod's Ctrl-C
 // contract.
-func Run(ctx context.Context, cs kubernetes.Interface, cfg *Config, plan *Plan) (*Report, error) {
-	if cfg.Parallel <= 0 {
-		cfg.Parallel = 10
-	}
-	if cfg.Timeout <= 0 {
-		cfg.Timeout = DefaultTimeout
-	}
+func Run(ctx context.Context, cs kubernetes.Interface, req *Request, plan *Plan) (*Report, error) {
+	d := req.Default()
+	cfg := &d
 	if err := nodepod.EnsureNamespace(ctx, cs, cfg.Namespace, nodepod.PSARestricted); err != nil {
 		return nil, err
 	}

@@ -3,6 +3,7 @@ package verify
 import (
 	"bytes"
 	"context"
+	"reflect"
 	"strconv"
 	"strings"
 	"testing"
@@ -37,25 +38,25 @@ func TestPrepare(t *testing.T) {
 	tests := []struct {
 		name    string
 		cs      *fake.Clientset
-		cfg     Config
+		cfg     Request
 		code    int
 		err     string
 		targets string
 		rc      string
 	}{
-		{"GPU nodes, auto without RuntimeClass", demoNodes(), Config{RuntimeClass: RuntimeAuto}, 0, "", "gpu-a100-0:1 gpu-a100-1:1 gpu-k3s-0:1 gpu-rke2-0:1", ""},
-		{"auto with RuntimeClass nvidia", demoNodes(rc), Config{RuntimeClass: RuntimeAuto}, 0, "", "gpu-a100-0:1 gpu-a100-1:1 gpu-k3s-0:1 gpu-rke2-0:1", "nvidia"},
-		{"none", demoNodes(rc), Config{RuntimeClass: RuntimeNone}, 0, "", "gpu-a100-0:1 gpu-a100-1:1 gpu-k3s-0:1 gpu-rke2-0:1", ""},
-		{"all GPUs", demoNodes(), Config{Names: []string{"gpu-a100-0", "gpu-rke2-0"}}, 0, "", "gpu-a100-0:8 gpu-rke2-0:4", ""},
-		{"selector", demoNodes(), Config{Selector: "nvidia.com/gpu.product=Tesla-T4", GPUs: 1}, 0, "", "gpu-k3s-0:1", ""},
-		{"more GPUs than a node has", demoNodes(), Config{GPUs: 2}, cliexit.Usage, "--gpus 2 is more than the node has (gpu-k3s-0 has 1 nvidia.com/gpu)", "", ""},
-		{"named node without GPUs", demoNodes(), Config{Names: []string{"cpu-0"}}, cliexit.Usage, `node "cpu-0" has no allocatable nvidia.com/gpu`, "", ""},
-		{"unknown node", demoNodes(), Config{Names: []string{"nope"}}, cliexit.Usage, `node "nope" not found`, "", ""},
-		{"unknown RuntimeClass", demoNodes(), Config{RuntimeClass: "kata"}, cliexit.Usage, `RuntimeClass "kata" does not exist`, "", ""},
-		{"no GPU node", fake.NewClientset(nodefixtures.NodeObject("cpu-0", nodefixtures.Profiles["cpu"])), Config{}, cliexit.Failures, "no GPU node found", "", ""},
+		{"GPU nodes, auto without RuntimeClass", demoNodes(), Request{RuntimeClass: RuntimeAuto}, 0, "", "gpu-a100-0:1 gpu-a100-1:1 gpu-k3s-0:1 gpu-rke2-0:1", ""},
+		{"auto with RuntimeClass nvidia", demoNodes(rc), Request{RuntimeClass: RuntimeAuto}, 0, "", "gpu-a100-0:1 gpu-a100-1:1 gpu-k3s-0:1 gpu-rke2-0:1", "nvidia"},
+		{"none", demoNodes(rc), Request{RuntimeClass: RuntimeNone}, 0, "", "gpu-a100-0:1 gpu-a100-1:1 gpu-k3s-0:1 gpu-rke2-0:1", ""},
+		{"all GPUs", demoNodes(), Request{Names: []string{"gpu-a100-0", "gpu-rke2-0"}}, 0, "", "gpu-a100-0:8 gpu-rke2-0:4", ""},
+		{"selector", demoNodes(), Request{Selector: "nvidia.com/gpu.product=Tesla-T4", GPUs: 1}, 0, "", "gpu-k3s-0:1", ""},
+		{"more GPUs than a node has", demoNodes(), Request{GPUs: 2}, cliexit.Usage, "--gpus 2 is more than the node has (gpu-k3s-0 has 1 nvidia.com/gpu)", "", ""},
+		{"named node without GPUs", demoNodes(), Request{Names: []string{"cpu-0"}}, cliexit.Usage, `node "cpu-0" has no allocatable nvidia.com/gpu`, "", ""},
+		{"unknown node", demoNodes(), Request{Names: []string{"nope"}}, cliexit.Usage, `node "nope" not found`, "", ""},
+		{"unknown RuntimeClass", demoNodes(), Request{RuntimeClass: "kata"}, cliexit.Usage, `RuntimeClass "kata" does not exist`, "", ""},
+		{"no GPU node", fake.NewClientset(nodefixtures.NodeObject("cpu-0", nodefixtures.Profiles["cpu"])), Request{}, cliexit.Failures, "no GPU node found", "", ""},
 		{"MIG resource", func() *fake.Clientset {
 			return fake.NewClientset(nodefixtures.NodeObject("mig-0", nodefixtures.Profiles["mig"]))
-		}(), Config{Resource: "nvidia.com/mig-1g.10gb", GPUs: 2}, 0, "", "mig-0:2", ""},
+		}(), Request{Resource: "nvidia.com/mig-1g.10gb", GPUs: 2}, 0, "", "mig-0:2", ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -87,7 +88,7 @@ func TestPrepare(t *testing.T) {
 func itoa(n int64) string { return strconv.FormatInt(n, 10) }
 
 func TestPodIsUnprivilegedAndPinned(t *testing.T) {
-	cfg := &Config{Namespace: "kubectl-gpu", Image: DefaultImage, Resource: "nvidia.com/gpu", Timeout: 2 * time.Minute}
+	cfg := &Request{Namespace: "kubectl-gpu", Image: DefaultImage, Resource: "nvidia.com/gpu", Timeout: 2 * time.Minute}
 	p := Pod(cfg, "nvidia", target{node: "gpu-1", gpus: 2, pod: PodName("gpu-1")}, nodepod.Labels(Component, "run1", "gpu-1"))
 	c := p.Spec.Containers[0]
 	switch {
@@ -156,5 +157,19 @@ func TestFailureLines(t *testing.T) {
 	}
 	if l, want := failureLine("gpu-2", Verdict{Result: Failed, Detail: "CUDA error: x"}), "gpu-2: Failed: CUDA error: x"; l != want {
 		t.Errorf("failure line %q, want %q", l, want)
+	}
+}
+
+// TestPrepareLeavesTheRequest: defaults are the request's Default, never written into the
+// caller's value.
+func TestPrepareLeavesTheRequest(t *testing.T) {
+	req := &Request{Namespace: "ns", Names: []string{"none"}}
+	before := *req
+	_, _ = Prepare(context.Background(), fake.NewSimpleClientset(), req)
+	if !reflect.DeepEqual(*req, before) {
+		t.Errorf("Prepare changed the request: %+v, was %+v", *req, before)
+	}
+	if d := req.Default(); d.Resource == "" || d.Parallel == 0 || d.Timeout == 0 {
+		t.Errorf("defaults: %+v", d)
 	}
 }

@@ -213,8 +213,8 @@ func (o *PrepOptions) Validate() error {
 	return nil
 }
 
-func (o *PrepOptions) config() *prep.Config {
-	cfg := &prep.Config{Namespace: o.namespace, Names: o.Names, Selector: o.Selector, All: o.All, Image: o.Image,
+func (o *PrepOptions) config() *prep.Request {
+	cfg := &prep.Request{Namespace: o.namespace, Names: o.Names, Selector: o.Selector, All: o.All, Image: o.Image,
 		Parallel: o.Parallel, Timeout: o.Timeout, RestartRuntime: o.RestartRuntime,
 		Apply: o.Apply, UntaintControlPlane: o.UntaintControlPlane, PlanOut: o.Streams.ErrOut, Install: o.install}
 	if o.Reboot {

@@ -40,7 +40,7 @@ type VerifyOptions struct {
 
 	namespace string
 	format    report.Format
-	cfg       verify.Config
+	cfg       verify.Request
 	getter    cluster.Getter
 	Streams   genericiooptions.IOStreams
 }
@@ -165,7 +165,7 @@ func (o *VerifyOptions) Validate() error {
 	if err := validateImage(o.Image); err != nil {
 		return err
 	}
-	o.cfg = verify.Config{
+	o.cfg = verify.Request{
 		Namespace: o.namespace, Names: o.Names, Selector: o.Selector, GPUs: gpus,
 		Resource: corev1.ResourceName(o.Resource), Image: o.Image, RuntimeClass: o.RuntimeClass,
 		TolerateAll: o.TolerateAll, Parallel: o.Parallel, Timeout: o.Timeout, Keep: o.Keep,

@@ -68,7 +68,7 @@ func benchPrep(b *testing.B, n int) {
 	for i := 0; i < b.N; i++ {
 		cs, ct := countingClient(b)
 		t0 := time.Now()
-		cfg := &prep.Config{Namespace: nodepod.DefaultNamespace, Names: nodes, Image: "agent:bench", Timeout: 5 * time.Minute}
+		cfg := &prep.Request{Namespace: nodepod.DefaultNamespace, Names: nodes, Image: "agent:bench", Timeout: 5 * time.Minute}
 		r, err := prep.Run(ctx, cs, cfg)
 		d := time.Since(t0)
 		if err != nil || r.Summary.Nodes != n || r.Summary.Ready != n {
@@ -103,7 +103,7 @@ func prepFloor(b *testing.B, nodes []string, parallel int, logs bool) {
 	cs := env.Cluster.Client
 	ns := nodepod.DefaultNamespace
 	run := fmt.Sprintf("f%d", time.Now().UnixNano()%100000)
-	cfg := &prep.Config{Namespace: ns, Image: "agent:bench", Timeout: 5 * time.Minute}
+	cfg := &prep.Request{Namespace: ns, Image: "agent:bench", Timeout: 5 * time.Minute}
 	sel := nodepod.LabelRun + "=" + run
 	w, err := cs.CoreV1().Pods(ns).Watch(ctx, metav1.ListOptions{LabelSelector: sel})
 	if err != nil {

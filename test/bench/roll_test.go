@@ -32,7 +32,7 @@ func BenchmarkRoll100(b *testing.B) {
 	alone, many := nodes[n:], nodes[:n]
 	roll := func(names []string, max int) (time.Duration, int64) {
 		cs, ct := countingClient(b)
-		cfg := &prep.Config{Namespace: nodepod.DefaultNamespace, Names: names, Image: "agent:bench", Timeout: 5 * time.Minute,
+		cfg := &prep.Request{Namespace: nodepod.DefaultNamespace, Names: names, Image: "agent:bench", Timeout: 5 * time.Minute,
 			Apply: true, Roll: &prep.RollOptions{MaxUnavailable: max, RebootTimeout: 5 * time.Minute, DrainTimeout: time.Minute}}
 		t0 := time.Now()
 		r, err := prep.Run(ctx, cs, cfg)

@@ -41,8 +41,8 @@ func BenchmarkVerifyDRA100(b *testing.B) {
 		}
 	}
 	defer cs.ResourceV1().ResourceSlices().DeleteCollection(context.Background(), metav1.DeleteOptions{}, metav1.ListOptions{})
-	cfg := func() *verify.Config {
-		return &verify.Config{Namespace: nodepod.DefaultNamespace, Names: nodes, GPUs: 1, Image: verify.DefaultImage,
+	cfg := func() *verify.Request {
+		return &verify.Request{Namespace: nodepod.DefaultNamespace, Names: nodes, GPUs: 1, Image: verify.DefaultImage,
 			RuntimeClass: verify.RuntimeAuto, Claim: verify.ClaimDRA, Parallel: 50, Timeout: 5 * time.Minute}
 	}
 	runOurs := func(cs kubernetes.Interface) {
@@ -77,7 +77,7 @@ func BenchmarkVerifyDRA100(b *testing.B) {
 
 // draFloor: the run's template and the same pods in bulk, one watch until each succeeded and
 // its log was read, then the pods and the template deleted and the claims gone.
-func draFloor(b *testing.B, cs kubernetes.Interface, cfg *verify.Config) {
+func draFloor(b *testing.B, cs kubernetes.Interface, cfg *verify.Request) {
 	ctx := context.Background()
 	ns := cfg.Namespace
 	plan, err := verify.Prepare(ctx, cs, cfg)

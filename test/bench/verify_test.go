@@ -118,7 +118,7 @@ func countingClient(b *testing.B) (kubernetes.Interface, *countingTransport) {
 }
 
 func runVerify(b *testing.B, cs kubernetes.Interface, nodes []string) {
-	cfg := &verify.Config{Namespace: nodepod.DefaultNamespace, Names: nodes, GPUs: 1, Image: verify.DefaultImage,
+	cfg := &verify.Request{Namespace: nodepod.DefaultNamespace, Names: nodes, GPUs: 1, Image: verify.DefaultImage,
 		RuntimeClass: verify.RuntimeAuto, Parallel: 50, Timeout: 5 * time.Minute}
 	plan, err := verify.Prepare(context.Background(), cs, cfg)
 	if err != nil {
@@ -139,7 +139,7 @@ func runFloor(b *testing.B, cs kubernetes.Interface, nodes []string, logs ...boo
 	readLogs := len(logs) > 0 && logs[0]
 	ctx := context.Background()
 	ns := nodepod.DefaultNamespace
-	cfg := &verify.Config{Namespace: ns, GPUs: 1, Image: verify.DefaultImage, Resource: "nvidia.com/gpu", Timeout: 5 * time.Minute}
+	cfg := &verify.Request{Namespace: ns, GPUs: 1, Image: verify.DefaultImage, Resource: "nvidia.com/gpu", Timeout: 5 * time.Minute}
 	run := fmt.Sprintf("floor-%d", time.Now().UnixNano())
 	w, err := cs.CoreV1().Pods(ns).Watch(ctx, metav1.ListOptions{LabelSelector: nodepod.LabelRun + "=" + run})
 	if err != nil {
@@ -306,7 +306,7 @@ func BenchmarkVerifyRunbook100(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 		t0 := time.Now()
 		for _, n := range nodes {
-			p := verify.Pod(&verify.Config{Namespace: nodepod.DefaultNamespace, GPUs: 1, Image: verify.DefaultImage, Resource: "nvidia.com/gpu", Timeout: time.Minute}, "", verify.Target(n, 1), nodepod.Labels(verify.Component, "runbook", n))
+			p := verify.Pod(&verify.Request{Namespace: nodepod.DefaultNamespace, GPUs: 1, Image: verify.DefaultImage, Resource: "nvidia.com/gpu", Timeout: time.Minute}, "", verify.Target(n, 1), nodepod.Labels(verify.Component, "runbook", n))
 			p.APIVersion, p.Kind = "v1", "Pod"
 			f := filepath.Join(dir, n+".json")
 			if err := writeJSON(f, p); err != nil {
