@@ -86,9 +86,9 @@ type ValuesRequest struct {
 	// its prerequisites on the cluster.
 	DRA bool
 	// Mirror, when set, moves every repository of the chart's values to it (air-gapped
-	// sites): it gives MirrorValues the chart and the install's values, and its result is
-	// laid under the user's values like a derived value.
-	Mirror func(ch *chart.Chart, values map[string]any) (map[string]any, string, error)
+	// sites, MirrorValues); the result is laid under the user's values like a derived
+	// value.
+	Mirror RepositoryMapper
 }
 
 // Values loads the chart and computes the install's values, each derived one with its
@@ -126,10 +126,11 @@ func (c *Client) Values(ctx context.Context, req ValuesRequest) (*chart.Chart, *
 	}
 	values := Merge(&d, req.User)
 	if req.Mirror != nil {
-		mv, where, err := req.Mirror(ch, values)
+		mv, _, err := MirrorValues(ch, values, req.Mirror)
 		if err != nil {
 			return nil, nil, err
 		}
+		where := req.Mirror.String()
 		d.Values = append(d.Values, Derived{Key: "*.repository", Value: where, Reason: "--mirror: every image from " + where})
 		values = chartutil.CoalesceTables(copyMap(req.User), chartutil.CoalesceTables(mv, values))
 	}

@@ -15,12 +15,12 @@ import (
 	"github.com/kubectl-gpu/kubectl-gpu/common/mirror"
 	"github.com/kubectl-gpu/kubectl-gpu/common/report"
 	"github.com/kubectl-gpu/kubectl-gpu/common/verify"
-	"github.com/kubectl-gpu/kubectl-gpu/plugins/operator"
+	"github.com/kubectl-gpu/kubectl-gpu/plugins/helmflags"
 )
 
 // MirrorOptions are the flags of `kubectl gpu mirror`.
 type MirrorOptions struct {
-	*operator.ChartOptions
+	*helmflags.ChartOptions
 	To             string
 	ToArchive      string
 	FromArchive    string
@@ -40,7 +40,7 @@ type MirrorOptions struct {
 
 // NewCmdMirror returns `kubectl gpu mirror`.
 func NewCmdMirror(f cluster.Getter, streams genericiooptions.IOStreams) *cobra.Command {
-	o := &MirrorOptions{ChartOptions: operator.NewChartOptions(streams), Streams: streams, Parallel: 4,
+	o := &MirrorOptions{ChartOptions: helmflags.NewChartOptions(streams), Streams: streams, Parallel: 4,
 		AgentImage: buildinfo.AgentImage(), VerifyImage: verify.DefaultImage}
 	cmd := &cobra.Command{
 		Use:   "mirror [--to REGISTRY[/PREFIX] | --to-archive DIR | --from-archive DIR --to REGISTRY]",
@@ -130,7 +130,7 @@ func (o *MirrorOptions) Run(ctx context.Context) error {
 	if o.FromArchive != "" {
 		return o.print(mirror.FromArchiveAll(ctx, o.FromArchive, o.target, copts))
 	}
-	c, err := o.Client()
+	c, err := o.RenderClient()
 	if err != nil {
 		return err
 	}
@@ -138,7 +138,7 @@ func (o *MirrorOptions) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	relName, _ := o.Release()
+	relName, _ := o.ReleaseAndNamespace()
 	list, err := mirror.Images(ctx, c, mirror.Request{Values: vreq, AgentImage: o.AgentImage, VerifyImage: o.VerifyImage, DriverOS: o.DriverOS, ReleaseName: relName})
 	if err != nil {
 		return err

@@ -3,6 +3,7 @@ package operator
 import (
 	"context"
 	"fmt"
+	"github.com/kubectl-gpu/kubectl-gpu/plugins/helmflags"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -15,7 +16,7 @@ import (
 
 // InstallOptions are the flags of `operator install` and `operator upgrade`.
 type InstallOptions struct {
-	ChartOptions
+	helmflags.ChartOptions
 	Wait        bool
 	Timeout     time.Duration
 	Atomic      bool
@@ -29,11 +30,11 @@ type InstallOptions struct {
 
 // NewCmdInstall returns `operator install` (verb "install") or `operator upgrade`.
 func NewCmdInstall(f cluster.Getter, streams genericiooptions.IOStreams, verb string) *cobra.Command {
-	return newCmdInstall(f, releaseOptions{Streams: streams, newClient: op.NewClient}, verb)
+	return newCmdInstall(f, helmflags.Release{Streams: streams, NewClient: op.NewClient}, verb)
 }
 
-func newCmdInstall(f cluster.Getter, ro releaseOptions, verb string) *cobra.Command {
-	o := &InstallOptions{ChartOptions: ChartOptions{releaseOptions: ro}, Timeout: defaultTimeout}
+func newCmdInstall(f cluster.Getter, ro helmflags.Release, verb string) *cobra.Command {
+	o := &InstallOptions{ChartOptions: helmflags.ChartOptions{Release: ro}, Timeout: defaultTimeout}
 	cmd := &cobra.Command{
 		Use:   verb,
 		Short: map[string]string{"install": "Install the GPU Operator, or upgrade it when installed", "upgrade": "Upgrade the GPU Operator, or install it when missing"}[verb],
@@ -70,7 +71,7 @@ every unmet one named and changes nothing.`,
 }
 
 // Complete resolves the namespace: --namespace when given, else gpu-operator.
-func (o *InstallOptions) Complete(f cluster.Getter) error { return o.complete(f) }
+func (o *InstallOptions) Complete(f cluster.Getter) error { return o.Release.Complete(f) }
 
 // Validate checks the flags.
 func (o *InstallOptions) Validate() error {
@@ -85,7 +86,7 @@ func (o *InstallOptions) Validate() error {
 
 // Run installs or upgrades the release.
 func (o *InstallOptions) Run(ctx context.Context) error {
-	c, ch, doc, err := o.values(ctx)
+	c, ch, doc, err := o.ChartValues(ctx)
 	if err != nil {
 		return err
 	}
@@ -104,7 +105,7 @@ func (o *InstallOptions) Run(ctx context.Context) error {
 		return nil
 	}
 	fmt.Fprintf(o.Streams.Out, "release %s revision %d %s: chart %s (app %s) in namespace %s\n", rel.Name, rel.Version, rel.Info.Status,
-		ch.Metadata.Name+"-"+ch.Metadata.Version, ch.Metadata.AppVersion, o.namespace)
+		ch.Metadata.Name+"-"+ch.Metadata.Version, ch.Metadata.AppVersion, o.Namespace)
 	if !o.Wait {
 		return nil
 	}

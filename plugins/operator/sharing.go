@@ -3,6 +3,7 @@ package operator
 import (
 	"context"
 	"fmt"
+	"github.com/kubectl-gpu/kubectl-gpu/plugins/helmflags"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -16,7 +17,7 @@ import (
 
 // SharingOptions are the flags of `operator sharing`.
 type SharingOptions struct {
-	releaseOptions
+	helmflags.Release
 	Strategy  string
 	Replicas  int
 	Selector  string
@@ -29,11 +30,11 @@ type SharingOptions struct {
 
 // NewCmdSharing returns `operator sharing`.
 func NewCmdSharing(f cluster.Getter, streams genericiooptions.IOStreams) *cobra.Command {
-	return newCmdSharing(f, releaseOptions{Streams: streams, newClient: op.NewClient})
+	return newCmdSharing(f, helmflags.Release{Streams: streams, NewClient: op.NewClient})
 }
 
-func newCmdSharing(f cluster.Getter, ro releaseOptions) *cobra.Command {
-	o := &SharingOptions{releaseOptions: ro}
+func newCmdSharing(f cluster.Getter, ro helmflags.Release) *cobra.Command {
+	o := &SharingOptions{Release: ro}
 	cmd := &cobra.Command{
 		Use:   "sharing time-slicing|mps --replicas N [-l SELECTOR]",
 		Short: "Share GPUs through the device plugin: time-slicing or MPS, N replicas per GPU",
@@ -86,7 +87,7 @@ func (o *SharingOptions) Validate() error {
 
 // Run writes the config (or shows it).
 func (o *SharingOptions) Run(ctx context.Context) error {
-	c, err := o.client()
+	c, err := o.Client()
 	if err != nil {
 		return err
 	}
@@ -103,7 +104,7 @@ func (o *SharingOptions) Run(ctx context.Context) error {
 
 // MIGOptions are the flags of `operator mig`.
 type MIGOptions struct {
-	releaseOptions
+	helmflags.Release
 	Profile  string
 	Selector string
 	DryRun   bool
@@ -115,11 +116,11 @@ type MIGOptions struct {
 
 // NewCmdMIG returns `operator mig`.
 func NewCmdMIG(f cluster.Getter, streams genericiooptions.IOStreams) *cobra.Command {
-	return newCmdMIG(f, releaseOptions{Streams: streams, newClient: op.NewClient})
+	return newCmdMIG(f, helmflags.Release{Streams: streams, NewClient: op.NewClient})
 }
 
-func newCmdMIG(f cluster.Getter, ro releaseOptions) *cobra.Command {
-	o := &MIGOptions{releaseOptions: ro, Timeout: defaultTimeout}
+func newCmdMIG(f cluster.Getter, ro helmflags.Release) *cobra.Command {
+	o := &MIGOptions{Release: ro, Timeout: defaultTimeout}
 	cmd := &cobra.Command{
 		Use:   "mig PROFILE -l SELECTOR [--wait]",
 		Short: "Ask the GPU Operator's MIG manager for a MIG layout on the selected GPU nodes",
@@ -160,7 +161,7 @@ func (o *MIGOptions) Validate() error {
 
 // Run labels (and waits).
 func (o *MIGOptions) Run(ctx context.Context) error {
-	c, err := o.client()
+	c, err := o.Client()
 	if err != nil {
 		return err
 	}

@@ -2,6 +2,7 @@ package operator
 
 import (
 	"context"
+	"github.com/kubectl-gpu/kubectl-gpu/plugins/helmflags"
 
 	"github.com/spf13/cobra"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
@@ -14,25 +15,25 @@ import (
 
 // StatusOptions are the flags of `operator status`.
 type StatusOptions struct {
-	releaseOptions
+	helmflags.Release
 	Output string
 	format report.Format
 }
 
 // NewCmdStatus returns `operator status`.
 func NewCmdStatus(f cluster.Getter, streams genericiooptions.IOStreams) *cobra.Command {
-	return newCmdStatus(f, releaseOptions{Streams: streams, newClient: op.NewClient})
+	return newCmdStatus(f, helmflags.Release{Streams: streams, NewClient: op.NewClient})
 }
 
-func newCmdStatus(f cluster.Getter, ro releaseOptions) *cobra.Command {
-	o := &StatusOptions{releaseOptions: ro}
+func newCmdStatus(f cluster.Getter, ro helmflags.Release) *cobra.Command {
+	o := &StatusOptions{Release: ro}
 	cmd := &cobra.Command{
 		Use:   "status",
 		Short: "Report the release, ClusterPolicy, every operand and the validators; exit 1 when not ready",
 		Args:  cobra.NoArgs,
 		RunE:  runVerb(f, o, nil),
 	}
-	o.releaseFlag(cmd)
+	o.ReleaseFlag(cmd)
 	cmd.Flags().StringVarP(&o.Output, "output", "o", "", "output format: table, json or yaml")
 	return cmd
 }
@@ -46,7 +47,7 @@ func (o *StatusOptions) Validate() error {
 
 // Run prints the status; exit 1 when not ready.
 func (o *StatusOptions) Run(ctx context.Context) error {
-	c, err := o.client()
+	c, err := o.Client()
 	if err != nil {
 		return err
 	}

@@ -2,6 +2,7 @@ package operator
 
 import (
 	"context"
+	"github.com/kubectl-gpu/kubectl-gpu/plugins/helmflags"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -15,7 +16,7 @@ import (
 
 // ValuesOptions are the flags of `operator values`.
 type ValuesOptions struct {
-	ChartOptions
+	helmflags.ChartOptions
 	Output string
 	// ArgoNamespace is where Argo CD runs (-o application).
 	ArgoNamespace string
@@ -31,11 +32,11 @@ const (
 
 // NewCmdValues returns `operator values`.
 func NewCmdValues(f cluster.Getter, streams genericiooptions.IOStreams) *cobra.Command {
-	return newCmdValues(f, releaseOptions{Streams: streams, newClient: op.NewClient})
+	return newCmdValues(f, helmflags.Release{Streams: streams, NewClient: op.NewClient})
 }
 
-func newCmdValues(f cluster.Getter, ro releaseOptions) *cobra.Command {
-	o := &ValuesOptions{ChartOptions: ChartOptions{releaseOptions: ro}}
+func newCmdValues(f cluster.Getter, ro helmflags.Release) *cobra.Command {
+	o := &ValuesOptions{ChartOptions: helmflags.ChartOptions{Release: ro}}
 	cmd := &cobra.Command{
 		Use:   "values",
 		Short: "Show the chart values install would use, and why each derived value is what it is",
@@ -64,7 +65,7 @@ func (o *ValuesOptions) Validate() error {
 
 // Run prints the values.
 func (o *ValuesOptions) Run(ctx context.Context) error {
-	_, ch, doc, err := o.values(ctx)
+	_, ch, doc, err := o.ChartValues(ctx)
 	if err != nil {
 		return err
 	}
@@ -72,7 +73,7 @@ func (o *ValuesOptions) Run(ctx context.Context) error {
 		return report.Print(o.Streams.Out, o.format, doc)
 	}
 	repo := o.Repo
-	if ref := o.chartRef(); strings.HasPrefix(ref, "oci://") {
+	if ref := o.ChartRef(); strings.HasPrefix(ref, "oci://") {
 		repo = ref[:strings.LastIndex(ref, "/")] // an OCI chart: its repository is the path above it
 	}
 	if repo == "" {
@@ -80,7 +81,7 @@ func (o *ValuesOptions) Run(ctx context.Context) error {
 	}
 	src := op.GitOpsSource{Repo: repo, Chart: ch.Metadata.Name, Version: ch.Metadata.Version}
 	if o.gitops == outputApplication {
-		return op.WriteYAML(o.Streams.Out, op.ArgoApplication(src, o.ReleaseName, o.namespace, o.ArgoNamespace, doc.Values))
+		return op.WriteYAML(o.Streams.Out, op.ArgoApplication(src, o.ReleaseName, o.Namespace, o.ArgoNamespace, doc.Values))
 	}
-	return op.WriteYAML(o.Streams.Out, op.FluxObjects(src, o.ReleaseName, o.namespace, doc.Values)...)
+	return op.WriteYAML(o.Streams.Out, op.FluxObjects(src, o.ReleaseName, o.Namespace, doc.Values)...)
 }

@@ -1,0 +1,160 @@
+// Package helmflags holds what the commands that install a chart through the Helm SDK
+// share: the release and its namespace, the chart's flags under Helm's names, and the
+// values request they make. No command package imports another; they import this.
+package helmflags
+
+import (
+	"context"
+	"io"
+	"strings"
+
+	"github.com/spf13/cobra"
+	"helm.sh/helm/v3/pkg/chart"
+	"helm.sh/helm/v3/pkg/cli/values"
+	"helm.sh/helm/v3/pkg/getter"
+	"k8s.io/cli-runtime/pkg/genericiooptions"
+
+	"github.com/kubectl-gpu/kubectl-gpu/common/cliexit"
+	"github.com/kubectl-gpu/kubectl-gpu/common/cluster"
+	"github.com/kubectl-gpu/kubectl-gpu/common/mirror"
+	op "github.com/kubectl-gpu/kubectl-gpu/common/operator"
+	"github.com/kubectl-gpu/kubectl-gpu/common/report"
+)
+
+// ClientFunc makes the operator client: op.NewClient, or in command tests one on an
+// in-memory Helm store and fake clients.
+type ClientFunc func(g cluster.Getter, ns string, log io.Writer) (*op.Client, error)
+
+// Release is what every release verb shares: the release, its namespace, the client.
+type Release struct {
+	ReleaseName string
+	Namespace   string
+	Getter      cluster.Getter
+	Streams     genericiooptions.IOStreams
+	NewClient   ClientFunc
+}
+
+// Complete resolves the release namespace (--namespace, else the operator's).
+func (o *Release) Complete(f cluster.Getter) error {
+	o.Getter = f
+	var err error
+	o.Namespace, err = cluster.NamespaceOr(f, op.DefaultNamespace)
+	return err
+}
+
+// RenderClient returns the operator client of the release namespace for rendering the
+// chart; without derived values (--derive=false, no --dra) it needs no cluster.
+func (o *ChartOptions) RenderClient() (*op.Client, error) {
+	if !o.Derive && !o.DRA {
+		return op.NewOfflineClient(o.Getter, o.Namespace, o.Streams.ErrOut)
+	}
+	return o.Client()
+}
+
+// ReleaseAndNamespace is the release name and namespace.
+func (o *ChartOptions) ReleaseAndNamespace() (name, namespace string) {
+	return o.ReleaseName, o.Namespace
+}
+
+// Client makes the operator client of the release namespace.
+func (o *Release) Client() (*op.Client, error) {
+	c, err := o.NewClient(o.Getter, o.Namespace, o.Streams.ErrOut)
+	if err != nil {
+		return nil, err
+	}
+	c.Progress = report.OnTerminal(o.Streams.ErrOut)
+	return c, nil
+}
+
+// ReleaseFlag adds --release-name.
+func (o *Release) ReleaseFlag(cmd *cobra.Command) {
+	cmd.Flags().StringVar(&o.ReleaseName, "release-name", op.DefaultReleaseName, "Helm release name")
+}
+
+// NewChartOptions returns chart options whose client is the operator's (op.NewClient).
+func NewChartOptions(streams genericiooptions.IOStreams) *ChartOptions {
+	return &ChartOptions{Release: Release{Streams: streams, NewClient: op.NewClient}}
+}
+
+// ChartOptions choose the chart and its values (install, upgrade, values, and mirror);
+// Helm's flags keep Helm's names and meaning.
+type ChartOptions struct {
+	Release
+	Chart   string
+	Repo    string
+	Version string
+	Devel   bool
+	Values  values.Options
+	Derive  bool
+	DRA     bool
+	Mirror  string
+	// PlainHTTP: an oci:// chart over plain HTTP.
+	PlainHTTP bool
+	// versionFlag tells whether --version was given (not the default).
+	versionFlag func() bool
+}
+
+// ChartFlags adds the chart's flags (Helm's names) and --release-name.
+func (o *ChartOptions) ChartFlags(cmd *cobra.Command) {
+	o.ReleaseFlag(cmd)
+	fl := cmd.Flags()
+	fl.StringVar(&o.Chart, "chart", "", "chart from a local directory, a .tgz or an oci:// reference (air-gapped sites)")
+	fl.BoolVar(&o.PlainHTTP, "plain-http", false, "read an oci:// --chart over plain HTTP (a registry without TLS, such as a mirror written with --insecure)")
+	fl.StringVar(&o.Repo, "repo", "", "chart repository URL (default "+op.DefaultRepo+"; a mirror for air-gapped sites)")
+	fl.StringVar(&o.Version, "version", op.DefaultVersion, "chart version")
+	o.versionFlag = func() bool { return fl.Changed("version") }
+	fl.BoolVar(&o.Devel, "devel", false, "use development versions too (with an empty --version)")
+	fl.StringSliceVarP(&o.Values.ValueFiles, "values", "f", nil, "values from a YAML file or URL (can repeat)")
+	fl.StringArrayVar(&o.Values.Values, "set", nil, "set values (key1=val1,key2=val2)")
+	fl.StringArrayVar(&o.Values.StringValues, "set-string", nil, "set STRING values")
+	fl.StringArrayVar(&o.Values.FileValues, "set-file", nil, "set values from files (key=path)")
+	fl.StringArrayVar(&o.Values.JSONValues, "set-json", nil, "set JSON values (key=jsonval)")
+	fl.BoolVar(&o.Derive, "derive", true, "derive values from the cluster's GPU nodes (--derive=false: chart defaults and your values only)")
+	fl.StringVar(&o.Mirror, "mirror", "", "every image from this mirror REGISTRY[/PREFIX] (filled by 'kubectl gpu mirror --to'): the chart's repository keys moved there; the chart too (oci://REGISTRY[/PREFIX]/charts/gpu-operator) unless --chart or --repo")
+	fl.BoolVar(&o.DRA, "dra", false, "the GPUCluster (DRA) stack instead of the ClusterPolicy (gpuCluster.deployCR=true, clusterPolicy.deployCR=false), after checking its prerequisites: Kubernetes >= 1.34.2, host drivers >= 580, containerd with CDI, no ClusterPolicy")
+}
+
+// ValuesRequest merges the user's values by Helm's rules: a syntax error is exit 2.
+func (o *ChartOptions) ValuesRequest(c *op.Client) (op.ValuesRequest, error) {
+	user, err := o.Values.MergeValues(getter.All(c.Helm.Settings))
+	if err != nil {
+		return op.ValuesRequest{}, cliexit.Usagef("bad values: %s: check -f / --set syntax (key=value, a.b=c, list[0]=x)", strings.ReplaceAll(err.Error(), "\n", "; "))
+	}
+	var mirrorValues op.RepositoryMapper
+	if o.Mirror != "" {
+		t, err := mirror.ParseTarget(o.Mirror, false)
+		if err != nil {
+			return op.ValuesRequest{}, err
+		}
+		mirrorValues = t
+	}
+	return op.ValuesRequest{User: user, Derive: o.Derive, DRA: o.DRA, Mirror: mirrorValues, Source: op.ChartSource{Chart: o.ChartRef(), Repo: o.Repo, Version: o.Version,
+		Devel: o.Devel, VersionGiven: o.versionFlag != nil && o.versionFlag(), PlainHTTP: o.PlainHTTP}}, nil
+}
+
+// ChartRef is the chart asked for: --chart, else with --mirror (and no --repo) the chart
+// where 'kubectl gpu mirror --to' pushed it; "" for the repository's.
+func (o *ChartOptions) ChartRef() string {
+	if o.Chart != "" || o.Mirror == "" || o.Repo != "" {
+		return o.Chart
+	}
+	t, err := mirror.ParseTarget(o.Mirror, false)
+	if err != nil {
+		return ""
+	}
+	return t.ChartRef()
+}
+
+// ChartValues makes the client and computes the install's values (install, upgrade, values).
+func (o *ChartOptions) ChartValues(ctx context.Context) (*op.Client, *chart.Chart, *op.ValuesDoc, error) {
+	c, err := o.Client()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	req, err := o.ValuesRequest(c)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	ch, doc, err := c.Values(ctx, req)
+	return c, ch, doc, err
+}

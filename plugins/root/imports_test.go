@@ -1,0 +1,50 @@
+package root
+
+import (
+	"go/parser"
+	"go/token"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+// TestNoCommandImportsAnother: a command package (plugins/<command>) imports no other
+// command; what two commands share lives in a neutral package (plugins/helmflags, plugins/completion) or in
+// common/. Only the root and the main assemble the commands.
+func TestNoCommandImportsAnother(t *testing.T) {
+	const prefix = "github.com/kubectl-gpu/kubectl-gpu/plugins/"
+	shared := map[string]bool{"helmflags": true, "completion": true}
+	dirs, err := os.ReadDir("..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	checked := 0
+	for _, d := range dirs {
+		name := d.Name()
+		if !d.IsDir() || name == "root" || name == "kubectl-gpu" || shared[name] {
+			continue
+		}
+		files, _ := filepath.Glob(filepath.Join("..", name, "*.go"))
+		for _, f := range files {
+			if strings.HasSuffix(f, "_test.go") {
+				continue
+			}
+			ast, err := parser.ParseFile(token.NewFileSet(), f, nil, parser.ImportsOnly)
+			if err != nil {
+				t.Fatal(err)
+			}
+			checked++
+			for _, imp := range ast.Imports {
+				p, _ := strconv.Unquote(imp.Path.Value)
+				if other, ok := strings.CutPrefix(p, prefix); ok && !shared[strings.Split(other, "/")[0]] {
+					t.Errorf("%s imports the command package %s", f, p)
+				}
+			}
+		}
+	}
+	if checked == 0 {
+		t.Fatal("no command package found")
+	}
+}
