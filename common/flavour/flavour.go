@@ -18,10 +18,6 @@ type Flavour = rep.Flavour
 // The flavours kubectl-gpu knows: the agent's, and the managed ones it can only tell from
 // the node object.
 const (
-	Kubeadm           = rep.FlavourKubeadm
-	RKE2              = rep.FlavourRKE2
-	K3s               = rep.FlavourK3s
-	Unknown           = rep.FlavourUnknown
 	EKS       Flavour = "eks"
 	GKE       Flavour = "gke"
 	AKS       Flavour = "aks"
@@ -43,9 +39,9 @@ func Of(n *corev1.Node) Flavour {
 	pid := n.Spec.ProviderID
 	switch {
 	case strings.Contains(kv, "+rke2"):
-		return RKE2
+		return rep.FlavourRKE2
 	case strings.Contains(kv, "+k3s"):
-		return K3s
+		return rep.FlavourK3s
 	case has(n.Labels, "node.openshift.io/os_id") || strings.Contains(n.Status.NodeInfo.OSImage, "Red Hat Enterprise Linux CoreOS"):
 		return OpenShift
 	case strings.Contains(kv, "-eks-") || strings.HasPrefix(pid, "aws://") && has(n.Labels, "eks.amazonaws.com/nodegroup"):
@@ -55,9 +51,9 @@ func Of(n *corev1.Node) Flavour {
 	case strings.HasPrefix(pid, "azure://") && has(n.Labels, "kubernetes.azure.com/cluster"):
 		return AKS
 	case has(n.Annotations, "kubeadm.alpha.kubernetes.io/cri-socket"):
-		return Kubeadm
+		return rep.FlavourKubeadm
 	}
-	return Unknown
+	return rep.FlavourUnknown
 }
 
 func has(m map[string]string, k string) bool {

@@ -132,7 +132,7 @@ func planContainerd(h *Host, r *rep.Report, o ApplyOptions) ([]fileEdit, []rep.C
 	if cc.Status == rep.Fail && strings.Contains(cc.Message, "does not parse") {
 		return nil, nil, nil // never written: reported, fixed by hand
 	}
-	if !wantSystemd && !wantNvidia && !(cc.Status == rep.Fail && r.Flavour != FlavourRKE2 && r.Flavour != FlavourK3s) {
+	if !wantSystemd && !wantNvidia && !(cc.Status == rep.Fail && r.Flavour != rep.FlavourRKE2 && r.Flavour != rep.FlavourK3s) {
 		return nil, nil, nil
 	}
 	var edits []fileEdit
@@ -140,10 +140,10 @@ func planContainerd(h *Host, r *rep.Report, o ApplyOptions) ([]fileEdit, []rep.C
 	paths := ContainerdFor(r.Flavour, r.ContainerdConfigVersion)
 	service := "containerd"
 	switch r.Flavour {
-	case FlavourRKE2, FlavourK3s:
+	case rep.FlavourRKE2, rep.FlavourK3s:
 		// Never the rendered file: RKE2/K3s detect nvidia-container-runtime at start and add
 		// the nvidia runtime themselves, so a restart is the fix.
-		service = map[rep.Flavour]string{FlavourRKE2: "rke2-server", FlavourK3s: "k3s"}[r.Flavour]
+		service = map[rep.Flavour]string{rep.FlavourRKE2: "rke2-server", rep.FlavourK3s: "k3s"}[r.Flavour]
 		if h.Exists("/etc/systemd/system/rke2-agent.service") || h.Exists("/usr/local/lib/systemd/system/rke2-agent.service") {
 			service = "rke2-agent"
 		}

@@ -42,7 +42,7 @@ func Check(ctx context.Context, h *Host, r *rep.Report, nvml GPUInfo) {
 		st = rep.Warn
 	}
 	r.Add(rep.CheckOS, st, fmt.Sprintf("%s, kernel %s", dash(r.OS), dash(r.Kernel)), "")
-	flavourMsg := map[rep.Flavour]string{FlavourKubeadm: "kubeadm (/etc/kubernetes)", FlavourRKE2: "RKE2 (embedded containerd)", FlavourK3s: "K3s (embedded containerd)", FlavourOther: "unknown distribution: containerd checks assume /etc/containerd"}[r.Flavour]
+	flavourMsg := map[rep.Flavour]string{rep.FlavourKubeadm: "kubeadm (/etc/kubernetes)", rep.FlavourRKE2: "RKE2 (embedded containerd)", rep.FlavourK3s: "K3s (embedded containerd)", rep.FlavourUnknown: "unknown distribution: containerd checks assume /etc/containerd"}[r.Flavour]
 	r.Add(rep.CheckFlavour, rep.OK, flavourMsg, "")
 
 	mods := h.LoadedModules()
@@ -193,7 +193,7 @@ func checkContainerd(h *Host, r *rep.Report) {
 	paths := ContainerdFor(r.Flavour, 2)
 	content, ok := h.Read(paths.Config)
 	if !ok {
-		if r.Flavour == FlavourRKE2 || r.Flavour == FlavourK3s {
+		if r.Flavour == rep.FlavourRKE2 || r.Flavour == rep.FlavourK3s {
 			r.Add(rep.CheckContainerd, rep.Fail, "rendered containerd config "+paths.Config+" not found", "start "+string(r.Flavour)+" once so it renders its containerd config")
 		} else {
 			r.Add(rep.CheckContainerd, rep.Fail, "no containerd config at "+paths.Config+": containerd runs on defaults (SystemdCgroup off)", "kubectl gpu prep --apply writes one")
@@ -226,7 +226,7 @@ func checkContainerd(h *Host, r *rep.Report) {
 	sc, set := cfg.SystemdCgroup()
 	kubelet := h.kubeletCgroupDriver()
 	switch {
-	case r.Flavour == FlavourRKE2 || r.Flavour == FlavourK3s:
+	case r.Flavour == rep.FlavourRKE2 || r.Flavour == rep.FlavourK3s:
 		r.Add(rep.CheckSystemdCgroup, rep.OK, fmt.Sprintf("SystemdCgroup=%v, set by %s together with its kubelet", sc, r.Flavour), "")
 	case kubelet == "systemd" && !sc:
 		r.Add(rep.CheckSystemdCgroup, rep.Fail, "kubelet uses the systemd cgroup driver but containerd's runc has SystemdCgroup="+fmt.Sprint(sc), "kubectl gpu prep --apply sets SystemdCgroup = true (then restart containerd)")
@@ -249,7 +249,7 @@ func checkContainerd(h *Host, r *rep.Report) {
 		r.Add(rep.CheckNvidiaRuntime, rep.Fail, "runtime nvidia points at "+bin+", which does not exist", "install the NVIDIA Container Toolkit on the host")
 	case has:
 		r.Add(rep.CheckNvidiaRuntime, rep.OK, "runtime nvidia configured ("+dash(bin)+")", "")
-	case h.Exists(NvidiaRuntimeBinary) && (r.Flavour == FlavourRKE2 || r.Flavour == FlavourK3s):
+	case h.Exists(NvidiaRuntimeBinary) && (r.Flavour == rep.FlavourRKE2 || r.Flavour == rep.FlavourK3s):
 		r.Add(rep.CheckNvidiaRuntime, rep.Fail, "toolkit installed but the rendered config has no nvidia runtime", "restart "+string(r.Flavour)+" so it detects the toolkit (kubectl gpu prep --apply --restart-runtime)")
 	case h.Exists(NvidiaRuntimeBinary):
 		r.Add(rep.CheckNvidiaRuntime, rep.Fail, "toolkit installed but containerd has no nvidia runtime", "kubectl gpu prep --apply adds it (then restart containerd)")
@@ -288,7 +288,7 @@ func (h *Host) persistedModules() map[string]bool {
 // the sysctls every time it starts: RKE2 and K3s do (their shared agent code,
 // pkg/agent/syssetup, loads overlay and br_netfilter and sets forwarding and
 // bridge-nf-call-iptables), so on them the live values are what matters.
-func distributionPersists(f rep.Flavour) bool { return f == FlavourRKE2 || f == FlavourK3s }
+func distributionPersists(f rep.Flavour) bool { return f == rep.FlavourRKE2 || f == rep.FlavourK3s }
 
 func checkModules(h *Host, r *rep.Report, loaded map[string]bool) {
 	persisted := h.persistedModules()

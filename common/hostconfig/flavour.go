@@ -2,25 +2,17 @@ package hostconfig
 
 import rep "github.com/kubectl-gpu/kubectl-gpu/common/nodereport"
 
-// Flavours as the agent detects them from the host (the report schema's).
-const (
-	FlavourKubeadm = rep.FlavourKubeadm
-	FlavourRKE2    = rep.FlavourRKE2
-	FlavourK3s     = rep.FlavourK3s
-	FlavourOther   = rep.FlavourUnknown
-)
-
 // Flavour tells the Kubernetes distribution from the host's files.
 func (h *Host) Flavour() rep.Flavour {
 	switch {
 	case h.Exists("/etc/rancher/rke2") || h.Exists("/var/lib/rancher/rke2/agent"):
-		return FlavourRKE2
+		return rep.FlavourRKE2
 	case h.Exists("/etc/rancher/k3s") || h.Exists("/var/lib/rancher/k3s/agent"):
-		return FlavourK3s
+		return rep.FlavourK3s
 	case h.Exists("/etc/kubernetes/manifests/kube-apiserver.yaml") || h.Exists("/etc/kubernetes/kubelet.conf") || h.Exists("/var/lib/kubelet/kubeadm-flags.env"):
-		return FlavourKubeadm
+		return rep.FlavourKubeadm
 	}
-	return FlavourOther
+	return rep.FlavourUnknown
 }
 
 // ContainerdPaths are the containerd config files that matter for a flavour: the config
@@ -42,10 +34,10 @@ func ContainerdFor(flavour rep.Flavour, configVersion int) ContainerdPaths {
 		tmpl = "config-v3.toml.tmpl"
 	}
 	switch flavour {
-	case FlavourRKE2:
+	case rep.FlavourRKE2:
 		d := "/var/lib/rancher/rke2/agent/etc/containerd/"
 		return ContainerdPaths{Config: d + "config.toml", Template: d + tmpl, Socket: "/run/k3s/containerd/containerd.sock"}
-	case FlavourK3s:
+	case rep.FlavourK3s:
 		d := "/var/lib/rancher/k3s/agent/etc/containerd/"
 		return ContainerdPaths{Config: d + "config.toml", Template: d + tmpl, Socket: "/run/k3s/containerd/containerd.sock"}
 	}

@@ -59,7 +59,7 @@ func TestCheckFindings(t *testing.T) {
 			t.Errorf("ubuntu2204 %s = %s, want %s", id, got, want)
 		}
 	}
-	if len(u.GPUs) != 2 || u.Flavour != FlavourKubeadm || u.ContainerdConfigVersion != 2 {
+	if len(u.GPUs) != 2 || u.Flavour != rep.FlavourKubeadm || u.ContainerdConfigVersion != 2 {
 		t.Errorf("ubuntu2204: %d GPUs, flavour %s, config v%d", len(u.GPUs), u.Flavour, u.ContainerdConfigVersion)
 	}
 	n := checkRoot(t, fakeRoot(t, "ubuntu2404-containerd2", 1))
@@ -67,7 +67,7 @@ func TestCheckFindings(t *testing.T) {
 		t.Errorf("ubuntu2404: %+v", n)
 	}
 	k := checkRoot(t, fakeRoot(t, "k3s", 1))
-	if !k.Ready() || !k.NvidiaRuntime || k.Flavour != FlavourK3s {
+	if !k.Ready() || !k.NvidiaRuntime || k.Flavour != rep.FlavourK3s {
 		t.Errorf("k3s should be ready: %+v", k.Checks)
 	}
 	rh := checkRoot(t, fakeRoot(t, "rhel9", 1))

@@ -11,6 +11,8 @@ import (
 
 	"github.com/kubectl-gpu/kubectl-gpu/common/flavour"
 	"github.com/kubectl-gpu/kubectl-gpu/common/inventory"
+
+	rep "github.com/kubectl-gpu/kubectl-gpu/common/nodereport"
 )
 
 // Node annotations `kubectl gpu prep` writes and this package reads.
@@ -116,7 +118,7 @@ func Derive(nodes []corev1.Node) Derivation {
 			Reason: fmt.Sprintf("every GPU node (%d) has the NVIDIA Container Toolkit and the nvidia runtime in containerd (found by kubectl gpu prep)", all)})
 	}
 	if toolkitOn {
-		rke2, k3s := flavours[flavour.RKE2], flavours[flavour.K3s]
+		rke2, k3s := flavours[rep.FlavourRKE2], flavours[rep.FlavourK3s]
 		switch {
 		case len(rke2) > 0 && len(rke2) == all:
 			d.Values = append(d.Values, Derived{Key: "toolkit.env", Value: []any{map[string]any{"name": "CONTAINERD_SOCKET", "value": K3sContainerdSocket}},

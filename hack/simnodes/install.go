@@ -187,7 +187,7 @@ func (p *PackageHosts) boot(root string) (string, error) {
 	h := &hostconfig.Host{Root: root}
 	// RKE2 and K3s start at boot and render containerd's config again, with the nvidia
 	// runtime when they find the toolkit (what their agent does; simulated here).
-	if f := h.Flavour(); (f == hostconfig.FlavourRKE2 || f == hostconfig.FlavourK3s) && h.Exists(hostconfig.NvidiaRuntimeBinary) {
+	if f := h.Flavour(); (f == rep.FlavourRKE2 || f == rep.FlavourK3s) && h.Exists(hostconfig.NvidiaRuntimeBinary) {
 		cfg := hostconfig.ContainerdFor(f, 2).Config
 		if old, ok := h.Read(cfg); ok {
 			if content, changed, err := hostconfig.EditContainerd(old, true, false, true); err == nil && changed {

@@ -9,6 +9,7 @@ import (
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes/fake"
 	"k8s.io/client-go/kubernetes/scheme"
@@ -125,4 +126,29 @@ func (p pods) GetLogs(name string, opts *corev1.PodLogOptions) *rest.Request {
 		VersionedAPIPath:     "/api/v1/namespaces/x/pods/" + name + "/log",
 	}
 	return c.Request()
+}
+
+// List honours the field selector on spec.nodeName, as the API server does (client-go's
+// fake ignores field selectors): kubectl drain lists a node's pods that way.
+func (p pods) List(ctx context.Context, opts metav1.ListOptions) (*corev1.PodList, error) {
+	list, err := p.PodInterface.List(ctx, opts)
+	if err != nil || opts.FieldSelector == "" {
+		return list, err
+	}
+	sel, err := fields.ParseSelector(opts.FieldSelector)
+	if err != nil {
+		return nil, err
+	}
+	node, ok := sel.RequiresExactMatch("spec.nodeName")
+	if !ok {
+		return list, nil
+	}
+	kept := list.Items[:0]
+	for _, pod := range list.Items {
+		if pod.Spec.NodeName == node {
+			kept = append(kept, pod)
+		}
+	}
+	list.Items = kept
+	return list, nil
 }
