@@ -122,3 +122,14 @@ func TestNoEmptyHintLine(t *testing.T) {
 		t.Errorf("an empty hint line:\n%q", b.String())
 	}
 }
+
+// TestFailureLineWithoutReport: a node with neither a report nor an error (the run ended
+// on a refusal) has no line, and no panic.
+func TestFailureLineWithoutReport(t *testing.T) {
+	if l := failureLine(NodeResult{Node: "n"}); l != "" {
+		t.Errorf("line %q", l)
+	}
+	if failedChecks(nil) != "" {
+		t.Error("failedChecks(nil)")
+	}
+}

@@ -244,7 +244,9 @@ func runAgents(ctx context.Context, cs kubernetes.Interface, cfg *Request, nodes
 	}
 	work.Started = tally.Started
 	work.Finished = func(r nodepod.Result[NodeResult], done, total int) {
-		tally.Finished(r.Node, failureLine(r.Value))
+		v := r.Value
+		v.Node = r.Node
+		tally.Finished(r.Node, failureLine(v))
 		if cfg.OnReport != nil && r.Value.Report != nil {
 			cfg.OnReport(r.Value)
 		}
@@ -344,6 +346,8 @@ func failureLine(r NodeResult) string {
 	switch {
 	case r.Error != "":
 		return r.Node + ": error: " + r.Error
+	case r.Report == nil:
+		return "" // no result (a refusal that ends the run says it)
 	case !r.Ready() && !r.NoGPU():
 		return r.Node + ": not ready: " + failedChecks(r.Report)
 	}

@@ -346,6 +346,9 @@ func orStart(p string) string {
 }
 
 func failedChecks(r *rep.Report) string {
+	if r == nil {
+		return ""
+	}
 	var ids []string
 	for _, c := range r.Checks {
 		if c.Status == rep.Fail {
