@@ -557,7 +557,7 @@ func Cleanup(ctx context.Context, cs kubernetes.Interface, ns string) (int, erro
 // countLine is the live count of a run.
 // failureLine is the progress line of a node that did not pass ("" when it passed).
 func failureLine(node string, v Verdict) string {
-	if v.Result == Passed {
+	if v.Result == Passed || v.Result == "" { // "": no verdict (a refusal that ends the run says it)
 		return ""
 	}
 	return fmt.Sprintf("%s: %s: %s", node, v.Result, v.Detail)
