@@ -161,9 +161,9 @@ func (r *Report) WriteFindings(w io.Writer) {
 				result = "not started"
 			}
 			if rl.ResumedFrom != "" {
-				result += " (resumed after " + rl.ResumedFrom + ")"
+				result += " (resumed after " + string(rl.ResumedFrom) + ")"
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\n", rl.Node, dash(rl.Phase), rl.Evicted, dash(rl.BootID), dash(rl.Duration), result)
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\n", rl.Node, dash(string(rl.Phase)), rl.Evicted, dash(rl.BootID), dash(rl.Duration), result)
 		}
 		tw.Flush()
 	}

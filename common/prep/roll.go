@@ -46,19 +46,25 @@ type RollOptions struct {
 // Ctrl-C, a crash or a failure goes on from there instead of repeating finished steps.
 const RollAnnotation = flavour.AnnotationPrefix + "roll"
 
+// Phase is a step of a node's roll ("" not started).
+type Phase string
+
 // The steps of a node's roll, in order; the annotation holds the last one finished.
 const (
-	PhaseCordoned  = "cordoned"
-	PhaseDrained   = "drained"
-	PhaseInstalled = "installed"
-	PhaseRebooting = "rebooting" // the reboot was asked for
-	PhaseRebooted  = "rebooted"  // back with a new boot ID, Ready
-	PhaseDone      = "done"      // checked ready and uncordoned
+	PhaseCordoned  Phase = "cordoned"
+	PhaseDrained   Phase = "drained"
+	PhaseInstalled Phase = "installed"
+	PhaseRebooting Phase = "rebooting" // the reboot was asked for
+	PhaseRebooted  Phase = "rebooted"  // back with a new boot ID, Ready
+	PhaseDone      Phase = "done"      // checked ready and uncordoned
 )
 
-var phases = []string{"", PhaseCordoned, PhaseDrained, PhaseInstalled, PhaseRebooting, PhaseRebooted, PhaseDone}
+// Phases are the steps in order.
+var Phases = []Phase{PhaseCordoned, PhaseDrained, PhaseInstalled, PhaseRebooting, PhaseRebooted, PhaseDone}
 
-func phaseIndex(p string) int {
+var phases = append([]Phase{""}, Phases...)
+
+func phaseIndex(p Phase) int {
 	for i, q := range phases {
 		if q == p {
 			return i
@@ -69,7 +75,7 @@ func phaseIndex(p string) int {
 
 // RollState is the roll annotation.
 type RollState struct {
-	Phase string `json:"phase"`
+	Phase Phase `json:"phase"`
 	// WasCordoned: the node was cordoned before the roll began (it stays cordoned after).
 	WasCordoned bool `json:"wasCordoned,omitempty"`
 	// BootID is the boot the reboot was asked for (the node is back when it differs).
@@ -97,9 +103,9 @@ func ReadRollState(n *corev1.Node) RollState {
 type NodeRoll struct {
 	Node string `json:"node"`
 	// Phase is the last step finished ("" not started).
-	Phase string `json:"phase"`
+	Phase Phase `json:"phase"`
 	// ResumedFrom is the step an earlier run had reached.
-	ResumedFrom string `json:"resumedFrom,omitempty"`
+	ResumedFrom Phase `json:"resumedFrom,omitempty"`
 	Evicted     int    `json:"evicted"`
 	BootID      string `json:"bootID,omitempty"`
 	Error       string `json:"error,omitempty"`
@@ -238,10 +244,10 @@ func (r *roller) node(ctx context.Context, name string) (res NodeRoll) {
 		say("failed: " + msg)
 		return res
 	}
-	next := func(phase string, extra map[string]any) error {
+	next := func(phase Phase, extra map[string]any) error {
 		st.Phase = phase
 		res.Phase = phase
-		say(phase)
+		say(string(phase))
 		return r.record(ctx, name, &st, extra)
 	}
 	if phaseIndex(st.Phase) < phaseIndex(PhaseCordoned) {
@@ -338,11 +344,11 @@ func (r *roller) node(ctx context.Context, name string) (res NodeRoll) {
 	return res
 }
 
-func orStart(p string) string {
+func orStart(p Phase) string {
 	if p == "" {
 		return "the start"
 	}
-	return "after " + p
+	return "after " + string(p)
 }
 
 func failedChecks(r *rep.Report) string {

@@ -256,7 +256,7 @@ func writeRollPlan(w io.Writer, cfg *Request, roll []string, nodes map[string]*c
 	for _, n := range roll {
 		line := n
 		if st := ReadRollState(nodes[n]); st.Unfinished() {
-			line += ": resumes after " + st.Phase
+			line += ": resumes after " + string(st.Phase)
 			if st.Error != "" {
 				line += " (stopped there: " + st.Error + ")"
 			}

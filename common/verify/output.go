@@ -26,7 +26,7 @@ func (r *Report) Rows(wide bool) ([]string, [][]string) {
 			if sharing == "" {
 				sharing = "-"
 			}
-			row = append(row, dashIfEmpty(string(it.Reason)), it.Claim, sharing, it.Pod)
+			row = append(row, dashIfEmpty(string(it.Reason)), string(it.Claim), sharing, it.Pod)
 		}
 		rows = append(rows, row)
 	}

@@ -59,7 +59,7 @@ type Request struct {
 	// Claim says how the pods ask for GPUs: ClaimAuto (the device plugin's extended
 	// resource where the node has it, else a DRA claim where DRA publishes the node's GPUs),
 	// ClaimDevicePlugin or ClaimDRA.
-	Claim string
+	Claim Claim
 	// Progress receives live progress lines (a terminal); nil for none.
 	Progress io.Writer
 	// Warn receives warnings (stderr); nil for none.
@@ -81,11 +81,14 @@ func (r Request) Default() Request {
 	return r
 }
 
+// Claim is how a verify pod asks for its GPUs.
+type Claim string
+
 // How a verify pod asks for its GPUs.
 const (
-	ClaimAuto         = "auto"
-	ClaimDevicePlugin = "device-plugin"
-	ClaimDRA          = "dra"
+	ClaimAuto         Claim = "auto"
+	ClaimDevicePlugin Claim = "device-plugin"
+	ClaimDRA          Claim = "dra"
 )
 
 // Report is the `kubectl gpu verify` document.
@@ -116,7 +119,7 @@ type NodeResult struct {
 	DurationSeconds float64 `json:"durationSeconds"`
 	Pod             string  `json:"pod"`
 	// Claim is how the pod asked for its GPUs: device-plugin or dra.
-	Claim string `json:"claim"`
+	Claim Claim `json:"claim"`
 	// Sharing is the node's GPU sharing (time-slicing, MPS): a pass there proves that the
 	// GPU can be reached, not that it is isolated.
 	Sharing string `json:"sharing,omitempty"`

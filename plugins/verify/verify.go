@@ -114,7 +114,7 @@ Exit codes: 0 every node passed; 1 a node failed, or there is no GPU node; 2 bad
 	fl.StringVar(&o.Resource, "resource", o.Resource, "GPU resource to ask for, such as nvidia.com/mig-1g.10gb")
 	fl.StringVar(&o.Image, "image", o.Image, "vectoradd image (a mirror of NVIDIA's for air-gapped clusters)")
 	fl.StringVar(&o.RuntimeClass, "runtime-class", o.RuntimeClass, `RuntimeClass: "auto", "none" or a name`)
-	fl.StringVar(&o.Claim, "claim", verify.ClaimAuto, `how pods ask for GPUs: "auto" (the device plugin's resource where a node has it, else a DRA claim where DRA publishes its GPUs), "device-plugin" or "dra"`)
+	fl.StringVar(&o.Claim, "claim", string(verify.ClaimAuto), `how pods ask for GPUs: "auto" (the device plugin's resource where a node has it, else a DRA claim where DRA publishes its GPUs), "device-plugin" or "dra"`)
 	fl.BoolVar(&o.TolerateAll, "tolerate-all", false, "tolerate every taint, not only nvidia.com/gpu")
 	fl.IntVar(&o.Parallel, "parallel", o.Parallel, "pods created at once")
 	fl.DurationVar(&o.Timeout, "timeout", o.Timeout, "time for the whole run; pods still going then fail as timed out")
@@ -148,7 +148,7 @@ func (o *VerifyOptions) Validate() error {
 			return cliexit.Usagef(`--gpus %q: want a number of GPUs of at least 1, or "all"`, o.GPUs)
 		}
 	}
-	switch o.Claim {
+	switch verify.Claim(o.Claim) {
 	case verify.ClaimAuto, verify.ClaimDevicePlugin, verify.ClaimDRA:
 	default:
 		return cliexit.Usagef(`--claim %q: want "auto", "device-plugin" or "dra"`, o.Claim)
@@ -169,7 +169,7 @@ func (o *VerifyOptions) Validate() error {
 		Namespace: o.namespace, Names: o.Names, Selector: o.Selector, GPUs: gpus,
 		Resource: corev1.ResourceName(o.Resource), Image: o.Image, RuntimeClass: o.RuntimeClass,
 		TolerateAll: o.TolerateAll, Parallel: o.Parallel, Timeout: o.Timeout, Keep: o.Keep,
-		Claim: o.Claim, Warn: o.Streams.ErrOut,
+		Claim: verify.Claim(o.Claim), Warn: o.Streams.ErrOut,
 	}
 	o.cfg.Progress = report.OnTerminal(o.Streams.ErrOut)
 	return nil

@@ -133,7 +133,7 @@ type observer struct {
 	mu          sync.Mutex
 	maxOut      int
 	minHealthy  int
-	phases      map[string][]string
+	phases      map[string][]prep.Phase
 	bootAtDone  map[string]string
 	bootBefore  map[string]string
 	uncordonBad []string
@@ -144,7 +144,7 @@ type observer struct {
 func observe(t *testing.T, nodes []string) *observer {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	o := &observer{minHealthy: 1 << 30, phases: map[string][]string{}, bootAtDone: map[string]string{}, bootBefore: map[string]string{}, stop: cancel}
+	o := &observer{minHealthy: 1 << 30, phases: map[string][]prep.Phase{}, bootAtDone: map[string]string{}, bootBefore: map[string]string{}, stop: cancel}
 	cs := env.Cluster.Client
 	want := map[string]bool{}
 	for _, n := range nodes {
@@ -247,8 +247,8 @@ func (o *observer) check(t *testing.T, maxOut int) {
 	for _, b := range o.uncordonBad {
 		t.Error(b)
 	}
-	order := map[string]int{}
-	for i, p := range []string{prep.PhaseCordoned, prep.PhaseDrained, prep.PhaseInstalled, prep.PhaseRebooting, prep.PhaseRebooted, prep.PhaseDone} {
+	order := map[prep.Phase]int{}
+	for i, p := range prep.Phases {
 		order[p] = i
 	}
 	for n, ph := range o.phases {
