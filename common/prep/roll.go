@@ -105,7 +105,7 @@ type NodeRoll struct {
 	// Phase is the last step finished ("" not started).
 	Phase Phase `json:"phase"`
 	// ResumedFrom is the step an earlier run had reached.
-	ResumedFrom Phase `json:"resumedFrom,omitempty"`
+	ResumedFrom Phase  `json:"resumedFrom,omitempty"`
 	Evicted     int    `json:"evicted"`
 	BootID      string `json:"bootID,omitempty"`
 	Error       string `json:"error,omitempty"`
