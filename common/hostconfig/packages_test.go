@@ -659,7 +659,7 @@ E: Unable to correct problems, you have held broken packages.
 	want := "nvidia-container-toolkit : Depends: libnvidia-container-tools (= 1.17.8-1) but 1.17.7-1 is to be installed | " +
 		"nvidia-container-toolkit : Depends: nvidia-container-toolkit-base (= 1.17.8-1) but it is not going to be installed | " +
 		"E: Unable to correct problems, you have held broken packages."
-	if got := aptProblem(apt, nil); got != want {
+	if got := managerProblem(apt, nil); got != want {
 		t.Errorf("apt:\n%s\nwant\n%s", got, want)
 	}
 	dnf := `Last metadata expiration check: 0:00:12 ago.
@@ -668,7 +668,7 @@ Error:
   - nothing provides libnvidia-container-tools = 1.17.8-1 needed by nvidia-container-toolkit-1.17.8-1.x86_64
 (try to add '--skip-broken' to skip uninstallable packages or '--nobest' to use not only best candidate packages)
 `
-	if got, want := aptProblem(dnf, nil), "Problem: cannot install the best candidate for the job | - nothing provides libnvidia-container-tools = 1.17.8-1 needed by nvidia-container-toolkit-1.17.8-1.x86_64"; got != want {
+	if got, want := managerProblem(dnf, nil), "Problem: cannot install the best candidate for the job | - nothing provides libnvidia-container-tools = 1.17.8-1 needed by nvidia-container-toolkit-1.17.8-1.x86_64"; got != want {
 		t.Errorf("dnf:\n%s\nwant\n%s", got, want)
 	}
 }

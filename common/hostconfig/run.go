@@ -165,7 +165,7 @@ func installPackages(ctx context.Context, h *Host, r *rep.Report, o Options, dry
 		c := rep.Change{Check: rep.CheckToolkit, Command: cmd.argv}
 		out, err := runLocked(ctx, o.Runner, lock, cmd.argv)
 		if err != nil {
-			c.Error = aptProblem(out, err)
+			c.Error = managerProblem(out, err)
 			if lockHeld.MatchString(out) {
 				c.Error = err.Error()
 			}
