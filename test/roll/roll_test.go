@@ -648,6 +648,7 @@ func TestRollBlockedByBudget(t *testing.T) {
 	before := refusedEvictions(t, ctx)
 	r := env.Gpu(ctx, args...)
 	refused := refusedEvictions(t, ctx) - before
+	t.Logf("the API server refused %d evictions during the %s drain", refused, timeout)
 	if r.Code != 1 {
 		t.Fatalf("blocked roll: exit %d, want 1\n%s\n%s", r.Code, r.Stdout, r.Stderr)
 	}
@@ -721,8 +722,11 @@ func TestRollBlockedByBudget(t *testing.T) {
 	if !errors.As(err, &ee) || ee.ExitCode() != 130 || out.String() != "" {
 		t.Errorf("interrupted while blocked: %v, stdout %q; want exit 130 and nothing on stdout", err, out.String())
 	}
-	if d := time.Since(sent); d > 3*time.Second {
+	// The helper's retry sleeps EvictRetryDelay; the roll does not wait for it.
+	if d := time.Since(sent); d > prep.EvictRetryDelay*4/5 {
 		t.Errorf("exit %s after Ctrl-C; the drain's wait must not hold it", d.Round(time.Millisecond))
+	} else {
+		t.Logf("exit %s after Ctrl-C", d.Round(time.Millisecond))
 	}
 	if !strings.Contains(errOut.String(), "roll: 0/3 nodes done") || strings.Contains(errOut.String(), "roll: 1/3 nodes done") {
 		t.Errorf("after Ctrl-C the roll must count no node done:\n%s", errOut.String())
@@ -765,8 +769,11 @@ func TestRollBlockedByBudget(t *testing.T) {
 	waitBudget(t, ctx, 3, 1)
 	allowed := time.Now()
 	evictedAt := waitPodGone(t, ctx, b.Pods[0])
-	if d := evictedAt.Sub(allowed); d > prep.EvictRetryDelay+2*time.Second {
+	// One retry interval, and the eviction's own round trip.
+	if d := evictedAt.Sub(allowed); d > prep.EvictRetryDelay+3*time.Second {
 		t.Errorf("the pod went %s after the budget allowed it; want within one retry interval (%s)", d.Round(time.Millisecond), prep.EvictRetryDelay)
+	} else {
+		t.Logf("the pod went %s after the budget allowed it", d.Round(time.Millisecond))
 	}
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("resumed roll: %v\n%s\n%s", err, stdout.String(), errText.String())
