@@ -564,11 +564,12 @@ func TestRollLeastPrivilege(t *testing.T) {
 const blockedNS = "blocked"
 
 // blockedWorkload: a Deployment of 3 pods, one on each of roll-0..2 (a topology spread over
-// those nodes), under a PodDisruptionBudget that allows no eviction (maxUnavailable: 0).
-func blockedWorkload(t *testing.T, ctx context.Context) {
+// those nodes), in namespace ns, under a PodDisruptionBudget with spec budget that allows no
+// eviction while the 3 are all there is (maxUnavailable: 0, or minAvailable: 3).
+func blockedWorkload(t *testing.T, ctx context.Context, ns string, budget policyv1.PodDisruptionBudgetSpec) {
 	t.Helper()
 	cs := env.Cluster.Client
-	_, _ = cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: blockedNS}}, metav1.CreateOptions{})
+	_, _ = cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{})
 	labels := map[string]string{"app": "gpu-web"}
 	tmpl := corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels}, Spec: corev1.PodSpec{
 		Tolerations: []corev1.Toleration{{Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoSchedule, Key: "kwok.x-k8s.io/node"}},
@@ -577,23 +578,24 @@ func blockedWorkload(t *testing.T, ctx context.Context) {
 		TopologySpreadConstraints: []corev1.TopologySpreadConstraint{{MaxSkew: 1, TopologyKey: "kubernetes.io/hostname",
 			WhenUnsatisfiable: corev1.DoNotSchedule, LabelSelector: &metav1.LabelSelector{MatchLabels: labels}}},
 		Containers: []corev1.Container{{Name: "c", Image: "registry.k8s.io/pause:3.10"}}}}
-	if _, err := cs.AppsV1().Deployments(blockedNS).Create(ctx, &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: "gpu-web"}, Spec: appsv1.DeploymentSpec{
+	if _, err := cs.AppsV1().Deployments(ns).Create(ctx, &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: "gpu-web"}, Spec: appsv1.DeploymentSpec{
 		Replicas: ptr.To[int32](3), Selector: &metav1.LabelSelector{MatchLabels: labels}, Template: tmpl}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := cs.PolicyV1().PodDisruptionBudgets(blockedNS).Create(ctx, &policyv1.PodDisruptionBudget{ObjectMeta: metav1.ObjectMeta{Name: "gpu-web-pdb"},
-		Spec: policyv1.PodDisruptionBudgetSpec{MaxUnavailable: ptr.To(intstr.FromInt32(0)), Selector: &metav1.LabelSelector{MatchLabels: labels}}}, metav1.CreateOptions{}); err != nil {
+	budget.Selector = &metav1.LabelSelector{MatchLabels: labels}
+	if _, err := cs.PolicyV1().PodDisruptionBudgets(ns).Create(ctx, &policyv1.PodDisruptionBudget{ObjectMeta: metav1.ObjectMeta{Name: "gpu-web-pdb"},
+		Spec: budget}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	waitBudget(t, ctx, 3, 0)
+	waitBudget(t, ctx, ns, 3, 0)
 }
 
 // waitBudget waits for the budget's status to show healthy pods and allowed disruptions.
-func waitBudget(t *testing.T, ctx context.Context, healthy, allowed int32) {
+func waitBudget(t *testing.T, ctx context.Context, ns string, healthy, allowed int32) {
 	t.Helper()
 	deadline := time.Now().Add(90 * time.Second)
 	for {
-		pdb, err := env.Cluster.Client.PolicyV1().PodDisruptionBudgets(blockedNS).Get(ctx, "gpu-web-pdb", metav1.GetOptions{})
+		pdb, err := env.Cluster.Client.PolicyV1().PodDisruptionBudgets(ns).Get(ctx, "gpu-web-pdb", metav1.GetOptions{})
 		if err == nil && pdb.Status.ObservedGeneration == pdb.Generation && pdb.Status.CurrentHealthy == healthy && pdb.Status.DisruptionsAllowed == allowed {
 			return
 		}
@@ -638,7 +640,7 @@ func TestRollBlockedByBudget(t *testing.T) {
 	// eviction the server counts is this budget's.
 	_ = cs.PolicyV1().PodDisruptionBudgets(apps).Delete(ctx, "web", metav1.DeleteOptions{})
 	sim.Reset()
-	blockedWorkload(t, ctx)
+	blockedWorkload(t, ctx, blockedNS, policyv1.PodDisruptionBudgetSpec{MaxUnavailable: ptr.To(intstr.FromInt32(0))})
 	defer cs.CoreV1().Namespaces().Delete(context.WithoutCancel(ctx), blockedNS, metav1.DeleteOptions{})
 	nodes := rollNodes(0, 1, 2)
 	const timeout = 12 * time.Second
@@ -766,7 +768,7 @@ func TestRollBlockedByBudget(t *testing.T) {
 		[]byte(`{"spec":{"maxUnavailable":1}}`), metav1.PatchOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	waitBudget(t, ctx, 3, 1)
+	waitBudget(t, ctx, blockedNS, 3, 1)
 	allowed := time.Now()
 	evictedAt := waitPodGone(t, ctx, b.Pods[0])
 	// One retry interval, and the eviction's own round trip.
@@ -818,4 +820,52 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// TestRollBudgetScaledUp: a budget that needs every pod there is (minAvailable: 3 of 3)
+// blocks the drain until the workload is scaled up mid-wait: then the drain goes on within
+// one retry interval and the roll finishes.
+func TestRollBudgetScaledUp(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	cs := env.Cluster.Client
+	_ = cs.PolicyV1().PodDisruptionBudgets(apps).Delete(ctx, "web", metav1.DeleteOptions{})
+	sim.Reset()
+	const ns = "scaled"
+	blockedWorkload(t, ctx, ns, policyv1.PodDisruptionBudgetSpec{MinAvailable: ptr.To(intstr.FromInt32(3))})
+	defer cs.CoreV1().Namespaces().Delete(context.WithoutCancel(ctx), ns, metav1.DeleteOptions{})
+	pods, err := cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{FieldSelector: "spec.nodeName=roll-0"})
+	if err != nil || len(pods.Items) != 1 {
+		t.Fatalf("want one gpu-web pod on roll-0: %v %v", pods, err)
+	}
+	held := ns + "/" + pods.Items[0].Name
+	cmd := env.Command(ctx, "gpu", "prep", "roll-0", "--apply", "--yes", "--reboot", "--delete-emptydir-data", "--force", "--drain-timeout", "2m", "-o", "json")
+	var out, errOut syncBuffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(time.Minute); !strings.Contains(errOut.String(), "blocked by PodDisruptionBudget "+ns+"/gpu-web-pdb"); time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			_ = cmd.Process.Kill()
+			t.Fatalf("the run never said it was blocked:\n%s", errOut.String())
+		}
+	}
+	if _, err := cs.AppsV1().Deployments(ns).Patch(ctx, "gpu-web", "application/merge-patch+json", []byte(`{"spec":{"replicas":4}}`), metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitBudget(t, ctx, ns, 4, 1)
+	allowed := time.Now()
+	if d := waitPodGone(t, ctx, held).Sub(allowed); d > prep.EvictRetryDelay+3*time.Second {
+		t.Errorf("the pod went %s after the scale-up allowed it; want within one retry interval (%s)", d.Round(time.Millisecond), prep.EvictRetryDelay)
+	} else {
+		t.Logf("the pod went %s after the scale-up allowed it", d.Round(time.Millisecond))
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("roll after the scale-up: %v\n%s\n%s", err, out.String(), errOut.String())
+	}
+	if node, st := nodeState(t, "roll-0"); node.Spec.Unschedulable || st.Phase != prep.PhaseDone || sim.Reboots("roll-0") != 1 {
+		t.Errorf("roll-0: unschedulable %v, %+v, %d reboots; want done after one reboot", node.Spec.Unschedulable, st, sim.Reboots("roll-0"))
+	}
+	noPrepJobs(t)
 }
