@@ -261,6 +261,29 @@ func build(chosen []*corev1.Node, used map[string]corev1.ResourceList, dra *draS
 
 // Choose returns the nodes named in o (all of which must exist), or else the GPU nodes (all
 // nodes with o.All), sorted by name.
+// ListAndChoose is the node choice of the commands that run on nodes: the selector checked,
+// one node list by it, a selector that matches nothing refused with how to check it, then
+// Choose (named nodes must exist). o.Selector picks among all nodes, so with a selector
+// every match is a candidate.
+func ListAndChoose(ctx context.Context, cs kubernetes.Interface, o Options) ([]*corev1.Node, error) {
+	if _, err := ParseSelector(o.Selector); err != nil {
+		return nil, err
+	}
+	nodes, err := cs.CoreV1().Nodes().List(ctx, metav1.ListOptions{LabelSelector: o.Selector})
+	if err != nil {
+		return nil, cluster.APIError("list nodes", err)
+	}
+	if o.Selector != "" && len(nodes.Items) == 0 {
+		return nil, NoMatch(o.Selector)
+	}
+	return Choose(nodes.Items, Options{Names: o.Names, All: o.All || o.Selector != ""})
+}
+
+// NoMatch is the refusal of a selector that matches no node.
+func NoMatch(selector string) error {
+	return cliexit.Usagef("no node matches %q: check the selector with 'kubectl get nodes -l %s'", selector, selector)
+}
+
 func Choose(nodes []corev1.Node, o Options) ([]*corev1.Node, error) {
 	var out []*corev1.Node
 	if len(o.Names) > 0 {

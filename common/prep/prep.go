@@ -85,22 +85,11 @@ func DefaultParallel(mode rep.Mode) int {
 // ChooseNodes picks the nodes: named ones (all must exist), else by selector, else --all,
 // else the nodes that look like GPU nodes. Nobody's node is touched unless chosen.
 func ChooseNodes(ctx context.Context, cs kubernetes.Interface, cfg *Request) ([]string, error) {
-	if _, err := inventory.ParseSelector(cfg.Selector); err != nil {
-		return nil, err
-	}
-	nodes, err := cs.CoreV1().Nodes().List(ctx, metav1.ListOptions{LabelSelector: cfg.Selector})
-	if err != nil {
-		return nil, cluster.APIError("list nodes", err)
-	}
-	all := cfg.All || cfg.Selector != ""
-	chosen, err := inventory.Choose(nodes.Items, inventory.Options{Names: cfg.Names, All: all})
+	chosen, err := inventory.ListAndChoose(ctx, cs, inventory.Options{Names: cfg.Names, Selector: cfg.Selector, All: cfg.All})
 	if err != nil {
 		return nil, err
 	}
 	if len(chosen) == 0 {
-		if cfg.Selector != "" {
-			return nil, cliexit.Usagef("no node matches %q: check the selector with 'kubectl get nodes -l %s'", cfg.Selector, cfg.Selector)
-		}
 		return nil, cliexit.Usagef("no node looks like a GPU node (no nvidia.com/gpu resource, no nvidia.com/gpu.present or pci-10de label): name the nodes, or pass -l SELECTOR or --all")
 	}
 	names := make([]string, len(chosen))

@@ -28,17 +28,7 @@ type Plan struct {
 func Prepare(ctx context.Context, cs kubernetes.Interface, req *Request) (*Plan, error) {
 	d := req.Default()
 	cfg := &d
-	if _, err := inventory.ParseSelector(cfg.Selector); err != nil {
-		return nil, err
-	}
-	nodes, err := cs.CoreV1().Nodes().List(ctx, metav1.ListOptions{LabelSelector: cfg.Selector})
-	if err != nil {
-		return nil, cluster.APIError("list nodes", err)
-	}
-	if cfg.Selector != "" && len(nodes.Items) == 0 {
-		return nil, cliexit.Usagef("no node matches %q: check the selector with 'kubectl get nodes -l %s'", cfg.Selector, cfg.Selector)
-	}
-	chosen, err := inventory.Choose(nodes.Items, inventory.Options{Names: cfg.Names, All: true})
+	chosen, err := inventory.ListAndChoose(ctx, cs, inventory.Options{Names: cfg.Names, Selector: cfg.Selector, All: true})
 	if err != nil {
 		return nil, err
 	}
