@@ -18,6 +18,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -441,6 +442,12 @@ func TestRollInterrupted(t *testing.T) {
 		code := 0
 		if ee, ok := err.(*exec.ExitError); ok {
 			code = ee.ExitCode()
+			// A SIGINT before kubectl has handed over to the plugin ends kubectl itself, by
+			// the signal (a shell shows 130): nothing of the roll has started.
+			if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() && ws.Signal() == syscall.SIGINT {
+				code = 130
+				t.Logf("interrupt %d ended kubectl before the plugin ran", i)
+			}
 		}
 		t.Logf("interrupt %d after %s: exit %d", i, delay, code)
 		if code == 130 && stdout.Len() > 0 {
