@@ -303,10 +303,9 @@ func TestInstallWaitsForTheDpkgLock(t *testing.T) {
 	// Released while waiting: the install goes on.
 	go func() {
 		time.Sleep(2 * time.Second)
-		fl.Type = syscall.F_UNLCK
-		_ = syscall.FcntlFlock(lock.Fd(), syscall.F_SETLK, &fl)
+		unlock := syscall.Flock_t{Type: syscall.F_UNLCK, Whence: 0}
+		_ = syscall.FcntlFlock(lock.Fd(), syscall.F_SETLK, &unlock)
 	}()
-	fl.Type = syscall.F_WRLCK
 	if _, err := f.agent(t, ModeApply, Install{ToolkitVersion: "1.17.8", LockTimeout: time.Minute}); err != nil {
 		t.Fatalf("apply after the lock was released: %v", err)
 	}
