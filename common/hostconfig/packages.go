@@ -2,9 +2,13 @@ package hostconfig
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"path"
 	"regexp"
 	"sort"
 	"strconv"
@@ -522,4 +526,21 @@ func (p *packagePlan) installChanges(res map[string][]resolved) []rep.Change {
 		out = append(out, c)
 	}
 	return out
+}
+
+// planDir makes the plan's private package-manager state under the host's /run (with the
+// subdirectories dirs), so that a dry run leaves the host's own state untouched; done
+// removes it.
+func planDir(h *Host, dirs ...string) (tmp string, done func(), err error) {
+	var rnd [6]byte
+	_, _ = rand.Read(rnd[:])
+	tmp = "/run/kubectl-gpu-plan-" + hex.EncodeToString(rnd[:])
+	done = func() { os.RemoveAll(h.Path(tmp)) }
+	for _, d := range append([]string{""}, dirs...) {
+		if err := os.MkdirAll(h.Path(path.Join(tmp, d)), 0o755); err != nil {
+			done()
+			return "", nil, fmt.Errorf("plan: %w", err)
+		}
+	}
+	return tmp, done, nil
 }

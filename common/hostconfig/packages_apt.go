@@ -2,8 +2,6 @@ package hostconfig
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"os"
 	"path"
@@ -34,15 +32,11 @@ func (p *packagePlan) resolve(ctx context.Context, h *Host, run Runner) (map[str
 	if !p.d.Apt {
 		return p.resolveDnf(ctx, h, run)
 	}
-	var rnd [6]byte
-	_, _ = rand.Read(rnd[:])
-	tmp := "/run/kubectl-gpu-plan-" + hex.EncodeToString(rnd[:])
-	defer os.RemoveAll(h.Path(tmp))
-	for _, d := range []string{"sources.list.d", "lists/partial", "cache/archives/partial", "keys"} {
-		if err := os.MkdirAll(h.Path(path.Join(tmp, d)), 0o755); err != nil {
-			return nil, fmt.Errorf("plan: %w", err)
-		}
+	tmp, done, err := planDir(h, "sources.list.d", "lists/partial", "cache/archives/partial", "keys")
+	if err != nil {
+		return nil, err
 	}
+	defer done()
 	replaced := map[string]bool{}
 	for i, rp := range p.repos {
 		replaced[rp.list] = true

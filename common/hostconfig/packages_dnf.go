@@ -2,8 +2,6 @@ package hostconfig
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"os"
 	"path"
@@ -18,13 +16,11 @@ var dnfRow = regexp.MustCompile(`(?m)^ (\S+)\s+(x86_64|aarch64|noarch)\s+(\S+)\s
 // resolveDnf asks dnf (--assumeno answers its question no: nothing is installed).
 func (p *packagePlan) resolveDnf(ctx context.Context, h *Host, run Runner) (map[string][]resolved, error) {
 	out := map[string][]resolved{}
-	var rnd [6]byte
-	_, _ = rand.Read(rnd[:])
-	tmp := "/run/kubectl-gpu-plan-" + hex.EncodeToString(rnd[:])
-	defer os.RemoveAll(h.Path(tmp))
-	if err := os.MkdirAll(h.Path(tmp), 0o755); err != nil {
-		return nil, fmt.Errorf("plan: %w", err)
+	tmp, done, err := planDir(h)
+	if err != nil {
+		return nil, err
 	}
+	defer done()
 	for i, rp := range p.repos {
 		kp := fmt.Sprintf("%s/%d.key", tmp, i)
 		if err := os.WriteFile(h.Path(kp), p.keys[rp.list].Binary, 0o644); err != nil {
