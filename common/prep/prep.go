@@ -328,7 +328,6 @@ func Cleanup(ctx context.Context, cs kubernetes.Interface, ns string) (int, erro
 	return nodepod.Cleanup(ctx, cs, ns, Component, true)
 }
 
-// nodeLine is the progress line of a node that reported.
 // failureLine is the progress line of a node that finished without being ready ("" when
 // it is ready, or has no GPU to be ready for).
 func failureLine(r NodeResult) string {
