@@ -778,9 +778,13 @@ func TestRollBlockedByBudget(t *testing.T) {
 	waitBudget(t, ctx, blockedNS, 3, 1)
 	allowed := time.Now()
 	evictedAt := waitPodGone(t, ctx, b.Pods[0])
-	// One retry interval, and the eviction's own round trip.
-	if d := evictedAt.Sub(allowed); d > prep.EvictRetryDelay+3*time.Second {
-		t.Errorf("the pod went %s after the budget allowed it; want within one retry interval (%s)", d.Round(time.Millisecond), prep.EvictRetryDelay)
+	// One retry interval, and the eviction's own round trip. A changed budget spec is refused,
+	// until the disruption controller has observed it, with the API server's own Retry-After of
+	// 10 s (kubernetes pkg/registry/core/pod/storage/eviction.go), which client-go honours as
+	// kubectl does: an eviction sent in that window waits the server's interval, not ours.
+	const serverRetryAfter = 10 * time.Second
+	if d := evictedAt.Sub(allowed); d > max(prep.EvictRetryDelay, serverRetryAfter)+3*time.Second {
+		t.Errorf("the pod went %s after the budget allowed it; want within one retry interval (%s, or the server's %s)", d.Round(time.Millisecond), prep.EvictRetryDelay, serverRetryAfter)
 	} else {
 		t.Logf("the pod went %s after the budget allowed it", d.Round(time.Millisecond))
 	}
