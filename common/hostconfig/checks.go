@@ -208,6 +208,7 @@ func checkContainerd(h *Host, r *rep.Report) {
 		return
 	}
 	r.ContainerdConfigVersion = int(cfg.Version)
+	r.DefaultRuntime, r.CDI = cfg.DefaultRuntime(), cfg.CDIEnabled()
 	paths = ContainerdFor(r.Flavour, int(cfg.Version))
 	msg := fmt.Sprintf("%s (config version %d), default runtime %s", paths.Config, cfg.Version, cfg.DefaultRuntime())
 	if imps := cfg.Imports(); len(imps) > 0 {

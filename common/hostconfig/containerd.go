@@ -91,6 +91,16 @@ func (c *ContainerdConfig) DefaultRuntime() string {
 	return "runc"
 }
 
+// CDIEnabled tells whether containerd's CRI plugin injects CDI devices: enable_cdi, which
+// containerd 2 (config version 3) turns on by default and containerd 1.7 (version 2) off.
+func (c *ContainerdConfig) CDIEnabled() bool {
+	v, set := c.tree.GetPath([]string{"plugins", c.criPlugin(), "enable_cdi"}).(bool)
+	if set {
+		return v
+	}
+	return c.Version >= 3
+}
+
 // SetSystemdCgroup sets runc's SystemdCgroup (creating the runc runtime entry as containerd's
 // defaults have it when missing). It reports whether anything changed.
 func (c *ContainerdConfig) SetSystemdCgroup(on bool) bool {

@@ -31,6 +31,10 @@ const ArchiveCharts = "charts"
 // ChartRef is the chart's oci:// reference in the mirror, without its version.
 func (t Target) ChartRef() string { return "oci://" + t.String() + "/" + ChartPath }
 
+// ChartRefOf is the oci:// reference of the chart named name in the mirror (where
+// 'kubectl gpu mirror --to' pushes it: MIRROR/charts/NAME), without its version.
+func (t Target) ChartRefOf(name string) string { return "oci://" + t.String() + "/charts/" + name }
+
 // PackageChart writes the chart as a .tgz into dir (Helm's own packaging, as helm package)
 // and returns its path.
 func PackageChart(ch *chart.Chart, dir string) (string, error) {

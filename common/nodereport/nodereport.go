@@ -134,11 +134,15 @@ type Report struct {
 	CUDAVersion    string  `json:"cudaVersion,omitempty"`
 	ToolkitVersion string  `json:"toolkitVersion,omitempty"`
 	// ContainerdConfigVersion is 2 or 3 (0: not found).
-	ContainerdConfigVersion int      `json:"containerdConfigVersion,omitempty"`
-	NvidiaRuntime           bool     `json:"nvidiaRuntime"`
-	GPUs                    []GPU    `json:"gpus"`
-	Checks                  []Check  `json:"checks"`
-	Changes                 []Change `json:"changes,omitempty"`
+	ContainerdConfigVersion int  `json:"containerdConfigVersion,omitempty"`
+	NvidiaRuntime           bool `json:"nvidiaRuntime"`
+	// DefaultRuntime is containerd's default runtime handler ("" when no config was read).
+	DefaultRuntime string `json:"defaultRuntime,omitempty"`
+	// CDI: containerd's CRI plugin injects CDI devices (enable_cdi).
+	CDI     bool     `json:"cdi,omitempty"`
+	GPUs    []GPU    `json:"gpus"`
+	Checks  []Check  `json:"checks"`
+	Changes []Change `json:"changes,omitempty"`
 	// Reboot says why the node needs a reboot for its changes to take effect ("" none).
 	Reboot string `json:"reboot,omitempty"`
 	// Error is why the agent stopped (a plan-time refusal, a failed install).

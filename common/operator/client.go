@@ -124,26 +124,37 @@ func (c *Client) Values(ctx context.Context, req ValuesRequest) (*chart.Chart, *
 			d.Warnings = append(d.Warnings, warnings...)
 		}
 	}
-	values := Merge(&d, req.User)
-	if req.Mirror != nil {
-		mv, _, err := MirrorValues(ch, values, req.Mirror)
+	doc, err := c.Document(ch, d, req.User, req.Mirror)
+	if err != nil {
+		return nil, nil, err
+	}
+	return ch, doc, nil
+}
+
+// Document lays the derivation d under the user's values (and, with a mirror, every image
+// repository moved there) for chart ch: the values document of an install, its warnings
+// written to the Client's Log too.
+func (c *Client) Document(ch *chart.Chart, d Derivation, user map[string]any, m RepositoryMapper) (*ValuesDoc, error) {
+	values := Merge(&d, user)
+	if m != nil {
+		mv, _, err := MirrorValues(ch, values, m)
 		if err != nil {
-			return nil, nil, err
+			return nil, err
 		}
-		where := req.Mirror.String()
+		where := m.String()
 		d.Values = append(d.Values, Derived{Key: "*.repository", Value: where, Reason: "--mirror: every image from " + where})
-		values = chartutil.CoalesceTables(copyMap(req.User), chartutil.CoalesceTables(mv, values))
+		values = chartutil.CoalesceTables(copyMap(user), chartutil.CoalesceTables(mv, values))
 	}
 	doc := &ValuesDoc{TypeMeta: report.Meta(ValuesKind), Chart: ch.Metadata.Name + "-" + ch.Metadata.Version,
 		Values: values, Derived: d.Values, NodeLabels: d.NodeLabels,
-		Warnings: append(d.Warnings, StaleKeys(req.User, ch.Values, ch.Metadata.Version)...)}
+		Warnings: append(d.Warnings, StaleKeys(user, ch.Values, ch.Metadata.Name, ch.Metadata.Version)...)}
 	if doc.Derived == nil {
 		doc.Derived = []Derived{}
 	}
 	for _, w := range doc.Warnings {
 		fmt.Fprintf(c.Log, "warning: %s\n", w)
 	}
-	return ch, doc, nil
+	return doc, nil
 }
 
 func derivedFalse(vs []Derived, key string) bool {
@@ -168,12 +179,25 @@ type InstallRequest struct {
 	ResetValues   bool
 	// LabelNodes applies the node labels the derived values need (mixed clusters).
 	LabelNodes bool
+	// ValuesCommand is the command that shows the values (named in warnings).
+	ValuesCommand string
 }
 
 // Install installs or upgrades the release with doc's values: the namespace is created
 // with the privileged Pod Security label and node labels applied when asked. Wait is
 // Helm's (resources ready); WaitReady follows the operator itself.
+// It refuses, changing nothing, when another device plugin runs in the cluster and the
+// operator's own is not turned off.
 func (c *Client) Install(ctx context.Context, ch *chart.Chart, doc *ValuesDoc, req InstallRequest) (*release.Release, error) {
+	if err := c.checkNoOtherDevicePlugin(ctx, doc.Values, req.ReleaseName); err != nil {
+		return nil, err
+	}
+	return c.InstallChart(ctx, ch, doc, req)
+}
+
+// InstallChart installs or upgrades a release of any chart with doc's values, as Install
+// does without the operator's own checks.
+func (c *Client) InstallChart(ctx context.Context, ch *chart.Chart, doc *ValuesDoc, req InstallRequest) (*release.Release, error) {
 	cur, err := c.Helm.Current(req.ReleaseName)
 	if err != nil {
 		return nil, err
@@ -191,7 +215,11 @@ func (c *Client) Install(ctx context.Context, ch *chart.Chart, doc *ValuesDoc, r
 				return nil, err
 			}
 		} else if len(doc.NodeLabels) > 0 {
-			fmt.Fprintf(c.Log, "warning: %d GPU nodes need a label for the derived values (see 'kubectl gpu operator values'); pass --label-nodes to apply them\n", len(doc.NodeLabels))
+			what := req.ValuesCommand
+			if what == "" {
+				what = "kubectl gpu operator values"
+			}
+			fmt.Fprintf(c.Log, "warning: %d GPU nodes need a label for the derived values (see '%s'); pass --label-nodes to apply them\n", len(doc.NodeLabels), what)
 		}
 	}
 	rel, err := c.Helm.InstallOrUpgrade(ctx, ch, doc.Values, InstallOptions{

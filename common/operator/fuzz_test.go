@@ -83,7 +83,7 @@ func FuzzSetValues(f *testing.F) {
 		d := Derive(nodes)
 		merged := Merge(&d, user)
 		userWins(t, "", user, merged)
-		_ = StaleKeys(user, map[string]any{"driver": map[string]any{"enabled": true}}, "v26.7.0")
+		_ = StaleKeys(user, map[string]any{"driver": map[string]any{"enabled": true}}, ChartName, "v26.7.0")
 	})
 }
 

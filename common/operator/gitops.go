@@ -17,12 +17,17 @@ type GitOpsSource struct {
 	Repo    string
 	Chart   string
 	Version string
+	// RepoName names Flux's HelmRepository ("nvidia" when empty).
+	RepoName string
 }
 
 // FluxObjects are the Namespace, Flux's HelmRepository (source.toolkit.fluxcd.io/v1) and
 // HelmRelease (helm.toolkit.fluxcd.io/v2) of the install.
 func FluxObjects(src GitOpsSource, releaseName, namespace string, values map[string]any) []map[string]any {
-	repoName := "nvidia"
+	repoName := src.RepoName
+	if repoName == "" {
+		repoName = "nvidia"
+	}
 	repo := map[string]any{
 		"apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "HelmRepository",
 		"metadata": map[string]any{"name": repoName, "namespace": namespace},

@@ -91,7 +91,11 @@ func (c namespacedConfig) ConfigAccess() clientcmd.ConfigAccess { return c.inner
 
 // ChartSource says where the chart comes from.
 type ChartSource struct {
-	// Chart is a local directory, a .tgz or an oci:// reference; empty: ChartName from Repo.
+	// Name is the chart expected (ChartName when empty): a chart of another name is refused.
+	Name string
+	// DefaultRepo is the repository when Repo is empty (DefaultRepo when empty).
+	DefaultRepo string
+	// Chart is a local directory, a .tgz or an oci:// reference; empty: Name from Repo.
 	Chart   string
 	Repo    string
 	Version string
@@ -110,12 +114,16 @@ func (h *Helm) LoadChart(src ChartSource) (*chart.Chart, error) {
 	if src.Devel && cpo.Version == "" {
 		cpo.Version = ">0.0.0-0"
 	}
+	want, defRepo := src.Name, src.DefaultRepo
+	if want == "" {
+		want, defRepo = ChartName, DefaultRepo
+	}
 	name := src.Chart
 	if name == "" {
-		name = ChartName
+		name = want
 		cpo.RepoURL = src.Repo
 		if cpo.RepoURL == "" {
-			cpo.RepoURL = DefaultRepo
+			cpo.RepoURL = defRepo
 		}
 	}
 	ip := action.NewInstall(h.Config)
@@ -143,12 +151,12 @@ func (h *Helm) LoadChart(src ChartSource) (*chart.Chart, error) {
 	if err != nil {
 		return nil, cliexit.Usagef("cannot load chart %s: %s", path, oneLine(err.Error()))
 	}
-	if c.Metadata == nil || c.Metadata.Name != ChartName {
+	if c.Metadata == nil || c.Metadata.Name != want {
 		got := "?"
 		if c.Metadata != nil {
 			got = c.Metadata.Name
 		}
-		return nil, cliexit.Usagef("chart %s is %q, not the NVIDIA %s chart", path, got, ChartName)
+		return nil, cliexit.Usagef("chart %s is %q, not the NVIDIA %s chart", path, got, want)
 	}
 	if src.VersionGiven && src.Version != "" && strings.TrimPrefix(c.Metadata.Version, "v") != strings.TrimPrefix(src.Version, "v") {
 		return nil, cliexit.Usagef("chart %s is version %s, not %s: drop --version or give the chart of that version", path, c.Metadata.Version, src.Version)
@@ -195,8 +203,8 @@ func (h *Helm) InstallOrUpgrade(ctx context.Context, c *chart.Chart, vals map[st
 	if err != nil {
 		return nil, err
 	}
-	if cur != nil && cur.Chart != nil && cur.Chart.Metadata != nil && cur.Chart.Metadata.Name != ChartName {
-		return nil, cliexit.Usagef("release %q in namespace %s is chart %q, not %s: choose another --release-name or remove it", o.ReleaseName, h.Namespace, cur.Chart.Metadata.Name, ChartName)
+	if cur != nil && cur.Chart != nil && cur.Chart.Metadata != nil && cur.Chart.Metadata.Name != c.Metadata.Name {
+		return nil, cliexit.Usagef("release %q in namespace %s is chart %q, not %s: choose another --release-name or remove it", o.ReleaseName, h.Namespace, cur.Chart.Metadata.Name, c.Metadata.Name)
 	}
 	if cur == nil || cur.Info != nil && cur.Info.Status == release.StatusUninstalled {
 		in := action.NewInstall(h.Config)
@@ -219,7 +227,7 @@ func (h *Helm) InstallOrUpgrade(ctx context.Context, c *chart.Chart, vals map[st
 		in.Replace = cur != nil
 		rel, err := in.RunWithContext(ctx, c, vals)
 		if err != nil {
-			return nil, helmError(fmt.Sprintf("install %s %s into namespace %s", ChartName, c.Metadata.Version, h.Namespace), err)
+			return nil, helmError(fmt.Sprintf("install %s %s into namespace %s", c.Metadata.Name, c.Metadata.Version, h.Namespace), err)
 		}
 		return rel, nil
 	}

@@ -33,14 +33,14 @@ func Merge(d *Derivation, user map[string]any) map[string]any {
 
 // StaleKeys returns warnings for the keys the user set that the chart's values.yaml does not
 // have (most often values the chart dropped), so that they are not silently ignored.
-func StaleKeys(user, chartDefaults map[string]any, chartVersion string) []string {
+func StaleKeys(user, chartDefaults map[string]any, chartName, chartVersion string) []string {
 	var warnings []string
 	for _, k := range leafKeys(user, "") {
 		if _, ok := lookup(chartDefaults, k); ok || prefixExists(chartDefaults, k) {
 			continue
 		}
-		msg := fmt.Sprintf("value %s is not in chart gpu-operator %s and will be ignored", k, chartVersion)
-		if why, ok := KnownRemoved[k]; ok {
+		msg := fmt.Sprintf("value %s is not in chart %s %s and will be ignored", k, chartName, chartVersion)
+		if why, ok := KnownRemoved[k]; ok && chartName == ChartName {
 			msg = fmt.Sprintf("value %s was removed from the GPU Operator chart in %s; it is ignored", k, why)
 		}
 		warnings = append(warnings, msg)

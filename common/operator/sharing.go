@@ -150,7 +150,7 @@ func (c *Client) Sharing(ctx context.Context, req SharingRequest) (*SharingPlan,
 			continue
 		}
 		gpuNodes = append(gpuNodes, n.Name)
-		if migEnabled(n) {
+		if MIGEnabled(n) {
 			mig = append(mig, n.Name)
 		}
 	}
@@ -250,9 +250,9 @@ func IgnoredKeys(profile, text string) []string {
 	return out
 }
 
-// migEnabled tells whether a node's GPUs are split with MIG (MIG resources, or a MIG layout
+// MIGEnabled tells whether a node's GPUs are split with MIG (MIG resources, or a MIG layout
 // other than all-disabled asked of the MIG manager).
-func migEnabled(n *corev1.Node) bool {
+func MIGEnabled(n *corev1.Node) bool {
 	for name, q := range n.Status.Allocatable {
 		if strings.HasPrefix(string(name), inventory.MIGResourcePrefix) && !q.IsZero() {
 			return true

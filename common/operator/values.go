@@ -20,6 +20,14 @@ const (
 	AnnotationDriver        = flavour.AnnotationPrefix + "driver-version"
 	AnnotationToolkit       = flavour.AnnotationPrefix + "toolkit-version"
 	AnnotationNvidiaRuntime = flavour.AnnotationPrefix + "nvidia-runtime"
+	// AnnotationDefaultRuntime is containerd's default runtime handler on the node.
+	AnnotationDefaultRuntime = flavour.AnnotationPrefix + "containerd-default-runtime"
+	// AnnotationCDI is "true" when the node's containerd injects CDI devices.
+	AnnotationCDI = flavour.AnnotationPrefix + "containerd-cdi"
+	// AnnotationGPUs is the number of NVIDIA GPUs prep found on the node's PCI bus.
+	AnnotationGPUs = flavour.AnnotationPrefix + "gpus"
+	// AnnotationMIG is "enabled" when any GPU of the node has MIG mode on.
+	AnnotationMIG = flavour.AnnotationPrefix + "mig"
 	// LabelDeployDriver is the GPU Operator's per-node switch for its driver DaemonSet;
 	// the operator itself sets it to "pre-installed" where it finds a host driver.
 	LabelDeployDriver = "nvidia.com/gpu.deploy.driver"

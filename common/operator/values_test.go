@@ -97,7 +97,7 @@ func TestStaleKeys(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	got := StaleKeys(user, chartDefaults, "v26.7.0")
+	got := StaleKeys(user, chartDefaults, ChartName, "v26.7.0")
 	want := []string{
 		"value drivr.enabled is not in chart gpu-operator v26.7.0 and will be ignored",
 		"value operator.defaultRuntime was removed from the GPU Operator chart in v25.3.0 (the operator reads each node's containerRuntimeVersion); it is ignored",

@@ -19,12 +19,16 @@ import (
 // Annotations are what prep leaves on a node for `kubectl gpu operator`.
 func Annotations(r *rep.Report, now time.Time) map[string]any {
 	a := map[string]any{
-		flavour.Annotation:                                     r.Flavour,
-		flavour.AnnotationPrefix + "driver-version":            nullIfEmpty(r.DriverVersion),
-		flavour.AnnotationPrefix + "toolkit-version":           nullIfEmpty(r.ToolkitVersion),
-		flavour.AnnotationPrefix + "nvidia-runtime":            strconv.FormatBool(r.NvidiaRuntime),
-		flavour.AnnotationPrefix + "containerd-config-version": nullIfEmpty(strconv.Itoa(r.ContainerdConfigVersion)),
-		flavour.AnnotationPrefix + "reported-at":               now.UTC().Format(time.RFC3339),
+		flavour.Annotation:                                      r.Flavour,
+		flavour.AnnotationPrefix + "driver-version":             nullIfEmpty(r.DriverVersion),
+		flavour.AnnotationPrefix + "toolkit-version":            nullIfEmpty(r.ToolkitVersion),
+		flavour.AnnotationPrefix + "nvidia-runtime":             strconv.FormatBool(r.NvidiaRuntime),
+		flavour.AnnotationPrefix + "containerd-config-version":  nullIfEmpty(strconv.Itoa(r.ContainerdConfigVersion)),
+		flavour.AnnotationPrefix + "containerd-default-runtime": nullIfEmpty(r.DefaultRuntime),
+		flavour.AnnotationPrefix + "containerd-cdi":             strconv.FormatBool(r.CDI),
+		flavour.AnnotationPrefix + "gpus":                       strconv.Itoa(len(r.GPUs)),
+		flavour.AnnotationPrefix + "mig":                        nullIfEmpty(migMode(r.GPUs)),
+		flavour.AnnotationPrefix + "reported-at":                now.UTC().Format(time.RFC3339),
 	}
 	if r.ContainerdConfigVersion == 0 {
 		a[flavour.AnnotationPrefix+"containerd-config-version"] = nil
@@ -33,6 +37,21 @@ func Annotations(r *rep.Report, now time.Time) map[string]any {
 		a[flavour.Annotation] = nil
 	}
 	return a
+}
+
+// migMode is "enabled" when any GPU has MIG on, "disabled" when NVML read the mode of some
+// and none has it on, "" when no GPU's mode is known (no driver).
+func migMode(gpus []rep.GPU) string {
+	mode := ""
+	for _, g := range gpus {
+		switch g.MIG {
+		case "enabled":
+			return "enabled"
+		case "disabled":
+			mode = "disabled"
+		}
+	}
+	return mode
 }
 
 func nullIfEmpty(s string) any {

@@ -25,6 +25,14 @@ import (
 // in-memory Helm store and fake clients.
 type ClientFunc func(g cluster.Getter, ns string, log io.Writer) (*op.Client, error)
 
+// Defaults are a command's chart: its name, repository, version, release and namespace.
+type Defaults struct {
+	Chart, Repo, Version, ReleaseName, Namespace string
+}
+
+// Operator is the GPU Operator's chart.
+var Operator = Defaults{Chart: op.ChartName, Repo: op.DefaultRepo, Version: op.DefaultVersion, ReleaseName: op.DefaultReleaseName, Namespace: op.DefaultNamespace}
+
 // Release is what every release verb shares: the release, its namespace, the client.
 type Release struct {
 	ReleaseName string
@@ -32,13 +40,23 @@ type Release struct {
 	Getter      cluster.Getter
 	Streams     genericiooptions.IOStreams
 	NewClient   ClientFunc
+	// Defaults are the command's chart (the GPU Operator's when empty).
+	Defaults Defaults
 }
 
-// Complete resolves the release namespace (--namespace, else the operator's).
+// chart is the command's chart defaults.
+func (o *Release) chart() Defaults {
+	if o.Defaults.Chart == "" {
+		return Operator
+	}
+	return o.Defaults
+}
+
+// Complete resolves the release namespace (--namespace, else the chart's).
 func (o *Release) Complete(f cluster.Getter) error {
 	o.Getter = f
 	var err error
-	o.Namespace, err = cluster.NamespaceOr(f, op.DefaultNamespace)
+	o.Namespace, err = cluster.NamespaceOr(f, o.chart().Namespace)
 	return err
 }
 
@@ -68,7 +86,7 @@ func (o *Release) Client() (*op.Client, error) {
 
 // ReleaseFlag adds --release-name.
 func (o *Release) ReleaseFlag(cmd *cobra.Command) {
-	cmd.Flags().StringVar(&o.ReleaseName, "release-name", op.DefaultReleaseName, "Helm release name")
+	cmd.Flags().StringVar(&o.ReleaseName, "release-name", o.chart().ReleaseName, "Helm release name")
 }
 
 // NewChartOptions returns chart options whose client is the operator's (op.NewClient).
@@ -94,14 +112,23 @@ type ChartOptions struct {
 	versionFlag func() bool
 }
 
-// ChartFlags adds the chart's flags (Helm's names) and --release-name.
+// ChartFlags adds the chart's flags (Helm's names), --release-name, --derive, --mirror and
+// the GPU Operator's --dra.
 func (o *ChartOptions) ChartFlags(cmd *cobra.Command) {
+	o.CommonChartFlags(cmd)
+	cmd.Flags().BoolVar(&o.DRA, "dra", false, "the GPUCluster (DRA) stack instead of the ClusterPolicy (gpuCluster.deployCR=true, clusterPolicy.deployCR=false), after checking its prerequisites: Kubernetes >= 1.34.2, host drivers >= 580, containerd with CDI, no ClusterPolicy")
+}
+
+// CommonChartFlags adds the flags every chart command has: the chart's (Helm's names),
+// --release-name, --derive and --mirror.
+func (o *ChartOptions) CommonChartFlags(cmd *cobra.Command) {
 	o.ReleaseFlag(cmd)
+	d := o.chart()
 	fl := cmd.Flags()
 	fl.StringVar(&o.Chart, "chart", "", "chart from a local directory, a .tgz or an oci:// reference (air-gapped sites)")
 	fl.BoolVar(&o.PlainHTTP, "plain-http", false, "read an oci:// --chart over plain HTTP (a registry without TLS, such as a mirror written with --insecure)")
-	fl.StringVar(&o.Repo, "repo", "", "chart repository URL (default "+op.DefaultRepo+"; a mirror for air-gapped sites)")
-	fl.StringVar(&o.Version, "version", op.DefaultVersion, "chart version")
+	fl.StringVar(&o.Repo, "repo", "", "chart repository URL (default "+d.Repo+"; a mirror for air-gapped sites)")
+	fl.StringVar(&o.Version, "version", d.Version, "chart version")
 	o.versionFlag = func() bool { return fl.Changed("version") }
 	fl.BoolVar(&o.Devel, "devel", false, "use development versions too (with an empty --version)")
 	fl.StringSliceVarP(&o.Values.ValueFiles, "values", "f", nil, "values from a YAML file or URL (can repeat)")
@@ -110,26 +137,48 @@ func (o *ChartOptions) ChartFlags(cmd *cobra.Command) {
 	fl.StringArrayVar(&o.Values.FileValues, "set-file", nil, "set values from files (key=path)")
 	fl.StringArrayVar(&o.Values.JSONValues, "set-json", nil, "set JSON values (key=jsonval)")
 	fl.BoolVar(&o.Derive, "derive", true, "derive values from the cluster's GPU nodes (--derive=false: chart defaults and your values only)")
-	fl.StringVar(&o.Mirror, "mirror", "", "every image from this mirror REGISTRY[/PREFIX] (filled by 'kubectl gpu mirror --to'): the chart's repository keys moved there; the chart too (oci://REGISTRY[/PREFIX]/charts/gpu-operator) unless --chart or --repo")
-	fl.BoolVar(&o.DRA, "dra", false, "the GPUCluster (DRA) stack instead of the ClusterPolicy (gpuCluster.deployCR=true, clusterPolicy.deployCR=false), after checking its prerequisites: Kubernetes >= 1.34.2, host drivers >= 580, containerd with CDI, no ClusterPolicy")
+	fl.StringVar(&o.Mirror, "mirror", "", "every image from this mirror REGISTRY[/PREFIX] (filled by 'kubectl gpu mirror --to'): the chart's repository keys moved there; the chart too (oci://REGISTRY[/PREFIX]/charts/"+d.Chart+") unless --chart or --repo")
 }
 
 // ValuesRequest merges the user's values by Helm's rules: a syntax error is exit 2.
 func (o *ChartOptions) ValuesRequest(c *op.Client) (op.ValuesRequest, error) {
-	user, err := o.Values.MergeValues(getter.All(c.Helm.Settings))
+	user, err := UserValues(&o.Values, c)
 	if err != nil {
-		return op.ValuesRequest{}, cliexit.Usagef("bad values: %s: check -f / --set syntax (key=value, a.b=c, list[0]=x)", strings.ReplaceAll(err.Error(), "\n", "; "))
+		return op.ValuesRequest{}, err
 	}
-	var mirrorValues op.RepositoryMapper
-	if o.Mirror != "" {
-		t, err := mirror.ParseTarget(o.Mirror, false)
-		if err != nil {
-			return op.ValuesRequest{}, err
-		}
-		mirrorValues = t
+	m, err := o.MirrorTarget()
+	if err != nil {
+		return op.ValuesRequest{}, err
 	}
-	return op.ValuesRequest{User: user, Derive: o.Derive, DRA: o.DRA, Mirror: mirrorValues, Source: op.ChartSource{Chart: o.ChartRef(), Repo: o.Repo, Version: o.Version,
-		Devel: o.Devel, VersionGiven: o.versionFlag != nil && o.versionFlag(), PlainHTTP: o.PlainHTTP}}, nil
+	return op.ValuesRequest{User: user, Derive: o.Derive, DRA: o.DRA, Mirror: m, Source: o.Source()}, nil
+}
+
+// UserValues merges -f/--set* values by Helm's rules: a syntax error is exit 2.
+func UserValues(v *values.Options, c *op.Client) (map[string]any, error) {
+	user, err := v.MergeValues(getter.All(c.Helm.Settings))
+	if err != nil {
+		return nil, cliexit.Usagef("bad values: %s: check -f / --set syntax (key=value, a.b=c, list[0]=x)", strings.ReplaceAll(err.Error(), "\n", "; "))
+	}
+	return user, nil
+}
+
+// MirrorTarget is --mirror's registry (nil without --mirror).
+func (o *ChartOptions) MirrorTarget() (op.RepositoryMapper, error) {
+	if o.Mirror == "" {
+		return nil, nil
+	}
+	t, err := mirror.ParseTarget(o.Mirror, false)
+	if err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+// Source is where the chart comes from, as the flags say.
+func (o *ChartOptions) Source() op.ChartSource {
+	d := o.chart()
+	return op.ChartSource{Name: d.Chart, DefaultRepo: d.Repo, Chart: o.ChartRef(), Repo: o.Repo, Version: o.Version,
+		Devel: o.Devel, VersionGiven: o.versionFlag != nil && o.versionFlag(), PlainHTTP: o.PlainHTTP}
 }
 
 // ChartRef is the chart asked for: --chart, else with --mirror (and no --repo) the chart
@@ -138,11 +187,16 @@ func (o *ChartOptions) ChartRef() string {
 	if o.Chart != "" || o.Mirror == "" || o.Repo != "" {
 		return o.Chart
 	}
+	return o.ChartRefOf(o.chart().Chart)
+}
+
+// ChartRefOf is chart's reference in --mirror ("" without one).
+func (o *ChartOptions) ChartRefOf(chart string) string {
 	t, err := mirror.ParseTarget(o.Mirror, false)
-	if err != nil {
+	if o.Mirror == "" || err != nil {
 		return ""
 	}
-	return t.ChartRef()
+	return t.ChartRefOf(chart)
 }
 
 // ChartValues makes the client and computes the install's values (install, upgrade, values).

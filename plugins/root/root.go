@@ -12,6 +12,7 @@ import (
 
 	"github.com/kubectl-gpu/kubectl-gpu/common/cliexit"
 	"github.com/kubectl-gpu/kubectl-gpu/common/cluster"
+	"github.com/kubectl-gpu/kubectl-gpu/plugins/deviceplugin"
 	"github.com/kubectl-gpu/kubectl-gpu/plugins/nodes"
 	"github.com/kubectl-gpu/kubectl-gpu/plugins/operator"
 	"github.com/kubectl-gpu/kubectl-gpu/plugins/prep"
@@ -36,6 +37,8 @@ verified on every GPU node".
             install the host driver and toolkit, drain and reboot a few nodes at a time
   operator  install, upgrade, report and remove the NVIDIA GPU Operator (Helm);
             sharing and MIG layouts
+  device-plugin  NVIDIA's device plugin, GPU feature discovery and DCGM exporter
+            (Helm) without the operator, for hosts that own their driver and toolkit
   verify    run the CUDA vectoradd proof on every GPU node
   mirror    every image an install needs: list, copy to a mirror, carry across an air gap
   version   plugin, node-agent image and server versions
@@ -58,6 +61,7 @@ error; 130 interrupted.`,
 		nodes.NewCmdNodes(f, streams),
 		prep.NewCmdPrep(f, streams),
 		operator.NewCmdOperator(f, streams),
+		deviceplugin.NewCmdDevicePlugin(f, streams),
 		verify.NewCmdVerify(f, streams),
 		mirror.NewCmdMirror(f, streams),
 		version.NewCmdVersion(f, streams),

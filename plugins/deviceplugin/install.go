@@ -1,0 +1,130 @@
+package deviceplugin
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/spf13/cobra"
+
+	"github.com/kubectl-gpu/kubectl-gpu/common/cliexit"
+	"github.com/kubectl-gpu/kubectl-gpu/common/cluster"
+	dp "github.com/kubectl-gpu/kubectl-gpu/common/deviceplugin"
+	op "github.com/kubectl-gpu/kubectl-gpu/common/operator"
+	"github.com/kubectl-gpu/kubectl-gpu/plugins/helmflags"
+)
+
+// InstallOptions are the flags of `device-plugin install` and `upgrade`.
+type InstallOptions struct {
+	*ChartOptions
+	Install dp.InstallRequest
+
+	atomicSet bool
+}
+
+func newCmdInstall(f cluster.Getter, ro helmflags.Release, verb string) *cobra.Command {
+	o := &InstallOptions{ChartOptions: newChartOptions(ro), Install: dp.InstallRequest{Timeout: defaultTimeout}}
+	cmd := &cobra.Command{
+		Use: verb,
+		Short: map[string]string{"install": "Install the device plugin (and DCGM exporter), or upgrade them when installed",
+			"upgrade": "Upgrade the device plugin (and DCGM exporter), or install them when missing"}[verb],
+		Long: `Install or upgrade NVIDIA's device plugin chart (both work as 'helm upgrade --install'),
+with GPU feature discovery unless --gfd=false, and with --dcgm-exporter the DCGM exporter chart
+as a release of its own. The namespace (default nvidia-device-plugin) is created with the
+privileged Pod Security label when missing; RuntimeClass nvidia is created when the values
+need it and it is missing. A first install is atomic unless --atomic=false. --wait then
+follows every GPU node until its plugin pods are ready and it advertises its GPUs, or
+--timeout.
+
+Refused with exit 2 and nothing changed: a GPU Operator or another device plugin already
+allocating GPUs; a GPU node without a host driver, the container toolkit or containerd's
+nvidia runtime (each named, with the prep command that fixes it); a chart that is not the one
+asked for; values that do not parse; a release name another chart holds.`,
+		Example: `  kubectl gpu device-plugin install --dry-run
+  kubectl gpu device-plugin install --wait
+  kubectl gpu device-plugin install --dcgm-exporter --wait
+  kubectl gpu device-plugin install --sharing time-slicing --replicas 4
+  kubectl gpu device-plugin install --mirror registry.inside:5000/gpu --plain-http   # air-gapped`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			o.atomicSet = cmd.Flags().Changed("atomic")
+			return runVerb(f, o)(cmd, args)
+		},
+	}
+	o.flags(cmd)
+	fl := cmd.Flags()
+	fl.BoolVar(&o.Install.Wait, "wait", false, "wait until every GPU node runs the plugin and advertises its GPUs (progress per node), or --timeout")
+	fl.DurationVar(&o.Install.Timeout, "timeout", o.Install.Timeout, "time to wait for Helm operations and --wait")
+	fl.BoolVar(&o.Install.Atomic, "atomic", false, "roll back (upgrade) or remove (install) on failure; default on for a first install")
+	fl.BoolVar(&o.Install.DryRun, "dry-run", false, "print the values with their reasons and the manifest summary; change nothing")
+	fl.BoolVar(&o.Install.ReuseValues, "reuse-values", false, "upgrade: reuse the releases' values and merge these on top")
+	fl.BoolVar(&o.Install.ResetValues, "reset-values", false, "upgrade: reset to the charts' values, then apply these")
+	fl.BoolVar(&o.Install.LabelNodes, "label-nodes", false, "apply the node labels the chart schedules on (nvidia.com/gpu.present) where nothing else sets them")
+	return cmd
+}
+
+// Validate checks the flags.
+func (o *InstallOptions) Validate() error {
+	switch {
+	case o.Install.ReuseValues && o.Install.ResetValues:
+		return cliexit.Usagef("--reuse-values and --reset-values exclude each other")
+	case o.Install.Timeout <= 0:
+		return cliexit.Usagef("--timeout must be positive")
+	}
+	return o.ChartOptions.Validate()
+}
+
+// Run installs or upgrades the releases.
+func (o *InstallOptions) Run(ctx context.Context) error {
+	c, plan, err := o.Plan(ctx, false)
+	if err != nil {
+		return err
+	}
+	req := o.Install
+	req.AtomicDefault = !o.atomicSet
+	for _, n := range plan.UnreadyNodes {
+		fmt.Fprintf(o.Streams.ErrOut, "node %s is not ready for the device plugin: %s\n", n.Node, joinReasons(n.Reasons))
+	}
+	rels, err := dp.Install(ctx, c, plan, req)
+	if err != nil {
+		return err
+	}
+	if req.DryRun {
+		if err := plan.WriteText(o.Streams.Out); err != nil {
+			return err
+		}
+		for _, rel := range rels {
+			fmt.Fprintf(o.Streams.Out, "\n# Manifest summary of release %s (dry run, nothing changed):\n%s", rel.Name, op.ManifestSummary(rel))
+		}
+		return nil
+	}
+	for i, rel := range rels {
+		ch := plan.Chart(i)
+		fmt.Fprintf(o.Streams.Out, "release %s revision %d %s: chart %s (app %s) in namespace %s\n", rel.Name, rel.Version, rel.Info.Status,
+			ch.Metadata.Name+"-"+ch.Metadata.Version, ch.Metadata.AppVersion, o.Namespace)
+	}
+	if !req.Wait {
+		return nil
+	}
+	st, err := dp.WaitReady(ctx, c, plan.ReleaseNames(), req.Timeout)
+	if st != nil && err != nil {
+		_ = st.WriteText(o.Streams.Out)
+		return err
+	}
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(o.Streams.Out, "device plugin ready: %s\n", st.Summary())
+	return nil
+}
+
+func joinReasons(r []string) string {
+	s := ""
+	for i, x := range r {
+		if i > 0 {
+			s += "; "
+		}
+		s += x
+	}
+	return s
+}
+
