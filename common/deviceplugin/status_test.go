@@ -12,8 +12,8 @@ I1206 10:01:02.000100       1 factory.go:112] Detected non-NVML platform: could 
 E1206 10:01:02.000200       1 factory.go:120] Incompatible strategy detected auto
 E1206 10:01:02.000300       1 main.go:175] error starting plugins: error creating plugin manager: unable to create plugin manager: invalid device discovery strategy`: "I1206 10:01:02.000100       1 factory.go:112] Detected non-NVML platform: could not load NVML library: libnvidia-ml.so.1: cannot open shared object file: No such file or directory",
 		// "Failed to initialize NVML: Unknown Error" after a systemd daemon-reload.
-		"Failed to initialize NVML: Unknown Error\n": "Failed to initialize NVML: Unknown Error",
-		"starting\nlistening on :9400\nerror: failed to watch fields\n":  "error: failed to watch fields",
+		"Failed to initialize NVML: Unknown Error\n":                    "Failed to initialize NVML: Unknown Error",
+		"starting\nlistening on :9400\nerror: failed to watch fields\n": "error: failed to watch fields",
 		"all good\n": "",
 	}
 	for log, want := range cases {

@@ -127,4 +127,3 @@ func joinReasons(r []string) string {
 	}
 	return s
 }
-
