@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"strings"
 	"testing"
@@ -15,6 +17,7 @@ import (
 	"helm.sh/helm/v3/pkg/cli"
 	kubefake "helm.sh/helm/v3/pkg/kube/fake"
 	"helm.sh/helm/v3/pkg/release"
+	"helm.sh/helm/v3/pkg/repo"
 	"helm.sh/helm/v3/pkg/storage"
 	"helm.sh/helm/v3/pkg/storage/driver"
 	appsv1 "k8s.io/api/apps/v1"
@@ -132,6 +135,24 @@ func charts(t *testing.T) []string {
 		"--dcgm-chart", chartEnv(t, "KGPU_DCGM_EXPORTER_CHART", "dcgm-exporter 4.8.2")}
 }
 
+func filepathBase(p string) string { return p[strings.LastIndex(p, "/")+1:] }
+
+// serveRepo serves dir as a Helm repository (index.yaml written) on 127.0.0.1.
+func serveRepo(t *testing.T, dir string) string {
+	srv := httptest.NewServer(http.FileServer(http.Dir(dir)))
+	t.Cleanup(srv.Close)
+	idx, err := repo.IndexDirectory(dir, srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := idx.WriteFile(dir+"/index.yaml", 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("HELM_CACHE_HOME", t.TempDir())
+	t.Setenv("HELM_CONFIG_HOME", t.TempDir())
+	return srv.URL
+}
+
 func code(err error) int { return cliexit.Code(err, false) }
 
 func TestValuesGolden(t *testing.T) {
@@ -153,6 +174,42 @@ func TestValuesGolden(t *testing.T) {
 	if p.Kind != dp.PlanKind || len(p.Releases) != 2 || p.Releases[0].Values["runtimeClassName"] != "nvidia" ||
 		p.CreateRuntimeClass == "" || p.GPUNodes != 3 {
 		t.Errorf("plan: %+v", p)
+	}
+}
+
+// TestValuesGitOps: both releases for Flux (one Namespace, a HelmRepository and HelmRelease
+// per chart, the RuntimeClass install would create) and for Argo CD; a local chart refused.
+func TestValuesGitOps(t *testing.T) {
+	charts(t)
+	w := newWorld(t, false)
+	dir := t.TempDir()
+	for _, name := range []string{"KGPU_DEVICE_PLUGIN_CHART", "KGPU_DCGM_EXPORTER_CHART"} {
+		b, _ := os.ReadFile(os.Getenv(name))
+		_ = os.WriteFile(dir+"/"+filepathBase(os.Getenv(name)), b, 0o644)
+	}
+	repoURL := serveRepo(t, dir)
+	out, errOut, err := w.run(t, "values", "--dcgm-exporter", "--repo", repoURL, "--dcgm-repo", repoURL, "-o", "helmrelease")
+	if err != nil {
+		t.Fatalf("%v\n%s", err, errOut)
+	}
+	golden.Assert(t, "values.helmrelease.golden", []byte(strings.ReplaceAll(out, repoURL, "REPO")))
+	var kinds []string
+	for _, doc := range strings.Split(out, "\n---\n") {
+		var o map[string]any
+		if err := yaml.Unmarshal([]byte(doc), &o); err != nil {
+			t.Fatal(err)
+		}
+		kinds = append(kinds, o["kind"].(string))
+	}
+	if strings.Join(kinds, ",") != "Namespace,HelmRepository,HelmRelease,HelmRepository,HelmRelease,RuntimeClass" {
+		t.Errorf("objects: %v", kinds)
+	}
+	out, _, err = w.run(t, "values", "--dcgm-exporter", "--repo", repoURL, "--dcgm-repo", repoURL, "-o", "application")
+	if err != nil || strings.Count(out, "kind: Application") != 2 {
+		t.Errorf("-o application: %v\n%s", err, out)
+	}
+	if _, _, err := w.run(t, append([]string{"values", "-o", "helmrelease"}, charts(t)...)...); code(err) != cliexit.Usage {
+		t.Errorf("-o helmrelease of a local chart: %v", err)
 	}
 }
 
