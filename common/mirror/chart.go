@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -17,6 +18,7 @@ import (
 	"helm.sh/helm/v3/pkg/registry"
 
 	"github.com/kubectl-gpu/kubectl-gpu/common/cliexit"
+	dp "github.com/kubectl-gpu/kubectl-gpu/common/deviceplugin"
 	op "github.com/kubectl-gpu/kubectl-gpu/common/operator"
 )
 
@@ -48,7 +50,20 @@ func PackageChart(ch *chart.Chart, dir string) (string, error) {
 	return p, nil
 }
 
-// PushChart pushes a chart archive into the mirror at ChartPath with Helm's registry client
+// MirroredCharts are the charts mirror carries: the GPU Operator's, and the device plugin's
+// and DCGM exporter's (mirror --device-plugin).
+var MirroredCharts = map[string]bool{op.ChartName: true, dp.ChartName: true, dp.DCGMChartName: true}
+
+func mirroredChartNames() []string {
+	var out []string
+	for n := range MirroredCharts {
+		out = append(out, n)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// PushChart pushes a chart archive into the mirror at charts/NAME with Helm's registry client
 // (what helm push writes, so operator install --chart oci://… and helm install read it),
 // unless the mirror holds that version already. Credentials as for the images (the Docker
 // config and its helpers, then Helm's registry config); plain HTTP when the target is
@@ -63,10 +78,10 @@ func PushChart(ctx context.Context, tgz string, t Target, o CopyOptions) (CopyRe
 		return CopyResult{}, cliexit.Usagef("%s is not a chart archive: %v", tgz, err)
 	}
 	tag := strings.ReplaceAll(ch.Metadata.Version, "+", "_") // OCI tags have no '+' (Helm's rule)
-	ref := t.String() + "/" + ChartPath + ":" + tag
+	ref := t.String() + "/charts/" + ch.Metadata.Name + ":" + tag
 	r := CopyResult{Image: "chart " + ch.Metadata.Name + " " + ch.Metadata.Version, Mirror: "oci://" + ref}
-	if ch.Metadata.Name != op.ChartName {
-		return r, cliexit.Usagef("%s is chart %q, not %s", tgz, ch.Metadata.Name, op.ChartName)
+	if !MirroredCharts[ch.Metadata.Name] {
+		return r, cliexit.Usagef("%s is chart %q, not one this tool installs (%s)", tgz, ch.Metadata.Name, strings.Join(mirroredChartNames(), ", "))
 	}
 	dref, err := name.ParseReference(ref, t.nameOpts()...)
 	if err != nil {

@@ -3,6 +3,7 @@ package mirror
 import (
 	"context"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -11,6 +12,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/kubectl-gpu/kubectl-gpu/common/cluster"
+	dp "github.com/kubectl-gpu/kubectl-gpu/common/deviceplugin"
 	"github.com/kubectl-gpu/kubectl-gpu/common/inventory"
 	op "github.com/kubectl-gpu/kubectl-gpu/common/operator"
 	"github.com/kubectl-gpu/kubectl-gpu/common/report"
@@ -32,12 +34,15 @@ type List struct {
 	DriverOS        []string `json:"driverOS,omitempty"`
 	Images          []Image  `json:"images"`
 	Warnings        []string `json:"warnings,omitempty"`
-	// chart is the chart rendered (mirror --to and --to-archive carry it too).
-	chart *chart.Chart
+	// charts are the charts rendered, the first the one Chart names (mirror --to and
+	// --to-archive carry them too).
+	charts []*chart.Chart
+	// devicePlugin: the list is mirror --device-plugin's.
+	devicePlugin bool
 }
 
-// LoadedChart is the chart the list was rendered from.
-func (l *List) LoadedChart() *chart.Chart { return l.chart }
+// LoadedChart is the (first) chart the list was rendered from.
+func (l *List) LoadedChart() *chart.Chart { return l.charts[0] }
 
 // Request is what install the list is for.
 type Request struct {
@@ -58,7 +63,7 @@ func Images(ctx context.Context, c *op.Client, req Request) (*List, error) {
 	if err != nil {
 		return nil, err
 	}
-	l := &List{TypeMeta: report.Meta(ListKind), Chart: doc.Chart, Warnings: doc.Warnings, chart: ch}
+	l := &List{TypeMeta: report.Meta(ListKind), Chart: doc.Chart, Warnings: doc.Warnings, charts: []*chart.Chart{ch}}
 	ro := RenderOptions{ReleaseName: req.ReleaseName, Namespace: c.Namespace, DriverOS: req.DriverOS}
 	if req.Values.DRA {
 		ro.APIVersions = []string{"resource.k8s.io/v1", "resource.k8s.io/v1/DeviceClass"}
@@ -81,6 +86,12 @@ func Images(ctx context.Context, c *op.Client, req Request) (*List, error) {
 		return nil, err
 	}
 	l.Images = append(l.Images, imgs...)
+	l.addOwn(req)
+	return l, nil
+}
+
+// addOwn adds prep's and verify's images and sorts the list.
+func (l *List) addOwn(req Request) {
 	if req.AgentImage != "" {
 		l.Images = append(l.Images, Image{Ref: req.AgentImage, From: agentFrom})
 	}
@@ -88,6 +99,37 @@ func Images(ctx context.Context, c *op.Client, req Request) (*List, error) {
 		l.Images = append(l.Images, Image{Ref: req.VerifyImage, From: verifyFrom})
 	}
 	sort.SliceStable(l.Images, func(i, j int) bool { return l.Images[i].Ref < l.Images[j].Ref })
+}
+
+// DevicePluginImages lists every image of a device-plugin install (mirror --device-plugin):
+// each chart of the plan rendered with its values, the node agent and the verify image.
+func DevicePluginImages(p *dp.Plan, req Request) (*List, error) {
+	l := &List{TypeMeta: report.Meta(ListKind), devicePlugin: true}
+	var names []string
+	seen := map[string]bool{}
+	for i, r := range p.Releases {
+		ch := p.Chart(i)
+		names = append(names, r.Chart)
+		l.charts = append(l.charts, ch)
+		l.Warnings = append(l.Warnings, r.Warnings...)
+		ro := RenderOptions{ReleaseName: r.Release, Namespace: p.Namespace}
+		manifest, err := Render(ch, r.Values, ro)
+		if err != nil {
+			return nil, err
+		}
+		imgs, err := ChartImages(manifest, ro)
+		if err != nil {
+			return nil, err
+		}
+		for _, im := range imgs {
+			if !seen[im.Ref] {
+				seen[im.Ref] = true
+				l.Images = append(l.Images, im)
+			}
+		}
+	}
+	l.Chart = strings.Join(names, ", ")
+	l.addOwn(req)
 	return l, nil
 }
 

@@ -24,7 +24,9 @@ type Result struct {
 	Mirror  string       `json:"mirror,omitempty"`
 	Archive string       `json:"archive,omitempty"`
 	Images  []CopyResult `json:"images"`
-	Chart   *CopyResult  `json:"chart,omitempty"`
+	// Chart is the (first) chart pushed or written; Charts every one of them.
+	Chart  *CopyResult  `json:"chart,omitempty"`
+	Charts []CopyResult `json:"charts,omitempty"`
 	// ValuesFile is the values file written for the mirror; Use the commands that use it.
 	ValuesFile string   `json:"valuesFile,omitempty"`
 	Use        []string `json:"use,omitempty"`
@@ -34,8 +36,8 @@ type Result struct {
 func (r *Result) WriteText(w io.Writer) error {
 	if r.Mirror == "" {
 		fmt.Fprintf(w, "%d images in the OCI layout %s", len(r.Images), r.Archive)
-		if r.Chart != nil {
-			fmt.Fprintf(w, ", and the chart (%s)", r.Chart.Mirror)
+		for _, c := range r.Charts {
+			fmt.Fprintf(w, ", and the chart %s", c.Mirror)
 		}
 		fmt.Fprintln(w)
 		return nil
@@ -56,7 +58,7 @@ func (r *Result) WriteText(w io.Writer) error {
 			fmt.Fprintf(w, "  %s: %s\n", c.Image, c.Error)
 		}
 	}
-	if c := r.Chart; c != nil {
+	for _, c := range r.Charts {
 		state := "pushed to"
 		if c.Skipped {
 			state = "already in the mirror at"
@@ -65,19 +67,27 @@ func (r *Result) WriteText(w io.Writer) error {
 	}
 	if r.ValuesFile != "" {
 		fmt.Fprintf(w, "values for the mirror written to %s; use the mirror with:\n", r.ValuesFile)
-		for _, u := range r.Use {
-			fmt.Fprintf(w, "  %s\n", u)
-		}
+	} else if len(r.Use) > 0 {
+		fmt.Fprintln(w, "use the mirror with:")
+	}
+	for _, u := range r.Use {
+		fmt.Fprintf(w, "  %s\n", u)
 	}
 	return nil
 }
 
 func newResult() *Result { return &Result{TypeMeta: report.Meta(ResultKind)} }
 
-// ToMirror copies the list's images into the mirror and pushes its chart there, then writes
-// the values that make the install req describes use the mirror to valuesOut (atomically)
-// and names the commands that use it. A partial copy returns the result with the failures
-// (and no values).
+// addChart records a chart pushed or written.
+func (r *Result) addChart(c CopyResult) {
+	r.Charts = append(r.Charts, c)
+	r.Chart = &r.Charts[0]
+}
+
+// ToMirror copies the list's images into the mirror and pushes its charts there, then (for
+// the GPU Operator) writes the values that make the install req describes use the mirror to
+// valuesOut (atomically) and names the commands that use it. A partial copy returns the
+// result with the failures (and no values).
 func ToMirror(ctx context.Context, c *op.Client, l *List, req op.ValuesRequest, t Target, valuesOut string, o CopyOptions) (*Result, error) {
 	r := newResult()
 	r.Mirror = t.String()
@@ -93,14 +103,28 @@ func ToMirror(ctx context.Context, c *op.Client, l *List, req op.ValuesRequest, 
 		return r, err
 	}
 	defer os.RemoveAll(dir)
-	tgz, err := PackageChart(l.chart, dir)
-	if err != nil {
-		return r, err
+	for _, ch := range l.charts {
+		tgz, err := PackageChart(ch, dir)
+		if err != nil {
+			return r, err
+		}
+		cr, err := PushChart(ctx, tgz, t, o)
+		r.addChart(cr)
+		if err != nil {
+			return r, err
+		}
 	}
-	cr, err := PushChart(ctx, tgz, t, o)
-	r.Chart = &cr
-	if err != nil {
-		return r, err
+	plain := ""
+	if t.Insecure {
+		plain = " --plain-http"
+	}
+	if l.devicePlugin {
+		dcgm := ""
+		if len(l.charts) > 1 {
+			dcgm = " --dcgm-exporter"
+		}
+		r.Use = append(r.Use, fmt.Sprintf("kubectl gpu device-plugin install --mirror %s%s%s", t.String(), plain, dcgm))
+		return r, r.useOwn(l, t)
 	}
 	vals, err := InstallValues(ctx, c, req, t)
 	if err != nil {
@@ -115,11 +139,12 @@ func ToMirror(ctx context.Context, c *op.Client, l *List, req op.ValuesRequest, 
 		return r, cliexit.Usagef("cannot write --values-out: %v", err)
 	}
 	r.ValuesFile = valuesOut
-	plain := ""
-	if t.Insecure {
-		plain = " --plain-http"
-	}
-	r.Use = append(r.Use, fmt.Sprintf("kubectl gpu operator install --chart %s --version %s%s -f %s", t.ChartRef(), l.chart.Metadata.Version, plain, valuesOut))
+	r.Use = append(r.Use, fmt.Sprintf("kubectl gpu operator install --chart %s --version %s%s -f %s", t.ChartRef(), l.charts[0].Metadata.Version, plain, valuesOut))
+	return r, r.useOwn(l, t)
+}
+
+// useOwn adds the prep and verify commands that use the mirror's copies of their images.
+func (r *Result) useOwn(l *List, t Target) error {
 	for _, use := range []struct{ from, cmd string }{{agentFrom, "kubectl gpu prep --image "}, {verifyFrom, "kubectl gpu verify --image "}} {
 		for _, im := range l.Images {
 			if im.From != use.from {
@@ -127,12 +152,12 @@ func ToMirror(ctx context.Context, c *op.Client, l *List, req op.ValuesRequest, 
 			}
 			m, err := t.Map(im.Ref)
 			if err != nil {
-				return r, err
+				return err
 			}
 			r.Use = append(r.Use, use.cmd+m)
 		}
 	}
-	return r, nil
+	return nil
 }
 
 // ToArchiveAll writes the list's images into the OCI layout dir, and its chart into the
@@ -146,11 +171,13 @@ func ToArchiveAll(ctx context.Context, l *List, dir string, o CopyOptions) (*Res
 	for _, im := range l.Images {
 		r.Images = append(r.Images, CopyResult{Image: im.Ref})
 	}
-	tgz, err := PackageChart(l.chart, filepath.Join(dir, ArchiveCharts))
-	if err != nil {
-		return r, err
+	for _, ch := range l.charts {
+		tgz, err := PackageChart(ch, filepath.Join(dir, ArchiveCharts))
+		if err != nil {
+			return r, err
+		}
+		r.addChart(CopyResult{Image: "chart " + ch.Metadata.Name + " " + ch.Metadata.Version, Mirror: tgz})
 	}
-	r.Chart = &CopyResult{Image: "chart " + l.chart.Metadata.Name + " " + l.chart.Metadata.Version, Mirror: tgz}
 	return r, nil
 }
 
@@ -168,7 +195,7 @@ func FromArchiveAll(ctx context.Context, dir string, t Target, o CopyOptions) (*
 	}
 	for _, tgz := range ChartsInArchive(dir) {
 		cr, err := PushChart(ctx, tgz, t, o)
-		r.Chart = &cr
+		r.addChart(cr)
 		if err != nil {
 			return r, err
 		}

@@ -25,6 +25,21 @@ func MirrorValues(ch *chart.Chart, install map[string]any, m RepositoryMapper) (
 	if err != nil {
 		return nil, nil, err
 	}
+	// A subchart's defaults are coalesced under its name, but an aliased dependency (the
+	// device plugin chart's node-feature-discovery as "nfd") reads its values under the
+	// alias: move them there, the install's own values under the alias winning.
+	if ch.Metadata != nil {
+		for _, d := range ch.Metadata.Dependencies {
+			if d == nil || d.Alias == "" || d.Alias == d.Name {
+				continue
+			}
+			if sub, ok := all[d.Name].(map[string]any); ok {
+				aliased, _ := all[d.Alias].(map[string]any)
+				all[d.Alias] = chartutil.CoalesceTables(copyMap(aliased), sub)
+				delete(all, d.Name)
+			}
+		}
+	}
 	out := map[string]any{}
 	var keys []string
 	var walk func(in map[string]any, out map[string]any, path string) bool

@@ -7,11 +7,13 @@ import (
 	"fmt"
 
 	"github.com/spf13/cobra"
+	"helm.sh/helm/v3/pkg/cli/values"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 
 	"github.com/kubectl-gpu/kubectl-gpu/common/buildinfo"
 	"github.com/kubectl-gpu/kubectl-gpu/common/cliexit"
 	"github.com/kubectl-gpu/kubectl-gpu/common/cluster"
+	dp "github.com/kubectl-gpu/kubectl-gpu/common/deviceplugin"
 	"github.com/kubectl-gpu/kubectl-gpu/common/mirror"
 	"github.com/kubectl-gpu/kubectl-gpu/common/report"
 	"github.com/kubectl-gpu/kubectl-gpu/common/verify"
@@ -32,6 +34,12 @@ type MirrorOptions struct {
 	VerifyImage    string
 	DriverOS       []string
 	Output         string
+	// DevicePlugin mirrors the device plugin's charts instead of the GPU Operator's; DCGM the
+	// DCGM exporter's too (DCGMChart: from a local chart).
+	DevicePlugin bool
+	DCGM         bool
+	DCGMChart    string
+	DCGMValues   values.Options
 
 	format  report.Format
 	target  mirror.Target
@@ -67,15 +75,33 @@ repository keys) is written to --values-out, and the --image flags for prep and 
 printed. Registry credentials come from the Docker config and its credential helpers
 (docker login / crane auth login); plain-HTTP registries need --insecure. Before copying,
 the mirror is asked whether it takes a push: one that does not answer or wants credentials
-is exit 2 with nothing copied; an image its source cannot give is exit 1, the others copied.`,
+is exit 2 with nothing copied; an image its source cannot give is exit 1, the others copied.
+
+--device-plugin does the same for 'kubectl gpu device-plugin install' instead of the GPU
+Operator: NVIDIA's device plugin chart (its GPU feature discovery and node-feature-discovery
+images) and with --dcgm-exporter the DCGM exporter's, rendered with the values that install
+would use; --chart, --repo and --version then choose the device plugin chart. --to pushes
+both charts to REGISTRY/PREFIX/charts/ and names the command that installs from the mirror
+(device-plugin install --mirror, which moves every image and takes the charts from there).`,
 		Example: `  kubectl gpu mirror
   kubectl gpu mirror -o json
   kubectl gpu mirror --to registry.example.com:5000/gpu
   kubectl gpu mirror --to-archive ./gpu-images && kubectl gpu mirror --from-archive ./gpu-images --to registry.inside:5000/gpu
-  kubectl gpu operator install --chart oci://registry.inside:5000/gpu/charts/gpu-operator -f gpu-operator-mirror-values.yaml`,
+  kubectl gpu operator install --chart oci://registry.inside:5000/gpu/charts/gpu-operator -f gpu-operator-mirror-values.yaml
+  kubectl gpu mirror --device-plugin --dcgm-exporter --to registry.inside:5000/gpu`,
 		Args:         cobra.NoArgs,
 		SilenceUsage: true,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if o.DevicePlugin {
+				// The chart flags are the device plugin chart's: its defaults where not given.
+				o.Defaults = devicePluginChart
+				if !cmd.Flags().Changed("version") {
+					o.Version = dp.DefaultVersion
+				}
+				if !cmd.Flags().Changed("release-name") {
+					o.ReleaseName = dp.DefaultReleaseName
+				}
+			}
 			if err := o.Complete(f); err != nil {
 				return err
 			}
@@ -99,8 +125,16 @@ is exit 2 with nothing copied; an image its source cannot give is exit 1, the ot
 	fl.StringVar(&o.VerifyImage, "verify-image", o.VerifyImage, "verify's vectoradd image")
 	fl.StringSliceVar(&o.DriverOS, "driver-os", nil, "OS tags of the driver image, such as ubuntu22.04 (default: the GPU nodes')")
 	fl.StringVarP(&o.Output, "output", "o", "", "output format: table, wide, json or yaml")
+	fl.BoolVar(&o.DevicePlugin, "device-plugin", false, "the images and charts of 'kubectl gpu device-plugin install' instead of the GPU Operator's")
+	fl.BoolVar(&o.DCGM, "dcgm-exporter", false, "with --device-plugin: the DCGM exporter's too")
+	fl.StringVar(&o.DCGMChart, "dcgm-chart", "", "with --dcgm-exporter: the DCGM exporter chart from a local directory, a .tgz or an oci:// reference")
+	fl.StringSliceVar(&o.DCGMValues.ValueFiles, "dcgm-values", nil, "with --dcgm-exporter: the DCGM exporter's values from a YAML file (can repeat)")
+	fl.StringArrayVar(&o.DCGMValues.Values, "dcgm-set", nil, "with --dcgm-exporter: set the DCGM exporter's values (key1=val1,key2=val2)")
 	return cmd
 }
+
+// devicePluginChart is the device plugin chart's defaults for the chart flags.
+var devicePluginChart = helmflags.Defaults{Chart: dp.ChartName, Repo: dp.DefaultRepo, Version: dp.DefaultVersion, ReleaseName: dp.DefaultReleaseName, Namespace: dp.DefaultNamespace}
 
 // Validate checks the flags once.
 func (o *MirrorOptions) Validate() error {
@@ -115,6 +149,10 @@ func (o *MirrorOptions) Validate() error {
 		return cliexit.Usagef("--from-archive pushes into a registry: add --to REGISTRY[/PREFIX]")
 	case o.FromArchive != "" && o.ToArchive != "":
 		return cliexit.Usagef("--from-archive and --to-archive exclude each other")
+	case (o.DCGM || o.DCGMChart != "" || len(o.DCGMValues.ValueFiles)+len(o.DCGMValues.Values) > 0) && !o.DevicePlugin:
+		return cliexit.Usagef("--dcgm-exporter, --dcgm-chart, --dcgm-values and --dcgm-set go with --device-plugin")
+	case o.DevicePlugin && o.DRA:
+		return cliexit.Usagef("--dra is the GPU Operator's: the device plugin has no DRA mode")
 	}
 	if o.To != "" {
 		if o.target, err = mirror.ParseTarget(o.To, o.Insecure); err != nil {
@@ -139,8 +177,23 @@ func (o *MirrorOptions) Run(ctx context.Context) error {
 		return err
 	}
 	relName, _ := o.ReleaseAndNamespace()
-	list, err := mirror.Images(ctx, c, mirror.Request{Values: vreq, AgentImage: o.AgentImage, VerifyImage: o.VerifyImage, DriverOS: o.DriverOS, ReleaseName: relName})
-	if err != nil {
+	var list *mirror.List
+	if o.DevicePlugin {
+		req := dp.NewRequest()
+		req.ReleaseName, req.Source, req.User, req.Derive, req.DCGM = relName, vreq.Source, vreq.User, o.Derive, o.DCGM || o.DCGMChart != ""
+		req.DCGMSource.Chart, req.DCGMSource.PlainHTTP = o.DCGMChart, o.PlainHTTP
+		if req.DCGMUser, err = helmflags.UserValues(&o.DCGMValues, c); err != nil {
+			return err
+		}
+		plan, err := dp.Values(ctx, c, req)
+		if err != nil {
+			return err
+		}
+		list, err = mirror.DevicePluginImages(plan, mirror.Request{AgentImage: o.AgentImage, VerifyImage: o.VerifyImage})
+		if err != nil {
+			return err
+		}
+	} else if list, err = mirror.Images(ctx, c, mirror.Request{Values: vreq, AgentImage: o.AgentImage, VerifyImage: o.VerifyImage, DriverOS: o.DriverOS, ReleaseName: relName}); err != nil {
 		return err
 	}
 	for _, w := range list.Warnings {

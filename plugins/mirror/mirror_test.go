@@ -3,6 +3,7 @@ package mirror
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/kubectl-gpu/kubectl-gpu/common/cliexit"
 	"github.com/kubectl-gpu/kubectl-gpu/common/cluster/clustertest"
+	dp "github.com/kubectl-gpu/kubectl-gpu/common/deviceplugin"
 	"github.com/kubectl-gpu/kubectl-gpu/common/golden"
 	"github.com/kubectl-gpu/kubectl-gpu/common/mirror"
 	"github.com/kubectl-gpu/kubectl-gpu/common/mirror/mirrortest"
@@ -191,6 +193,112 @@ func TestMirrorBadInput(t *testing.T) {
 		out, _, err := run(t, tc.args...)
 		if cliexit.Code(err, false) != cliexit.Usage || out != "" || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%v: exit %d %v, stdout %q", tc.args, cliexit.Code(err, false), err, out)
+		}
+	}
+}
+
+// TestMirrorDevicePlugin: mirror --device-plugin --dcgm-exporter over the real charts lists
+// the device plugin's, node-feature-discovery's (its subchart) and the DCGM exporter's
+// images; --to copies them from a "public" registry on 127.0.0.1 and pushes both charts; the
+// device-plugin install the output names (--mirror) then takes the charts from the mirror
+// and every image of both rendered charts is the mirror's.
+func TestMirrorDevicePlugin(t *testing.T) {
+	dpPath, dcgmPath := os.Getenv("KGPU_DEVICE_PLUGIN_CHART"), os.Getenv("KGPU_DCGM_EXPORTER_CHART")
+	if dpPath == "" || dcgmPath == "" {
+		t.Skip("KGPU_DEVICE_PLUGIN_CHART and KGPU_DCGM_EXPORTER_CHART are not set: the charts (../shared/testdata/charts, set by .ci/run) are needed")
+	}
+	t.Setenv("HELM_CACHE_HOME", t.TempDir())
+	t.Setenv("HELM_CONFIG_HOME", t.TempDir())
+	dpChart, err := loader.Load(dpPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dcgmChart, err := loader.Load(dcgmPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := []string{"--device-plugin", "--chart", dpPath, "--dcgm-exporter", "--dcgm-chart", dcgmPath, "--derive=false"}
+	out, _, err := run(t, base...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	golden.Assert(t, "mirror.device-plugin.golden", []byte(out))
+	for _, want := range []string{"nvcr.io/nvidia/k8s-device-plugin:v0.20.0", "registry.k8s.io/nfd/node-feature-discovery:v0.19.0", "nvcr.io/nvidia/k8s/dcgm-exporter:4.5.3-4.8.2-distroless"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("the list lacks %s:\n%s", want, out)
+		}
+	}
+
+	dir := t.TempDir()
+	pub := mirrortest.NewPublic(t, dpChart, dir, "nvcr.io/nvidia/k8s/cuda-sample:vectoradd-cuda12.5.0")
+	dcgmVals, _, err := mirror.Values(dcgmChart, map[string]any{}, pub.Target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := yaml.Marshal(dcgmVals)
+	dcgmFile := filepath.Join(dir, "dcgm-public.yaml")
+	if err := os.WriteFile(dcgmFile, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	args := append(base, "-f", pub.ValuesFile, "--dcgm-values", dcgmFile, "--agent-image", pub.AgentImage, "--verify-image", pub.VerifyImage, "--source-insecure")
+	out, _, err = run(t, append(args, "-o", "json")...)
+	var list mirror.List
+	if err != nil || json.Unmarshal([]byte(out), &list) != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	publicHost := strings.TrimPrefix(pub.Server.URL, "http://")
+	for _, im := range list.Images {
+		if !strings.HasPrefix(im.Ref, publicHost+"/") {
+			// Fatal: nothing outside 127.0.0.1 may be written to.
+			t.Fatalf("%s (%s) is not moved by the values to the public registry", im.Ref, im.From)
+		}
+	}
+	mirrortest.Seed(t, list.Refs())
+	mir := httptest.NewServer(registry.New())
+	defer mir.Close()
+	to := strings.TrimPrefix(mir.URL, "http://") + "/gpu"
+	out, _, err = run(t, append(args, "--to", to, "--insecure")...)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	for _, want := range []string{
+		fmt.Sprintf("%d images copied, 0 already in the mirror", len(list.Images)),
+		"chart nvidia-device-plugin 0.20.0 pushed to oci://" + to + "/charts/nvidia-device-plugin:0.20.0",
+		"chart dcgm-exporter 4.8.2 pushed to oci://" + to + "/charts/dcgm-exporter:4.8.2",
+		"kubectl gpu device-plugin install --mirror " + to + " --plain-http --dcgm-exporter",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	// What that install would do: both charts from the mirror, every image the mirror's.
+	c, err := op.NewOfflineClient(clustertest.New(), dp.DefaultNamespace, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	target, _ := mirror.ParseTarget(to, true)
+	req := dp.NewRequest()
+	req.Derive, req.DCGM, req.Mirror = false, true, target
+	req.Source = op.ChartSource{Chart: target.ChartRefOf(dp.ChartName), Version: dp.DefaultVersion, PlainHTTP: true}
+	req.DCGMSource = op.ChartSource{Chart: target.ChartRefOf(dp.DCGMChartName), Version: dp.DCGMVersion, PlainHTTP: true}
+	plan, err := dp.Values(context.Background(), c, req)
+	if err != nil {
+		t.Fatalf("the install's charts from the mirror: %v", err)
+	}
+	for i, r := range plan.Releases {
+		ro := mirror.RenderOptions{ReleaseName: r.Release, Namespace: dp.DefaultNamespace}
+		manifest, err := mirror.Render(plan.Chart(i), r.Values, ro)
+		if err != nil {
+			t.Fatal(err)
+		}
+		imgs, _ := mirror.ChartImages(manifest, ro)
+		if len(imgs) == 0 {
+			t.Errorf("%s renders no image", r.Chart)
+		}
+		for _, im := range imgs {
+			if !strings.HasPrefix(im.Ref, to+"/") {
+				t.Errorf("%s: %s (%s) is not from the mirror", r.Chart, im.Ref, im.From)
+			}
 		}
 	}
 }
