@@ -256,12 +256,18 @@ func Install(ctx context.Context, c *op.Client, p *Plan, req InstallRequest) ([]
 	if len(p.UnreadyNodes) > 0 {
 		return nil, cliexit.WithCode(cliexit.Usage, &PrerequisitesError{Problems: p.UnreadyNodes, GPUNodes: p.GPUNodes})
 	}
+	created := false
 	if p.CreateRuntimeClass != "" && !req.DryRun {
+		// Before the charts: the API server admits no pod naming a RuntimeClass that does not
+		// exist.
 		rc := &nodev1.RuntimeClass{ObjectMeta: metav1.ObjectMeta{Name: RuntimeClassName, Labels: map[string]string{"app.kubernetes.io/managed-by": "kubectl-gpu"}}, Handler: RuntimeClassName}
-		if _, err := c.CS.NodeV1().RuntimeClasses().Create(ctx, rc, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		switch _, err := c.CS.NodeV1().RuntimeClasses().Create(ctx, rc, metav1.CreateOptions{}); {
+		case err == nil:
+			created = true
+			fmt.Fprintf(c.Log, "created RuntimeClass %s (handler %s)\n", RuntimeClassName, RuntimeClassName)
+		case !apierrors.IsAlreadyExists(err):
 			return nil, cluster.APIError("create RuntimeClass "+RuntimeClassName, err)
 		}
-		fmt.Fprintf(c.Log, "created RuntimeClass %s (handler %s)\n", RuntimeClassName, RuntimeClassName)
 	}
 	var out []*release.Release
 	for i, r := range p.Releases {
@@ -271,6 +277,12 @@ func Install(ctx context.Context, c *op.Client, p *Plan, req InstallRequest) ([]
 		doc := &op.ValuesDoc{Chart: r.Chart, Values: r.Values, Derived: r.Derived, NodeLabels: r.NodeLabels}
 		rel, err := c.InstallChart(ctx, p.charts[i], doc, rq)
 		if err != nil {
+			if created && len(out) == 0 {
+				// Nothing installed: the RuntimeClass made for it goes too.
+				if derr := c.CS.NodeV1().RuntimeClasses().Delete(context.WithoutCancel(ctx), RuntimeClassName, metav1.DeleteOptions{}); derr == nil {
+					fmt.Fprintf(c.Log, "removed RuntimeClass %s again: nothing was installed\n", RuntimeClassName)
+				}
+			}
 			if len(out) > 0 {
 				err = cliexit.WithCode(cliexit.Code(err, false), fmt.Errorf("release %s is installed; %w", out[0].Name, err))
 			}

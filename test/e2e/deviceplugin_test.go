@@ -5,19 +5,23 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	sigsyaml "sigs.k8s.io/yaml"
 
 	dp "github.com/kubectl-gpu/kubectl-gpu/common/deviceplugin"
 	"github.com/kubectl-gpu/kubectl-gpu/common/flavour"
 	"github.com/kubectl-gpu/kubectl-gpu/common/operator"
+	"github.com/kubectl-gpu/kubectl-gpu/test/harness"
 )
 
 // What is real here: NVIDIA's device plugin and DCGM exporter charts (from ../shared, paths in
@@ -306,4 +310,108 @@ func breakPod(t *testing.T, ctx context.Context, ns, node, prefix string) {
 		return
 	}
 	t.Fatalf("no %s pod on %s", prefix, node)
+}
+
+// TestDevicePluginLeastPrivilege: install (GPU feature discovery and the DCGM exporter on),
+// status and uninstall as a ServiceAccount bound to exactly docs/rbac/device-plugin.yaml
+// succeed; with any one rule removed the first of them that needs it exits 2 with one line
+// naming the missing permission. Every run uses a namespace that does not exist yet and
+// RuntimeClass nvidia is removed before it, so creating both is part of what the role must
+// allow.
+func TestDevicePluginLeastPrivilege(t *testing.T) {
+	dpChart, dcgmChart := dpCharts(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+	defer cancel()
+	c := env.Cluster
+	cs := c.Client
+	gpuNodes := []string{"gpu-a100-0", "gpu-a100-1", "gpu-rke2-0", "gpu-k3s-0", "gpu-bare-0"}
+	prepNodes(t, ctx, gpuNodes, false)
+	t.Cleanup(func() {
+		prepNodes(t, context.Background(), gpuNodes, true)
+		_ = cs.NodeV1().RuntimeClasses().Delete(context.Background(), dp.RuntimeClassName, metav1.DeleteOptions{})
+	})
+	b, err := os.ReadFile(filepath.Join(harness.RepoRoot(), "docs", "rbac", "device-plugin.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var role rbacv1.ClusterRole
+	if err := sigsyaml.UnmarshalStrict(b, &role); err != nil {
+		t.Fatal(err)
+	}
+	const saNS = "kubectl-gpu-rbac"
+	if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: saNS}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
+	sa := "kubectl-gpu-device-plugin"
+	if _, err := cs.CoreV1().ServiceAccounts(saNS).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: sa}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
+	binding := &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: role.Name},
+		RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: role.Name},
+		Subjects: []rbacv1.Subject{{Kind: "ServiceAccount", Name: sa, Namespace: saNS}}}
+	if _, err := cs.RbacV1().ClusterRoleBindings().Create(ctx, binding, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cs.RbacV1().ClusterRoleBindings().Delete(context.Background(), role.Name, metav1.DeleteOptions{})
+		_ = cs.RbacV1().ClusterRoles().Delete(context.Background(), role.Name, metav1.DeleteOptions{})
+	})
+	kubeconfig := harness.SAKubeconfig(t, ctx, c, saNS, sa)
+	user := "system:serviceaccount:" + saNS + ":" + sa
+	henv := helmEnv(t)
+
+	// run is install, status, uninstall as the ServiceAccount in a new namespace; the first
+	// that does not end as it should is returned. The admin removes what a refused run left.
+	run := func() (string, resultT) {
+		t.Helper()
+		ns := fmt.Sprintf("kgpu-rbac-dp-%d", time.Now().UnixNano()%1e9)
+		_ = cs.NodeV1().RuntimeClasses().Delete(ctx, dp.RuntimeClassName, metav1.DeleteOptions{})
+		defer func() {
+			env.Kubectl(context.WithoutCancel(ctx), henv, "gpu", "device-plugin", "uninstall", "--yes", "-n", ns)
+			_ = cs.CoreV1().Namespaces().Delete(context.WithoutCancel(ctx), ns, metav1.DeleteOptions{})
+		}()
+		as := append([]string{"KUBECONFIG=" + kubeconfig}, henv...)
+		for _, step := range []struct {
+			args []string
+			code int
+		}{
+			{[]string{"install", "--chart", dpChart, "--dcgm-exporter", "--dcgm-chart", dcgmChart}, 0},
+			// gpu-bare-0 advertises no GPUs (no device plugin runs on kwok): exit 1, after every read.
+			{[]string{"status", "-o", "json"}, 1},
+			{[]string{"uninstall", "--yes"}, 0},
+		} {
+			r := env.Kubectl(ctx, as, append(append([]string{"gpu", "device-plugin"}, step.args...), "-n", ns)...)
+			if r.Code != step.code {
+				return step.args[0], r
+			}
+		}
+		return "", resultT{}
+	}
+
+	harness.SetRole(t, ctx, cs, role.Name, role.Rules, user)
+	if step, r := run(); step != "" {
+		t.Fatalf("with the whole role, %s: exit %d\n%s%s", step, r.Code, r.Stdout, r.Stderr)
+	}
+	for i, rule := range role.Rules {
+		rest := append(append([]rbacv1.PolicyRule(nil), role.Rules[:i]...), role.Rules[i+1:]...)
+		harness.SetRole(t, ctx, cs, role.Name, rest, user)
+		harness.WaitAccess(t, ctx, cs, user, rule, false)
+		step, r := run()
+		lines := strings.Split(strings.TrimSpace(r.Stderr), "\n")
+		last := lines[len(lines)-1]
+		res := rule.Resources[0]
+		if step == "" || r.Code != 2 || !strings.Contains(last, "forbidden") || !strings.Contains(last, res) {
+			t.Errorf("without %v on %s: %q exit %d, want exit 2 and a line naming %q\nstdout: %s\nstderr: %s", rule.Verbs, res, step, r.Code, res, r.Stdout, r.Stderr)
+		} else {
+			t.Logf("without %v on %s: %s refused: %s", rule.Verbs, res, step, nodepodFit(last))
+		}
+	}
+	harness.SetRole(t, ctx, cs, role.Name, role.Rules, user)
+}
+
+func nodepodFit(s string) string {
+	if len(s) > 220 {
+		return s[:220] + "…"
+	}
+	return s
 }
