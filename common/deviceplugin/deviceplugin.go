@@ -245,11 +245,16 @@ func Derive(nodes []corev1.Node, f Facts, o Options) Derivation {
 			d.CreateRuntimeClass = "RuntimeClass nvidia (handler nvidia) does not exist: install creates it"
 		}
 	default:
+		// Nodes prep reported on without the runtime (the others are named by the
+		// prerequisites as not checked yet).
 		var without []*corev1.Node
 		for _, n := range gpu {
-			if n.Annotations[op.AnnotationNvidiaRuntime] != "true" {
+			if n.Annotations[op.AnnotationNvidiaRuntime] == "false" {
 				without = append(without, n)
 			}
+		}
+		if len(without) == 0 {
+			break
 		}
 		dp.Warnings = append(dp.Warnings, fmt.Sprintf("%d of %d GPU nodes have no nvidia runtime in containerd (%s): the device plugin cannot reach their driver; run 'kubectl gpu prep --apply' on them", len(without), all, names(without)))
 	}

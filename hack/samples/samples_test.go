@@ -23,7 +23,8 @@ func TestSamplesMatchSteps(t *testing.T) {
 			t.Fatal(err)
 		}
 		s := string(b)
-		block := s[strings.Index(s, beginMarker):strings.Index(s, endMarker)]
+		begin, end := markers(p.block)
+		block := s[strings.Index(s, begin):strings.Index(s, end)]
 		for _, l := range strings.Split(block, "\n") {
 			if strings.HasPrefix(l, "(exit ") && l != "(exit 1)" && l != "(exit 2)" {
 				t.Errorf("%s: %s", filepath.Base(p.file), l)
@@ -40,7 +41,7 @@ func TestReplaceBlock(t *testing.T) {
 	if err := os.WriteFile(p, []byte(doc), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if err := replaceBlock(p, "```\nnew\n```\n"); err != nil {
+	if err := replaceBlock(p, "", "```\nnew\n```\n"); err != nil {
 		t.Fatal(err)
 	}
 	b, _ := os.ReadFile(p)
@@ -50,7 +51,7 @@ func TestReplaceBlock(t *testing.T) {
 	if err := os.WriteFile(p, []byte("no markers\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if err := replaceBlock(p, "x"); err == nil {
+	if err := replaceBlock(p, "", "x"); err == nil {
 		t.Fatal("a page without markers must be refused")
 	}
 	if b, _ := os.ReadFile(p); string(b) != "no markers\n" {

@@ -29,6 +29,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 	dynfake "k8s.io/client-go/dynamic/fake"
 	"sigs.k8s.io/yaml"
@@ -355,7 +356,12 @@ func TestInstallRefusals(t *testing.T) {
 		args  []string
 		want  string
 	}{
-		{"unready nodes", func() *world { return newWorld(t, true) }, c, "1 of 4 GPU nodes are not ready for the device plugin, nothing installed: gpu-bare-0: no host driver ('kubectl gpu prep gpu-bare-0 --apply --install-driver')"},
+		{"unready nodes", func() *world {
+			w := newWorld(t, true)
+			patch := `{"metadata":{"annotations":{"` + flavour.AnnotationPrefix + `toolkit-version":null}}}`
+			_, _ = w.g.Client.CoreV1().Nodes().Patch(context.Background(), "gpu-a100-1", types.MergePatchType, []byte(patch), metav1.PatchOptions{})
+			return w
+		}, c, "2 of 4 GPU nodes are not ready for the device plugin, nothing installed: gpu-a100-1: no NVIDIA Container Toolkit ('kubectl gpu prep gpu-a100-1 --apply --install-toolkit') (and 1 more nodes, listed above)"},
 		{"operator", func() *world {
 			w := newWorld(t, false)
 			_, _ = w.dyn.Resource(op.ClusterPolicyGVR).Create(context.Background(), cp, metav1.CreateOptions{})
@@ -395,7 +401,7 @@ func TestInstallRefusals(t *testing.T) {
 			if _, err := w.g.Client.CoreV1().Namespaces().Get(context.Background(), "nvidia-device-plugin", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 				t.Errorf("refused install created the namespace: %v", err)
 			}
-			if tc.name == "unready nodes" && !strings.Contains(errOut, "node gpu-bare-0 is not ready for the device plugin: no host driver") {
+			if tc.name == "unready nodes" && (!strings.Contains(errOut, "node gpu-bare-0 is not ready for the device plugin: no host driver") || !strings.Contains(errOut, "node gpu-a100-1 is not ready")) {
 				t.Errorf("every unready node is listed on stderr:\n%s", errOut)
 			}
 		})

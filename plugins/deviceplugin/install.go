@@ -81,8 +81,11 @@ func (o *InstallOptions) Run(ctx context.Context) error {
 	}
 	req := o.Install
 	req.AtomicDefault = !o.atomicSet
-	for _, n := range plan.UnreadyNodes {
-		fmt.Fprintf(o.Streams.ErrOut, "node %s is not ready for the device plugin: %s\n", n.Node, joinReasons(n.Reasons))
+	// Every unready node on a line of its own; the error names the first.
+	for i, n := range plan.UnreadyNodes {
+		if len(plan.UnreadyNodes) > 1 || i > 0 {
+			fmt.Fprintf(o.Streams.ErrOut, "node %s is not ready for the device plugin: %s\n", n.Node, joinReasons(n.Reasons))
+		}
 	}
 	rels, err := dp.Install(ctx, c, plan, req)
 	if err != nil {

@@ -51,7 +51,7 @@ func TestDevicePluginOnRealNode(t *testing.T) {
 		t.Fatalf("prep: exit %d\n%s", r.Code, r.Stderr)
 	}
 	code, out, errOut := gpu("install", "--chart", chart, "--gfd=false")
-	if code != 2 || out != "" || !strings.Contains(errOut, "node "+nodeName+" is not ready for the device plugin: no host driver") {
+	if code != 2 || out != "" || !strings.Contains(errOut, "nothing installed: "+nodeName+": no host driver") {
 		t.Fatalf("install on a node without a driver: exit %d\n%s%s", code, out, errOut)
 	}
 	n, err := cs.CoreV1().Nodes().Get(ctx, nodeName, metav1.GetOptions{})
