@@ -2,6 +2,7 @@ package deviceplugin
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"sort"
@@ -411,44 +412,15 @@ func dash(s string) string {
 // passes, showing what it waits for (a live line on the Client's Progress, else a line per
 // change on its Log). Not ready in time is exit 1 naming the first failing node.
 func WaitReady(ctx context.Context, c *op.Client, releases []string, timeout time.Duration) (*Status, error) {
-	wctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	last := ""
-	defer func() {
-		if c.Progress != nil && last != "" {
-			fmt.Fprint(c.Progress, "\r\033[K")
+	st, err := op.Follow(ctx, c, timeout, func(ctx context.Context) (*Status, string, bool, error) {
+		st, err := CollectStatus(ctx, c, releases)
+		if err != nil {
+			return nil, "", false, err
 		}
-	}()
-	for {
-		st, err := CollectStatus(wctx, c, releases)
-		switch {
-		case err != nil && wctx.Err() == nil:
-			return nil, err
-		case err == nil && st.Ready:
-			return st, nil
-		case err == nil:
-			if s := st.Summary(); s != last {
-				if c.Progress != nil {
-					fmt.Fprintf(c.Progress, "\r\033[Kwaiting: %s", nodepod.Fit(s, 160))
-				} else {
-					fmt.Fprintf(c.Log, "waiting: %s\n", s)
-				}
-				last = s
-			}
-		}
-		select {
-		case <-wctx.Done():
-		case <-time.After(2 * time.Second):
-			continue
-		}
-		break
+		return st, st.Summary(), st.Ready, nil
+	})
+	if errors.Is(err, op.ErrNotReadyInTime) {
+		return st, cliexit.Failuresf("the device plugin does not serve GPUs on every GPU node after %s: %s: %s", timeout, st.Failing, st.Hint)
 	}
-	if ctx.Err() != nil {
-		return nil, cliexit.ErrInterrupted
-	}
-	st, err := CollectStatus(context.WithoutCancel(ctx), c, releases)
-	if err != nil {
-		return nil, err
-	}
-	return st, cliexit.Failuresf("the device plugin does not serve GPUs on every GPU node after %s: %s: %s", timeout, st.Failing, st.Hint)
+	return st, err
 }

@@ -2,6 +2,7 @@ package operator
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"sort"
@@ -258,6 +259,28 @@ func (c *Client) Status(ctx context.Context, releaseName string) (*Status, error
 // showing what it waits for (a live line on Progress, else one line per change on Log).
 // It returns the last status; not ready in time is exit 1 naming the failing component.
 func (c *Client) WaitReady(ctx context.Context, releaseName string, timeout time.Duration) (*Status, error) {
+	st, err := Follow(ctx, c, timeout, func(ctx context.Context) (*Status, string, bool, error) {
+		st, err := c.Status(ctx, releaseName)
+		if err != nil {
+			return nil, "", false, err
+		}
+		return st, st.Summary(), st.Ready, nil
+	})
+	if errors.Is(err, ErrNotReadyInTime) {
+		return st, cliexit.Failuresf("the GPU Operator is not ready after %s: %s: %s", timeout, st.Failing, st.Hint)
+	}
+	return st, err
+}
+
+// ErrNotReadyInTime is what Follow returns, with the last state, when timeout passed.
+var ErrNotReadyInTime = errors.New("not ready in time")
+
+// Follow reads a state every two seconds until it says ready or timeout passes, showing what
+// it waits for: its summary as a live line on the Client's Progress (a terminal), else a
+// line on its Log whenever the summary changes. Ctrl-C is exit 130; timeout passed returns
+// the last state (read once more) with ErrNotReadyInTime.
+func Follow[S any](ctx context.Context, c *Client, timeout time.Duration, read func(context.Context) (state S, summary string, ready bool, err error)) (S, error) {
+	var zero S
 	wctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	last := ""
@@ -267,21 +290,19 @@ func (c *Client) WaitReady(ctx context.Context, releaseName string, timeout time
 		}
 	}()
 	for {
-		st, err := c.Status(wctx, releaseName)
+		st, s, ready, err := read(wctx)
 		switch {
 		case err != nil && wctx.Err() == nil:
-			return nil, err
-		case err == nil && st.Ready:
+			return zero, err
+		case err == nil && ready:
 			return st, nil
-		case err == nil:
-			if s := st.Summary(); s != last {
-				if c.Progress != nil {
-					fmt.Fprintf(c.Progress, "\r\033[Kwaiting: %s", s)
-				} else {
-					fmt.Fprintf(c.Log, "waiting: %s\n", s)
-				}
-				last = s
+		case err == nil && s != last:
+			if c.Progress != nil {
+				fmt.Fprintf(c.Progress, "\r\033[Kwaiting: %s", nodepod.Fit(s, 160))
+			} else {
+				fmt.Fprintf(c.Log, "waiting: %s\n", s)
 			}
+			last = s
 		}
 		select {
 		case <-wctx.Done():
@@ -291,13 +312,13 @@ func (c *Client) WaitReady(ctx context.Context, releaseName string, timeout time
 		break
 	}
 	if ctx.Err() != nil {
-		return nil, cliexit.ErrInterrupted
+		return zero, cliexit.ErrInterrupted
 	}
-	st, err := c.Status(context.WithoutCancel(ctx), releaseName)
+	st, _, _, err := read(context.WithoutCancel(ctx))
 	if err != nil {
-		return nil, err
+		return zero, err
 	}
-	return st, cliexit.Failuresf("the GPU Operator is not ready after %s: %s: %s", timeout, st.Failing, st.Hint)
+	return st, ErrNotReadyInTime
 }
 
 // CRDGroups are the API groups of the CRDs the chart installs.
