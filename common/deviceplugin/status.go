@@ -180,47 +180,64 @@ func termMatches(t corev1.NodeSelectorTerm, l map[string]string) bool {
 
 // podState is the DaemonSet's pod on node, and what holds it.
 func podState(ctx context.Context, cs kubernetes.Interface, ds *appsv1.DaemonSet, node string, pods []corev1.Pod) PodState {
-	s := PodState{DaemonSet: ds.Name, State: "missing", Message: "no pod of the DaemonSet on this node yet"}
 	for i := range pods {
 		p := &pods[i]
 		if p.Spec.NodeName != node && !(p.Spec.NodeName == "" && pendingFor(p, node)) || !ownedBy(p, ds) {
 			continue
 		}
-		s = PodState{DaemonSet: ds.Name, Pod: p.Name, State: string(p.Status.Phase)}
-		for _, c := range p.Status.Conditions {
-			if c.Type == corev1.PodReady {
-				s.Ready = c.Status == corev1.ConditionTrue
-			}
-			if c.Type == corev1.PodScheduled && c.Status == corev1.ConditionFalse {
-				s.State, s.Message = "Pending", c.Message
-			}
-		}
-		for _, c := range append(append([]corev1.ContainerStatus{}, p.Status.InitContainerStatuses...), p.Status.ContainerStatuses...) {
-			switch {
-			case c.State.Waiting != nil && c.State.Waiting.Reason != "" && c.State.Waiting.Reason != "PodInitializing" && c.State.Waiting.Reason != "ContainerCreating":
-				s.State, s.Message = c.State.Waiting.Reason, cliexit.OneLine(c.State.Waiting.Message)
-				if c.State.Waiting.Reason == "CrashLoopBackOff" || c.RestartCount > 0 {
-					if l := crashLine(ctx, cs, p, c); l != "" {
-						s.Message = l
-					}
-					s.Message = fmt.Sprintf("container %s restarted %d times: %s", c.Name, c.RestartCount, s.Message)
-				}
-			case c.State.Terminated != nil && c.State.Terminated.ExitCode != 0:
-				s.State, s.Message = "Error", fmt.Sprintf("container %s exited %d", c.Name, c.State.Terminated.ExitCode)
-				if l := crashLine(ctx, cs, p, c); l != "" {
-					s.Message += ": " + l
-				}
-			default:
-				continue
-			}
-			if !nodepod.ImagePullFailed(c.State.Waiting) && s.Message == "" {
-				s.Message = "container " + c.Name
-			}
-			return s
-		}
-		return s
+		h := Hold(ctx, cs, p)
+		return PodState{DaemonSet: ds.Name, Pod: p.Name, Ready: h.Ready, State: h.State, Message: h.Message}
 	}
-	return s
+	return PodState{DaemonSet: ds.Name, State: "missing", Message: "no pod of the DaemonSet on this node yet"}
+}
+
+// PodHold is a pod's state and what holds it.
+type PodHold struct {
+	Ready bool
+	// State is the pod's phase, or what holds it: a container's waiting reason
+	// (ImagePullBackOff, CrashLoopBackOff…), Error, or Pending for the scheduler.
+	State string
+	// Message says why: the pull's error, the crash's log line (NVML, CDI), the scheduler's.
+	Message string
+}
+
+// Hold reads what holds a pod: the first container (init containers first) waiting for a
+// reason other than starting, or ended with an error (its log read for the line that says
+// why), else the scheduler's refusal; else its phase.
+func Hold(ctx context.Context, cs kubernetes.Interface, p *corev1.Pod) PodHold {
+	h := PodHold{State: string(p.Status.Phase)}
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			h.Ready = c.Status == corev1.ConditionTrue
+		}
+		if c.Type == corev1.PodScheduled && c.Status == corev1.ConditionFalse {
+			h.State, h.Message = "Pending", c.Message
+		}
+	}
+	for _, c := range append(append([]corev1.ContainerStatus{}, p.Status.InitContainerStatuses...), p.Status.ContainerStatuses...) {
+		switch {
+		case c.State.Waiting != nil && c.State.Waiting.Reason != "" && c.State.Waiting.Reason != "PodInitializing" && c.State.Waiting.Reason != "ContainerCreating":
+			h.State, h.Message = c.State.Waiting.Reason, cliexit.OneLine(c.State.Waiting.Message)
+			if c.State.Waiting.Reason == "CrashLoopBackOff" || c.RestartCount > 0 {
+				if l := crashLine(ctx, cs, p, c); l != "" {
+					h.Message = l
+				}
+				h.Message = fmt.Sprintf("container %s restarted %d times: %s", c.Name, c.RestartCount, h.Message)
+			}
+		case c.State.Terminated != nil && c.State.Terminated.ExitCode != 0:
+			h.State, h.Message = "Error", fmt.Sprintf("container %s exited %d", c.Name, c.State.Terminated.ExitCode)
+			if l := crashLine(ctx, cs, p, c); l != "" {
+				h.Message += ": " + l
+			}
+		default:
+			continue
+		}
+		if !nodepod.ImagePullFailed(c.State.Waiting) && h.Message == "" {
+			h.Message = "container " + c.Name
+		}
+		return h
+	}
+	return h
 }
 
 // pendingFor tells whether an unscheduled DaemonSet pod is meant for node (the DaemonSet

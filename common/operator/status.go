@@ -165,7 +165,7 @@ func CollectStatus(ctx context.Context, cs kubernetes.Interface, dyn dynamic.Int
 	for i := range pods.Items {
 		p := &pods.Items[i]
 		if p.Labels["app"] == "nvidia-operator-validator" {
-			st.Validators = append(st.Validators, validator(p))
+			st.Validators = append(st.Validators, Validator(p))
 		}
 		if img, msg, ok := pullFailure(p); ok {
 			st.PullFailures = append(st.PullFailures, PullFailure{Pod: p.Name, Node: p.Spec.NodeName, Image: img, Message: msg})
@@ -210,7 +210,8 @@ func component(ds *appsv1.DaemonSet) Component {
 	return Component{Name: ds.Name, Desired: ds.Status.DesiredNumberScheduled, Ready: ds.Status.NumberReady, Updated: ds.Status.UpdatedNumberScheduled}
 }
 
-func validator(p *corev1.Pod) ValidatorInfo {
+// Validator reads a validator pod: its node, its init containers' steps, whether all are done.
+func Validator(p *corev1.Pod) ValidatorInfo {
 	v := ValidatorInfo{Node: p.Spec.NodeName, Done: p.Status.Phase == corev1.PodRunning}
 	for _, cs := range p.Status.InitContainerStatuses {
 		state := "waiting"

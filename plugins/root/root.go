@@ -13,6 +13,7 @@ import (
 	"github.com/kubectl-gpu/kubectl-gpu/common/cliexit"
 	"github.com/kubectl-gpu/kubectl-gpu/common/cluster"
 	"github.com/kubectl-gpu/kubectl-gpu/plugins/deviceplugin"
+	"github.com/kubectl-gpu/kubectl-gpu/plugins/doctor"
 	"github.com/kubectl-gpu/kubectl-gpu/plugins/nodes"
 	"github.com/kubectl-gpu/kubectl-gpu/plugins/operator"
 	"github.com/kubectl-gpu/kubectl-gpu/plugins/prep"
@@ -40,6 +41,8 @@ verified on every GPU node".
   device-plugin  NVIDIA's device plugin, GPU feature discovery and DCGM exporter
             (Helm) without the operator, for hosts that own their driver and toolkit
   verify    run the CUDA vectoradd proof on every GPU node
+  doctor    why a GPU node does not serve GPUs: each link from the GPUs up to the
+            scheduler, the first broken one and its fix
   mirror    every image an install needs: list, copy to a mirror, carry across an air gap
   version   plugin, node-agent image and server versions
 
@@ -63,6 +66,7 @@ error; 130 interrupted.`,
 		operator.NewCmdOperator(f, streams),
 		deviceplugin.NewCmdDevicePlugin(f, streams),
 		verify.NewCmdVerify(f, streams),
+		doctor.NewCmdDoctor(f, streams),
 		mirror.NewCmdMirror(f, streams),
 		version.NewCmdVersion(f, streams),
 	)

@@ -1,0 +1,94 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	sigsyaml "sigs.k8s.io/yaml"
+
+	"github.com/kubectl-gpu/kubectl-gpu/common/doctor"
+	"github.com/kubectl-gpu/kubectl-gpu/test/harness"
+)
+
+// TestDoctor: doctor on the local cluster's GPU nodes (kwok: their GPUs are the fixtures'
+// extended resources, no device plugin pod runs) — the node without GPUs advertised is
+// Unschedulable with its kubernetes link broken, the others serve GPUs with no NVIDIA plugin
+// pod seen (Degraded); then as a ServiceAccount bound to exactly docs/rbac/doctor.yaml the
+// same report, and with any one rule removed exit 2 and one line naming the permission.
+func TestDoctor(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	r := env.Gpu(ctx, "doctor", "-o", "json")
+	var rep doctor.Report
+	if err := json.Unmarshal([]byte(r.Stdout), &rep); r.Code != 1 || err != nil {
+		t.Fatalf("doctor: exit %d %v\n%s%s", r.Code, err, r.Stdout, r.Stderr)
+	}
+	verdicts := map[string]doctor.Verdict{}
+	for _, n := range rep.Items {
+		verdicts[n.Node] = n.Verdict
+	}
+	if verdicts["gpu-bare-0"] != doctor.Unschedulable || verdicts["gpu-a100-0"] != doctor.Degraded || len(rep.Items) != 5 {
+		t.Fatalf("verdicts %v\n%s", verdicts, r.Stdout)
+	}
+	for _, n := range rep.Items {
+		// Never checked by prep and serving no GPU: the first link not known is the first to
+		// look at, with prep as its fix.
+		if n.Node == "gpu-bare-0" && (n.FirstBroken != doctor.LinkHardware || n.Fix != "kubectl gpu prep gpu-bare-0" || n.Links[5].State != doctor.Broken) {
+			t.Errorf("gpu-bare-0: %+v", n)
+		}
+	}
+
+	cs := env.Cluster.Client
+	b, err := os.ReadFile(filepath.Join(harness.RepoRoot(), "docs", "rbac", "doctor.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var role rbacv1.ClusterRole
+	if err := sigsyaml.UnmarshalStrict(b, &role); err != nil {
+		t.Fatal(err)
+	}
+	const saNS = "kubectl-gpu-rbac"
+	if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: saNS}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
+	sa := "kubectl-gpu-doctor"
+	if _, err := cs.CoreV1().ServiceAccounts(saNS).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: sa}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
+	binding := &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: role.Name},
+		RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: role.Name},
+		Subjects: []rbacv1.Subject{{Kind: "ServiceAccount", Name: sa, Namespace: saNS}}}
+	if _, err := cs.RbacV1().ClusterRoleBindings().Create(ctx, binding, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cs.RbacV1().ClusterRoleBindings().Delete(context.Background(), role.Name, metav1.DeleteOptions{})
+		_ = cs.RbacV1().ClusterRoles().Delete(context.Background(), role.Name, metav1.DeleteOptions{})
+	})
+	kubeconfig := harness.SAKubeconfig(t, ctx, env.Cluster, saNS, sa)
+	user := "system:serviceaccount:" + saNS + ":" + sa
+	as := []string{"KUBECONFIG=" + kubeconfig}
+	harness.SetRole(t, ctx, cs, role.Name, role.Rules, user)
+	if got := env.Kubectl(ctx, as, "gpu", "doctor", "-o", "json"); got.Code != 1 || got.Stdout != r.Stdout {
+		t.Fatalf("with the whole role: exit %d\n%s%s", got.Code, got.Stdout, got.Stderr)
+	}
+	for i, rule := range role.Rules {
+		rest := append(append([]rbacv1.PolicyRule(nil), role.Rules[:i]...), role.Rules[i+1:]...)
+		harness.SetRole(t, ctx, cs, role.Name, rest, user)
+		harness.WaitAccess(t, ctx, cs, user, rule, false)
+		got := env.Kubectl(ctx, as, "gpu", "doctor", "-o", "json")
+		lines := strings.Split(strings.TrimSpace(got.Stderr), "\n")
+		if res := rule.Resources[0]; got.Code != 2 || got.Stdout != "" || len(lines) != 1 || !strings.Contains(lines[0], "forbidden by RBAC") || !strings.Contains(lines[0], res) {
+			t.Errorf("without %v on %s: exit %d, want 2 and one line naming %q\nstdout: %s\nstderr: %s", rule.Verbs, res, got.Code, res, got.Stdout, got.Stderr)
+		}
+	}
+}
