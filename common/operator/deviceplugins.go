@@ -2,6 +2,8 @@ package operator
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"path"
 	"sort"
 	"strings"
@@ -136,6 +138,11 @@ func (c *Client) checkNoOtherDevicePlugin(ctx context.Context, values map[string
 		return nil
 	}
 	as, err := GPUAllocators(ctx, c.CS, nil, c.Namespace, releaseName)
+	if apierrors.IsForbidden(errors.Unwrap(err)) || err != nil && strings.Contains(err.Error(), "forbidden by RBAC") {
+		// An admin of the release namespace only: the install may go on, unchecked.
+		fmt.Fprintf(c.Log, "warning: cannot look for another device plugin (listing DaemonSets in every namespace is forbidden): make sure none runs, or pass --set devicePlugin.enabled=false\n")
+		return nil
+	}
 	if err != nil {
 		return err
 	}
