@@ -48,7 +48,7 @@ func TestValidatorSteps(t *testing.T) {
 			{Name: "cuda-validation", State: corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "PodInitializing"}}},
 		}},
 	}
-	v := validator(p)
+	v := Validator(p)
 	if v.Node != "gpu-1" || v.Done || strings.Join(v.Steps, ", ") != "driver-validation: done, toolkit-validation: failed (exit 1), cuda-validation: waiting" {
 		t.Fatalf("%+v", v)
 	}

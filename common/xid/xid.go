@@ -1,0 +1,134 @@
+// Package xid reads NVIDIA driver error events (XIDs) from a kernel log and classes each by
+// NVIDIA's published XID catalog ("XID Errors", NVIDIA GPU deployment and management
+// documentation): what it means and the action it calls for, on a ladder from the least to
+// the most disruptive. A GPU that fell off the bus is caught without an XID too.
+package xid
+
+import (
+	"regexp"
+	"strconv"
+	"strings"
+)
+
+// Action is what an event calls for, from the least to the most disruptive.
+type Action int
+
+// The ladder.
+const (
+	// None: recorded, nothing to do now.
+	None Action = iota
+	// RestartApp: the application hit the error; the GPU is fine.
+	RestartApp
+	// ResetGPU: drain the GPU's workloads and reset it (nvidia-smi -r).
+	ResetGPU
+	// Reboot the node.
+	Reboot
+	// Service the hardware (reseat, replace).
+	Service
+)
+
+var actionNames = map[Action]string{None: "none", RestartApp: "restart the application", ResetGPU: "drain and reset the GPU", Reboot: "reboot", Service: "service the hardware"}
+
+func (a Action) String() string { return actionNames[a] }
+
+// MarshalText writes the action's name.
+func (a Action) MarshalText() ([]byte, error) { return []byte(a.String()), nil }
+
+// UnmarshalText reads an action's name.
+func (a *Action) UnmarshalText(b []byte) error {
+	for k, v := range actionNames {
+		if v == string(b) {
+			*a = k
+			return nil
+		}
+	}
+	*a = None
+	return nil
+}
+
+// Info is the catalog's entry for an XID.
+type Info struct {
+	Meaning string
+	Action  Action
+}
+
+// Catalog is NVIDIA's XID catalog for the XIDs that matter to a node serving GPUs.
+var Catalog = map[int]Info{
+	13:  {"graphics engine exception: usually the application (an out-of-range access)", RestartApp},
+	31:  {"GPU memory page fault: the application accessed an illegal address", RestartApp},
+	43:  {"GPU stopped processing: the application hit a software fault; the GPU is healthy", RestartApp},
+	45:  {"preemptive cleanup after an earlier error (the application was stopped)", None},
+	48:  {"double-bit ECC error (uncorrectable)", ResetGPU},
+	61:  {"internal micro-controller breakpoint/warning", ResetGPU},
+	62:  {"internal micro-controller halt", ResetGPU},
+	63:  {"ECC page retirement or row remapping recorded: applied at the next GPU reset", None},
+	64:  {"ECC page retirement or row remapping failed", Service},
+	68:  {"video processor exception", ResetGPU},
+	74:  {"NVLink error", ResetGPU},
+	79:  {"GPU has fallen off the bus", Service},
+	92:  {"high single-bit ECC error rate", ResetGPU},
+	94:  {"contained ECC error: the affected application was stopped", RestartApp},
+	95:  {"uncontained ECC error: every application on the GPU is affected", ResetGPU},
+	119: {"GSP RPC timeout: the GPU's system processor did not answer", ResetGPU},
+	120: {"GSP error", ResetGPU},
+}
+
+// Event is one XID (or a GPU fallen off the bus without one) from the kernel log.
+type Event struct {
+	// XID is the code, 0 for a fallen-off-the-bus line without one.
+	XID int    `json:"xid"`
+	PCI string `json:"pci"`
+	// Process is the process that ran on the GPU ("" unknown), as the driver names it.
+	Process string `json:"process,omitempty"`
+	Message string `json:"message"`
+	Meaning string `json:"meaning"`
+	Action  Action `json:"action"`
+}
+
+var (
+	xidLine  = regexp.MustCompile(`NVRM: Xid \(PCI:([0-9a-fA-F:.]+)\): (\d+), (.*)$`)
+	procPart = regexp.MustCompile(`^pid=([^,]*), name=([^,]*), (.*)$`)
+	busLine  = regexp.MustCompile(`NVRM: GPU at PCI:([0-9a-fA-F:.]+): (.*fallen off the bus.*)$`)
+)
+
+// Parse reads the XIDs of a kernel log (dmesg, kern.log, journalctl -k), in order.
+func Parse(log string) []Event {
+	var out []Event
+	for _, l := range strings.Split(log, "\n") {
+		if m := xidLine.FindStringSubmatch(l); m != nil {
+			code, _ := strconv.Atoi(m[2])
+			info, ok := Catalog[code]
+			if !ok {
+				info = Info{Meaning: "not in the catalog this tool knows: see NVIDIA's XID documentation", Action: ResetGPU}
+			}
+			e := Event{XID: code, PCI: strings.ToLower(m[1]), Message: strings.TrimSpace(m[3]), Meaning: info.Meaning, Action: info.Action}
+			if p := procPart.FindStringSubmatch(e.Message); p != nil {
+				e.Message = p[3]
+				if name := strings.Trim(p[2], "'<>"); name != "unknown" {
+					e.Process = name + " (pid " + strings.Trim(p[1], "'") + ")"
+				}
+			}
+			out = append(out, e)
+			continue
+		}
+		if m := busLine.FindStringSubmatch(l); m != nil {
+			out = append(out, Event{PCI: strings.ToLower(m[1]), Message: strings.TrimSpace(m[2]), Meaning: Catalog[79].Meaning, Action: Service})
+		}
+	}
+	return out
+}
+
+// Worst is the most disruptive action the events call for, with the event that calls for it
+// (the latest of them); ok false when there is none.
+func Worst(events []Event) (Event, bool) {
+	if len(events) == 0 {
+		return Event{}, false
+	}
+	best := events[0]
+	for _, e := range events {
+		if e.Action >= best.Action {
+			best = e
+		}
+	}
+	return best, true
+}

@@ -1,0 +1,66 @@
+package xid
+
+import (
+	"encoding/json"
+	"testing"
+)
+
+// The lines are in the formats NVIDIA's drivers print (kernel log, with dmesg's and
+// journalctl's prefixes), from NVIDIA's XID documentation and its trackers.
+const kernLog = `Dec  6 09:12:01 gpu-7 kernel: [  812.345678] NVRM: Xid (PCI:0000:3b:00): 13, pid=4410, name=python3, Graphics Exception: ESR 0x405840=0x4d000000 0x405844=0x0
+[  901.000001] NVRM: Xid (PCI:0000:3b:00): 31, pid=4410, name=python3, Ch 00000008, intr 10000000. MMU Fault: ENGINE GRAPHICS GPCCLIENT_T1_0 faulted @ 0x7f4c_00000000. Fault is of type FAULT_PDE ACCESS_TYPE_VIRT_READ
+[  902.1] NVRM: Xid (PCI:0000:3b:00): 43, pid=4410, name=python3, Ch 00000008
+[  950.2] NVRM: Xid (PCI:0000:86:00): 48, pid='<unknown>', name=<unknown>, An uncorrectable double bit error (DBE) has been detected on GPU in the framebuffer at partition 6, subpartition 0.
+[  950.3] NVRM: Xid (PCI:0000:86:00): 63, pid='<unknown>', name=<unknown>, Row Remapper: New row (0x00000000000a3f10) marked for remapping, reset gpu to activate.
+[  950.4] NVRM: Xid (PCI:0000:86:00): 64, pid='<unknown>', name=<unknown>, Row Remapper Error: row (0x00000000000a3f11) remapping failed
+[ 1001.5] NVRM: Xid (PCI:0000:b1:00): 74, pid='<unknown>', name=<unknown>, NVLink: fatal error detected on link 3(0x0, 0x0, 0x10000, 0x0, 0x0, 0x0, 0x0)
+[ 1100.6] NVRM: Xid (PCI:0000:b1:00): 92, pid='<unknown>', name=<unknown>, High single-bit ECC error rate
+Dec 06 09:30:00 gpu-7 kernel: NVRM: Xid (PCI:0000:b1:00): 94, pid=5120, name=train, Contained: SM (0x1). RST: No, D-RST: No
+Dec 06 09:30:01 gpu-7 kernel: NVRM: Xid (PCI:0000:b1:00): 95, pid='<unknown>', name=<unknown>, Uncontained: FBHUB. RST: Yes, D-RST: No
+[ 1300.7] NVRM: Xid (PCI:0000:c1:00): 119, pid=1234, name=nvidia-smi, Timeout after 6s of waiting for RPC response from GPU0 GSP! Expected function 76 (GSP_RM_CONTROL) (0x20800a4c 0x4).
+[ 1400.8] NVRM: Xid (PCI:0000:c1:00): 79, pid='<unknown>', name=<unknown>, GPU has fallen off the bus.
+[ 1500.9] NVRM: GPU at PCI:0000:da:00: GPU-2b7a1c3e-8f1d-4a8e-9b0c-1d2e3f4a5b6c
+[ 1501.0] NVRM: GPU at PCI:0000:da:00: GPU has fallen off the bus.
+[ 1502.0] nouveau 0000:01:00.0: unrelated line
+`
+
+func TestParse(t *testing.T) {
+	got := Parse(kernLog)
+	want := []struct {
+		xid    int
+		pci    string
+		action Action
+	}{
+		{13, "0000:3b:00", RestartApp}, {31, "0000:3b:00", RestartApp}, {43, "0000:3b:00", RestartApp},
+		{48, "0000:86:00", ResetGPU}, {63, "0000:86:00", None}, {64, "0000:86:00", Service},
+		{74, "0000:b1:00", ResetGPU}, {92, "0000:b1:00", ResetGPU}, {94, "0000:b1:00", RestartApp}, {95, "0000:b1:00", ResetGPU},
+		{119, "0000:c1:00", ResetGPU}, {79, "0000:c1:00", Service}, {0, "0000:da:00", Service},
+	}
+	if len(got) != len(want) {
+		t.Fatalf("%d events, want %d: %+v", len(got), len(want), got)
+	}
+	for i, w := range want {
+		if g := got[i]; g.XID != w.xid || g.PCI != w.pci || g.Action != w.action || g.Meaning == "" {
+			t.Errorf("event %d: %+v, want XID %d on %s calling for %s", i, g, w.xid, w.pci, w.action)
+		}
+	}
+	if got[3].Message != "An uncorrectable double bit error (DBE) has been detected on GPU in the framebuffer at partition 6, subpartition 0." {
+		t.Errorf("message: %q", got[3].Message)
+	}
+	w, ok := Worst(got)
+	if !ok || w.Action != Service || w.PCI != "0000:da:00" {
+		t.Errorf("worst: %+v", w)
+	}
+	if _, ok := Worst(nil); ok {
+		t.Error("no events, no worst")
+	}
+	// An XID the catalog lacks is a reset, said so.
+	if e := Parse("NVRM: Xid (PCI:0000:01:00): 999, pid=1, something new"); len(e) != 1 || e[0].Action != ResetGPU {
+		t.Errorf("unknown XID: %+v", e)
+	}
+	b, _ := json.Marshal(got[0])
+	var back Event
+	if err := json.Unmarshal(b, &back); err != nil || back != got[0] {
+		t.Errorf("round trip: %s %+v %v", b, back, err)
+	}
+}
