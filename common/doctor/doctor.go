@@ -21,13 +21,16 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/utils/ptr"
 
 	"github.com/kubectl-gpu/kubectl-gpu/common/cluster"
 	dp "github.com/kubectl-gpu/kubectl-gpu/common/deviceplugin"
 	"github.com/kubectl-gpu/kubectl-gpu/common/flavour"
 	"github.com/kubectl-gpu/kubectl-gpu/common/inventory"
+	"github.com/kubectl-gpu/kubectl-gpu/common/nodepod"
 	op "github.com/kubectl-gpu/kubectl-gpu/common/operator"
 	"github.com/kubectl-gpu/kubectl-gpu/common/report"
+	"github.com/kubectl-gpu/kubectl-gpu/common/xid"
 )
 
 // The links of the chain, in order.
@@ -423,7 +426,12 @@ func (w *world) diagnose(ctx context.Context, n *corev1.Node) Node {
 	d.add(w.softwareLink(ctx, n, byKind, alloc))
 
 	// 6. Kubernetes: allocatable against the hardware, cordon and taints, pending GPU pods.
-	d.add(w.kubernetesLink(n, alloc, pci, pciKnown))
+	k := w.kubernetesLink(n, alloc, pci, pciKnown)
+	if k.State == Warn && k.Remedy == RemedyRestart && byKind[swDevicePlugin] != nil {
+		// Fewer GPUs than the hardware: the XIDs the device plugin logged say which and why.
+		w.unhealthyWhy(ctx, byKind[swDevicePlugin], &k)
+	}
+	d.add(k)
 
 	d.judge()
 	return d
@@ -518,6 +526,30 @@ func (w *world) kubernetesLink(n *corev1.Node, alloc int64, pci int, pciKnown bo
 			Fix: "kubectl gpu prep " + n.Name + " to read the GPUs; restart the device plugin once they are healthy"}
 	}
 	return Link{Name: LinkKubernetes, State: OK, Detail: det}
+}
+
+// unhealthyWhy reads the device plugin's log for the XIDs that made it mark GPUs unhealthy
+// and sets the link's detail, fix and remedy from the worst (NVIDIA's catalog).
+func (w *world) unhealthyWhy(ctx context.Context, plugin *corev1.Pod, l *Link) {
+	b, err := nodepod.ReadLog(ctx, w.cs, plugin.Namespace, plugin.Name, &corev1.PodLogOptions{TailLines: ptr.To[int64](500)})
+	if err != nil {
+		return
+	}
+	e, ok := xid.Worst(xid.FromDevicePlugin(string(b)))
+	if !ok {
+		return
+	}
+	l.Detail += fmt.Sprintf("; the device plugin logged XID %d on %s: %s", e.XID, e.PCI, e.Meaning)
+	switch e.Action {
+	case xid.Service:
+		l.Remedy, l.Fix = RemedyService, "drain the node, reboot it; if the GPU stays missing, have it serviced"
+	case xid.Reboot:
+		l.Remedy, l.Fix = RemedyReboot, "drain and reboot the node"
+	case xid.ResetGPU:
+		l.Remedy, l.Fix = RemedyReset, "drain the GPU's pods and reset it (nvidia-smi -r -i "+e.PCI+"), then restart the device plugin (kubectl delete pod -n "+plugin.Namespace+" "+plugin.Name+")"
+	default:
+		l.Fix = "restart the device plugin (kubectl delete pod -n " + plugin.Namespace + " " + plugin.Name + "): it keeps a GPU unhealthy until it restarts"
+	}
 }
 
 func (d *Node) add(l Link) { d.Links = append(d.Links, l) }

@@ -132,3 +132,25 @@ func Worst(events []Event) (Event, bool) {
 	}
 	return best, true
 }
+
+var pluginLine = regexp.MustCompile(`XidCriticalError: Xid=(\d+) on Device=([^;,\s]+)`)
+
+// FromDevicePlugin reads the XIDs NVIDIA's device plugin logged when it marked a GPU
+// unhealthy ("XidCriticalError: Xid=79 on Device=GPU-…; marking device as unhealthy."), in
+// order; PCI holds the device's ID (a UUID) there.
+func FromDevicePlugin(log string) []Event {
+	var out []Event
+	for _, l := range strings.Split(log, "\n") {
+		m := pluginLine.FindStringSubmatch(l)
+		if m == nil {
+			continue
+		}
+		code, _ := strconv.Atoi(m[1])
+		info, ok := Catalog[code]
+		if !ok {
+			info = Info{Meaning: "not in the catalog this tool knows: see NVIDIA's XID documentation", Action: ResetGPU}
+		}
+		out = append(out, Event{XID: code, PCI: m[2], Message: strings.TrimSpace(l[strings.Index(l, "XidCriticalError"):]), Meaning: info.Meaning, Action: info.Action})
+	}
+	return out
+}

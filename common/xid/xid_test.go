@@ -64,3 +64,19 @@ func TestParse(t *testing.T) {
 		t.Errorf("round trip: %s %+v %v", b, back, err)
 	}
 }
+
+// TestFromDevicePlugin: the line k8s-device-plugin logs when an XID makes it mark a GPU
+// unhealthy (internal/rm/health.go).
+func TestFromDevicePlugin(t *testing.T) {
+	log := `I1206 09:00:00.000000       1 health.go:150] Ignoring XID 13 on device GPU-1
+I1206 09:14:02.123456       1 health.go:159] XidCriticalError: Xid=79 on Device=GPU-2b7a1c3e-8f1d-4a8e-9b0c-1d2e3f4a5b6c; marking device as unhealthy.
+I1206 09:20:00.000000       1 health.go:159] XidCriticalError: Xid=48 on Device=GPU-9c9c; marking device as unhealthy.
+`
+	got := FromDevicePlugin(log)
+	if len(got) != 2 || got[0].XID != 79 || got[0].PCI != "GPU-2b7a1c3e-8f1d-4a8e-9b0c-1d2e3f4a5b6c" || got[0].Action != Service || got[1].Action != ResetGPU {
+		t.Fatalf("%+v", got)
+	}
+	if w, _ := Worst(got); w.XID != 79 {
+		t.Errorf("worst: %+v", w)
+	}
+}

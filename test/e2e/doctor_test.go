@@ -13,9 +13,12 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
 	sigsyaml "sigs.k8s.io/yaml"
 
 	"github.com/kubectl-gpu/kubectl-gpu/common/doctor"
+	"github.com/kubectl-gpu/kubectl-gpu/common/operator"
 	"github.com/kubectl-gpu/kubectl-gpu/test/harness"
 )
 
@@ -48,6 +51,47 @@ func TestDoctor(t *testing.T) {
 	}
 
 	cs := env.Cluster.Client
+
+	// A device plugin pod on gpu-a100-1 whose log (served by kwok) says it marked a GPU
+	// unhealthy after XID 79, on a node where prep found 9 GPUs on the bus and 8 are
+	// advertised: the hardware link is broken and the kubernetes link names the XID.
+	plugin := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "nvidia-device-plugin-xid", Namespace: "default"},
+		Spec: corev1.PodSpec{NodeName: "gpu-a100-1", Containers: []corev1.Container{{Name: "nvidia-device-plugin-ctr", Image: "nvcr.io/nvidia/k8s-device-plugin:v0.20.0", Command: []string{"nvidia-device-plugin"}}}}}
+	if err := env.Cluster.SetPodLog(ctx, "default", plugin.Name, "nvidia-device-plugin-ctr",
+		"I1206 09:14:02.123456       1 health.go:159] XidCriticalError: Xid=79 on Device=GPU-2b7a1c3e; marking device as unhealthy."); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cs.CoreV1().Pods("default").Create(ctx, plugin, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	patch := `{"metadata":{"annotations":{"` + operator.AnnotationGPUs + `":"9"}}}`
+	if _, err := cs.CoreV1().Nodes().Patch(ctx, "gpu-a100-1", types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cs.CoreV1().Pods("default").Delete(context.Background(), plugin.Name, metav1.DeleteOptions{GracePeriodSeconds: ptr.To[int64](0)})
+		_, _ = cs.CoreV1().Nodes().Patch(context.Background(), "gpu-a100-1", types.MergePatchType, []byte(`{"metadata":{"annotations":{"`+operator.AnnotationGPUs+`":null}}}`), metav1.PatchOptions{})
+	})
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(500 * time.Millisecond) {
+		p, err := cs.CoreV1().Pods("default").Get(ctx, plugin.Name, metav1.GetOptions{})
+		if err == nil && p.Status.Phase == corev1.PodRunning {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the plugin pod never ran: %v", err)
+		}
+	}
+	r = env.Gpu(ctx, "doctor", "gpu-a100-1", "-o", "json")
+	rep = doctor.Report{}
+	if err := json.Unmarshal([]byte(r.Stdout), &rep); r.Code != 1 || err != nil || len(rep.Items) != 1 {
+		t.Fatalf("doctor gpu-a100-1: exit %d %v\n%s%s", r.Code, err, r.Stdout, r.Stderr)
+	}
+	if n := rep.Items[0]; n.Verdict != doctor.Faulty || n.FirstBroken != doctor.LinkHardware || n.Links[4].State != doctor.OK ||
+		!strings.Contains(n.Links[5].Detail, "the device plugin logged XID 79 on GPU-2b7a1c3e: GPU has fallen off the bus") || n.Links[5].Remedy != doctor.RemedyService {
+		t.Errorf("gpu-a100-1: %+v", n)
+	}
+	r = env.Gpu(ctx, "doctor", "-o", "json") // the report the least-privilege runs compare with
+
 	b, err := os.ReadFile(filepath.Join(harness.RepoRoot(), "docs", "rbac", "doctor.yaml"))
 	if err != nil {
 		t.Fatal(err)
@@ -78,8 +122,18 @@ func TestDoctor(t *testing.T) {
 	user := "system:serviceaccount:" + saNS + ":" + sa
 	as := []string{"KUBECONFIG=" + kubeconfig}
 	harness.SetRole(t, ctx, cs, role.Name, role.Rules, user)
-	if got := env.Kubectl(ctx, as, "gpu", "doctor", "-o", "json"); got.Code != 1 || got.Stdout != r.Stdout {
-		t.Fatalf("with the whole role: exit %d\n%s%s", got.Code, got.Stdout, got.Stderr)
+	// The same verdicts (without the optional pods/log the XID is not named).
+	verdictsOf := func(out string) string {
+		var rep doctor.Report
+		_ = json.Unmarshal([]byte(out), &rep)
+		var v []string
+		for _, n := range rep.Items {
+			v = append(v, n.Node+"="+string(n.Verdict)+"/"+n.FirstBroken)
+		}
+		return strings.Join(v, " ")
+	}
+	if got := env.Kubectl(ctx, as, "gpu", "doctor", "-o", "json"); got.Code != 1 || verdictsOf(got.Stdout) != verdictsOf(r.Stdout) || verdictsOf(r.Stdout) == "" {
+		t.Fatalf("with the whole role: exit %d\n%s%s\nwant the verdicts %s", got.Code, got.Stdout, got.Stderr, verdictsOf(r.Stdout))
 	}
 	for i, rule := range role.Rules {
 		rest := append(append([]rbacv1.PolicyRule(nil), role.Rules[:i]...), role.Rules[i+1:]...)
