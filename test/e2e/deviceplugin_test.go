@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -16,7 +15,6 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	sigsyaml "sigs.k8s.io/yaml"
 
 	dp "github.com/kubectl-gpu/kubectl-gpu/common/deviceplugin"
 	"github.com/kubectl-gpu/kubectl-gpu/common/flavour"
@@ -329,34 +327,8 @@ func TestDevicePluginLeastPrivilege(t *testing.T) {
 		prepNodes(t, context.Background(), gpuNodes, true)
 		_ = cs.NodeV1().RuntimeClasses().Delete(context.Background(), dp.RuntimeClassName, metav1.DeleteOptions{})
 	})
-	b, err := os.ReadFile(filepath.Join(harness.RepoRoot(), "docs", "rbac", "device-plugin.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var role rbacv1.ClusterRole
-	if err := sigsyaml.UnmarshalStrict(b, &role); err != nil {
-		t.Fatal(err)
-	}
-	const saNS = "kubectl-gpu-rbac"
-	if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: saNS}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
-		t.Fatal(err)
-	}
-	sa := "kubectl-gpu-device-plugin"
-	if _, err := cs.CoreV1().ServiceAccounts(saNS).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: sa}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
-		t.Fatal(err)
-	}
-	binding := &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: role.Name},
-		RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: role.Name},
-		Subjects: []rbacv1.Subject{{Kind: "ServiceAccount", Name: sa, Namespace: saNS}}}
-	if _, err := cs.RbacV1().ClusterRoleBindings().Create(ctx, binding, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = cs.RbacV1().ClusterRoleBindings().Delete(context.Background(), role.Name, metav1.DeleteOptions{})
-		_ = cs.RbacV1().ClusterRoles().Delete(context.Background(), role.Name, metav1.DeleteOptions{})
-	})
-	kubeconfig := harness.SAKubeconfig(t, ctx, c, saNS, sa)
-	user := "system:serviceaccount:" + saNS + ":" + sa
+	u := harness.BindDocRole(t, ctx, env.Cluster, "device-plugin")
+	role, kubeconfig, user := u.Role, u.Kubeconfig, u.User
 	henv := helmEnv(t)
 
 	// run is install, status, uninstall as the ServiceAccount in a new namespace; the first

@@ -3,19 +3,15 @@ package e2e
 import (
 	"context"
 	"encoding/json"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
-	sigsyaml "sigs.k8s.io/yaml"
 
 	"github.com/kubectl-gpu/kubectl-gpu/common/doctor"
 	"github.com/kubectl-gpu/kubectl-gpu/common/operator"
@@ -92,34 +88,8 @@ func TestDoctor(t *testing.T) {
 	}
 	r = env.Gpu(ctx, "doctor", "-o", "json") // the report the least-privilege runs compare with
 
-	b, err := os.ReadFile(filepath.Join(harness.RepoRoot(), "docs", "rbac", "doctor.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var role rbacv1.ClusterRole
-	if err := sigsyaml.UnmarshalStrict(b, &role); err != nil {
-		t.Fatal(err)
-	}
-	const saNS = "kubectl-gpu-rbac"
-	if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: saNS}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
-		t.Fatal(err)
-	}
-	sa := "kubectl-gpu-doctor"
-	if _, err := cs.CoreV1().ServiceAccounts(saNS).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: sa}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
-		t.Fatal(err)
-	}
-	binding := &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: role.Name},
-		RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: role.Name},
-		Subjects: []rbacv1.Subject{{Kind: "ServiceAccount", Name: sa, Namespace: saNS}}}
-	if _, err := cs.RbacV1().ClusterRoleBindings().Create(ctx, binding, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = cs.RbacV1().ClusterRoleBindings().Delete(context.Background(), role.Name, metav1.DeleteOptions{})
-		_ = cs.RbacV1().ClusterRoles().Delete(context.Background(), role.Name, metav1.DeleteOptions{})
-	})
-	kubeconfig := harness.SAKubeconfig(t, ctx, env.Cluster, saNS, sa)
-	user := "system:serviceaccount:" + saNS + ":" + sa
+	u := harness.BindDocRole(t, ctx, env.Cluster, "doctor")
+	role, kubeconfig, user := u.Role, u.Kubeconfig, u.User
 	as := []string{"KUBECONFIG=" + kubeconfig}
 	harness.SetRole(t, ctx, cs, role.Name, role.Rules, user)
 	// The same verdicts (without the optional pods/log the XID is not named).

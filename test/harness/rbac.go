@@ -2,6 +2,7 @@ package harness
 
 import (
 	"context"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -9,6 +10,7 @@ import (
 
 	authv1 "k8s.io/api/authentication/v1"
 	authzv1 "k8s.io/api/authorization/v1"
+	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -16,6 +18,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"k8s.io/utils/ptr"
+	"sigs.k8s.io/yaml"
 
 	"github.com/kubectl-gpu/kubectl-gpu/hack/localcluster"
 )
@@ -85,4 +88,47 @@ func SAKubeconfig(t testing.TB, ctx context.Context, c *localcluster.Cluster, ns
 		t.Fatal(err)
 	}
 	return path
+}
+
+// RoleUser is a ServiceAccount bound to one of docs/rbac's ClusterRoles.
+type RoleUser struct {
+	Role rbacv1.ClusterRole
+	// Kubeconfig is the ServiceAccount's; User its name for the authorizer.
+	Kubeconfig, User string
+}
+
+// BindDocRole reads docs/rbac/NAME.yaml and binds its ClusterRole (created by SetRole) to a
+// ServiceAccount of namespace kubectl-gpu-rbac, all removed at the end of the test.
+func BindDocRole(t testing.TB, ctx context.Context, c *localcluster.Cluster, name string) RoleUser {
+	t.Helper()
+	cs := c.Client
+	b, err := os.ReadFile(filepath.Join(RepoRoot(), "docs", "rbac", name+".yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var u RoleUser
+	if err := yaml.UnmarshalStrict(b, &u.Role); err != nil {
+		t.Fatal(err)
+	}
+	const saNS = "kubectl-gpu-rbac"
+	if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: saNS}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
+	sa := "kubectl-gpu-" + name
+	if _, err := cs.CoreV1().ServiceAccounts(saNS).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: sa}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
+	binding := &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: u.Role.Name},
+		RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: u.Role.Name},
+		Subjects: []rbacv1.Subject{{Kind: "ServiceAccount", Name: sa, Namespace: saNS}}}
+	if _, err := cs.RbacV1().ClusterRoleBindings().Create(ctx, binding, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cs.RbacV1().ClusterRoleBindings().Delete(context.Background(), u.Role.Name, metav1.DeleteOptions{})
+		_ = cs.RbacV1().ClusterRoles().Delete(context.Background(), u.Role.Name, metav1.DeleteOptions{})
+	})
+	u.Kubeconfig = SAKubeconfig(t, ctx, c, saNS, sa)
+	u.User = "system:serviceaccount:" + saNS + ":" + sa
+	return u
 }
