@@ -12,11 +12,7 @@ import (
 	"strings"
 	"testing"
 
-	"helm.sh/helm/v3/pkg/action"
 	"helm.sh/helm/v3/pkg/chart/loader"
-	"helm.sh/helm/v3/pkg/chartutil"
-	"helm.sh/helm/v3/pkg/cli"
-	kubefake "helm.sh/helm/v3/pkg/kube/fake"
 	"helm.sh/helm/v3/pkg/release"
 	"helm.sh/helm/v3/pkg/repo"
 	"helm.sh/helm/v3/pkg/storage"
@@ -41,6 +37,7 @@ import (
 	"github.com/kubectl-gpu/kubectl-gpu/common/flavour"
 	"github.com/kubectl-gpu/kubectl-gpu/common/golden"
 	op "github.com/kubectl-gpu/kubectl-gpu/common/operator"
+	"github.com/kubectl-gpu/kubectl-gpu/common/operator/operatortest"
 	"github.com/kubectl-gpu/kubectl-gpu/hack/nodefixtures"
 )
 
@@ -104,10 +101,7 @@ func newWorld(t *testing.T, bare bool, objs ...runtime.Object) *world {
 }
 
 func (w *world) client(g cluster.Getter, ns string, log io.Writer) (*op.Client, error) {
-	cs, _ := g.Clientset()
-	cfg := &action.Configuration{Releases: w.releases, KubeClient: &kubefake.PrintingKubeClient{Out: io.Discard},
-		Capabilities: chartutil.DefaultCapabilities, Log: func(string, ...any) {}}
-	return &op.Client{Namespace: ns, Helm: &op.Helm{Config: cfg, Settings: cli.New(), Namespace: ns}, CS: cs, Dyn: w.dyn, Log: log}, nil
+	return operatortest.NewClient(w.releases, w.dyn)(g, ns, log)
 }
 
 func (w *world) run(t *testing.T, args ...string) (string, string, error) {

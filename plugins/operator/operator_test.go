@@ -29,11 +29,7 @@ import (
 
 	"k8s.io/apimachinery/pkg/runtime/schema"
 
-	"helm.sh/helm/v3/pkg/action"
 	"helm.sh/helm/v3/pkg/chart"
-	"helm.sh/helm/v3/pkg/chartutil"
-	"helm.sh/helm/v3/pkg/cli"
-	kubefake "helm.sh/helm/v3/pkg/kube/fake"
 	"helm.sh/helm/v3/pkg/release"
 	"helm.sh/helm/v3/pkg/storage"
 	"helm.sh/helm/v3/pkg/storage/driver"
@@ -51,6 +47,7 @@ import (
 	"github.com/kubectl-gpu/kubectl-gpu/common/flavour"
 	"github.com/kubectl-gpu/kubectl-gpu/common/golden"
 	op "github.com/kubectl-gpu/kubectl-gpu/common/operator"
+	"github.com/kubectl-gpu/kubectl-gpu/common/operator/operatortest"
 	"github.com/kubectl-gpu/kubectl-gpu/hack/nodefixtures"
 )
 
@@ -78,10 +75,7 @@ func newWorld(t *testing.T, objs ...runtime.Object) *world {
 }
 
 func (w *world) client(g cluster.Getter, ns string, log io.Writer) (*op.Client, error) {
-	cs, _ := g.Clientset()
-	cfg := &action.Configuration{Releases: w.releases, KubeClient: &kubefake.PrintingKubeClient{Out: io.Discard},
-		Capabilities: chartutil.DefaultCapabilities, Log: func(string, ...any) {}}
-	return &op.Client{Namespace: ns, Helm: &op.Helm{Config: cfg, Settings: cli.New(), Namespace: ns}, CS: cs, Dyn: w.dyn, Log: log}, nil
+	return operatortest.NewClient(w.releases, w.dyn)(g, ns, log)
 }
 
 func (w *world) run(t *testing.T, args ...string) (string, string, error) {
