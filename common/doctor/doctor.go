@@ -28,6 +28,7 @@ import (
 	"github.com/kubectl-gpu/kubectl-gpu/common/flavour"
 	"github.com/kubectl-gpu/kubectl-gpu/common/inventory"
 	"github.com/kubectl-gpu/kubectl-gpu/common/nodepod"
+	rep "github.com/kubectl-gpu/kubectl-gpu/common/nodereport"
 	op "github.com/kubectl-gpu/kubectl-gpu/common/operator"
 	"github.com/kubectl-gpu/kubectl-gpu/common/report"
 	"github.com/kubectl-gpu/kubectl-gpu/common/xid"
@@ -353,6 +354,20 @@ func (w *world) diagnose(ctx context.Context, n *corev1.Node) Node {
 		d.add(Link{Name: LinkHardware, State: OK, Detail: fmt.Sprintf("%d GPUs on the PCI bus (NVML's count unknown: no GPU feature discovery labels)", pci)})
 	default:
 		d.add(Link{Name: LinkHardware, State: Unknown, Detail: "not checked by prep", Fix: "kubectl gpu prep " + n.Name})
+	}
+
+	// The GPUs' own health, as prep's NVML read found it.
+	if l := &d.Links[0]; l.State != Broken {
+		detail := n.Annotations[op.AnnotationGPUHealthDetail]
+		switch n.Annotations[op.AnnotationGPUHealth] {
+		case rep.HealthService:
+			*l = Link{Name: LinkHardware, State: Broken, Remedy: RemedyService, Detail: detail, Fix: "drain the node (kubectl drain " + n.Name + ") and have the GPU serviced"}
+		case rep.HealthReset:
+			*l = Link{Name: LinkHardware, State: Broken, Remedy: RemedyReset, Detail: detail,
+				Fix: "drain the GPU's workloads and reset it (nvidia-smi -r), or reboot the node (kubectl gpu prep " + n.Name + " --apply --reboot)"}
+		case rep.HealthWarn:
+			*l = Link{Name: LinkHardware, State: Warn, Remedy: RemedyNone, Detail: l.Detail + "; " + detail, Fix: "check the node's cooling and power"}
+		}
 	}
 
 	// 2. driver: the host's (prep) or the operator's driver container.

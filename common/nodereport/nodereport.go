@@ -60,6 +60,7 @@ const (
 	CheckPCI           = "gpu.pci"
 	CheckDriver        = "gpu.driver"
 	CheckNVML          = "gpu.nvml"
+	CheckGPUHealth     = "gpu.health"
 	CheckNouveau       = "nouveau"
 	CheckSecureBoot    = "secureboot"
 	CheckHeaders       = "kernel.headers"
@@ -92,6 +93,14 @@ type GPU struct {
 	MIG        string `json:"mig,omitempty"`
 	ECC        string `json:"ecc,omitempty"`
 	Driver     string `json:"driver,omitempty"`
+	// Health as NVML reads it (omitted where NVML did not answer): uncorrectable ECC errors
+	// since the driver loaded, row remapping pending or failed, retired pages pending, the
+	// hardware slowdowns in effect.
+	ECCUncorrectable    uint64   `json:"eccUncorrectable,omitempty"`
+	RowRemapPending     bool     `json:"rowRemapPending,omitempty"`
+	RowRemapFailed      bool     `json:"rowRemapFailed,omitempty"`
+	RetiredPagesPending bool     `json:"retiredPagesPending,omitempty"`
+	Slowdown            []string `json:"slowdown,omitempty"`
 }
 
 // Change is one thing apply changes (or would change).

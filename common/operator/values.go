@@ -28,6 +28,10 @@ const (
 	AnnotationGPUs = flavour.AnnotationPrefix + "gpus"
 	// AnnotationMIG is "enabled" when any GPU of the node has MIG mode on.
 	AnnotationMIG = flavour.AnnotationPrefix + "mig"
+	// AnnotationGPUHealth is the action the GPUs' health (NVML) calls for: ok, warn, reset,
+	// service; AnnotationGPUHealthDetail says what is wrong.
+	AnnotationGPUHealth       = flavour.AnnotationPrefix + "gpu-health"
+	AnnotationGPUHealthDetail = flavour.AnnotationPrefix + "gpu-health-detail"
 	// LabelDeployDriver is the GPU Operator's per-node switch for its driver DaemonSet;
 	// the operator itself sets it to "pre-installed" where it finds a host driver.
 	LabelDeployDriver = "nvidia.com/gpu.deploy.driver"

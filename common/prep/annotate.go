@@ -30,6 +30,14 @@ func Annotations(r *rep.Report, now time.Time) map[string]any {
 		flavour.AnnotationPrefix + "mig":                        nullIfEmpty(migMode(r.GPUs)),
 		flavour.AnnotationPrefix + "reported-at":                now.UTC().Format(time.RFC3339),
 	}
+	// The GPUs' health as NVML read it: the action it calls for, and what is wrong when
+	// anything is (unset when NVML did not answer).
+	summary, action := rep.Health(r.GPUs)
+	a[flavour.AnnotationPrefix+"gpu-health"] = nullIfEmpty(action)
+	a[flavour.AnnotationPrefix+"gpu-health-detail"] = nil
+	if action != rep.HealthOK && action != "" {
+		a[flavour.AnnotationPrefix+"gpu-health-detail"] = nodepod.Fit(summary, 1000)
+	}
 	if r.ContainerdConfigVersion == 0 {
 		a[flavour.AnnotationPrefix+"containerd-config-version"] = nil
 	}

@@ -86,6 +86,18 @@ func world() []runtime.Object {
 		node("gpu-noruntime", 8, 8, 0, func(n *corev1.Node) { n.Annotations[op.AnnotationNvidiaRuntime] = "false" }),
 		node("gpu-nodriver", 8, 8, 0, func(n *corev1.Node) { delete(n.Annotations, op.AnnotationDriver) }),
 		node("gpu-upgrade", 8, 8, 8, func(n *corev1.Node) { n.Labels["nvidia.com/gpu-driver-upgrade-state"] = "upgrade-failed" }), plugin("gpu-upgrade", true, running, 0),
+		node("gpu-ecc", 8, 8, 8, func(n *corev1.Node) {
+			n.Annotations[op.AnnotationGPUHealth] = "reset"
+			n.Annotations[op.AnnotationGPUHealthDetail] = "0000:07:00.0: row remapping pending (applied at the next GPU reset), 2 uncorrectable ECC errors since the driver loaded"
+		}), plugin("gpu-ecc", true, running, 0),
+		node("gpu-remapfail", 8, 8, 8, func(n *corev1.Node) {
+			n.Annotations[op.AnnotationGPUHealth] = "service"
+			n.Annotations[op.AnnotationGPUHealthDetail] = "0000:0f:00.0: row remapping failed"
+		}), plugin("gpu-remapfail", true, running, 0),
+		node("gpu-hot", 8, 8, 8, func(n *corev1.Node) {
+			n.Annotations[op.AnnotationGPUHealth] = "warn"
+			n.Annotations[op.AnnotationGPUHealthDetail] = "0000:47:00.0: hardware slowdown: thermal"
+		}), plugin("gpu-hot", true, running, 0),
 		nodefixtures.NodeObject("cpu-0", nodefixtures.Profiles["cpu"]),
 	}
 }
@@ -137,6 +149,9 @@ func TestDoctorVerdicts(t *testing.T) {
 		"gpu-pending":   {doctor.Degraded, doctor.LinkKubernetes, "none", "1 GPU pods Pending for this node, ml/train-0: 0/9 nodes are available: 1 Insufficient nvidia.com/gpu."},
 		"gpu-noruntime": {doctor.Unschedulable, doctor.LinkContainerd, doctor.RemedyConfigure, "overwritten by an upgrade"},
 		"gpu-nodriver":  {doctor.Unschedulable, doctor.LinkDriver, doctor.RemedyConfigure, "no driver"},
+		"gpu-ecc":       {doctor.Faulty, doctor.LinkHardware, doctor.RemedyReset, "2 uncorrectable ECC errors"},
+		"gpu-remapfail": {doctor.Faulty, doctor.LinkHardware, doctor.RemedyService, "row remapping failed"},
+		"gpu-hot":       {doctor.Degraded, doctor.LinkHardware, doctor.RemedyNone, "hardware slowdown: thermal"},
 	}
 	if len(r.Items) != len(want) {
 		t.Errorf("%d nodes diagnosed, want the %d GPU nodes", len(r.Items), len(want))

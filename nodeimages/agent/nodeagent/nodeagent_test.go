@@ -24,12 +24,9 @@ func TestNVMLInfoFromDGXA100Mock(t *testing.T) {
 	}
 	h := &hostconfig.Host{Root: root}
 	srv := dgxa100.New()
-	// The DGX A100 mock leaves ECC unimplemented; the A100 SXM4 has ECC on.
-	for _, d := range srv.Devices {
-		d.(*dgxa100.Device).GetEccModeFunc = func() (nvml.EnableState, nvml.EnableState, nvml.Return) {
-			return nvml.FEATURE_ENABLED, nvml.FEATURE_ENABLED, nvml.SUCCESS
-		}
-	}
+	// The DGX A100 mock leaves ECC and the health queries unimplemented; the A100 SXM4 has
+	// ECC on, and every GPU is healthy here.
+	healthy(srv)
 	info := nvmlInfo(h, func(*hostconfig.Host) (nvml.Interface, error) { return srv, nil })
 	r := rep.New("test", hostconfig.ModeCheck)
 	if err := info(r); err != nil {
@@ -44,6 +41,66 @@ func TestNVMLInfoFromDGXA100Mock(t *testing.T) {
 	}
 	if c, ok := r.Get(rep.CheckNVML); !ok || c.Status != rep.OK {
 		t.Fatalf("nvml check %+v", c)
+	}
+	if c, ok := r.Get(rep.CheckGPUHealth); !ok || c.Status != rep.OK {
+		t.Fatalf("health check %+v", c)
+	}
+}
+
+// healthy makes the mock's GPUs answer ECC mode and the health queries as healthy GPUs do.
+func healthy(srv *dgxa100.Server) {
+	for _, d := range srv.Devices {
+		dev := d.(*dgxa100.Device)
+		dev.GetEccModeFunc = func() (nvml.EnableState, nvml.EnableState, nvml.Return) {
+			return nvml.FEATURE_ENABLED, nvml.FEATURE_ENABLED, nvml.SUCCESS
+		}
+		dev.GetTotalEccErrorsFunc = func(nvml.MemoryErrorType, nvml.EccCounterType) (uint64, nvml.Return) { return 0, nvml.SUCCESS }
+		dev.GetRemappedRowsFunc = func() (int, int, bool, bool, nvml.Return) { return 0, 0, false, false, nvml.SUCCESS }
+		dev.GetRetiredPagesPendingStatusFunc = func() (nvml.EnableState, nvml.Return) { return nvml.FEATURE_DISABLED, nvml.SUCCESS }
+		dev.GetCurrentClocksEventReasonsFunc = func() (uint64, nvml.Return) { return nvml.ClocksEventReasonGpuIdle, nvml.SUCCESS }
+	}
+}
+
+// TestNVMLHealthFaults: the mock's GPUs answering faults — uncorrectable ECC errors with a row
+// remapping pending on one, a failed remapping on another, a thermal slowdown on a third, and
+// a GPU that does not support the queries — give each GPU's fields and the health check the
+// action the worst calls for.
+func TestNVMLHealthFaults(t *testing.T) {
+	root := filepath.Join(t.TempDir(), "root")
+	if err := fakehost.Build("ubuntu2404-containerd2", root, 0); err != nil {
+		t.Fatal(err)
+	}
+	srv := dgxa100.New()
+	healthy(srv)
+	d0, d1, d2, d3 := srv.Devices[0].(*dgxa100.Device), srv.Devices[1].(*dgxa100.Device), srv.Devices[2].(*dgxa100.Device), srv.Devices[3].(*dgxa100.Device)
+	d0.GetTotalEccErrorsFunc = func(typ nvml.MemoryErrorType, c nvml.EccCounterType) (uint64, nvml.Return) {
+		if typ == nvml.MEMORY_ERROR_TYPE_UNCORRECTED && c == nvml.VOLATILE_ECC {
+			return 2, nvml.SUCCESS
+		}
+		return 0, nvml.SUCCESS
+	}
+	d0.GetRemappedRowsFunc = func() (int, int, bool, bool, nvml.Return) { return 0, 1, true, false, nvml.SUCCESS }
+	d1.GetRemappedRowsFunc = func() (int, int, bool, bool, nvml.Return) { return 0, 8, false, true, nvml.SUCCESS }
+	d2.GetCurrentClocksEventReasonsFunc = func() (uint64, nvml.Return) {
+		return nvml.ClocksThrottleReasonHwThermalSlowdown | nvml.ClocksThrottleReasonHwSlowdown, nvml.SUCCESS
+	}
+	d3.GetRemappedRowsFunc = func() (int, int, bool, bool, nvml.Return) { return 0, 0, false, false, nvml.ERROR_NOT_SUPPORTED }
+	info := nvmlInfo(&hostconfig.Host{Root: root}, func(*hostconfig.Host) (nvml.Interface, error) { return srv, nil })
+	r := rep.New("test", hostconfig.ModeCheck)
+	if err := info(r); err != nil {
+		t.Fatal(err)
+	}
+	g := r.GPUs
+	if g[0].ECCUncorrectable != 2 || !g[0].RowRemapPending || g[0].RowRemapFailed || !g[1].RowRemapFailed ||
+		strings.Join(g[2].Slowdown, ",") != "hardware slowdown,thermal" || g[3].RowRemapPending || g[4].ECCUncorrectable != 0 {
+		t.Fatalf("GPUs: %+v", g[:5])
+	}
+	c, _ := r.Get(rep.CheckGPUHealth)
+	if c.Status != rep.Fail || !strings.Contains(c.Remediation, "serviced") ||
+		!strings.Contains(c.Message, g[1].PCIAddress+": row remapping failed") ||
+		!strings.Contains(c.Message, g[0].PCIAddress+": row remapping pending (applied at the next GPU reset), 2 uncorrectable ECC errors since the driver loaded") ||
+		!strings.Contains(c.Message, "hardware slowdown: hardware slowdown, thermal") {
+		t.Fatalf("health check: %+v", c)
 	}
 }
 

@@ -74,14 +74,60 @@ func nvmlInfo(h *hostconfig.Host, open func(*hostconfig.Host) (nvml.Interface, e
 				g.PCIAddress = busID(pci)
 				g.DeviceID = fmt.Sprintf("10de:%04x", pci.PciDeviceId>>16)
 			}
+			readHealth(d, &g)
 			if j, ok := byAddr[g.PCIAddress]; ok {
-				r.GPUs[j].Name, r.GPUs[j].UUID, r.GPUs[j].MemoryMiB, r.GPUs[j].MIG, r.GPUs[j].ECC, r.GPUs[j].Driver = g.Name, g.UUID, g.MemoryMiB, g.MIG, g.ECC, driver
+				pci, dev := r.GPUs[j].PCIAddress, r.GPUs[j].DeviceID
+				r.GPUs[j] = g
+				r.GPUs[j].PCIAddress, r.GPUs[j].DeviceID = pci, dev
 			} else {
 				r.GPUs = append(r.GPUs, g)
 			}
 		}
 		r.Add(rep.CheckNVML, rep.OK, fmt.Sprintf("NVML: %d GPU(s), driver %s, CUDA %s", n, driver, r.CUDAVersion), "")
+		switch summary, action := rep.Health(r.GPUs); action {
+		case rep.HealthOK:
+			r.Add(rep.CheckGPUHealth, rep.OK, summary, "")
+		case rep.HealthWarn:
+			r.Add(rep.CheckGPUHealth, rep.Warn, summary, "check the node's cooling and power")
+		case rep.HealthReset:
+			r.Add(rep.CheckGPUHealth, rep.Fail, summary, "drain the GPU's workloads and reset it (nvidia-smi -r), or reboot the node (kubectl gpu prep NODE --apply --reboot)")
+		case rep.HealthService:
+			r.Add(rep.CheckGPUHealth, rep.Fail, summary, "drain the node and have the GPU serviced")
+		}
 		return nil
+	}
+}
+
+// slowdowns are the clock event reasons that mean the hardware holds the GPU back.
+var slowdowns = []struct {
+	bit  uint64
+	name string
+}{
+	{nvml.ClocksThrottleReasonHwSlowdown, "hardware slowdown"},
+	{nvml.ClocksThrottleReasonHwThermalSlowdown, "thermal"},
+	{nvml.ClocksThrottleReasonHwPowerBrakeSlowdown, "power brake"},
+	{nvml.ClocksEventReasonSwThermalSlowdown, "software thermal"},
+}
+
+// readHealth adds what NVML says of the GPU's health: uncorrectable ECC errors (volatile),
+// row remapping, pending page retirement, hardware slowdowns. A query the GPU does not support
+// leaves its field empty.
+func readHealth(d nvml.Device, g *rep.GPU) {
+	if n, ret := d.GetTotalEccErrors(nvml.MEMORY_ERROR_TYPE_UNCORRECTED, nvml.VOLATILE_ECC); ret == nvml.SUCCESS {
+		g.ECCUncorrectable = n
+	}
+	if _, _, pending, failed, ret := d.GetRemappedRows(); ret == nvml.SUCCESS {
+		g.RowRemapPending, g.RowRemapFailed = pending, failed
+	}
+	if st, ret := d.GetRetiredPagesPendingStatus(); ret == nvml.SUCCESS {
+		g.RetiredPagesPending = st == nvml.FEATURE_ENABLED
+	}
+	if reasons, ret := d.GetCurrentClocksEventReasons(); ret == nvml.SUCCESS {
+		for _, s := range slowdowns {
+			if reasons&s.bit != 0 {
+				g.Slowdown = append(g.Slowdown, s.name)
+			}
+		}
 	}
 }
 
