@@ -5,8 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -18,7 +16,6 @@ import (
 
 	"github.com/kubectl-gpu/kubectl-gpu/common/flavour"
 	op "github.com/kubectl-gpu/kubectl-gpu/common/operator"
-	"github.com/kubectl-gpu/kubectl-gpu/hack/localcluster"
 )
 
 // BenchmarkDevicePluginInstall: `kubectl gpu device-plugin install` of the real device
@@ -33,7 +30,6 @@ func BenchmarkDevicePluginInstall(b *testing.B) {
 	if chart == "" {
 		b.Skip("KGPU_DEVICE_PLUGIN_CHART is not set")
 	}
-	helm := filepath.Join(localcluster.DefaultBinDir(), "helm-v3.22.0", "helm")
 	ctx := context.Background()
 	prepAll(b, ctx)
 	// The RuntimeClass exists for both (ours would create it on its first run only).
@@ -41,15 +37,7 @@ func BenchmarkDevicePluginInstall(b *testing.B) {
 	if _, err := env.Cluster.Client.NodeV1().RuntimeClasses().Create(ctx, rc, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 		b.Fatal(err)
 	}
-	d := b.TempDir()
-	henv := []string{"HELM_CACHE_HOME=" + filepath.Join(d, "c"), "HELM_CONFIG_HOME=" + filepath.Join(d, "f"), "HELM_DATA_HOME=" + filepath.Join(d, "d")}
-	runHelm := func(args ...string) {
-		cmd := exec.Command(helm, args...)
-		cmd.Env = append(append(os.Environ(), "KUBECONFIG="+env.Cluster.Kubeconfig), henv...)
-		if out, err := cmd.CombinedOutput(); err != nil {
-			b.Fatalf("helm %v: %v\n%s", args, err, out)
-		}
-	}
+	henv, runHelm := helmCLI(b)
 	var ours, theirs time.Duration
 	for i := 0; i < b.N; i++ {
 		t0 := time.Now()

@@ -21,17 +21,8 @@ func BenchmarkOperatorInstall(b *testing.B) {
 	if chart == "" {
 		b.Skip("KGPU_GPU_OPERATOR_CHART is not set")
 	}
-	helm := filepath.Join(localcluster.DefaultBinDir(), "helm-v3.22.0", "helm")
 	ctx := context.Background()
-	d := b.TempDir()
-	henv := []string{"HELM_CACHE_HOME=" + filepath.Join(d, "c"), "HELM_CONFIG_HOME=" + filepath.Join(d, "f"), "HELM_DATA_HOME=" + filepath.Join(d, "d")}
-	runHelm := func(args ...string) {
-		cmd := exec.Command(helm, args...)
-		cmd.Env = append(append(os.Environ(), "KUBECONFIG="+env.Cluster.Kubeconfig), henv...)
-		if out, err := cmd.CombinedOutput(); err != nil {
-			b.Fatalf("helm %v: %v\n%s", args, err, out)
-		}
-	}
+	henv, runHelm := helmCLI(b)
 	var ours, theirs time.Duration
 	for i := 0; i < b.N; i++ {
 		t0 := time.Now()
@@ -50,4 +41,20 @@ func BenchmarkOperatorInstall(b *testing.B) {
 	b.ReportMetric(ours.Seconds()/float64(b.N), "plugin-s/op")
 	b.ReportMetric(theirs.Seconds()/float64(b.N), "helm-s/op")
 	b.ReportMetric(float64(ours)/float64(theirs), "ratio")
+}
+
+// helmCLI is Helm's environment kept in the benchmark's own directories, and a runner of the
+// real helm CLI (the SDK's version) on the local cluster that fails the benchmark on an error.
+func helmCLI(b *testing.B) ([]string, func(args ...string)) {
+	helm := filepath.Join(localcluster.DefaultBinDir(), "helm-v3.22.0", "helm")
+	d := b.TempDir()
+	henv := []string{"HELM_CACHE_HOME=" + filepath.Join(d, "c"), "HELM_CONFIG_HOME=" + filepath.Join(d, "f"), "HELM_DATA_HOME=" + filepath.Join(d, "d")}
+	return henv, func(args ...string) {
+		b.Helper()
+		cmd := exec.Command(helm, args...)
+		cmd.Env = append(append(os.Environ(), "KUBECONFIG="+env.Cluster.Kubeconfig), henv...)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			b.Fatalf("helm %v: %v\n%s", args, err, out)
+		}
+	}
 }
