@@ -12,6 +12,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	nodev1 "k8s.io/api/node/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/kubectl-gpu/kubectl-gpu/common/cliexit"
@@ -42,6 +43,9 @@ type Request struct {
 	DCGMReleaseName string
 	DCGMSource      op.ChartSource
 	DCGMUser        map[string]any
+	// Nodes, when set, are the nodes values are derived from and checked against in place
+	// of the cluster's (kubectl gpu up: the nodes as its host changes will leave them).
+	Nodes []corev1.Node
 }
 
 // NewRequest is a request with the defaults: both charts' default releases and versions,
@@ -131,9 +135,11 @@ func Values(ctx context.Context, c *op.Client, req Request) (*Plan, error) {
 		d = Derive(nil, Facts{}, opts)
 		d.DevicePlugin.Warnings = nil
 	} else {
-		nodes, err := c.CS.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
-		if err != nil {
-			return nil, cluster.APIError("list nodes", err)
+		nodes := &corev1.NodeList{Items: req.Nodes}
+		if req.Nodes == nil {
+			if nodes, err = c.CS.CoreV1().Nodes().List(ctx, metav1.ListOptions{}); err != nil {
+				return nil, cluster.APIError("list nodes", err)
+			}
 		}
 		p.GPUNodes = len(GPUNodes(nodes.Items))
 		if req.Derive {

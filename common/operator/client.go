@@ -13,6 +13,7 @@ import (
 
 	"helm.sh/helm/v3/pkg/chart"
 	"helm.sh/helm/v3/pkg/release"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
@@ -90,6 +91,9 @@ type ValuesRequest struct {
 	// sites, MirrorValues); the result is laid under the user's values like a derived
 	// value.
 	Mirror RepositoryMapper
+	// Nodes, when set, are the nodes values are derived from in place of the cluster's
+	// (kubectl gpu up: the nodes as its host changes will leave them).
+	Nodes []corev1.Node
 }
 
 // Values loads the chart and computes the install's values, each derived one with its
@@ -101,9 +105,12 @@ func (c *Client) Values(ctx context.Context, req ValuesRequest) (*chart.Chart, *
 	}
 	var d Derivation
 	if req.Derive || req.DRA {
-		nodes, err := c.CS.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
-		if err != nil {
-			return nil, nil, cluster.APIError("list nodes", err)
+		nodes := &corev1.NodeList{Items: req.Nodes}
+		if req.Nodes == nil {
+			var err error
+			if nodes, err = c.CS.CoreV1().Nodes().List(ctx, metav1.ListOptions{}); err != nil {
+				return nil, nil, cluster.APIError("list nodes", err)
+			}
 		}
 		if req.Derive {
 			d = Derive(nodes.Items)
@@ -190,7 +197,7 @@ type InstallRequest struct {
 // It refuses, changing nothing, when another device plugin runs in the cluster and the
 // operator's own is not turned off.
 func (c *Client) Install(ctx context.Context, ch *chart.Chart, doc *ValuesDoc, req InstallRequest) (*release.Release, error) {
-	if err := c.checkNoOtherDevicePlugin(ctx, doc.Values, req.ReleaseName); err != nil {
+	if err := c.CheckNoOtherDevicePlugin(ctx, doc.Values, req.ReleaseName); err != nil {
 		return nil, err
 	}
 	return c.InstallChart(ctx, ch, doc, req)

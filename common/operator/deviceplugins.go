@@ -131,9 +131,10 @@ func describeAllocators(as []GPUAllocator) string {
 	return strings.Join(s, ", ")
 }
 
-// checkNoOtherDevicePlugin refuses an operator install that would run its device plugin
-// where another one (the standalone chart, a static manifest) already runs.
-func (c *Client) checkNoOtherDevicePlugin(ctx context.Context, values map[string]any, releaseName string) error {
+// CheckNoOtherDevicePlugin refuses (exit 2) an operator install that would run its device
+// plugin where another one (the standalone chart, a static manifest) already runs. Install
+// asks it first; kubectl gpu up asks it before any node changes.
+func (c *Client) CheckNoOtherDevicePlugin(ctx context.Context, values map[string]any, releaseName string) error {
 	if dp, ok := values["devicePlugin"].(map[string]any); ok && dp["enabled"] == false {
 		return nil
 	}

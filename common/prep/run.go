@@ -29,6 +29,76 @@ const ControlPlaneTaint = "node-role.kubernetes.io/control-plane"
 // findings are left on it as annotations. It returns the last phase's report; when the
 // report is complete but an annotation failed, it returns both.
 func Run(ctx context.Context, cs kubernetes.Interface, cfg *Request) (*Report, error) {
+	if !cfg.Apply {
+		nodes, err := ChooseNodes(ctx, cs, cfg)
+		if err != nil {
+			return nil, err
+		}
+		if err := nodepod.EnsureNamespace(ctx, cs, cfg.Namespace, nodepod.PSAPrivileged); err != nil {
+			return nil, err
+		}
+		return runAnnotated(ctx, cs, cfg, nodes, rep.ModeCheck)
+	}
+	p, err := MakePlan(ctx, cs, cfg)
+	if p == nil || err != nil {
+		return p.report(), err
+	}
+	out := cfg.PlanOut
+	if out == nil {
+		out = io.Discard
+	}
+	if p.Write(out, cfg) == 0 {
+		fmt.Fprintln(out, "nothing to change: every fixable check already passes")
+		return p.Report, nil
+	}
+	if cfg.Confirm != nil {
+		if err := cfg.Confirm(fmt.Sprintf("\nApply these changes to %d node(s)?", len(p.Nodes))); err != nil {
+			return nil, err
+		}
+	}
+	return Apply(ctx, cs, cfg, p)
+}
+
+// Plan is what --apply will do, read from the nodes by their agents in plan mode: each
+// node's changes, the nodes the roll takes and the control-plane nodes to untaint. A
+// program shows it (Write), asks, and hands it to Apply; `kubectl gpu up` shows it with
+// the rest of its plan.
+type Plan struct {
+	// Nodes are the chosen nodes; Report the agents' plan, one result per node.
+	Nodes  []string
+	Report *Report
+	// Roll are the nodes --reboot drains and reboots (their changes need a reboot, or an
+	// earlier roll stopped on them); Untaint the control-plane nodes whose taint goes.
+	Roll    []string
+	Untaint []string
+	// Objects are the chosen nodes as read when planning (those of the roll at least).
+	Objects map[string]*corev1.Node
+}
+
+func (p *Plan) report() *Report {
+	if p == nil {
+		return nil
+	}
+	return p.Report
+}
+
+// Changes counts what the plan changes: node changes, rolled nodes and taints removed.
+func (p *Plan) Changes() int {
+	n := len(p.Roll) + len(p.Untaint)
+	for _, r := range p.Report.Items {
+		if r.Report != nil {
+			n += len(r.Report.Changes)
+		}
+	}
+	return n
+}
+
+// MakePlan chooses the nodes and plans cfg's --apply on them (cfg.Apply is implied),
+// changing nothing on any node. It refuses what Run refuses before anything changes: a
+// host driver where the GPU Operator owns the driver, an OS the installs do not support, a
+// plan that failed on a node while installing packages (then it returns the plan's report
+// with the error), a roll of a control plane or of this command's own node not named.
+func MakePlan(ctx context.Context, cs kubernetes.Interface, cfg *Request) (*Plan, error) {
 	nodes, err := ChooseNodes(ctx, cs, cfg)
 	if err != nil {
 		return nil, err
@@ -36,17 +106,14 @@ func Run(ctx context.Context, cs kubernetes.Interface, cfg *Request) (*Report, e
 	if err := nodepod.EnsureNamespace(ctx, cs, cfg.Namespace, nodepod.PSAPrivileged); err != nil {
 		return nil, err
 	}
-	if !cfg.Apply {
-		return runAnnotated(ctx, cs, cfg, nodes, rep.ModeCheck)
-	}
-	var objs map[string]*corev1.Node
+	p := &Plan{Nodes: nodes}
 	if cfg.Install.DriverBranch != "" || cfg.Roll != nil {
-		if objs, err = getNodes(ctx, cs, nodes); err != nil {
+		if p.Objects, err = getNodes(ctx, cs, nodes); err != nil {
 			return nil, err
 		}
 	}
 	if cfg.Install.DriverBranch != "" {
-		if err := refuseOperatorDriver(ctx, cs, objs); err != nil {
+		if err := refuseOperatorDriver(ctx, cs, p.Objects); err != nil {
 			return nil, err
 		}
 	}
@@ -54,55 +121,56 @@ func Run(ctx context.Context, cs kubernetes.Interface, cfg *Request) (*Report, e
 	if err != nil {
 		return nil, err
 	}
-	planRep := NewReport(rep.ModePlan, plan)
-	out := cfg.PlanOut
-	if out == nil {
-		out = io.Discard
-	}
-	changes := planRep.WriteChanges(out)
+	p.Report = NewReport(rep.ModePlan, plan)
 	if cfg.Install.Any() {
-		for _, p := range plan {
-			if strings.Contains(p.Error, pkginstall.UnsupportedOS) {
-				return nil, cliexit.Usagef("node %s: %s; nothing was changed", p.Node, strings.TrimPrefix(p.Error, "the agent stopped: "))
+		for _, r := range plan {
+			if strings.Contains(r.Error, pkginstall.UnsupportedOS) {
+				return nil, cliexit.Usagef("node %s: %s; nothing was changed", r.Node, strings.TrimPrefix(r.Error, "the agent stopped: "))
 			}
 		}
 		if bad := planErrors(plan); bad > 0 {
-			return planRep, cliexit.Failuresf("the plan failed on %d node(s) (see above): nothing was installed on any node", bad)
+			return &Plan{Report: p.Report}, cliexit.Failuresf("the plan failed on %d node(s) (see above): nothing was installed on any node", bad)
 		}
 	}
-	var roll []string
 	if cfg.Roll != nil {
-		roll = RollNodes(plan, objs)
-		if err := refuseRoll(cfg, roll, objs); err != nil {
+		p.Roll = RollNodes(plan, p.Objects)
+		if err := refuseRoll(cfg, p.Roll, p.Objects); err != nil {
 			return nil, err
 		}
-		writeRollPlan(out, cfg, roll, objs)
-		changes += len(roll)
 	}
-	var untaint []string
 	if cfg.UntaintControlPlane {
-		if untaint, err = taintedControlPlanes(ctx, cs, nodes); err != nil {
+		if p.Untaint, err = taintedControlPlanes(ctx, cs, nodes); err != nil {
 			return nil, err
 		}
 	}
-	for _, n := range untaint {
-		fmt.Fprintf(out, "\n=== %s\n$ kubectl taint node %s %s:NoSchedule-\n", n, n, ControlPlaneTaint)
+	return p, nil
+}
+
+// Write shows the plan — per node the file diffs, commands and packages, the roll and
+// the taints — and returns how many changes it shows.
+func (p *Plan) Write(w io.Writer, cfg *Request) int {
+	changes := p.Report.WriteChanges(w)
+	if cfg.Roll != nil {
+		writeRollPlan(w, cfg, p.Roll, p.Objects)
+		changes += len(p.Roll)
+	}
+	for _, n := range p.Untaint {
+		fmt.Fprintf(w, "\n=== %s\n$ kubectl taint node %s %s:NoSchedule-\n", n, n, ControlPlaneTaint)
 		changes++
 	}
-	if changes == 0 {
-		fmt.Fprintln(out, "nothing to change: every fixable check already passes")
-		return planRep, nil
-	}
-	if cfg.Confirm != nil {
-		if err := cfg.Confirm(fmt.Sprintf("\nApply these changes to %d node(s)?", len(nodes))); err != nil {
-			return nil, err
-		}
-	}
-	for _, n := range untaint {
+	return changes
+}
+
+// Apply carries out a plan made by MakePlan with the same cfg: taints removed, the nodes
+// outside the roll applied in place, the roll's nodes drained, applied, rebooted and
+// checked a few at a time. It asks nothing.
+func Apply(ctx context.Context, cs kubernetes.Interface, cfg *Request, p *Plan) (*Report, error) {
+	for _, n := range p.Untaint {
 		if err := removeControlPlaneTaint(ctx, cs, n); err != nil {
 			return nil, err
 		}
 	}
+	nodes, roll := p.Nodes, p.Roll
 	if len(roll) == 0 {
 		return runAnnotated(ctx, cs, cfg, nodes, rep.ModeApply)
 	}

@@ -23,6 +23,17 @@ type Plan struct {
 	RuntimeClass string
 }
 
+// Keep keeps the nodes keep says yes to (kubectl gpu up: the GPU nodes of its plan).
+func (p *Plan) Keep(keep func(node string) bool) {
+	out := p.Targets[:0]
+	for _, t := range p.Targets {
+		if keep(t.node) {
+			out = append(out, t)
+		}
+	}
+	p.Targets = out
+}
+
 // Prepare validates the config against the cluster with one node list and one
 // RuntimeClass get. Every problem here is exit 2 and nothing has been created.
 func Prepare(ctx context.Context, cs kubernetes.Interface, req *Request) (*Plan, error) {

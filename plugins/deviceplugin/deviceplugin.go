@@ -19,7 +19,7 @@ import (
 )
 
 // Chart is the device plugin chart's defaults for the shared chart flags.
-var Chart = helmflags.Defaults{Chart: dp.ChartName, Repo: dp.DefaultRepo, Version: dp.DefaultVersion, ReleaseName: dp.DefaultReleaseName, Namespace: dp.DefaultNamespace}
+var Chart = helmflags.DevicePlugin
 
 // NewCmdDevicePlugin returns `kubectl gpu device-plugin` and its subcommands.
 func NewCmdDevicePlugin(f cluster.Getter, streams genericiooptions.IOStreams) *cobra.Command {

@@ -17,6 +17,7 @@ import (
 	"github.com/kubectl-gpu/kubectl-gpu/common/cliexit"
 	"github.com/kubectl-gpu/kubectl-gpu/common/cluster"
 	"github.com/kubectl-gpu/kubectl-gpu/common/mirror"
+	dp "github.com/kubectl-gpu/kubectl-gpu/common/deviceplugin"
 	op "github.com/kubectl-gpu/kubectl-gpu/common/operator"
 	"github.com/kubectl-gpu/kubectl-gpu/common/report"
 )
@@ -32,6 +33,9 @@ type Defaults struct {
 
 // Operator is the GPU Operator's chart.
 var Operator = Defaults{Chart: op.ChartName, Repo: op.DefaultRepo, Version: op.DefaultVersion, ReleaseName: op.DefaultReleaseName, Namespace: op.DefaultNamespace}
+
+// DevicePlugin are the defaults of NVIDIA's device plugin chart.
+var DevicePlugin = Defaults{Chart: dp.ChartName, Repo: dp.DefaultRepo, Version: dp.DefaultVersion, ReleaseName: dp.DefaultReleaseName, Namespace: dp.DefaultNamespace}
 
 // Release is what every release verb shares: the release, its namespace, the client.
 type Release struct {

@@ -134,7 +134,7 @@ both charts to REGISTRY/PREFIX/charts/ and names the command that installs from 
 }
 
 // devicePluginChart is the device plugin chart's defaults for the chart flags.
-var devicePluginChart = helmflags.Defaults{Chart: dp.ChartName, Repo: dp.DefaultRepo, Version: dp.DefaultVersion, ReleaseName: dp.DefaultReleaseName, Namespace: dp.DefaultNamespace}
+var devicePluginChart = helmflags.DevicePlugin
 
 // Validate checks the flags once.
 func (o *MirrorOptions) Validate() error {

@@ -17,6 +17,7 @@ import (
 	"github.com/kubectl-gpu/kubectl-gpu/plugins/nodes"
 	"github.com/kubectl-gpu/kubectl-gpu/plugins/operator"
 	"github.com/kubectl-gpu/kubectl-gpu/plugins/prep"
+	"github.com/kubectl-gpu/kubectl-gpu/plugins/up"
 	"github.com/kubectl-gpu/kubectl-gpu/plugins/verify"
 	"github.com/kubectl-gpu/kubectl-gpu/plugins/version"
 )
@@ -43,6 +44,8 @@ verified on every GPU node".
   verify    run the CUDA vectoradd proof on every GPU node
   doctor    why a GPU node does not serve GPUs: each link from the GPUs up to the
             scheduler, the first broken one and its fix
+  up        the whole runbook as one resumable plan: prep, host installs and rolling
+            reboot, the GPU Operator or the device plugin, verify
   mirror    every image an install needs: list, copy to a mirror, carry across an air gap
   version   plugin, node-agent image and server versions
 
@@ -67,6 +70,7 @@ error; 130 interrupted.`,
 		deviceplugin.NewCmdDevicePlugin(f, streams),
 		verify.NewCmdVerify(f, streams),
 		doctor.NewCmdDoctor(f, streams),
+		up.NewCmdUp(f, streams),
 		mirror.NewCmdMirror(f, streams),
 		version.NewCmdVersion(f, streams),
 	)

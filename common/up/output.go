@@ -1,0 +1,186 @@
+package up
+
+import (
+	"encoding/xml"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+
+	"github.com/kubectl-gpu/kubectl-gpu/common/report"
+)
+
+// WriteText shows the plan: per node the host changes (prep's diffs, commands and
+// packages) and the roll, the decisions that tie the steps, each release with its action
+// and derived values, the verify run, and how it differs from the earlier run's record.
+func (p *Plan) WriteText(w io.Writer) {
+	fmt.Fprintf(w, "== step 1/3 prep: %s\n", p.prepSummary())
+	p.prep.Write(w, &p.prepRq)
+	if len(p.Decisions) > 0 {
+		fmt.Fprintln(w, "\n== decisions")
+		for _, d := range p.Decisions {
+			fmt.Fprintf(w, "  %s: %s\n", d.Decision, d.Reason)
+		}
+	}
+	fmt.Fprintf(w, "\n== step 2/3 %s\n", p.installSummary())
+	for _, r := range p.Releases {
+		line := fmt.Sprintf("  release %s in namespace %s: %s, chart %s", r.Release, r.Namespace, r.Action, r.Chart)
+		if r.Revision > 0 {
+			line += fmt.Sprintf(" (now revision %d)", r.Revision)
+		}
+		fmt.Fprintln(w, line)
+		for _, d := range r.Derived {
+			state := ""
+			if d.Overridden {
+				state = " (overridden by your value)"
+			}
+			fmt.Fprintf(w, "    %s=%v%s: %s\n", d.Key, d.Value, state, d.Reason)
+		}
+		for _, x := range r.Warnings {
+			fmt.Fprintf(w, "    warning: %s\n", x)
+		}
+	}
+	fmt.Fprintf(w, "\n== step 3/3 verify: the CUDA sample (%s) on %s: %s\n", p.VerifyImage, report.Count(len(p.VerifyNodes), "GPU node"), strings.Join(p.VerifyNodes, ", "))
+	if p.Recorded != nil {
+		if u := p.Recorded.Unfinished(); u != "" && len(p.Differences) == 0 {
+			fmt.Fprintf(w, "\nthe earlier run stopped at step %s: this run goes on from what the cluster shows\n", u)
+		}
+		if len(p.Differences) > 0 {
+			fmt.Fprintln(w, "\n== changed since the recorded run")
+			for _, d := range p.Differences {
+				fmt.Fprintf(w, "  %s\n", d)
+			}
+		}
+	}
+}
+
+func (p *Plan) prepSummary() string {
+	changes := 0
+	for _, n := range p.Nodes {
+		changes += len(n.Changes)
+	}
+	if p.prep.Changes() == 0 {
+		return fmt.Sprintf("nothing to change on %s", report.Count(len(p.Nodes), "node"))
+	}
+	return fmt.Sprintf("%s on %s, %s rebooted", report.Count(changes, "change"), report.Count(len(p.Nodes), "node"), report.Count(len(p.prep.Roll), "node"))
+}
+
+func (p *Plan) installSummary() string {
+	what := "the GPU Operator"
+	if p.Stack == StackDevicePlugin {
+		what = "NVIDIA's device plugin"
+	}
+	return what + ", then wait until it is ready"
+}
+
+// Rows are the report's table: one row per node.
+func (r *Report) Rows(wide bool) ([]string, [][]string) {
+	h := []string{"NODE", "PREP", "VERIFY", "BROKEN LINK"}
+	if wide {
+		h = append(h, "DETAIL")
+	}
+	var rows [][]string
+	for _, n := range r.Nodes {
+		broken := "-"
+		if n.Diagnosis != nil && n.Diagnosis.FirstBroken != "" {
+			broken = n.Diagnosis.FirstBroken
+		}
+		row := []string{n.Node, n.Prep, n.Verify, broken}
+		if wide {
+			row = append(row, n.Detail)
+		}
+		rows = append(rows, row)
+	}
+	return h, rows
+}
+
+// WriteSummary prints the steps, every failed node's reason and fix, and the count.
+func (r *Report) WriteSummary(w io.Writer) {
+	fmt.Fprintln(w)
+	for _, s := range r.Steps {
+		fmt.Fprintf(w, "%-8s %-11s %6.1fs  %s\n", s.Step, s.Result, s.DurationSeconds, s.Detail)
+	}
+	for _, n := range r.Nodes {
+		if n.Detail == "" && n.Diagnosis == nil {
+			continue
+		}
+		fmt.Fprintf(w, "\n%s: %s\n", n.Node, n.Detail)
+		if n.Diagnosis != nil {
+			fmt.Fprintf(w, "  doctor: %s, first broken link %s: %s\n", n.Diagnosis.Verdict, n.Diagnosis.FirstBroken, n.Diagnosis.Detail)
+			if n.Diagnosis.Fix != "" {
+				fmt.Fprintf(w, "  fix: %s\n", n.Diagnosis.Fix)
+			}
+		} else if n.Hint != "" {
+			fmt.Fprintf(w, "  fix: %s\n", n.Hint)
+		}
+	}
+	fmt.Fprintf(w, "\nup: %d of %s verified\n", r.Summary.Verified, report.Count(r.Summary.Nodes, "GPU node"))
+}
+
+type junitSuites struct {
+	XMLName xml.Name     `xml:"testsuites"`
+	Suites  []junitSuite `xml:"testsuite"`
+}
+
+type junitSuite struct {
+	Name     string      `xml:"name,attr"`
+	Tests    int         `xml:"tests,attr"`
+	Failures int         `xml:"failures,attr"`
+	Skipped  int         `xml:"skipped,attr"`
+	Cases    []junitCase `xml:"testcase"`
+}
+
+type junitCase struct {
+	Name      string        `xml:"name,attr"`
+	Classname string        `xml:"classname,attr"`
+	Time      string        `xml:"time,attr"`
+	Failure   *junitFailure `xml:"failure,omitempty"`
+	Skipped   *struct{}     `xml:"skipped,omitempty"`
+	SystemOut string        `xml:"system-out,omitempty"`
+}
+
+type junitFailure struct {
+	Message string `xml:"message,attr"`
+	Type    string `xml:"type,attr"`
+	Text    string `xml:",chardata"`
+}
+
+// WriteJUnit writes one test case per step and one per node (its prep and verify).
+func (r *Report) WriteJUnit(w io.Writer) error {
+	s := junitSuite{Name: "kubectl-gpu up"}
+	for _, st := range r.Steps {
+		c := junitCase{Name: st.Step, Classname: "gpu.up.step", Time: strconv.FormatFloat(st.DurationSeconds, 'f', 1, 64), SystemOut: st.Detail}
+		switch st.Result {
+		case Failed:
+			c.Failure = &junitFailure{Message: st.Detail, Type: Failed}
+			s.Failures++
+		case NotStarted:
+			c.Skipped = &struct{}{}
+			s.Skipped++
+		}
+		s.Cases = append(s.Cases, c)
+	}
+	for _, n := range r.Nodes {
+		c := junitCase{Name: n.Node, Classname: "gpu.up.node", Time: "0", SystemOut: "prep " + n.Prep + ", verify " + n.Verify}
+		if n.Prep == Failed || n.Verify != VerifyNotRun && n.Verify != "Passed" || n.Prep == NotStarted {
+			text := n.Hint
+			if n.Diagnosis != nil {
+				text = fmt.Sprintf("doctor: %s, first broken link %s: %s; fix: %s", n.Diagnosis.Verdict, n.Diagnosis.FirstBroken, n.Diagnosis.Detail, n.Diagnosis.Fix)
+			}
+			c.Failure = &junitFailure{Message: n.Detail, Type: "prep " + n.Prep + ", verify " + n.Verify, Text: text}
+			s.Failures++
+		}
+		s.Cases = append(s.Cases, c)
+	}
+	s.Tests = len(s.Cases)
+	if _, err := io.WriteString(w, xml.Header); err != nil {
+		return err
+	}
+	enc := xml.NewEncoder(w)
+	enc.Indent("", "  ")
+	if err := enc.Encode(junitSuites{Suites: []junitSuite{s}}); err != nil {
+		return err
+	}
+	_, err := io.WriteString(w, "\n")
+	return err
+}

@@ -1,0 +1,376 @@
+package up
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/kubectl-gpu/kubectl-gpu/common/cliexit"
+	dp "github.com/kubectl-gpu/kubectl-gpu/common/deviceplugin"
+	"github.com/kubectl-gpu/kubectl-gpu/common/doctor"
+	"github.com/kubectl-gpu/kubectl-gpu/common/prep"
+	"github.com/kubectl-gpu/kubectl-gpu/common/report"
+	"github.com/kubectl-gpu/kubectl-gpu/common/verify"
+)
+
+// The steps, in order.
+const (
+	StepPrep    = "prep"
+	StepInstall = "install"
+	StepVerify  = "verify"
+)
+
+// Step outcomes.
+const (
+	Done       = "done"
+	Skipped    = "skipped"
+	Failed     = "failed"
+	NotStarted = "not-started"
+)
+
+// Report is the `UpReport`: per step and per node what was done and how long it took, and
+// the final verify result with each failed node's diagnosis.
+type Report struct {
+	report.TypeMeta `json:",inline"`
+	Stack           Stack         `json:"stack"`
+	Steps           []StepResult  `json:"steps"`
+	Nodes           []NodeResult  `json:"nodes"`
+	Releases        []ReleasePlan `json:"releases"`
+	// Resumed names the step an earlier run did not finish ("" it finished, or none ran).
+	Resumed string  `json:"resumed,omitempty"`
+	Summary Summary `json:"summary"`
+}
+
+// StepResult is one step's outcome.
+type StepResult struct {
+	Step            string  `json:"step"`
+	Result          string  `json:"result"`
+	Detail          string  `json:"detail,omitempty"`
+	DurationSeconds float64 `json:"durationSeconds"`
+}
+
+// NodeResult is one node's outcome of the whole run.
+type NodeResult struct {
+	Node string `json:"node"`
+	// Prep: ready, changed (applied in place), rebooted, failed, not-started.
+	Prep   string `json:"prep"`
+	Verify string `json:"verify"`
+	Detail string `json:"detail,omitempty"`
+	// Hint says what to do about a failure.
+	Hint string `json:"hint,omitempty"`
+	// Diagnosis of a node verify failed on: doctor's verdict and first broken link.
+	Diagnosis *Diagnosis `json:"diagnosis,omitempty"`
+}
+
+// Diagnosis is doctor's answer for a node.
+type Diagnosis struct {
+	Verdict     doctor.Verdict `json:"verdict"`
+	FirstBroken string         `json:"firstBroken,omitempty"`
+	Detail      string         `json:"detail,omitempty"`
+	Fix         string         `json:"fix,omitempty"`
+}
+
+// Summary counts the GPU nodes.
+type Summary struct {
+	Nodes    int `json:"nodes"`
+	Verified int `json:"verified"`
+	Failed   int `json:"failed"`
+}
+
+// Verify results of a node beyond verify's own.
+const (
+	VerifyNotRun = "not-run"
+)
+
+// Run carries out the plan: the host step (prep's apply and roll), the release (install or
+// upgrade, then the wait until the GPU software is ready), verify on every GPU node, and
+// doctor on each node verify failed on. Before and after each step it records where the
+// run stands. A step that fails stops the run (the steps after it are not started) except
+// verify, whose failed nodes leave the others verified. Ctrl-C: cliexit.ErrInterrupted,
+// with the step recorded as running; the same request plans again from the cluster and
+// goes on.
+func Run(ctx context.Context, c Clients, req Request, p *Plan) (*Report, error) {
+	r := &Report{TypeMeta: report.Meta(ReportKind), Stack: p.Stack, Releases: p.Releases}
+	if p.Recorded != nil {
+		r.Resumed = p.Recorded.Unfinished()
+	}
+	w := &recorder{cs: c.CS, ns: req.Prep.Namespace, rec: p.record}
+	if p.Recorded != nil && len(p.Differences) == 0 {
+		w.rec.Steps = p.Recorded.Steps
+	}
+	nodes := map[string]*NodeResult{}
+	for _, n := range p.Nodes {
+		r.Nodes = append(r.Nodes, NodeResult{Node: n.Node, Prep: "ready", Verify: VerifyNotRun})
+	}
+	for i := range r.Nodes {
+		nodes[r.Nodes[i].Node] = &r.Nodes[i]
+	}
+	steps := []struct {
+		name string
+		run  func(context.Context) (result, detail string, err error)
+	}{
+		{StepPrep, func(ctx context.Context) (string, string, error) { return p.runPrep(ctx, c, req, nodes) }},
+		{StepInstall, func(ctx context.Context) (string, string, error) { return p.runInstall(ctx, c, req, w) }},
+		{StepVerify, func(ctx context.Context) (string, string, error) { return p.runVerify(ctx, c, req, nodes) }},
+	}
+	stopped := false
+	for _, s := range steps {
+		if stopped {
+			r.Steps = append(r.Steps, StepResult{Step: s.name, Result: NotStarted})
+			continue
+		}
+		progress(req.Progress, "up: %s ...", s.name)
+		if err := w.set(ctx, s.name, StateRunning, ""); err != nil {
+			return nil, err
+		}
+		start := time.Now()
+		result, detail, err := s.run(ctx)
+		if errors.Is(err, cliexit.ErrInterrupted) || ctx.Err() != nil {
+			return nil, cliexit.ErrInterrupted
+		}
+		if err != nil {
+			result, detail = Failed, cliexit.OneLine(err.Error())
+		}
+		state := StateDone
+		if result == Failed {
+			state, stopped = StateFailed, s.name != StepVerify
+		}
+		if err := w.set(ctx, s.name, state, detail); err != nil {
+			return nil, err
+		}
+		d := time.Since(start).Seconds()
+		r.Steps = append(r.Steps, StepResult{Step: s.name, Result: result, Detail: detail, DurationSeconds: float64(int(d*10)) / 10})
+		progress(req.Progress, "up: %s %s (%.0fs)%s", s.name, result, d, prefixed(": ", detail))
+	}
+	for _, n := range r.Nodes {
+		if slices.Contains(p.VerifyNodes, n.Node) {
+			r.Summary.Nodes++
+			switch n.Verify {
+			case string(verify.Passed):
+				r.Summary.Verified++
+			default:
+				r.Summary.Failed++
+			}
+		}
+	}
+	return r, nil
+}
+
+func (p *Plan) runPrep(ctx context.Context, c Clients, req Request, nodes map[string]*NodeResult) (string, string, error) {
+	if p.prep.Changes() == 0 {
+		return Skipped, "nothing to change on any node", nil
+	}
+	pr, err := prep.Apply(ctx, c.CS, &p.prepRq, p.prep)
+	if pr == nil {
+		return Failed, "", err
+	}
+	rolled := map[string]bool{}
+	for _, rl := range pr.Roll {
+		rolled[rl.Node] = true
+	}
+	var failed []string
+	for _, it := range pr.Items {
+		n := nodes[it.Node]
+		if n == nil {
+			continue
+		}
+		switch {
+		case it.NotStarted:
+			n.Prep, n.Detail, n.Hint = NotStarted, it.Error, it.Hint
+		case !it.Ready():
+			n.Prep, n.Detail, n.Hint = Failed, prepFailure(it), it.Hint
+			failed = append(failed, it.Node)
+		case rolled[it.Node]:
+			n.Prep = "rebooted"
+		case it.Report != nil && len(it.Report.Changes) > 0:
+			n.Prep = "changed"
+		}
+	}
+	if len(failed) > 0 {
+		return Failed, fmt.Sprintf("%s not ready after the host step (%s): fix it, then run the same command again", report.Count(len(failed), "node"), strings.Join(failed, ", ")), err
+	}
+	if err != nil { // the report is complete, an annotation failed
+		return Failed, "", err
+	}
+	return Done, fmt.Sprintf("%s changed, %s rebooted", report.Count(pr.Summary.Nodes-len(failed), "node"), report.Count(len(pr.Roll), "node")), nil
+}
+
+func prepFailure(it prep.NodeResult) string {
+	if it.Error != "" {
+		return it.Error
+	}
+	if it.Report != nil {
+		for _, c := range it.Report.Checks {
+			if c.Status == "fail" {
+				return c.ID + ": " + c.Message
+			}
+		}
+	}
+	return "not ready"
+}
+
+func (p *Plan) runInstall(ctx context.Context, c Clients, req Request, w *recorder) (string, string, error) {
+	var changed []string
+	for _, rp := range p.Releases {
+		if rp.Action == ActionUnchanged {
+			continue
+		}
+		if rp.Action == ActionReinstall {
+			// An install an earlier run started and did not finish (pending-install): Helm
+			// neither upgrades nor installs over it; it goes, and the install starts over.
+			if _, err := c.Release.Uninstall(ctx, rp.Release, req.Install.Timeout, false); err != nil {
+				return Failed, "", fmt.Errorf("remove release %s left pending by an interrupted install: %w", rp.Release, err)
+			}
+		}
+		changed = append(changed, rp.Release)
+	}
+	if len(changed) > 0 {
+		ir := req.Install
+		ir.Wait, ir.DryRun, ir.AtomicDefault = false, false, true
+		switch p.Stack {
+		case StackOperator:
+			rel, err := c.Release.Install(ctx, p.charts[0], p.docs[0], ir)
+			if err != nil {
+				return Failed, "", err
+			}
+			p.Releases[0].Revision = rel.Version
+		case StackDevicePlugin:
+			rels, err := dp.Install(ctx, c.Release, p.dpPlan, ir)
+			if err != nil {
+				return Failed, "", err
+			}
+			for i, rel := range rels {
+				p.Releases[i].Revision = rel.Version
+			}
+		}
+	}
+	detail, err := p.waitReady(ctx, c, req)
+	if err != nil {
+		return Failed, detail, err
+	}
+	if len(changed) == 0 {
+		return Skipped, "release already deployed with these values; " + detail, nil
+	}
+	var revs []string
+	for _, rp := range p.Releases {
+		revs = append(revs, fmt.Sprintf("%s revision %d", rp.Release, rp.Revision))
+	}
+	return Done, strings.Join(revs, ", ") + "; " + detail, nil
+}
+
+func (p *Plan) waitReady(ctx context.Context, c Clients, req Request) (string, error) {
+	switch p.Stack {
+	case StackOperator:
+		st, err := c.Release.WaitReady(ctx, p.Releases[0].Release, req.Install.Timeout)
+		if err != nil {
+			if st != nil {
+				return st.Summary(), err
+			}
+			return "", err
+		}
+		return st.ReadyWhat() + " ready", nil
+	default:
+		st, err := dp.WaitReady(ctx, c.Release, p.dpPlan.ReleaseNames(), req.Install.Timeout)
+		if err != nil {
+			if st != nil {
+				return st.Summary(), err
+			}
+			return "", err
+		}
+		return st.Summary(), nil
+	}
+}
+
+func (p *Plan) runVerify(ctx context.Context, c Clients, req Request, nodes map[string]*NodeResult) (string, string, error) {
+	vr := req.Verify
+	vr.Names, vr.Selector = nil, req.Selector
+	if vr.Progress == nil {
+		vr.Progress = req.Progress
+	}
+	plan, err := verify.Prepare(ctx, c.CS, &vr)
+	var exit *cliexit.Error
+	if err != nil && !(errors.As(err, &exit) && exit.Code == cliexit.Failures) {
+		return Failed, "", err
+	}
+	var vrep *verify.Report
+	if plan != nil {
+		plan.Keep(func(node string) bool { return slices.Contains(p.VerifyNodes, node) })
+	}
+	if plan != nil && len(plan.Targets) > 0 {
+		if vrep, err = verify.Run(ctx, c.CS, &vr, plan); err != nil {
+			return Failed, "", err
+		}
+	}
+	var failed []string
+	seen := map[string]bool{}
+	if vrep != nil {
+		for _, it := range vrep.Items {
+			seen[it.Node] = true
+			n := nodes[it.Node]
+			if n == nil {
+				continue
+			}
+			n.Verify = string(it.Result)
+			if it.Result != verify.Passed {
+				n.Detail, n.Hint = it.Detail, it.Hint
+				failed = append(failed, it.Node)
+			}
+		}
+	}
+	for _, name := range p.VerifyNodes {
+		if !seen[name] {
+			n := nodes[name]
+			n.Verify = string(verify.Failed)
+			n.Detail = "no allocatable " + string(vr.Default().Resource) + ": the GPU software does not advertise the node's GPUs"
+			failed = append(failed, name)
+		}
+	}
+	if len(failed) == 0 {
+		return Done, fmt.Sprintf("%s passed", report.Count(len(p.VerifyNodes), "node")), nil
+	}
+	slices.Sort(failed)
+	if d, err := doctor.Diagnose(ctx, c.CS, c.Dynamic, doctor.Request{Names: failed}); err == nil {
+		for _, dn := range d.Items {
+			if n := nodes[dn.Node]; n != nil {
+				n.Diagnosis = &Diagnosis{Verdict: dn.Verdict, FirstBroken: dn.FirstBroken, Fix: dn.Fix, Detail: linkDetail(dn)}
+			}
+		}
+	} else if ctx.Err() != nil {
+		return Failed, "", cliexit.ErrInterrupted
+	}
+	return Failed, fmt.Sprintf("%d of %s failed (%s)", len(failed), report.Count(len(p.VerifyNodes), "node"), strings.Join(failed, ", ")), nil
+}
+
+func linkDetail(n doctor.Node) string {
+	for _, l := range n.Links {
+		if l.Name == n.FirstBroken {
+			return l.Detail
+		}
+	}
+	return ""
+}
+
+// Release is the plan's first release (the operator's, or the device plugin's).
+func (p *Plan) Release() string {
+	if len(p.Releases) == 0 {
+		return ""
+	}
+	return p.Releases[0].Release
+}
+
+func progress(w io.Writer, format string, args ...any) {
+	if w != nil {
+		fmt.Fprintf(w, format+"\n", args...)
+	}
+}
+
+func prefixed(p, s string) string {
+	if s == "" {
+		return ""
+	}
+	return p + s
+}

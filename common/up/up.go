@@ -1,0 +1,482 @@
+// Package up is `kubectl gpu up`: the runbook as one plan on the library entry points —
+// prep's host changes with the rolling reboot, the GPU software's release (the GPU
+// Operator, or the device plugin), and verify on every GPU node — shown first, asked once,
+// and resumable: where a run stands is on the nodes (the roll's annotations) and in one
+// ConfigMap of the tool's namespace.
+package up
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"reflect"
+	"sort"
+	"strings"
+	"time"
+
+	"helm.sh/helm/v3/pkg/chart"
+	"helm.sh/helm/v3/pkg/release"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/kubectl-gpu/kubectl-gpu/common/cliexit"
+	"github.com/kubectl-gpu/kubectl-gpu/common/cluster"
+	dp "github.com/kubectl-gpu/kubectl-gpu/common/deviceplugin"
+	rep "github.com/kubectl-gpu/kubectl-gpu/common/nodereport"
+	op "github.com/kubectl-gpu/kubectl-gpu/common/operator"
+	"github.com/kubectl-gpu/kubectl-gpu/common/prep"
+	"github.com/kubectl-gpu/kubectl-gpu/common/report"
+	"github.com/kubectl-gpu/kubectl-gpu/common/verify"
+)
+
+// Kinds of the documents.
+const (
+	PlanKind   = "UpPlan"
+	ReportKind = "UpReport"
+)
+
+// Stack is the GPU software up installs.
+type Stack string
+
+// The stacks: the GPU Operator (its ClusterPolicy), or the runbook's path without it —
+// host driver and toolkit, NVIDIA's device plugin chart.
+const (
+	StackOperator     Stack = "operator"
+	StackDevicePlugin Stack = "device-plugin"
+)
+
+// Request is one `up`: what a program (or the command's flags) asks of MakePlan and Run.
+// Neither changes it.
+type Request struct {
+	// Names, Selector: the nodes (default: those that look like GPU nodes). They are
+	// passed to prep and to verify.
+	Names    []string
+	Selector string
+	Stack    Stack
+	// Prep is the host step: its Install (--host-driver, --host-toolkit) and Roll (always
+	// set by the command: the nodes whose changes need a reboot are rolled). Apply is
+	// implied; Names and Selector are the Request's.
+	Prep prep.Request
+	// Operator (StackOperator) or DevicePlugin (StackDevicePlugin): the chart, the user's
+	// values and the mirror. Their nodes are the plan's (see MakePlan).
+	Operator     op.ValuesRequest
+	DevicePlugin dp.Request
+	// Install is Helm's part: release name (the operator's), timeout of the install and
+	// of the wait until the GPU software is ready.
+	Install op.InstallRequest
+	// Verify is the last step; Names and Selector are the Request's GPU nodes.
+	Verify verify.Request
+	// Decisions made by the caller (the command's --mirror) to show with the plan's own.
+	Decisions []Decision
+	// Progress receives a line as each step starts and ends, and the steps' own progress.
+	Progress io.Writer
+}
+
+// Clients are what up talks to: the cluster, and Helm in the release's namespace.
+type Clients struct {
+	CS      kubernetes.Interface
+	Dynamic dynamic.Interface
+	Release *op.Client
+}
+
+// Decision ties two steps: what is decided, and why.
+type Decision struct {
+	Decision string `json:"decision"`
+	Reason   string `json:"reason"`
+}
+
+// NodePlan is one node's part of the plan.
+type NodePlan struct {
+	Node string `json:"node"`
+	// GPUs on the node's PCI bus (as the agent found them).
+	GPUs    int          `json:"gpus"`
+	Changes []rep.Change `json:"changes,omitempty"`
+	// Reboot says why the node is rolled (drained and rebooted); "" it is not.
+	Reboot string `json:"reboot,omitempty"`
+	// Resumes names the roll step an earlier run stopped after.
+	Resumes string `json:"resumes,omitempty"`
+	// Problem is why the agent could not plan the node.
+	Problem string `json:"problem,omitempty"`
+}
+
+// ReleasePlan is a Helm release of the plan.
+type ReleasePlan struct {
+	Release   string `json:"release"`
+	Namespace string `json:"namespace"`
+	Chart     string `json:"chart"`
+	// Action: install, upgrade, reinstall (an earlier install was interrupted) or
+	// unchanged (deployed with these values).
+	Action   string         `json:"action"`
+	Revision int            `json:"revision,omitempty"`
+	Values   map[string]any `json:"values"`
+	Derived  []op.Derived   `json:"derived,omitempty"`
+	Warnings []string       `json:"warnings,omitempty"`
+}
+
+// Release actions.
+const (
+	ActionInstall   = "install"
+	ActionUpgrade   = "upgrade"
+	ActionReinstall = "reinstall"
+	ActionUnchanged = "unchanged"
+)
+
+// Plan is the `UpPlan`: every step for the whole cluster, the decisions that tie them,
+// and where an earlier run stands. MakePlan makes it; Run carries it out.
+type Plan struct {
+	report.TypeMeta `json:",inline"`
+	Stack           Stack         `json:"stack"`
+	Nodes           []NodePlan    `json:"nodes"`
+	Decisions       []Decision    `json:"decisions"`
+	Releases        []ReleasePlan `json:"releases"`
+	// VerifyNodes are the GPU nodes verify runs on at the end.
+	VerifyNodes []string `json:"verifyNodes"`
+	VerifyImage string   `json:"verifyImage"`
+	// Recorded is the earlier run's record (nil: none); Differences how this plan differs
+	// from it (new nodes, other flags).
+	Recorded    *Record  `json:"recorded,omitempty"`
+	Differences []string `json:"differences,omitempty"`
+
+	prep   *prep.Plan
+	prepRq prep.Request
+	charts []*chart.Chart
+	docs   []*op.ValuesDoc
+	dpPlan *dp.Plan
+	record Record
+}
+
+// Changes counts what the plan changes: the host changes, rolled nodes and releases to
+// install or upgrade. Zero: the cluster is up, and Run only verifies.
+func (p *Plan) Changes() int {
+	n := p.prep.Changes()
+	for _, r := range p.Releases {
+		if r.Action != ActionUnchanged {
+			n++
+		}
+	}
+	return n
+}
+
+// prepRequest is the Request's prep step.
+func (r *Request) prepRequest() prep.Request {
+	pr := r.Prep
+	pr.Names, pr.Selector, pr.All, pr.Apply = r.Names, r.Selector, false, true
+	pr.PlanOut, pr.Confirm = nil, nil
+	if pr.Progress == nil {
+		pr.Progress = r.Progress
+	}
+	return pr
+}
+
+// Validate refuses what no cluster can satisfy.
+func (r *Request) Validate() error {
+	switch {
+	case r.Stack != StackOperator && r.Stack != StackDevicePlugin:
+		return cliexit.Usagef("--stack %q: use operator or device-plugin", r.Stack)
+	case r.Prep.Roll == nil:
+		return cliexit.Usagef("up rolls the nodes whose changes need a reboot: the prep request needs its Roll options")
+	case r.Install.Timeout <= 0:
+		return cliexit.Usagef("--timeout must be positive")
+	}
+	if r.Stack == StackDevicePlugin {
+		return r.DevicePlugin.Validate()
+	}
+	return nil
+}
+
+// MakePlan reads the nodes once (prep's agents in plan mode, then one node list), derives
+// the release's values from the nodes as the host changes will leave them, and compares it
+// all with the cluster's release and the earlier run's record. It changes nothing on any
+// node; like prep's plan it creates and removes the agents' Jobs.
+func MakePlan(ctx context.Context, c Clients, req Request) (*Plan, error) {
+	if err := req.Validate(); err != nil {
+		return nil, err
+	}
+	p := &Plan{TypeMeta: report.Meta(PlanKind), Stack: req.Stack, prepRq: req.prepRequest(), Decisions: []Decision{}, Releases: []ReleasePlan{}}
+	pp, err := prep.MakePlan(ctx, c.CS, &p.prepRq)
+	if err != nil {
+		if pp != nil && pp.Report != nil {
+			return nil, fmt.Errorf("%w; %s", err, planFailures(pp.Report))
+		}
+		return nil, err
+	}
+	p.prep = pp
+	list, err := c.CS.CoreV1().Nodes().List(ctx, metav1.ListOptions{ResourceVersion: "0"})
+	if err != nil {
+		return nil, cluster.APIError("list nodes", err)
+	}
+	rolled := map[string]bool{}
+	for _, n := range pp.Roll {
+		rolled[n] = true
+	}
+	byNode := map[string]*rep.Report{}
+	for _, it := range pp.Report.Items {
+		np := NodePlan{Node: it.Node, Problem: it.Error}
+		if it.Report != nil {
+			byNode[it.Node] = it.Report
+			np.GPUs, np.Changes = len(it.Report.GPUs), it.Report.Changes
+			if rolled[it.Node] {
+				np.Reboot = it.Report.Reboot
+			}
+		}
+		if rolled[it.Node] {
+			if st := prep.ReadRollState(pp.Objects[it.Node]); st.Unfinished() {
+				np.Resumes = string(st.Phase)
+			}
+			if np.Reboot == "" {
+				np.Reboot = "an earlier roll stopped on it"
+			}
+		}
+		if np.GPUs > 0 || np.Problem != "" || it.Report == nil {
+			p.VerifyNodes = append(p.VerifyNodes, it.Node)
+		}
+		p.Nodes = append(p.Nodes, np)
+	}
+	if len(p.VerifyNodes) == 0 {
+		return nil, cliexit.Usagef("none of the %d node(s) has an NVIDIA GPU on its PCI bus: name the GPU nodes, or pass -l SELECTOR", len(pp.Nodes))
+	}
+	expected := Expected(list.Items, byNode, req.Prep.Install.DriverBranch)
+	p.Decisions = append(p.Decisions, decisions(req, pp, byNode)...)
+	p.Decisions = append(p.Decisions, req.Decisions...)
+	switch req.Stack {
+	case StackOperator:
+		if err := p.planOperator(ctx, c, req, expected); err != nil {
+			return nil, err
+		}
+	case StackDevicePlugin:
+		if err := p.planDevicePlugin(ctx, c, req, expected); err != nil {
+			return nil, err
+		}
+	}
+	p.VerifyImage = req.Verify.Image
+	p.record = p.newRecord(req)
+	rec, err := readRecord(ctx, c.CS, req.Prep.Namespace)
+	if err != nil {
+		return nil, err
+	}
+	if rec != nil {
+		p.Recorded = rec
+		p.Differences = rec.Differences(p.record)
+	}
+	return p, nil
+}
+
+func planFailures(r *prep.Report) string {
+	var s []string
+	for _, it := range r.Items {
+		if it.Error != "" {
+			s = append(s, "node "+it.Node+": "+it.Error)
+		}
+	}
+	return strings.Join(s, "; ")
+}
+
+func (p *Plan) planOperator(ctx context.Context, c Clients, req Request, nodes []corev1.Node) error {
+	vr := req.Operator
+	vr.Derive, vr.Nodes = true, nodes
+	ch, doc, err := c.Release.Values(ctx, vr)
+	if err != nil {
+		return err
+	}
+	if err := c.Release.CheckNoOtherDevicePlugin(ctx, doc.Values, req.Install.ReleaseName); err != nil {
+		return err
+	}
+	rp, err := releasePlan(c.Release, req.Install.ReleaseName, ch, doc.Values)
+	if err != nil {
+		return err
+	}
+	rp.Derived, rp.Warnings = doc.Derived, doc.Warnings
+	p.Releases = append(p.Releases, rp)
+	p.charts, p.docs = append(p.charts, ch), append(p.docs, doc)
+	return nil
+}
+
+func (p *Plan) planDevicePlugin(ctx context.Context, c Clients, req Request, nodes []corev1.Node) error {
+	dr := req.DevicePlugin
+	dr.Nodes = nodes
+	plan, err := dp.Values(ctx, c.Release, dr)
+	if err != nil {
+		return err
+	}
+	if len(plan.OtherDevicePlugins) > 0 {
+		var s []string
+		for _, a := range plan.OtherDevicePlugins {
+			s = append(s, a.String())
+		}
+		return cliexit.Usagef("%s already allocates GPUs: --stack device-plugin would advertise them twice; use --stack operator, or remove it (nothing was changed)", strings.Join(s, ", "))
+	}
+	if len(plan.UnreadyNodes) > 0 {
+		n := plan.UnreadyNodes[0]
+		return cliexit.Usagef("node %s will not be ready for the device plugin after the host step (%s): --stack device-plugin needs the driver and the toolkit on the host — pass --host-driver and --host-toolkit, or use --stack operator (nothing was changed)",
+			n.Node, strings.Join(n.Reasons, "; "))
+	}
+	if plan.CreateRuntimeClass != "" {
+		p.Decisions = append(p.Decisions, Decision{Decision: "RuntimeClass nvidia is created", Reason: plan.CreateRuntimeClass})
+	}
+	for i, r := range plan.Releases {
+		rp, err := releasePlan(c.Release, r.Release, plan.Chart(i), r.Values)
+		if err != nil {
+			return err
+		}
+		rp.Derived, rp.Warnings = r.Derived, r.Warnings
+		p.Releases = append(p.Releases, rp)
+	}
+	p.dpPlan = plan
+	return nil
+}
+
+// releasePlan compares the values with the release in the cluster.
+func releasePlan(c *op.Client, name string, ch *chart.Chart, values map[string]any) (ReleasePlan, error) {
+	rp := ReleasePlan{Release: name, Namespace: c.Namespace, Chart: ch.Metadata.Name + "-" + ch.Metadata.Version, Values: values, Action: ActionInstall}
+	cur, err := c.Helm.Current(name)
+	if err != nil {
+		return rp, err
+	}
+	if cur == nil || cur.Info == nil || cur.Info.Status == release.StatusUninstalled {
+		return rp, nil
+	}
+	rp.Revision = cur.Version
+	switch {
+	case cur.Info.Status == release.StatusPendingInstall:
+		rp.Action = ActionReinstall
+	case cur.Info.Status == release.StatusDeployed && cur.Chart != nil && cur.Chart.Metadata != nil &&
+		cur.Chart.Metadata.Name == ch.Metadata.Name && cur.Chart.Metadata.Version == ch.Metadata.Version && sameValues(cur.Config, values):
+		rp.Action = ActionUnchanged
+	default:
+		rp.Action = ActionUpgrade
+	}
+	return rp, nil
+}
+
+// sameValues compares values as Helm stores them (JSON).
+func sameValues(a, b map[string]any) bool {
+	norm := func(m map[string]any) any {
+		var out any
+		bs, _ := json.Marshal(m)
+		_ = json.Unmarshal(bs, &out)
+		if out == nil {
+			out = map[string]any{}
+		}
+		return out
+	}
+	return reflect.DeepEqual(norm(a), norm(b))
+}
+
+// Expected returns the nodes as the host step will leave them, for the values to be
+// derived from: each planned node carries the annotations prep leaves after the change
+// (its plan report's, with what the planned installs and the containerd change bring).
+func Expected(nodes []corev1.Node, plans map[string]*rep.Report, driverBranch string) []corev1.Node {
+	out := make([]corev1.Node, len(nodes))
+	for i := range nodes {
+		n := *nodes[i].DeepCopy()
+		r := plans[n.Name]
+		if r == nil {
+			out[i] = n
+			continue
+		}
+		after := *r
+		for _, ch := range r.Changes {
+			switch ch.Check {
+			case rep.CheckDriver:
+				if after.DriverVersion == "" {
+					after.DriverVersion = packageVersion(ch.Packages, "nvidia-driver", driverBranch)
+				}
+			case rep.CheckToolkit:
+				after.ToolkitVersion = packageVersion(ch.Packages, "nvidia-container-toolkit", "latest")
+				after.NvidiaRuntime = true // prep configures containerd's runtime after the install
+			case rep.CheckNvidiaRuntime:
+				after.NvidiaRuntime = true
+			}
+		}
+		if n.Annotations == nil {
+			n.Annotations = map[string]string{}
+		}
+		for k, v := range prep.Annotations(&after, time.Time{}) {
+			if s, ok := v.(string); ok {
+				n.Annotations[k] = s
+			} else {
+				delete(n.Annotations, k)
+			}
+		}
+		out[i] = n
+	}
+	return out
+}
+
+// packageVersion is the version of the first package whose name starts with prefix, or
+// fallback.
+func packageVersion(pkgs []rep.Package, prefix, fallback string) string {
+	for _, p := range pkgs {
+		if strings.HasPrefix(p.Name, prefix) && p.Version != "" {
+			return p.Version
+		}
+	}
+	return fallback
+}
+
+// decisions are the ties between the steps that follow from the request and the nodes.
+func decisions(req Request, pp *prep.Plan, plans map[string]*rep.Report) []Decision {
+	var out []Decision
+	installs := func(check string) []string {
+		var ns []string
+		for _, n := range pp.Nodes {
+			if r := plans[n]; r != nil {
+				for _, c := range r.Changes {
+					if c.Check == check {
+						ns = append(ns, n)
+						break
+					}
+				}
+			}
+		}
+		return ns
+	}
+	if d := installs(rep.CheckDriver); len(d) > 0 {
+		what := "the GPU Operator's driver container is off (driver.enabled=false)"
+		if req.Stack == StackDevicePlugin {
+			what = "the device plugin uses the host's driver"
+		}
+		out = append(out, Decision{Decision: what, Reason: fmt.Sprintf("--host-driver installs the driver on %s", report.Count(len(d), "node"))})
+	} else if req.Prep.Install.DriverBranch != "" {
+		out = append(out, Decision{Decision: "no driver is installed", Reason: "--host-driver: every GPU node already has a driver"})
+	}
+	if t := installs(rep.CheckToolkit); len(t) > 0 {
+		what := "the GPU Operator's toolkit container is off (toolkit.enabled=false)"
+		if req.Stack == StackDevicePlugin {
+			what = "the device plugin's pods run with the host's toolkit"
+		}
+		out = append(out, Decision{Decision: what, Reason: fmt.Sprintf("--host-toolkit installs the NVIDIA Container Toolkit and containerd's nvidia runtime on %s", report.Count(len(t), "node"))})
+	}
+	if len(pp.Roll) > 0 {
+		mu := 1
+		if req.Prep.Roll != nil {
+			mu = max(req.Prep.Roll.MaxUnavailable, 1)
+		}
+		out = append(out, Decision{Decision: fmt.Sprintf("%s cordoned, drained, rebooted and uncordoned, at most %d at a time", report.Count(len(pp.Roll), "node"), mu),
+			Reason: "their changes take effect only after a reboot (a driver, the nouveau blacklist), or an earlier roll stopped on them"})
+	}
+	if req.Prep.RestartRuntime {
+		if r := installs(rep.CheckContainerd); len(r) > 0 || len(installs(rep.CheckNvidiaRuntime)) > 0 || len(installs(rep.CheckSystemdCgroup)) > 0 {
+			out = append(out, Decision{Decision: "containerd (rke2 / k3s) is restarted where its config changes", Reason: "the runtime reads its config only when it starts; running containers keep running"})
+		}
+	}
+	flavours := map[string][]string{}
+	for _, n := range pp.Nodes {
+		if r := plans[n]; r != nil && (r.Flavour == rep.FlavourRKE2 || r.Flavour == rep.FlavourK3s) {
+			flavours[string(r.Flavour)] = append(flavours[string(r.Flavour)], n)
+		}
+	}
+	keys := make([]string, 0, len(flavours))
+	for k := range flavours {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, f := range keys {
+		out = append(out, Decision{Decision: "containerd's config is changed through " + f + "'s template, and the GPU software uses " + f + "'s containerd socket",
+			Reason: fmt.Sprintf("%s run %s, which renders containerd's config from its template at start", strings.Join(flavours[f], ", "), f)})
+	}
+	return out
+}

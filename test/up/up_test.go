@@ -1,0 +1,365 @@
+// Package up tests `kubectl gpu up` end to end on the local control plane: kwok's nodes
+// answer the node agent's Jobs with the real agent run against fake host roots built from
+// real distributions' files (hack/simnodes: the nouveau blacklist that needs a reboot,
+// containerd's config; reboots as NotReady, a new boot ID and Ready), the GPU Operator's
+// and device plugin's real charts are installed through Helm, and the verify pods finish
+// with the CUDA sample's output. The test plays the GPU Operator's controller: it marks
+// ClusterPolicy ready once the chart created it.
+package up
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/client-go/dynamic"
+
+	"github.com/kubectl-gpu/kubectl-gpu/common/nodepod"
+	"github.com/kubectl-gpu/kubectl-gpu/common/operator"
+	"github.com/kubectl-gpu/kubectl-gpu/common/prep"
+	"github.com/kubectl-gpu/kubectl-gpu/common/up"
+	"github.com/kubectl-gpu/kubectl-gpu/common/verify"
+	"github.com/kubectl-gpu/kubectl-gpu/hack/localcluster"
+	"github.com/kubectl-gpu/kubectl-gpu/hack/simnodes"
+	"github.com/kubectl-gpu/kubectl-gpu/test/harness"
+)
+
+var (
+	env    *harness.Env
+	gpus   = []string{"gpu-a100-0", "gpu-a100-1"}
+	boots  = &bootLog{ids: map[string]map[string]bool{}}
+	charts = map[string]string{}
+)
+
+func TestMain(m *testing.M) {
+	os.Exit(harness.MainWith(m, &env, func(ctx context.Context, e *harness.Env) (string, error) {
+		for _, v := range []string{"KGPU_GPU_OPERATOR_CHART", "KGPU_DEVICE_PLUGIN_CHART"} {
+			if charts[v] = os.Getenv(v); charts[v] == "" {
+				return v + " is not set: the up tests install the real charts (.ci/run sets it from ../shared/testdata/charts)", nil
+			}
+		}
+		if _, err := e.Cluster.AddNodes(ctx, localcluster.NodeSpec{Profile: "a100", Prefix: "gpu-a100", Count: 2}, localcluster.NodeSpec{Profile: "cpu", Prefix: "cpu", Count: 1}); err != nil {
+			return "", err
+		}
+		dir, err := os.MkdirTemp("", "kgpu-up-")
+		if err != nil {
+			return "", err
+		}
+		agent := filepath.Join(dir, "gpu-node-agent")
+		if err := simnodes.BuildAgent(ctx, agent); err != nil {
+			return "", err
+		}
+		roots := map[string]string{"gpu-a100-0": simnodes.DefaultAgentRoots["gpu-a100-0"], "gpu-a100-1": simnodes.DefaultAgentRoots["gpu-a100-1"]}
+		if err := simnodes.Simulate(context.Background(), e.Cluster, agent, filepath.Join(dir, "hosts"), roots, gpus, nil); err != nil {
+			return "", err
+		}
+		go playOperator(e.Cluster)
+		go boots.watch(e.Cluster)
+		return "", nil
+	}))
+}
+
+// playOperator marks ClusterPolicy ready whenever it exists and is not, as the GPU
+// Operator's controller does once its operands run.
+func playOperator(c *localcluster.Cluster) {
+	dyn, err := dynamic.NewForConfig(c.Config)
+	if err != nil {
+		return
+	}
+	for {
+		time.Sleep(300 * time.Millisecond)
+		ctx := context.Background()
+		cp, err := dyn.Resource(operator.ClusterPolicyGVR).Get(ctx, operator.ClusterPolicyName, metav1.GetOptions{})
+		if err != nil {
+			continue
+		}
+		if s, _, _ := unstructured.NestedString(cp.Object, "status", "state"); s == "ready" {
+			continue
+		}
+		_ = unstructured.SetNestedField(cp.Object, "ready", "status", "state")
+		_ = unstructured.SetNestedSlice(cp.Object, []any{map[string]any{"type": "Ready", "status": "True", "reason": "Reconciled", "message": "ClusterPolicy is ready",
+			"lastTransitionTime": time.Now().UTC().Format(time.RFC3339)}}, "status", "conditions")
+		_, _ = dyn.Resource(operator.ClusterPolicyGVR).UpdateStatus(ctx, cp, metav1.UpdateOptions{})
+	}
+}
+
+// bootLog records every boot ID each node has reported: its reboots are their count less
+// one.
+type bootLog struct {
+	mu  sync.Mutex
+	ids map[string]map[string]bool
+}
+
+func (b *bootLog) watch(c *localcluster.Cluster) {
+	for {
+		w, err := c.Client.CoreV1().Nodes().Watch(context.Background(), metav1.ListOptions{})
+		if err != nil {
+			time.Sleep(time.Second)
+			continue
+		}
+		for e := range w.ResultChan() {
+			n, ok := e.Object.(*corev1.Node)
+			if !ok || n.Status.NodeInfo.BootID == "" {
+				continue
+			}
+			b.mu.Lock()
+			if b.ids[n.Name] == nil {
+				b.ids[n.Name] = map[string]bool{}
+			}
+			b.ids[n.Name][n.Status.NodeInfo.BootID] = true
+			b.mu.Unlock()
+		}
+	}
+}
+
+func (b *bootLog) reboots(node string) int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return max(len(b.ids[node])-1, 0)
+}
+
+func gpu(t *testing.T, ctx context.Context, args ...string) harness.Result {
+	t.Helper()
+	return env.Gpu(ctx, args...)
+}
+
+func parse[T any](t *testing.T, r harness.Result) T {
+	t.Helper()
+	var v T
+	if err := json.Unmarshal([]byte(r.Stdout), &v); err != nil {
+		t.Fatalf("not a document: %v\nstdout: %s\nstderr: %s", err, r.Stdout, r.Stderr)
+	}
+	return v
+}
+
+// releaseHistory is the release's revisions, as Helm's storage (Secrets) holds them.
+func releaseHistory(t *testing.T, ns, name string) []string {
+	t.Helper()
+	s, err := env.Cluster.Client.CoreV1().Secrets(ns).List(context.Background(), metav1.ListOptions{LabelSelector: "owner=helm,name=" + name})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, x := range s.Items {
+		out = append(out, x.Labels["version"]+":"+x.Labels["status"])
+	}
+	return out
+}
+
+func noPods(t *testing.T) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		pods, err := env.Cluster.Client.CoreV1().Pods(nodepod.DefaultNamespace).List(context.Background(), metav1.ListOptions{LabelSelector: nodepod.LabelManagedBy + "=" + nodepod.ManagedBy})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(pods.Items) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of the tool's pods left in %s", len(pods.Items), nodepod.DefaultNamespace)
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+}
+
+// TestUp: the plan changes nothing; a run interrupted at a random point of each step and
+// run again ends where an uninterrupted run does — every GPU node verified, rebooted once,
+// the release installed once; a second run changes nothing and only verifies; a node
+// whose verify fails leaves the others verified, and the report names its broken link.
+func TestUp(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 12*time.Minute)
+	defer cancel()
+	chart := []string{"--chart", charts["KGPU_GPU_OPERATOR_CHART"]}
+
+	// The plan: every step, changing nothing.
+	r := gpu(t, ctx, append([]string{"up", "--dry-run", "-o", "json"}, chart...)...)
+	if r.Code != 0 {
+		t.Fatalf("dry run: exit %d\n%s\n%s", r.Code, r.Stdout, r.Stderr)
+	}
+	plan := parse[up.Plan](t, r)
+	if plan.Kind != up.PlanKind || len(plan.Nodes) != 2 || len(plan.VerifyNodes) != 2 || len(plan.Releases) != 1 || plan.Releases[0].Action != up.ActionInstall {
+		t.Fatalf("plan: %+v", plan)
+	}
+	rebooted := 0
+	for _, n := range plan.Nodes {
+		if n.Reboot != "" {
+			rebooted++
+		}
+	}
+	if rebooted == 0 {
+		t.Errorf("no node is rebooted in the plan, though nouveau is loaded: %+v", plan.Nodes)
+	}
+	decided := fmt.Sprint(plan.Decisions)
+	if !strings.Contains(decided, "rebooted") {
+		t.Errorf("the plan's decisions do not say the roll: %s", decided)
+	}
+	if h := releaseHistory(t, operator.DefaultNamespace, operator.DefaultReleaseName); len(h) != 0 {
+		t.Fatalf("the dry run installed the release: %v", h)
+	}
+	if _, err := env.Cluster.Client.CoreV1().ConfigMaps(nodepod.DefaultNamespace).Get(ctx, up.RecordName, metav1.GetOptions{}); err == nil {
+		t.Fatal("the dry run recorded a run")
+	}
+	text := gpu(t, ctx, append([]string{"up", "--dry-run"}, chart...)...)
+	for _, want := range []string{"== step 1/3 prep", "blacklist-nouveau", "== decisions", "== step 2/3 the GPU Operator", "driver.enabled", "== step 3/3 verify"} {
+		if !strings.Contains(text.Stdout, want) {
+			t.Errorf("the plan's text lacks %q:\n%s", want, text.Stdout)
+		}
+	}
+	// Not at a terminal without --yes: refused, nothing changed.
+	if r := gpu(t, ctx, append([]string{"up"}, chart...)...); r.Code != 2 || !strings.Contains(r.Stderr, "--yes") {
+		t.Fatalf("without --yes: exit %d\n%s", r.Code, r.Stderr)
+	}
+
+	// Interrupted in each step (when the step's own objects appear, after a random delay),
+	// then run again.
+	args := append([]string{"gpu", "up", "--yes", "-o", "json", "--timeout", "3m"}, chart...)
+	triggers := []struct {
+		step string
+		seen func() bool
+	}{
+		{"prep", func() bool {
+			for _, n := range gpus {
+				if node, err := env.Cluster.Client.CoreV1().Nodes().Get(ctx, n, metav1.GetOptions{}); err == nil && prep.ReadRollState(node).Phase != "" {
+					return true
+				}
+			}
+			return false
+		}},
+		{"install", func() bool { return len(releaseHistory(t, operator.DefaultNamespace, operator.DefaultReleaseName)) > 0 }},
+		{"verify", func() bool {
+			pods, err := env.Cluster.Client.CoreV1().Pods(nodepod.DefaultNamespace).List(ctx, metav1.ListOptions{LabelSelector: nodepod.Selector(verify.Component)})
+			return err == nil && len(pods.Items) > 0
+		}},
+	}
+	for _, tr := range triggers {
+		cmd := env.Command(ctx, args...)
+		var stdout, stderr strings.Builder
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		var err error
+		interrupted := false
+	wait:
+		for {
+			select {
+			case err = <-done:
+				break wait
+			case <-time.After(100 * time.Millisecond):
+				if !interrupted && tr.seen() {
+					delay := time.Duration(rand.IntN(1500)) * time.Millisecond
+					time.Sleep(delay)
+					t.Logf("interrupt in step %s after %s more", tr.step, delay)
+					_ = cmd.Process.Signal(os.Interrupt)
+					interrupted = true
+				}
+			}
+		}
+		code := 0
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			code = ee.ExitCode()
+			if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+				code = 130
+			}
+		}
+		t.Logf("interrupted in %s: exit %d", tr.step, code)
+		if code == 130 && stdout.Len() > 0 {
+			t.Errorf("exit 130 with a report on stdout: %s", stdout.String())
+		}
+		if code != 130 && code != 0 {
+			t.Fatalf("interrupted run in %s: exit %d\n%s\n%s", tr.step, code, stdout.String(), stderr.String())
+		}
+		noPods(t)
+	}
+
+	// Run to the end.
+	r = gpu(t, ctx, args[1:]...)
+	if r.Code != 0 {
+		t.Fatalf("final run: exit %d\n%s\n%s", r.Code, r.Stdout, r.Stderr)
+	}
+	rep := parse[up.Report](t, r)
+	if rep.Kind != up.ReportKind || rep.Summary.Verified != 2 || rep.Summary.Nodes != 2 {
+		t.Fatalf("report: %+v", rep)
+	}
+	for _, n := range gpus {
+		if b := boots.reboots(n); b > 1 {
+			t.Errorf("%s rebooted %d times, want at most once", n, b)
+		}
+		node, err := env.Cluster.Client.CoreV1().Nodes().Get(ctx, n, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if node.Spec.Unschedulable || prep.ReadRollState(node).Unfinished() {
+			t.Errorf("%s: cordoned %v, roll %+v", n, node.Spec.Unschedulable, prep.ReadRollState(node))
+		}
+	}
+	if h := releaseHistory(t, operator.DefaultNamespace, operator.DefaultReleaseName); len(h) != 1 || h[0] != "1:deployed" {
+		t.Errorf("release history %v, want one revision 1, deployed", h)
+	}
+	noPods(t)
+
+	// A second run on the finished cluster changes nothing and only verifies.
+	r = gpu(t, ctx, args[1:]...)
+	if r.Code != 0 {
+		t.Fatalf("second run: exit %d\n%s\n%s", r.Code, r.Stdout, r.Stderr)
+	}
+	rep = parse[up.Report](t, r)
+	results := map[string]string{}
+	for _, s := range rep.Steps {
+		results[s.Step] = s.Result
+	}
+	if results[up.StepPrep] != up.Skipped || results[up.StepInstall] != up.Skipped || results[up.StepVerify] != up.Done || rep.Summary.Verified != 2 {
+		t.Errorf("second run: steps %v, summary %+v\n%s", results, rep.Summary, r.Stderr)
+	}
+	if !strings.Contains(r.Stderr, "nothing to change") {
+		t.Errorf("second run did not say it changes nothing:\n%s", r.Stderr)
+	}
+	if h := releaseHistory(t, operator.DefaultNamespace, operator.DefaultReleaseName); len(h) != 1 {
+		t.Errorf("second run changed the release: %v", h)
+	}
+
+	// A node whose verify fails: the other stays verified, the report names its broken link.
+	if err := env.Cluster.SetPodOutcome(ctx, "verify-pass", verify.Component, gpus[:1], 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := env.Cluster.SetPodOutcome(ctx, "verify-fail", verify.Component, gpus[1:], 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := env.Cluster.SetPodLog(ctx, nodepod.DefaultNamespace, verify.PodName(gpus[1]), verify.ContainerName, simnodes.VectorAddNoDeviceLog); err != nil {
+		t.Fatal(err)
+	}
+	junit := filepath.Join(t.TempDir(), "up.xml")
+	r = gpu(t, ctx, append([]string{"up", "--yes", "--junit", junit}, chart...)...)
+	if r.Code != 1 {
+		t.Fatalf("a failing node: exit %d, want 1\n%s\n%s", r.Code, r.Stdout, r.Stderr)
+	}
+	for _, want := range []string{gpus[1], "doctor:", "first broken link", "up: 1 of 2 GPU nodes verified"} {
+		if !strings.Contains(r.Stdout, want) {
+			t.Errorf("report lacks %q:\n%s", want, r.Stdout)
+		}
+	}
+	x, err := os.ReadFile(junit)
+	if err != nil || !strings.Contains(string(x), `failures="2"`) || !strings.Contains(string(x), `name="`+gpus[1]+`"`) {
+		t.Errorf("JUnit: %v\n%s", err, x)
+	}
+	t.Logf("report:\n%s", r.Stdout)
+	noPods(t)
+}
