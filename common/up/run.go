@@ -196,7 +196,13 @@ func (p *Plan) runPrep(ctx context.Context, c Clients, req Request, nodes map[st
 	if err != nil { // the report is complete, an annotation failed
 		return Failed, "", err
 	}
-	return Done, fmt.Sprintf("%s changed, %s rebooted", report.Count(pr.Summary.Nodes-len(failed), "node"), report.Count(len(pr.Roll), "node")), nil
+	changed := 0
+	for _, n := range nodes {
+		if n.Prep == "changed" || n.Prep == "rebooted" {
+			changed++
+		}
+	}
+	return Done, fmt.Sprintf("%s changed, %s rebooted", report.Count(changed, "node"), report.Count(len(pr.Roll), "node")), nil
 }
 
 func prepFailure(it prep.NodeResult) string {

@@ -367,7 +367,8 @@ func sameValues(a, b map[string]any) bool {
 
 // Expected returns the nodes as the host step will leave them, for the values to be
 // derived from: each planned node carries the annotations prep leaves after the change
-// (its plan report's, with what the planned installs and the containerd change bring).
+// (its plan report's, with what the planned installs and the containerd change bring), and
+// a node with GPUs on its PCI bus counts as a GPU node.
 func Expected(nodes []corev1.Node, plans map[string]*rep.Report, driverBranch string) []corev1.Node {
 	out := make([]corev1.Node, len(nodes))
 	for i := range nodes {
@@ -393,6 +394,14 @@ func Expected(nodes []corev1.Node, plans map[string]*rep.Report, driverBranch st
 		}
 		if n.Annotations == nil {
 			n.Annotations = map[string]string{}
+		}
+		if len(r.GPUs) > 0 {
+			// GPUs on its PCI bus: a GPU node, whether or not a label says so yet (GPU feature
+			// discovery labels it once the GPU software runs).
+			if n.Labels == nil {
+				n.Labels = map[string]string{}
+			}
+			n.Labels["nvidia.com/gpu.present"] = "true"
 		}
 		for k, v := range prep.Annotations(&after, time.Time{}) {
 			if s, ok := v.(string); ok {

@@ -16,8 +16,8 @@ import (
 
 	"github.com/kubectl-gpu/kubectl-gpu/common/cliexit"
 	"github.com/kubectl-gpu/kubectl-gpu/common/cluster"
-	"github.com/kubectl-gpu/kubectl-gpu/common/mirror"
 	dp "github.com/kubectl-gpu/kubectl-gpu/common/deviceplugin"
+	"github.com/kubectl-gpu/kubectl-gpu/common/mirror"
 	op "github.com/kubectl-gpu/kubectl-gpu/common/operator"
 	"github.com/kubectl-gpu/kubectl-gpu/common/report"
 )
