@@ -220,6 +220,28 @@ func prepFailure(it prep.NodeResult) string {
 }
 
 func (p *Plan) runInstall(ctx context.Context, c Clients, req Request, w *recorder) (string, string, error) {
+	rederived := ""
+	if p.prep.Changes() > 0 {
+		// The values again, from the nodes as the host step really left them (what the
+		// plan could not foresee: the toolkit's CDI support, versions as installed).
+		again := &Plan{Stack: p.Stack}
+		var err error
+		if p.Stack == StackOperator {
+			err = again.planOperator(ctx, c, req, nil)
+		} else {
+			err = again.planDevicePlugin(ctx, c, req, nil)
+		}
+		if err != nil {
+			return Failed, "", fmt.Errorf("derive the values again after the host step: %w", err)
+		}
+		for i := range again.Releases {
+			if i < len(p.Releases) && !sameValues(again.Releases[i].Values, p.Releases[i].Values) {
+				rederived = "; values derived again after the host step differ from the plan's: " + changedKeys(p.Releases[i], again.Releases[i])
+			}
+		}
+		p.Releases, p.charts, p.docs, p.dpPlan = again.Releases, again.charts, again.docs, again.dpPlan
+		w.rec.Releases = again.newRecord(req).Releases
+	}
 	var changed []string
 	for _, rp := range p.Releases {
 		if rp.Action == ActionUnchanged {
@@ -259,13 +281,38 @@ func (p *Plan) runInstall(ctx context.Context, c Clients, req Request, w *record
 		return Failed, detail, err
 	}
 	if len(changed) == 0 {
-		return Skipped, "release already deployed with these values; " + detail, nil
+		return Skipped, "release already deployed with these values; " + detail + rederived, nil
 	}
 	var revs []string
 	for _, rp := range p.Releases {
 		revs = append(revs, fmt.Sprintf("%s revision %d", rp.Release, rp.Revision))
 	}
-	return Done, strings.Join(revs, ", ") + "; " + detail, nil
+	return Done, strings.Join(revs, ", ") + "; " + detail + rederived, nil
+}
+
+// changedKeys names the derived values whose value or presence differs between a and b.
+func changedKeys(a, b ReleasePlan) string {
+	old := map[string]any{}
+	for _, d := range a.Derived {
+		old[d.Key] = d.Value
+	}
+	var out []string
+	seen := map[string]bool{}
+	for _, d := range b.Derived {
+		seen[d.Key] = true
+		if v, ok := old[d.Key]; !ok || fmt.Sprint(v) != fmt.Sprint(d.Value) {
+			out = append(out, fmt.Sprintf("%s=%v (%s)", d.Key, d.Value, d.Reason))
+		}
+	}
+	for _, d := range a.Derived {
+		if !seen[d.Key] {
+			out = append(out, d.Key+" no longer derived")
+		}
+	}
+	if len(out) == 0 {
+		return "values of the chart"
+	}
+	return strings.Join(out, ", ")
 }
 
 func (p *Plan) waitReady(ctx context.Context, c Clients, req Request) (string, error) {

@@ -199,7 +199,7 @@ func MakePlan(ctx context.Context, c Clients, req Request) (*Plan, error) {
 	pp, err := prep.MakePlan(ctx, c.CS, &p.prepRq)
 	if err != nil {
 		if pp != nil && pp.Report != nil {
-			return nil, fmt.Errorf("%w; %s", err, planFailures(pp.Report))
+			return nil, cliexit.Failuresf("the host step's plan failed: nothing was changed on any node; %s", planFailures(pp.Report))
 		}
 		return nil, err
 	}
@@ -307,6 +307,15 @@ func (p *Plan) planDevicePlugin(ctx context.Context, c Clients, req Request, nod
 			s = append(s, a.String())
 		}
 		return cliexit.Usagef("%s already allocates GPUs: --stack device-plugin would advertise them twice; use --stack operator, or remove it (nothing was changed)", strings.Join(s, ", "))
+	}
+	if len(plan.UnreadyNodes) > 0 && req.Prep.Install.DriverBranch != "" && req.Prep.Install.ToolkitVersion != "" {
+		// The host step installs both; a node part-way through it (installed, not yet
+		// rebooted) is checked again after the host step, before the install.
+		for _, n := range plan.UnreadyNodes {
+			p.Decisions = append(p.Decisions, Decision{Decision: "node " + n.Node + " is checked again for the device plugin after the host step",
+				Reason: "as planned it is not ready yet: " + strings.Join(n.Reasons, "; ")})
+		}
+		plan.UnreadyNodes = nil
 	}
 	if len(plan.UnreadyNodes) > 0 {
 		n := plan.UnreadyNodes[0]

@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -27,6 +28,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/client-go/dynamic"
 
+	"github.com/kubectl-gpu/kubectl-gpu/common/hostconfig/fakehost"
 	"github.com/kubectl-gpu/kubectl-gpu/common/nodepod"
 	"github.com/kubectl-gpu/kubectl-gpu/common/operator"
 	"github.com/kubectl-gpu/kubectl-gpu/common/prep"
@@ -40,6 +42,9 @@ import (
 var (
 	env    *harness.Env
 	gpus   = []string{"gpu-a100-0", "gpu-a100-1"}
+	// packages: the RKE2 node's host packages are installed for real (apt-get in a Debian
+	// root); nil when the machine has no Debian root (make tools builds it).
+	packages *simnodes.PackageHosts
 	boots  = &bootLog{ids: map[string]map[string]bool{}}
 	charts = map[string]string{}
 )
@@ -51,7 +56,8 @@ func TestMain(m *testing.M) {
 				return v + " is not set: the up tests install the real charts (.ci/run sets it from ../shared/testdata/charts)", nil
 			}
 		}
-		if _, err := e.Cluster.AddNodes(ctx, localcluster.NodeSpec{Profile: "a100", Prefix: "gpu-a100", Count: 2}, localcluster.NodeSpec{Profile: "cpu", Prefix: "cpu", Count: 1}); err != nil {
+		if _, err := e.Cluster.AddNodes(ctx, localcluster.NodeSpec{Profile: "a100", Prefix: "gpu-a100", Count: 2}, localcluster.NodeSpec{Profile: "cpu", Prefix: "cpu", Count: 1},
+			localcluster.NodeSpec{Profile: "rke2", Prefix: "gpu-rke2", Count: 1}); err != nil {
 			return "", err
 		}
 		dir, err := os.MkdirTemp("", "kgpu-up-")
@@ -63,7 +69,16 @@ func TestMain(m *testing.M) {
 			return "", err
 		}
 		roots := map[string]string{"gpu-a100-0": simnodes.DefaultAgentRoots["gpu-a100-0"], "gpu-a100-1": simnodes.DefaultAgentRoots["gpu-a100-1"]}
-		if err := simnodes.Simulate(context.Background(), e.Cluster, agent, filepath.Join(dir, "hosts"), roots, gpus, nil); err != nil {
+		if fakehost.DebianRootTar() != "" {
+			l, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				return "", err
+			}
+			addr := l.Addr().String()
+			l.Close()
+			packages = &simnodes.PackageHosts{Addr: addr, Nodes: map[string]string{"gpu-rke2-0": "rke2"}}
+		}
+		if err := simnodes.SimulateWith(context.Background(), e.Cluster, agent, filepath.Join(dir, "hosts"), roots, append(gpus, "gpu-rke2-0"), nil, packages); err != nil {
 			return "", err
 		}
 		go playOperator(e.Cluster)
@@ -136,6 +151,23 @@ func gpu(t *testing.T, ctx context.Context, args ...string) harness.Result {
 	return env.Gpu(ctx, args...)
 }
 
+// kwokLogRace is what kwok answers for a pod it completed before the simulation set its
+// log: a package host's agent runs apt-get in its Debian root for seconds, while kwok ends
+// the Job's pod on its own clock (a real pod ends after its agent printed). A run that
+// meets it is run again, as an admin would, and said.
+const kwokLogRace = "the server rejected our request for an unknown reason"
+
+func gpuSim(t *testing.T, ctx context.Context, args ...string) harness.Result {
+	t.Helper()
+	for i := 0; ; i++ {
+		r := env.Gpu(ctx, args...)
+		if i == 2 || !strings.Contains(r.Stderr+r.Stdout, kwokLogRace) {
+			return r
+		}
+		t.Logf("kwok served no log for a package host's agent pod (simulation race), run again: %s", strings.TrimSpace(r.Stderr))
+	}
+}
+
 func parse[T any](t *testing.T, r harness.Result) T {
 	t.Helper()
 	var v T
@@ -184,7 +216,8 @@ func noPods(t *testing.T) {
 func TestUp(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 12*time.Minute)
 	defer cancel()
-	chart := []string{"--chart", charts["KGPU_GPU_OPERATOR_CHART"]}
+	// The A100 nodes by name: the RKE2 node is TestUpDevicePlugin's.
+	chart := append([]string{gpus[0], gpus[1], "--chart"}, charts["KGPU_GPU_OPERATOR_CHART"])
 
 	// The plan: every step, changing nothing.
 	r := gpu(t, ctx, append([]string{"up", "--dry-run", "-o", "json"}, chart...)...)
@@ -228,6 +261,11 @@ func TestUp(t *testing.T) {
 	// Interrupted in each step (when the step's own objects appear, after a random delay),
 	// then run again.
 	args := append([]string{"gpu", "up", "--yes", "-o", "json", "--timeout", "3m"}, chart...)
+	defer func() {
+		// The verify outcomes as they were for the test after this one.
+		_ = env.Cluster.SetPodOutcome(context.Background(), "verify-pass", verify.Component, append(gpus, "gpu-rke2-0"), 0)
+		_ = env.Cluster.SetPodOutcome(context.Background(), "verify-fail", verify.Component, nil, 1)
+	}()
 	triggers := []struct {
 		step string
 		seen func() bool
@@ -361,5 +399,61 @@ func TestUp(t *testing.T) {
 		t.Errorf("JUnit: %v\n%s", err, x)
 	}
 	t.Logf("report:\n%s", r.Stdout)
+	noPods(t)
+}
+
+// TestUpDevicePlugin: the runbook's path without the operator on an RKE2 node whose driver
+// and toolkit are installed for real through apt-get (a Debian root): refused without the
+// host installs; with them, the plan differs from the recorded operator run and says so;
+// the run installs, reboots, installs the device plugin chart and verifies; again, it
+// changes nothing.
+func TestUpDevicePlugin(t *testing.T) {
+	if packages == nil {
+		t.Skip("no Debian root for the package hosts: make tools builds it (hack/debian-root.sh)")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	if r := gpu(t, ctx, "operator", "uninstall", "--yes"); r.Code != 0 {
+		t.Fatalf("operator uninstall: exit %d\n%s", r.Code, r.Stderr)
+	}
+	for _, n := range gpus {
+		if err := env.Cluster.Client.CoreV1().Nodes().Delete(ctx, n, metav1.DeleteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	chart := []string{"--stack", "device-plugin", "--chart", charts["KGPU_DEVICE_PLUGIN_CHART"]}
+	// Without the host's driver and toolkit the device plugin cannot serve: refused.
+	r := gpuSim(t, ctx, append([]string{"up", "--dry-run"}, chart...)...)
+	if r.Code != 2 || !strings.Contains(r.Stderr, "--host-driver and --host-toolkit") {
+		t.Fatalf("device plugin on a bare host: exit %d, want 2 naming --host-driver\n%s", r.Code, r.Stderr)
+	}
+	host := append(chart, "--host-driver", "--host-toolkit=1.17.8", "--package-repo", packages.Mirror())
+	r = gpuSim(t, ctx, append([]string{"up", "--dry-run", "-o", "json"}, host...)...)
+	if r.Code != 0 {
+		t.Fatalf("dry run: exit %d\n%s", r.Code, r.Stderr)
+	}
+	plan := parse[up.Plan](t, r)
+	diff := strings.Join(plan.Differences, "; ")
+	if !strings.Contains(diff, "stack: operator → device-plugin") || len(plan.Releases) != 1 || plan.Releases[0].Action != up.ActionInstall || len(plan.Nodes) != 1 || plan.Nodes[0].Reboot == "" {
+		t.Fatalf("plan: differences %q, releases %+v, nodes %+v", diff, plan.Releases, plan.Nodes)
+	}
+	r = gpuSim(t, ctx, append([]string{"up", "--yes", "-o", "json", "--timeout", "3m"}, host...)...)
+	if r.Code != 0 {
+		t.Fatalf("run: exit %d\n%s\n%s", r.Code, r.Stdout, r.Stderr)
+	}
+	rep := parse[up.Report](t, r)
+	if rep.Summary.Verified != 1 || rep.Nodes[0].Prep != "rebooted" {
+		t.Fatalf("report: %+v\n%s", rep, r.Stderr)
+	}
+	if b := boots.reboots("gpu-rke2-0"); b != 1 {
+		t.Errorf("gpu-rke2-0 rebooted %d times, want once", b)
+	}
+	r = gpuSim(t, ctx, append([]string{"up", "--yes", "-o", "json"}, host...)...)
+	if r.Code != 0 || !strings.Contains(r.Stderr, "nothing to change") {
+		t.Fatalf("second run: exit %d\n%s", r.Code, r.Stderr)
+	}
+	if h := releaseHistory(t, "nvidia-device-plugin", "nvidia-device-plugin"); len(h) != 1 || h[0] != "1:deployed" {
+		t.Errorf("release history %v, want one revision 1, deployed", h)
+	}
 	noPods(t)
 }
