@@ -40,13 +40,13 @@ import (
 )
 
 var (
-	env    *harness.Env
-	gpus   = []string{"gpu-a100-0", "gpu-a100-1"}
+	env  *harness.Env
+	gpus = []string{"gpu-a100-0", "gpu-a100-1"}
 	// packages: the RKE2 node's host packages are installed for real (apt-get in a Debian
 	// root); nil when the machine has no Debian root (make tools builds it).
 	packages *simnodes.PackageHosts
-	boots  = &bootLog{ids: map[string]map[string]bool{}}
-	charts = map[string]string{}
+	boots    = &bootLog{ids: map[string]map[string]bool{}}
+	charts   = map[string]string{}
 )
 
 func TestMain(m *testing.M) {
