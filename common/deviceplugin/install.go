@@ -143,7 +143,7 @@ func Values(ctx context.Context, c *op.Client, req Request) (*Plan, error) {
 		}
 		p.GPUNodes = len(GPUNodes(nodes.Items))
 		if req.Derive {
-			f, err := facts(ctx, c)
+			f, err := facts(ctx, c, req.ReleaseName)
 			if err != nil {
 				return nil, err
 			}
@@ -184,7 +184,7 @@ func otherAllocators(ctx context.Context, c *op.Client, release string) ([]op.GP
 }
 
 // facts reads what the derivation needs besides the nodes.
-func facts(ctx context.Context, c *op.Client) (Facts, error) {
+func facts(ctx context.Context, c *op.Client, releaseName string) (Facts, error) {
 	var f Facts
 	_, err := c.CS.NodeV1().RuntimeClasses().Get(ctx, RuntimeClassName, metav1.GetOptions{})
 	switch {
@@ -203,12 +203,19 @@ func facts(ctx context.Context, c *op.Client) (Facts, error) {
 		return f, cluster.APIError("list DaemonSets", err)
 	}
 	for i := range dss.Items {
-		if ds := &dss.Items[i]; isNFDWorker(ds) {
+		// The release's own NFD (the chart's subchart, running since an earlier install)
+		// is not another one: counting it would turn it off at the next upgrade.
+		if ds := &dss.Items[i]; isNFDWorker(ds) && !madeByRelease(ds, releaseName, c.Namespace) {
 			f.NFD = ds.Namespace + "/" + ds.Name
 			break
 		}
 	}
 	return f, nil
+}
+
+// madeByRelease tells whether Helm release name in namespace ns made the DaemonSet.
+func madeByRelease(ds *appsv1.DaemonSet, name, ns string) bool {
+	return ds.Annotations["meta.helm.sh/release-name"] == name && ds.Annotations["meta.helm.sh/release-namespace"] == ns
 }
 
 // isNFDWorker tells whether a DaemonSet runs node-feature-discovery's worker.

@@ -36,6 +36,9 @@ func (p *Plan) WriteText(w io.Writer) {
 			}
 			fmt.Fprintf(w, "    %s=%v%s: %s\n", d.Key, d.Value, state, d.Reason)
 		}
+		for _, l := range r.NodeLabels {
+			fmt.Fprintf(w, "    node %s labelled %s=%s: %s\n", l.Node, l.Key, l.Value, l.Reason)
+		}
 		for _, x := range r.Warnings {
 			fmt.Fprintf(w, "    warning: %s\n", x)
 		}

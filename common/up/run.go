@@ -258,7 +258,8 @@ func (p *Plan) runInstall(ctx context.Context, c Clients, req Request, w *record
 	}
 	if len(changed) > 0 {
 		ir := req.Install
-		ir.Wait, ir.DryRun, ir.AtomicDefault = false, false, true
+		// The node labels the derived values need were in the plan: applied (--label-nodes).
+		ir.Wait, ir.DryRun, ir.AtomicDefault, ir.LabelNodes = false, false, true, true
 		switch p.Stack {
 		case StackOperator:
 			rel, err := c.Release.Install(ctx, p.charts[0], p.docs[0], ir)
@@ -341,9 +342,6 @@ func (p *Plan) waitReady(ctx context.Context, c Clients, req Request) (string, e
 func (p *Plan) runVerify(ctx context.Context, c Clients, req Request, nodes map[string]*NodeResult) (string, string, error) {
 	vr := req.Verify
 	vr.Names, vr.Selector = nil, req.Selector
-	if vr.Progress == nil {
-		vr.Progress = req.Progress
-	}
 	plan, err := verify.Prepare(ctx, c.CS, &vr)
 	var exit *cliexit.Error
 	if err != nil && !(errors.As(err, &exit) && exit.Code == cliexit.Failures) {

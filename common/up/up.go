@@ -113,7 +113,10 @@ type ReleasePlan struct {
 	Revision int            `json:"revision,omitempty"`
 	Values   map[string]any `json:"values"`
 	Derived  []op.Derived   `json:"derived,omitempty"`
-	Warnings []string       `json:"warnings,omitempty"`
+	// NodeLabels are the labels the derived values need on nodes (mixed clusters): the
+	// install applies them.
+	NodeLabels []op.NodeLabel `json:"nodeLabels,omitempty"`
+	Warnings   []string       `json:"warnings,omitempty"`
 }
 
 // Release actions.
@@ -288,7 +291,7 @@ func (p *Plan) planOperator(ctx context.Context, c Clients, req Request, nodes [
 	if err != nil {
 		return err
 	}
-	rp.Derived, rp.Warnings = doc.Derived, doc.Warnings
+	rp.Derived, rp.NodeLabels, rp.Warnings = doc.Derived, doc.NodeLabels, doc.Warnings
 	p.Releases = append(p.Releases, rp)
 	p.charts, p.docs = append(p.charts, ch), append(p.docs, doc)
 	return nil
@@ -330,7 +333,7 @@ func (p *Plan) planDevicePlugin(ctx context.Context, c Clients, req Request, nod
 		if err != nil {
 			return err
 		}
-		rp.Derived, rp.Warnings = r.Derived, r.Warnings
+		rp.Derived, rp.NodeLabels, rp.Warnings = r.Derived, r.NodeLabels, r.Warnings
 		p.Releases = append(p.Releases, rp)
 	}
 	p.dpPlan = plan

@@ -3,16 +3,19 @@ package localcluster
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
-	"github.com/kubectl-gpu/kubectl-gpu/hack/nodefixtures"
-	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/watch"
 	"net"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/kubectl-gpu/kubectl-gpu/hack/nodefixtures"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/watch"
 
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	apiextensionsclient "k8s.io/apiextensions-apiserver/pkg/client/clientset/clientset"
@@ -88,6 +91,15 @@ func (c *Cluster) startKwok(ctx context.Context) error {
 		var obj unstructured.Unstructured
 		if err := readYAML(filepath.Join(kwokDir, "stage", s), &obj.Object); err != nil {
 			return err
+		}
+		if obj.GetName() == "pod-complete" {
+			// A pod whose log ServePodLogs is still making does not end yet: a real container
+			// ends after it printed, and a log read after the end finds the log.
+			exprs, _, _ := unstructured.NestedSlice(obj.Object, "spec", "selector", "matchExpressions")
+			exprs = append(exprs, map[string]any{"key": `.metadata.annotations["` + LogPendingAnnotation + `"]`, "operator": "DoesNotExist"})
+			if err := unstructured.SetNestedSlice(obj.Object, exprs, "spec", "selector", "matchExpressions"); err != nil {
+				return err
+			}
 		}
 		if err := c.ApplyStage(ctx, &obj); err != nil {
 			return err
@@ -219,6 +231,10 @@ func readYAML(path string, into any) error {
 	return nil
 }
 
+// LogPendingAnnotation holds a pod served by ServePodLogs from completing (kwok's
+// pod-complete stage) until its log is set.
+const LogPendingAnnotation = "sim.kubectl-gpu.io/log-pending"
+
 // ServePodLogs makes kwok serve, for every pod matching selector in ns that is created from
 // now until ctx ends, logFor(pod) as its container's log: for pods whose names are not known
 // in advance (a Job's). Logs are set up to 16 at a time (a thousand Jobs' pods appear within
@@ -244,10 +260,18 @@ func (c *Cluster) ServePodLogs(ctx context.Context, ns, selector, container stri
 				}
 				switch ev.Type {
 				case watch.Added:
+					// Held (LogPendingAnnotation) until its log is set: logFor may run a while
+					// (a package host's apt-get), and kwok would end the pod on its own clock.
+					hold := func(v any) {
+						patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]any{LogPendingAnnotation: v}}})
+						_, _ = c.Client.CoreV1().Pods(p.Namespace).Patch(context.WithoutCancel(ctx), p.Name, types.MergePatchType, patch, metav1.PatchOptions{})
+					}
+					hold("true")
 					sem <- struct{}{}
 					go func() {
 						defer func() { <-sem }()
 						_ = c.SetPodLog(context.WithoutCancel(ctx), p.Namespace, p.Name, container, logFor(p))
+						hold(nil)
 					}()
 				case watch.Deleted:
 					sem <- struct{}{}

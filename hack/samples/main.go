@@ -64,6 +64,9 @@ type page struct {
 	// packageHosts: nodes whose host packages are installed for real in a Debian root
 	// (node → the fake root laid over it; see simnodes.PackageHosts).
 	packageHosts map[string]string
+	// playOperator marks ClusterPolicy ready once it exists (simnodes.PlayOperator), for
+	// the sessions that wait for the GPU Operator.
+	playOperator bool
 	steps        []step
 }
 
@@ -108,6 +111,32 @@ var pages = []page{
 			{args: []string{"device-plugin", "install", "--dcgm-exporter", "--wait"}, chart: devicePluginChart, dcgm: true},
 			{args: []string{"device-plugin", "status"}},
 			{args: []string{"verify"}},
+		},
+	},
+	{
+		// The whole runbook as one plan: shown, run, and run again on the finished cluster.
+		file:  "docs/runbook-kubeadm.md",
+		block: "up",
+		nodes: []localcluster.NodeSpec{
+			{Profile: "a100", Prefix: "gpu-a100", Count: 2},
+			{Profile: "cpu", Prefix: "cpu", Count: 1},
+		},
+		pass:         []string{"gpu-a100-0", "gpu-a100-1"},
+		playOperator: true,
+		steps: []step{
+			{args: []string{"up", "--dry-run"}, chart: operatorChart},
+			{args: []string{"up", "--yes"}, chart: operatorChart},
+			{args: []string{"up", "--yes"}, chart: operatorChart},
+		},
+	},
+	{
+		file:         "docs/runbook-rke2-k3s.md",
+		block:        "up",
+		nodes:        []localcluster.NodeSpec{{Profile: "rke2", Prefix: "gpu-rke2", Count: 1}},
+		pass:         []string{"gpu-rke2-0"},
+		packageHosts: map[string]string{"gpu-rke2-0": "rke2"},
+		steps: []step{
+			{args: []string{"up", "--stack", "device-plugin", "--host-driver", "--host-toolkit=1.17.8", "--package-repo", "http://" + packageAddr + "/nvidia", "--yes"}, chart: devicePluginChart},
 		},
 	},
 	{
@@ -230,6 +259,11 @@ func capture(ctx context.Context, p page, bin, agent string, charts map[string]s
 	}
 	if err := simnodes.SimulateWith(sctx, c, agent, filepath.Join(dir, "hosts"), roots, p.pass, p.fail, ph); err != nil {
 		return "", err
+	}
+	if p.playOperator {
+		if err := simnodes.PlayOperator(sctx, c); err != nil {
+			return "", err
+		}
 	}
 	var b strings.Builder
 	b.WriteString("```\n")

@@ -270,6 +270,24 @@ func TestValuesDerivations(t *testing.T) {
 	if len(p.Releases[0].NodeLabels) != 1 {
 		t.Errorf("with NFD running elsewhere the unlabelled GPU node needs nvidia.com/gpu.present: %+v", p.Releases[0].NodeLabels)
 	}
+
+	// The release's own NFD (its subchart, from an earlier install) is not another one: the
+	// values stay as the first install's, so an upgrade does not turn it off.
+	nfd.Name, nfd.Namespace = "nvidia-device-plugin-node-feature-discovery-worker", "nvidia-device-plugin"
+	nfd.Annotations = map[string]string{"meta.helm.sh/release-name": "nvidia-device-plugin", "meta.helm.sh/release-namespace": "nvidia-device-plugin"}
+	w = &world{g: clustertest.New(n, nfd), releases: storage.Init(driver.NewMemory()), dyn: w.dyn}
+	if out, errOut, err = w.run(t, append([]string{"values", "-o", "yaml"}, c...)...); err != nil {
+		t.Fatalf("%v\n%s", err, errOut)
+	}
+	p = dp.Plan{}
+	if err := yaml.Unmarshal([]byte(out), &p); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range p.Releases[0].Derived {
+		if d.Key == "nfd.enabled" {
+			t.Errorf("the release's own NFD taken for another: %+v", d)
+		}
+	}
 }
 
 func TestInstallDryRunGolden(t *testing.T) {
