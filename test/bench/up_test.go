@@ -1,0 +1,148 @@
+package bench
+
+import (
+	"context"
+	"io"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/dynamic"
+
+	"github.com/kubectl-gpu/kubectl-gpu/common/cluster"
+	"github.com/kubectl-gpu/kubectl-gpu/common/nodepod"
+	op "github.com/kubectl-gpu/kubectl-gpu/common/operator"
+	"github.com/kubectl-gpu/kubectl-gpu/common/prep"
+	"github.com/kubectl-gpu/kubectl-gpu/common/up"
+	"github.com/kubectl-gpu/kubectl-gpu/common/verify"
+	"github.com/kubectl-gpu/kubectl-gpu/hack/simnodes"
+)
+
+// BenchmarkUp100: `kubectl gpu up` (its library entry points, in process, to count their API
+// requests) over 100 simulated nodes whose change needs a reboot, with the real GPU Operator
+// chart, against the same steps one after the other as the commands run them, in the same
+// run: prep --apply --reboot, operator install then its ready wait, verify. Both roll 10
+// nodes at a time (the reboot simulated as in BenchmarkRoll100), install with
+// nfd.enabled=false (kwok would run NFD's worker on every node of the cluster), and wait
+// for ClusterPolicy, which simnodes.PlayOperator marks ready. Between runs the nodes need
+// their reboot again and the release and up's record are removed (not timed).
+// Goal: ≤ 1.05×. Requests are the clientset's (Helm's own client is not counted).
+func BenchmarkUp100(b *testing.B) {
+	const n, slots = 100, 10
+	chart := os.Getenv("KGPU_GPU_OPERATOR_CHART")
+	if chart == "" {
+		b.Skip("KGPU_GPU_OPERATOR_CHART is not set")
+	}
+	if n > Nodes {
+		b.Skipf("cluster has %d nodes", Nodes)
+	}
+	ctx := context.Background()
+	wctx, stop := context.WithCancel(ctx)
+	defer stop()
+	sim, err := simnodes.SimulateRoll(wctx, env.Cluster, 2*time.Second)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := simnodes.PlayOperator(wctx, env.Cluster); err != nil {
+		b.Fatal(err)
+	}
+	setOutcomes(b)
+	nodes := benchNodes(n)
+	flags := cluster.NewConfigFlags()
+	flags.KubeConfig = &env.Cluster.Kubeconfig
+	getter := cluster.NewGetter(flags)
+	dyn, err := dynamic.NewForConfig(env.Cluster.Config)
+	if err != nil {
+		b.Fatal(err)
+	}
+	helm, err := op.NewClient(getter, op.DefaultNamespace, io.Discard)
+	if err != nil {
+		b.Fatal(err)
+	}
+	user := map[string]any{"nfd": map[string]any{"enabled": false}}
+	roll := &prep.RollOptions{MaxUnavailable: slots, RebootTimeout: 5 * time.Minute, DrainTimeout: time.Minute}
+	prepReq := prep.Request{Namespace: nodepod.DefaultNamespace, Names: nodes, Image: "agent:bench", Timeout: 5 * time.Minute, Apply: true, Roll: roll}
+	verifyReq := verify.Request{Namespace: nodepod.DefaultNamespace, Names: nodes, Image: verify.DefaultImage, Timeout: 5 * time.Minute}
+	install := op.InstallRequest{ReleaseName: op.DefaultReleaseName, Timeout: 5 * time.Minute, AtomicDefault: true}
+	reset := func() {
+		sim.Reset()
+		if _, err := helm.Uninstall(ctx, op.DefaultReleaseName, 5*time.Minute, false); err != nil && !isNotInstalled(err) {
+			b.Fatal(err)
+		}
+		_ = env.Cluster.Client.CoreV1().ConfigMaps(nodepod.DefaultNamespace).Delete(ctx, up.RecordName, metav1.DeleteOptions{})
+		waitJobsGone(b)
+	}
+	steps := func() (time.Duration, int64) {
+		cs, ct := countingClient(b)
+		helm.CS = cs
+		t0 := time.Now()
+		r, err := prep.Run(ctx, cs, &prepReq)
+		if err != nil || len(r.Roll) != n || r.Summary.Ready != n {
+			b.Fatalf("prep: %v", err)
+		}
+		ch, doc, err := helm.Values(ctx, op.ValuesRequest{Source: op.ChartSource{Chart: chart}, Derive: true, User: user})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := helm.Install(ctx, ch, doc, install); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := helm.WaitReady(ctx, op.DefaultReleaseName, install.Timeout); err != nil {
+			b.Fatal(err)
+		}
+		vr := verifyReq
+		plan, err := verify.Prepare(ctx, cs, &vr)
+		if err != nil {
+			b.Fatal(err)
+		}
+		v, err := verify.Run(ctx, cs, &vr, plan)
+		if err != nil || v.Summary.Passed != n {
+			b.Fatalf("verify: %v %+v", err, v.Summary)
+		}
+		return time.Since(t0), ct.n.Load()
+	}
+	ours := func() (time.Duration, int64) {
+		cs, ct := countingClient(b)
+		helm.CS = cs
+		req := up.Request{Names: nodes, Stack: up.StackOperator, Prep: prepReq, Verify: verifyReq, Install: install,
+			Operator: op.ValuesRequest{Source: op.ChartSource{Chart: chart}, User: user}}
+		req.Prep.Names, req.Verify.Names = nil, nil
+		c := up.Clients{CS: cs, Dynamic: dyn, Release: helm}
+		t0 := time.Now()
+		p, err := up.MakePlan(ctx, c, req)
+		if err != nil {
+			b.Fatal(err)
+		}
+		r, err := up.Run(ctx, c, req, p)
+		if err != nil || r.Summary.Verified != n {
+			b.Fatalf("up: %v %+v", err, r)
+		}
+		return time.Since(t0), ct.n.Load()
+	}
+	var tOurs, tSteps time.Duration
+	var rOurs, rSteps int64
+	for i := 0; i < b.N; i++ {
+		reset()
+		s, sr := steps()
+		reset()
+		u, ur := ours()
+		tSteps += s
+		tOurs += u
+		rSteps += sr
+		rOurs += ur
+		b.Logf("run %d: up %s (%d requests), the steps one after the other %s (%d requests): %.3f×", i, u.Round(time.Millisecond), ur, s.Round(time.Millisecond), sr, float64(u)/float64(s))
+	}
+	nf := float64(b.N)
+	b.ReportMetric(tOurs.Seconds()/nf, "up-s/op")
+	b.ReportMetric(tSteps.Seconds()/nf, "steps-s/op")
+	b.ReportMetric(float64(tOurs)/float64(tSteps), "ratio")
+	b.ReportMetric(float64(rOurs)/nf/n, "up-requests/node")
+	b.ReportMetric(float64(rSteps)/nf/n, "steps-requests/node")
+	reset()
+}
+
+func isNotInstalled(err error) bool {
+	return strings.Contains(err.Error(), "not found") || strings.Contains(err.Error(), "no release")
+}
