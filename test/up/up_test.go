@@ -12,8 +12,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"log"
 	"math/rand/v2"
 	"net"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -23,10 +26,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/registry"
+	"helm.sh/helm/v3/pkg/chart/loader"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/kubectl-gpu/kubectl-gpu/common/hostconfig/fakehost"
+	"github.com/kubectl-gpu/kubectl-gpu/common/mirror"
+	"github.com/kubectl-gpu/kubectl-gpu/common/mirror/mirrortest"
 	"github.com/kubectl-gpu/kubectl-gpu/common/nodepod"
 	"github.com/kubectl-gpu/kubectl-gpu/common/operator"
 	"github.com/kubectl-gpu/kubectl-gpu/common/prep"
@@ -224,6 +231,7 @@ func TestUp(t *testing.T) {
 		// The verify outcomes as they were for the test after this one.
 		_ = env.Cluster.SetPodOutcome(context.Background(), "verify-pass", verify.Component, append(gpus, "gpu-rke2-0"), 0)
 		_ = env.Cluster.SetPodOutcome(context.Background(), "verify-fail", verify.Component, nil, 1)
+		_ = env.Cluster.SetPodLog(context.Background(), nodepod.DefaultNamespace, verify.PodName(gpus[1]), verify.ContainerName, simnodes.VectorAddPassLog)
 	}()
 	triggers := []struct {
 		step string
@@ -358,6 +366,100 @@ func TestUp(t *testing.T) {
 		t.Errorf("JUnit: %v\n%s", err, x)
 	}
 	t.Logf("report:\n%s", r.Stdout)
+	noPods(t)
+}
+
+// TestUpMirror: after 'kubectl gpu mirror --to' (stand-in images seeded in a public
+// registry on 127.0.0.1), 'up --mirror' takes the chart from the mirror, moves every image
+// of its values there and runs prep's agent and the CUDA sample from it.
+func TestUpMirror(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
+	defer cancel()
+	chartFile := charts["KGPU_GPU_OPERATOR_CHART"]
+	ch, err := loader.Load(chartFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub := mirrortest.NewPublic(t, ch, t.TempDir(), verify.DefaultImage)
+	mir := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
+	defer mir.Close()
+	src := []string{"--chart", chartFile, "-f", pub.ValuesFile, "--agent-image", pub.AgentImage, "--verify-image", pub.VerifyImage, "--source-insecure"}
+	r := gpu(t, ctx, append([]string{"mirror", "-o", "json"}, src...)...)
+	var list mirror.List
+	if r.Code != 0 || json.Unmarshal([]byte(r.Stdout), &list) != nil {
+		t.Fatalf("mirror list: exit %d\n%s", r.Code, r.Stderr)
+	}
+	mirrortest.Seed(t, list.Refs())
+	to := strings.TrimPrefix(mir.URL, "http://") + "/gpu"
+	if r := gpu(t, ctx, append([]string{"mirror", "--to", to, "--insecure"}, src...)...); r.Code != 0 {
+		t.Fatalf("mirror --to: exit %d\n%s", r.Code, r.Stderr)
+	}
+	w, err := env.Cluster.Client.CoreV1().Pods(nodepod.DefaultNamespace).Watch(ctx, metav1.ListOptions{LabelSelector: nodepod.LabelManagedBy + "=" + nodepod.ManagedBy})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	images := map[string]bool{}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for e := range w.ResultChan() {
+			if p, ok := e.Object.(*corev1.Pod); ok && len(p.Spec.Containers) > 0 {
+				mu.Lock()
+				images[p.Spec.Containers[0].Image] = true
+				mu.Unlock()
+			}
+		}
+	}()
+	r = gpu(t, ctx, "up", gpus[0], gpus[1], "--mirror", to, "--plain-http", "--version", ch.Metadata.Version, "--yes", "-o", "json", "--timeout", "3m")
+	w.Stop()
+	<-done
+	if r.Code != 0 {
+		t.Fatalf("up --mirror: exit %d\n%s\n%s", r.Code, r.Stdout, r.Stderr)
+	}
+	rep := parse[up.Report](t, r)
+	if len(rep.Releases) != 1 || rep.Releases[0].Chart != ch.Metadata.Name+"-"+ch.Metadata.Version || rep.Summary.Verified != 2 {
+		t.Fatalf("report: %+v", rep)
+	}
+	var repos []string
+	var walk func(any)
+	walk = func(v any) {
+		switch x := v.(type) {
+		case map[string]any:
+			for k, y := range x {
+				if s, ok := y.(string); ok && k == "repository" {
+					repos = append(repos, s)
+				}
+				walk(y)
+			}
+		case []any:
+			for _, y := range x {
+				walk(y)
+			}
+		}
+	}
+	walk(rep.Releases[0].Values)
+	if len(repos) < 3 {
+		t.Fatalf("only %d repositories in the values: %v", len(repos), rep.Releases[0].Values)
+	}
+	for _, x := range repos {
+		if !strings.HasPrefix(x, to+"/") {
+			t.Errorf("the values name repository %s, not the mirror's", x)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(images) == 0 {
+		t.Fatal("no pod of the tool was seen")
+	}
+	for im := range images {
+		if !strings.HasPrefix(im, to+"/") {
+			t.Errorf("a pod of the tool ran %s, not from the mirror", im)
+		}
+	}
+	if !strings.Contains(r.Stderr, "--mirror") {
+		t.Errorf("the plan does not show the mirror's decision:\n%s", r.Stderr)
+	}
 	noPods(t)
 }
 
