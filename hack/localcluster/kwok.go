@@ -242,6 +242,18 @@ const LogPendingAnnotation = "sim.kubectl-gpu.io/log-pending"
 // object and file are removed when the pod is deleted, so that kwok does not slow down under
 // the objects of earlier runs.
 func (c *Cluster) ServePodLogs(ctx context.Context, ns, selector, container string, logFor func(*corev1.Pod) string) error {
+	return c.servePodLogs(ctx, ns, selector, container, logFor, false)
+}
+
+// ServePodLogsHeld is ServePodLogs for a logFor that takes a while (a package host's agent
+// runs apt-get for seconds): each pod is held from completing (LogPendingAnnotation) until
+// its log is set, as a real container ends only after it printed. Each hold is one more
+// patch per pod: fast logFors (and a thousand pods at once) do better without.
+func (c *Cluster) ServePodLogsHeld(ctx context.Context, ns, selector, container string, logFor func(*corev1.Pod) string) error {
+	return c.servePodLogs(ctx, ns, selector, container, logFor, true)
+}
+
+func (c *Cluster) servePodLogs(ctx context.Context, ns, selector, container string, logFor func(*corev1.Pod) string, held bool) error {
 	w, err := c.Client.CoreV1().Pods(ns).Watch(ctx, metav1.ListOptions{LabelSelector: selector})
 	if err != nil {
 		return err
@@ -260,9 +272,13 @@ func (c *Cluster) ServePodLogs(ctx context.Context, ns, selector, container stri
 				}
 				switch ev.Type {
 				case watch.Added:
-					// Held (LogPendingAnnotation) until its log is set: logFor may run a while
-					// (a package host's apt-get), and kwok would end the pod on its own clock.
+					// Held (LogPendingAnnotation) until its log is set, when asked: logFor may
+					// run a while (a package host's apt-get), and kwok would end the pod on its
+					// own clock.
 					hold := func(v any) {
+						if !held {
+							return
+						}
 						patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]any{LogPendingAnnotation: v}}})
 						_, _ = c.Client.CoreV1().Pods(p.Namespace).Patch(context.WithoutCancel(ctx), p.Name, types.MergePatchType, patch, metav1.PatchOptions{})
 					}

@@ -114,7 +114,11 @@ func SimulateWith(ctx context.Context, c *localcluster.Cluster, agentBin, dir st
 	if err := nodepod.EnsureNamespace(ctx, c.Client, nodepod.DefaultNamespace, nodepod.PSAPrivileged); err != nil {
 		return err
 	}
-	err := c.ServePodLogs(ctx, nodepod.DefaultNamespace, nodepod.Selector(prep.Component), "agent", func(p *corev1.Pod) string {
+	serve := c.ServePodLogs
+	if ph != nil {
+		serve = c.ServePodLogsHeld // apt-get in a Debian root takes seconds
+	}
+	err := serve(ctx, nodepod.DefaultNamespace, nodepod.Selector(prep.Component), "agent", func(p *corev1.Pod) string {
 		if ph != nil && ph.roots[p.Spec.NodeName] != "" && len(p.Spec.Containers) > 0 && len(p.Spec.Containers[0].Args) > 0 {
 			return ph.report(ctx, p, func(node string, boot func() (string, error)) {
 				reboot(context.WithoutCancel(ctx), c, node, SampleRebootDelay/2, SampleRebootDelay/2, boot)

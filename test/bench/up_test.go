@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"os"
 	"strings"
@@ -80,7 +81,14 @@ func BenchmarkUp100(b *testing.B) {
 		t0 := time.Now()
 		r, err := prep.Run(ctx, cs, &prepReq)
 		if err != nil || len(r.Roll) != n || r.Summary.Ready != n {
-			b.Fatalf("prep: %v", err)
+			first := ""
+			for _, it := range r.Items {
+				if !it.Ready() {
+					first = fmt.Sprintf("%s: %s %s", it.Node, it.Error, it.Hint)
+					break
+				}
+			}
+			b.Fatalf("prep: %v; %d rolled, %d of %d ready; first not ready %s", err, len(r.Roll), r.Summary.Ready, r.Summary.Nodes, first)
 		}
 		ch, doc, err := helm.Values(ctx, op.ValuesRequest{Source: op.ChartSource{Chart: chart}, Derive: true, User: user})
 		if err != nil {
