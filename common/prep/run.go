@@ -170,28 +170,36 @@ func Apply(ctx context.Context, cs kubernetes.Interface, cfg *Request, p *Plan) 
 			return nil, err
 		}
 	}
-	nodes, roll := p.Nodes, p.Roll
-	if len(roll) == 0 {
-		return runAnnotated(ctx, cs, cfg, nodes, rep.ModeApply)
-	}
+	roll := p.Roll
 	inRoll := map[string]bool{}
 	for _, n := range roll {
 		inRoll[n] = true
 	}
+	// A node whose plan failed showed no changes: nothing is applied to it (a roll an earlier
+	// run started on it goes on: its changes were shown then).
+	var results []NodeResult
 	var inPlace []string
-	for _, n := range nodes {
-		if !inRoll[n] {
-			inPlace = append(inPlace, n)
+	for _, it := range p.Report.Items {
+		switch {
+		case inRoll[it.Node]:
+		case it.Error != "" || it.Report == nil:
+			results = append(results, NodeResult{Node: it.Node, Error: "not changed: its plan failed: " + it.Error,
+				Hint: "nothing was applied to it; run the same command again to plan it (and see its changes) again"})
+		default:
+			inPlace = append(inPlace, it.Node)
 		}
 	}
-	var results []NodeResult
 	var annotateErr error
 	if len(inPlace) > 0 {
 		r, err := runAnnotated(ctx, cs, cfg, inPlace, rep.ModeApply)
 		if r == nil {
 			return nil, err
 		}
-		results, annotateErr = r.Items, err
+		results, annotateErr = append(results, r.Items...), err
+	}
+	if len(roll) == 0 {
+		sort.Slice(results, func(i, j int) bool { return results[i].Node < results[j].Node })
+		return NewReport(rep.ModeApply, results), annotateErr
 	}
 	rolls, err := Roll(ctx, cs, cfg, roll)
 	if errors.Is(err, cliexit.ErrInterrupted) {
