@@ -1,7 +1,6 @@
 package up
 
 import (
-	"encoding/xml"
 	"fmt"
 	"io"
 	"strconv"
@@ -120,42 +119,14 @@ func (r *Report) WriteSummary(w io.Writer) {
 	fmt.Fprintf(w, "\nup: %d of %s verified\n", r.Summary.Verified, report.Count(r.Summary.Nodes, "GPU node"))
 }
 
-type junitSuites struct {
-	XMLName xml.Name     `xml:"testsuites"`
-	Suites  []junitSuite `xml:"testsuite"`
-}
-
-type junitSuite struct {
-	Name     string      `xml:"name,attr"`
-	Tests    int         `xml:"tests,attr"`
-	Failures int         `xml:"failures,attr"`
-	Skipped  int         `xml:"skipped,attr"`
-	Cases    []junitCase `xml:"testcase"`
-}
-
-type junitCase struct {
-	Name      string        `xml:"name,attr"`
-	Classname string        `xml:"classname,attr"`
-	Time      string        `xml:"time,attr"`
-	Failure   *junitFailure `xml:"failure,omitempty"`
-	Skipped   *struct{}     `xml:"skipped,omitempty"`
-	SystemOut string        `xml:"system-out,omitempty"`
-}
-
-type junitFailure struct {
-	Message string `xml:"message,attr"`
-	Type    string `xml:"type,attr"`
-	Text    string `xml:",chardata"`
-}
-
 // WriteJUnit writes one test case per step and one per node (its prep and verify).
 func (r *Report) WriteJUnit(w io.Writer) error {
-	s := junitSuite{Name: "kubectl-gpu up"}
+	s := report.JUnitSuite{Name: "kubectl-gpu up"}
 	for _, st := range r.Steps {
-		c := junitCase{Name: st.Step, Classname: "gpu.up.step", Time: strconv.FormatFloat(st.DurationSeconds, 'f', 1, 64), SystemOut: st.Detail}
+		c := report.JUnitCase{Name: st.Step, Classname: "gpu.up.step", Time: strconv.FormatFloat(st.DurationSeconds, 'f', 1, 64), SystemOut: st.Detail}
 		switch st.Result {
 		case Failed:
-			c.Failure = &junitFailure{Message: st.Detail, Type: Failed}
+			c.Failure = &report.JUnitFailure{Message: st.Detail, Type: Failed}
 			s.Failures++
 		case NotStarted:
 			c.Skipped = &struct{}{}
@@ -164,26 +135,17 @@ func (r *Report) WriteJUnit(w io.Writer) error {
 		s.Cases = append(s.Cases, c)
 	}
 	for _, n := range r.Nodes {
-		c := junitCase{Name: n.Node, Classname: "gpu.up.node", Time: "0", SystemOut: "prep " + n.Prep + ", verify " + n.Verify}
+		c := report.JUnitCase{Name: n.Node, Classname: "gpu.up.node", Time: "0", SystemOut: "prep " + n.Prep + ", verify " + n.Verify}
 		if n.Prep == Failed || n.Verify != VerifyNotRun && n.Verify != "Passed" || n.Prep == NotStarted {
 			text := n.Hint
 			if n.Diagnosis != nil {
 				text = fmt.Sprintf("doctor: %s, first broken link %s: %s; fix: %s", n.Diagnosis.Verdict, n.Diagnosis.FirstBroken, n.Diagnosis.Detail, n.Diagnosis.Fix)
 			}
-			c.Failure = &junitFailure{Message: n.Detail, Type: "prep " + n.Prep + ", verify " + n.Verify, Text: text}
+			c.Failure = &report.JUnitFailure{Message: n.Detail, Type: "prep " + n.Prep + ", verify " + n.Verify, Text: text}
 			s.Failures++
 		}
 		s.Cases = append(s.Cases, c)
 	}
 	s.Tests = len(s.Cases)
-	if _, err := io.WriteString(w, xml.Header); err != nil {
-		return err
-	}
-	enc := xml.NewEncoder(w)
-	enc.Indent("", "  ")
-	if err := enc.Encode(junitSuites{Suites: []junitSuite{s}}); err != nil {
-		return err
-	}
-	_, err := io.WriteString(w, "\n")
-	return err
+	return report.WriteJUnit(w, s)
 }

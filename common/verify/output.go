@@ -1,7 +1,6 @@
 package verify
 
 import (
-	"encoding/xml"
 	"fmt"
 	"io"
 	"strconv"
@@ -57,56 +56,20 @@ func dashIfEmpty(s string) string {
 	return s
 }
 
-type junitSuites struct {
-	XMLName xml.Name     `xml:"testsuites"`
-	Suites  []junitSuite `xml:"testsuite"`
-}
-
-type junitSuite struct {
-	Name     string      `xml:"name,attr"`
-	Tests    int         `xml:"tests,attr"`
-	Failures int         `xml:"failures,attr"`
-	Time     string      `xml:"time,attr"`
-	Cases    []junitCase `xml:"testcase"`
-}
-
-type junitCase struct {
-	Name      string        `xml:"name,attr"`
-	Classname string        `xml:"classname,attr"`
-	Time      string        `xml:"time,attr"`
-	Failure   *junitFailure `xml:"failure,omitempty"`
-	SystemOut string        `xml:"system-out,omitempty"`
-}
-
-type junitFailure struct {
-	Message string `xml:"message,attr"`
-	Type    string `xml:"type,attr"`
-	Text    string `xml:",chardata"`
-}
-
 // WriteJUnit writes the report as JUnit XML: one testcase per node.
 func (r *Report) WriteJUnit(w io.Writer) error {
-	s := junitSuite{Name: "kubectl-gpu verify", Tests: r.Summary.Nodes, Failures: r.Summary.Failed}
+	s := report.JUnitSuite{Name: "kubectl-gpu verify", Tests: r.Summary.Nodes, Failures: r.Summary.Failed}
 	var total float64
 	for _, it := range r.Items {
-		c := junitCase{Name: it.Node, Classname: "gpu.verify", Time: strconv.FormatFloat(it.DurationSeconds, 'f', 1, 64)}
+		c := report.JUnitCase{Name: it.Node, Classname: "gpu.verify", Time: strconv.FormatFloat(it.DurationSeconds, 'f', 1, 64)}
 		total += it.DurationSeconds
 		if it.Result != Passed {
-			c.Failure = &junitFailure{Message: it.Detail, Type: string(it.Reason), Text: it.Hint}
+			c.Failure = &report.JUnitFailure{Message: it.Detail, Type: string(it.Reason), Text: it.Hint}
 		} else {
 			c.SystemOut = it.Detail
 		}
 		s.Cases = append(s.Cases, c)
 	}
 	s.Time = strconv.FormatFloat(total, 'f', 1, 64)
-	if _, err := io.WriteString(w, xml.Header); err != nil {
-		return err
-	}
-	enc := xml.NewEncoder(w)
-	enc.Indent("", "  ")
-	if err := enc.Encode(junitSuites{Suites: []junitSuite{s}}); err != nil {
-		return err
-	}
-	_, err := io.WriteString(w, "\n")
-	return err
+	return report.WriteJUnit(w, s)
 }
