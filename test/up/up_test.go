@@ -54,8 +54,11 @@ var (
 	charts   = map[string]string{}
 )
 
+// dir holds the agent and the simulated hosts' roots; removed when the tests end.
+var dir string
+
 func TestMain(m *testing.M) {
-	os.Exit(harness.MainWith(m, &env, func(ctx context.Context, e *harness.Env) (string, error) {
+	code := harness.MainWith(m, &env, func(ctx context.Context, e *harness.Env) (string, error) {
 		for _, v := range []string{"KGPU_GPU_OPERATOR_CHART", "KGPU_DEVICE_PLUGIN_CHART"} {
 			if charts[v] = os.Getenv(v); charts[v] == "" {
 				return v + " is not set: the up tests install the real charts (.ci/run sets it from ../shared/testdata/charts)", nil
@@ -65,8 +68,8 @@ func TestMain(m *testing.M) {
 			localcluster.NodeSpec{Profile: "rke2", Prefix: "gpu-rke2", Count: 1}); err != nil {
 			return "", err
 		}
-		dir, err := os.MkdirTemp("", "kgpu-up-")
-		if err != nil {
+		var err error
+		if dir, err = os.MkdirTemp("", "kgpu-up-"); err != nil {
 			return "", err
 		}
 		agent := filepath.Join(dir, "gpu-node-agent")
@@ -91,7 +94,14 @@ func TestMain(m *testing.M) {
 		}
 		go boots.watch(e.Cluster)
 		return "", nil
-	}))
+	})
+	if packages != nil {
+		packages.Close()
+	}
+	if dir != "" {
+		os.RemoveAll(dir)
+	}
+	os.Exit(code)
 }
 
 // bootLog records every boot ID each node has reported: its reboots are their count less
