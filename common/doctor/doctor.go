@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -107,7 +108,20 @@ type Node struct {
 	FirstBroken string      `json:"firstBroken,omitempty"`
 	Fix         string      `json:"fix,omitempty"`
 	Remedy      Remediation `json:"remedy"`
+	// Host says where the host links (hardware to containerd) come from: HostAgent (the node
+	// agent, this run), HostPrep (what 'kubectl gpu prep' last recorded on the node) or
+	// HostUnknown.
+	Host string `json:"host"`
+	// XIDs are the driver's error events since boot (the agent's read of the kernel log).
+	XIDs []xid.Event `json:"xids,omitempty"`
 }
+
+// Where a node's host links come from.
+const (
+	HostAgent   = "agent"
+	HostPrep    = "prep"
+	HostUnknown = "unknown"
+)
 
 // Kind is the kind of the report.
 const Kind = "DoctorReport"
@@ -131,10 +145,24 @@ func (r *Report) Healthy() bool {
 	return true
 }
 
-// Request chooses the nodes.
+// Request chooses the nodes, and how the host links are read.
 type Request struct {
 	Names    []string
 	Selector string
+	// Agent, when set, runs the node agent's read-only check on each GPU node (prep's check:
+	// unprivileged, the host mounted read-only) for the host links; nil reads what
+	// 'kubectl gpu prep' last recorded on the nodes instead.
+	Agent *Agent
+}
+
+// Agent is how the node agent runs: namespace, image, time per node, nodes at once, and
+// where its progress goes (nil: nowhere).
+type Agent struct {
+	Namespace string
+	Image     string
+	Timeout   time.Duration
+	Parallel  int
+	Progress  io.Writer
 }
 
 // What the cluster says about the GPU software, read once for every node.
@@ -181,11 +209,20 @@ func Diagnose(ctx context.Context, cs kubernetes.Interface, dyn dynamic.Interfac
 	if w.slicesErr != nil {
 		r.Notes = append(r.Notes, "ResourceSlices not read ("+w.slicesErr.Error()+"): nodes are judged by their extended resources only")
 	}
+	var gpuNodes []*corev1.Node
 	for _, n := range nodes {
 		if !dp.IsGPUNode(n) && w.dra[n.Name] == 0 && len(req.Names) == 0 {
 			continue
 		}
-		d := w.diagnose(ctx, n)
+		gpuNodes = append(gpuNodes, n)
+	}
+	reports, notes, err := runAgents(ctx, cs, req.Agent, gpuNodes)
+	if err != nil {
+		return nil, err
+	}
+	r.Notes = append(r.Notes, notes...)
+	for _, n := range gpuNodes {
+		d := w.diagnose(ctx, n, reports[n.Name])
 		r.Items = append(r.Items, d)
 		r.Summary[string(d.Verdict)]++
 	}
@@ -328,9 +365,16 @@ func allocatable(n *corev1.Node) int64 {
 	return t
 }
 
-func (w *world) diagnose(ctx context.Context, n *corev1.Node) Node {
-	d := Node{Node: n.Name}
+func (w *world) diagnose(ctx context.Context, n *corev1.Node, hr *rep.Report) Node {
+	d := Node{Node: n.Name, Host: HostUnknown}
+	if hr != nil {
+		n = withReport(n, hr)
+		d.Host, d.XIDs = HostAgent, hr.XIDs
+	}
 	prepped := n.Annotations[flavour.AnnotationPrefix+"reported-at"] != ""
+	if prepped && hr == nil {
+		d.Host = HostPrep
+	}
 	pods := w.software[n.Name]
 	byKind := map[string]*corev1.Pod{}
 	for _, p := range pods {
@@ -434,6 +478,10 @@ func (w *world) diagnose(ctx context.Context, n *corev1.Node) Node {
 		d.add(Link{Name: LinkContainerd, State: Broken, Remedy: RemedyConfigure, Detail: "containerd has no nvidia runtime", Fix: "install the toolkit (kubectl gpu prep " + n.Name + " --apply --install-toolkit)"})
 	default:
 		d.add(Link{Name: LinkContainerd, State: Unknown, Detail: "not checked by prep", Fix: "kubectl gpu prep " + n.Name})
+	}
+
+	if hr != nil {
+		w.hostFindings(&d, n, hr, byKind)
 	}
 
 	// 5. GPU software on the node.

@@ -3,6 +3,7 @@ package hostconfig
 import (
 	"context"
 	"fmt"
+	"path/filepath"
 	"regexp"
 	"strings"
 
@@ -56,12 +57,16 @@ func Check(ctx context.Context, h *Host, r *rep.Report, nvml GPUInfo) {
 	} else if r.DriverVersion == "" {
 		r.Add(rep.CheckNVML, rep.Skipped, "no NVIDIA driver loaded: NVML not queried", "")
 	}
+	checkXID(h, r)
+	checkDriverLibraries(h, r)
+	checkDriverKernels(h, r)
 	checkNouveau(h, r, mods, hasGPU)
 	checkSecureBoot(h, r)
 	checkHeaders(h, r)
 	checkToolkit(h, r)
 	checkDevChar(h, r)
 	checkContainerd(h, r)
+	checkCDI(h, r)
 	checkModules(h, r, mods)
 	checkSysctl(h, r)
 	checkSwap(h, r)
@@ -208,11 +213,37 @@ func checkContainerd(h *Host, r *rep.Report) {
 		return
 	}
 	r.ContainerdConfigVersion = int(cfg.Version)
-	r.DefaultRuntime, r.CDI = cfg.DefaultRuntime(), cfg.CDIEnabled()
 	paths = ContainerdFor(r.Flavour, int(cfg.Version))
+	// What containerd runs with: the root config and the files it imports, merged as the
+	// installed containerd merges them.
+	root := cfg
+	drops, err := h.loadImports(paths.Config, cfg, map[string]bool{})
+	if err != nil {
+		r.Add(rep.CheckContainerd, rep.Fail, paths.Config+" "+err.Error(), "fix the import or the file by hand")
+		return
+	}
+	whole := !h.mergesPlugins(cfg)
+	if len(drops) > 0 {
+		cfgs := make([]*ContainerdConfig, len(drops))
+		for i, d := range drops {
+			cfgs[i] = d.cfg
+		}
+		if cfg, err = Effective(root, cfgs, whole); err != nil {
+			r.Add(rep.CheckContainerd, rep.Fail, paths.Config+" with its imports: "+err.Error(), "fix the drop-in files by hand")
+			return
+		}
+	}
+	r.DefaultRuntime, r.CDI = cfg.DefaultRuntime(), cfg.CDIEnabled()
 	msg := fmt.Sprintf("%s (config version %d), default runtime %s", paths.Config, cfg.Version, cfg.DefaultRuntime())
-	if imps := cfg.Imports(); len(imps) > 0 {
+	if imps := root.Imports(); len(imps) > 0 {
 		msg += ", imports " + strings.Join(imps, " ")
+		if len(drops) > 0 {
+			names := make([]string, len(drops))
+			for i, d := range drops {
+				names[i] = d.path
+			}
+			msg += " (" + strings.Join(names, ", ") + ")"
+		}
 	}
 	if paths.Template != "" {
 		if h.Exists(paths.Template) {
@@ -226,6 +257,15 @@ func checkContainerd(h *Host, r *rep.Report) {
 	// SystemdCgroup on runc must agree with the kubelet's cgroup driver.
 	sc, set := cfg.SystemdCgroup()
 	kubelet := h.kubeletCgroupDriver()
+	// A drop-in that takes runc's SystemdCgroup away from what the root config says.
+	rsc, _ := root.SystemdCgroup()
+	overriddenBy := ""
+	if rsc != sc {
+		overriddenBy = overriding(drops, func(c *ContainerdConfig) bool {
+			v, ok := c.SystemdCgroup()
+			return ok && v == sc || whole && c.tree.HasPath([]string{"plugins", c.criPlugin()})
+		})
+	}
 	switch {
 	case r.Flavour == rep.FlavourRKE2 || r.Flavour == rep.FlavourK3s:
 		r.Add(rep.CheckSystemdCgroup, rep.OK, fmt.Sprintf("SystemdCgroup=%v, set by %s together with its kubelet", sc, r.Flavour), "")
@@ -242,16 +282,40 @@ func checkContainerd(h *Host, r *rep.Report) {
 	default:
 		r.Add(rep.CheckSystemdCgroup, rep.OK, "SystemdCgroup = true, kubelet cgroupDriver "+dash(kubelet), "")
 	}
+	if c := r.Last(rep.CheckSystemdCgroup); c != nil && c.Status == rep.Fail && overriddenBy != "" {
+		c.Message += fmt.Sprintf(" (%s says SystemdCgroup = %v, but %s overrides it", paths.Config, rsc, overriddenBy)
+		if whole {
+			c.Message += ": containerd before 2.1 replaces a plugin's whole section with an imported file's"
+		}
+		c.Message += ")"
+		c.Remediation = "set SystemdCgroup = true in " + overriddenBy + " too, or remove its CRI section (then restart containerd)"
+	}
 	bin, has := cfg.RuntimeBinary("nvidia")
 	r.NvidiaRuntime = has
+	orphan := ""
+	if !has && r.Flavour != rep.FlavourRKE2 && r.Flavour != rep.FlavourK3s {
+		orphan = h.orphanNvidiaDropIn(paths.Config, drops)
+	}
+	if has {
+		if _, inRoot := root.RuntimeBinary("nvidia"); !inRoot {
+			for _, d := range drops {
+				if _, ok := d.cfg.RuntimeBinary("nvidia"); ok {
+					bin += ", from " + d.path
+				}
+			}
+		}
+	}
 	switch {
-	case has && bin != "" && !h.Exists(bin):
+	case has && bin != "" && !h.Exists(strings.SplitN(bin, ",", 2)[0]):
 		r.NvidiaRuntime = false
-		r.Add(rep.CheckNvidiaRuntime, rep.Fail, "runtime nvidia points at "+bin+", which does not exist", "install the NVIDIA Container Toolkit on the host")
+		r.Add(rep.CheckNvidiaRuntime, rep.Fail, "runtime nvidia points at "+strings.SplitN(bin, ",", 2)[0]+", which does not exist", "install the NVIDIA Container Toolkit on the host")
 	case has:
 		r.Add(rep.CheckNvidiaRuntime, rep.OK, "runtime nvidia configured ("+dash(bin)+")", "")
 	case h.Exists(NvidiaRuntimeBinary) && (r.Flavour == rep.FlavourRKE2 || r.Flavour == rep.FlavourK3s):
 		r.Add(rep.CheckNvidiaRuntime, rep.Fail, "toolkit installed but the rendered config has no nvidia runtime", "restart "+string(r.Flavour)+" so it detects the toolkit (kubectl gpu prep --apply --restart-runtime)")
+	case h.Exists(NvidiaRuntimeBinary) && orphan != "":
+		r.Add(rep.CheckNvidiaRuntime, rep.Fail, "containerd has no nvidia runtime: "+orphan+" has it, but "+paths.Config+" does not import it (replaced by a containerd upgrade?)",
+			"add imports = [\""+filepath.Dir(orphan)+"/*.toml\"] to "+paths.Config+", or kubectl gpu prep --apply adds the runtime to it (then restart containerd)")
 	case h.Exists(NvidiaRuntimeBinary):
 		r.Add(rep.CheckNvidiaRuntime, rep.Fail, "toolkit installed but containerd has no nvidia runtime", "kubectl gpu prep --apply adds it (then restart containerd)")
 	default:
@@ -407,4 +471,38 @@ func dash(s string) string {
 		return "-"
 	}
 	return s
+}
+
+// overriding names the last imported file that sets what the merged config says (by tells
+// whether a file does), "" none.
+func overriding(drops []dropIn, by func(*ContainerdConfig) bool) string {
+	name := ""
+	for _, d := range drops {
+		if by(d.cfg) {
+			name = d.path
+		}
+	}
+	return name
+}
+
+// orphanNvidiaDropIn is a drop-in next to the config (conf.d, as the toolkit writes its
+// own) with the nvidia runtime that the config does not import: the runtime containerd lost
+// when an upgrade replaced its config.
+func (h *Host) orphanNvidiaDropIn(config string, imported []dropIn) string {
+	in := map[string]bool{}
+	for _, d := range imported {
+		in[d.path] = true
+	}
+	for _, p := range h.Glob(filepath.Join(filepath.Dir(config), "conf.d", "*.toml")) {
+		if in[p] {
+			continue
+		}
+		s, _ := h.Read(p)
+		if c, err := ParseContainerd(s); err == nil {
+			if _, ok := c.RuntimeBinary("nvidia"); ok {
+				return p
+			}
+		}
+	}
+	return ""
 }

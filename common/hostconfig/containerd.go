@@ -2,6 +2,8 @@ package hostconfig
 
 import (
 	"fmt"
+	"path/filepath"
+	"strconv"
 	"strings"
 
 	"github.com/NVIDIA/nvidia-container-toolkit/pkg/config/toml"
@@ -165,4 +167,115 @@ func (c *ContainerdConfig) Imports() []string {
 		out = v
 	}
 	return out
+}
+
+// mergesPlugins tells whether the installed containerd merges an imported file's plugin
+// sections key by key (2.1 and later) or replaces each whole section (before 2.1, see
+// containerd issue 5837). The version comes from the host's packages, else from the config's
+// version (3: containerd 2, taken as merging; 2: taken as 1.x).
+func (h *Host) mergesPlugins(cfg *ContainerdConfig) bool {
+	for _, p := range []string{"containerd.io", "containerd"} {
+		if v := h.installedVersion(p, true); v != "" {
+			v = v[strings.Index(v, ":")+1:]
+			f := strings.SplitN(v, ".", 3)
+			major, err1 := strconv.Atoi(f[0])
+			minor := 0
+			var err2 error
+			if len(f) > 1 {
+				minor, err2 = strconv.Atoi(strings.TrimFunc(f[1], func(r rune) bool { return r < '0' || r > '9' }))
+			}
+			if err1 == nil && err2 == nil {
+				return major > 2 || major == 2 && minor >= 1
+			}
+		}
+	}
+	return cfg.Version >= 3
+}
+
+// dropIn is a file the root config imports, as containerd reads it.
+type dropIn struct {
+	path string
+	cfg  *ContainerdConfig
+}
+
+// loadImports reads the files a config imports, as containerd resolves them: relative to the
+// importing file's directory, globs expanded in sorted order, imports of imports followed,
+// each file once. A file that is not there or does not parse is an error: containerd does
+// not start with it.
+func (h *Host) loadImports(file string, cfg *ContainerdConfig, seen map[string]bool) ([]dropIn, error) {
+	var out []dropIn
+	for _, imp := range cfg.Imports() {
+		if !filepath.IsAbs(imp) {
+			imp = filepath.Join(filepath.Dir(file), imp)
+		}
+		paths := []string{imp}
+		if strings.ContainsAny(imp, "*?[") {
+			paths = h.Glob(imp)
+		}
+		for _, p := range paths {
+			if seen[p] {
+				continue
+			}
+			seen[p] = true
+			s, ok := h.Read(p)
+			if !ok {
+				return nil, fmt.Errorf("imports %s, which is not there: containerd does not start", p)
+			}
+			c, err := ParseContainerd(s)
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", p, err)
+			}
+			out = append(out, dropIn{path: p, cfg: c})
+			more, err := h.loadImports(p, c, seen)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, more...)
+		}
+	}
+	return out, nil
+}
+
+// Effective is the config containerd runs with: the root config with its imports merged in
+// order. Before 2.1 containerd replaces a plugin's whole section with an import's (its
+// mergeConfig); from 2.1 it merges them key by key.
+func Effective(root *ContainerdConfig, imports []*ContainerdConfig, wholeSections bool) (*ContainerdConfig, error) {
+	m := root.tree.ToMap()
+	for _, c := range imports {
+		from := c.tree.ToMap()
+		if wholeSections {
+			if fp, ok := from["plugins"].(map[string]any); ok {
+				tp, _ := m["plugins"].(map[string]any)
+				if tp == nil {
+					tp = map[string]any{}
+				}
+				for k, v := range fp {
+					tp[k] = v
+				}
+				m["plugins"] = tp
+				delete(from, "plugins")
+			}
+		}
+		mergeMaps(m, from)
+	}
+	t, err := toml.TreeFromMap(m)
+	if err != nil {
+		return nil, err
+	}
+	return &ContainerdConfig{tree: t, Version: root.Version}, nil
+}
+
+func mergeMaps(to, from map[string]any) {
+	for k, v := range from {
+		if k == "version" || k == "imports" {
+			continue
+		}
+		fm, fok := v.(map[string]any)
+		tm, tok := to[k].(map[string]any)
+		if fok && tok {
+			mergeMaps(tm, fm)
+			continue
+		}
+		to[k] = v
+	}
 }

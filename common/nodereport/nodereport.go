@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"fmt"
 
+	"github.com/kubectl-gpu/kubectl-gpu/common/xid"
+
 	"github.com/kubectl-gpu/kubectl-gpu/common/docmeta"
 )
 
@@ -73,6 +75,14 @@ const (
 	CheckSysctl        = "sysctl"
 	CheckSwap          = "swap"
 	CheckDevChar       = "toolkit.dev-char"
+	// CheckXID: the XIDs the driver logged since boot (kernel log).
+	CheckXID = "gpu.xid"
+	// CheckDriverLibraries: the loaded module against the host's NVML library.
+	CheckDriverLibraries = "gpu.driver-libraries"
+	// CheckDriverKernels: a newer kernel installed without the NVIDIA module.
+	CheckDriverKernels = "gpu.driver-kernels"
+	// CheckCDI: the CDI spec of the GPUs.
+	CheckCDI = "toolkit.cdi"
 )
 
 // Check is one finding.
@@ -148,10 +158,12 @@ type Report struct {
 	// DefaultRuntime is containerd's default runtime handler ("" when no config was read).
 	DefaultRuntime string `json:"defaultRuntime,omitempty"`
 	// CDI: containerd's CRI plugin injects CDI devices (enable_cdi).
-	CDI     bool     `json:"cdi,omitempty"`
-	GPUs    []GPU    `json:"gpus"`
-	Checks  []Check  `json:"checks"`
-	Changes []Change `json:"changes,omitempty"`
+	CDI  bool  `json:"cdi,omitempty"`
+	GPUs []GPU `json:"gpus"`
+	// XIDs are the driver's error events since boot, from the kernel log.
+	XIDs    []xid.Event `json:"xids,omitempty"`
+	Checks  []Check     `json:"checks"`
+	Changes []Change    `json:"changes,omitempty"`
 	// Reboot says why the node needs a reboot for its changes to take effect ("" none).
 	Reboot string `json:"reboot,omitempty"`
 	// Error is why the agent stopped (a plan-time refusal, a failed install).
@@ -161,6 +173,16 @@ type Report struct {
 // New returns an empty report of the current schema.
 func New(agentVersion string, mode Mode) *Report {
 	return &Report{TypeMeta: docmeta.Meta(Kind), SchemaVersion: SchemaVersion, AgentVersion: agentVersion, Mode: mode, GPUs: []GPU{}, Checks: []Check{}}
+}
+
+// Last is the last check of that ID recorded (nil none), to amend.
+func (r *Report) Last(id string) *Check {
+	for i := len(r.Checks) - 1; i >= 0; i-- {
+		if r.Checks[i].ID == id {
+			return &r.Checks[i]
+		}
+	}
+	return nil
 }
 
 // Add records a check.

@@ -102,13 +102,19 @@ func world() []runtime.Object {
 	}
 }
 
+// run runs doctor from the cluster alone (--no-agent: the host links are prep's record).
 func run(t *testing.T, objs []runtime.Object, args ...string) (string, error) {
+	t.Helper()
+	return runOn(t, clustertest.New(objs...), append([]string{"--no-agent"}, args...)...)
+}
+
+func runOn(t *testing.T, g *clustertest.Getter, args ...string) (string, error) {
 	t.Helper()
 	streams, _, out, _ := genericiooptions.NewTestIOStreams()
 	dyn := func(cluster.Getter) (dynamic.Interface, error) {
 		return dynfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(), map[schema.GroupVersionResource]string{op.ClusterPolicyGVR: "ClusterPolicyList", op.GPUClusterGVR: "GPUClusterList"}), nil
 	}
-	cmd := newCmdDoctor(clustertest.New(objs...), streams, dyn)
+	cmd := newCmdDoctor(g, streams, dyn)
 	cmd.SetArgs(args)
 	err := cmd.ExecuteContext(context.Background())
 	return out.String(), err

@@ -38,29 +38,8 @@ func benchPrep(b *testing.B, n int) {
 		b.Skipf("cluster has %d nodes", Nodes)
 	}
 	ctx := context.Background()
-	c := env.Cluster
-	dir := b.TempDir()
-	agent := filepath.Join(dir, "agent")
-	if err := harness.BuildSimAgent(agent); err != nil {
-		b.Fatal(err)
-	}
-	root := filepath.Join(dir, "root")
-	if err := fakehost.Build("k3s", root, 1); err != nil {
-		b.Fatal(err)
-	}
-	out, err := exec.Command(agent, "check", "--host-root", root).Output()
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := nodepod.EnsureNamespace(ctx, c.Client, nodepod.DefaultNamespace, nodepod.PSAPrivileged); err != nil {
-		b.Fatal(err)
-	}
-	// Serve the report as the log of every agent pod.
-	wctx, stop := context.WithCancel(ctx)
+	stop := serveAgentReport(b)
 	defer stop()
-	if err := c.ServePodLogs(wctx, nodepod.DefaultNamespace, nodepod.Selector(prep.Component), "agent", func(*corev1.Pod) string { return string(out) }); err != nil {
-		b.Fatal(err)
-	}
 	nodes := benchNodes(n)
 	parallel := prep.DefaultParallel(nodereport.ModeCheck)
 	var runs floorRuns
@@ -94,6 +73,35 @@ func benchPrep(b *testing.B, n int) {
 	}
 	b.ReportMetric(r.PeakRSSMiB, "client-peak-MiB")
 	waitJobsGone(b)
+}
+
+// serveAgentReport makes kwok serve, as the log of every agent pod, the real agent's report
+// for a K3s fake host root (ready, one GPU); stop ends the serving.
+func serveAgentReport(b *testing.B) (stop func()) {
+	ctx := context.Background()
+	c := env.Cluster
+	dir := b.TempDir()
+	agent := filepath.Join(dir, "agent")
+	if err := harness.BuildSimAgent(agent); err != nil {
+		b.Fatal(err)
+	}
+	root := filepath.Join(dir, "root")
+	if err := fakehost.Build("k3s", root, 1); err != nil {
+		b.Fatal(err)
+	}
+	out, err := exec.Command(agent, "check", "--host-root", root).Output()
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := nodepod.EnsureNamespace(ctx, c.Client, nodepod.DefaultNamespace, nodepod.PSAPrivileged); err != nil {
+		b.Fatal(err)
+	}
+	wctx, stop := context.WithCancel(ctx)
+	if err := c.ServePodLogs(wctx, nodepod.DefaultNamespace, nodepod.Selector(prep.Component), "agent", func(*corev1.Pod) string { return string(out) }); err != nil {
+		stop()
+		b.Fatal(err)
+	}
+	return stop
 }
 
 // prepFloor runs the nodes' Jobs with at most parallel in flight (a slot is freed when the

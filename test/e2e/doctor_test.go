@@ -3,6 +3,9 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"os"
+	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -14,9 +17,76 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/kubectl-gpu/kubectl-gpu/common/doctor"
+	"github.com/kubectl-gpu/kubectl-gpu/common/hostconfig/fakehost"
 	"github.com/kubectl-gpu/kubectl-gpu/common/operator"
 	"github.com/kubectl-gpu/kubectl-gpu/test/harness"
 )
+
+// TestDoctorAgent: doctor runs the node agent (the real agent's code on a fake host root,
+// served as the pod's log by kwok) on a GPU node whose kernel log holds an XID 48 and whose
+// containerd config lost the import of the toolkit's drop-in: the hardware link warns with
+// the XID classed by NVIDIA's catalog (reset the GPU), the containerd link names the drop-in;
+// no Job is left and no node changed.
+func TestDoctorAgent(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	dir := t.TempDir()
+	agent := filepath.Join(dir, "gpu-node-agent")
+	if err := harness.BuildSimAgent(agent); err != nil {
+		t.Fatal(err)
+	}
+	root := filepath.Join(dir, "gpu-a100-0")
+	if err := fakehost.Build("ubuntu2404-containerd2", root, 2); err != nil {
+		t.Fatal(err)
+	}
+	kern := "Dec  6 08:00:00 gpu-a100-0 kernel: [    0.000000] Linux version 6.8.0-51-generic (buildd@lcy02-amd64-080) #52-Ubuntu SMP\n" +
+		"Dec  6 09:40:00 gpu-a100-0 kernel: [ 6000.2] NVRM: Xid (PCI:0000:08:00): 48, pid='<unknown>', name=<unknown>, An uncorrectable double bit error (DBE) has been detected on GPU in the framebuffer at partition 6, subpartition 0.\n"
+	dropIn := "version = 3\n[plugins.\"io.containerd.cri.v1.runtime\".containerd.runtimes.nvidia]\n  runtime_type = \"io.containerd.runc.v2\"\n  [plugins.\"io.containerd.cri.v1.runtime\".containerd.runtimes.nvidia.options]\n    BinaryName = \"/usr/bin/nvidia-container-runtime\"\n"
+	cfg, err := os.ReadFile(filepath.Join(root, "etc/containerd/config.toml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for p, c := range map[string]string{"var/log/kern.log": kern, "etc/containerd/conf.d/99-nvidia.toml": dropIn,
+		"etc/containerd/config.toml": strings.Replace(string(cfg), `imports = ["/etc/containerd/conf.d/*.toml"]`, "", 1)} {
+		if err := os.MkdirAll(filepath.Dir(filepath.Join(root, p)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(root, p), []byte(c), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	outs := &agentOutputs{out: map[string]string{}}
+	outs.set("gpu-a100-0", "check", runAgent(t, agent, root, "gpu-a100-0", "check"))
+	sctx, stop := context.WithCancel(ctx)
+	defer stop()
+	serveAgentLogs(t, sctx, outs)
+	before, err := env.Cluster.Client.CoreV1().Nodes().Get(ctx, "gpu-a100-0", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	r := env.Gpu(ctx, "doctor", "gpu-a100-0", "-o", "json", "--timeout", "1m")
+	var rep doctor.Report
+	if err := json.Unmarshal([]byte(r.Stdout), &rep); r.Code != 1 || err != nil || len(rep.Items) != 1 {
+		t.Fatalf("doctor gpu-a100-0: exit %d %v\n%s%s", r.Code, err, r.Stdout, r.Stderr)
+	}
+	n := rep.Items[0]
+	if n.Host != doctor.HostAgent || len(n.XIDs) != 1 || n.XIDs[0].XID != 48 || n.FirstBroken != doctor.LinkHardware || n.Remedy != doctor.RemedyReset ||
+		n.Links[0].State != doctor.Warn || !strings.Contains(n.Links[0].Detail, "XID 48 on 0000:08:00: double-bit ECC error") {
+		t.Errorf("hardware: %+v", n)
+	}
+	if l := n.Links[3]; l.State != doctor.Broken || !strings.Contains(l.Detail, "/etc/containerd/conf.d/99-nvidia.toml has it, but /etc/containerd/config.toml does not import it") {
+		t.Errorf("containerd: %+v", l)
+	}
+	noPrepJobs(t)
+	after, err := env.Cluster.Client.CoreV1().Nodes().Get(ctx, "gpu-a100-0", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(before.Annotations, after.Annotations) || !reflect.DeepEqual(before.Labels, after.Labels) || before.Spec.Unschedulable != after.Spec.Unschedulable {
+		t.Errorf("doctor changed the node:\nbefore %v %v\nafter  %v %v", before.Annotations, before.Labels, after.Annotations, after.Labels)
+	}
+}
 
 // TestDoctor: doctor on the local cluster's GPU nodes (kwok: their GPUs are the fixtures'
 // extended resources, no device plugin pod runs) — the node without GPUs advertised is
@@ -26,7 +96,7 @@ import (
 func TestDoctor(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	r := env.Gpu(ctx, "doctor", "-o", "json")
+	r := env.Gpu(ctx, "doctor", "--no-agent", "-o", "json")
 	var rep doctor.Report
 	if err := json.Unmarshal([]byte(r.Stdout), &rep); r.Code != 1 || err != nil {
 		t.Fatalf("doctor: exit %d %v\n%s%s", r.Code, err, r.Stdout, r.Stderr)
@@ -77,7 +147,7 @@ func TestDoctor(t *testing.T) {
 			t.Fatalf("the plugin pod never ran: %v", err)
 		}
 	}
-	r = env.Gpu(ctx, "doctor", "gpu-a100-1", "-o", "json")
+	r = env.Gpu(ctx, "doctor", "gpu-a100-1", "--no-agent", "-o", "json")
 	rep = doctor.Report{}
 	if err := json.Unmarshal([]byte(r.Stdout), &rep); r.Code != 1 || err != nil || len(rep.Items) != 1 {
 		t.Fatalf("doctor gpu-a100-1: exit %d %v\n%s%s", r.Code, err, r.Stdout, r.Stderr)
@@ -86,7 +156,7 @@ func TestDoctor(t *testing.T) {
 		!strings.Contains(n.Links[5].Detail, "the device plugin logged XID 79 on GPU-2b7a1c3e: GPU has fallen off the bus") || n.Links[5].Remedy != doctor.RemedyService {
 		t.Errorf("gpu-a100-1: %+v", n)
 	}
-	r = env.Gpu(ctx, "doctor", "-o", "json") // the report the least-privilege runs compare with
+	r = env.Gpu(ctx, "doctor", "--no-agent", "-o", "json") // the report the least-privilege runs compare with
 
 	u := harness.BindDocRole(t, ctx, env.Cluster, "doctor")
 	role, kubeconfig, user := u.Role, u.Kubeconfig, u.User
@@ -102,14 +172,20 @@ func TestDoctor(t *testing.T) {
 		}
 		return strings.Join(v, " ")
 	}
-	if got := env.Kubectl(ctx, as, "gpu", "doctor", "-o", "json"); got.Code != 1 || verdictsOf(got.Stdout) != verdictsOf(r.Stdout) || verdictsOf(r.Stdout) == "" {
+	if got := env.Kubectl(ctx, as, "gpu", "doctor", "--no-agent", "-o", "json"); got.Code != 1 || verdictsOf(got.Stdout) != verdictsOf(r.Stdout) || verdictsOf(r.Stdout) == "" {
 		t.Fatalf("with the whole role: exit %d\n%s%s\nwant the verdicts %s", got.Code, got.Stdout, got.Stderr, verdictsOf(r.Stdout))
+	}
+	// With the node agent (the default) this role is not enough: one line saying what the
+	// agent needs and that --no-agent does without it, nothing on stdout.
+	if got := env.Kubectl(ctx, as, "gpu", "doctor", "-o", "json"); got.Code != 2 || got.Stdout != "" || strings.Count(strings.TrimSpace(got.Stderr), "\n") != 0 ||
+		!strings.Contains(got.Stderr, "forbidden by RBAC") || !strings.Contains(got.Stderr, "doctor-agent.yaml") || !strings.Contains(got.Stderr, "--no-agent") {
+		t.Errorf("the agent without its role: exit %d\nstdout: %s\nstderr: %s", got.Code, got.Stdout, got.Stderr)
 	}
 	for i, rule := range role.Rules {
 		rest := append(append([]rbacv1.PolicyRule(nil), role.Rules[:i]...), role.Rules[i+1:]...)
 		harness.SetRole(t, ctx, cs, role.Name, rest, user)
 		harness.WaitAccess(t, ctx, cs, user, rule, false)
-		got := env.Kubectl(ctx, as, "gpu", "doctor", "-o", "json")
+		got := env.Kubectl(ctx, as, "gpu", "doctor", "--no-agent", "-o", "json")
 		lines := strings.Split(strings.TrimSpace(got.Stderr), "\n")
 		if res := rule.Resources[0]; got.Code != 2 || got.Stdout != "" || len(lines) != 1 || !strings.Contains(lines[0], "forbidden by RBAC") || !strings.Contains(lines[0], res) {
 			t.Errorf("without %v on %s: exit %d, want 2 and one line naming %q\nstdout: %s\nstderr: %s", rule.Verbs, res, got.Code, res, got.Stdout, got.Stderr)

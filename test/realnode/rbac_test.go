@@ -41,18 +41,28 @@ func TestLeastPrivilege(t *testing.T) {
 		{"prep", []string{"prep", nodeName, "--image", agentImage, "-o", "json", "--timeout", "1m"}, 1},
 		// No release in that namespace: the status says so and exits 1, after every read.
 		{"operator-status", []string{"operator", "status", "-o", "json"}, 1},
+		// doctor with its node agent: both roles bound (the node has no GPU: exit 1).
+		{"doctor+doctor-agent", []string{"doctor", nodeName, "--image", agentImage, "-o", "json", "--timeout", "1m"}, 1},
 	}
 	for _, tc := range cases {
 		t.Run(tc.role, func(t *testing.T) {
-			b, err := os.ReadFile(filepath.Join(harness.RepoRoot(), "docs", "rbac", tc.role+".yaml"))
-			if err != nil {
-				t.Fatal(err)
-			}
+			// One role, or several ("a+b") bound as one: the first's name, every rule.
 			var role rbacv1.ClusterRole
-			if err := yaml.UnmarshalStrict(b, &role); err != nil {
-				t.Fatal(err)
+			for i, name := range strings.Split(tc.role, "+") {
+				b, err := os.ReadFile(filepath.Join(harness.RepoRoot(), "docs", "rbac", name+".yaml"))
+				if err != nil {
+					t.Fatal(err)
+				}
+				var r rbacv1.ClusterRole
+				if err := yaml.UnmarshalStrict(b, &r); err != nil {
+					t.Fatal(err)
+				}
+				if i == 0 {
+					role.Name = r.Name
+				}
+				role.Rules = append(role.Rules, r.Rules...)
 			}
-			sa := "kubectl-gpu-" + tc.role
+			sa := "kubectl-gpu-" + strings.ReplaceAll(tc.role, "+", "-and-")
 			if _, err := cs.CoreV1().ServiceAccounts(saNS).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: sa}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 				t.Fatal(err)
 			}
@@ -67,7 +77,7 @@ func TestLeastPrivilege(t *testing.T) {
 
 			run := func() harness.Result {
 				t.Helper()
-				ns := fmt.Sprintf("kgpu-rbac-%s-%d", tc.role, time.Now().UnixNano()%1e9)
+				ns := fmt.Sprintf("kgpu-rbac-%s-%d", strings.SplitN(tc.role, "+", 2)[0], time.Now().UnixNano()%1e9)
 				defer cs.CoreV1().Namespaces().Delete(context.WithoutCancel(ctx), ns, metav1.DeleteOptions{})
 				return env.Kubectl(ctx, []string{"KUBECONFIG=" + kubeconfig}, append(append([]string{"gpu"}, tc.args...), "--namespace", ns)...)
 			}

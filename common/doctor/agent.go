@@ -1,0 +1,206 @@
+package doctor
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/kubectl-gpu/kubectl-gpu/common/hostconfig"
+	"github.com/kubectl-gpu/kubectl-gpu/common/nodepod"
+	rep "github.com/kubectl-gpu/kubectl-gpu/common/nodereport"
+	"github.com/kubectl-gpu/kubectl-gpu/common/prep"
+)
+
+// AgentError is a run of the node agent that could not go on (a refused Job, Ctrl-C): the
+// caller may diagnose without the agent instead.
+type AgentError struct{ Err error }
+
+func (e *AgentError) Error() string { return e.Err.Error() }
+func (e *AgentError) Unwrap() error { return e.Err }
+
+// runAgents runs the node agent's read-only check on the nodes that are Ready (a NotReady
+// node's pod would only wait out the timeout) and returns each node's report; a node whose
+// agent did not report is a note, and its host links come from prep's annotations.
+func runAgents(ctx context.Context, cs kubernetes.Interface, a *Agent, nodes []*corev1.Node) (map[string]*rep.Report, []string, error) {
+	out := map[string]*rep.Report{}
+	if a == nil || len(nodes) == 0 {
+		return out, nil, nil
+	}
+	var names, notes []string
+	for _, n := range nodes {
+		if ready(n) {
+			names = append(names, n.Name)
+		} else {
+			notes = append(notes, n.Name+": the node agent was not run (the node is NotReady)")
+		}
+	}
+	if len(names) == 0 {
+		return out, notes, nil
+	}
+	// The namespace prep's agent runs in (prep's, with the same Pod Security level).
+	if err := nodepod.EnsureNamespace(ctx, cs, a.Namespace, nodepod.PSAPrivileged); err != nil {
+		return nil, nil, &AgentError{Err: err}
+	}
+	req := &prep.Request{Namespace: a.Namespace, Image: a.Image, Timeout: a.Timeout, Parallel: a.Parallel, Progress: a.Progress}
+	res, err := prep.RunAgents(ctx, cs, req, names, rep.ModeCheck)
+	if err != nil {
+		return nil, nil, &AgentError{Err: err}
+	}
+	for _, r := range res {
+		if r.Report == nil {
+			note := r.Node + ": the node agent did not report: " + r.Error
+			if r.Hint != "" {
+				note += " (" + r.Hint + ")"
+			}
+			notes = append(notes, note+"; its host links are prep's last record")
+			continue
+		}
+		out[r.Node] = r.Report
+	}
+	return out, notes, nil
+}
+
+func ready(n *corev1.Node) bool {
+	for _, c := range n.Status.Conditions {
+		if c.Type == corev1.NodeReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
+
+// withReport is the node as if prep had just annotated it with the agent's report (the
+// annotations the host links read), and with NVML's GPU count where NVML answered (what GPU
+// feature discovery's label says otherwise).
+func withReport(n *corev1.Node, hr *rep.Report) *corev1.Node {
+	n = n.DeepCopy()
+	if n.Annotations == nil {
+		n.Annotations = map[string]string{}
+	}
+	if n.Labels == nil {
+		n.Labels = map[string]string{}
+	}
+	for k, v := range prep.Annotations(hr, time.Now()) {
+		if v == nil {
+			delete(n.Annotations, k)
+			continue
+		}
+		n.Annotations[k] = fmt.Sprint(v)
+	}
+	if c, ok := hr.Get(rep.CheckNVML); ok && c.Status == rep.OK {
+		seen := 0
+		for _, g := range hr.GPUs {
+			if g.UUID != "" {
+				seen++
+			}
+		}
+		n.Labels["nvidia.com/gpu.count"] = strconv.Itoa(seen)
+	}
+	return n
+}
+
+// hostFindings sharpens the host links with what only the agent reads: XIDs since boot, the
+// driver's libraries and kernels, nouveau, the CDI spec and /dev/char links, containerd's
+// config as it loads with its drop-ins.
+func (w *world) hostFindings(d *Node, n *corev1.Node, hr *rep.Report, byKind map[string]*corev1.Pod) {
+	link := func(name string) *Link {
+		for i := range d.Links {
+			if d.Links[i].Name == name {
+				return &d.Links[i]
+			}
+		}
+		return nil
+	}
+	fix := func(c rep.Check) string {
+		f := strings.ReplaceAll(c.Remediation, "kubectl gpu prep --apply", "kubectl gpu prep "+n.Name+" --apply")
+		return strings.ReplaceAll(f, "NODE", n.Name)
+	}
+	// set breaks (or warns) a link that is not already broken, from a check.
+	set := func(l *Link, c rep.Check, st State, remedy Remediation) {
+		if l == nil || l.State == Broken || l.State == Warn && st == Warn {
+			return
+		}
+		*l = Link{Name: l.Name, State: st, Detail: c.Message, Fix: fix(c), Remedy: remedy}
+	}
+	get := func(id string) rep.Check { c, _ := hr.Get(id); return c }
+
+	// Hardware: XIDs since boot, classed by NVIDIA's catalog.
+	if c := get(rep.CheckXID); c.Status == rep.Fail {
+		set(link(LinkHardware), c, Broken, RemedyService)
+	} else if c.Status == rep.Warn {
+		remedy := RemedyReset
+		if strings.Contains(c.Remediation, "reboot the node") && !strings.Contains(c.Remediation, "reset") {
+			remedy = RemedyReboot
+		}
+		set(link(LinkHardware), c, Warn, remedy)
+	}
+
+	// Driver on the host (the operator's driver container brings its own).
+	if byKind[swDriver] == nil {
+		if c := get(rep.CheckNouveau); c.Status == rep.Fail {
+			set(link(LinkDriver), c, Broken, RemedyReboot)
+		}
+		if c := get(rep.CheckDriverLibraries); c.Status == rep.Fail {
+			set(link(LinkDriver), c, Broken, RemedyReboot)
+		}
+		if c := get(rep.CheckDriverKernels); c.Status == rep.Warn {
+			set(link(LinkDriver), c, Warn, RemedyConfigure)
+		}
+	}
+
+	// Toolkit and containerd on the host (the operator's toolkit container sets up both).
+	if byKind[swToolkit] != nil {
+		return
+	}
+	cdi := get(rep.CheckCDI)
+	switch {
+	case cdi.Status == rep.Fail:
+		set(link(LinkToolkit), cdi, Broken, RemedyConfigure)
+	case cdi.Status == rep.Skipped && strings.HasPrefix(cdi.Message, hostconfig.NoCDISpec) && hr.DriverVersion != "":
+		if by := w.cdiUser(n, byKind); by != "" {
+			c := rep.Check{Message: by + " hands GPUs out through CDI, but the host has " + hostconfig.NoCDISpec + " in " + strings.Join(hostconfig.CDISpecDirs, " or "),
+				Remediation: "on the node: " + hostconfig.CDIGenerate + " (the NVIDIA Container Toolkit's nvidia-cdi-refresh service does it at boot)"}
+			if !hr.CDI {
+				c.Message += ", and containerd's CRI plugin does not inject CDI devices (enable_cdi)"
+				c.Remediation += "; set enable_cdi = true in containerd's CRI plugin and restart containerd"
+			}
+			set(link(LinkToolkit), c, Broken, RemedyConfigure)
+		}
+	}
+	if c := get(rep.CheckDevChar); c.Status == rep.Fail {
+		set(link(LinkToolkit), c, Warn, RemedyConfigure)
+	}
+	// The agent's reading of containerd names the cause (a drop-in not imported, one that
+	// overrides the cgroup driver): it replaces the summary the annotations give.
+	for _, id := range []string{rep.CheckContainerd, rep.CheckNvidiaRuntime, rep.CheckSystemdCgroup} {
+		if c := get(id); c.Status == rep.Fail {
+			if l := link(LinkContainerd); l.State != Broken || !strings.Contains(l.Detail, c.Message) {
+				*l = Link{Name: LinkContainerd, State: Broken, Detail: c.Message, Fix: fix(c), Remedy: RemedyConfigure}
+			}
+			break
+		}
+	}
+}
+
+// cdiUser names what hands the node's GPUs out through CDI ("" nothing): the DRA driver, or
+// the device plugin in a CDI mode (DEVICE_LIST_STRATEGY cdi-annotations or cdi-cri).
+func (w *world) cdiUser(n *corev1.Node, byKind map[string]*corev1.Pod) string {
+	if w.dra[n.Name] > 0 || byKind[swDRA] != nil {
+		return "the DRA driver"
+	}
+	if p := byKind[swDevicePlugin]; p != nil {
+		for _, c := range p.Spec.Containers {
+			for _, e := range c.Env {
+				if e.Name == "DEVICE_LIST_STRATEGY" && strings.Contains(e.Value, "cdi") {
+					return "the device plugin (DEVICE_LIST_STRATEGY=" + e.Value + ")"
+				}
+			}
+		}
+	}
+	return ""
+}

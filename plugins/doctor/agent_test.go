@@ -1,0 +1,182 @@
+package doctor
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+
+	"github.com/kubectl-gpu/kubectl-gpu/common/cliexit"
+	"github.com/kubectl-gpu/kubectl-gpu/common/cluster/clustertest"
+	"github.com/kubectl-gpu/kubectl-gpu/common/doctor"
+	"github.com/kubectl-gpu/kubectl-gpu/common/golden"
+	"github.com/kubectl-gpu/kubectl-gpu/common/hostconfig"
+	"github.com/kubectl-gpu/kubectl-gpu/common/hostconfig/fakehost"
+	"github.com/kubectl-gpu/kubectl-gpu/common/nodepod"
+	rep "github.com/kubectl-gpu/kubectl-gpu/common/nodereport"
+)
+
+// Kernel log lines as NVIDIA's drivers print them (Ubuntu's kern.log).
+const (
+	bootLine = "Dec  6 08:00:00 gpu-7 kernel: [    0.000000] Linux version 6.8.0-51-generic (buildd@lcy02-amd64-080) #52-Ubuntu SMP\n"
+	xid48    = "Dec  6 09:40:00 gpu-7 kernel: [ 6000.2] NVRM: Xid (PCI:0000:08:00): 48, pid='<unknown>', name=<unknown>, An uncorrectable double bit error (DBE) has been detected on GPU in the framebuffer at partition 6, subpartition 0.\n"
+	xid79    = "Dec  6 10:00:00 gpu-7 kernel: [ 7000.2] NVRM: Xid (PCI:0000:07:00): 79, pid='<unknown>', name=<unknown>, GPU has fallen off the bus.\n"
+)
+
+// host is a fake host root made from real distributions' files (2 A100s), with files added.
+type host struct {
+	root  string
+	files map[string]string
+	edit  func(t *testing.T, dir string)
+}
+
+// agentWorld: nodes whose agent reports what only the host shows — an XID calling for a GPU
+// reset, a GPU fallen off the bus, a driver upgraded without a reboot, a device plugin in a
+// CDI mode with no CDI spec, a containerd config that no longer imports the toolkit's
+// drop-in — one healthy, and one whose agent cannot start (its host links are prep's record).
+func agentWorld(t *testing.T) (*clustertest.Getter, map[string]*rep.Report) {
+	hosts := map[string]host{
+		"gpu-ok":     {root: "k3s"},
+		"gpu-xid":    {root: "k3s", files: map[string]string{"/var/log/kern.log": bootLine + xid48}},
+		"gpu-offbus": {root: "k3s", files: map[string]string{"/var/log/kern.log": bootLine + xid79}},
+		"gpu-libs":   {root: "k3s", files: map[string]string{"/usr/lib/x86_64-linux-gnu/libnvidia-ml.so.535.247.01": ""}},
+		"gpu-cdi":    {root: "k3s"},
+		"gpu-dropin": {root: "ubuntu2404-containerd2", edit: orphanDropIn},
+	}
+	reports := map[string]*rep.Report{}
+	objs := []runtime.Object{}
+	for name, h := range hosts {
+		dir := filepath.Join(t.TempDir(), h.root)
+		if err := fakehost.Build(h.root, dir, 2); err != nil {
+			t.Fatal(err)
+		}
+		for p, c := range h.files {
+			full := filepath.Join(dir, p)
+			if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(full, []byte(c), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if h.edit != nil {
+			h.edit(t, dir)
+		}
+		r := rep.New("v0.0.0-test", rep.ModeCheck)
+		r.Node = name
+		hostconfig.Check(context.Background(), &hostconfig.Host{Root: dir}, r, nil)
+		reports[name] = r
+		p := plugin(name, true, running, 0)
+		if name == "gpu-cdi" {
+			p.Spec.Containers[0].Env = []corev1.EnvVar{{Name: "DEVICE_LIST_STRATEGY", Value: "cdi-cri"}}
+		}
+		objs = append(objs, node(name, 2, 2, 2, nil), p)
+	}
+	objs = append(objs, node("gpu-noagent", 2, 2, 2, nil), plugin("gpu-noagent", true, running, 0),
+		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: nodepod.DefaultNamespace}})
+	g := clustertest.New(objs...)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	err := g.RunNodes(ctx, nodepod.DefaultNamespace, func(p *corev1.Pod) clustertest.Outcome {
+		r, ok := reports[p.Spec.NodeName]
+		if !ok {
+			return clustertest.Outcome{Status: &corev1.PodStatus{Phase: corev1.PodPending, ContainerStatuses: []corev1.ContainerStatus{{Name: "agent",
+				State: corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "ImagePullBackOff", Message: "pull access denied"}}}}}}
+		}
+		b, _ := json.Marshal(r)
+		return clustertest.Outcome{Phase: corev1.PodSucceeded, Log: string(b) + "\n"}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return g, reports
+}
+
+// orphanDropIn: the toolkit's drop-in holds the nvidia runtime, and config.toml no longer
+// imports it (replaced by a containerd package upgrade).
+func orphanDropIn(t *testing.T, dir string) {
+	dropIn := "version = 3\n\n[plugins]\n  [plugins.\"io.containerd.cri.v1.runtime\".containerd.runtimes.nvidia]\n    runtime_type = \"io.containerd.runc.v2\"\n    [plugins.\"io.containerd.cri.v1.runtime\".containerd.runtimes.nvidia.options]\n      BinaryName = \"/usr/bin/nvidia-container-runtime\"\n"
+	if err := os.WriteFile(filepath.Join(dir, "etc/containerd/conf.d/99-nvidia.toml"), []byte(dropIn), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg := filepath.Join(dir, "etc/containerd/config.toml")
+	b, err := os.ReadFile(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(cfg, []byte(strings.Replace(string(b), `imports = ["/etc/containerd/conf.d/*.toml"]`, "", 1)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestDoctorAgent: the host links from the node agent's report, node by node, as a golden
+// table and JSON; the Jobs are gone afterwards and no node was changed.
+func TestDoctorAgent(t *testing.T) {
+	g, _ := agentWorld(t)
+	before, _ := g.Client.CoreV1().Nodes().List(context.Background(), metav1.ListOptions{})
+	for _, f := range []string{"table", "json"} {
+		out, err := runOn(t, g, "-o", f, "--timeout", "20s")
+		if cliexit.Code(err, false) != cliexit.Failures {
+			t.Fatalf("-o %s: exit %d %v\n%s", f, cliexit.Code(err, false), err, out)
+		}
+		golden.Assert(t, "doctor.agent."+f+".golden", []byte(out))
+	}
+	out, _ := runOn(t, g, "-o", "json", "--timeout", "20s")
+	var r doctor.Report
+	if err := json.Unmarshal([]byte(out), &r); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]struct {
+		verdict     doctor.Verdict
+		first, host string
+		remedy      doctor.Remediation
+		detail      string
+	}{
+		"gpu-ok":      {doctor.Healthy, "", doctor.HostAgent, doctor.RemedyNone, ""},
+		"gpu-xid":     {doctor.Degraded, doctor.LinkHardware, doctor.HostAgent, doctor.RemedyReset, "XID 48 on 0000:08:00: double-bit ECC error"},
+		"gpu-offbus":  {doctor.Faulty, doctor.LinkHardware, doctor.HostAgent, doctor.RemedyService, "XID 79 on 0000:07:00: GPU has fallen off the bus"},
+		"gpu-libs":    {doctor.Degraded, doctor.LinkDriver, doctor.HostAgent, doctor.RemedyReboot, "driver/library version mismatch: module 535.216.03 loaded, libraries 535.247.01"},
+		"gpu-cdi":     {doctor.Degraded, doctor.LinkToolkit, doctor.HostAgent, doctor.RemedyConfigure, "the device plugin (DEVICE_LIST_STRATEGY=cdi-cri) hands GPUs out through CDI, but the host has no CDI spec for nvidia.com/gpu"},
+		"gpu-dropin":  {doctor.Degraded, doctor.LinkContainerd, doctor.HostAgent, doctor.RemedyConfigure, "/etc/containerd/conf.d/99-nvidia.toml has it, but /etc/containerd/config.toml does not import it"},
+		"gpu-noagent": {doctor.Healthy, "", doctor.HostPrep, doctor.RemedyNone, ""},
+	}
+	if len(r.Items) != len(want) {
+		t.Errorf("%d nodes, want %d", len(r.Items), len(want))
+	}
+	for _, n := range r.Items {
+		w := want[n.Node]
+		detail := ""
+		for _, l := range n.Links {
+			if l.Name == n.FirstBroken {
+				detail = l.Detail
+			}
+		}
+		if n.Verdict != w.verdict || n.FirstBroken != w.first || n.Host != w.host || n.Remedy != w.remedy || !strings.Contains(detail, w.detail) {
+			t.Errorf("%s: %s, first %q (%s), remedy %q, host %s; want %s, %q (…%s…), %q, %s", n.Node, n.Verdict, n.FirstBroken, detail, n.Remedy, n.Host, w.verdict, w.first, w.detail, w.remedy, w.host)
+		}
+		if n.Node == "gpu-xid" && (len(n.XIDs) != 1 || n.XIDs[0].XID != 48) {
+			t.Errorf("gpu-xid: XIDs %+v", n.XIDs)
+		}
+	}
+	if len(r.Notes) != 1 || !strings.Contains(r.Notes[0], "gpu-noagent: the node agent did not report") || !strings.Contains(r.Notes[0], "prep's last record") {
+		t.Errorf("notes %q", r.Notes)
+	}
+	jobs, _ := g.Client.BatchV1().Jobs(nodepod.DefaultNamespace).List(context.Background(), metav1.ListOptions{})
+	if len(jobs.Items) != 0 {
+		t.Errorf("%d agent Jobs left", len(jobs.Items))
+	}
+	after, _ := g.Client.CoreV1().Nodes().List(context.Background(), metav1.ListOptions{})
+	for i := range before.Items {
+		b, _ := json.Marshal(before.Items[i])
+		a, _ := json.Marshal(after.Items[i])
+		if string(a) != string(b) {
+			t.Errorf("doctor changed node %s", before.Items[i].Name)
+		}
+	}
+}
