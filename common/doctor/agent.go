@@ -153,6 +153,24 @@ func (w *world) hostFindings(d *Node, n *corev1.Node, hr *rep.Report, byKind map
 		}
 	}
 
+	// The plugin pod runs, but the kubelet has no socket of it: not registered (a kubelet
+	// restart empties the device plugins' directory; the plugin registers again only when it
+	// notices).
+	if sw := link(LinkSoftware); sw != nil && sw.State == OK && get(rep.CheckKubeletPlugins).Status == rep.OK {
+		for _, k := range []struct {
+			kind, want, dir string
+		}{{swDevicePlugin, "nvidia", hostconfig.DevicePluginDir}, {swDRA, "gpu.nvidia.com", hostconfig.PluginRegistryDir}} {
+			p := byKind[k.kind]
+			if p == nil || registered(hr.KubeletPlugins, k.dir, k.want) {
+				continue
+			}
+			*sw = Link{Name: LinkSoftware, State: Broken, Remedy: RemedyRestart,
+				Detail: fmt.Sprintf("the %s pod %s/%s runs but is not registered with the kubelet: no %s socket in %s", k.kind, p.Namespace, p.Name, k.want, k.dir),
+				Fix:    "restart it: kubectl delete pod -n " + p.Namespace + " " + p.Name + " (its DaemonSet makes a new one, which registers)"}
+			break
+		}
+	}
+
 	// Toolkit and containerd on the host (the operator's toolkit container sets up both).
 	if byKind[swToolkit] != nil {
 		return
@@ -203,4 +221,14 @@ func (w *world) cdiUser(n *corev1.Node, byKind map[string]*corev1.Pod) string {
 		}
 	}
 	return ""
+}
+
+// registered tells whether a socket of the plugin is in the kubelet's directory.
+func registered(sockets []string, dir, name string) bool {
+	for _, s := range sockets {
+		if strings.HasPrefix(s, dir+"/") && strings.Contains(s[len(dir)+1:], name) {
+			return true
+		}
+	}
+	return false
 }

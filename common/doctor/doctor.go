@@ -480,10 +480,6 @@ func (w *world) diagnose(ctx context.Context, n *corev1.Node, hr *rep.Report) No
 		d.add(Link{Name: LinkContainerd, State: Unknown, Detail: "not checked by prep", Fix: "kubectl gpu prep " + n.Name})
 	}
 
-	if hr != nil {
-		w.hostFindings(&d, n, hr, byKind)
-	}
-
 	// 5. GPU software on the node.
 	alloc := allocatable(n)
 	d.add(w.softwareLink(ctx, n, byKind, alloc))
@@ -496,6 +492,9 @@ func (w *world) diagnose(ctx context.Context, n *corev1.Node, hr *rep.Report) No
 	}
 	d.add(k)
 
+	if hr != nil {
+		w.hostFindings(&d, n, hr, byKind)
+	}
 	d.judge()
 	return d
 }

@@ -35,7 +35,13 @@ func (h *Host) cdiGPUs() (specs []cdiSpec, broken []string) {
 		for _, f := range files {
 			s, err := cdi.ReadSpec(h.Path(f), prio)
 			if err != nil {
-				broken = append(broken, f+": "+strings.TrimPrefix(cliexit.OneLine(err.Error()), "failed to parse CDI Spec "))
+				// The reader's message names the file by its path under the host root.
+				msg := strings.ReplaceAll(cliexit.OneLine(err.Error()), h.Path(f), f)
+				msg = strings.TrimPrefix(msg, "failed to parse CDI Spec ")
+				if !strings.Contains(msg, f) {
+					msg = f + ": " + msg
+				}
+				broken = append(broken, msg)
 				continue
 			}
 			if s.Kind != "nvidia.com/gpu" {

@@ -67,6 +67,7 @@ func Check(ctx context.Context, h *Host, r *rep.Report, nvml GPUInfo) {
 	checkDevChar(h, r)
 	checkContainerd(h, r)
 	checkCDI(h, r)
+	checkKubeletPlugins(h, r)
 	checkModules(h, r, mods)
 	checkSysctl(h, r)
 	checkSwap(h, r)

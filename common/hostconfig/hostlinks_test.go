@@ -194,7 +194,10 @@ func TestCheckCDI(t *testing.T) {
 			if tc.file != "" {
 				write(t, root, tc.file, tc.spec)
 			}
-			check(t, checkRoot(t, root), rep.CheckCDI, tc.want, tc.says...)
+			c := check(t, checkRoot(t, root), rep.CheckCDI, tc.want, tc.says...)
+			if strings.Contains(c.Message, root) {
+				t.Errorf("the message names the agent's mount of the host: %q", c.Message)
+			}
 		})
 	}
 }
@@ -271,4 +274,23 @@ func TestContainerdAsItLoads(t *testing.T) {
 			check(t, r, rep.CheckNvidiaRuntime, rep.OK)
 		})
 	}
+}
+
+// TestKubeletPlugins: the NVIDIA plugins' sockets in the kubelet's directories are listed
+// (device plugins, DRA registrations); others are not.
+func TestKubeletPlugins(t *testing.T) {
+	root := fakeRoot(t, "k3s", 1)
+	for _, f := range []string{"/var/lib/kubelet/device-plugins/kubelet.sock", "/var/lib/kubelet/device-plugins/nvidia-gpu.sock",
+		"/var/lib/kubelet/plugins_registry/gpu.nvidia.com-reg.sock", "/var/lib/kubelet/plugins_registry/ebs.csi.aws.com-reg.sock"} {
+		write(t, root, f, "")
+	}
+	r := checkRoot(t, root)
+	check(t, r, rep.CheckKubeletPlugins, rep.OK, "nvidia-gpu.sock", "gpu.nvidia.com-reg.sock")
+	if strings.Join(r.KubeletPlugins, " ") != "/var/lib/kubelet/device-plugins/nvidia-gpu.sock /var/lib/kubelet/plugins_registry/gpu.nvidia.com-reg.sock" {
+		t.Errorf("kubeletPlugins %q", r.KubeletPlugins)
+	}
+	other := fakeRoot(t, "k3s", 1)
+	write(t, other, "/var/lib/kubelet/device-plugins/kubelet.sock", "")
+	check(t, checkRoot(t, other), rep.CheckKubeletPlugins, rep.OK, "no NVIDIA plugin registered")
+	check(t, checkRoot(t, fakeRoot(t, "k3s", 1)), rep.CheckKubeletPlugins, rep.Skipped, "a kubelet with another root directory?")
 }

@@ -83,6 +83,8 @@ const (
 	CheckDriverKernels = "gpu.driver-kernels"
 	// CheckCDI: the CDI spec of the GPUs.
 	CheckCDI = "toolkit.cdi"
+	// CheckKubeletPlugins: the NVIDIA plugins registered with the kubelet (their sockets).
+	CheckKubeletPlugins = "kubelet.plugins"
 )
 
 // Check is one finding.
@@ -161,9 +163,12 @@ type Report struct {
 	CDI  bool  `json:"cdi,omitempty"`
 	GPUs []GPU `json:"gpus"`
 	// XIDs are the driver's error events since boot, from the kernel log.
-	XIDs    []xid.Event `json:"xids,omitempty"`
-	Checks  []Check     `json:"checks"`
-	Changes []Change    `json:"changes,omitempty"`
+	XIDs []xid.Event `json:"xids,omitempty"`
+	// KubeletPlugins are the sockets of the NVIDIA plugins registered with the kubelet
+	// (device plugins, DRA kubelet plugins).
+	KubeletPlugins []string `json:"kubeletPlugins,omitempty"`
+	Checks         []Check  `json:"checks"`
+	Changes        []Change `json:"changes,omitempty"`
 	// Reboot says why the node needs a reboot for its changes to take effect ("" none).
 	Reboot string `json:"reboot,omitempty"`
 	// Error is why the agent stopped (a plan-time refusal, a failed install).

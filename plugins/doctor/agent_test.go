@@ -29,6 +29,29 @@ const (
 	xid79    = "Dec  6 10:00:00 gpu-7 kernel: [ 7000.2] NVRM: Xid (PCI:0000:07:00): 79, pid='<unknown>', name=<unknown>, GPU has fallen off the bus.\n"
 )
 
+// cdiSpec names the two GPUs as `nvidia-ctk cdi generate` does (by index, by UUID, "all").
+const cdiSpec = `---
+cdiVersion: 0.5.0
+kind: nvidia.com/gpu
+devices:
+    - name: "0"
+      containerEdits:
+        deviceNodes:
+            - path: /dev/nvidia0
+    - name: "1"
+      containerEdits:
+        deviceNodes:
+            - path: /dev/nvidia1
+    - name: all
+      containerEdits:
+        deviceNodes:
+            - path: /dev/nvidia0
+            - path: /dev/nvidia1
+containerEdits:
+    deviceNodes:
+        - path: /dev/nvidiactl
+`
+
 // host is a fake host root made from real distributions' files (2 A100s), with files added.
 type host struct {
 	root  string
@@ -39,7 +62,8 @@ type host struct {
 // agentWorld: nodes whose agent reports what only the host shows — an XID calling for a GPU
 // reset, a GPU fallen off the bus, a driver upgraded without a reboot, a device plugin in a
 // CDI mode with no CDI spec, a containerd config that no longer imports the toolkit's
-// drop-in — one healthy, and one whose agent cannot start (its host links are prep's record).
+// drop-in, a device plugin the kubelet has no socket of — one healthy, and one whose agent
+// cannot start (its host links are prep's record).
 func agentWorld(t *testing.T) (*clustertest.Getter, map[string]*rep.Report) {
 	hosts := map[string]host{
 		"gpu-ok":     {root: "k3s"},
@@ -48,6 +72,12 @@ func agentWorld(t *testing.T) (*clustertest.Getter, map[string]*rep.Report) {
 		"gpu-libs":   {root: "k3s", files: map[string]string{"/usr/lib/x86_64-linux-gnu/libnvidia-ml.so.535.247.01": ""}},
 		"gpu-cdi":    {root: "k3s"},
 		"gpu-dropin": {root: "ubuntu2404-containerd2", edit: orphanDropIn},
+		// The plugin's pod runs; the kubelet has no socket of it (a kubelet restart emptied
+		// the directory).
+		"gpu-unreg": {root: "k3s"},
+		// The DRA driver's kubelet plugin runs; the kubelet's plugin watcher has no
+		// registration socket of it, and no ResourceSlice names the node.
+		"gpu-dra": {root: "k3s", files: map[string]string{"/var/lib/kubelet/plugins_registry/compute-domain.nvidia.com-reg.sock": "", "/var/run/cdi/nvidia.yaml": cdiSpec}},
 	}
 	reports := map[string]*rep.Report{}
 	objs := []runtime.Object{}
@@ -68,15 +98,37 @@ func agentWorld(t *testing.T) (*clustertest.Getter, map[string]*rep.Report) {
 		if h.edit != nil {
 			h.edit(t, dir)
 		}
+		// The kubelet's socket; and the device plugin's where it registered.
+		socks := []string{"kubelet.sock"}
+		if name != "gpu-unreg" && name != "gpu-dra" {
+			socks = append(socks, "nvidia-gpu.sock")
+		}
+		for _, sock := range socks {
+			sock = filepath.Join(dir, "var/lib/kubelet/device-plugins", sock)
+			if err := os.MkdirAll(filepath.Dir(sock), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(sock, nil, 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
 		r := rep.New("v0.0.0-test", rep.ModeCheck)
 		r.Node = name
 		hostconfig.Check(context.Background(), &hostconfig.Host{Root: dir}, r, nil)
 		reports[name] = r
 		p := plugin(name, true, running, 0)
-		if name == "gpu-cdi" {
+		alloc := 2
+		switch name {
+		case "gpu-cdi":
 			p.Spec.Containers[0].Env = []corev1.EnvVar{{Name: "DEVICE_LIST_STRATEGY", Value: "cdi-cri"}}
+		case "gpu-dra":
+			// NVIDIA's DRA driver's kubelet plugin, running; no ResourceSlice for the node.
+			p.Name, p.Namespace = "nvidia-dra-driver-gpu-kubelet-plugin-gpu-dra", "nvidia-dra-driver-gpu"
+			p.Spec.Containers[0] = corev1.Container{Name: "gpus", Image: "nvcr.io/nvidia/k8s-dra-driver-gpu:v25.8.0", Command: []string{"bash", "-c"}, Args: []string{"exec gpu-kubelet-plugin"}}
+			p.Status.ContainerStatuses[0].Name = "gpus"
+			alloc = 0
 		}
-		objs = append(objs, node(name, 2, 2, 2, nil), p)
+		objs = append(objs, node(name, 2, 2, alloc, nil), p)
 	}
 	objs = append(objs, node("gpu-noagent", 2, 2, 2, nil), plugin("gpu-noagent", true, running, 0),
 		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: nodepod.DefaultNamespace}})
@@ -145,6 +197,8 @@ func TestDoctorAgent(t *testing.T) {
 		"gpu-cdi":     {doctor.Degraded, doctor.LinkToolkit, doctor.HostAgent, doctor.RemedyConfigure, "the device plugin (DEVICE_LIST_STRATEGY=cdi-cri) hands GPUs out through CDI, but the host has no CDI spec for nvidia.com/gpu"},
 		"gpu-dropin":  {doctor.Degraded, doctor.LinkContainerd, doctor.HostAgent, doctor.RemedyConfigure, "/etc/containerd/conf.d/99-nvidia.toml has it, but /etc/containerd/config.toml does not import it"},
 		"gpu-noagent": {doctor.Healthy, "", doctor.HostPrep, doctor.RemedyNone, ""},
+		"gpu-dra":     {doctor.Unschedulable, doctor.LinkSoftware, doctor.HostAgent, doctor.RemedyRestart, "the DRA kubelet plugin pod nvidia-dra-driver-gpu/nvidia-dra-driver-gpu-kubelet-plugin-gpu-dra runs but is not registered with the kubelet: no gpu.nvidia.com socket in /var/lib/kubelet/plugins_registry"},
+		"gpu-unreg":   {doctor.Degraded, doctor.LinkSoftware, doctor.HostAgent, doctor.RemedyRestart, "runs but is not registered with the kubelet: no nvidia socket in /var/lib/kubelet/device-plugins"},
 	}
 	if len(r.Items) != len(want) {
 		t.Errorf("%d nodes, want %d", len(r.Items), len(want))
