@@ -140,6 +140,11 @@ func (w *world) hostFindings(d *Node, n *corev1.Node, hr *rep.Report, byKind map
 		set(link(LinkHardware), c, Warn, remedy)
 	}
 
+	// Fabric Manager, wherever the driver comes from: without it an NVSwitch system's CUDA
+	// does not start.
+	if c := get(rep.CheckFabricManager); c.Status == rep.Fail {
+		set(link(LinkDriver), c, Broken, RemedyConfigure)
+	}
 	// Driver on the host (the operator's driver container brings its own).
 	if byKind[swDriver] == nil {
 		if c := get(rep.CheckNouveau); c.Status == rep.Fail {

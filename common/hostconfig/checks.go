@@ -58,6 +58,7 @@ func Check(ctx context.Context, h *Host, r *rep.Report, nvml GPUInfo) {
 		r.Add(rep.CheckNVML, rep.Skipped, "no NVIDIA driver loaded: NVML not queried", "")
 	}
 	checkXID(h, r)
+	checkFabricManager(h, r)
 	checkDriverLibraries(h, r)
 	checkDriverKernels(h, r)
 	checkNouveau(h, r, mods, hasGPU)

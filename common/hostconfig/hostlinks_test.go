@@ -1,6 +1,7 @@
 package hostconfig
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -293,4 +294,37 @@ func TestKubeletPlugins(t *testing.T) {
 	write(t, other, "/var/lib/kubelet/device-plugins/kubelet.sock", "")
 	check(t, checkRoot(t, other), rep.CheckKubeletPlugins, rep.OK, "no NVIDIA plugin registered")
 	check(t, checkRoot(t, fakeRoot(t, "k3s", 1)), rep.CheckKubeletPlugins, rep.Skipped, "a kubelet with another root directory?")
+}
+
+// TestFabricManager: NVSwitches on the PCI bus (class 0x068000, as nvpci reads them) need
+// Fabric Manager running (a process in the host's /proc).
+func TestFabricManager(t *testing.T) {
+	withSwitches := func(t *testing.T) string {
+		root := fakeRoot(t, "ubuntu2404-containerd2", 2)
+		for i := 0; i < 2; i++ {
+			dir := filepath.Join("/sys/bus/pci/devices", fmt.Sprintf("0000:%02x:00.0", 0xc4+i))
+			for _, f := range []string{"vendor", "device", "subsystem_vendor", "subsystem_device", "numa_node"} {
+				b, _ := os.ReadFile(filepath.Join(root, "sys/bus/pci/devices/0000:07:00.0", f))
+				write(t, root, filepath.Join(dir, f), string(b))
+			}
+			write(t, root, filepath.Join(dir, "class"), "0x068000")
+			write(t, root, filepath.Join(dir, "device"), "0x1af1")
+			if b, err := os.ReadFile(filepath.Join(root, "sys/bus/pci/devices/0000:07:00.0", "config")); err == nil {
+				write(t, root, filepath.Join(dir, "config"), string(b))
+			}
+			if b, err := os.ReadFile(filepath.Join(root, "sys/bus/pci/devices/0000:07:00.0", "resource")); err == nil {
+				write(t, root, filepath.Join(dir, "resource"), string(b))
+			}
+		}
+		return root
+	}
+	root := withSwitches(t)
+	r := checkRoot(t, root)
+	check(t, r, rep.CheckFabricManager, rep.Fail, "2 NVSwitches on the PCI bus and no Fabric Manager running", "nvidia-fabricmanager")
+	if len(r.GPUs) != 2 {
+		t.Errorf("the NVSwitches counted as GPUs: %+v", r.GPUs)
+	}
+	write(t, root, "/proc/4242/comm", "nv-fabricmanager\n")
+	check(t, checkRoot(t, root), rep.CheckFabricManager, rep.OK, "2 NVSwitches, Fabric Manager running")
+	check(t, checkRoot(t, fakeRoot(t, "ubuntu2404-containerd2", 2)), rep.CheckFabricManager, rep.Skipped, "no NVSwitch")
 }

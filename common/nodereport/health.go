@@ -47,6 +47,10 @@ func Health(gpus []GPU) (summary, action string) {
 			what = append(what, fmt.Sprintf("%d uncorrectable ECC errors since the driver loaded", g.ECCUncorrectable))
 			set(HealthReset)
 		}
+		if len(g.NVLinksDown) > 0 {
+			what = append(what, fmt.Sprintf("NVLink %s inactive (%d of %d links up)", joinInts(g.NVLinksDown), g.NVLinks, g.NVLinks+len(g.NVLinksDown)))
+			set(HealthReset)
+		}
 		if len(g.Slowdown) > 0 {
 			what = append(what, "hardware slowdown: "+strings.Join(g.Slowdown, ", "))
 			set(HealthWarn)
@@ -56,7 +60,34 @@ func Health(gpus []GPU) (summary, action string) {
 		}
 	}
 	if action == HealthOK {
-		return "no uncorrectable ECC error, no row remapping or page retirement pending, no hardware slowdown", action
+		summary = "no uncorrectable ECC error, no row remapping or page retirement pending, no hardware slowdown"
+		var links, noPersist int
+		var lifetime uint64
+		for _, g := range gpus {
+			links += g.NVLinks
+			lifetime += g.ECCAggregateUncorrectable
+			if g.Persistence == "disabled" {
+				noPersist++
+			}
+		}
+		if links > 0 {
+			summary += fmt.Sprintf("; all %d NVLink links up", links)
+		}
+		if lifetime > 0 {
+			summary += fmt.Sprintf("; %d uncorrectable ECC errors over the GPUs' life (none since the driver loaded)", lifetime)
+		}
+		if noPersist > 0 {
+			summary += fmt.Sprintf("; persistence mode off on %d GPUs (nvidia-persistenced not running: each first use pays the driver's start-up)", noPersist)
+		}
+		return summary, action
 	}
 	return strings.Join(parts, "; "), action
+}
+
+func joinInts(v []int) string {
+	s := make([]string, len(v))
+	for i, n := range v {
+		s[i] = fmt.Sprint(n)
+	}
+	return strings.Join(s, ", ")
 }

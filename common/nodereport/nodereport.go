@@ -85,6 +85,8 @@ const (
 	CheckCDI = "toolkit.cdi"
 	// CheckKubeletPlugins: the NVIDIA plugins registered with the kubelet (their sockets).
 	CheckKubeletPlugins = "kubelet.plugins"
+	// CheckFabricManager: Fabric Manager running where NVSwitches are.
+	CheckFabricManager = "gpu.fabricmanager"
 )
 
 // Check is one finding.
@@ -113,6 +115,13 @@ type GPU struct {
 	RowRemapFailed      bool     `json:"rowRemapFailed,omitempty"`
 	RetiredPagesPending bool     `json:"retiredPagesPending,omitempty"`
 	Slowdown            []string `json:"slowdown,omitempty"`
+	// ECCAggregateUncorrectable counts uncorrectable ECC errors over the GPU's life.
+	ECCAggregateUncorrectable uint64 `json:"eccAggregateUncorrectable,omitempty"`
+	// Persistence is the persistence mode (enabled, disabled; "" unknown).
+	Persistence string `json:"persistence,omitempty"`
+	// NVLinks counts the GPU's active NVLink links; NVLinksDown lists the inactive ones.
+	NVLinks     int   `json:"nvlinks,omitempty"`
+	NVLinksDown []int `json:"nvlinksDown,omitempty"`
 }
 
 // Change is one thing apply changes (or would change).

@@ -3,6 +3,7 @@ package doctor
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -77,7 +78,9 @@ func agentWorld(t *testing.T) (*clustertest.Getter, map[string]*rep.Report) {
 		"gpu-unreg": {root: "k3s"},
 		// The DRA driver's kubelet plugin runs; the kubelet's plugin watcher has no
 		// registration socket of it, and no ResourceSlice names the node.
-		"gpu-dra": {root: "k3s", files: map[string]string{"/var/lib/kubelet/plugins_registry/compute-domain.nvidia.com-reg.sock": "", "/var/run/cdi/nvidia.yaml": cdiSpec}},
+		// An HGX board: NVSwitches on the PCI bus, no Fabric Manager process.
+		"gpu-nofm": {root: "k3s", edit: nvswitches},
+		"gpu-dra":  {root: "k3s", files: map[string]string{"/var/lib/kubelet/plugins_registry/compute-domain.nvidia.com-reg.sock": "", "/var/run/cdi/nvidia.yaml": cdiSpec}},
 	}
 	reports := map[string]*rep.Report{}
 	objs := []runtime.Object{}
@@ -150,6 +153,30 @@ func agentWorld(t *testing.T) (*clustertest.Getter, map[string]*rep.Report) {
 	return g, reports
 }
 
+// nvswitches puts an HGX A100 board's 6 NVSwitches on the fake PCI bus (class 0x068000, as
+// nvpci tells them from GPUs), made from the GPUs' attribute files.
+func nvswitches(t *testing.T, dir string) {
+	gpu := filepath.Join(dir, "sys/bus/pci/devices/0000:07:00.0")
+	for i := 0; i < 6; i++ {
+		sw := filepath.Join(dir, "sys/bus/pci/devices", fmt.Sprintf("0000:%02x:00.0", 0xc4+i))
+		if err := os.MkdirAll(sw, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range []string{"vendor", "subsystem_vendor", "subsystem_device", "numa_node", "config", "resource"} {
+			if b, err := os.ReadFile(filepath.Join(gpu, f)); err == nil {
+				if err := os.WriteFile(filepath.Join(sw, f), b, 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		for f, v := range map[string]string{"class": "0x068000", "device": "0x1af1"} {
+			if err := os.WriteFile(filepath.Join(sw, f), []byte(v), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+}
+
 // orphanDropIn: the toolkit's drop-in holds the nvidia runtime, and config.toml no longer
 // imports it (replaced by a containerd package upgrade).
 func orphanDropIn(t *testing.T, dir string) {
@@ -198,6 +225,7 @@ func TestDoctorAgent(t *testing.T) {
 		"gpu-dropin":  {doctor.Degraded, doctor.LinkContainerd, doctor.HostAgent, doctor.RemedyConfigure, "/etc/containerd/conf.d/99-nvidia.toml has it, but /etc/containerd/config.toml does not import it"},
 		"gpu-noagent": {doctor.Healthy, "", doctor.HostPrep, doctor.RemedyNone, ""},
 		"gpu-dra":     {doctor.Unschedulable, doctor.LinkSoftware, doctor.HostAgent, doctor.RemedyRestart, "the DRA kubelet plugin pod nvidia-dra-driver-gpu/nvidia-dra-driver-gpu-kubelet-plugin-gpu-dra runs but is not registered with the kubelet: no gpu.nvidia.com socket in /var/lib/kubelet/plugins_registry"},
+		"gpu-nofm":    {doctor.Degraded, doctor.LinkDriver, doctor.HostAgent, doctor.RemedyConfigure, "6 NVSwitches on the PCI bus and no Fabric Manager running"},
 		"gpu-unreg":   {doctor.Degraded, doctor.LinkSoftware, doctor.HostAgent, doctor.RemedyRestart, "runs but is not registered with the kubelet: no nvidia socket in /var/lib/kubelet/device-plugins"},
 	}
 	if len(r.Items) != len(want) {

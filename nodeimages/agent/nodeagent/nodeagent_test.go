@@ -3,6 +3,7 @@ package nodeagent
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -58,6 +59,14 @@ func healthy(srv *dgxa100.Server) {
 		dev.GetRemappedRowsFunc = func() (int, int, bool, bool, nvml.Return) { return 0, 0, false, false, nvml.SUCCESS }
 		dev.GetRetiredPagesPendingStatusFunc = func() (nvml.EnableState, nvml.Return) { return nvml.FEATURE_DISABLED, nvml.SUCCESS }
 		dev.GetCurrentClocksEventReasonsFunc = func() (uint64, nvml.Return) { return nvml.ClocksEventReasonGpuIdle, nvml.SUCCESS }
+		dev.GetPersistenceModeFunc = func() (nvml.EnableState, nvml.Return) { return nvml.FEATURE_ENABLED, nvml.SUCCESS }
+		// An A100 SXM has 12 NVLink links, all up.
+		dev.GetNvLinkStateFunc = func(link int) (nvml.EnableState, nvml.Return) {
+			if link < 12 {
+				return nvml.FEATURE_ENABLED, nvml.SUCCESS
+			}
+			return 0, nvml.ERROR_INVALID_ARGUMENT
+		}
 	}
 }
 
@@ -85,6 +94,26 @@ func TestNVMLHealthFaults(t *testing.T) {
 		return nvml.ClocksThrottleReasonHwThermalSlowdown | nvml.ClocksThrottleReasonHwSlowdown, nvml.SUCCESS
 	}
 	d3.GetRemappedRowsFunc = func() (int, int, bool, bool, nvml.Return) { return 0, 0, false, false, nvml.ERROR_NOT_SUPPORTED }
+	d3.GetNvLinkStateFunc = func(int) (nvml.EnableState, nvml.Return) { return 0, nvml.ERROR_NOT_SUPPORTED }
+	// Link 3 of GPU 4 inactive (after an XID 74); GPU 5's persistence off, 3 uncorrectable
+	// ECC errors over its life.
+	d4, d5 := srv.Devices[4].(*dgxa100.Device), srv.Devices[5].(*dgxa100.Device)
+	d4.GetNvLinkStateFunc = func(link int) (nvml.EnableState, nvml.Return) {
+		switch {
+		case link == 3:
+			return nvml.FEATURE_DISABLED, nvml.SUCCESS
+		case link < 12:
+			return nvml.FEATURE_ENABLED, nvml.SUCCESS
+		}
+		return 0, nvml.ERROR_INVALID_ARGUMENT
+	}
+	d5.GetPersistenceModeFunc = func() (nvml.EnableState, nvml.Return) { return nvml.FEATURE_DISABLED, nvml.SUCCESS }
+	d5.GetTotalEccErrorsFunc = func(typ nvml.MemoryErrorType, c nvml.EccCounterType) (uint64, nvml.Return) {
+		if typ == nvml.MEMORY_ERROR_TYPE_UNCORRECTED && c == nvml.AGGREGATE_ECC {
+			return 3, nvml.SUCCESS
+		}
+		return 0, nvml.SUCCESS
+	}
 	info := nvmlInfo(&hostconfig.Host{Root: root}, func(*hostconfig.Host) (nvml.Interface, error) { return srv, nil })
 	r := rep.New("test", hostconfig.ModeCheck)
 	if err := info(r); err != nil {
@@ -95,7 +124,13 @@ func TestNVMLHealthFaults(t *testing.T) {
 		strings.Join(g[2].Slowdown, ",") != "hardware slowdown,thermal" || g[3].RowRemapPending || g[4].ECCUncorrectable != 0 {
 		t.Fatalf("GPUs: %+v", g[:5])
 	}
+	if g[0].NVLinks != 12 || g[3].NVLinks != 0 || g[4].NVLinks != 11 || fmt.Sprint(g[4].NVLinksDown) != "[3]" || g[5].Persistence != "disabled" || g[0].Persistence != "enabled" || g[5].ECCAggregateUncorrectable != 3 {
+		t.Errorf("NVLink, persistence, lifetime ECC: %+v", g[:6])
+	}
 	c, _ := r.Get(rep.CheckGPUHealth)
+	if !strings.Contains(c.Message, g[4].PCIAddress+": NVLink 3 inactive (11 of 12 links up)") {
+		t.Errorf("health check without GPU 4's link: %+v", c)
+	}
 	if c.Status != rep.Fail || !strings.Contains(c.Remediation, "serviced") ||
 		!strings.Contains(c.Message, g[1].PCIAddress+": row remapping failed") ||
 		!strings.Contains(c.Message, g[0].PCIAddress+": row remapping pending (applied at the next GPU reset), 2 uncorrectable ECC errors since the driver loaded") ||

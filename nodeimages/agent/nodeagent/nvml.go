@@ -109,8 +109,9 @@ var slowdowns = []struct {
 	{nvml.ClocksEventReasonSwThermalSlowdown, "software thermal"},
 }
 
-// readHealth adds what NVML says of the GPU's health: uncorrectable ECC errors (volatile),
-// row remapping, pending page retirement, hardware slowdowns. A query the GPU does not support
+// readHealth adds what NVML says of the GPU's health: uncorrectable ECC errors (volatile, and
+// over its life), row remapping, pending page retirement, persistence mode, NVLink links
+// active and inactive, hardware slowdowns. A query the GPU does not support
 // leaves its field empty.
 func readHealth(d nvml.Device, g *rep.GPU) {
 	if n, ret := d.GetTotalEccErrors(nvml.MEMORY_ERROR_TYPE_UNCORRECTED, nvml.VOLATILE_ECC); ret == nvml.SUCCESS {
@@ -121,6 +122,24 @@ func readHealth(d nvml.Device, g *rep.GPU) {
 	}
 	if st, ret := d.GetRetiredPagesPendingStatus(); ret == nvml.SUCCESS {
 		g.RetiredPagesPending = st == nvml.FEATURE_ENABLED
+	}
+	if n, ret := d.GetTotalEccErrors(nvml.MEMORY_ERROR_TYPE_UNCORRECTED, nvml.AGGREGATE_ECC); ret == nvml.SUCCESS {
+		g.ECCAggregateUncorrectable = n
+	}
+	if m, ret := d.GetPersistenceMode(); ret == nvml.SUCCESS {
+		g.Persistence = map[nvml.EnableState]string{nvml.FEATURE_ENABLED: "enabled", nvml.FEATURE_DISABLED: "disabled"}[m]
+	}
+	// NVLink: a link the GPU does not have answers not supported (or an invalid argument).
+	for link := 0; link < nvml.NVLINK_MAX_LINKS; link++ {
+		st, ret := d.GetNvLinkState(link)
+		if ret != nvml.SUCCESS {
+			continue
+		}
+		if st == nvml.FEATURE_ENABLED {
+			g.NVLinks++
+		} else {
+			g.NVLinksDown = append(g.NVLinksDown, link)
+		}
 	}
 	if reasons, ret := d.GetCurrentClocksEventReasons(); ret == nvml.SUCCESS {
 		for _, s := range slowdowns {
