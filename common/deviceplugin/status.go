@@ -202,8 +202,8 @@ type PodHold struct {
 }
 
 // Hold reads what holds a pod: the first container (init containers first) waiting for a
-// reason other than starting, or ended with an error (its log read for the line that says
-// why), else the scheduler's refusal; else its phase.
+// reason other than starting, or ended with an error (its termination message, else its log,
+// read for the line that says why), else the scheduler's refusal; else its phase.
 func Hold(ctx context.Context, cs kubernetes.Interface, p *corev1.Pod) PodHold {
 	h := PodHold{State: string(p.Status.Phase)}
 	for _, c := range p.Status.Conditions {
@@ -272,6 +272,15 @@ var logSignals = []string{"NVML", "nvml", "CDI", "cdi", "driver", "error", "Erro
 // crashLine is the line of the container's previous (else current) log that says why it
 // stopped: the last that names NVML, CDI or the driver, else the last error line.
 func crashLine(ctx context.Context, cs kubernetes.Interface, p *corev1.Pod, c corev1.ContainerStatus) string {
+	// The kubelet's termination message of the last run (the container's termination log,
+	// or its log's tail with FallbackToLogsOnError) costs no request.
+	for _, st := range []corev1.ContainerState{c.State, c.LastTerminationState} {
+		if st.Terminated != nil {
+			if l := WhyLine(st.Terminated.Message); l != "" {
+				return l
+			}
+		}
+	}
 	lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	var text []byte
