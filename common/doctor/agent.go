@@ -208,6 +208,13 @@ func (w *world) hostFindings(d *Node, n *corev1.Node, hr *rep.Report, byKind map
 			break
 		}
 	}
+	// What works now and not after the next restart of RKE2/K3s (a template edited since
+	// it started, a static template without the runtime).
+	for _, id := range []string{rep.CheckContainerd, rep.CheckNvidiaRuntime} {
+		if c := get(id); c.Status == rep.Warn && hr.NvidiaRuntime {
+			set(link(LinkContainerd), c, Warn, RemedyConfigure)
+		}
+	}
 }
 
 // cdiUser names what hands the node's GPUs out through CDI ("" nothing): the DRA driver, or

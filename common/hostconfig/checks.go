@@ -3,6 +3,7 @@ package hostconfig
 import (
 	"context"
 	"fmt"
+	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -247,14 +248,22 @@ func checkContainerd(h *Host, r *rep.Report) {
 			msg += " (" + strings.Join(names, ", ") + ")"
 		}
 	}
+	status, fix := rep.OK, ""
 	if paths.Template != "" {
 		if h.Exists(paths.Template) {
 			msg += ", template " + paths.Template
+			// RKE2/K3s render the config from the template when they start: a template
+			// edited since is not what containerd runs with.
+			if newer(h.Path(paths.Template), h.Path(paths.Config)) {
+				status = rep.Warn
+				msg += " edited after " + string(r.Flavour) + " last rendered " + paths.Config + ": containerd runs without the edit until " + string(r.Flavour) + " restarts"
+				fix = "restart " + string(r.Flavour) + " (kubectl gpu prep --apply --restart-runtime restarts it with the next change), at a time its pods may restart"
+			}
 		} else {
 			msg += ", no template (rendered by " + string(r.Flavour) + ")"
 		}
 	}
-	r.Add(rep.CheckContainerd, rep.OK, msg, "")
+	r.Add(rep.CheckContainerd, status, msg, fix)
 
 	// SystemdCgroup on runc must agree with the kubelet's cgroup driver.
 	sc, set := cfg.SystemdCgroup()
@@ -311,6 +320,11 @@ func checkContainerd(h *Host, r *rep.Report) {
 	case has && bin != "" && !h.Exists(strings.SplitN(bin, ",", 2)[0]):
 		r.NvidiaRuntime = false
 		r.Add(rep.CheckNvidiaRuntime, rep.Fail, "runtime nvidia points at "+strings.SplitN(bin, ",", 2)[0]+", which does not exist", "install the NVIDIA Container Toolkit on the host")
+	case has && staticTemplateWithout(h, paths.Template, "nvidia"):
+		// A template of its own (not built on the distribution's base, which adds the
+		// runtimes it detects) without the runtime: the next start renders it away.
+		r.Add(rep.CheckNvidiaRuntime, rep.Warn, "runtime nvidia configured ("+dash(bin)+"), but the template "+paths.Template+` does not build on {{ template "base" . }} and has no nvidia runtime: the next restart of `+string(r.Flavour)+" renders config.toml without it",
+			`add the nvidia runtime to the template, or start it with {{ template "base" . }} so `+string(r.Flavour)+" adds the runtimes it detects")
 	case has:
 		r.Add(rep.CheckNvidiaRuntime, rep.OK, "runtime nvidia configured ("+dash(bin)+")", "")
 	case h.Exists(NvidiaRuntimeBinary) && (r.Flavour == rep.FlavourRKE2 || r.Flavour == rep.FlavourK3s):
@@ -507,4 +521,21 @@ func (h *Host) orphanNvidiaDropIn(config string, imported []dropIn) string {
 		}
 	}
 	return ""
+}
+
+// newer tells whether file a was modified after file b.
+func newer(a, b string) bool {
+	fa, err1 := os.Stat(a)
+	fb, err2 := os.Stat(b)
+	return err1 == nil && err2 == nil && fa.ModTime().After(fb.ModTime())
+}
+
+// staticTemplateWithout tells whether an RKE2/K3s containerd template exists, is not built on
+// the distribution's base template, and does not mention runtime.
+func staticTemplateWithout(h *Host, template, runtime string) bool {
+	if template == "" {
+		return false
+	}
+	t, ok := h.Read(template)
+	return ok && !strings.Contains(t, `template "base"`) && !strings.Contains(t, runtime)
 }

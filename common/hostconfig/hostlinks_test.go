@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -327,4 +328,46 @@ func TestFabricManager(t *testing.T) {
 	write(t, root, "/proc/4242/comm", "nv-fabricmanager\n")
 	check(t, checkRoot(t, root), rep.CheckFabricManager, rep.OK, "2 NVSwitches, Fabric Manager running")
 	check(t, checkRoot(t, fakeRoot(t, "ubuntu2404-containerd2", 2)), rep.CheckFabricManager, rep.Skipped, "no NVSwitch")
+}
+
+// TestTemplateDrift: RKE2 renders containerd's config from its template when it starts — a
+// template edited since is not in effect yet; a static template (not built on the base) without
+// the nvidia runtime loses it at the next start.
+func TestTemplateDrift(t *testing.T) {
+	const dir = "/var/lib/rancher/k3s/agent/etc/containerd/"
+	root := fakeRoot(t, "k3s", 1)
+	cfg, err := os.ReadFile(filepath.Join(root, dir, "config.toml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A static template: the rendered file without its nvidia runtime's tables.
+	var static []string
+	skip := false
+	for _, l := range strings.Split(string(cfg), "\n") {
+		if strings.HasPrefix(strings.TrimSpace(l), "[") {
+			skip = strings.Contains(l, "nvidia")
+		}
+		if !skip && !strings.Contains(l, "nvidia") {
+			static = append(static, l)
+		}
+	}
+	tmpl := filepath.Join(root, dir, "config.toml.tmpl")
+	write(t, root, dir+"config.toml.tmpl", strings.Join(static, "\n"))
+	old := time.Now().Add(-time.Hour)
+	if err := os.Chtimes(tmpl, old, old); err != nil {
+		t.Fatal(err)
+	}
+	r := checkRoot(t, root)
+	check(t, r, rep.CheckNvidiaRuntime, rep.Warn, `does not build on {{ template "base" . }} and has no nvidia runtime: the next restart of k3s renders config.toml without it`)
+	check(t, r, rep.CheckContainerd, rep.OK, "template "+dir+"config.toml.tmpl")
+
+	// Built on the base: the runtime comes back at every start; edited after the last start.
+	write(t, root, dir+"config.toml.tmpl", "{{ template \"base\" . }}\n[plugins.\"io.containerd.grpc.v1.cri\".registry]\n  config_path = \"/etc/containerd/certs.d\"\n")
+	future := time.Now().Add(time.Hour)
+	if err := os.Chtimes(tmpl, future, future); err != nil {
+		t.Fatal(err)
+	}
+	r = checkRoot(t, root)
+	check(t, r, rep.CheckNvidiaRuntime, rep.OK)
+	check(t, r, rep.CheckContainerd, rep.Warn, "edited after k3s last rendered", "restart k3s")
 }

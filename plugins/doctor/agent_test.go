@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -78,6 +79,8 @@ func agentWorld(t *testing.T) (*clustertest.Getter, map[string]*rep.Report) {
 		"gpu-unreg": {root: "k3s"},
 		// The DRA driver's kubelet plugin runs; the kubelet's plugin watcher has no
 		// registration socket of it, and no ResourceSlice names the node.
+		// K3s with a template of its own that lacks the nvidia runtime (the next start drops it).
+		"gpu-tmpl": {root: "k3s", files: map[string]string{"/var/lib/rancher/k3s/agent/etc/containerd/config.toml.tmpl": "version = 2\n[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.runc]\n  runtime_type = \"io.containerd.runc.v2\"\n"}, edit: oldTemplate},
 		// An HGX board: NVSwitches on the PCI bus, no Fabric Manager process.
 		"gpu-nofm": {root: "k3s", edit: nvswitches},
 		"gpu-dra":  {root: "k3s", files: map[string]string{"/var/lib/kubelet/plugins_registry/compute-domain.nvidia.com-reg.sock": "", "/var/run/cdi/nvidia.yaml": cdiSpec}},
@@ -177,6 +180,15 @@ func nvswitches(t *testing.T, dir string) {
 	}
 }
 
+// oldTemplate dates the K3s template before the rendered config (K3s rendered it from that
+// template when it started).
+func oldTemplate(t *testing.T, dir string) {
+	old := time.Now().Add(-time.Hour)
+	if err := os.Chtimes(filepath.Join(dir, "var/lib/rancher/k3s/agent/etc/containerd/config.toml.tmpl"), old, old); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // orphanDropIn: the toolkit's drop-in holds the nvidia runtime, and config.toml no longer
 // imports it (replaced by a containerd package upgrade).
 func orphanDropIn(t *testing.T, dir string) {
@@ -226,6 +238,7 @@ func TestDoctorAgent(t *testing.T) {
 		"gpu-noagent": {doctor.Healthy, "", doctor.HostPrep, doctor.RemedyNone, ""},
 		"gpu-dra":     {doctor.Unschedulable, doctor.LinkSoftware, doctor.HostAgent, doctor.RemedyRestart, "the DRA kubelet plugin pod nvidia-dra-driver-gpu/nvidia-dra-driver-gpu-kubelet-plugin-gpu-dra runs but is not registered with the kubelet: no gpu.nvidia.com socket in /var/lib/kubelet/plugins_registry"},
 		"gpu-nofm":    {doctor.Degraded, doctor.LinkDriver, doctor.HostAgent, doctor.RemedyConfigure, "6 NVSwitches on the PCI bus and no Fabric Manager running"},
+		"gpu-tmpl":    {doctor.Degraded, doctor.LinkContainerd, doctor.HostAgent, doctor.RemedyConfigure, "the next restart of k3s renders config.toml without it"},
 		"gpu-unreg":   {doctor.Degraded, doctor.LinkSoftware, doctor.HostAgent, doctor.RemedyRestart, "runs but is not registered with the kubelet: no nvidia socket in /var/lib/kubelet/device-plugins"},
 	}
 	if len(r.Items) != len(want) {

@@ -12,6 +12,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
@@ -156,6 +157,38 @@ func TestDoctor(t *testing.T) {
 		!strings.Contains(n.Links[5].Detail, "the device plugin logged XID 79 on GPU-2b7a1c3e: GPU has fallen off the bus") || n.Links[5].Remedy != doctor.RemedyService {
 		t.Errorf("gpu-a100-1: %+v", n)
 	}
+	// A GPU pod Pending for gpu-a100-0 (more GPUs than it has): the real scheduler's reason on
+	// the node's kubernetes link.
+	pending := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "train-too-big", Namespace: "default"},
+		Spec: corev1.PodSpec{NodeSelector: map[string]string{"kubernetes.io/hostname": "gpu-a100-0"},
+			Tolerations: []corev1.Toleration{{Operator: corev1.TolerationOpExists}},
+			Containers: []corev1.Container{{Name: "c", Image: "registry.local/train:1",
+				Resources: corev1.ResourceRequirements{Limits: corev1.ResourceList{"nvidia.com/gpu": resource.MustParse("64")}}}}}}
+	if _, err := cs.CoreV1().Pods("default").Create(ctx, pending, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cs.CoreV1().Pods("default").Delete(context.Background(), pending.Name, metav1.DeleteOptions{GracePeriodSeconds: ptr.To[int64](0)})
+	})
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(300 * time.Millisecond) {
+		p, err := cs.CoreV1().Pods("default").Get(ctx, pending.Name, metav1.GetOptions{})
+		if err == nil && len(p.Status.Conditions) > 0 && p.Status.Conditions[0].Reason == corev1.PodReasonUnschedulable {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the scheduler never refused the pod: %v", err)
+		}
+	}
+	r = env.Gpu(ctx, "doctor", "gpu-a100-0", "--no-agent", "-o", "json")
+	rep = doctor.Report{}
+	if err := json.Unmarshal([]byte(r.Stdout), &rep); r.Code != 1 || err != nil || len(rep.Items) != 1 {
+		t.Fatalf("doctor gpu-a100-0: exit %d %v\n%s%s", r.Code, err, r.Stdout, r.Stderr)
+	}
+	if k := rep.Items[0].Links[5]; k.State != doctor.Warn || !strings.Contains(k.Detail, "1 GPU pods Pending for this node, default/train-too-big") || !strings.Contains(k.Detail, "Insufficient nvidia.com/gpu") {
+		t.Errorf("the Pending pod: %+v", k)
+	}
+	_ = cs.CoreV1().Pods("default").Delete(ctx, pending.Name, metav1.DeleteOptions{GracePeriodSeconds: ptr.To[int64](0)})
+
 	r = env.Gpu(ctx, "doctor", "--no-agent", "-o", "json") // the report the least-privilege runs compare with
 
 	u := harness.BindDocRole(t, ctx, env.Cluster, "doctor")
