@@ -279,7 +279,9 @@ func classify(o nodepod.Observation, image, ns string) (NodeResult, nodepod.Step
 		return r, nodepod.NeedLog
 	}
 	if o.LogErr != nil {
-		r.Error, r.Hint = "cannot read the agent's log: "+oneLine(o.LogErr.Error()), "check 'kubectl logs' permissions (pods/log)"
+		// A refusal (pods/log) stops the whole run before this: what is left is the node's
+		// kubelet not answering the API server's log request.
+		r.Error, r.Hint = "cannot read the agent's log: "+oneLine(o.LogErr.Error()), "the API server could not get it from the node's kubelet: check the node (kubectl describe node "+o.Node+"), then run the same command again"
 		return r, nodepod.Done
 	}
 	var err error

@@ -384,7 +384,10 @@ func (p *Plan) runVerify(ctx context.Context, c Clients, req Request, nodes map[
 		return Done, fmt.Sprintf("%s passed", report.Count(len(p.VerifyNodes), "node")), nil
 	}
 	slices.Sort(failed)
-	if d, err := doctor.Diagnose(ctx, c.CS, c.Dynamic, doctor.Request{Names: failed}); err == nil {
+	// doctor with the node agent (prep's read-only check, the run's namespace and image): the
+	// host links as the nodes are now, XIDs and CDI included.
+	agent := &doctor.Agent{Namespace: req.Prep.Namespace, Image: req.Prep.Image, Timeout: req.Prep.Timeout, Parallel: req.Prep.Parallel}
+	if d, err := doctor.Diagnose(ctx, c.CS, c.Dynamic, doctor.Request{Names: failed, Agent: agent}); err == nil {
 		for _, dn := range d.Items {
 			if n := nodes[dn.Node]; n != nil {
 				n.Diagnosis = &Diagnosis{Verdict: dn.Verdict, FirstBroken: dn.FirstBroken, Fix: dn.Fix, Detail: linkDetail(dn)}

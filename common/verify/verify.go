@@ -170,7 +170,7 @@ func Run(ctx context.Context, cs kubernetes.Interface, req *Request, plan *Plan)
 			}
 			if o.LogRead {
 				if o.LogErr != nil {
-					return Verdict{Done: true, Result: Failed, Reason: ReasonContainerError, Detail: "cannot read the pod's log: " + oneLine(o.LogErr.Error()), Hint: "check 'kubectl logs' permissions and the kubelet"}, nodepod.Done
+					return Verdict{Done: true, Result: Failed, Reason: ReasonContainerError, Detail: "cannot read the pod's log: " + oneLine(o.LogErr.Error()), Hint: "the API server could not get it from the node's kubelet: check the node (kubectl describe node " + o.Node + "), then run again"}, nodepod.Done
 				}
 				return Classify(Observation{Pod: o.Pod, Events: o.Events, Log: string(o.Log), Image: cfg.Image}), nodepod.Done
 			}

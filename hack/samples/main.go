@@ -91,6 +91,7 @@ var pages = []page{
 			{args: []string{"operator", "values"}, chart: operatorChart},
 			{args: []string{"operator", "install"}, chart: operatorChart},
 			{args: []string{"verify"}},
+			{args: []string{"doctor"}},
 		},
 	},
 	{
