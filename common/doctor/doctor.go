@@ -32,6 +32,7 @@ import (
 	rep "github.com/kubectl-gpu/kubectl-gpu/common/nodereport"
 	op "github.com/kubectl-gpu/kubectl-gpu/common/operator"
 	"github.com/kubectl-gpu/kubectl-gpu/common/report"
+	"github.com/kubectl-gpu/kubectl-gpu/common/verify"
 	"github.com/kubectl-gpu/kubectl-gpu/common/xid"
 )
 
@@ -173,7 +174,9 @@ type world struct {
 	// pending GPU pods that name a node (node selector on its hostname, or nominated).
 	pending map[string][]*corev1.Pod
 	// dra: nodes the DRA driver publishes GPUs for, with their device count.
-	dra       map[string]int
+	dra map[string]int
+	// verify: the latest failed verify pod kept on each node (verify --keep).
+	verify    map[string]*corev1.Pod
 	operator  bool
 	cs        kubernetes.Interface
 	slicesErr error
@@ -189,7 +192,7 @@ func Diagnose(ctx context.Context, cs kubernetes.Interface, dyn dynamic.Interfac
 	if err != nil {
 		return nil, err
 	}
-	w := &world{software: map[string][]*corev1.Pod{}, pending: map[string][]*corev1.Pod{}, dra: map[string]int{}, cs: cs}
+	w := &world{software: map[string][]*corev1.Pod{}, pending: map[string][]*corev1.Pod{}, dra: map[string]int{}, verify: map[string]*corev1.Pod{}, cs: cs}
 	if err := w.readPods(ctx); err != nil {
 		return nil, err
 	}
@@ -244,6 +247,11 @@ func (w *world) readPods(ctx context.Context) error {
 			switch {
 			case software(p) != "" && p.Spec.NodeName != "":
 				w.software[p.Spec.NodeName] = append(w.software[p.Spec.NodeName], p)
+			case p.Labels[nodepod.LabelManagedBy] == nodepod.ManagedBy && p.Labels[nodepod.LabelComponent] == verify.Component &&
+				p.Status.Phase == corev1.PodFailed && p.Spec.NodeName != "":
+				if old := w.verify[p.Spec.NodeName]; old == nil || old.CreationTimestamp.Before(&p.CreationTimestamp) {
+					w.verify[p.Spec.NodeName] = p
+				}
 			case p.Status.Phase == corev1.PodPending && p.Spec.NodeName == "" && requestsGPU(p):
 				if n := namedNode(p); n != "" {
 					w.pending[n] = append(w.pending[n], p)
@@ -480,6 +488,12 @@ func (w *world) diagnose(ctx context.Context, n *corev1.Node, hr *rep.Report) No
 		d.add(Link{Name: LinkContainerd, State: Unknown, Detail: "not checked by prep", Fix: "kubectl gpu prep " + n.Name})
 	}
 
+	// A container on the node could not use its GPUs: the CUDA sample of a verify pod kept
+	// there (verify --keep) says why.
+	if vp := w.verify[n.Name]; vp != nil {
+		w.verifyFailed(ctx, &d, vp)
+	}
+
 	// 5. GPU software on the node.
 	alloc := allocatable(n)
 	d.add(w.softwareLink(ctx, n, byKind, alloc))
@@ -611,6 +625,36 @@ func (w *world) unhealthyWhy(ctx context.Context, plugin *corev1.Pod, l *Link) {
 		l.Remedy, l.Fix = RemedyReset, "drain the GPU's pods and reset it (nvidia-smi -r -i "+e.PCI+"), then restart the device plugin (kubectl delete pod -n "+plugin.Namespace+" "+plugin.Name+")"
 	default:
 		l.Fix = "restart the device plugin (kubectl delete pod -n " + plugin.Namespace + " " + plugin.Name + "): it keeps a GPU unhealthy until it restarts"
+	}
+}
+
+// verifyFailed reads the kept verify pod's log: a line naming CUDA or NVML breaks the toolkit
+// link (the path from a container to the GPUs) when nothing before it was found broken.
+func (w *world) verifyFailed(ctx context.Context, d *Node, p *corev1.Pod) {
+	b, err := nodepod.ReadLog(ctx, w.cs, p.Namespace, p.Name, &corev1.PodLogOptions{TailLines: ptr.To[int64](50)})
+	if err != nil {
+		return
+	}
+	line := ""
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.Contains(l, "CUDA") || strings.Contains(l, "cuda") || strings.Contains(l, "NVML") {
+			line = strings.TrimSpace(l)
+		}
+	}
+	if line == "" {
+		return
+	}
+	for i := range d.Links {
+		l := &d.Links[i]
+		if l.State == Broken {
+			return // the cause is already named further down the chain
+		}
+		if l.Name == LinkToolkit {
+			*l = Link{Name: LinkToolkit, State: Broken, Remedy: RemedyConfigure,
+				Detail: fmt.Sprintf("a container on the node cannot use its GPUs: the verify pod %s/%s (kept) ended with: %s", p.Namespace, p.Name, nodepod.Fit(line, 300)),
+				Fix:    "kubectl logs -n " + p.Namespace + " " + p.Name + "; check the toolkit and containerd's nvidia runtime (kubectl gpu prep " + d.Node + "), then kubectl gpu verify " + d.Node}
+			return
+		}
 	}
 }
 

@@ -92,7 +92,18 @@ type RealNode struct {
 	CgroupRoot string
 	// Socket is containerd's socket as the machine sees it.
 	Socket string
+
+	// initPID is the node's init (PID 1 of its PID namespace) as the machine sees it.
+	initPID int
 }
+
+// StopDevicePlugin stops the node's fake device plugin, as an admin or a crash stopping
+// NVIDIA's would (the kubelet then marks its GPUs unhealthy); StartDevicePlugin starts it
+// again (it registers with the kubelet anew). The node's init does it (SIGUSR2, SIGHUP).
+func (rn *RealNode) StopDevicePlugin() error { return syscall.Kill(rn.initPID, syscall.SIGUSR2) }
+
+// StartDevicePlugin: see StopDevicePlugin.
+func (rn *RealNode) StartDevicePlugin() error { return syscall.Kill(rn.initPID, syscall.SIGHUP) }
 
 // RealNodeSupported says why this machine cannot run a real node, or nil.
 func RealNodeSupported(opts Options) error {
@@ -344,6 +355,7 @@ func (c *Cluster) AddRealNode(ctx context.Context, o RealNodeOptions) (_ *RealNo
 	if err := c.spawnCmd("node-"+o.Name, cmd); err != nil {
 		return nil, err
 	}
+	rn.initPID = cmd.Process.Pid
 
 	if err := c.waitReady(ctx, o.Name+" containerd", 60*time.Second, func(ctx context.Context) error {
 		return exec.CommandContext(ctx, "ctr", "--address", rn.Socket, "version").Run()

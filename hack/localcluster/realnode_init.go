@@ -71,7 +71,7 @@ func nodeInit(cfgPath string) error {
 	}
 
 	sigs := make(chan os.Signal, 16)
-	signal.Notify(sigs, syscall.SIGCHLD, syscall.SIGTERM, syscall.SIGINT, syscall.SIGUSR1)
+	signal.Notify(sigs, syscall.SIGCHLD, syscall.SIGTERM, syscall.SIGINT, syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGHUP)
 	children := map[int]string{}
 	start := func(name, logPath string, argv []string, env ...string) error {
 		logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
@@ -161,9 +161,38 @@ func nodeInit(cfgPath string) error {
 	if err := boot(); err != nil {
 		return err
 	}
+	running := func(name string) int {
+		for pid, n := range children {
+			if n == name {
+				return pid
+			}
+		}
+		return 0
+	}
 	for s := range sigs {
 		if s == syscall.SIGCHLD {
 			reap()
+			continue
+		}
+		if s == syscall.SIGUSR2 {
+			// The device plugin stopped (RealNode.StopDevicePlugin).
+			if pid := running("device-plugin"); pid != 0 {
+				fmt.Fprintln(os.Stderr, "stopping the device plugin")
+				_ = syscall.Kill(-pid, syscall.SIGTERM)
+				for i := 0; i < 80 && running("device-plugin") != 0; i++ {
+					reap()
+					time.Sleep(100 * time.Millisecond)
+				}
+			}
+			continue
+		}
+		if s == syscall.SIGHUP {
+			// The device plugin started again (RealNode.StartDevicePlugin).
+			if running("device-plugin") == 0 {
+				if err := start("device-plugin", cfg.DevicePluginLog, cfg.DevicePlugin, roleEnv+"=device-plugin", gpusEnv+"="+strconv.Itoa(cfg.GPUs)); err != nil {
+					fmt.Fprintln(os.Stderr, err)
+				}
+			}
 			continue
 		}
 		if s == syscall.SIGUSR1 {

@@ -22,6 +22,7 @@ import (
 	"github.com/kubectl-gpu/kubectl-gpu/common/hostconfig/fakehost"
 	"github.com/kubectl-gpu/kubectl-gpu/common/nodepod"
 	rep "github.com/kubectl-gpu/kubectl-gpu/common/nodereport"
+	"github.com/kubectl-gpu/kubectl-gpu/common/verify"
 )
 
 // Kernel log lines as NVIDIA's drivers print them (Ubuntu's kern.log).
@@ -81,6 +82,8 @@ func agentWorld(t *testing.T) (*clustertest.Getter, map[string]*rep.Report) {
 		// registration socket of it, and no ResourceSlice names the node.
 		// K3s with a template of its own that lacks the nvidia runtime (the next start drops it).
 		"gpu-tmpl": {root: "k3s", files: map[string]string{"/var/lib/rancher/k3s/agent/etc/containerd/config.toml.tmpl": "version = 2\n[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.runc]\n  runtime_type = \"io.containerd.runc.v2\"\n"}, edit: oldTemplate},
+		// A healthy-looking host where the CUDA sample of a kept verify pod found no device.
+		"gpu-verify": {root: "k3s"},
 		// An HGX board: NVSwitches on the PCI bus, no Fabric Manager process.
 		"gpu-nofm": {root: "k3s", edit: nvswitches},
 		"gpu-dra":  {root: "k3s", files: map[string]string{"/var/lib/kubelet/plugins_registry/compute-domain.nvidia.com-reg.sock": "", "/var/run/cdi/nvidia.yaml": cdiSpec}},
@@ -136,9 +139,14 @@ func agentWorld(t *testing.T) (*clustertest.Getter, map[string]*rep.Report) {
 		}
 		objs = append(objs, node(name, 2, 2, alloc, nil), p)
 	}
-	objs = append(objs, node("gpu-noagent", 2, 2, 2, nil), plugin("gpu-noagent", true, running, 0),
+	// The verify pod kept on gpu-verify (verify --keep -n gpu-checks), failed.
+	kept := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "gpu-verify-gpu-verify-x7", Namespace: "gpu-checks", Labels: nodepod.Labels(verify.Component, "x7", "gpu-verify")},
+		Spec:   corev1.PodSpec{NodeName: "gpu-verify", Containers: []corev1.Container{{Name: "cuda", Image: "nvcr.io/nvidia/k8s/cuda-sample:vectoradd-cuda12.5.0"}}},
+		Status: corev1.PodStatus{Phase: corev1.PodFailed}}
+	objs = append(objs, node("gpu-noagent", 2, 2, 2, nil), plugin("gpu-noagent", true, running, 0), kept,
 		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: nodepod.DefaultNamespace}})
 	g := clustertest.New(objs...)
+	g.SetLog(kept.Name, "[Vector addition of 50000 elements]\nFailed to allocate device vector A (error code CUDA driver version is insufficient for CUDA runtime version)!\n")
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	err := g.RunNodes(ctx, nodepod.DefaultNamespace, func(p *corev1.Pod) clustertest.Outcome {
@@ -239,6 +247,7 @@ func TestDoctorAgent(t *testing.T) {
 		"gpu-dra":     {doctor.Unschedulable, doctor.LinkSoftware, doctor.HostAgent, doctor.RemedyRestart, "the DRA kubelet plugin pod nvidia-dra-driver-gpu/nvidia-dra-driver-gpu-kubelet-plugin-gpu-dra runs but is not registered with the kubelet: no gpu.nvidia.com socket in /var/lib/kubelet/plugins_registry"},
 		"gpu-nofm":    {doctor.Degraded, doctor.LinkDriver, doctor.HostAgent, doctor.RemedyConfigure, "6 NVSwitches on the PCI bus and no Fabric Manager running"},
 		"gpu-tmpl":    {doctor.Degraded, doctor.LinkContainerd, doctor.HostAgent, doctor.RemedyConfigure, "the next restart of k3s renders config.toml without it"},
+		"gpu-verify":  {doctor.Degraded, doctor.LinkToolkit, doctor.HostAgent, doctor.RemedyConfigure, "a container on the node cannot use its GPUs: the verify pod gpu-checks/gpu-verify-gpu-verify-x7 (kept) ended with: Failed to allocate device vector A (error code CUDA driver version is insufficient for CUDA runtime version)!"},
 		"gpu-unreg":   {doctor.Degraded, doctor.LinkSoftware, doctor.HostAgent, doctor.RemedyRestart, "runs but is not registered with the kubelet: no nvidia socket in /var/lib/kubelet/device-plugins"},
 	}
 	if len(r.Items) != len(want) {

@@ -18,7 +18,6 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/kubectl-gpu/kubectl-gpu/common/doctor"
-	"github.com/kubectl-gpu/kubectl-gpu/common/hostconfig/fakehost"
 	"github.com/kubectl-gpu/kubectl-gpu/common/operator"
 	"github.com/kubectl-gpu/kubectl-gpu/test/harness"
 )
@@ -31,15 +30,7 @@ import (
 func TestDoctorAgent(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	dir := t.TempDir()
-	agent := filepath.Join(dir, "gpu-node-agent")
-	if err := harness.BuildSimAgent(agent); err != nil {
-		t.Fatal(err)
-	}
-	root := filepath.Join(dir, "gpu-a100-0")
-	if err := fakehost.Build("ubuntu2404-containerd2", root, 2); err != nil {
-		t.Fatal(err)
-	}
+	agent, root := simHost(t, "gpu-a100-0", "ubuntu2404-containerd2", 2)
 	kern := "Dec  6 08:00:00 gpu-a100-0 kernel: [    0.000000] Linux version 6.8.0-51-generic (buildd@lcy02-amd64-080) #52-Ubuntu SMP\n" +
 		"Dec  6 09:40:00 gpu-a100-0 kernel: [ 6000.2] NVRM: Xid (PCI:0000:08:00): 48, pid='<unknown>', name=<unknown>, An uncorrectable double bit error (DBE) has been detected on GPU in the framebuffer at partition 6, subpartition 0.\n"
 	dropIn := "version = 3\n[plugins.\"io.containerd.cri.v1.runtime\".containerd.runtimes.nvidia]\n  runtime_type = \"io.containerd.runc.v2\"\n  [plugins.\"io.containerd.cri.v1.runtime\".containerd.runtimes.nvidia.options]\n    BinaryName = \"/usr/bin/nvidia-container-runtime\"\n"

@@ -63,6 +63,22 @@ func runAgent(t *testing.T, bin, root, node, mode string) string {
 	return string(out)
 }
 
+// simHost builds the simulated hosts' agent (hack/simagent) and, for node, a fake host root
+// made from the named distribution's files with gpus GPUs, in a temporary directory.
+func simHost(t *testing.T, node, rootName string, gpus int) (agent, root string) {
+	t.Helper()
+	dir := t.TempDir()
+	agent = filepath.Join(dir, "gpu-node-agent")
+	if err := harness.BuildSimAgent(agent); err != nil {
+		t.Fatal(err)
+	}
+	root = filepath.Join(dir, node)
+	if err := fakehost.Build(rootName, root, gpus); err != nil {
+		t.Fatal(err)
+	}
+	return agent, root
+}
+
 // serveAgentLogs makes kwok serve, for every prep pod that appears, the agent output for
 // its node and mode.
 func serveAgentLogs(t *testing.T, ctx context.Context, outs *agentOutputs) {
@@ -273,15 +289,7 @@ func TestPrepCannotAnnotate(t *testing.T) {
 		t.Fatal(err)
 	}
 	outs := &agentOutputs{out: map[string]string{}}
-	dir := t.TempDir()
-	agent := filepath.Join(dir, "agent")
-	if err := harness.BuildSimAgent(agent); err != nil {
-		t.Fatal(err)
-	}
-	root := filepath.Join(dir, "k3s")
-	if err := fakehost.Build("k3s", root, 1); err != nil {
-		t.Fatal(err)
-	}
+	agent, root := simHost(t, "gpu-k3s-0", "k3s", 1)
 	outs.set("gpu-k3s-0", "check", runAgent(t, agent, root, "gpu-k3s-0", "check"))
 	wctx, stop := context.WithCancel(ctx)
 	defer stop()

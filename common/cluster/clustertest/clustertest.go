@@ -59,3 +59,13 @@ func (g *Getter) ToRESTMapper() (meta.RESTMapper, error) { return nil, errNoREST
 func (g *Getter) ToRawKubeConfigLoader() clientcmd.ClientConfig {
 	return clientcmd.NewDefaultClientConfig(*clientcmdapi.NewConfig(), nil)
 }
+
+// SetLog gives a pod the log GetLogs answers with (a pod the test made, not RunNodes).
+func (g *Getter) SetLog(pod, log string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.logs == nil {
+		g.logs = map[string]string{}
+	}
+	g.logs[pod] = log
+}
