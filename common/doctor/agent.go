@@ -10,7 +10,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/kubernetes"
 
-	"github.com/kubectl-gpu/kubectl-gpu/common/hostconfig"
 	"github.com/kubectl-gpu/kubectl-gpu/common/nodepod"
 	rep "github.com/kubectl-gpu/kubectl-gpu/common/nodereport"
 	"github.com/kubectl-gpu/kubectl-gpu/common/prep"
@@ -164,7 +163,7 @@ func (w *world) hostFindings(d *Node, n *corev1.Node, hr *rep.Report, byKind map
 	if sw := link(LinkSoftware); sw != nil && sw.State == OK && get(rep.CheckKubeletPlugins).Status == rep.OK {
 		for _, k := range []struct {
 			kind, want, dir string
-		}{{swDevicePlugin, "nvidia", hostconfig.DevicePluginDir}, {swDRA, "gpu.nvidia.com", hostconfig.PluginRegistryDir}} {
+		}{{swDevicePlugin, "nvidia", rep.DevicePluginDir}, {swDRA, "gpu.nvidia.com", rep.PluginRegistryDir}} {
 			p := byKind[k.kind]
 			if p == nil || registered(hr.KubeletPlugins, k.dir, k.want) {
 				continue
@@ -184,10 +183,10 @@ func (w *world) hostFindings(d *Node, n *corev1.Node, hr *rep.Report, byKind map
 	switch {
 	case cdi.Status == rep.Fail:
 		set(link(LinkToolkit), cdi, Broken, RemedyConfigure)
-	case cdi.Status == rep.Skipped && strings.HasPrefix(cdi.Message, hostconfig.NoCDISpec) && hr.DriverVersion != "":
+	case cdi.Status == rep.Skipped && strings.HasPrefix(cdi.Message, rep.NoCDISpec) && hr.DriverVersion != "":
 		if by := w.cdiUser(n, byKind); by != "" {
-			c := rep.Check{Message: by + " hands GPUs out through CDI, but the host has " + hostconfig.NoCDISpec + " in " + strings.Join(hostconfig.CDISpecDirs, " or "),
-				Remediation: "on the node: " + hostconfig.CDIGenerate + " (the NVIDIA Container Toolkit's nvidia-cdi-refresh service does it at boot)"}
+			c := rep.Check{Message: by + " hands GPUs out through CDI, but the host has " + rep.NoCDISpec + " in " + strings.Join(rep.CDISpecDirs, " or "),
+				Remediation: "on the node: " + rep.CDIGenerate + " (the NVIDIA Container Toolkit's nvidia-cdi-refresh service does it at boot)"}
 			if !hr.CDI {
 				c.Message += ", and containerd's CRI plugin does not inject CDI devices (enable_cdi)"
 				c.Remediation += "; set enable_cdi = true in containerd's CRI plugin and restart containerd"

@@ -11,23 +11,12 @@ import (
 	rep "github.com/kubectl-gpu/kubectl-gpu/common/nodereport"
 )
 
-// CDISpecDirs are where containerd reads CDI specs by default (cdi_spec_dirs), in priority
-// order: a device in a later directory overrides one of the same name in an earlier one.
-var CDISpecDirs = []string{"/etc/cdi", "/var/run/cdi"}
-
-// CDIGenerate is the command that writes the GPUs' CDI spec (the toolkit's
-// nvidia-cdi-refresh service runs it at boot and when the driver changes).
-const CDIGenerate = "nvidia-ctk cdi generate --output=/var/run/cdi/nvidia.yaml"
-
-// NoCDISpec starts the message of a host without a CDI spec for its GPUs.
-const NoCDISpec = "no CDI spec for nvidia.com/gpu"
-
 // cdiGPUs reads the CDI specs of kind nvidia.com/gpu with the CDI project's own reader (which
 // validates them as containerd's CDI cache does): for each spec, the GPUs it names by index
 // ("0", "1", …; MIG devices "0:1" and "all" not counted) and by UUID; and the specs that
 // do not parse.
 func (h *Host) cdiGPUs() (specs []cdiSpec, broken []string) {
-	for prio, dir := range CDISpecDirs {
+	for prio, dir := range rep.CDISpecDirs {
 		var files []string
 		for _, ext := range []string{"*.yaml", "*.json"} {
 			files = append(files, h.Glob(path.Join(dir, ext))...)
@@ -90,7 +79,7 @@ func checkCDI(h *Host, r *rep.Report) {
 		return
 	}
 	specs, broken := h.cdiGPUs()
-	fix := CDIGenerate + " (the NVIDIA Container Toolkit's nvidia-cdi-refresh service does it at boot)"
+	fix := rep.CDIGenerate + " (the NVIDIA Container Toolkit's nvidia-cdi-refresh service does it at boot)"
 	if len(broken) > 0 {
 		r.Add(rep.CheckCDI, rep.Fail, "CDI spec does not parse, containerd skips it: "+broken[0], "fix or remove the file; "+fix)
 		return
@@ -105,9 +94,9 @@ func checkCDI(h *Host, r *rep.Report) {
 	case len(specs) == 0 && r.CDI && r.DriverVersion != "":
 		// Needed only where GPUs are handed out through CDI (the DRA driver, a device plugin
 		// in a CDI mode): the cluster side tells (kubectl gpu doctor).
-		r.Add(rep.CheckCDI, rep.Skipped, NoCDISpec+" in "+strings.Join(CDISpecDirs, " or ")+" (containerd injects CDI devices: a DRA driver or a device plugin in a CDI mode needs one)", fix)
+		r.Add(rep.CheckCDI, rep.Skipped, rep.NoCDISpec+" in "+strings.Join(rep.CDISpecDirs, " or ")+" (containerd injects CDI devices: a DRA driver or a device plugin in a CDI mode needs one)", fix)
 	case len(specs) == 0:
-		r.Add(rep.CheckCDI, rep.Skipped, NoCDISpec+" (CDI not in use)", "")
+		r.Add(rep.CheckCDI, rep.Skipped, rep.NoCDISpec+" (CDI not in use)", "")
 	case best.gpus() < len(r.GPUs):
 		r.Add(rep.CheckCDI, rep.Fail, fmt.Sprintf("the CDI spec %s names %d of the %d GPUs on the PCI bus (made before a GPU was added or replaced?): the others cannot be allocated through CDI", best.path, best.gpus(), len(r.GPUs)), fix)
 	default:

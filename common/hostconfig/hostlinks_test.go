@@ -189,7 +189,7 @@ func TestCheckCDI(t *testing.T) {
 		{"a spec naming every GPU", "/var/run/cdi/nvidia.yaml", cdiSpecFor(2), rep.OK, []string{"names all 2 GPUs"}},
 		{"a spec made before a GPU was added", "/etc/cdi/nvidia.yaml", cdiSpecFor(1), rep.Fail, []string{"names 1 of the 2 GPUs", "nvidia-ctk cdi generate"}},
 		{"a spec that does not parse", "/var/run/cdi/nvidia.yaml", "cdiVersion: 0.5.0\nkind: nvidia.com/gpu\ndevices: {}\n", rep.Fail, []string{"does not parse", "/var/run/cdi/nvidia.yaml"}},
-		{"no spec, CDI on", "", "", rep.Skipped, []string{NoCDISpec, "needs one"}},
+		{"no spec, CDI on", "", "", rep.Skipped, []string{rep.NoCDISpec, "needs one"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			root := fakeRoot(t, "ubuntu2404-containerd2", 2)

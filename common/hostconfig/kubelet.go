@@ -8,14 +8,6 @@ import (
 	rep "github.com/kubectl-gpu/kubectl-gpu/common/nodereport"
 )
 
-// Where the kubelet keeps the sockets of the plugins registered with it: device plugins
-// (nvidia-gpu.sock; nvidia-mig-*.sock with MIG's mixed strategy) and, through the plugin
-// watcher, DRA kubelet plugins (gpu.nvidia.com-reg.sock).
-const (
-	DevicePluginDir   = "/var/lib/kubelet/device-plugins"
-	PluginRegistryDir = "/var/lib/kubelet/plugins_registry"
-)
-
 // checkKubeletPlugins lists the NVIDIA plugins registered with the kubelet: a device plugin
 // whose socket is gone (a kubelet restart empties the directory) serves no GPU until it
 // registers again; the cluster side (kubectl gpu doctor) tells whether one should be there.
@@ -26,22 +18,22 @@ func checkKubeletPlugins(h *Host, r *rep.Report) {
 	}
 	// The kubelet's own socket is there whenever a kubelet runs with this root directory
 	// (k0s, MicroK8s and others keep theirs elsewhere).
-	if !h.Exists(path.Join(DevicePluginDir, "kubelet.sock")) {
-		r.Add(rep.CheckKubeletPlugins, rep.Skipped, "no kubelet socket in "+DevicePluginDir+" (a kubelet with another root directory?): plugin registration not read", "")
+	if !h.Exists(path.Join(rep.DevicePluginDir, "kubelet.sock")) {
+		r.Add(rep.CheckKubeletPlugins, rep.Skipped, "no kubelet socket in "+rep.DevicePluginDir+" (a kubelet with another root directory?): plugin registration not read", "")
 		return
 	}
-	for _, p := range h.Glob(path.Join(DevicePluginDir, "*.sock")) {
+	for _, p := range h.Glob(path.Join(rep.DevicePluginDir, "*.sock")) {
 		if b := path.Base(p); strings.HasPrefix(b, "nvidia") {
 			r.KubeletPlugins = append(r.KubeletPlugins, p)
 		}
 	}
-	for _, p := range h.Glob(path.Join(PluginRegistryDir, "*")) {
+	for _, p := range h.Glob(path.Join(rep.PluginRegistryDir, "*")) {
 		if strings.Contains(path.Base(p), "nvidia.com") {
 			r.KubeletPlugins = append(r.KubeletPlugins, p)
 		}
 	}
 	if len(r.KubeletPlugins) == 0 {
-		r.Add(rep.CheckKubeletPlugins, rep.OK, fmt.Sprintf("no NVIDIA plugin registered with the kubelet (no nvidia socket in %s or %s)", DevicePluginDir, PluginRegistryDir), "")
+		r.Add(rep.CheckKubeletPlugins, rep.OK, fmt.Sprintf("no NVIDIA plugin registered with the kubelet (no nvidia socket in %s or %s)", rep.DevicePluginDir, rep.PluginRegistryDir), "")
 		return
 	}
 	r.Add(rep.CheckKubeletPlugins, rep.OK, "registered with the kubelet: "+strings.Join(r.KubeletPlugins, ", "), "")

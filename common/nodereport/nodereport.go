@@ -238,3 +238,23 @@ func Parse(b []byte) (*Report, error) {
 	}
 	return &r, nil
 }
+
+// Paths and words the agent's checks and the cluster side both use (kept here: the plugin,
+// built for every OS, must not import the agent's host code).
+const (
+	// NoCDISpec starts the message of a host without a CDI spec for its GPUs.
+	NoCDISpec = "no CDI spec for nvidia.com/gpu"
+	// CDIGenerate is the command that writes the GPUs' CDI spec (the toolkit's
+	// nvidia-cdi-refresh service runs it at boot and when the driver changes).
+	CDIGenerate = "nvidia-ctk cdi generate --output=/var/run/cdi/nvidia.yaml"
+	// DevicePluginDir and PluginRegistryDir are where the kubelet keeps the sockets of the
+	// plugins registered with it: device plugins (nvidia-gpu.sock; nvidia-mig-*.sock with
+	// MIG's mixed strategy) and, through the plugin watcher, DRA kubelet plugins
+	// (gpu.nvidia.com-reg.sock).
+	DevicePluginDir   = "/var/lib/kubelet/device-plugins"
+	PluginRegistryDir = "/var/lib/kubelet/plugins_registry"
+)
+
+// CDISpecDirs are where containerd reads CDI specs by default (cdi_spec_dirs), in priority
+// order: a device in a later directory overrides one of the same name in an earlier one.
+var CDISpecDirs = []string{"/etc/cdi", "/var/run/cdi"}
