@@ -104,3 +104,13 @@ func OneLine(s string) string {
 	}
 	return strings.Join(out, "; ")
 }
+
+// OneLineCut is OneLine cut at max bytes, with "…" (a pod's message quoted in a table
+// cell).
+func OneLineCut(s string, max int) string {
+	s = OneLine(s)
+	if len(s) > max {
+		s = s[:max] + "…"
+	}
+	return s
+}

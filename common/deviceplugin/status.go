@@ -199,6 +199,9 @@ type PodHold struct {
 	State string
 	// Message says why: the pull's error, the crash's log line (NVML, CDI), the scheduler's.
 	Message string
+	// ImagePull tells that the node cannot pull the pod's image (State is the kubelet's
+	// reason for it).
+	ImagePull bool
 }
 
 // Hold reads what holds a pod: the first container (init containers first) waiting for a
@@ -218,6 +221,7 @@ func Hold(ctx context.Context, cs kubernetes.Interface, p *corev1.Pod) PodHold {
 		switch {
 		case c.State.Waiting != nil && c.State.Waiting.Reason != "" && c.State.Waiting.Reason != "PodInitializing" && c.State.Waiting.Reason != "ContainerCreating":
 			h.State, h.Message = c.State.Waiting.Reason, cliexit.OneLine(c.State.Waiting.Message)
+			h.ImagePull = nodepod.ImagePullFailed(c.State.Waiting)
 			if c.State.Waiting.Reason == "CrashLoopBackOff" || c.RestartCount > 0 {
 				if l := crashLine(ctx, cs, p, c); l != "" {
 					h.Message = l
@@ -232,7 +236,7 @@ func Hold(ctx context.Context, cs kubernetes.Interface, p *corev1.Pod) PodHold {
 		default:
 			continue
 		}
-		if !nodepod.ImagePullFailed(c.State.Waiting) && h.Message == "" {
+		if !h.ImagePull && h.Message == "" {
 			h.Message = "container " + c.Name
 		}
 		return h

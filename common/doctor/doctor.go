@@ -544,7 +544,7 @@ func (w *world) softwareLink(ctx context.Context, n *corev1.Node, byKind map[str
 	if h := dp.Hold(ctx, w.cs, plugin); !h.Ready {
 		l := Link{Name: LinkSoftware, State: Broken, Remedy: RemedyRestart, Detail: fmt.Sprintf("the %s pod %s/%s is %s: %s", kind, plugin.Namespace, plugin.Name, h.State, h.Message),
 			Fix: "kubectl logs -n " + plugin.Namespace + " " + plugin.Name + "; then kubectl delete pod -n " + plugin.Namespace + " " + plugin.Name + " to restart it"}
-		if strings.Contains(h.State, "ImagePull") || h.State == "ErrImageNeverPull" || h.State == "InvalidImageName" {
+		if h.ImagePull {
 			l.Remedy = RemedyConfigure
 			l.Fix = "the node cannot pull the image: check its registry access, or mirror the images (kubectl gpu mirror --to REGISTRY, then install with --mirror)"
 		}

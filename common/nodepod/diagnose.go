@@ -36,10 +36,13 @@ func (r Refused) Hint(ns string, err error) string {
 
 // ImagePullFailed tells whether a container waits on an image it cannot pull.
 func ImagePullFailed(w *corev1.ContainerStateWaiting) bool {
-	if w == nil {
-		return false
-	}
-	switch w.Reason {
+	return w != nil && ImagePullReason(w.Reason)
+}
+
+// ImagePullReason tells whether a container's waiting reason is the kubelet's for an image
+// it cannot pull.
+func ImagePullReason(reason string) bool {
+	switch reason {
 	case "ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull":
 		return true
 	}

@@ -5,10 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"os"
 	"strings"
 	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 
 	"helm.sh/helm/v3/pkg/action"
 	"helm.sh/helm/v3/pkg/chart"
@@ -145,11 +146,11 @@ func (h *Helm) LoadChart(src ChartSource) (*chart.Chart, error) {
 		if cpo.Version != "" {
 			where += " version " + cpo.Version
 		}
-		return nil, cliexit.Usagef("cannot find chart %s: %s: check --chart, --repo and --version", where, oneLine(err.Error()))
+		return nil, cliexit.Usagef("cannot find chart %s: %s: check --chart, --repo and --version", where, cliexit.OneLine(err.Error()))
 	}
 	c, err := loader.Load(path)
 	if err != nil {
-		return nil, cliexit.Usagef("cannot load chart %s: %s", path, oneLine(err.Error()))
+		return nil, cliexit.Usagef("cannot load chart %s: %s", path, cliexit.OneLine(err.Error()))
 	}
 	if c.Metadata == nil || c.Metadata.Name != want {
 		got := "?"
@@ -287,7 +288,7 @@ func (h *Helm) Uninstall(name string, timeout time.Duration) error {
 }
 
 func helmError(doing string, err error) error {
-	msg := oneLine(err.Error())
+	msg := cliexit.OneLine(err.Error())
 	code := cliexit.Failures
 	switch {
 	case apierrors.IsUnauthorized(err), strings.Contains(msg, "provide credentials"):
@@ -310,5 +311,3 @@ func helmError(doing string, err error) error {
 	}
 	return cliexit.WithCode(code, fmt.Errorf("cannot %s: %s", doing, msg))
 }
-
-func oneLine(s string) string { return cliexit.OneLine(s) }

@@ -20,6 +20,7 @@ import (
 	policyv1client "k8s.io/client-go/kubernetes/typed/policy/v1"
 	"k8s.io/kubectl/pkg/drain"
 
+	"github.com/kubectl-gpu/kubectl-gpu/common/cliexit"
 	"github.com/kubectl-gpu/kubectl-gpu/common/nodepod"
 )
 
@@ -201,7 +202,7 @@ type DrainError struct {
 
 func (e *DrainError) Error() string {
 	if len(e.Budgets) == 0 {
-		return oneLine(e.Err.Error())
+		return cliexit.OneLine(e.Err.Error())
 	}
 	var parts []string
 	for _, b := range e.Budgets {

@@ -224,7 +224,7 @@ func runAgents(ctx context.Context, cs kubernetes.Interface, cfg *Request, nodes
 			if cluster.IsRBACDenied(err) || apierrors.IsUnauthorized(err) {
 				return NodeResult{}, cluster.APIError("create the agent Job in namespace "+ns, err)
 			}
-			return NodeResult{Node: node, Error: "cannot create the agent Job: " + oneLine(err.Error()), Hint: createHint(ns, err)}, nil
+			return NodeResult{Node: node, Error: "cannot create the agent Job: " + cliexit.OneLine(err.Error()), Hint: createHint(ns, err)}, nil
 		},
 		TimedOut: func(o nodepod.Observation) NodeResult {
 			return NodeResult{Node: o.Node, Error: fmt.Sprintf("the agent did not finish within %s", cfg.Timeout),
@@ -260,7 +260,7 @@ func classify(o nodepod.Observation, image, ns string) (NodeResult, nodepod.Step
 	r := NodeResult{Node: o.Node}
 	for _, e := range o.Events {
 		if e.InvolvedObject.Kind == "Job" && e.Reason == "FailedCreate" {
-			r.Error, r.Hint = "the Job controller cannot create the agent pod: "+oneLine(e.Message), createHint(ns, errors.New(e.Message))
+			r.Error, r.Hint = "the Job controller cannot create the agent pod: "+cliexit.OneLine(e.Message), createHint(ns, errors.New(e.Message))
 			return r, nodepod.Done
 		}
 	}
@@ -281,7 +281,7 @@ func classify(o nodepod.Observation, image, ns string) (NodeResult, nodepod.Step
 	if o.LogErr != nil {
 		// A refusal (pods/log) stops the whole run before this: what is left is the node's
 		// kubelet not answering the API server's log request.
-		r.Error, r.Hint = "cannot read the agent's log: "+oneLine(o.LogErr.Error()), "the API server could not get it from the node's kubelet: check the node (kubectl describe node "+o.Node+"), then run the same command again"
+		r.Error, r.Hint = "cannot read the agent's log: "+cliexit.OneLine(o.LogErr.Error()), "the API server could not get it from the node's kubelet: check the node (kubectl describe node "+o.Node+"), then run the same command again"
 		return r, nodepod.Done
 	}
 	var err error
@@ -299,9 +299,9 @@ func podProblem(p *corev1.Pod, image string) (string, string, bool) {
 		if w := cs.State.Waiting; w != nil {
 			switch {
 			case nodepod.ImagePullFailed(w):
-				return fmt.Sprintf("image %s cannot be pulled: %s", image, oneLine(w.Message)), "push the agent image to a registry the node reaches and pass --image (see docs for mirroring)", true
+				return fmt.Sprintf("image %s cannot be pulled: %s", image, cliexit.OneLine(w.Message)), "push the agent image to a registry the node reaches and pass --image (see docs for mirroring)", true
 			case w.Reason == "CreateContainerError", w.Reason == "CreateContainerConfigError", w.Reason == "RunContainerError":
-				return fmt.Sprintf("%s: %s", w.Reason, oneLine(w.Message)), "see 'kubectl describe pod' in the prep namespace", true
+				return fmt.Sprintf("%s: %s", w.Reason, cliexit.OneLine(w.Message)), "see 'kubectl describe pod' in the prep namespace", true
 			}
 		}
 	}
@@ -343,5 +343,3 @@ func failureLine(r NodeResult) string {
 	}
 	return ""
 }
-
-func oneLine(s string) string { return cliexit.OneLine(s) }

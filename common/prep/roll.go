@@ -266,7 +266,7 @@ func (r *roller) node(ctx context.Context, name string) (res NodeRoll) {
 			return fail("drain: "+de.Error(), de.Hint())
 		}
 		if err != nil {
-			return fail("drain: "+oneLine(err.Error()), "")
+			return fail("drain: "+cliexit.OneLine(err.Error()), "")
 		}
 		if err := next(PhaseDrained, nil); err != nil {
 			return fail(err.Error(), "")
@@ -308,7 +308,7 @@ func (r *roller) node(ctx context.Context, name string) (res NodeRoll) {
 			case err != nil:
 				// No report: the host may be going down already (its log goes with it).
 				// The wait below tells.
-				say("no answer from the reboot pod (" + oneLine(err.Error()) + "): waiting for the node to come back")
+				say("no answer from the reboot pod (" + cliexit.OneLine(err.Error()) + "): waiting for the node to come back")
 			}
 			st.Requested = err == nil
 			if err := r.record(ctx, name, &st, nil); err != nil {

@@ -8,6 +8,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/kubectl-gpu/kubectl-gpu/common/cliexit"
+	"github.com/kubectl-gpu/kubectl-gpu/common/nodepod"
 )
 
 // Result of one node.
@@ -55,22 +56,14 @@ type Verdict struct {
 	Hint   string
 }
 
-// Observation is what is known of one verify pod: the pod, its events (oldest first) and,
-// once it finished, its log.
-type Observation struct {
-	Pod    *corev1.Pod
-	Events []corev1.Event
-	Log    string
-	// Image asked for, to name in image pull failures.
-	Image string
-}
-
 var cudaErrors = regexp.MustCompile(`(?i)(no CUDA-capable device|CUDA driver version is insufficient|cudaError\w*|CUDA error[^\n]*|Failed to allocate device vector[^\n]*|failed to initialize NVML[^\n]*|forward compatibility was attempted[^\n]*|system has unsupported display driver[^\n]*)`)
 
 // Classify decides whether a pod passed, failed (and why), or is still going. It reads
-// only the pod's status, its events and its log: a pure function, tested over recorded
-// failure shapes.
-func Classify(o Observation) Verdict {
+// only the pod's status, its events and, once it finished, its log, as the engine observed
+// them (image is the one asked for, to name in image pull failures): a pure function,
+// tested over recorded failure shapes.
+func Classify(o nodepod.Observation, image string) Verdict {
+	log := string(o.Log)
 	p := o.Pod
 	if p == nil {
 		return Verdict{Done: true, Result: Failed, Reason: ReasonNodeLost, Detail: "the pod was deleted before it finished (node lost, evicted or removed by someone else)", Hint: "check the node with 'kubectl describe node' and run verify again"}
@@ -90,12 +83,12 @@ func Classify(o Observation) Verdict {
 	}
 	for _, cs := range append(append([]corev1.ContainerStatus{}, p.Status.InitContainerStatuses...), p.Status.ContainerStatuses...) {
 		if w := cs.State.Waiting; w != nil {
-			switch w.Reason {
-			case "ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull": // nodepod.ImagePullFailed
+			switch {
+			case nodepod.ImagePullFailed(w):
 				return Verdict{Done: true, Result: Failed, Reason: ReasonImagePull,
-					Detail: fmt.Sprintf("image %s cannot be pulled: %s", firstNonEmpty(o.Image, cs.Image), oneLine(firstNonEmpty(w.Message, w.Reason))),
+					Detail: fmt.Sprintf("image %s cannot be pulled: %s", firstNonEmpty(image, cs.Image), oneLine(firstNonEmpty(w.Message, w.Reason))),
 					Hint:   "check the registry is reachable from the node and pull secrets; use --image for a mirror"}
-			case "CreateContainerError", "RunContainerError", "CreateContainerConfigError", "StartError":
+			case w.Reason == "CreateContainerError" || w.Reason == "RunContainerError" || w.Reason == "CreateContainerConfigError" || w.Reason == "StartError":
 				if strings.Contains(w.Message, "no runtime for") || strings.Contains(w.Message, "runtime handler") {
 					return runtimeHandler(w.Message)
 				}
@@ -106,10 +99,10 @@ func Classify(o Observation) Verdict {
 	}
 	switch p.Status.Phase {
 	case corev1.PodSucceeded:
-		if strings.Contains(o.Log, PassMarker) {
+		if strings.Contains(log, PassMarker) {
 			return Verdict{Done: true, Result: Passed, Detail: PassMarker}
 		}
-		return Verdict{Done: true, Result: Failed, Reason: ReasonNoTestPassed, Detail: fmt.Sprintf("the pod succeeded but its log has no %q%s", PassMarker, lastLines(o.Log)),
+		return Verdict{Done: true, Result: Failed, Reason: ReasonNoTestPassed, Detail: fmt.Sprintf("the pod succeeded but its log has no %q%s", PassMarker, lastLines(log)),
 			Hint: "--image must be a CUDA vectoradd sample (or print what it prints)"}
 	case corev1.PodFailed:
 		if p.Status.Reason == "DeadlineExceeded" {
@@ -119,7 +112,7 @@ func Classify(o Observation) Verdict {
 		if p.Status.Reason == "NodeLost" || p.Status.Reason == "Evicted" || p.Status.Reason == "Terminated" {
 			return Verdict{Done: true, Result: Failed, Reason: ReasonNodeLost, Detail: fmt.Sprintf("%s: %s", p.Status.Reason, oneLine(p.Status.Message)), Hint: "check the node's conditions with 'kubectl describe node'"}
 		}
-		if m := cudaErrors.FindString(o.Log); m != "" {
+		if m := cudaErrors.FindString(log); m != "" {
 			return Verdict{Done: true, Result: Failed, Reason: ReasonCUDAError, Detail: fmt.Sprintf("CUDA error: %s", oneLine(m)),
 				Hint: "the container saw no usable GPU: check the driver on the node ('kubectl gpu prep NODE') and the device plugin / operator validator"}
 		}
@@ -132,7 +125,7 @@ func Classify(o Observation) Verdict {
 				}
 			}
 		}
-		return Verdict{Done: true, Result: Failed, Reason: ReasonContainerError, Detail: detail + lastLines(o.Log), Hint: "read the log with --keep and 'kubectl logs'"}
+		return Verdict{Done: true, Result: Failed, Reason: ReasonContainerError, Detail: detail + lastLines(log), Hint: "read the log with --keep and 'kubectl logs'"}
 	}
 	for _, c := range p.Status.Conditions {
 		if c.Type == corev1.PodScheduled && c.Status == corev1.ConditionFalse && c.Reason == corev1.PodReasonUnschedulable {
@@ -186,14 +179,8 @@ func lastLines(log string) string {
 	return "; log: " + strings.Join(lines, " | ")
 }
 
-// oneLine is cliexit.OneLine cut at 300 bytes (a pod's message quoted in a table cell).
-func oneLine(s string) string {
-	s = cliexit.OneLine(s)
-	if len(s) > 300 {
-		s = s[:300] + "…"
-	}
-	return s
-}
+// oneLine is a pod's message quoted in a table cell.
+func oneLine(s string) string { return cliexit.OneLineCut(s, 300) }
 
 func firstNonEmpty(s ...string) string {
 	for _, v := range s {

@@ -4,6 +4,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/kubectl-gpu/kubectl-gpu/common/nodepod"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
@@ -43,47 +44,47 @@ func TestClassify(t *testing.T) {
 		Message: `Failed to create pod sandbox: rpc error: code = Unknown desc = failed to get sandbox runtime: no runtime for "nvidia" is configured`}
 	tests := []struct {
 		name   string
-		obs    Observation
+		obs    testObs
 		result Result
 		reason Reason
 		detail string
 	}{
-		{"passed", Observation{Pod: finished(corev1.PodSucceeded, 0, ""), Log: passLog}, Passed, "", "Test PASSED"},
-		{"succeeded without the marker", Observation{Pod: finished(corev1.PodSucceeded, 0, ""), Log: "hello\n"}, Failed, ReasonNoTestPassed, `its log has no "Test PASSED"; log: hello`},
-		{"insufficient GPUs", Observation{Pod: pending(corev1.PodCondition{Type: corev1.PodScheduled, Status: corev1.ConditionFalse, Reason: "Unschedulable",
+		{"passed", testObs{Pod: finished(corev1.PodSucceeded, 0, ""), Log: passLog}, Passed, "", "Test PASSED"},
+		{"succeeded without the marker", testObs{Pod: finished(corev1.PodSucceeded, 0, ""), Log: "hello\n"}, Failed, ReasonNoTestPassed, `its log has no "Test PASSED"; log: hello`},
+		{"insufficient GPUs", testObs{Pod: pending(corev1.PodCondition{Type: corev1.PodScheduled, Status: corev1.ConditionFalse, Reason: "Unschedulable",
 			Message: "0/6 nodes are available: 1 Insufficient nvidia.com/gpu, 5 node(s) didn't match Pod's node affinity/selector. preemption: 0/6 nodes are available: 1 No preemption victims found for incoming pod, 5 Preemption is not helpful for scheduling."})},
 			Failed, ReasonUnschedulable, "unschedulable: 0/6 nodes are available: 1 Insufficient nvidia.com/gpu"},
-		{"taint", Observation{Pod: pending(corev1.PodCondition{Type: corev1.PodScheduled, Status: corev1.ConditionFalse, Reason: "Unschedulable",
+		{"taint", testObs{Pod: pending(corev1.PodCondition{Type: corev1.PodScheduled, Status: corev1.ConditionFalse, Reason: "Unschedulable",
 			Message: "0/1 nodes are available: 1 node(s) had untolerated taint {dedicated: ml}."})}, Failed, ReasonUnschedulable, "untolerated taint"},
-		{"still scheduling", Observation{Pod: pending()}, Running, "", ""},
+		{"still scheduling", testObs{Pod: pending()}, Running, "", ""},
 		// DRA, in the words of the real v1.36 scheduler (test/e2e TestDRA).
-		{"DRA: no device left", Observation{Pod: pending(corev1.PodCondition{Type: corev1.PodScheduled, Status: corev1.ConditionFalse, Reason: "Unschedulable",
+		{"DRA: no device left", testObs{Pod: pending(corev1.PodCondition{Type: corev1.PodScheduled, Status: corev1.ConditionFalse, Reason: "Unschedulable",
 			Message: "0/8 nodes are available: 1 cannot allocate all claims, 7 node(s) didn't satisfy plugin(s) [NodeAffinity]. still not schedulable, preemption: 0/8 nodes are available: 8 Preemption is not helpful for scheduling."})},
 			Failed, ReasonNoDevice, "cannot allocate all claims"},
-		{"DRA: no DeviceClass", Observation{Pod: pending(corev1.PodCondition{Type: corev1.PodScheduled, Status: corev1.ConditionFalse, Reason: "Unschedulable",
+		{"DRA: no DeviceClass", testObs{Pod: pending(corev1.PodCondition{Type: corev1.PodScheduled, Status: corev1.ConditionFalse, Reason: "Unschedulable",
 			Message: "0/8 nodes are available: request gpu: device class gpu.nvidia.com does not exist. no new claims to deallocate, preemption: 0/8 nodes are available: 8 Preemption is not helpful for scheduling."})},
 			Failed, ReasonNoDeviceClass, "device class gpu.nvidia.com does not exist"},
-		{"DRA: kubelet plugin not registered", Observation{Pod: waiting("ContainerCreating", ""), Events: []corev1.Event{{Type: "Warning", Reason: "FailedPrepareDynamicResources", InvolvedObject: corev1.ObjectReference{UID: "u1"},
+		{"DRA: kubelet plugin not registered", testObs{Pod: waiting("ContainerCreating", ""), Events: []corev1.Event{{Type: "Warning", Reason: "FailedPrepareDynamicResources", InvolvedObject: corev1.ObjectReference{UID: "u1"},
 			Message: `Failed to prepare dynamic resources: prepare dynamic resources: DRA driver gpu.nvidia.com is not registered`}}},
 			Failed, ReasonDRAPluginAbsent, "DRA driver gpu.nvidia.com is not registered"},
-		{"image pull", Observation{Image: "nvcr.io/nvidia/k8s/cuda-sample:nope", Pod: waiting("ErrImagePull",
+		{"image pull", testObs{Image: "nvcr.io/nvidia/k8s/cuda-sample:nope", Pod: waiting("ErrImagePull",
 			`rpc error: code = NotFound desc = failed to pull and unpack image "nvcr.io/nvidia/k8s/cuda-sample:nope": not found`)},
 			Failed, ReasonImagePull, "image nvcr.io/nvidia/k8s/cuda-sample:nope cannot be pulled: rpc error: code = NotFound"},
-		{"image pull back-off", Observation{Pod: waiting("ImagePullBackOff", `Back-off pulling image "img"`)}, Failed, ReasonImagePull, "image img cannot be pulled"},
-		{"runtime handler in sandbox event", Observation{Pod: waiting("ContainerCreating", ""), Events: []corev1.Event{sandboxEvent}}, Failed, ReasonRuntimeHandler, `no runtime for "nvidia" is configured`},
-		{"runtime handler in container state", Observation{Pod: waiting("CreateContainerError", `failed to get runtime handler: no runtime for "nvidia" is configured`)}, Failed, ReasonRuntimeHandler, "containerd has no runtime"},
-		{"other create error", Observation{Pod: waiting("CreateContainerConfigError", "secret \"x\" not found")}, Failed, ReasonContainerError, "CreateContainerConfigError: secret"},
-		{"CUDA error", Observation{Pod: finished(corev1.PodFailed, 1, ""), Log: "[Vector addition of 50000 elements]\nFailed to allocate device vector A (error code no CUDA-capable device is detected)!\n"},
+		{"image pull back-off", testObs{Pod: waiting("ImagePullBackOff", `Back-off pulling image "img"`)}, Failed, ReasonImagePull, "image img cannot be pulled"},
+		{"runtime handler in sandbox event", testObs{Pod: waiting("ContainerCreating", ""), Events: []corev1.Event{sandboxEvent}}, Failed, ReasonRuntimeHandler, `no runtime for "nvidia" is configured`},
+		{"runtime handler in container state", testObs{Pod: waiting("CreateContainerError", `failed to get runtime handler: no runtime for "nvidia" is configured`)}, Failed, ReasonRuntimeHandler, "containerd has no runtime"},
+		{"other create error", testObs{Pod: waiting("CreateContainerConfigError", "secret \"x\" not found")}, Failed, ReasonContainerError, "CreateContainerConfigError: secret"},
+		{"CUDA error", testObs{Pod: finished(corev1.PodFailed, 1, ""), Log: "[Vector addition of 50000 elements]\nFailed to allocate device vector A (error code no CUDA-capable device is detected)!\n"},
 			Failed, ReasonCUDAError, "CUDA error: Failed to allocate device vector A (error code no CUDA-capable device is detected)!"},
-		{"driver too old", Observation{Pod: finished(corev1.PodFailed, 1, ""), Log: "CUDA driver version is insufficient for CUDA runtime version\n"}, Failed, ReasonCUDAError, "CUDA driver version is insufficient"},
-		{"plain exit code", Observation{Pod: finished(corev1.PodFailed, 137, ""), Log: "killed\n"}, Failed, ReasonContainerError, "exited with code 137 (Error); log: killed"},
-		{"deadline", Observation{Pod: finished(corev1.PodFailed, 137, "DeadlineExceeded")}, Failed, ReasonDeadlineExceeded, "activeDeadlineSeconds"},
-		{"deleted", Observation{}, Failed, ReasonNodeLost, "deleted before it finished"},
-		{"evicted", Observation{Pod: finished(corev1.PodFailed, 0, "Evicted")}, Failed, ReasonNodeLost, "Evicted"},
+		{"driver too old", testObs{Pod: finished(corev1.PodFailed, 1, ""), Log: "CUDA driver version is insufficient for CUDA runtime version\n"}, Failed, ReasonCUDAError, "CUDA driver version is insufficient"},
+		{"plain exit code", testObs{Pod: finished(corev1.PodFailed, 137, ""), Log: "killed\n"}, Failed, ReasonContainerError, "exited with code 137 (Error); log: killed"},
+		{"deadline", testObs{Pod: finished(corev1.PodFailed, 137, "DeadlineExceeded")}, Failed, ReasonDeadlineExceeded, "activeDeadlineSeconds"},
+		{"deleted", testObs{}, Failed, ReasonNodeLost, "deleted before it finished"},
+		{"evicted", testObs{Pod: finished(corev1.PodFailed, 0, "Evicted")}, Failed, ReasonNodeLost, "Evicted"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			v := Classify(tt.obs)
+			v := Classify(nodepod.Observation{Pod: tt.obs.Pod, Events: tt.obs.Events, Log: []byte(tt.obs.Log)}, tt.obs.Image)
 			if v.Result != tt.result || v.Reason != tt.reason || !contains(v.Detail, tt.detail) {
 				t.Fatalf("got %s/%s %q, want %s/%s containing %q", v.Result, v.Reason, v.Detail, tt.result, tt.reason, tt.detail)
 			}
@@ -92,6 +93,14 @@ func TestClassify(t *testing.T) {
 			}
 		})
 	}
+}
+
+// testObs is a case's observation, its log and image as text.
+type testObs struct {
+	Pod    *corev1.Pod
+	Events []corev1.Event
+	Log    string
+	Image  string
 }
 
 func contains(s, sub string) bool {

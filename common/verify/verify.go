@@ -172,9 +172,9 @@ func Run(ctx context.Context, cs kubernetes.Interface, req *Request, plan *Plan)
 				if o.LogErr != nil {
 					return Verdict{Done: true, Result: Failed, Reason: ReasonContainerError, Detail: "cannot read the pod's log: " + oneLine(o.LogErr.Error()), Hint: "the API server could not get it from the node's kubelet: check the node (kubectl describe node " + o.Node + "), then run again"}, nodepod.Done
 				}
-				return Classify(Observation{Pod: o.Pod, Events: o.Events, Log: string(o.Log), Image: cfg.Image}), nodepod.Done
+				return Classify(o, cfg.Image), nodepod.Done
 			}
-			v := Classify(Observation{Pod: o.Pod, Events: o.Events, Image: cfg.Image})
+			v := Classify(o, cfg.Image)
 			switch {
 			case !v.Done:
 				return v, nodepod.Wait
