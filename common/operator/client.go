@@ -174,7 +174,9 @@ func derivedFalse(vs []Derived, key string) bool {
 	return false
 }
 
-// InstallRequest is one install or upgrade ("upgrade --install").
+// InstallRequest is one install or upgrade ("helm upgrade --install"), named as Helm names
+// its options. The commands bind their flags onto it (helmflags.BindInstall); a program
+// fills it. It is read, never changed.
 type InstallRequest struct {
 	ReleaseName string
 	Wait        bool
@@ -189,6 +191,27 @@ type InstallRequest struct {
 	LabelNodes bool
 	// ValuesCommand is the command that shows the values (named in warnings).
 	ValuesCommand string
+}
+
+// Validate checks the request: options that exclude each other, a timeout.
+func (r InstallRequest) Validate() error {
+	switch {
+	case r.ReuseValues && r.ResetValues:
+		return cliexit.Usagef("--reuse-values and --reset-values exclude each other")
+	case r.Timeout <= 0:
+		return cliexit.Usagef("--timeout must be positive")
+	}
+	return nil
+}
+
+// helm is the request as Helm runs it against the release's current revision: a first
+// install atomic when AtomicDefault, and an atomic one waits (Helm's rule).
+func (r InstallRequest) helm(cur *release.Release) InstallRequest {
+	if cur == nil && r.AtomicDefault {
+		r.Atomic = true // first install: no half-installed release
+	}
+	r.Wait = r.Wait || r.Atomic
+	return r
 }
 
 // Install installs or upgrades the release with doc's values: the namespace is created
@@ -210,10 +233,6 @@ func (c *Client) InstallChart(ctx context.Context, ch *chart.Chart, doc *ValuesD
 	if err != nil {
 		return nil, err
 	}
-	atomic := req.Atomic
-	if cur == nil && req.AtomicDefault {
-		atomic = true // first install: no half-installed release
-	}
 	if !req.DryRun {
 		if err := nodepod.EnsureNamespaceNoPods(ctx, c.CS, c.Namespace, nodepod.PSAPrivileged); err != nil {
 			return nil, err
@@ -230,10 +249,7 @@ func (c *Client) InstallChart(ctx context.Context, ch *chart.Chart, doc *ValuesD
 			fmt.Fprintf(c.Log, "warning: %d GPU nodes need a label for the derived values (see '%s'); pass --label-nodes to apply them\n", len(doc.NodeLabels), what)
 		}
 	}
-	rel, err := c.Helm.InstallOrUpgrade(ctx, ch, doc.Values, InstallOptions{
-		ReleaseName: req.ReleaseName, Wait: req.Wait || atomic, Timeout: req.Timeout, Atomic: atomic,
-		DryRun: req.DryRun, ReuseValues: req.ReuseValues, ResetValues: req.ResetValues,
-	})
+	rel, err := c.Helm.InstallOrUpgrade(ctx, ch, doc.Values, req.helm(cur))
 	if err != nil {
 		return nil, err
 	}

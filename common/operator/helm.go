@@ -165,17 +165,6 @@ func (h *Helm) LoadChart(src ChartSource) (*chart.Chart, error) {
 	return c, nil
 }
 
-// InstallOptions are Helm's install/upgrade options, named as Helm names them.
-type InstallOptions struct {
-	ReleaseName string
-	Wait        bool
-	Timeout     time.Duration
-	Atomic      bool
-	DryRun      bool
-	ReuseValues bool
-	ResetValues bool
-}
-
 // Current returns the release's last revision, or nil when there is none.
 func (h *Helm) Current(name string) (*release.Release, error) {
 	hist := action.NewHistory(h.Config)
@@ -197,9 +186,9 @@ func (h *Helm) Current(name string) (*release.Release, error) {
 }
 
 // InstallOrUpgrade installs the release when it does not exist and upgrades it otherwise
-// (helm upgrade --install). A first install is atomic unless told otherwise by the caller:
-// a failed first install leaves no half-installed release behind.
-func (h *Helm) InstallOrUpgrade(ctx context.Context, c *chart.Chart, vals map[string]any, o InstallOptions) (*release.Release, error) {
+// (helm upgrade --install), with o's options as they are (Client.InstallChart decides a
+// first install's atomicity).
+func (h *Helm) InstallOrUpgrade(ctx context.Context, c *chart.Chart, vals map[string]any, o InstallRequest) (*release.Release, error) {
 	cur, err := h.Current(o.ReleaseName)
 	if err != nil {
 		return nil, err

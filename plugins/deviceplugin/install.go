@@ -6,7 +6,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/kubectl-gpu/kubectl-gpu/common/cliexit"
 	"github.com/kubectl-gpu/kubectl-gpu/common/cluster"
 	dp "github.com/kubectl-gpu/kubectl-gpu/common/deviceplugin"
 	op "github.com/kubectl-gpu/kubectl-gpu/common/operator"
@@ -17,8 +16,6 @@ import (
 type InstallOptions struct {
 	*ChartOptions
 	Install dp.InstallRequest
-
-	atomicSet bool
 }
 
 func newCmdInstall(f cluster.Getter, ro helmflags.Release, verb string) *cobra.Command {
@@ -46,29 +43,23 @@ asked for; values that do not parse; a release name another chart holds.`,
   kubectl gpu device-plugin install --mirror registry.inside:5000/gpu --plain-http   # air-gapped`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			o.atomicSet = cmd.Flags().Changed("atomic")
+			o.Install = helmflags.InstallRequest(cmd, o.Install)
 			return runVerb(f, o)(cmd, args)
 		},
 	}
 	o.flags(cmd)
-	fl := cmd.Flags()
-	fl.BoolVar(&o.Install.Wait, "wait", false, "wait until every GPU node runs the plugin and advertises its GPUs (progress per node), or --timeout")
-	fl.DurationVar(&o.Install.Timeout, "timeout", o.Install.Timeout, "time to wait for Helm operations and --wait")
-	fl.BoolVar(&o.Install.Atomic, "atomic", false, "roll back (upgrade) or remove (install) on failure; default on for a first install")
-	fl.BoolVar(&o.Install.DryRun, "dry-run", false, "print the values with their reasons and the manifest summary; change nothing")
-	fl.BoolVar(&o.Install.ReuseValues, "reuse-values", false, "upgrade: reuse the releases' values and merge these on top")
-	fl.BoolVar(&o.Install.ResetValues, "reset-values", false, "upgrade: reset to the charts' values, then apply these")
-	fl.BoolVar(&o.Install.LabelNodes, "label-nodes", false, "apply the node labels the chart schedules on (nvidia.com/gpu.present) where nothing else sets them")
+	helmflags.BindInstall(cmd, &o.Install, helmflags.InstallHelp{
+		Wait:       "wait until every GPU node runs the plugin and advertises its GPUs (progress per node), or --timeout",
+		Releases:   "releases'",
+		LabelNodes: "apply the node labels the chart schedules on (nvidia.com/gpu.present) where nothing else sets them",
+	})
 	return cmd
 }
 
 // Validate checks the flags.
 func (o *InstallOptions) Validate() error {
-	switch {
-	case o.Install.ReuseValues && o.Install.ResetValues:
-		return cliexit.Usagef("--reuse-values and --reset-values exclude each other")
-	case o.Install.Timeout <= 0:
-		return cliexit.Usagef("--timeout must be positive")
+	if err := o.Install.Validate(); err != nil {
+		return err
 	}
 	return o.ChartOptions.Validate()
 }
@@ -80,7 +71,6 @@ func (o *InstallOptions) Run(ctx context.Context) error {
 		return err
 	}
 	req := o.Install
-	req.AtomicDefault = !o.atomicSet
 	// Every unready node on a line of its own; the error names the first.
 	for i, n := range plan.UnreadyNodes {
 		if len(plan.UnreadyNodes) > 1 || i > 0 {

@@ -216,3 +216,31 @@ func (o *ChartOptions) ChartValues(ctx context.Context) (*op.Client, *chart.Char
 	ch, doc, err := c.Values(ctx, req)
 	return c, ch, doc, err
 }
+
+// InstallHelp are the words of the install flags that differ between the commands.
+type InstallHelp struct {
+	// Wait is --wait's help; Releases names what --reuse-values and --reset-values act on
+	// ("release's", "releases'"); LabelNodes is --label-nodes' help.
+	Wait, Releases, LabelNodes string
+}
+
+// BindInstall binds the install and upgrade flags (Helm's names) onto r, a command's
+// request: --wait, --timeout (r's value is its default), --atomic, --dry-run,
+// --reuse-values, --reset-values, --label-nodes.
+func BindInstall(cmd *cobra.Command, r *op.InstallRequest, h InstallHelp) {
+	fl := cmd.Flags()
+	fl.BoolVar(&r.Wait, "wait", false, h.Wait)
+	fl.DurationVar(&r.Timeout, "timeout", r.Timeout, "time to wait for Helm operations and --wait")
+	fl.BoolVar(&r.Atomic, "atomic", false, "roll back (upgrade) or remove (install) on failure; default on for a first install")
+	fl.BoolVar(&r.DryRun, "dry-run", false, "print the values with their reasons and the manifest summary; change nothing")
+	fl.BoolVar(&r.ReuseValues, "reuse-values", false, "upgrade: reuse the "+h.Releases+" values and merge these on top")
+	fl.BoolVar(&r.ResetValues, "reset-values", false, "upgrade: reset to the chart"+strings.TrimPrefix(h.Releases, "release")+" values, then apply these")
+	fl.BoolVar(&r.LabelNodes, "label-nodes", false, h.LabelNodes)
+}
+
+// InstallRequest is the request the flags bound by BindInstall made: a first install
+// atomic unless --atomic was given.
+func InstallRequest(cmd *cobra.Command, r op.InstallRequest) op.InstallRequest {
+	r.AtomicDefault = !cmd.Flags().Changed("atomic")
+	return r
+}

@@ -3,13 +3,12 @@ package operator
 import (
 	"context"
 	"fmt"
+
 	"github.com/kubectl-gpu/kubectl-gpu/plugins/helmflags"
-	"time"
 
 	"github.com/spf13/cobra"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 
-	"github.com/kubectl-gpu/kubectl-gpu/common/cliexit"
 	"github.com/kubectl-gpu/kubectl-gpu/common/cluster"
 	op "github.com/kubectl-gpu/kubectl-gpu/common/operator"
 )
@@ -17,15 +16,7 @@ import (
 // InstallOptions are the flags of `operator install` and `operator upgrade`.
 type InstallOptions struct {
 	helmflags.ChartOptions
-	Wait        bool
-	Timeout     time.Duration
-	Atomic      bool
-	DryRun      bool
-	ReuseValues bool
-	ResetValues bool
-	LabelNodes  bool
-
-	atomicSet bool
+	Install op.InstallRequest
 }
 
 // NewCmdInstall returns `operator install` (verb "install") or `operator upgrade`.
@@ -34,7 +25,7 @@ func NewCmdInstall(f cluster.Getter, streams genericiooptions.IOStreams, verb st
 }
 
 func newCmdInstall(f cluster.Getter, ro helmflags.Release, verb string) *cobra.Command {
-	o := &InstallOptions{ChartOptions: helmflags.ChartOptions{Release: ro}, Timeout: defaultTimeout}
+	o := &InstallOptions{ChartOptions: helmflags.ChartOptions{Release: ro}, Install: op.InstallRequest{Timeout: defaultTimeout}}
 	cmd := &cobra.Command{
 		Use:   verb,
 		Short: map[string]string{"install": "Install the GPU Operator, or upgrade it when installed", "upgrade": "Upgrade the GPU Operator, or install it when missing"}[verb],
@@ -55,18 +46,15 @@ every unmet one named and changes nothing.`,
   kubectl gpu operator install --chart ./gpu-operator-v26.7.0.tgz   # air-gapped`,
 		Args: cobra.NoArgs,
 		RunE: runVerb(f, o, func(cmd *cobra.Command, args []string) {
-			o.atomicSet = cmd.Flags().Changed("atomic")
+			o.Install = helmflags.InstallRequest(cmd, o.Install)
 		}),
 	}
 	o.ChartFlags(cmd)
-	fl := cmd.Flags()
-	fl.BoolVar(&o.Wait, "wait", false, "wait until ClusterPolicy is ready (progress per component), or --timeout")
-	fl.DurationVar(&o.Timeout, "timeout", o.Timeout, "time to wait for Helm operations and --wait")
-	fl.BoolVar(&o.Atomic, "atomic", false, "roll back (upgrade) or remove (install) on failure; default on for a first install")
-	fl.BoolVar(&o.DryRun, "dry-run", false, "print the values with their reasons and the manifest summary; change nothing")
-	fl.BoolVar(&o.ReuseValues, "reuse-values", false, "upgrade: reuse the release's values and merge these on top")
-	fl.BoolVar(&o.ResetValues, "reset-values", false, "upgrade: reset to the chart's values, then apply these")
-	fl.BoolVar(&o.LabelNodes, "label-nodes", false, "apply the node labels the derived values need (mixed clusters)")
+	helmflags.BindInstall(cmd, &o.Install, helmflags.InstallHelp{
+		Wait:       "wait until ClusterPolicy is ready (progress per component), or --timeout",
+		Releases:   "release's",
+		LabelNodes: "apply the node labels the derived values need (mixed clusters)",
+	})
 	return cmd
 }
 
@@ -74,15 +62,7 @@ every unmet one named and changes nothing.`,
 func (o *InstallOptions) Complete(f cluster.Getter) error { return o.Release.Complete(f) }
 
 // Validate checks the flags.
-func (o *InstallOptions) Validate() error {
-	switch {
-	case o.ReuseValues && o.ResetValues:
-		return cliexit.Usagef("--reuse-values and --reset-values exclude each other")
-	case o.Timeout <= 0:
-		return cliexit.Usagef("--timeout must be positive")
-	}
-	return nil
-}
+func (o *InstallOptions) Validate() error { return o.Install.Validate() }
 
 // Run installs or upgrades the release.
 func (o *InstallOptions) Run(ctx context.Context) error {
@@ -90,14 +70,13 @@ func (o *InstallOptions) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	rel, err := c.Install(ctx, ch, doc, op.InstallRequest{
-		ReleaseName: o.ReleaseName, Wait: o.Wait, Timeout: o.Timeout, Atomic: o.Atomic, AtomicDefault: !o.atomicSet,
-		DryRun: o.DryRun, ReuseValues: o.ReuseValues, ResetValues: o.ResetValues, LabelNodes: o.LabelNodes,
-	})
+	req := o.Install
+	req.ReleaseName = o.ReleaseName // --release-name, shared by every verb
+	rel, err := c.Install(ctx, ch, doc, req)
 	if err != nil {
 		return err
 	}
-	if o.DryRun {
+	if req.DryRun {
 		if err := doc.WriteText(o.Streams.Out); err != nil {
 			return err
 		}
@@ -106,10 +85,10 @@ func (o *InstallOptions) Run(ctx context.Context) error {
 	}
 	fmt.Fprintf(o.Streams.Out, "release %s revision %d %s: chart %s (app %s) in namespace %s\n", rel.Name, rel.Version, rel.Info.Status,
 		ch.Metadata.Name+"-"+ch.Metadata.Version, ch.Metadata.AppVersion, o.Namespace)
-	if !o.Wait {
+	if !req.Wait {
 		return nil
 	}
-	st, err := c.WaitReady(ctx, o.ReleaseName, o.Timeout)
+	st, err := c.WaitReady(ctx, o.ReleaseName, req.Timeout)
 	if st != nil && err != nil {
 		_ = st.WriteText(o.Streams.Out)
 		return err
