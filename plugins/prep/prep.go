@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"os"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -19,47 +18,32 @@ import (
 	"github.com/kubectl-gpu/kubectl-gpu/common/prep"
 	"github.com/kubectl-gpu/kubectl-gpu/common/report"
 	"github.com/kubectl-gpu/kubectl-gpu/plugins/completion"
+	"github.com/kubectl-gpu/kubectl-gpu/plugins/pkgflags"
 )
 
-// PrepOptions are the flags of `kubectl gpu prep`.
+// PrepOptions are the flags of `kubectl gpu prep`: the request they make (flags bound onto
+// it), and what only the command has.
 type PrepOptions struct {
-	Names               []string
-	Selector            string
-	All                 bool
-	Apply               bool
-	Yes                 bool
-	RestartRuntime      bool
-	UntaintControlPlane bool
-	Image               string
-	Parallel            int
-	Timeout             time.Duration
-	Cleanup             bool
-	Output              string
-	// Host packages and the roll (--install-*, --package-*, --reboot).
-	InstallDriver      string
-	InstallToolkit     string
-	PackageRepo        string
-	PackageKey         string
-	Reboot             bool
-	MaxUnavailable     int
-	DrainTimeout       time.Duration
-	RebootTimeout      time.Duration
-	DeleteEmptyDirData bool
-	Force              bool
+	prep.Request
+	Yes     bool
+	Cleanup bool
+	Output  string
+	// Host packages and the roll (--install-*, --package-*, --reboot, RollOptions).
+	Packages    pkgflags.Packages
+	Reboot      bool
+	RollOptions prep.RollOptions
 
-	install pkginstall.Install
 	changed func(string) bool
-
-	namespace string
-	format    report.Format
-	getter    cluster.Getter
-	Streams   genericiooptions.IOStreams
+	format  report.Format
+	getter  cluster.Getter
+	Streams genericiooptions.IOStreams
 }
 
 // NewPrepOptions returns the defaults.
 func NewPrepOptions(streams genericiooptions.IOStreams) *PrepOptions {
-	return &PrepOptions{Streams: streams, Image: buildinfo.AgentImage(), Timeout: 5 * time.Minute,
-		MaxUnavailable: 1, DrainTimeout: 10 * time.Minute, RebootTimeout: 15 * time.Minute, changed: func(string) bool { return false }}
+	return &PrepOptions{Streams: streams, Request: prep.Request{Image: buildinfo.AgentImage(), Timeout: 5 * time.Minute},
+		RollOptions: prep.RollOptions{MaxUnavailable: 1, DrainTimeout: 10 * time.Minute, RebootTimeout: 15 * time.Minute},
+		changed:     func(string) bool { return false }}
 }
 
 // NewCmdPrep returns `kubectl gpu prep`.
@@ -145,27 +129,36 @@ input; 130 interrupted.`,
 	fl.DurationVar(&o.Timeout, "timeout", o.Timeout, "time for each phase (check, plan, apply)")
 	fl.BoolVar(&o.Cleanup, "cleanup", false, "remove prep Jobs left by earlier runs, and do nothing else")
 	fl.StringVarP(&o.Output, "output", "o", "", "output format: table, wide, json or yaml")
-	fl.StringVar(&o.InstallDriver, "install-driver", "", "with --apply: install the NVIDIA driver BRANCH on the host (default branch "+pkginstall.DefaultDriverBranch+")")
-	fl.Lookup("install-driver").NoOptDefVal = pkginstall.DefaultDriverBranch
-	fl.StringVar(&o.InstallToolkit, "install-toolkit", "", "with --apply: install the NVIDIA Container Toolkit VERSION on the host (default: the repository's latest)")
-	fl.Lookup("install-toolkit").NoOptDefVal = pkginstall.ToolkitLatest
-	fl.StringVar(&o.PackageRepo, "package-repo", "", "mirror of NVIDIA's package repositories, NVIDIA's paths kept (air-gapped clusters)")
-	fl.StringVar(&o.PackageKey, "package-key", "", "file with the package repositories' OpenPGP signing key (default: the key published beside them)")
+	o.Packages.Bind(fl, pkgflags.Names{
+		Driver: "install-driver", DriverHelp: "with --apply: install the NVIDIA driver BRANCH on the host (default branch " + pkginstall.DefaultDriverBranch + ")",
+		Toolkit: "install-toolkit", ToolkitHelp: "with --apply: install the NVIDIA Container Toolkit VERSION on the host (default: the repository's latest)",
+		RepoHelp: "mirror of NVIDIA's package repositories, NVIDIA's paths kept (air-gapped clusters)",
+		KeyHelp:  "file with the package repositories' OpenPGP signing key (default: the key published beside them)",
+	})
 	fl.BoolVar(&o.Reboot, "reboot", false, "with --apply: cordon, drain, reboot and uncordon the nodes whose changes need a reboot, one slot at a time")
-	fl.IntVar(&o.MaxUnavailable, "max-unavailable", o.MaxUnavailable, "with --reboot: nodes out at once")
-	fl.DurationVar(&o.DrainTimeout, "drain-timeout", o.DrainTimeout, "with --reboot: time to drain one node (0: no limit)")
-	fl.DurationVar(&o.RebootTimeout, "reboot-timeout", o.RebootTimeout, "with --reboot: time for a node to come back with a new boot ID and Ready")
-	fl.BoolVar(&o.DeleteEmptyDirData, "delete-emptydir-data", false, "with --reboot: drain pods with emptyDir data (the data is lost)")
-	fl.BoolVar(&o.Force, "force", false, "with --reboot: drain pods that no controller recreates")
+	r := &o.RollOptions
+	fl.IntVar(&r.MaxUnavailable, "max-unavailable", r.MaxUnavailable, "with --reboot: nodes out at once")
+	fl.DurationVar(&r.DrainTimeout, "drain-timeout", r.DrainTimeout, "with --reboot: time to drain one node (0: no limit)")
+	fl.DurationVar(&r.RebootTimeout, "reboot-timeout", r.RebootTimeout, "with --reboot: time for a node to come back with a new boot ID and Ready")
+	fl.BoolVar(&r.DeleteEmptyDirData, "delete-emptydir-data", false, "with --reboot: drain pods with emptyDir data (the data is lost)")
+	fl.BoolVar(&r.Force, "force", false, "with --reboot: drain pods that no controller recreates")
 	o.changed = func(name string) bool { return cmd.Flags().Changed(name) }
 	return cmd
 }
 
-// Complete resolves the namespace and nodes.
+// Complete resolves the namespace and nodes, and where the request shows its plan and
+// progress and asks.
 func (o *PrepOptions) Complete(f cluster.Getter, args []string) error {
 	o.Names, o.getter = args, f
+	o.PlanOut, o.Progress = o.Streams.ErrOut, o.Streams.ErrOut
+	if !o.Yes {
+		o.Confirm = func(question string) error {
+			return report.Confirm(o.Streams.In, o.Streams.ErrOut, question,
+				"--apply changes nodes: pass --yes to confirm when not at a terminal (nothing was changed)")
+		}
+	}
 	var err error
-	o.namespace, err = cluster.NamespaceOr(f, nodepod.DefaultNamespace)
+	o.Namespace, err = cluster.NamespaceOr(f, nodepod.DefaultNamespace)
 	return err
 }
 
@@ -184,51 +177,22 @@ func (o *PrepOptions) Validate() error {
 		return cliexit.Usagef("--yes, --restart-runtime and --untaint-control-plane only go with --apply")
 	case len(o.Names) > 0 && o.All:
 		return cliexit.Usagef("name nodes or pass --all, not both")
-	case !o.Apply && (o.InstallDriver != "" || o.InstallToolkit != "" || o.Reboot):
+	case !o.Apply && (o.Packages.Driver != "" || o.Packages.Toolkit != "" || o.Reboot):
 		return cliexit.Usagef("--install-driver, --install-toolkit and --reboot change nodes: they only go with --apply")
-	case (o.PackageRepo != "" || o.PackageKey != "") && o.InstallDriver == "" && o.InstallToolkit == "":
-		return cliexit.Usagef("--package-repo and --package-key only go with --install-driver or --install-toolkit")
-	case !o.Reboot && (o.changed("max-unavailable") || o.changed("drain-timeout") || o.changed("reboot-timeout") || o.DeleteEmptyDirData || o.Force):
+	case !o.Reboot && (o.changed("max-unavailable") || o.changed("drain-timeout") || o.changed("reboot-timeout") || o.RollOptions.DeleteEmptyDirData || o.RollOptions.Force):
 		return cliexit.Usagef("--max-unavailable, --drain-timeout, --reboot-timeout, --delete-emptydir-data and --force only go with --reboot")
-	case o.MaxUnavailable < 1:
+	case o.RollOptions.MaxUnavailable < 1:
 		return cliexit.Usagef("--max-unavailable must be at least 1")
-	case o.DrainTimeout < 0 || o.RebootTimeout <= 0:
+	case o.RollOptions.DrainTimeout < 0 || o.RollOptions.RebootTimeout <= 0:
 		return cliexit.Usagef("--drain-timeout must not be negative and --reboot-timeout must be positive")
 	}
-	o.install = pkginstall.Install{DriverBranch: o.InstallDriver, ToolkitVersion: o.InstallToolkit, Repo: o.PackageRepo}
-	if o.PackageKey != "" {
-		b, err := os.ReadFile(o.PackageKey)
-		if err != nil {
-			return cliexit.Usagef("--package-key: %v", err)
-		}
-		o.install.Key = b
+	if o.Install, o.Timeout, err = o.Packages.Install(o.Timeout, o.changed("timeout")); err != nil {
+		return err
 	}
-	if err := pkginstall.Validate(o.install); err != nil {
-		return cliexit.Usagef("%v", err)
-	}
-	if o.install.Any() && !o.changed("timeout") {
-		o.Timeout = 20 * time.Minute // a DKMS build alone can take minutes
-	}
-	o.install.LockTimeout = o.Timeout / 4
-	return nil
-}
-
-func (o *PrepOptions) config() *prep.Request {
-	cfg := &prep.Request{Namespace: o.namespace, Names: o.Names, Selector: o.Selector, All: o.All, Image: o.Image,
-		Parallel: o.Parallel, Timeout: o.Timeout, RestartRuntime: o.RestartRuntime,
-		Apply: o.Apply, UntaintControlPlane: o.UntaintControlPlane, PlanOut: o.Streams.ErrOut, Install: o.install}
 	if o.Reboot {
-		cfg.Roll = &prep.RollOptions{MaxUnavailable: o.MaxUnavailable, DrainTimeout: o.DrainTimeout, RebootTimeout: o.RebootTimeout,
-			DeleteEmptyDirData: o.DeleteEmptyDirData, Force: o.Force}
+		o.Roll = &o.RollOptions
 	}
-	cfg.Progress = o.Streams.ErrOut
-	if !o.Yes {
-		cfg.Confirm = func(question string) error {
-			return report.Confirm(o.Streams.In, o.Streams.ErrOut, question,
-				"--apply changes nodes: pass --yes to confirm when not at a terminal (nothing was changed)")
-		}
-	}
-	return cfg
+	return nil
 }
 
 // Run checks (and applies).
@@ -238,9 +202,9 @@ func (o *PrepOptions) Run(ctx context.Context) error {
 		return err
 	}
 	if o.Cleanup {
-		return report.Removed(o.Streams.ErrOut, "prep Jobs", o.namespace)(prep.Cleanup(ctx, cs, o.namespace))
+		return report.Removed(o.Streams.ErrOut, "prep Jobs", o.Namespace)(prep.Cleanup(ctx, cs, o.Namespace))
 	}
-	cfg := o.config()
+	cfg := &o.Request
 	if cfg.Roll != nil {
 		if cfg.Roll.SelfNode, err = prep.SelfNode(ctx, cs, prep.ThisProcess()); err != nil {
 			fmt.Fprintf(o.Streams.ErrOut, "warning: %v: --reboot would not know to leave that node alone; name the nodes to roll\n", err)

@@ -27,6 +27,7 @@ import (
 	"github.com/kubectl-gpu/kubectl-gpu/common/verify"
 	"github.com/kubectl-gpu/kubectl-gpu/plugins/completion"
 	"github.com/kubectl-gpu/kubectl-gpu/plugins/helmflags"
+	"github.com/kubectl-gpu/kubectl-gpu/plugins/pkgflags"
 )
 
 // Clients makes what up talks to; command tests give fakes.
@@ -37,10 +38,7 @@ type Options struct {
 	Names          []string
 	Selector       string
 	Stack          string
-	HostDriver     string
-	HostToolkit    string
-	PackageRepo    string
-	PackageKey     string
+	Packages       pkgflags.Packages
 	Mirror         string
 	PlainHTTP      bool
 	Chart          string
@@ -155,12 +153,12 @@ verified; 2 bad input or a plan that cannot run (nothing changed); 130 interrupt
 	fl := cmd.Flags()
 	fl.StringVarP(&o.Selector, "selector", "l", "", "label selector of the nodes (default: the nodes that look like GPU nodes)")
 	fl.StringVar(&o.Stack, "stack", o.Stack, "the GPU software: operator (the GPU Operator) or device-plugin (NVIDIA's device plugin; needs the host driver and toolkit)")
-	fl.StringVar(&o.HostDriver, "host-driver", "", "install the NVIDIA driver BRANCH on the hosts that have none (default branch "+pkginstall.DefaultDriverBranch+")")
-	fl.Lookup("host-driver").NoOptDefVal = pkginstall.DefaultDriverBranch
-	fl.StringVar(&o.HostToolkit, "host-toolkit", "", "install the NVIDIA Container Toolkit VERSION on the hosts (default: the repository's latest)")
-	fl.Lookup("host-toolkit").NoOptDefVal = pkginstall.ToolkitLatest
-	fl.StringVar(&o.PackageRepo, "package-repo", "", "mirror of NVIDIA's package repositories, NVIDIA's paths kept")
-	fl.StringVar(&o.PackageKey, "package-key", "", "file with the package repositories' OpenPGP signing key")
+	o.Packages.Bind(fl, pkgflags.Names{
+		Driver: "host-driver", DriverHelp: "install the NVIDIA driver BRANCH on the hosts that have none (default branch " + pkginstall.DefaultDriverBranch + ")",
+		Toolkit: "host-toolkit", ToolkitHelp: "install the NVIDIA Container Toolkit VERSION on the hosts (default: the repository's latest)",
+		RepoHelp: "mirror of NVIDIA's package repositories, NVIDIA's paths kept",
+		KeyHelp:  "file with the package repositories' OpenPGP signing key",
+	})
 	fl.StringVar(&o.Mirror, "mirror", "", "every image and the chart from this mirror REGISTRY[/PREFIX] (filled by 'kubectl gpu mirror --to')")
 	fl.BoolVar(&o.PlainHTTP, "plain-http", false, "read the chart from the --mirror over plain HTTP")
 	fl.StringVar(&o.Chart, "chart", "", "the stack's chart from a local directory, a .tgz or an oci:// reference")
@@ -209,26 +207,16 @@ func (o *Options) Validate() error {
 		return cliexit.Usagef("--max-unavailable must be at least 1")
 	case o.DrainTimeout < 0 || o.RebootTimeout <= 0 || o.PrepTimeout <= 0 || o.Timeout <= 0:
 		return cliexit.Usagef("--drain-timeout must not be negative; --reboot-timeout, --prep-timeout and --timeout must be positive")
-	case (o.PackageRepo != "" || o.PackageKey != "") && o.HostDriver == "" && o.HostToolkit == "":
-		return cliexit.Usagef("--package-repo and --package-key only go with --host-driver or --host-toolkit")
 	case o.DryRun && o.Yes:
 		return cliexit.Usagef("--dry-run changes nothing: --yes does not go with it")
 	case o.DryRun && o.JUnitFile != "":
 		return cliexit.Usagef("--junit writes the run's report: it does not go with --dry-run")
 	}
-	inst := pkginstall.Install{DriverBranch: o.HostDriver, ToolkitVersion: o.HostToolkit, Repo: o.PackageRepo}
-	if o.PackageKey != "" {
-		if inst.Key, err = os.ReadFile(o.PackageKey); err != nil {
-			return cliexit.Usagef("--package-key: %v", err)
-		}
+	inst, prepTimeout, err := o.Packages.Install(o.PrepTimeout, o.changed("prep-timeout"))
+	if err != nil {
+		return err
 	}
-	if err := pkginstall.Validate(inst); err != nil {
-		return cliexit.Usagef("%v", err)
-	}
-	if inst.Any() && !o.changed("prep-timeout") {
-		o.PrepTimeout = 20 * time.Minute // a DKMS build alone can take minutes
-	}
-	inst.LockTimeout = o.PrepTimeout / 4
+	o.PrepTimeout = prepTimeout
 	stack := up.Stack(o.Stack)
 	d := helmflags.Operator
 	if stack == up.StackDevicePlugin {
