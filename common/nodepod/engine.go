@@ -151,6 +151,10 @@ type nodeState[R any] struct {
 	inFlight bool // holds an in-flight slot
 }
 
+// engine is one Execute: the nodes' states and the run's loop. The loop's goroutine owns
+// every field below the nodes; each kind of news has its method: a creation returned
+// (created), a pod changed (podChanged), a Warning event (eventSeen), a log was read
+// (logRead).
 type engine[R any] struct {
 	cs    kubernetes.Interface
 	r     Run
@@ -162,6 +166,16 @@ type engine[R any] struct {
 	byName   map[string]*nodeState[R] // object name and pod names
 	byLabel  map[string]*nodeState[R] // node label value
 	finished int
+
+	ctx       context.Context // the caller's: clean-up and log reads outlive the run's timeout
+	runCtx    context.Context // the run's, with its timeout
+	podWatch  watch.Interface
+	evWatch   watch.Interface
+	slots     chan struct{} // a finished node's in-flight slot, for the creator
+	logs      chan logResult
+	deletions sync.WaitGroup
+	timedOut  bool  // the run's time is up: the rest finish without Finished
+	fatal     error // ends the run
 }
 
 type createResult struct {
@@ -200,183 +214,217 @@ func (e *engine[R]) execute(ctx context.Context) ([]Result[R], error) {
 	}
 	runCtx, cancel := context.WithTimeout(ctx, e.r.Timeout)
 	defer cancel()
-	sel := LabelRun + "=" + e.runID
-	openPods := func(ctx context.Context) (watch.Interface, error) {
-		return e.cs.CoreV1().Pods(e.ns).Watch(ctx, metav1.ListOptions{LabelSelector: sel})
-	}
-	openEvents := func(ctx context.Context) (watch.Interface, error) {
-		return WatchEventsFromNow(ctx, e.cs, e.ns, e.w.EventSelector)
-	}
+	e.ctx, e.runCtx = ctx, runCtx
 	// Both watches are open before the first object exists.
-	podWatch, err := openPods(runCtx)
-	if err != nil {
+	var err error
+	if e.podWatch, err = e.openPods(runCtx); err != nil {
 		return nil, interruptedOr(ctx, cluster.APIError("watch pods in namespace "+e.ns, err))
 	}
-	defer func() { podWatch.Stop() }()
-	evWatch, err := openEvents(runCtx)
-	if err != nil {
+	defer stop(&e.podWatch)
+	if e.evWatch, err = e.openEvents(runCtx); err != nil {
 		return nil, interruptedOr(ctx, cluster.APIError("watch events in namespace "+e.ns, err))
 	}
-	defer func() { evWatch.Stop() }()
+	defer stop(&e.evWatch)
 
 	// Clean-up, whatever happens: the creator is stopped and waited for, each finished
 	// node's object was deleted as it finished, and the run's label finds the rest
 	// (a creation cut short by Ctrl-C may still have happened on the server).
-	var deletions sync.WaitGroup
 	creates := make(chan createResult, len(e.nodes))
-	slots := make(chan struct{}, len(e.nodes)+1)
+	e.slots = make(chan struct{}, len(e.nodes)+1)
+	e.logs = make(chan logResult, len(e.nodes))
 	creatorDone := make(chan bool, 1)
-	go e.create(runCtx, creates, slots, creatorDone)
-	var cutShort bool
+	go e.create(runCtx, creates, e.slots, creatorDone)
 	defer func() {
 		cancel()
-		cutShort = <-creatorDone
-		deletions.Wait()
+		cutShort := <-creatorDone
+		e.deletions.Wait()
 		if !e.r.Keep {
 			e.deleteRun(context.WithoutCancel(ctx), cutShort)
 		}
 	}()
-	owed := func(s *nodeState[R]) {
-		if s.inFlight {
-			s.inFlight = false
-			slots <- struct{}{}
-		}
-		if s.created && !e.r.Keep {
-			s.created = false
-			deletions.Add(1)
-			go func(name string) {
-				defer deletions.Done()
-				DeleteAll(context.WithoutCancel(ctx), []string{name}, e.deleteObject)
-			}(s.name)
-		}
-	}
-	timedOut := false
-	finish := func(s *nodeState[R], v R) {
-		if s.done {
-			return
-		}
-		s.done, s.value, s.ended = true, v, time.Now()
-		e.finished++
-		owed(s)
-		if e.w.Finished != nil && !timedOut {
-			e.w.Finished(Result[R]{Node: s.node, Value: v, Started: s.started, Ended: s.ended}, e.finished, len(e.nodes))
-		}
-	}
-	logs := make(chan logResult, len(e.nodes))
-	evaluate := func(s *nodeState[R]) {
-		if s.done || s.logging || (s.pod == nil && !s.deleted && len(s.events) == 0) {
-			return
-		}
-		v, step := e.w.Classify(e.observe(s))
-		switch step {
-		case Done:
-			finish(s, v)
-		case NeedLog:
-			s.logging = true
-			go func(i int, pod string) {
-				b, err := ReadLog(ctx, e.cs, e.ns, pod, e.w.LogOptions)
-				logs <- logResult{i: i, log: b, err: err}
-			}(s.i, s.pod.Name)
-		}
-	}
 
-	var fatal error
-	for e.finished < len(e.nodes) && fatal == nil && runCtx.Err() == nil {
+	for e.finished < len(e.nodes) && e.fatal == nil && runCtx.Err() == nil {
 		select {
 		case c := <-creates:
-			s := e.nodes[c.i]
-			if c.err != nil {
-				if runCtx.Err() != nil {
-					continue
-				}
-				v, ferr := e.w.CreateFailed(s.node, c.err)
-				s.inFlight = e.r.MaxInFlight > 0 // its slot is free again
-				finish(s, v)
-				fatal = ferr
-				continue
-			}
-			s.created, s.inFlight, s.objUID = true, e.r.MaxInFlight > 0, c.uid
-			if s.started.IsZero() {
-				s.started = time.Now()
-			}
-			if e.w.Started != nil {
-				e.w.Started(s.node)
-			}
-			if s.done { // finished (from an event) before its creation returned
-				owed(s)
-			}
-			evaluate(s)
-		case ev, ok := <-podWatch.ResultChan():
+			e.created(c)
+		case ev, ok := <-e.podWatch.ResultChan():
 			if !ok {
-				// The watch ended early (an API server restart): a new one starts with the
-				// current state of the run's pods, so nothing that happened meanwhile is lost.
-				if podWatch, err = Rewatch(runCtx, openPods); err != nil && runCtx.Err() == nil {
-					fatal = cluster.APIError("watch pods", err)
-				}
+				e.podWatch = e.rewatch(e.openPods, "watch pods")
 				continue
 			}
-			p, isPod := ev.Object.(*corev1.Pod)
-			if !isPod {
-				continue
-			}
-			s := e.podNode(p)
-			if s == nil || s.done {
-				continue
-			}
-			e.byName[p.Name] = s
-			if ev.Type == watch.Deleted {
-				s.pod, s.deleted = nil, true
-			} else {
-				s.pod, s.deleted = p, false
-				if s.started.IsZero() {
-					s.started = p.CreationTimestamp.Time
-				}
-			}
-			evaluate(s)
-		case ev, ok := <-evWatch.ResultChan():
+			e.podChanged(ev)
+		case ev, ok := <-e.evWatch.ResultChan():
 			if !ok {
-				if evWatch, err = Rewatch(runCtx, openEvents); err != nil && runCtx.Err() == nil {
-					fatal = cluster.APIError("watch events", err)
-				}
+				e.evWatch = e.rewatch(e.openEvents, "watch events")
 				continue
 			}
-			ce, isEvent := ev.Object.(*corev1.Event)
-			if !isEvent || ce.Type != corev1.EventTypeWarning {
-				continue
-			}
-			if s := e.byName[ce.InvolvedObject.Name]; s != nil && !s.done {
-				s.events = append(s.events, *ce)
-				evaluate(s)
-			}
-		case lr := <-logs:
-			s := e.nodes[lr.i]
-			s.logging = false
-			if errors.Is(lr.err, ErrLogRefused) {
-				fatal = lr.err // the same for every pod: stop with the permission named
-				continue
-			}
-			o := e.observe(s)
-			o.Log, o.LogRead, o.LogErr = lr.log, true, lr.err
-			v, _ := e.w.Classify(o)
-			finish(s, v)
+			e.eventSeen(ev)
+		case lr := <-e.logs:
+			e.logRead(lr)
 		case <-runCtx.Done():
 		}
 	}
 	if e.finished < len(e.nodes) && ctx.Err() != nil {
 		return nil, cliexit.ErrInterrupted
 	}
-	if fatal != nil {
-		return nil, fatal
+	if e.fatal != nil {
+		return nil, e.fatal
 	}
-	timedOut = true
+	e.timedOut = true
 	out := make([]Result[R], len(e.nodes))
 	for i, s := range e.nodes {
 		if !s.done {
-			finish(s, e.w.TimedOut(e.observe(s)))
+			e.finish(s, e.w.TimedOut(e.observe(s)))
 		}
 		out[i] = Result[R]{Node: s.node, Value: s.value, Started: s.started, Ended: s.ended}
 	}
 	return out, nil
+}
+
+func (e *engine[R]) openPods(ctx context.Context) (watch.Interface, error) {
+	return e.cs.CoreV1().Pods(e.ns).Watch(ctx, metav1.ListOptions{LabelSelector: LabelRun + "=" + e.runID})
+}
+
+func (e *engine[R]) openEvents(ctx context.Context) (watch.Interface, error) {
+	return WatchEventsFromNow(ctx, e.cs, e.ns, e.w.EventSelector)
+}
+
+// rewatch opens a watch again after it ended early (an API server restart): a new one
+// starts with the current state of the run's pods, so nothing that happened meanwhile is
+// lost. A failure ends the run (nil: the loop stops before reading it again).
+func (e *engine[R]) rewatch(open func(context.Context) (watch.Interface, error), what string) watch.Interface {
+	w, err := Rewatch(e.runCtx, open)
+	if err != nil && e.runCtx.Err() == nil {
+		e.fatal = cluster.APIError(what, err)
+	}
+	return w
+}
+
+func stop(w *watch.Interface) {
+	if *w != nil {
+		(*w).Stop()
+	}
+}
+
+// created: a node's create request returned.
+func (e *engine[R]) created(c createResult) {
+	s := e.nodes[c.i]
+	if c.err != nil {
+		if e.runCtx.Err() != nil {
+			return
+		}
+		v, ferr := e.w.CreateFailed(s.node, c.err)
+		s.inFlight = e.r.MaxInFlight > 0 // its slot is free again
+		e.finish(s, v)
+		e.fatal = ferr
+		return
+	}
+	s.created, s.inFlight, s.objUID = true, e.r.MaxInFlight > 0, c.uid
+	if s.started.IsZero() {
+		s.started = time.Now()
+	}
+	if e.w.Started != nil {
+		e.w.Started(s.node)
+	}
+	if s.done { // finished (from an event) before its creation returned
+		e.owed(s)
+	}
+	e.evaluate(s)
+}
+
+// podChanged: one of the run's pods was added, changed or deleted.
+func (e *engine[R]) podChanged(ev watch.Event) {
+	p, isPod := ev.Object.(*corev1.Pod)
+	if !isPod {
+		return
+	}
+	s := e.podNode(p)
+	if s == nil || s.done {
+		return
+	}
+	e.byName[p.Name] = s
+	if ev.Type == watch.Deleted {
+		s.pod, s.deleted = nil, true
+	} else {
+		s.pod, s.deleted = p, false
+		if s.started.IsZero() {
+			s.started = p.CreationTimestamp.Time
+		}
+	}
+	e.evaluate(s)
+}
+
+// eventSeen: an event of the namespace; Warnings about a node's object or pod are kept.
+func (e *engine[R]) eventSeen(ev watch.Event) {
+	ce, isEvent := ev.Object.(*corev1.Event)
+	if !isEvent || ce.Type != corev1.EventTypeWarning {
+		return
+	}
+	if s := e.byName[ce.InvolvedObject.Name]; s != nil && !s.done {
+		s.events = append(s.events, *ce)
+		e.evaluate(s)
+	}
+}
+
+// logRead: a finished pod's log was read (or could not be).
+func (e *engine[R]) logRead(lr logResult) {
+	s := e.nodes[lr.i]
+	s.logging = false
+	if errors.Is(lr.err, ErrLogRefused) {
+		e.fatal = lr.err // the same for every pod: stop with the permission named
+		return
+	}
+	o := e.observe(s)
+	o.Log, o.LogRead, o.LogErr = lr.log, true, lr.err
+	v, _ := e.w.Classify(o)
+	e.finish(s, v)
+}
+
+// evaluate asks the Work about a node that changed: done, wait, or read its log first.
+func (e *engine[R]) evaluate(s *nodeState[R]) {
+	if s.done || s.logging || (s.pod == nil && !s.deleted && len(s.events) == 0) {
+		return
+	}
+	v, step := e.w.Classify(e.observe(s))
+	switch step {
+	case Done:
+		e.finish(s, v)
+	case NeedLog:
+		s.logging = true
+		go func(i int, pod string) {
+			b, err := ReadLog(e.ctx, e.cs, e.ns, pod, e.w.LogOptions)
+			e.logs <- logResult{i: i, log: b, err: err}
+		}(s.i, s.pod.Name)
+	}
+}
+
+// finish gives a node its result, frees what it held and tells the Work.
+func (e *engine[R]) finish(s *nodeState[R], v R) {
+	if s.done {
+		return
+	}
+	s.done, s.value, s.ended = true, v, time.Now()
+	e.finished++
+	e.owed(s)
+	if e.w.Finished != nil && !e.timedOut {
+		e.w.Finished(Result[R]{Node: s.node, Value: v, Started: s.started, Ended: s.ended}, e.finished, len(e.nodes))
+	}
+}
+
+// owed frees a finished node's in-flight slot and deletes its object (unless Keep).
+func (e *engine[R]) owed(s *nodeState[R]) {
+	if s.inFlight {
+		s.inFlight = false
+		e.slots <- struct{}{}
+	}
+	if s.created && !e.r.Keep {
+		s.created = false
+		e.deletions.Add(1)
+		go func(name string) {
+			defer e.deletions.Done()
+			DeleteAll(context.WithoutCancel(e.ctx), []string{name}, e.deleteObject)
+		}(s.name)
+	}
 }
 
 func interruptedOr(ctx context.Context, err error) error {
