@@ -15,10 +15,10 @@ build: ## build bin/kubectl-gpu (CGO off)
 	CGO_ENABLED=0 go build -trimpath -ldflags '$(LDFLAGS)' -o bin/kubectl-gpu ./plugins/kubectl-gpu
 
 deps: ## install what the tests need from the machine's packages (kubectl) when missing
-	@hack/deps.sh
+	@hack/testenv/deps.sh
 
 tools: ## build the local cluster's binaries into ~/.cache/kubectl-gpu (once per machine)
-	hack/build-tools.sh
+	hack/testenv/build-tools.sh
 
 test: deps tools ## every test: unit, command golden files, end-to-end on the local cluster
 	KGPU_REQUIRE_E2E=1 CGO_CFLAGS=-Wno-deprecated-declarations go test -count=1 $(GO_TEST_FLAGS) ./...
@@ -33,10 +33,10 @@ soak: deps tools ## verify and prep, whole and interrupted, over and over for SO
 	KGPU_REQUIRE_E2E=1 KGPU_SOAK=$(or $(SOAK),30m) go test -count=1 -run '^TestSoak' -v -timeout 0 ./test/fault/
 
 demo: build tools ## build, start the local cluster (or use the current one) and run the main commands
-	hack/demo.sh
+	hack/devtools/demo.sh
 
 cluster: tools ## start the local cluster in the foreground (Ctrl-C stops it); REAL_NODES=1 adds a real node
-	go run ./hack/cluster up --real-nodes $(or $(REAL_NODES),0)
+	go run ./hack/devtools/cluster up --real-nodes $(or $(REAL_NODES),0)
 
 clean:
 	rm -rf bin dist
@@ -48,8 +48,8 @@ cross: ## build the plugin for every release platform into bin/<os>_<arch>/
 	  CGO_ENABLED=0 GOOS=$$os GOARCH=$$arch go build -trimpath -ldflags '$(LDFLAGS)' -o bin/$${os}_$${arch}/kubectl-gpu$$ext ./plugins/kubectl-gpu || exit 1; \
 	done
 
-agent: ## build bin/gpu-node-agent for this machine (cgo, for go-nvml; the recipe is hack/agentbuild)
-	go run ./hack/build-agent -out bin/gpu-node-agent -version $(VERSION) -commit $(COMMIT)
+agent: ## build bin/gpu-node-agent for this machine (cgo, for go-nvml; the recipe is hack/release/agentbuild)
+	go run ./hack/release/build-agent -out bin/gpu-node-agent -version $(VERSION) -commit $(COMMIT)
 
 fuzz: ## every fuzz target for FUZZTIME each (default 1000000x: a million inputs)
 	go test -run '^$$' -fuzz '^FuzzContainerdEdit$$' -fuzztime $${FUZZTIME:-1000000x} -fuzzminimizetime 5s ./common/hostconfig/
@@ -58,29 +58,29 @@ fuzz: ## every fuzz target for FUZZTIME each (default 1000000x: a million inputs
 	go test -run '^$$' -fuzz '^FuzzSetValues$$' -fuzztime $${FUZZTIME:-1000000x} -fuzzminimizetime 5s ./common/operator/
 
 docs: ## regenerate the command reference in docs/commands (checked by the tests)
-	go run ./hack/docs docs/commands
+	go run ./hack/devtools/docs docs/commands
 
 samples: ## rerun the runbook pages' sample sessions on the local cluster (docs/runbook-*.md; needs KGPU_GPU_OPERATOR_CHART)
-	go run ./hack/samples
+	go run ./hack/devtools/samples
 
 dist: ## release archives and checksums.txt in dist/ (VERSION=vX.Y.Z), reproducible
-	go run ./hack/dist -version $(VERSION) -out dist
+	go run ./hack/release/dist -version $(VERSION) -out dist
 
 krew-manifest: ## render krew/gpu.yaml from .krew.yaml and the archives in dist/
-	go run ./hack/dist -version $(VERSION) -out dist -krew krew/gpu.yaml
+	go run ./hack/release/dist -version $(VERSION) -out dist -krew krew/gpu.yaml
 
 IMAGE_ARCHS ?= amd64 arm64
 IMAGE_REPO  ?= ghcr.io/kubectl-gpu/gpu-node-agent
 image: ## node-agent image for IMAGE_ARCHS without Docker: dist/gpu-node-agent_$(VERSION)_linux_<arch>.tar (docker load) and the multi-arch OCI layout dist/gpu-node-agent_$(VERSION)_oci
 	@for a in $(IMAGE_ARCHS); do \
 	  echo "build gpu-node-agent linux/$$a"; \
-	  go run ./hack/build-agent -arch $$a -out bin/linux_$$a/gpu-node-agent -version $(VERSION) -commit $(COMMIT) || exit 2; \
-	  sr=$$(hack/agent-sysroot.sh $$a) || exit 1; \
+	  go run ./hack/release/build-agent -arch $$a -out bin/linux_$$a/gpu-node-agent -version $(VERSION) -commit $(COMMIT) || exit 2; \
+	  sr=$$(hack/release/agent-sysroot.sh $$a) || exit 1; \
 	done; \
-	go run ./hack/image -arch $$(echo $(IMAGE_ARCHS) | tr ' ' ,) -agent 'bin/linux_{arch}/gpu-node-agent' \
+	go run ./hack/release/image -arch $$(echo $(IMAGE_ARCHS) | tr ' ' ,) -agent 'bin/linux_{arch}/gpu-node-agent' \
 	  -sysroot "$$(dirname $$sr)/{arch}" -tag $(IMAGE_REPO):$(VERSION) -out dist -oci dist/gpu-node-agent_$(VERSION)_oci
 push-image: ## push dist/gpu-node-agent_$(VERSION)_oci (make image) to $(IMAGE_REPO):$(VERSION); REGISTRY_USERNAME/PASSWORD or the Docker config
-	go run ./hack/push-image -oci dist/gpu-node-agent_$(VERSION)_oci -to $(IMAGE_REPO):$(VERSION) $(if $(INSECURE),-insecure)
+	go run ./hack/release/push-image -oci dist/gpu-node-agent_$(VERSION)_oci -to $(IMAGE_REPO):$(VERSION) $(if $(INSECURE),-insecure)
 
 lint-workflows: ## actionlint over .github/workflows (also run by make test)
 	go test -count=1 -run TestWorkflows ./test/dist/

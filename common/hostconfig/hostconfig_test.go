@@ -11,21 +11,21 @@ import (
 	"time"
 
 	"github.com/kubectl-gpu/kubectl-gpu/common/golden"
-	"github.com/kubectl-gpu/kubectl-gpu/common/hostconfig/fakehost"
+	"github.com/kubectl-gpu/kubectl-gpu/common/hostconfig/hostconfigtest"
 	rep "github.com/kubectl-gpu/kubectl-gpu/common/nodereport"
 )
 
-// fakeRoot builds a fake host root with gpus A100s (see package fakehost).
+// fakeRoot builds a fake host root with gpus A100s (see package hostconfigtest).
 func fakeRoot(t testing.TB, name string, gpus int) string {
 	t.Helper()
 	dst := filepath.Join(t.TempDir(), name)
-	if err := fakehost.Build(name, dst, gpus); err != nil {
+	if err := hostconfigtest.Build(name, dst, gpus); err != nil {
 		t.Fatal(err)
 	}
 	return dst
 }
 
-var roots = fakehost.Names
+var roots = hostconfigtest.Names
 
 func checkRoot(t *testing.T, root string) *rep.Report {
 	r := rep.New("v0.0.0-test", ModeCheck)

@@ -10,13 +10,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kubectl-gpu/kubectl-gpu/common/hostconfig/fakehost"
+	"github.com/kubectl-gpu/kubectl-gpu/common/hostconfig/hostconfigtest"
 	rep "github.com/kubectl-gpu/kubectl-gpu/common/nodereport"
 	"github.com/kubectl-gpu/kubectl-gpu/common/pkginstall"
 )
 
 // The package-install tests run the real apt-get and dpkg of a Debian bookworm root
-// (hack/debian-root.sh) under chroot, against flat apt repositories served on 127.0.0.1
+// (hack/testenv/debian-root.sh) under chroot, against flat apt repositories served on 127.0.0.1
 // that hold labelled stand-in packages under NVIDIA's names (they install small scripts,
 // not a driver or a toolkit), signed with a key the test makes.
 
@@ -25,15 +25,15 @@ const testKernel = "6.1.0-99-amd64"
 type aptFixture struct {
 	root string
 	host *Host
-	run  *fakehost.Chroot
-	repo *fakehost.AptRepo
+	run  *hostconfigtest.Chroot
+	repo *hostconfigtest.AptRepo
 }
 
-func toolkitStandIns(v string) []fakehost.StandIn {
+func toolkitStandIns(v string) []hostconfigtest.StandIn {
 	say := func(what string) string {
 		return "#!/bin/sh\necho 'stand-in " + what + " " + v + " (kubectl-gpu tests)'\n"
 	}
-	return []fakehost.StandIn{
+	return []hostconfigtest.StandIn{
 		{Name: "libnvidia-container1", Version: v},
 		{Name: "libnvidia-container-tools", Version: v, Depends: "libnvidia-container1 (= " + v + ")", Files: map[string]string{"/usr/bin/nvidia-container-cli": say("nvidia-container-cli")}},
 		{Name: "nvidia-container-toolkit-base", Version: v, Files: map[string]string{"/usr/bin/nvidia-ctk": say("nvidia-ctk"), "/usr/bin/nvidia-container-runtime": say("nvidia-container-runtime")}},
@@ -44,12 +44,12 @@ func toolkitStandIns(v string) []fakehost.StandIn {
 
 func newAptFixture(t *testing.T) *aptFixture {
 	t.Helper()
-	tarball := fakehost.DebianRootTar()
+	tarball := hostconfigtest.DebianRootTar()
 	if tarball == "" {
 		if os.Getenv("KGPU_REQUIRE_E2E") != "" {
-			t.Fatal("no Debian root: run hack/debian-root.sh (make tools builds it)")
+			t.Fatal("no Debian root: run hack/testenv/debian-root.sh (make tools builds it)")
 		}
-		t.Skip("no Debian root for the real apt-get: run hack/debian-root.sh (make tools builds it)")
+		t.Skip("no Debian root for the real apt-get: run hack/testenv/debian-root.sh (make tools builds it)")
 	}
 	if os.Getuid() != 0 {
 		t.Skip("chroot needs root")
@@ -58,12 +58,12 @@ func newAptFixture(t *testing.T) *aptFixture {
 	if err := os.MkdirAll(f.root, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := fakehost.UnpackDebianRoot(tarball, f.root, testKernel); err != nil {
+	if err := hostconfigtest.UnpackDebianRoot(tarball, f.root, testKernel); err != nil {
 		t.Fatal(err)
 	}
-	f.host, f.run = &Host{Root: f.root}, &fakehost.Chroot{Root: f.root}
+	f.host, f.run = &Host{Root: f.root}, &hostconfigtest.Chroot{Root: f.root}
 	var err error
-	if f.repo, err = fakehost.NewAptRepo(t.TempDir()); err != nil {
+	if f.repo, err = hostconfigtest.NewAptRepo(t.TempDir()); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(f.repo.Close)
@@ -71,7 +71,7 @@ func newAptFixture(t *testing.T) *aptFixture {
 	if err := f.repo.Publish("libnvidia-container/stable/deb/amd64", "libnvidia-container/gpgkey", pkgs...); err != nil {
 		t.Fatal(err)
 	}
-	driver := []fakehost.StandIn{
+	driver := []hostconfigtest.StandIn{
 		{Name: "cuda-drivers-580", Version: "580.95.05-1", Files: map[string]string{"/usr/bin/nvidia-smi": "#!/bin/sh\necho 'stand-in nvidia-smi (kubectl-gpu tests)'\n"}},
 		{Name: "linux-headers-" + testKernel, Version: "6.1.0-99"},
 	}
@@ -100,7 +100,7 @@ func installChange(r *rep.Report, check string) (rep.Change, bool) {
 	return rep.Change{}, false
 }
 
-func ranApt(c *fakehost.Chroot, verb string) bool {
+func ranApt(c *hostconfigtest.Chroot, verb string) bool {
 	for _, a := range c.Ran {
 		if strings.Contains(strings.Join(a, " "), "apt-get") && a[len(a)-1] != "update" && strings.Contains(strings.Join(a, " "), " "+verb) {
 			return true
@@ -237,7 +237,7 @@ func TestInstallRefusals(t *testing.T) {
 		{name: "unknown toolkit version", in: Install{ToolkitVersion: "1.2.3"}, mode: ModePlan, want: "1.2.3-1"},
 		{name: "repository down", in: Install{ToolkitVersion: "1.17.8", Key: f.repo.PublicKey()}, mode: ModePlan, want: "cannot be read",
 			prep: func() { f.repo.SetDown(true) }},
-		{name: "bad signature", in: Install{ToolkitVersion: "1.17.8", Key: fakehost.OtherKey()}, mode: ModePlan, want: "cannot be read"},
+		{name: "bad signature", in: Install{ToolkitVersion: "1.17.8", Key: hostconfigtest.OtherKey()}, mode: ModePlan, want: "cannot be read"},
 		{name: "no key", in: Install{ToolkitVersion: "1.17.8", Repo: "http://127.0.0.1:1"}, mode: ModePlan, want: "--package-key"},
 		{name: "secure boot dkms", in: Install{DriverBranch: "580"}, mode: ModeApply, want: "Secure Boot is on",
 			prep: func() {
@@ -327,7 +327,7 @@ func TestInstallDriverUbuntuSigned(t *testing.T) {
 	for _, withMeta := range []bool{true, false} {
 		t.Run(fmt.Sprintf("archive-has-metapackage=%v", withMeta), func(t *testing.T) {
 			f := newAptFixture(t)
-			archive := []fakehost.StandIn{
+			archive := []hostconfigtest.StandIn{
 				{Name: "linux-modules-nvidia-580-server-" + running, Version: "6.8.0-45.45+1"},
 				{Name: "linux-modules-nvidia-580-server-" + newer, Version: "6.8.0-49.49+1"},
 				{Name: "nvidia-headless-no-dkms-580-server", Version: "580.95.05-0ubuntu0.22.04.1"},
@@ -335,7 +335,7 @@ func TestInstallDriverUbuntuSigned(t *testing.T) {
 			}
 			meta := "linux-modules-nvidia-580-server-generic-hwe-22.04"
 			if withMeta {
-				archive = append(archive, fakehost.StandIn{Name: meta, Version: "6.8.0-49.49~22.04.1+1", Depends: "linux-modules-nvidia-580-server-" + newer})
+				archive = append(archive, hostconfigtest.StandIn{Name: meta, Version: "6.8.0-49.49~22.04.1+1", Depends: "linux-modules-nvidia-580-server-" + newer})
 			}
 			f.ubuntu(t, running, newer, true, archive)
 
@@ -431,7 +431,7 @@ func TestKernelMeta(t *testing.T) {
 // ubuntu makes the fixture an Ubuntu 22.04 host running kernel running, with a newer kernel
 // installed that its kernel metapackage (linux-image-generic-hwe-22.04) brings, Secure Boot
 // on or off, and archive as its own (trusted) Ubuntu archive.
-func (f *aptFixture) ubuntu(t *testing.T, running, newer string, secureBoot bool, archive []fakehost.StandIn) {
+func (f *aptFixture) ubuntu(t *testing.T, running, newer string, secureBoot bool, archive []hostconfigtest.StandIn) {
 	t.Helper()
 	must := func(err error) {
 		t.Helper()
@@ -441,8 +441,8 @@ func (f *aptFixture) ubuntu(t *testing.T, running, newer string, secureBoot bool
 	}
 	must(os.WriteFile(f.host.Path("/proc/sys/kernel/osrelease"), []byte(running+"\n"), 0o644))
 	// The host's kernels, as Ubuntu's packages name them (stand-ins with no files).
-	must(fakehost.DpkgInstall(context.Background(), f.root, append(fakehost.UbuntuKernel(newer, "linux-image-generic-hwe-22.04"),
-		fakehost.StandIn{Name: "linux-image-" + running, Version: running + ".1"})...))
+	must(hostconfigtest.DpkgInstall(context.Background(), f.root, append(hostconfigtest.UbuntuKernel(newer, "linux-image-generic-hwe-22.04"),
+		hostconfigtest.StandIn{Name: "linux-image-" + running, Version: running + ".1"})...))
 	must(f.repo.Publish("ubuntu-archive", "ubuntu-archive/key.asc", archive...))
 	key, err := keyring(f.repo.PublicKey())
 	must(err)
@@ -461,7 +461,7 @@ func (f *aptFixture) ubuntu(t *testing.T, running, newer string, secureBoot bool
 // back to — and with Secure Boot on that is refused at plan time, nothing installed.
 func TestInstallDriverUbuntuDKMSFallback(t *testing.T) {
 	const running, newer = "6.8.0-45-generic", "6.8.0-49-generic"
-	archive := []fakehost.StandIn{
+	archive := []hostconfigtest.StandIn{
 		{Name: "linux-modules-nvidia-580-server-" + newer, Version: "6.8.0-49.49+1"},
 		{Name: "nvidia-headless-no-dkms-580-server", Version: "580.95.05-0ubuntu0.22.04.1"},
 		{Name: "nvidia-dkms-580-server", Version: "580.95.05-0ubuntu0.22.04.1"},
@@ -621,7 +621,7 @@ func TestInstallPackageManagerFails(t *testing.T) {
 // from the host's files — Ubuntu's precompiled modules, not the DKMS fallback.
 func TestRecordedInstallKeepsThePlannedPackages(t *testing.T) {
 	root := t.TempDir()
-	if err := fakehost.Build("ubuntu2204-kubeadm", root, 1); err != nil {
+	if err := hostconfigtest.Build("ubuntu2204-kubeadm", root, 1); err != nil {
 		t.Fatal(err)
 	}
 	rec := &Recorder{}
@@ -677,7 +677,7 @@ Error:
 // the dependency named; pinned: the version apt cannot find), through the real apt-get.
 func TestInstallUnmetDependency(t *testing.T) {
 	f := newAptFixture(t)
-	var pkgs []fakehost.StandIn
+	var pkgs []hostconfigtest.StandIn
 	for _, p := range toolkitStandIns("1.17.8-1") {
 		if p.Name != "libnvidia-container-tools" {
 			pkgs = append(pkgs, p)

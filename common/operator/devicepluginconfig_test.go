@@ -6,7 +6,7 @@ import (
 
 	"sigs.k8s.io/yaml"
 
-	dpv1 "github.com/kubectl-gpu/kubectl-gpu/hack/third_party/k8s-device-plugin/api/config/v1"
+	dpv1 "github.com/kubectl-gpu/kubectl-gpu/hack/testenv/third_party/k8s-device-plugin/api/config/v1"
 )
 
 // TestSharingConfigParsesWithTheDevicePluginsOwnPackage: every sharing profile `operator

@@ -24,8 +24,8 @@ import (
 	"github.com/kubectl-gpu/kubectl-gpu/common/operator"
 	"github.com/kubectl-gpu/kubectl-gpu/common/prep"
 	"github.com/kubectl-gpu/kubectl-gpu/common/verify"
-	"github.com/kubectl-gpu/kubectl-gpu/hack/nodefixtures"
-	"github.com/kubectl-gpu/kubectl-gpu/hack/simnodes"
+	"github.com/kubectl-gpu/kubectl-gpu/hack/testenv/nodefixtures"
+	"github.com/kubectl-gpu/kubectl-gpu/hack/testenv/simnodes"
 )
 
 // Example: a program runs the runbook without the command line — prep's check, the

@@ -19,7 +19,7 @@ import (
 	"github.com/kubectl-gpu/kubectl-gpu/common/golden"
 	"github.com/kubectl-gpu/kubectl-gpu/common/nodepod"
 	"github.com/kubectl-gpu/kubectl-gpu/common/report"
-	"github.com/kubectl-gpu/kubectl-gpu/hack/nodefixtures"
+	"github.com/kubectl-gpu/kubectl-gpu/hack/testenv/nodefixtures"
 )
 
 func demoNodes(extra ...runtime.Object) *fake.Clientset {

@@ -38,7 +38,7 @@ import (
 	"github.com/kubectl-gpu/kubectl-gpu/common/golden"
 	op "github.com/kubectl-gpu/kubectl-gpu/common/operator"
 	"github.com/kubectl-gpu/kubectl-gpu/common/operator/operatortest"
-	"github.com/kubectl-gpu/kubectl-gpu/hack/nodefixtures"
+	"github.com/kubectl-gpu/kubectl-gpu/hack/testenv/nodefixtures"
 )
 
 // world is a cluster for the command tests: GPU nodes as prep left them, Helm's releases in

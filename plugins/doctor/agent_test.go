@@ -19,7 +19,7 @@ import (
 	"github.com/kubectl-gpu/kubectl-gpu/common/doctor"
 	"github.com/kubectl-gpu/kubectl-gpu/common/golden"
 	"github.com/kubectl-gpu/kubectl-gpu/common/hostconfig"
-	"github.com/kubectl-gpu/kubectl-gpu/common/hostconfig/fakehost"
+	"github.com/kubectl-gpu/kubectl-gpu/common/hostconfig/hostconfigtest"
 	"github.com/kubectl-gpu/kubectl-gpu/common/nodepod"
 	rep "github.com/kubectl-gpu/kubectl-gpu/common/nodereport"
 	"github.com/kubectl-gpu/kubectl-gpu/common/verify"
@@ -92,7 +92,7 @@ func agentWorld(t *testing.T) (*clustertest.Getter, map[string]*rep.Report) {
 	objs := []runtime.Object{}
 	for name, h := range hosts {
 		dir := filepath.Join(t.TempDir(), h.root)
-		if err := fakehost.Build(h.root, dir, 2); err != nil {
+		if err := hostconfigtest.Build(h.root, dir, 2); err != nil {
 			t.Fatal(err)
 		}
 		for p, c := range h.files {

@@ -22,7 +22,7 @@ import (
 	"github.com/kubectl-gpu/kubectl-gpu/common/flavour"
 	"github.com/kubectl-gpu/kubectl-gpu/common/golden"
 	op "github.com/kubectl-gpu/kubectl-gpu/common/operator"
-	"github.com/kubectl-gpu/kubectl-gpu/hack/nodefixtures"
+	"github.com/kubectl-gpu/kubectl-gpu/hack/testenv/nodefixtures"
 )
 
 // node is an A100 node as prep and GPU feature discovery leave it: 8 GPUs on the bus, NVML's

@@ -13,7 +13,7 @@ import (
 	"github.com/kubectl-gpu/kubectl-gpu/common/cliexit"
 	"github.com/kubectl-gpu/kubectl-gpu/common/cluster/clustertest"
 	"github.com/kubectl-gpu/kubectl-gpu/common/golden"
-	"github.com/kubectl-gpu/kubectl-gpu/hack/nodefixtures"
+	"github.com/kubectl-gpu/kubectl-gpu/hack/testenv/nodefixtures"
 )
 
 // cluster holds the demo cluster's nodes (same profiles as the local cluster) and a pod

@@ -48,7 +48,7 @@ import (
 	"github.com/kubectl-gpu/kubectl-gpu/common/golden"
 	op "github.com/kubectl-gpu/kubectl-gpu/common/operator"
 	"github.com/kubectl-gpu/kubectl-gpu/common/operator/operatortest"
-	"github.com/kubectl-gpu/kubectl-gpu/hack/nodefixtures"
+	"github.com/kubectl-gpu/kubectl-gpu/hack/testenv/nodefixtures"
 )
 
 // world is a cluster for the operator's command tests: the demo nodes (the A100s and RKE2

@@ -13,7 +13,7 @@ import (
 	"github.com/kubectl-gpu/kubectl-gpu/common/cliexit"
 	"github.com/kubectl-gpu/kubectl-gpu/common/golden"
 	op "github.com/kubectl-gpu/kubectl-gpu/common/operator"
-	"github.com/kubectl-gpu/kubectl-gpu/hack/nodefixtures"
+	"github.com/kubectl-gpu/kubectl-gpu/hack/testenv/nodefixtures"
 )
 
 // sharingWorld: the demo nodes plus a MIG node, and the ClusterPolicy of an installed

@@ -16,10 +16,10 @@ import (
 	"github.com/kubectl-gpu/kubectl-gpu/common/cliexit"
 	"github.com/kubectl-gpu/kubectl-gpu/common/cluster/clustertest"
 	"github.com/kubectl-gpu/kubectl-gpu/common/golden"
-	"github.com/kubectl-gpu/kubectl-gpu/common/hostconfig/fakehost"
+	"github.com/kubectl-gpu/kubectl-gpu/common/hostconfig/hostconfigtest"
 	"github.com/kubectl-gpu/kubectl-gpu/common/nodepod"
 	rep "github.com/kubectl-gpu/kubectl-gpu/common/nodereport"
-	"github.com/kubectl-gpu/kubectl-gpu/hack/nodefixtures"
+	"github.com/kubectl-gpu/kubectl-gpu/hack/testenv/nodefixtures"
 )
 
 // installPlan is what the agent's plan says on a Debian host for --install-toolkit=1.17.8
@@ -77,7 +77,7 @@ func jobsCreated(g *clustertest.Getter) []*batchv1.Job {
 func TestPrepInstallPlan(t *testing.T) {
 	g := installCluster(t, installPlan)
 	key := filepath.Join(t.TempDir(), "mirror.asc")
-	repo, err := fakehost.NewAptRepo(t.TempDir())
+	repo, err := hostconfigtest.NewAptRepo(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -21,7 +21,7 @@ import (
 	"github.com/kubectl-gpu/kubectl-gpu/common/golden"
 	"github.com/kubectl-gpu/kubectl-gpu/common/nodepod"
 	rep "github.com/kubectl-gpu/kubectl-gpu/common/nodereport"
-	"github.com/kubectl-gpu/kubectl-gpu/hack/nodefixtures"
+	"github.com/kubectl-gpu/kubectl-gpu/hack/testenv/nodefixtures"
 )
 
 // agentReport is the real agent's report of a fake host root (the node agent's own golden

@@ -29,8 +29,8 @@ import (
 	"github.com/kubectl-gpu/kubectl-gpu/common/operator/operatortest"
 	"github.com/kubectl-gpu/kubectl-gpu/common/prep"
 	"github.com/kubectl-gpu/kubectl-gpu/common/up"
-	"github.com/kubectl-gpu/kubectl-gpu/hack/nodefixtures"
-	"github.com/kubectl-gpu/kubectl-gpu/hack/simnodes"
+	"github.com/kubectl-gpu/kubectl-gpu/hack/testenv/nodefixtures"
+	"github.com/kubectl-gpu/kubectl-gpu/hack/testenv/simnodes"
 )
 
 // world: two A100 nodes with the host driver and toolkit, one needing a sysctl file (no

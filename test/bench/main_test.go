@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kubectl-gpu/kubectl-gpu/hack/localcluster"
+	"github.com/kubectl-gpu/kubectl-gpu/hack/testenv/localcluster"
 	"github.com/kubectl-gpu/kubectl-gpu/test/harness"
 )
 

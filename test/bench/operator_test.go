@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kubectl-gpu/kubectl-gpu/hack/localcluster"
+	"github.com/kubectl-gpu/kubectl-gpu/hack/testenv/localcluster"
 )
 
 // BenchmarkOperatorInstall: `kubectl gpu operator install` of the real GPU Operator chart

@@ -13,7 +13,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/watch"
 
-	"github.com/kubectl-gpu/kubectl-gpu/common/hostconfig/fakehost"
+	"github.com/kubectl-gpu/kubectl-gpu/common/hostconfig/hostconfigtest"
 	"github.com/kubectl-gpu/kubectl-gpu/common/nodepod"
 	"github.com/kubectl-gpu/kubectl-gpu/common/nodereport"
 	"github.com/kubectl-gpu/kubectl-gpu/common/prep"
@@ -86,7 +86,7 @@ func serveAgentReport(b *testing.B) (stop func()) {
 		b.Fatal(err)
 	}
 	root := filepath.Join(dir, "root")
-	if err := fakehost.Build("k3s", root, 1); err != nil {
+	if err := hostconfigtest.Build("k3s", root, 1); err != nil {
 		b.Fatal(err)
 	}
 	out, err := exec.Command(agent, "check", "--host-root", root).Output()

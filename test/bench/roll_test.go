@@ -7,7 +7,7 @@ import (
 
 	"github.com/kubectl-gpu/kubectl-gpu/common/nodepod"
 	"github.com/kubectl-gpu/kubectl-gpu/common/prep"
-	"github.com/kubectl-gpu/kubectl-gpu/hack/simnodes"
+	"github.com/kubectl-gpu/kubectl-gpu/hack/testenv/simnodes"
 )
 
 // BenchmarkRoll100: `kubectl gpu prep --apply --reboot --max-unavailable 10` (in process, to

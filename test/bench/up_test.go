@@ -18,7 +18,7 @@ import (
 	"github.com/kubectl-gpu/kubectl-gpu/common/prep"
 	"github.com/kubectl-gpu/kubectl-gpu/common/up"
 	"github.com/kubectl-gpu/kubectl-gpu/common/verify"
-	"github.com/kubectl-gpu/kubectl-gpu/hack/simnodes"
+	"github.com/kubectl-gpu/kubectl-gpu/hack/testenv/simnodes"
 )
 
 // BenchmarkUp100: `kubectl gpu up` (its library entry points, in process, to count their API

@@ -12,7 +12,7 @@ import (
 
 	"github.com/kubectl-gpu/kubectl-gpu/common/nodepod"
 	"github.com/kubectl-gpu/kubectl-gpu/common/verify"
-	"github.com/kubectl-gpu/kubectl-gpu/hack/nodefixtures"
+	"github.com/kubectl-gpu/kubectl-gpu/hack/testenv/nodefixtures"
 )
 
 // BenchmarkVerifyDRA100: `kubectl gpu verify --claim dra` (in process) over 100 nodes that

@@ -19,7 +19,7 @@ import (
 
 	"sigs.k8s.io/yaml"
 
-	"github.com/kubectl-gpu/kubectl-gpu/hack/localcluster"
+	"github.com/kubectl-gpu/kubectl-gpu/hack/testenv/localcluster"
 	"github.com/kubectl-gpu/kubectl-gpu/test/harness"
 )
 
@@ -64,8 +64,8 @@ func TestReleaseAndKrewInstall(t *testing.T) {
 	root := harness.RepoRoot()
 	a, b := t.TempDir(), t.TempDir()
 	// Every platform once; linux/amd64 a second time into another directory.
-	run(t, root, nil, "go", "run", "./hack/dist", "-version", version, "-out", a)
-	run(t, root, nil, "go", "run", "./hack/dist", "-version", version, "-out", b, "-platforms", "linux/amd64")
+	run(t, root, nil, "go", "run", "./hack/release/dist", "-version", version, "-out", a)
+	run(t, root, nil, "go", "run", "./hack/release/dist", "-version", version, "-out", b, "-platforms", "linux/amd64")
 	name := "kubectl-gpu_" + version + "_linux_amd64.tar.gz"
 	x, _ := os.ReadFile(filepath.Join(a, name))
 	y, _ := os.ReadFile(filepath.Join(b, name))
@@ -79,7 +79,7 @@ func TestReleaseAndKrewInstall(t *testing.T) {
 
 	// The Krew manifest, rendered as krew-release-bot would.
 	out := filepath.Join(t.TempDir(), "gpu.yaml")
-	run(t, root, nil, "go", "run", "./hack/dist", "-version", version, "-out", a, "-krew", out)
+	run(t, root, nil, "go", "run", "./hack/release/dist", "-version", version, "-out", a, "-krew", out)
 	raw, _ := os.ReadFile(out)
 	var m manifest
 	if err := yaml.Unmarshal(raw, &m); err != nil {

@@ -25,7 +25,7 @@ import (
 	"github.com/kubectl-gpu/kubectl-gpu/test/harness"
 )
 
-// sysrootDir is where hack/agent-sysroot.sh (run by `make tools`) unpacks Debian's run-time
+// sysrootDir is where hack/release/agent-sysroot.sh (run by `make tools`) unpacks Debian's run-time
 // files of the agent image per architecture.
 func sysrootDir() string {
 	if d := os.Getenv("KGPU_CACHE_DIR"); d != "" {
@@ -37,7 +37,7 @@ func sysrootDir() string {
 
 var elfMachine = map[string]elf.Machine{"amd64": elf.EM_X86_64, "arm64": elf.EM_AARCH64}
 
-// TestAgentImage assembles the multi-arch node-agent image without Docker (hack/image) for
+// TestAgentImage assembles the multi-arch node-agent image without Docker (hack/release/image) for
 // linux/amd64 and linux/arm64 from agents built here (the arm64 one with Debian's cross
 // compiler) and Debian's packages of each architecture, reads it back from the OCI layout's
 // index and the per-architecture tarballs, and runs each architecture's agent and nsenter
@@ -50,10 +50,10 @@ func TestAgentImage(t *testing.T) {
 	for _, arch := range []string{"amd64", "arm64"} {
 		switch {
 		case harness.AgentCC(arch) == "":
-			t.Logf("SKIP linux/%s: no C compiler for it (Debian: gcc-aarch64-linux-gnu libc6-dev-arm64-cross; hack/deps.sh installs them)", arch)
+			t.Logf("SKIP linux/%s: no C compiler for it (Debian: gcc-aarch64-linux-gnu libc6-dev-arm64-cross; hack/testenv/deps.sh installs them)", arch)
 			continue
 		case !exists(filepath.Join(sysrootDir(), arch, ".complete")):
-			t.Logf("SKIP linux/%s: no Debian run-time files in %s (make tools runs hack/agent-sysroot.sh)", arch, filepath.Join(sysrootDir(), arch))
+			t.Logf("SKIP linux/%s: no Debian run-time files in %s (make tools runs hack/release/agent-sysroot.sh)", arch, filepath.Join(sysrootDir(), arch))
 			continue
 		}
 		if err := harness.BuildAgentFor(filepath.Join(d, "linux_"+arch, "gpu-node-agent"), arch); err != nil {
@@ -65,7 +65,7 @@ func TestAgentImage(t *testing.T) {
 		t.Skip("no architecture can be built here (see the lines above)")
 	}
 	tag := "ghcr.io/kubectl-gpu/gpu-node-agent:" + version
-	run(t, harness.RepoRoot(), nil, "go", "run", "./hack/image", "-arch", strings.Join(archs, ","),
+	run(t, harness.RepoRoot(), nil, "go", "run", "./hack/release/image", "-arch", strings.Join(archs, ","),
 		"-agent", filepath.Join(d, "linux_{arch}", "gpu-node-agent"), "-sysroot", filepath.Join(sysrootDir(), "{arch}"),
 		"-tag", tag, "-out", d, "-oci", filepath.Join(d, "oci"))
 
@@ -120,7 +120,7 @@ func TestAgentImage(t *testing.T) {
 	srv := httptest.NewServer(registry.New())
 	defer srv.Close()
 	dst := strings.TrimPrefix(srv.URL, "http://") + "/kubectl-gpu/gpu-node-agent:" + version
-	run(t, harness.RepoRoot(), nil, "go", "run", "./hack/push-image", "-oci", filepath.Join(d, "oci"), "-to", dst, "-insecure")
+	run(t, harness.RepoRoot(), nil, "go", "run", "./hack/release/push-image", "-oci", filepath.Join(d, "oci"), "-to", dst, "-insecure")
 	ref, err := name.ParseReference(dst, name.Insecure)
 	if err != nil {
 		t.Fatal(err)

@@ -26,8 +26,8 @@ import (
 	"k8s.io/client-go/dynamic"
 
 	"github.com/kubectl-gpu/kubectl-gpu/common/operator"
-	"github.com/kubectl-gpu/kubectl-gpu/hack/localcluster"
-	dpv1 "github.com/kubectl-gpu/kubectl-gpu/hack/third_party/k8s-device-plugin/api/config/v1"
+	"github.com/kubectl-gpu/kubectl-gpu/hack/testenv/localcluster"
+	dpv1 "github.com/kubectl-gpu/kubectl-gpu/hack/testenv/third_party/k8s-device-plugin/api/config/v1"
 )
 
 // What is real here: the GPU Operator chart (from ../shared, path in KGPU_GPU_OPERATOR_CHART),
@@ -290,7 +290,7 @@ func TestOperatorLifecycle(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Read with the device plugin's own config package (an unmodified copy, see
-	// hack/third_party/k8s-device-plugin), as the device plugin reads its ConfigMap.
+	// hack/testenv/third_party/k8s-device-plugin), as the device plugin reads its ConfigMap.
 	var dpc dpv1.Config
 	if err := sigsyaml.UnmarshalStrict([]byte(cm.Data["time-slicing-4"]), &dpc); err != nil || len(dpc.Sharing.TimeSlicing.Resources) != 1 || dpc.Sharing.TimeSlicing.Resources[0].Replicas != 4 {
 		t.Fatalf("device plugin config: %v %+v", err, dpc)

@@ -15,11 +15,11 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/kubectl-gpu/kubectl-gpu/common/hostconfig/fakehost"
+	"github.com/kubectl-gpu/kubectl-gpu/common/hostconfig/hostconfigtest"
 	"github.com/kubectl-gpu/kubectl-gpu/common/nodepod"
 	rep "github.com/kubectl-gpu/kubectl-gpu/common/nodereport"
 	"github.com/kubectl-gpu/kubectl-gpu/common/prep"
-	"github.com/kubectl-gpu/kubectl-gpu/hack/simnodes"
+	"github.com/kubectl-gpu/kubectl-gpu/hack/testenv/simnodes"
 	"github.com/kubectl-gpu/kubectl-gpu/test/harness"
 )
 
@@ -27,10 +27,10 @@ import (
 // namespace, parallelism, watch, log reading, node annotations, clean-up and the
 // apply/confirm flow are real (real API server, Job controller, garbage collector). kwok
 // runs no container: each simulated node's pod log is the output of the node agent's code
-// (hack/simagent), built for this machine and run here against that node's fake host root (files
+// (hack/testenv/simagent), built for this machine and run here against that node's fake host root (files
 // from real distributions, see common/hostconfig/testdata/roots); kwok serves it as the
 // pod's log. In apply mode the agent writes to a copy of the fake root; host commands are
-// recorded and given their effect on that root's kernel state (fakehost.SimHost).
+// recorded and given their effect on that root's kernel state (hostconfigtest.SimHost).
 
 var nodeRoots = simnodes.DefaultAgentRoots
 
@@ -63,7 +63,7 @@ func runAgent(t *testing.T, bin, root, node, mode string) string {
 	return string(out)
 }
 
-// simHost builds the simulated hosts' agent (hack/simagent) and, for node, a fake host root
+// simHost builds the simulated hosts' agent (hack/testenv/simagent) and, for node, a fake host root
 // made from the named distribution's files with gpus GPUs, in a temporary directory.
 func simHost(t *testing.T, node, rootName string, gpus int) (agent, root string) {
 	t.Helper()
@@ -73,7 +73,7 @@ func simHost(t *testing.T, node, rootName string, gpus int) (agent, root string)
 		t.Fatal(err)
 	}
 	root = filepath.Join(dir, node)
-	if err := fakehost.Build(rootName, root, gpus); err != nil {
+	if err := hostconfigtest.Build(rootName, root, gpus); err != nil {
 		t.Fatal(err)
 	}
 	return agent, root
@@ -138,7 +138,7 @@ func TestPrep(t *testing.T) {
 	roots := map[string]string{}
 	for node, name := range nodeRoots {
 		root := filepath.Join(dir, node)
-		if err := fakehost.Build(name, root, 2); err != nil {
+		if err := hostconfigtest.Build(name, root, 2); err != nil {
 			t.Fatal(err)
 		}
 		roots[node] = root
@@ -230,7 +230,7 @@ func TestPrep(t *testing.T) {
 
 	// A node without GPUs is reported but is not a failure unless every node is one.
 	cpuRoot := filepath.Join(dir, "cpu-0")
-	if err := fakehost.Build("rhel9", cpuRoot, 0); err != nil {
+	if err := hostconfigtest.Build("rhel9", cpuRoot, 0); err != nil {
 		t.Fatal(err)
 	}
 	outs.set("cpu-0", "check", runAgent(t, agent, cpuRoot, "cpu-0", "check"))

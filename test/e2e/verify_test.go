@@ -19,7 +19,7 @@ import (
 
 	"github.com/kubectl-gpu/kubectl-gpu/common/nodepod"
 	"github.com/kubectl-gpu/kubectl-gpu/common/verify"
-	"github.com/kubectl-gpu/kubectl-gpu/hack/simnodes"
+	"github.com/kubectl-gpu/kubectl-gpu/hack/testenv/simnodes"
 )
 
 // What kwok simulates here: the pods are scheduled by the real scheduler and really created,

@@ -24,8 +24,8 @@ import (
 	"github.com/kubectl-gpu/kubectl-gpu/common/nodepod"
 	"github.com/kubectl-gpu/kubectl-gpu/common/prep"
 	"github.com/kubectl-gpu/kubectl-gpu/common/verify"
-	"github.com/kubectl-gpu/kubectl-gpu/hack/localcluster"
-	"github.com/kubectl-gpu/kubectl-gpu/hack/simnodes"
+	"github.com/kubectl-gpu/kubectl-gpu/hack/testenv/localcluster"
+	"github.com/kubectl-gpu/kubectl-gpu/hack/testenv/simnodes"
 	"github.com/kubectl-gpu/kubectl-gpu/test/harness"
 )
 

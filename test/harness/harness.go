@@ -17,10 +17,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kubectl-gpu/kubectl-gpu/hack/agentbuild"
+	"github.com/kubectl-gpu/kubectl-gpu/hack/release/agentbuild"
 	"github.com/kubectl-gpu/kubectl-gpu/test/procmem"
 
-	"github.com/kubectl-gpu/kubectl-gpu/hack/localcluster"
+	"github.com/kubectl-gpu/kubectl-gpu/hack/testenv/localcluster"
 )
 
 // Env is a started cluster with the plugin on PATH.
@@ -186,8 +186,8 @@ func BuildAgent(out string) error { return BuildAgentFor(out, runtime.GOARCH) }
 // AgentCC is the C compiler that builds the agent for linux/arch ("" when absent).
 func AgentCC(arch string) string { return agentbuild.CC(arch) }
 
-// BuildAgentFor builds the node agent for linux/arch with the one recipe (hack/agentbuild).
-// BuildSimAgent builds the simulated hosts' agent (hack/simagent) for this machine: the
+// BuildAgentFor builds the node agent for linux/arch with the one recipe (hack/release/agentbuild).
+// BuildSimAgent builds the simulated hosts' agent (hack/testenv/simagent) for this machine: the
 // agent's code with host commands recorded and given their effect on a fake host root.
 func BuildSimAgent(out string) error {
 	return agentbuild.Build(context.Background(), agentbuild.Options{Dir: RepoRoot(), Out: out, Version: "v0.0.0-test", Package: agentbuild.SimAgent})

@@ -20,7 +20,7 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/yaml"
 
-	"github.com/kubectl-gpu/kubectl-gpu/hack/localcluster"
+	"github.com/kubectl-gpu/kubectl-gpu/hack/testenv/localcluster"
 )
 
 // Least-privilege helpers: a ClusterRole set rule by rule, the authorizer waited for, a

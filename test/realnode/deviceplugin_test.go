@@ -14,7 +14,7 @@ import (
 	dp "github.com/kubectl-gpu/kubectl-gpu/common/deviceplugin"
 	op "github.com/kubectl-gpu/kubectl-gpu/common/operator"
 	"github.com/kubectl-gpu/kubectl-gpu/common/verify"
-	"github.com/kubectl-gpu/kubectl-gpu/hack/localcluster"
+	"github.com/kubectl-gpu/kubectl-gpu/hack/testenv/localcluster"
 )
 
 // TestDevicePluginOnRealNode: the device plugin chart on the real node. prep (the real agent)

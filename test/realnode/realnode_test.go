@@ -1,6 +1,6 @@
 // Package realnode runs kubectl gpu against a real node of the local cluster: a real
 // kubelet, containerd and runc (Debian's) in network, PID and mount namespaces of their own
-// (hack/localcluster/realnode.go), on the same real control plane as the other end-to-end
+// (hack/testenv/localcluster/realnode.go), on the same real control plane as the other end-to-end
 // tests.
 //
 // What is real: the scheduler's accounting of nvidia.com/gpu, the kubelet's device
@@ -8,12 +8,12 @@
 // runc starting the containers, pod logs, the Job controller, the node agent image (the
 // real agent binary, assembled in Go) running in a privileged hostPID pod that reads this
 // machine's real kernel, modules, swap and the containerd config the harness wrote.
-// What is not: the GPUs are advertised by a fake device plugin (hack/fakedeviceplugin),
+// What is not: the GPUs are advertised by a fake device plugin (hack/testenv/fakedeviceplugin),
 // the nvidia runtime is a wrapper that logs and runs runc, and verify runs a stand-in for
-// the CUDA vectoradd image (hack/nodeimages/cuda-vectoradd-standin) that prints what the
+// the CUDA vectoradd image (hack/testenv/nodeimages/cuda-vectoradd-standin) that prints what the
 // sample prints: these tests go up to the GPU, never past it. prep --apply writes to a fake
 // host root under the cluster's directory (the agent image's AGENT_HOST_ROOT points into
-// /host) and records host commands instead of running them (hack/simagent): the
+// /host) and records host commands instead of running them (hack/testenv/simagent): the
 // machine's own files are never written, which the test checks.
 package realnode
 
@@ -36,14 +36,14 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/kubectl-gpu/kubectl-gpu/common/hostconfig"
-	"github.com/kubectl-gpu/kubectl-gpu/common/hostconfig/fakehost"
+	"github.com/kubectl-gpu/kubectl-gpu/common/hostconfig/hostconfigtest"
 	"github.com/kubectl-gpu/kubectl-gpu/common/inventory"
 	"github.com/kubectl-gpu/kubectl-gpu/common/nodepod"
 	"github.com/kubectl-gpu/kubectl-gpu/common/nodereport"
 	"github.com/kubectl-gpu/kubectl-gpu/common/prep"
 	"github.com/kubectl-gpu/kubectl-gpu/common/verify"
-	"github.com/kubectl-gpu/kubectl-gpu/hack/localcluster"
-	"github.com/kubectl-gpu/kubectl-gpu/hack/ociimage"
+	"github.com/kubectl-gpu/kubectl-gpu/hack/release/ociimage"
+	"github.com/kubectl-gpu/kubectl-gpu/hack/testenv/localcluster"
 	"github.com/kubectl-gpu/kubectl-gpu/test/harness"
 )
 
@@ -63,6 +63,7 @@ var (
 )
 
 func TestMain(m *testing.M) {
+	localcluster.RealNodeProcess() // this binary is also the real node's init
 	before := localcluster.ReadMachineState()
 	code := harness.MainWith(m, &env, setup)
 	// Teardown leaves the machine as it was: interfaces, namespaces, addresses, routes,
@@ -87,7 +88,7 @@ func setup(ctx context.Context, e *harness.Env) (string, error) {
 		return "", err
 	}
 	fakeRoot = filepath.Join(e.Cluster.Dir, "fake-host-root")
-	if err := fakehost.Build("ubuntu2204-kubeadm", fakeRoot, 1); err != nil {
+	if err := hostconfigtest.Build("ubuntu2204-kubeadm", fakeRoot, 1); err != nil {
 		return "", err
 	}
 	simAgent := filepath.Join(e.Cluster.Dir, "simagent")

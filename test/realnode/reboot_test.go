@@ -12,7 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/kubectl-gpu/kubectl-gpu/common/prep"
-	"github.com/kubectl-gpu/kubectl-gpu/hack/localcluster"
+	"github.com/kubectl-gpu/kubectl-gpu/hack/testenv/localcluster"
 )
 
 // TestRollRebootsTheRealNode: a roll that an earlier run left after its install resumes at

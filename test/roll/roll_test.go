@@ -1,7 +1,7 @@
 // Package roll tests `kubectl gpu prep --apply --reboot` on the local control plane: the
 // cordon, kubectl drain's rules through the real eviction API and disruption controller,
 // the Jobs, the resume annotations and the slots are real; the nodes are kwok's, their node
-// agent reports and their reboots simulated (hack/simnodes RollSim: a nouveau blacklist
+// agent reports and their reboots simulated (hack/testenv/simnodes RollSim: a nouveau blacklist
 // that needs a reboot; NotReady, then a new boot ID and Ready).
 package roll
 
@@ -35,8 +35,8 @@ import (
 	"github.com/kubectl-gpu/kubectl-gpu/common/nodepod"
 	"github.com/kubectl-gpu/kubectl-gpu/common/prep"
 	"github.com/kubectl-gpu/kubectl-gpu/common/report"
-	"github.com/kubectl-gpu/kubectl-gpu/hack/localcluster"
-	"github.com/kubectl-gpu/kubectl-gpu/hack/simnodes"
+	"github.com/kubectl-gpu/kubectl-gpu/hack/testenv/localcluster"
+	"github.com/kubectl-gpu/kubectl-gpu/hack/testenv/simnodes"
 	"github.com/kubectl-gpu/kubectl-gpu/test/harness"
 )
 

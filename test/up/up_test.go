@@ -1,6 +1,6 @@
 // Package up tests `kubectl gpu up` end to end on the local control plane: kwok's nodes
 // answer the node agent's Jobs with the real agent run against fake host roots built from
-// real distributions' files (hack/simnodes: the nouveau blacklist that needs a reboot,
+// real distributions' files (hack/testenv/simnodes: the nouveau blacklist that needs a reboot,
 // containerd's config; reboots as NotReady, a new boot ID and Ready), the GPU Operator's
 // and device plugin's real charts are installed through Helm, and the verify pods finish
 // with the CUDA sample's output. The test plays the GPU Operator's controller: it marks
@@ -31,7 +31,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/kubectl-gpu/kubectl-gpu/common/hostconfig/fakehost"
+	"github.com/kubectl-gpu/kubectl-gpu/common/hostconfig/hostconfigtest"
 	"github.com/kubectl-gpu/kubectl-gpu/common/mirror"
 	"github.com/kubectl-gpu/kubectl-gpu/common/mirror/mirrortest"
 	"github.com/kubectl-gpu/kubectl-gpu/common/nodepod"
@@ -39,8 +39,8 @@ import (
 	"github.com/kubectl-gpu/kubectl-gpu/common/prep"
 	"github.com/kubectl-gpu/kubectl-gpu/common/up"
 	"github.com/kubectl-gpu/kubectl-gpu/common/verify"
-	"github.com/kubectl-gpu/kubectl-gpu/hack/localcluster"
-	"github.com/kubectl-gpu/kubectl-gpu/hack/simnodes"
+	"github.com/kubectl-gpu/kubectl-gpu/hack/testenv/localcluster"
+	"github.com/kubectl-gpu/kubectl-gpu/hack/testenv/simnodes"
 	"github.com/kubectl-gpu/kubectl-gpu/test/harness"
 )
 
@@ -77,7 +77,7 @@ func TestMain(m *testing.M) {
 			return "", err
 		}
 		roots := map[string]string{"gpu-a100-0": simnodes.DefaultAgentRoots["gpu-a100-0"], "gpu-a100-1": simnodes.DefaultAgentRoots["gpu-a100-1"]}
-		if fakehost.DebianRootTar() != "" {
+		if hostconfigtest.DebianRootTar() != "" {
 			l, err := net.Listen("tcp", "127.0.0.1:0")
 			if err != nil {
 				return "", err
@@ -501,7 +501,7 @@ func TestUpMirror(t *testing.T) {
 // changes nothing.
 func TestUpDevicePlugin(t *testing.T) {
 	if packages == nil {
-		t.Skip("no Debian root for the package hosts: make tools builds it (hack/debian-root.sh)")
+		t.Skip("no Debian root for the package hosts: make tools builds it (hack/testenv/debian-root.sh)")
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()

@@ -12,7 +12,7 @@ import (
 	"github.com/NVIDIA/go-nvml/pkg/nvml/mock/dgxa100"
 
 	"github.com/kubectl-gpu/kubectl-gpu/common/hostconfig"
-	"github.com/kubectl-gpu/kubectl-gpu/common/hostconfig/fakehost"
+	"github.com/kubectl-gpu/kubectl-gpu/common/hostconfig/hostconfigtest"
 	rep "github.com/kubectl-gpu/kubectl-gpu/common/nodereport"
 )
 
@@ -20,7 +20,7 @@ import (
 // the agent up to the NVML boundary.
 func TestNVMLInfoFromDGXA100Mock(t *testing.T) {
 	root := filepath.Join(t.TempDir(), "root")
-	if err := fakehost.Build("ubuntu2404-containerd2", root, 0); err != nil {
+	if err := hostconfigtest.Build("ubuntu2404-containerd2", root, 0); err != nil {
 		t.Fatal(err)
 	}
 	h := &hostconfig.Host{Root: root}
@@ -76,7 +76,7 @@ func healthy(srv *dgxa100.Server) {
 // action the worst calls for.
 func TestNVMLHealthFaults(t *testing.T) {
 	root := filepath.Join(t.TempDir(), "root")
-	if err := fakehost.Build("ubuntu2404-containerd2", root, 0); err != nil {
+	if err := hostconfigtest.Build("ubuntu2404-containerd2", root, 0); err != nil {
 		t.Fatal(err)
 	}
 	srv := dgxa100.New()
@@ -141,7 +141,7 @@ func TestNVMLHealthFaults(t *testing.T) {
 
 func TestNVMLMissingLibraryIsReportedNotFatal(t *testing.T) {
 	root := filepath.Join(t.TempDir(), "root")
-	if err := fakehost.Build("k3s", root, 1); err != nil {
+	if err := hostconfigtest.Build("k3s", root, 1); err != nil {
 		t.Fatal(err)
 	}
 	var out, errOut bytes.Buffer

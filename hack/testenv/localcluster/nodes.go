@@ -1,0 +1,105 @@
+package localcluster
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/kubectl-gpu/kubectl-gpu/hack/testenv/nodefixtures"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// The simulated nodes' objects live in nodefixtures (no init(), for unit tests).
+type (
+	Profile  = nodefixtures.Profile
+	NodeSpec = nodefixtures.NodeSpec
+)
+
+var (
+	// Profiles are the kinds of simulated node.
+	Profiles = nodefixtures.Profiles
+	// DefaultNodes is the demo's and the end-to-end tests' cluster.
+	DefaultNodes = nodefixtures.DefaultNodes
+	// NodeObject returns the Node object of a profile, as a kubelet would register it.
+	NodeObject = nodefixtures.NodeObject
+)
+
+// AddNodes creates the nodes (in parallel) and waits until kwok reports the managed ones
+// Ready. It returns their names in order.
+func (c *Cluster) AddNodes(ctx context.Context, specs ...NodeSpec) ([]string, error) {
+	type item struct {
+		name string
+		p    Profile
+	}
+	var items []item
+	for _, s := range specs {
+		p, ok := Profiles[s.Profile]
+		if !ok {
+			return nil, fmt.Errorf("unknown node profile %q", s.Profile)
+		}
+		for i := 0; i < s.Count; i++ {
+			items = append(items, item{fmt.Sprintf("%s-%d", s.Prefix, i), p})
+		}
+	}
+	sem := make(chan struct{}, 32)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var firstErr error
+	for _, it := range items {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func(it item) {
+			defer wg.Done()
+			defer func() { <-sem }()
+			_, err := c.Client.CoreV1().Nodes().Create(ctx, NodeObject(it.name, it.p), metav1.CreateOptions{})
+			if err != nil && !apierrors.IsAlreadyExists(err) {
+				mu.Lock()
+				if firstErr == nil {
+					firstErr = fmt.Errorf("create node %s: %w", it.name, err)
+				}
+				mu.Unlock()
+			}
+		}(it)
+	}
+	wg.Wait()
+	if firstErr != nil {
+		return nil, firstErr
+	}
+	names := make([]string, 0, len(items))
+	want := map[string]bool{}
+	for _, it := range items {
+		names = append(names, it.name)
+		if !it.p.NotReady {
+			want[it.name] = true
+		}
+	}
+	err := c.waitReady(ctx, "simulated nodes", 120*time.Second, func(ctx context.Context) error {
+		list, err := c.Client.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return err
+		}
+		ready := 0
+		for i := range list.Items {
+			n := &list.Items[i]
+			if !want[n.Name] {
+				continue
+			}
+			for _, cond := range n.Status.Conditions {
+				if cond.Type == corev1.NodeReady && cond.Status == corev1.ConditionTrue {
+					ready++
+				}
+			}
+		}
+		if ready < len(want) {
+			return fmt.Errorf("%d of %d nodes Ready", ready, len(want))
+		}
+		return nil
+	})
+	sort.Strings(names)
+	return names, err
+}
