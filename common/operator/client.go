@@ -99,19 +99,32 @@ type ValuesRequest struct {
 // Values loads the chart and computes the install's values, each derived one with its
 // reason; warnings are written to the Client's Log too.
 func (c *Client) Values(ctx context.Context, req ValuesRequest) (*chart.Chart, *ValuesDoc, error) {
-	ch, err := c.Helm.LoadChart(req.Source)
-	if err != nil {
-		return nil, nil, err
+	// The chart is loaded while the nodes are listed; its error is said first.
+	type loaded struct {
+		ch  *chart.Chart
+		err error
 	}
+	lc := make(chan loaded, 1)
+	go func() {
+		ch, err := c.Helm.LoadChart(req.Source)
+		lc <- loaded{ch, err}
+	}()
+	need := req.Derive || req.DRA
+	nodes := &corev1.NodeList{Items: req.Nodes}
+	var listErr error
+	if need && req.Nodes == nil {
+		nodes, listErr = c.CS.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+	}
+	l := <-lc
+	if l.err != nil {
+		return nil, nil, l.err
+	}
+	if listErr != nil {
+		return nil, nil, cluster.APIError("list nodes", listErr)
+	}
+	ch := l.ch
 	var d Derivation
-	if req.Derive || req.DRA {
-		nodes := &corev1.NodeList{Items: req.Nodes}
-		if req.Nodes == nil {
-			var err error
-			if nodes, err = c.CS.CoreV1().Nodes().List(ctx, metav1.ListOptions{}); err != nil {
-				return nil, nil, cluster.APIError("list nodes", err)
-			}
-		}
+	if need {
 		if req.Derive {
 			d = Derive(nodes.Items)
 		}
@@ -220,10 +233,17 @@ func (r InstallRequest) helm(cur *release.Release) InstallRequest {
 // It refuses, changing nothing, when another device plugin runs in the cluster and the
 // operator's own is not turned off.
 func (c *Client) Install(ctx context.Context, ch *chart.Chart, doc *ValuesDoc, req InstallRequest) (*release.Release, error) {
-	if err := c.CheckNoOtherDevicePlugin(ctx, doc.Values, req.ReleaseName); err != nil {
+	// The release's history is read while the cluster is searched for another plugin.
+	other := make(chan error, 1)
+	go func() { other <- c.CheckNoOtherDevicePlugin(ctx, doc.Values, req.ReleaseName) }()
+	cur, err := c.Helm.Current(req.ReleaseName)
+	if oerr := <-other; oerr != nil {
+		return nil, oerr
+	}
+	if err != nil {
 		return nil, err
 	}
-	return c.InstallChart(ctx, ch, doc, req)
+	return c.installChart(ctx, ch, doc, req, cur)
 }
 
 // InstallChart installs or upgrades a release of any chart with doc's values, as Install
@@ -233,6 +253,10 @@ func (c *Client) InstallChart(ctx context.Context, ch *chart.Chart, doc *ValuesD
 	if err != nil {
 		return nil, err
 	}
+	return c.installChart(ctx, ch, doc, req, cur)
+}
+
+func (c *Client) installChart(ctx context.Context, ch *chart.Chart, doc *ValuesDoc, req InstallRequest, cur *release.Release) (*release.Release, error) {
 	if !req.DryRun {
 		if err := nodepod.EnsureNamespaceNoPods(ctx, c.CS, c.Namespace, nodepod.PSAPrivileged); err != nil {
 			return nil, err
@@ -249,7 +273,7 @@ func (c *Client) InstallChart(ctx context.Context, ch *chart.Chart, doc *ValuesD
 			fmt.Fprintf(c.Log, "warning: %d GPU nodes need a label for the derived values (see '%s'); pass --label-nodes to apply them\n", len(doc.NodeLabels), what)
 		}
 	}
-	rel, err := c.Helm.InstallOrUpgrade(ctx, ch, doc.Values, req.helm(cur))
+	rel, err := c.Helm.InstallOrUpgrade(ctx, ch, doc.Values, req.helm(cur), cur)
 	if err != nil {
 		return nil, err
 	}

@@ -187,12 +187,8 @@ func (h *Helm) Current(name string) (*release.Release, error) {
 
 // InstallOrUpgrade installs the release when it does not exist and upgrades it otherwise
 // (helm upgrade --install), with o's options as they are (Client.InstallChart decides a
-// first install's atomicity).
-func (h *Helm) InstallOrUpgrade(ctx context.Context, c *chart.Chart, vals map[string]any, o InstallRequest) (*release.Release, error) {
-	cur, err := h.Current(o.ReleaseName)
-	if err != nil {
-		return nil, err
-	}
+// first install's atomicity). cur is the release's last revision as Current read it.
+func (h *Helm) InstallOrUpgrade(ctx context.Context, c *chart.Chart, vals map[string]any, o InstallRequest, cur *release.Release) (*release.Release, error) {
 	if cur != nil && cur.Chart != nil && cur.Chart.Metadata != nil && cur.Chart.Metadata.Name != c.Metadata.Name {
 		return nil, cliexit.Usagef("release %q in namespace %s is chart %q, not %s: choose another --release-name or remove it", o.ReleaseName, h.Namespace, cur.Chart.Metadata.Name, c.Metadata.Name)
 	}

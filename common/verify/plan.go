@@ -35,10 +35,16 @@ func (p *Plan) Keep(keep func(node string) bool) {
 }
 
 // Prepare validates the config against the cluster with one node list and one
-// RuntimeClass get. Every problem here is exit 2 and nothing has been created.
+// RuntimeClass get, made at once. Every problem here is exit 2 and nothing has been
+// created.
 func Prepare(ctx context.Context, cs kubernetes.Interface, req *Request) (*Plan, error) {
 	d := req.Default()
 	cfg := &d
+	rcc := make(chan runtimeClassResult, 1)
+	go func() {
+		rc, err := runtimeClass(ctx, cs, cfg.RuntimeClass)
+		rcc <- runtimeClassResult{rc, err}
+	}()
 	chosen, err := inventory.ListAndChoose(ctx, cs, inventory.Options{Names: cfg.Names, Selector: cfg.Selector, All: true})
 	if err != nil {
 		return nil, err
@@ -97,28 +103,43 @@ func Prepare(ctx context.Context, cs kubernetes.Interface, req *Request) (*Plan,
 		}
 		return nil, cliexit.Failuresf("%s (no node has allocatable %s): run 'kubectl gpu prep' to check the nodes and 'kubectl gpu operator install' to expose their GPUs", what, cfg.Resource)
 	}
-	switch rc := cfg.RuntimeClass; rc {
+	rc := <-rcc
+	if rc.err != nil {
+		return nil, rc.err
+	}
+	p.RuntimeClass = rc.name
+	return p, nil
+}
+
+type runtimeClassResult struct {
+	name string
+	err  error
+}
+
+// runtimeClass is the RuntimeClass the pods use for --runtime-class rc: auto's nvidia when
+// it exists, none, or the one named (which must exist).
+func runtimeClass(ctx context.Context, cs kubernetes.Interface, rc string) (string, error) {
+	switch rc {
 	case RuntimeNone, "":
+		return "", nil
 	case RuntimeAuto:
 		_, err := cs.NodeV1().RuntimeClasses().Get(ctx, NvidiaRuntime, metav1.GetOptions{})
 		switch {
 		case err == nil:
-			p.RuntimeClass = NvidiaRuntime
+			return NvidiaRuntime, nil
 		case apierrors.IsNotFound(err):
-			// CDI / NRI mode: the operator creates no RuntimeClass and none is needed.
+			return "", nil // CDI / NRI mode: the operator creates no RuntimeClass and none is needed.
 		default:
-			return nil, cluster.APIError("get RuntimeClass nvidia", err)
+			return "", cluster.APIError("get RuntimeClass nvidia", err)
 		}
-	default:
-		if _, err := cs.NodeV1().RuntimeClasses().Get(ctx, rc, metav1.GetOptions{}); err != nil {
-			if apierrors.IsNotFound(err) {
-				return nil, cliexit.Usagef("RuntimeClass %q does not exist: list them with 'kubectl get runtimeclass', or use --runtime-class auto", rc)
-			}
-			return nil, cluster.APIError("get RuntimeClass "+rc, err)
-		}
-		p.RuntimeClass = rc
 	}
-	return p, nil
+	if _, err := cs.NodeV1().RuntimeClasses().Get(ctx, rc, metav1.GetOptions{}); err != nil {
+		if apierrors.IsNotFound(err) {
+			return "", cliexit.Usagef("RuntimeClass %q does not exist: list them with 'kubectl get runtimeclass', or use --runtime-class auto", rc)
+		}
+		return "", cluster.APIError("get RuntimeClass "+rc, err)
+	}
+	return rc, nil
 }
 
 // draState reads what DRA publishes, unless the pods must use the device plugin. Without

@@ -141,10 +141,15 @@ type target struct {
 func Run(ctx context.Context, cs kubernetes.Interface, req *Request, plan *Plan) (*Report, error) {
 	d := req.Default()
 	cfg := &d
+	// The namespace and an earlier run's pods are seen to at once (a namespace that does not
+	// exist yet has no pods).
+	stale := make(chan error, 1)
+	go func() { stale <- clearStale(ctx, cs, cfg.Namespace, plan) }()
 	if err := nodepod.EnsureNamespace(ctx, cs, cfg.Namespace, nodepod.PSARestricted); err != nil {
+		<-stale
 		return nil, err
 	}
-	if err := clearStale(ctx, cs, cfg.Namespace, plan); err != nil {
+	if err := <-stale; err != nil {
 		return nil, err
 	}
 	targets := map[string]target{}
