@@ -408,14 +408,6 @@ func linkDetail(n doctor.Node) string {
 	return ""
 }
 
-// Release is the plan's first release (the operator's, or the device plugin's).
-func (p *Plan) Release() string {
-	if len(p.Releases) == 0 {
-		return ""
-	}
-	return p.Releases[0].Release
-}
-
 func progress(w io.Writer, format string, args ...any) {
 	if w != nil {
 		fmt.Fprintf(w, format+"\n", args...)
