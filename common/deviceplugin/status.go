@@ -104,7 +104,7 @@ func CollectStatus(ctx context.Context, c *op.Client, releases []string) (*Statu
 		return nil, cluster.APIError("list nodes", err)
 	}
 	for _, n := range GPUNodes(nodes.Items) {
-		ns := NodeStatus{Node: n.Name, GPUs: gpus(n), Pods: []PodState{}}
+		ns := NodeStatus{Node: n.Name, GPUs: inventory.AllocatableGPUs(n), Pods: []PodState{}}
 		for _, ds := range mine {
 			if !runsOn(ds, n) {
 				continue
@@ -116,17 +116,6 @@ func CollectStatus(ctx context.Context, c *op.Client, releases []string) (*Statu
 	}
 	st.judge()
 	return st, nil
-}
-
-// gpus sums a node's allocatable GPU resources.
-func gpus(n *corev1.Node) int64 {
-	var t int64
-	for name, q := range n.Status.Allocatable {
-		if inventory.IsGPUResource(name) {
-			t += q.Value()
-		}
-	}
-	return t
 }
 
 // runsOn tells whether the DaemonSet's pod template may run on the node: its node selector

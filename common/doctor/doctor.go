@@ -363,16 +363,6 @@ func gpusOf(n *corev1.Node) (pci, nvml int, pciKnown, nvmlKnown bool) {
 	return
 }
 
-func allocatable(n *corev1.Node) int64 {
-	var t int64
-	for name, q := range n.Status.Allocatable {
-		if inventory.IsGPUResource(name) {
-			t += q.Value()
-		}
-	}
-	return t
-}
-
 func (w *world) diagnose(ctx context.Context, n *corev1.Node, hr *rep.Report) Node {
 	d := Node{Node: n.Name, Host: HostUnknown}
 	if hr != nil {
@@ -495,7 +485,7 @@ func (w *world) diagnose(ctx context.Context, n *corev1.Node, hr *rep.Report) No
 	}
 
 	// 5. GPU software on the node.
-	alloc := allocatable(n)
+	alloc := inventory.AllocatableGPUs(n)
 	d.add(w.softwareLink(ctx, n, byKind, alloc))
 
 	// 6. Kubernetes: allocatable against the hardware, cordon and taints, pending GPU pods.

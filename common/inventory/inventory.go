@@ -55,6 +55,17 @@ func IsGPUResource(name corev1.ResourceName) bool {
 	return name == ResourceGPU || name == ResourceGPUShared || strings.HasPrefix(string(name), MIGResourcePrefix)
 }
 
+// AllocatableGPUs sums a node's allocatable NVIDIA GPU resources (whole, shared and MIG).
+func AllocatableGPUs(n *corev1.Node) int64 {
+	var t int64
+	for name, q := range n.Status.Allocatable {
+		if IsGPUResource(name) {
+			t += q.Value()
+		}
+	}
+	return t
+}
+
 // IsGPUNode tells whether a node has GPUs: GPU resources in capacity or allocatable, or the
 // labels that the GPU Operator or NFD put on GPU nodes.
 func IsGPUNode(n *corev1.Node) bool {
