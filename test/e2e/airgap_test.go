@@ -6,19 +6,17 @@ import (
 	"net/http/httptest"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/registry"
 	"helm.sh/helm/v3/pkg/chart/loader"
-	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/kubectl-gpu/kubectl-gpu/common/mirror"
 	"github.com/kubectl-gpu/kubectl-gpu/common/mirror/mirrortest"
 	"github.com/kubectl-gpu/kubectl-gpu/common/nodepod"
 	"github.com/kubectl-gpu/kubectl-gpu/common/verify"
+	"github.com/kubectl-gpu/kubectl-gpu/test/harness"
 )
 
 // TestAirGappedWalk follows the README's air-gapped section on the local cluster: the
@@ -93,23 +91,7 @@ func TestAirGappedWalk(t *testing.T) {
 	// prep and verify with their images from the mirror; verify passes.
 	mAgent, mVec := to+"/kubectl-gpu/gpu-node-agent:v0.0.0-test", to+"/nvidia/k8s/cuda-sample:vectoradd-cuda12.5.0"
 	outcomes(t, []string{"gpu-a100-0"}, nil)
-	w, err := env.Cluster.Client.CoreV1().Pods(nodepod.DefaultNamespace).Watch(ctx, metav1.ListOptions{LabelSelector: nodepod.LabelManagedBy + "=" + nodepod.ManagedBy})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var mu sync.Mutex
-	seen := map[string]bool{}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for e := range w.ResultChan() {
-			if p, ok := e.Object.(*corev1.Pod); ok && len(p.Spec.Containers) > 0 {
-				mu.Lock()
-				seen[p.Spec.Containers[0].Image] = true
-				mu.Unlock()
-			}
-		}
-	}()
+	stop := harness.WatchPodImages(t, ctx, env.Cluster.Client, nodepod.DefaultNamespace)
 	r = env.Gpu(ctx, "verify", "gpu-a100-0", "--image", mVec, "-o", "json", "--timeout", "60s")
 	var vr verify.Report
 	if r.Code != 0 || json.Unmarshal([]byte(r.Stdout), &vr) != nil || vr.Summary.Passed != 1 {
@@ -118,10 +100,7 @@ func TestAirGappedWalk(t *testing.T) {
 	// prep's agent answers nothing here (no node simulation in this test): only the image
 	// its Job asks for is checked.
 	_ = env.Gpu(ctx, "prep", "gpu-a100-0", "--image", mAgent, "--timeout", "20s")
-	w.Stop()
-	<-done
-	mu.Lock()
-	defer mu.Unlock()
+	seen := stop()
 	if !seen[mVec] || !seen[mAgent] {
 		t.Errorf("pods ran images %v, want verify's %s and prep's %s", seen, mVec, mAgent)
 	}

@@ -425,26 +425,9 @@ func TestUpMirror(t *testing.T) {
 	if r := gpu(t, ctx, append([]string{"mirror", "--to", to, "--insecure"}, src...)...); r.Code != 0 {
 		t.Fatalf("mirror --to: exit %d\n%s", r.Code, r.Stderr)
 	}
-	w, err := env.Cluster.Client.CoreV1().Pods(nodepod.DefaultNamespace).Watch(ctx, metav1.ListOptions{LabelSelector: nodepod.LabelManagedBy + "=" + nodepod.ManagedBy})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var mu sync.Mutex
-	images := map[string]bool{}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for e := range w.ResultChan() {
-			if p, ok := e.Object.(*corev1.Pod); ok && len(p.Spec.Containers) > 0 {
-				mu.Lock()
-				images[p.Spec.Containers[0].Image] = true
-				mu.Unlock()
-			}
-		}
-	}()
+	stop := harness.WatchPodImages(t, ctx, env.Cluster.Client, nodepod.DefaultNamespace)
 	r = gpu(t, ctx, "up", gpus[0], gpus[1], "--mirror", to, "--plain-http", "--version", ch.Metadata.Version, "--yes", "-o", "json", "--timeout", "3m")
-	w.Stop()
-	<-done
+	images := stop()
 	if r.Code != 0 {
 		t.Fatalf("up --mirror: exit %d\n%s\n%s", r.Code, r.Stdout, r.Stderr)
 	}
@@ -478,8 +461,6 @@ func TestUpMirror(t *testing.T) {
 			t.Errorf("the values name repository %s, not the mirror's", x)
 		}
 	}
-	mu.Lock()
-	defer mu.Unlock()
 	if len(images) == 0 {
 		t.Fatal("no pod of the tool was seen")
 	}
