@@ -104,12 +104,35 @@ build_krew() {
   rm -rf "$out" && mv "$out.tmp" "$out"
 }
 
+# build_kwok builds kwok from its module with one change, kwok-uid.patch: a stage job deletes
+# or patches only the pod it was made for (a UID precondition). Without it a job still queued
+# for a deleted pod acts on the next pod of the same name, which a command that names its pods
+# by node (verify) makes on every run: under load (the 1000-node benchmark) kwok deleted new
+# pods and patched a second IP into others ("status.podIPs: may specify no more than one IP
+# for each IP family").
+build_kwok() {
+  local out="$KGPU_BIN/kwok-$KWOK_BUILD"
+  [ -x "$out/kwok" ] && return 0
+  log "building kwok $KWOK_BUILD"
+  local dir; dir=$(kwok_module)
+  local w; w=$(mktemp -d); trap 'rm -rf "$w"' RETURN
+  cp -r "$dir" "$w/kwok" && chmod -R u+w "$w/kwok"
+  (cd "$w/kwok" && git apply -p1 "$here/kwok-uid.patch")
+  mkdir -p "$out.tmp"
+  (cd "$w/kwok" && CGO_ENABLED=0 GOFLAGS=-mod=mod go build -trimpath -ldflags "-s -w" -o "$out.tmp/kwok" ./cmd/kwok)
+  rm -rf "$out" && mv "$out.tmp" "$out"
+}
+
+kwok_module() {
+  (cd /tmp && go mod download -json "sigs.k8s.io/kwok@$KWOK_VERSION" | sed -n 's/.*"Dir": "\(.*\)",/\1/p')
+}
+
 # kwok_manifests copies kwok's CRDs and default stages beside its binary: the local cluster
 # applies them before kwok starts.
 kwok_manifests() {
-  local out="$KGPU_BIN/kwok-$KWOK_VERSION"
+  local out="$KGPU_BIN/kwok-$KWOK_BUILD"
   [ -d "$out/crd" ] && [ -d "$out/stage" ] && return 0
-  local dir; dir=$(cd /tmp && go mod download -json "sigs.k8s.io/kwok@$KWOK_VERSION" | sed -n 's/.*"Dir": "\(.*\)",/\1/p')
+  local dir; dir=$(kwok_module)
   rm -rf "$out/crd" "$out/stage"
   cp -r "$dir/kustomize/crd/bases" "$out/crd"
   cp -r "$dir/kustomize/stage" "$out/stage"
@@ -122,7 +145,7 @@ for t in "${what[@]}"; do
   case $t in
     kubernetes) build_kubernetes ;;
     etcd) build_etcd ;;
-    kwok) go_install_to kwok "$KWOK_VERSION" sigs.k8s.io/kwok/cmd/kwok; kwok_manifests ;;
+    kwok) build_kwok; kwok_manifests ;;
     helm) go_install_to helm "$HELM_VERSION" helm.sh/helm/v3/cmd/helm ;;
     krew) build_krew ;;
     sysroot) # Debian's run-time files for the node-agent image (make image); best effort

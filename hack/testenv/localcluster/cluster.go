@@ -38,6 +38,8 @@ const (
 	KubeVersion = "v1.36.3"
 	EtcdVersion = "v3.6.16"
 	KwokVersion = "v0.8.0"
+	// KwokBuild is kwok as built here: KwokVersion with hack/testenv/kwok-uid.patch.
+	KwokBuild = KwokVersion + "-uid"
 )
 
 // Options configure a cluster.
@@ -114,7 +116,7 @@ func Start(ctx context.Context, opts Options) (c *Cluster, err error) {
 		opts.bin("kubernetes", KubeVersion, "kube-apiserver"),
 		opts.bin("kubernetes", KubeVersion, "kube-controller-manager"),
 		opts.bin("kubernetes", KubeVersion, "kube-scheduler"),
-		opts.bin("kwok", KwokVersion, "kwok"),
+		opts.bin("kwok", KwokBuild, "kwok"),
 	} {
 		if _, err := os.Stat(b); err != nil {
 			return nil, fmt.Errorf("%w (missing %s)", ErrNoBinaries, b)

@@ -47,7 +47,7 @@ var defaultStages = []string{
 }
 
 func (c *Cluster) startKwok(ctx context.Context) error {
-	kwokDir := filepath.Join(c.opts.BinDir, "kwok-"+KwokVersion)
+	kwokDir := filepath.Join(c.opts.BinDir, "kwok-"+KwokBuild)
 	ext, err := apiextensionsclient.NewForConfig(c.Config)
 	if err != nil {
 		return err
