@@ -129,7 +129,11 @@ func runVerify(b *testing.B, cs kubernetes.Interface, nodes []string) {
 		b.Fatal(err)
 	}
 	if rep.Summary.Passed != len(nodes) {
-		b.Fatalf("%d of %d passed: %+v", rep.Summary.Passed, len(nodes), rep.Items[0])
+		for _, it := range rep.Items {
+			if it.Result != verify.Passed {
+				b.Fatalf("%d of %d passed; %s: %s: %s", rep.Summary.Passed, len(nodes), it.Node, it.Reason, it.Detail)
+			}
+		}
 	}
 }
 
