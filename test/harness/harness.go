@@ -150,6 +150,19 @@ type Result struct {
 func (e *Env) Kubectl(ctx context.Context, env []string, args ...string) Result {
 	cmd := e.Command(ctx, args...)
 	cmd.Env = append(cmd.Env, env...)
+	return run(cmd)
+}
+
+// Plugin runs the plugin binary itself (`kubectl-gpu ARGS…`, without kubectl's dispatch),
+// as the Helm CLI is run: for timings against it.
+func (e *Env) Plugin(ctx context.Context, env []string, args ...string) Result {
+	cmd := e.Command(ctx, args...)
+	cmd.Path, cmd.Args = filepath.Join(e.BinDir, "kubectl-gpu"), append([]string{"kubectl-gpu"}, args...)
+	cmd.Env = append(cmd.Env, env...)
+	return run(cmd)
+}
+
+func run(cmd *exec.Cmd) Result {
 	var out, errOut bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errOut
 	peakKiB, err := procmem.Run(cmd)
