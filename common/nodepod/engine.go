@@ -215,16 +215,28 @@ func (e *engine[R]) execute(ctx context.Context) ([]Result[R], error) {
 	runCtx, cancel := context.WithTimeout(ctx, e.r.Timeout)
 	defer cancel()
 	e.ctx, e.runCtx = ctx, runCtx
-	// Both watches are open before the first object exists.
+	// Both watches are open before the first object exists; they are opened at once.
+	type opened struct {
+		w   watch.Interface
+		err error
+	}
+	evc := make(chan opened, 1)
+	go func() {
+		w, err := e.openEvents(runCtx)
+		evc <- opened{w, err}
+	}()
 	var err error
-	if e.podWatch, err = e.openPods(runCtx); err != nil {
+	e.podWatch, err = e.openPods(runCtx)
+	ev := <-evc
+	e.evWatch = ev.w
+	defer stop(&e.evWatch)
+	defer stop(&e.podWatch)
+	if err != nil {
 		return nil, interruptedOr(ctx, cluster.APIError("watch pods in namespace "+e.ns, err))
 	}
-	defer stop(&e.podWatch)
-	if e.evWatch, err = e.openEvents(runCtx); err != nil {
-		return nil, interruptedOr(ctx, cluster.APIError("watch events in namespace "+e.ns, err))
+	if ev.err != nil {
+		return nil, interruptedOr(ctx, cluster.APIError("watch events in namespace "+e.ns, ev.err))
 	}
-	defer stop(&e.evWatch)
 
 	// Clean-up, whatever happens: the creator is stopped and waited for, each finished
 	// node's object was deleted as it finished, and the run's label finds the rest
