@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	batchv1 "k8s.io/api/batch/v1"
@@ -98,7 +99,15 @@ type Run struct {
 	// Keep leaves the objects in place (for debugging); otherwise each is deleted as its
 	// node finishes and every object of the run at the end, whatever happens.
 	Keep bool
+	// KeepFinished leaves a finished node's object in place (its log readable) for the
+	// caller to delete (a Deleter of several runs: a roll's steps of one node in one
+	// request); the run's end still deletes every object left.
+	KeepFinished bool
 }
+
+// DeleteWindow is how long a run waits, after a node finished, for more nodes to finish
+// before it deletes their objects in one request.
+const DeleteWindow = 250 * time.Millisecond
 
 // Result is one node's outcome.
 type Result[R any] struct {
@@ -149,6 +158,8 @@ type nodeState[R any] struct {
 	logging  bool
 	created  bool // the object exists (its deletion is owed)
 	inFlight bool // holds an in-flight slot
+	reply    chan<- outcome[R]
+	timer    *time.Timer
 }
 
 // engine is one Execute: the nodes' states and the run's loop. The loop's goroutine owns
@@ -167,15 +178,25 @@ type engine[R any] struct {
 	byLabel  map[string]*nodeState[R] // node label value
 	finished int
 
-	ctx       context.Context // the caller's: clean-up and log reads outlive the run's timeout
-	runCtx    context.Context // the run's, with its timeout
-	podWatch  watch.Interface
-	evWatch   watch.Interface
-	slots     chan struct{} // a finished node's in-flight slot, for the creator
-	logs      chan logResult
-	deletions sync.WaitGroup
-	timedOut  bool  // the run's time is up: the rest finish without Finished
-	fatal     error // ends the run
+	ctx      context.Context // the caller's: clean-up and log reads outlive the run's timeout
+	runCtx   context.Context // the run's, with its timeout
+	podWatch watch.Interface
+	evWatch  watch.Interface
+	creates  chan createResult
+	slots    chan struct{} // a finished node's in-flight slot, for the creator
+	logs     chan logResult
+	deleter  *Deleter
+	fatal    error         // ends the run
+	quit     chan struct{} // closed when the loop is over: senders stop waiting for it
+
+	// A Session's: the nodes it is given, its closing, a node's time up.
+	adds      chan added[R]
+	closing   chan struct{}
+	closed    bool
+	timeouts  chan int
+	createSem chan struct{}
+	creating  sync.WaitGroup
+	cutShort  atomic.Bool
 }
 
 type createResult struct {
@@ -197,67 +218,75 @@ func (e *engine[R]) kind() string {
 	return "pod"
 }
 
-func (e *engine[R]) execute(ctx context.Context) ([]Result[R], error) {
+func (e *engine[R]) init() error {
 	if (e.w.Pod == nil) == (e.w.Job == nil) {
-		return nil, errors.New("nodepod: a Work builds either pods or Jobs")
+		return errors.New("nodepod: a Work builds either pods or Jobs")
 	}
 	if e.r.Creators <= 0 {
 		e.r.Creators = 10
 	}
 	e.byName = map[string]*nodeState[R]{}
 	e.byLabel = map[string]*nodeState[R]{}
-	for _, n := range e.r.Nodes {
-		s := &nodeState[R]{i: len(e.nodes), node: n, name: e.w.Name(n, e.runID)}
-		e.nodes = append(e.nodes, s)
-		e.byName[s.name] = s
-		e.byLabel[LabelValue(n)] = s
-	}
-	runCtx, cancel := context.WithTimeout(ctx, e.r.Timeout)
-	defer cancel()
-	e.ctx, e.runCtx = ctx, runCtx
-	// Both watches are open before the first object exists; they are opened at once.
+	e.quit = make(chan struct{})
+	return nil
+}
+
+// add makes a node's state.
+func (e *engine[R]) add(node string) *nodeState[R] {
+	s := &nodeState[R]{i: len(e.nodes), node: node, name: e.w.Name(node, e.runID)}
+	e.nodes = append(e.nodes, s)
+	e.byName[s.name] = s
+	e.byLabel[LabelValue(node)] = s
+	return s
+}
+
+// openWatches opens the run's pod and event watches, at once: both are open before the
+// first object exists.
+func (e *engine[R]) openWatches(ctx context.Context) error {
 	type opened struct {
 		w   watch.Interface
 		err error
 	}
 	evc := make(chan opened, 1)
 	go func() {
-		w, err := e.openEvents(runCtx)
+		w, err := e.openEvents(e.runCtx)
 		evc <- opened{w, err}
 	}()
 	var err error
-	e.podWatch, err = e.openPods(runCtx)
+	e.podWatch, err = e.openPods(e.runCtx)
 	ev := <-evc
 	e.evWatch = ev.w
-	defer stop(&e.evWatch)
-	defer stop(&e.podWatch)
 	if err != nil {
-		return nil, interruptedOr(ctx, cluster.APIError("watch pods in namespace "+e.ns, err))
+		return interruptedOr(ctx, cluster.APIError("watch pods in namespace "+e.ns, err))
 	}
 	if ev.err != nil {
-		return nil, interruptedOr(ctx, cluster.APIError("watch events in namespace "+e.ns, ev.err))
+		return interruptedOr(ctx, cluster.APIError("watch events in namespace "+e.ns, ev.err))
 	}
+	return nil
+}
 
-	// Clean-up, whatever happens: the creator is stopped and waited for, each finished
-	// node's object was deleted as it finished, and the run's label finds the rest
-	// (a creation cut short by Ctrl-C may still have happened on the server).
-	creates := make(chan createResult, len(e.nodes))
-	e.slots = make(chan struct{}, len(e.nodes)+1)
-	e.logs = make(chan logResult, len(e.nodes))
-	creatorDone := make(chan bool, 1)
-	go e.create(runCtx, creates, e.slots, creatorDone)
-	defer func() {
-		cancel()
-		cutShort := <-creatorDone
-		e.deletions.Wait()
-		if !e.r.Keep {
-			e.deleteRun(context.WithoutCancel(ctx), cutShort)
-		}
-	}()
+// over tells whether the loop has nothing more to do: every node of an Execute has its
+// result, a Session was closed.
+func (e *engine[R]) over() bool {
+	if e.adds != nil {
+		return e.closed
+	}
+	return e.finished == len(e.nodes)
+}
 
-	for e.finished < len(e.nodes) && e.fatal == nil && runCtx.Err() == nil {
+// loop handles the run's news until it is over, fails, or its context ends.
+func (e *engine[R]) loop() {
+	for !e.over() && e.fatal == nil && e.runCtx.Err() == nil {
 		select {
-		case c := <-creates:
+		case a := <-e.adds:
+			e.added(a)
+		case <-e.closing:
+			e.closed = true
+		case i := <-e.timeouts:
+			if s := e.nodes[i]; !s.done {
+				e.end(s, e.w.TimedOut(e.observe(s)), false)
+			}
+		case c := <-e.creates:
 			e.created(c)
 		case ev, ok := <-e.podWatch.ResultChan():
 			if !ok {
@@ -273,20 +302,59 @@ func (e *engine[R]) execute(ctx context.Context) ([]Result[R], error) {
 			e.eventSeen(ev)
 		case lr := <-e.logs:
 			e.logRead(lr)
-		case <-runCtx.Done():
+		case <-e.runCtx.Done():
 		}
 	}
+}
+
+func (e *engine[R]) execute(ctx context.Context) ([]Result[R], error) {
+	if err := e.init(); err != nil {
+		return nil, err
+	}
+	for _, n := range e.r.Nodes {
+		e.add(n)
+	}
+	runCtx, cancel := context.WithTimeout(ctx, e.r.Timeout)
+	defer cancel()
+	e.ctx, e.runCtx = ctx, runCtx
+	e.deleter = NewDeleter(ctx, e.cs, e.ns, e.w.Job != nil, DeleteWindow, e.runID)
+	err := e.openWatches(ctx)
+	defer stop(&e.evWatch)
+	defer stop(&e.podWatch)
+	if err != nil {
+		return nil, err
+	}
+
+	// Clean-up, whatever happens: the creator is stopped and waited for, each finished
+	// node's object was deleted as it finished, and the run's label finds the rest
+	// (a creation cut short by Ctrl-C may still have happened on the server).
+	creates := make(chan createResult, len(e.nodes))
+	e.slots = make(chan struct{}, len(e.nodes)+1)
+	e.logs = make(chan logResult, len(e.nodes))
+	creatorDone := make(chan bool, 1)
+	go e.create(runCtx, creates, e.slots, creatorDone)
+	defer func() {
+		cancel()
+		cutShort := <-creatorDone
+		close(e.quit)
+		e.deleter.Flush()
+		if !e.r.Keep {
+			e.deleteRun(context.WithoutCancel(ctx), cutShort)
+		}
+	}()
+
+	e.creates = creates
+	e.loop()
 	if e.finished < len(e.nodes) && ctx.Err() != nil {
 		return nil, cliexit.ErrInterrupted
 	}
 	if e.fatal != nil {
 		return nil, e.fatal
 	}
-	e.timedOut = true
 	out := make([]Result[R], len(e.nodes))
 	for i, s := range e.nodes {
 		if !s.done {
-			e.finish(s, e.w.TimedOut(e.observe(s)))
+			e.end(s, e.w.TimedOut(e.observe(s)), false)
 		}
 		out[i] = Result[R]{Node: s.node, Value: s.value, Started: s.started, Ended: s.ended}
 	}
@@ -405,21 +473,35 @@ func (e *engine[R]) evaluate(s *nodeState[R]) {
 		s.logging = true
 		go func(i int, pod string) {
 			b, err := ReadLog(e.ctx, e.cs, e.ns, pod, e.w.LogOptions)
-			e.logs <- logResult{i: i, log: b, err: err}
+			select {
+			case e.logs <- logResult{i: i, log: b, err: err}:
+			case <-e.quit:
+			}
 		}(s.i, s.pod.Name)
 	}
 }
 
 // finish gives a node its result, frees what it held and tells the Work.
-func (e *engine[R]) finish(s *nodeState[R], v R) {
+func (e *engine[R]) finish(s *nodeState[R], v R) { e.end(s, v, true) }
+
+// end gives a node its result and frees what it held; tell: the Work's Finished is called
+// (not for a node whose time is up).
+func (e *engine[R]) end(s *nodeState[R], v R, tell bool) {
 	if s.done {
 		return
 	}
 	s.done, s.value, s.ended = true, v, time.Now()
 	e.finished++
 	e.owed(s)
-	if e.w.Finished != nil && !e.timedOut {
-		e.w.Finished(Result[R]{Node: s.node, Value: v, Started: s.started, Ended: s.ended}, e.finished, len(e.nodes))
+	res := Result[R]{Node: s.node, Value: v, Started: s.started, Ended: s.ended}
+	if e.w.Finished != nil && tell {
+		e.w.Finished(res, e.finished, len(e.nodes))
+	}
+	if s.timer != nil {
+		s.timer.Stop()
+	}
+	if s.reply != nil {
+		s.reply <- outcome[R]{res: res}
 	}
 }
 
@@ -429,13 +511,9 @@ func (e *engine[R]) owed(s *nodeState[R]) {
 		s.inFlight = false
 		e.slots <- struct{}{}
 	}
-	if s.created && !e.r.Keep {
+	if s.created && !e.r.Keep && !e.r.KeepFinished {
 		s.created = false
-		e.deletions.Add(1)
-		go func(name string) {
-			defer e.deletions.Done()
-			DeleteAll(context.WithoutCancel(e.ctx), []string{name}, e.deleteObject)
-		}(s.name)
+		e.deleter.Add(s.node, s.name)
 	}
 }
 

@@ -193,24 +193,46 @@ func JobName(node, runID string) string { return nodepod.Fit("gpu-prep-"+node, 5
 // returns one result per node. The Jobs are deleted as each node reports and, whatever
 // happens, before it returns (see nodepod's Ctrl-C contract).
 func RunAgents(ctx context.Context, cs kubernetes.Interface, cfg *Request, nodes []string, mode rep.Mode) ([]NodeResult, error) {
-	return runAgents(ctx, cs, cfg, nodes, mode, nil)
-}
-
-// runAgents is RunAgents with, in reboot mode, the boot each node's reboot is for.
-func runAgents(ctx context.Context, cs kubernetes.Interface, cfg *Request, nodes []string, mode rep.Mode, bootIDs map[string]string) ([]NodeResult, error) {
 	parallel := cfg.Parallel
 	if parallel <= 0 {
 		parallel = DefaultParallel(mode)
 	}
-	ns := cfg.Namespace
 	prog := report.ForStream(cfg.Progress)
 	defer prog.End()
 	tally := prog.Tally("prep", len(nodes))
 	defer tally.Stop()
-	work := nodepod.Work[NodeResult]{
+	work := agentWork(cfg, mode, func(string) string { return "" })
+	work.Started = tally.Started
+	work.Finished = func(r nodepod.Result[NodeResult], done, total int) {
+		v := r.Value
+		v.Node = r.Node
+		tally.Finished(r.Node, failureLine(v))
+		if cfg.OnReport != nil && r.Value.Report != nil {
+			cfg.OnReport(r.Value)
+		}
+	}
+	run := nodepod.Run{Namespace: cfg.Namespace, Nodes: nodes, MaxInFlight: parallel, Timeout: cfg.Timeout}
+	out, err := nodepod.Execute(ctx, cs, run, work)
+	if err != nil {
+		return nil, err
+	}
+	res := make([]NodeResult, len(out))
+	for i, o := range out {
+		res[i] = o.Value
+		res[i].Node = o.Node
+	}
+	sort.Slice(res, func(i, j int) bool { return res[i].Node < res[j].Node })
+	return res, nil
+}
+
+// agentWork is the engine's Work of the agent in mode: its Job per node (in reboot mode,
+// for the boot bootID gives), and how its pod is read.
+func agentWork(cfg *Request, mode rep.Mode, bootID func(node string) string) nodepod.Work[NodeResult] {
+	ns := cfg.Namespace
+	return nodepod.Work[NodeResult]{
 		Component: Component,
 		Job: func(node string, labels map[string]string) *batchv1.Job {
-			return job(cfg, node, AgentRequest(cfg, mode, bootIDs[node]), labels)
+			return job(cfg, node, AgentRequest(cfg, mode, bootID(node)), labels)
 		},
 		Name: JobName,
 		// The Job controller's FailedCreate events: a Pod Security or quota refusal stops
@@ -231,27 +253,6 @@ func runAgents(ctx context.Context, cs kubernetes.Interface, cfg *Request, nodes
 				Hint: "the node may be unreachable or the image slow to pull: raise --timeout, or check 'kubectl get pods -n " + ns + "'"}
 		},
 	}
-	work.Started = tally.Started
-	work.Finished = func(r nodepod.Result[NodeResult], done, total int) {
-		v := r.Value
-		v.Node = r.Node
-		tally.Finished(r.Node, failureLine(v))
-		if cfg.OnReport != nil && r.Value.Report != nil {
-			cfg.OnReport(r.Value)
-		}
-	}
-	run := nodepod.Run{Namespace: ns, Nodes: nodes, MaxInFlight: parallel, Timeout: cfg.Timeout}
-	out, err := nodepod.Execute(ctx, cs, run, work)
-	if err != nil {
-		return nil, err
-	}
-	res := make([]NodeResult, len(out))
-	for i, o := range out {
-		res[i] = o.Value
-		res[i].Node = o.Node
-	}
-	sort.Slice(res, func(i, j int) bool { return res[i].Node < res[j].Node })
-	return res, nil
 }
 
 // classify reads a prep pod: a Job that cannot make its pod and a pod that cannot start are

@@ -13,7 +13,6 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 
@@ -125,12 +124,84 @@ func IsControlPlane(n *corev1.Node) bool {
 }
 
 type roller struct {
-	cs        kubernetes.Interface
-	cfg       *Request
-	o         RollOptions
-	prog      *report.Progress
-	annotator *Annotator
+	cs    kubernetes.Interface
+	cfg   *Request
+	o     RollOptions
+	prog  *report.Progress
+	nodes *nodeWatch
+	// One engine session per step, each node's Job joining when the node gets there: the
+	// watches are opened once per roll, not once per node and step.
+	apply, reboot, check *nodepod.Session[NodeResult]
+	deleter              *nodepod.Deleter
+	mu                   sync.Mutex
+	bootIDs              map[string]string // the boot each node's reboot Job is for
 }
+
+// open starts what the roll shares: the node watch and the three steps' sessions, at once.
+func (r *roller) open(ctx context.Context) error {
+	c := *r.cfg
+	c.Progress, c.OnReport = nil, nil
+	run := nodepod.Run{Namespace: c.Namespace, Timeout: c.Timeout, KeepFinished: true}
+	noBoot := func(string) string { return "" }
+	bootID := func(node string) string {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		return r.bootIDs[node]
+	}
+	var wg sync.WaitGroup
+	errs := make([]error, 4)
+	open := func(i int, f func() error) {
+		wg.Add(1)
+		go func() { defer wg.Done(); errs[i] = f() }()
+	}
+	open(0, func() (err error) { r.nodes, err = watchNodes(ctx, r.cs); return })
+	open(1, func() (err error) {
+		r.apply, err = nodepod.Open(ctx, r.cs, run, agentWork(&c, rep.ModeApply, noBoot))
+		return
+	})
+	open(2, func() (err error) {
+		r.reboot, err = nodepod.Open(ctx, r.cs, run, agentWork(&c, rep.ModeReboot, bootID))
+		return
+	})
+	open(3, func() (err error) {
+		r.check, err = nodepod.Open(ctx, r.cs, run, agentWork(&c, rep.ModeCheck, noBoot))
+		return
+	})
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	r.deleter = nodepod.NewDeleter(ctx, r.cs, c.Namespace, true, releaseWindow, r.apply.RunID(), r.reboot.RunID(), r.check.RunID())
+	return nil
+}
+
+// close ends the sessions (deleting what is left of them) and the node watch.
+func (r *roller) close() {
+	if r.deleter != nil {
+		r.deleter.Flush()
+	}
+	for _, s := range []*nodepod.Session[NodeResult]{r.apply, r.reboot, r.check} {
+		if s != nil {
+			s.Close()
+		}
+	}
+	if r.nodes != nil {
+		r.nodes.stop()
+	}
+}
+
+// release deletes a node's agent Jobs of the roll once its roll ended: with those of the
+// nodes that end within a few seconds, in one request.
+func (r *roller) release(node string) {
+	var names []string
+	for _, s := range []*nodepod.Session[NodeResult]{r.apply, r.reboot, r.check} {
+		names = append(names, JobName(node, s.RunID()))
+	}
+	r.deleter.Add(node, names...)
+}
+
+// releaseWindow is how long a finished node's Jobs wait for other nodes' to be deleted with.
+const releaseWindow = 5 * time.Second
 
 // Roll takes nodes out one slot at a time (at most MaxUnavailable at once, a freed slot
 // starting the next node): cordon, drain by kubectl's rules, apply (install), reboot, wait
@@ -146,8 +217,13 @@ func Roll(ctx context.Context, cs kubernetes.Interface, cfg *Request, nodes []st
 	if o.RebootTimeout <= 0 {
 		o.RebootTimeout = 15 * time.Minute
 	}
-	r := &roller{cs: cs, cfg: cfg, o: o, prog: report.ForStream(cfg.Progress), annotator: NewAnnotator(ctx, cs)}
+	r := &roller{cs: cs, cfg: cfg, o: o, prog: report.ForStream(cfg.Progress), bootIDs: map[string]string{}}
 	defer r.prog.End()
+	err := r.open(ctx)
+	defer r.close()
+	if err != nil {
+		return nil, interruptedOr(ctx, err)
+	}
 	out := make([]NodeRoll, len(nodes))
 	for i, n := range nodes {
 		out[i] = NodeRoll{Node: n}
@@ -183,20 +259,32 @@ start:
 		}()
 	}
 	wg.Wait()
-	annErr := r.annotator.Wait()
 	if ctx.Err() != nil {
 		return out, cliexit.ErrInterrupted
 	}
-	return out, annErr
+	return out, nil
 }
 
-// step records a finished step on the node (outliving a Ctrl-C).
-func (r *roller) record(ctx context.Context, node string, st *RollState, extra map[string]any) error {
+func interruptedOr(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return cliexit.ErrInterrupted
+	}
+	return err
+}
+
+// record writes where the node's roll stands (outliving a Ctrl-C), in one patch with
+// what else the step changes on the node: the report annotations of the agent that just
+// ran (annotations), the cordon or uncordon (spec).
+func (r *roller) record(ctx context.Context, node string, st *RollState, annotations, spec map[string]any) error {
 	st.Time = time.Now().UTC().Format(time.RFC3339)
 	b, _ := json.Marshal(st)
-	patch := map[string]any{"metadata": map[string]any{"annotations": map[string]any{RollAnnotation: string(b)}}}
-	for k, v := range extra {
-		patch[k] = v
+	ann := map[string]any{RollAnnotation: string(b)}
+	for k, v := range annotations {
+		ann[k] = v
+	}
+	patch := map[string]any{"metadata": map[string]any{"annotations": ann}}
+	if spec != nil {
+		patch["spec"] = spec
 	}
 	pb, _ := json.Marshal(patch)
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
@@ -211,13 +299,19 @@ func (r *roller) record(ctx context.Context, node string, st *RollState, extra m
 	return nil
 }
 
+// node rolls one node. Each step is written on the node before the next begins, in as few
+// patches as keep a rerun exact: the cordon with the first state; the apply's report with
+// the boot the reboot is for (a rerun that finds it asks that reboot, without applying
+// again); the host's answer to the reboot (a rerun does not ask twice); the check's report
+// with the uncordon. A drain or a reboot that finished is not written on its own: a rerun
+// drains again (nothing is left to evict), and finds the node back with its new boot.
 func (r *roller) node(ctx context.Context, name string) (res NodeRoll) {
 	start := time.Now()
 	res = NodeRoll{Node: name}
 	defer func() { res.Duration = time.Since(start).Round(time.Second).String() }()
-	n, err := r.cs.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
-	if err != nil {
-		res.Error = cluster.APIError("get node "+name, err).Error()
+	n := r.nodes.get(name)
+	if n == nil {
+		res.Error = "node " + name + " is not in the cluster"
 		return res
 	}
 	st := ReadRollState(n)
@@ -227,6 +321,13 @@ func (r *roller) node(ctx context.Context, name string) (res NodeRoll) {
 	} else {
 		st = RollState{WasCordoned: n.Spec.Unschedulable}
 	}
+	ran := false // a Job of the roll ran on the node: release deletes them
+	defer func() {
+		if ran {
+			r.release(name)
+		}
+	}()
+	var annotations map[string]any // the last agent report's, written with the next record
 	say := func(what string) { r.prog.Node(name + ": " + what) }
 	wait := func(state, detail string) { r.prog.Status(name, state, detail) }
 	fail := func(msg, hint string) NodeRoll {
@@ -235,7 +336,7 @@ func (r *roller) node(ctx context.Context, name string) (res NodeRoll) {
 			return res
 		}
 		st.Error = msg
-		_ = r.record(ctx, name, &st, nil)
+		_ = r.record(ctx, name, &st, annotations, nil)
 		res.Phase, res.Error = st.Phase, msg
 		res.Hint = "the node stays cordoned: fix it, then run the same command again to resume (it goes on from " + orStart(st.Phase) + ")"
 		if hint != "" {
@@ -244,16 +345,39 @@ func (r *roller) node(ctx context.Context, name string) (res NodeRoll) {
 		say("failed: " + msg)
 		return res
 	}
-	next := func(phase Phase, extra map[string]any) error {
+	next := func(phase Phase, spec map[string]any) error {
 		st.Phase = phase
 		res.Phase = phase
 		say(string(phase))
-		return r.record(ctx, name, &st, extra)
+		err := r.record(ctx, name, &st, annotations, spec)
+		annotations = nil
+		return err
+	}
+	// reached is a step finished but not written: a failure after it says it.
+	reached := func(phase Phase) {
+		st.Phase, res.Phase = phase, phase
+		say(string(phase))
+	}
+	run := func(s *nodepod.Session[NodeResult], mode rep.Mode) (NodeResult, error) {
+		ran = true
+		out, err := s.Do(name)
+		if err != nil {
+			return NodeResult{}, err
+		}
+		nr := out.Value
+		nr.Node = name
+		if nr.Report != nil && mode != rep.ModeReboot {
+			annotations = Annotations(nr.Report, time.Now())
+		}
+		if nr.Error != "" {
+			return nr, fmt.Errorf("%s: %s", mode, nr.Error)
+		}
+		return nr, nil
 	}
 	if phaseIndex(st.Phase) < phaseIndex(PhaseCordoned) {
 		// The cordon and the state are one patch: a crash cannot leave a cordon the roll
 		// does not know it made.
-		if err := next(PhaseCordoned, map[string]any{"spec": map[string]any{"unschedulable": true}}); err != nil {
+		if err := next(PhaseCordoned, map[string]any{"unschedulable": true}); err != nil {
 			return fail(err.Error(), "check your permission to patch nodes")
 		}
 	}
@@ -268,38 +392,40 @@ func (r *roller) node(ctx context.Context, name string) (res NodeRoll) {
 		if err != nil {
 			return fail("drain: "+cliexit.OneLine(err.Error()), "")
 		}
-		if err := next(PhaseDrained, nil); err != nil {
-			return fail(err.Error(), "")
-		}
+		reached(PhaseDrained)
 	}
 	if phaseIndex(st.Phase) < phaseIndex(PhaseInstalled) {
 		wait("applying the changes", "")
-		nr, err := r.agent(ctx, name, rep.ModeApply)
+		nr, err := run(r.apply, rep.ModeApply)
 		if err != nil {
 			return fail(err.Error(), nr.Hint)
 		}
 		if nr.Report != nil && nr.Report.Reboot != "" {
 			st.Reason = nr.Report.Reboot
 		}
-		if err := next(PhaseInstalled, nil); err != nil {
+		reached(PhaseInstalled)
+		// Installed, and the reboot is for this boot: one record.
+		st.BootID, st.Requested = r.bootID(name), false
+		if err := next(PhaseRebooting, nil); err != nil {
 			return fail(err.Error(), "")
 		}
 	}
 	if phaseIndex(st.Phase) < phaseIndex(PhaseRebooted) {
-		n, err := r.cs.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
-		if err != nil {
-			return fail(cluster.APIError("get node "+name, err).Error(), "")
-		}
 		// A node resumed while rebooting is waited for when its host accepted the reboot;
 		// otherwise it is asked (again): the agent reboots only the boot it is given, and
 		// a reboot already on its way is not asked twice.
-		if st.Phase != PhaseRebooting || !st.Requested && n.Status.NodeInfo.BootID == st.BootID {
-			st.BootID, st.Requested = n.Status.NodeInfo.BootID, false
-			if err := next(PhaseRebooting, nil); err != nil {
-				return fail(err.Error(), "")
+		if st.Phase != PhaseRebooting || !st.Requested && r.bootID(name) == st.BootID {
+			if st.Phase != PhaseRebooting {
+				st.BootID, st.Requested = r.bootID(name), false
+				if err := next(PhaseRebooting, nil); err != nil {
+					return fail(err.Error(), "")
+				}
 			}
 			wait("asking the host to reboot", "boot "+st.BootID)
-			nr, err := r.agentWith(ctx, name, rep.ModeReboot, st.BootID)
+			r.mu.Lock()
+			r.bootIDs[name] = st.BootID
+			r.mu.Unlock()
+			nr, err := run(r.reboot, rep.ModeReboot)
 			switch {
 			case ctx.Err() != nil:
 				return fail("interrupted", "")
@@ -311,7 +437,7 @@ func (r *roller) node(ctx context.Context, name string) (res NodeRoll) {
 				say("no answer from the reboot pod (" + cliexit.OneLine(err.Error()) + "): waiting for the node to come back")
 			}
 			st.Requested = err == nil
-			if err := r.record(ctx, name, &st, nil); err != nil {
+			if err := r.record(ctx, name, &st, nil, nil); err != nil {
 				return fail(err.Error(), "")
 			}
 		}
@@ -320,12 +446,10 @@ func (r *roller) node(ctx context.Context, name string) (res NodeRoll) {
 			return fail(err.Error(), "the node did not come back: look at its console; when it is back and Ready, run again")
 		}
 		res.BootID = boot
-		if err := next(PhaseRebooted, nil); err != nil {
-			return fail(err.Error(), "")
-		}
+		reached(PhaseRebooted)
 	}
 	wait("checking after the reboot", "")
-	nr, err := r.agent(ctx, name, rep.ModeCheck)
+	nr, err := run(r.check, rep.ModeCheck)
 	res.Check = &nr
 	if err != nil {
 		return fail(err.Error(), nr.Hint)
@@ -333,15 +457,23 @@ func (r *roller) node(ctx context.Context, name string) (res NodeRoll) {
 	if !nr.Ready() {
 		return fail("back after the reboot, but not ready: "+failedChecks(nr.Report), "see its checks below (kubectl gpu prep "+name+")")
 	}
-	var extra map[string]any
+	var spec map[string]any
 	if !st.WasCordoned {
-		extra = map[string]any{"spec": map[string]any{"unschedulable": nil}}
+		spec = map[string]any{"unschedulable": nil}
 	}
 	st.BootID, st.Reason, st.Requested = "", "", false
-	if err := next(PhaseDone, extra); err != nil {
+	if err := next(PhaseDone, spec); err != nil {
 		return fail(err.Error(), "")
 	}
 	return res
+}
+
+// bootID is the node's boot as last seen.
+func (r *roller) bootID(name string) string {
+	if n := r.nodes.get(name); n != nil {
+		return n.Status.NodeInfo.BootID
+	}
+	return ""
 }
 
 func orStart(p Phase) string {
@@ -364,106 +496,36 @@ func failedChecks(r *rep.Report) string {
 	return strings.Join(ids, ", ")
 }
 
-// agent runs the agent on one node in mode and returns its result; a node without a
-// report, or whose agent stopped, is an error.
-func (r *roller) agent(ctx context.Context, node string, mode rep.Mode) (NodeResult, error) {
-	return r.agentWith(ctx, node, mode, "")
-}
-
-func (r *roller) agentWith(ctx context.Context, node string, mode rep.Mode, bootID string) (NodeResult, error) {
-	c := *r.cfg
-	c.Parallel, c.Progress, c.OnReport = 1, nil, r.annotator.Add
-	if mode == rep.ModeReboot {
-		c.OnReport = nil
-	}
-	res, err := runAgents(ctx, r.cs, &c, []string{node}, mode, map[string]string{node: bootID})
-	if err != nil {
-		return NodeResult{}, err
-	}
-	nr := res[0]
-	if nr.Error != "" {
-		return nr, fmt.Errorf("%s: %s", mode, nr.Error)
-	}
-	return nr, nil
-}
-
-// waitBoot waits for the node to report a boot ID other than old, and Ready: a get, then
-// a watch of that one node from the get's resource version (watched again when the API
-// server ends it).
+// waitBoot waits for the node to report a boot ID other than old, and Ready, as the roll's
+// node watch sees it.
 func (r *roller) waitBoot(ctx context.Context, node, old string, status func(state, detail string)) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, r.o.RebootTimeout)
 	defer cancel()
 	deadline := time.Now().Add(r.o.RebootTimeout)
-	show := func(n *corev1.Node) {
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		changed := r.nodes.next()
+		n := r.nodes.get(node)
 		state := "rebooting: waiting for a new boot ID (was " + old + ")"
-		if n.Status.NodeInfo.BootID != old && n.Status.NodeInfo.BootID != "" {
-			state = "rebooted (boot " + n.Status.NodeInfo.BootID + "): waiting for Ready"
+		if n != nil {
+			boot := n.Status.NodeInfo.BootID
+			if boot != old && boot != "" {
+				if nodeReady(n) {
+					return boot, nil
+				}
+				state = "rebooted (boot " + boot + "): waiting for Ready"
+			}
 		}
 		status(state, fmt.Sprintf("%s left of --reboot-timeout", time.Until(deadline).Round(time.Second)))
-	}
-	back := func(n *corev1.Node) bool {
-		if n.Name != node {
-			return false
-		}
-		show(n)
-		return n.Status.NodeInfo.BootID != old && n.Status.NodeInfo.BootID != "" && nodeReady(n)
-	}
-	timedOut := func() error {
-		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-			return fmt.Errorf("not back with a new boot ID and Ready within %s", r.o.RebootTimeout)
-		}
-		return ctx.Err()
-	}
-	sel := fields.OneTermEqualSelector("metadata.name", node).String()
-	for {
-		n, err := r.cs.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
-		if err != nil {
-			if ctx.Err() != nil {
-				return "", timedOut()
-			}
-			if !nodepod.Transient(err) {
-				return "", cluster.APIError("get node "+node, err)
-			}
-			time.Sleep(time.Second)
-			continue
-		}
-		if back(n) {
-			return n.Status.NodeInfo.BootID, nil
-		}
-		w, err := r.cs.CoreV1().Nodes().Watch(ctx, metav1.ListOptions{FieldSelector: sel, ResourceVersion: n.ResourceVersion})
-		if err != nil {
-			if ctx.Err() != nil {
-				return "", timedOut()
-			}
-			time.Sleep(time.Second)
-			continue
-		}
-		tick := time.NewTicker(time.Second)
-	events:
-		for {
-			select {
-			case e, ok := <-w.ResultChan():
-				if !ok {
-					break events
-				}
-				if m, ok := e.Object.(*corev1.Node); ok {
-					n = m
-					if back(n) {
-						tick.Stop()
-						w.Stop()
-						return n.Status.NodeInfo.BootID, nil
-					}
-				}
-			case <-tick.C:
-				show(n)
-			}
-		}
-		tick.Stop()
-		w.Stop()
-		select { // the watch ended (the API server's timeout, a restart): look again
+		select {
+		case <-changed:
+		case <-tick.C:
 		case <-ctx.Done():
-			return "", timedOut()
-		case <-time.After(200 * time.Millisecond):
+			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+				return "", fmt.Errorf("not back with a new boot ID and Ready within %s", r.o.RebootTimeout)
+			}
+			return "", ctx.Err()
 		}
 	}
 }

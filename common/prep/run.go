@@ -202,7 +202,7 @@ func Apply(ctx context.Context, cs kubernetes.Interface, cfg *Request, p *Plan) 
 		return NewReport(rep.ModeApply, results), annotateErr
 	}
 	rolls, err := Roll(ctx, cs, cfg, roll)
-	if errors.Is(err, cliexit.ErrInterrupted) {
+	if errors.Is(err, cliexit.ErrInterrupted) || rolls == nil {
 		return nil, err
 	}
 	if annotateErr == nil {

@@ -47,6 +47,7 @@ func BenchmarkRoll100(b *testing.B) {
 			}
 		}
 		waitJobsGone(b)
+		b.Logf("%d nodes, requests per node by kind: %s", len(names), ct.breakdown(len(names)))
 		return d, ct.n.Load()
 	}
 	var ours, single time.Duration

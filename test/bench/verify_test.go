@@ -6,6 +6,8 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -96,11 +98,71 @@ func setOutcomes(b *testing.B) {
 type countingTransport struct {
 	rt http.RoundTripper
 	n  atomic.Int64
+	mu sync.Mutex
+	by map[string]int // "verb resource[/subresource]"
 }
 
 func (c *countingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	c.n.Add(1)
+	c.mu.Lock()
+	if c.by == nil {
+		c.by = map[string]int{}
+	}
+	c.by[requestKind(r)]++
+	c.mu.Unlock()
 	return c.rt.RoundTrip(r)
+}
+
+// requestKind names a request by its verb and resource: "list pods", "patch nodes",
+// "get pods/log", "watch events".
+func requestKind(r *http.Request) string {
+	verb := strings.ToLower(r.Method)
+	if verb == "get" && r.URL.Query().Get("watch") == "true" {
+		verb = "watch"
+	}
+	parts := strings.Split(strings.Trim(r.URL.Path, "/"), "/")
+	// /api/v1/[namespaces/NS/]RESOURCE[/NAME[/SUB]], /apis/GROUP/VERSION/...
+	if len(parts) > 0 && parts[0] == "apis" && len(parts) > 1 {
+		parts = parts[1:]
+	}
+	parts = parts[min(2, len(parts)):]
+	if len(parts) >= 2 && parts[0] == "namespaces" && len(parts) > 2 {
+		parts = parts[2:]
+	}
+	res := ""
+	if len(parts) > 0 {
+		res = parts[0]
+	}
+	if len(parts) == 1 && verb == "get" {
+		verb = "list"
+	}
+	if len(parts) == 1 && verb == "delete" {
+		verb = "deletecollection"
+	}
+	if len(parts) >= 3 {
+		res += "/" + parts[2]
+	}
+	return verb + " " + res
+}
+
+// breakdown is the requests per node by kind, most first.
+func (c *countingTransport) breakdown(nodes int) string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	type kv struct {
+		k string
+		n int
+	}
+	var all []kv
+	for k, n := range c.by {
+		all = append(all, kv{k, n})
+	}
+	sort.Slice(all, func(i, j int) bool { return all[i].n > all[j].n || all[i].n == all[j].n && all[i].k < all[j].k })
+	var b strings.Builder
+	for _, e := range all {
+		fmt.Fprintf(&b, "%s %.2f; ", e.k, float64(e.n)/float64(nodes))
+	}
+	return strings.TrimSuffix(b.String(), "; ")
 }
 
 func countingClient(b *testing.B) (kubernetes.Interface, *countingTransport) {
