@@ -44,15 +44,15 @@ func watchNodes(ctx context.Context, cs kubernetes.Interface) (*nodeWatch, error
 	}); err != nil {
 		return nil, err
 	}
-	// A refusal (RBAC) stops the roll before it starts; the API server away is waited for,
-	// as client-go does.
+	// A refusal (RBAC) stops the roll before it starts; the API server away is waited for
+	// (client-go lists and watches again, backing off), not logged: the roll's progress says
+	// what it waits for.
 	syncCtx, refused := context.WithCancelCause(ctx)
 	defer refused(nil)
-	if err := w.inf.SetWatchErrorHandlerWithContext(func(ctx context.Context, r *cache.Reflector, err error) {
+	if err := w.inf.SetWatchErrorHandlerWithContext(func(_ context.Context, _ *cache.Reflector, err error) {
 		if !nodepod.Transient(err) {
 			refused(err)
 		}
-		cache.DefaultWatchErrorHandler(ctx, r, err)
 	}); err != nil {
 		return nil, err
 	}
