@@ -96,8 +96,9 @@ type Run struct {
 	// Creators bounds concurrent create requests (default 10).
 	Creators int
 	Timeout  time.Duration
-	// Keep leaves the objects in place (for debugging); otherwise each is deleted as its
-	// node finishes and every object of the run at the end, whatever happens.
+	// Keep leaves the objects in place (for debugging); otherwise each is deleted once its
+	// node finished (with those of the nodes that finish within DeleteWindow, in one
+	// request) and every object of the run at the end, whatever happens.
 	Keep bool
 	// KeepFinished leaves a finished node's object in place (its log readable) for the
 	// caller to delete (a Deleter of several runs: a roll's steps of one node in one
@@ -325,8 +326,8 @@ func (e *engine[R]) execute(ctx context.Context) ([]Result[R], error) {
 		return nil, err
 	}
 
-	// Clean-up, whatever happens: the creator is stopped and waited for, each finished
-	// node's object was deleted as it finished, and the run's label finds the rest
+	// Clean-up, whatever happens: the creator is stopped and waited for, the finished
+	// nodes' objects still to delete are deleted, and the run's label finds the rest
 	// (a creation cut short by Ctrl-C may still have happened on the server).
 	creates := make(chan createResult, len(e.nodes))
 	e.slots = make(chan struct{}, len(e.nodes)+1)

@@ -190,8 +190,8 @@ func AgentRequest(cfg *Request, mode rep.Mode, bootID string) rep.AgentRequest {
 func JobName(node, runID string) string { return nodepod.Fit("gpu-prep-"+node, 57) + "-" + runID }
 
 // RunAgents runs the agent in mode on every node, at most cfg.Parallel nodes at once, and
-// returns one result per node. The Jobs are deleted as each node reports and, whatever
-// happens, before it returns (see nodepod's Ctrl-C contract).
+// returns one result per node. The Jobs are deleted once their nodes reported (a few nodes'
+// in one request) and, whatever happens, before it returns (see nodepod's Ctrl-C contract).
 func RunAgents(ctx context.Context, cs kubernetes.Interface, cfg *Request, nodes []string, mode rep.Mode) ([]NodeResult, error) {
 	parallel := cfg.Parallel
 	if parallel <= 0 {

@@ -135,8 +135,8 @@ type target struct {
 	sharing string
 }
 
-// Run verifies the plan's nodes and returns the report. The pods are deleted as each node
-// finishes and, whatever happens, before it returns (unless cfg.Keep); see nodepod's Ctrl-C
+// Run verifies the plan's nodes and returns the report. The pods are deleted once their
+// nodes finished (a few nodes' in one request) and, whatever happens, before it returns (unless cfg.Keep); see nodepod's Ctrl-C
 // contract.
 func Run(ctx context.Context, cs kubernetes.Interface, req *Request, plan *Plan) (*Report, error) {
 	d := req.Default()
