@@ -262,7 +262,7 @@ func (c *Cluster) servePodLogs(ctx context.Context, ns, selector, container stri
 	if err != nil {
 		return err
 	}
-	sem := make(chan struct{}, 16)
+	sem, delSem := make(chan struct{}, 16), make(chan struct{}, 8)
 	go func() {
 		for {
 			for ev := range w.ResultChan() {
@@ -283,16 +283,19 @@ func (c *Cluster) servePodLogs(ctx context.Context, ns, selector, container stri
 						_, _ = c.Client.CoreV1().Pods(p.Namespace).Patch(context.WithoutCancel(ctx), p.Name, types.MergePatchType, patch, metav1.PatchOptions{})
 					}
 					hold("true")
-					sem <- struct{}{}
+					// The slot is taken in the goroutine: the watch is read on meanwhile, so a
+					// burst of deletions (a run's Jobs deleted at once) never holds up the
+					// logs of the pods that appear behind it.
 					go func() {
+						sem <- struct{}{}
 						defer func() { <-sem }()
 						_ = c.SetPodLog(context.WithoutCancel(ctx), p.Namespace, p.Name, container, logFor(p))
 						hold(nil)
 					}()
 				case watch.Deleted:
-					sem <- struct{}{}
 					go func() {
-						defer func() { <-sem }()
+						delSem <- struct{}{}
+						defer func() { <-delSem }()
 						_ = dyn.Resource(logsGVR).Namespace(p.Namespace).Delete(context.WithoutCancel(ctx), p.Name, metav1.DeleteOptions{})
 						_ = os.Remove(filepath.Join(c.Dir, "kwok", "logs", p.Namespace, p.Name+"."+container+".log"))
 					}()
