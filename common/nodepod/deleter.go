@@ -15,8 +15,10 @@ import (
 	"k8s.io/utils/ptr"
 )
 
-// maxBatch bounds the nodes of one delete request (its selector is in the URL).
-const maxBatch = 100
+// maxBatch bounds the nodes of one delete request: the API server deletes a collection's
+// objects one after the other, so a run's last batch — which it waits for — stays short,
+// and larger bursts go as several requests at once.
+const maxBatch = 10
 
 // Deleter deletes the objects of nodes that finished, several nodes in one request: a
 // node given to Add is deleted with those given after it within Window, in one
