@@ -15,7 +15,7 @@ import (
 // time one node takes alone in the same run (the mean of three nodes rolled one at a time).
 // Each reboot is simulated with a fixed length (the agent's 5 s timer, then 2 s down);
 // kwok completes each agent Job's pod after 1–5 s. Goal: wall time ≤ 1.25× (10 waves × one
-// node alone).
+// node alone) and ≤ 15 API requests per node; each run logs its requests by kind.
 func BenchmarkRoll100(b *testing.B) {
 	const n, slots = 100, 10
 	if n+3 > Nodes {
