@@ -6,6 +6,7 @@
 package cliexit
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strings"
@@ -54,6 +55,14 @@ func Failuresf(format string, args ...any) error {
 
 // ErrInterrupted is returned when the user interrupted the command.
 var ErrInterrupted = &Error{Code: Interrupted, Err: errors.New("interrupted")}
+
+// InterruptedOr is ErrInterrupted when ctx ended (a Ctrl-C is why err happened), else err.
+func InterruptedOr(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return ErrInterrupted
+	}
+	return err
+}
 
 // Silent marks an error whose message was already printed (for example a report that
 // listed every failure): main exits with its code and prints nothing more. A report that

@@ -43,3 +43,15 @@ func TestOneLine(t *testing.T) {
 		}
 	}
 }
+
+func TestInterruptedOr(t *testing.T) {
+	err := errors.New("watch pods: connection refused")
+	ctx, cancel := context.WithCancel(context.Background())
+	if got := InterruptedOr(ctx, err); got != err {
+		t.Fatalf("live context: %v", got)
+	}
+	cancel()
+	if got := InterruptedOr(ctx, err); got != ErrInterrupted {
+		t.Fatalf("after Ctrl-C: %v; want ErrInterrupted", got)
+	}
+}

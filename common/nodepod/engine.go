@@ -258,10 +258,10 @@ func (e *engine[R]) openWatches(ctx context.Context) error {
 	ev := <-evc
 	e.evWatch = ev.w
 	if err != nil {
-		return interruptedOr(ctx, cluster.APIError("watch pods in namespace "+e.ns, err))
+		return cliexit.InterruptedOr(ctx, cluster.APIError("watch pods in namespace "+e.ns, err))
 	}
 	if ev.err != nil {
-		return interruptedOr(ctx, cluster.APIError("watch events in namespace "+e.ns, ev.err))
+		return cliexit.InterruptedOr(ctx, cluster.APIError("watch events in namespace "+e.ns, ev.err))
 	}
 	return nil
 }
@@ -516,13 +516,6 @@ func (e *engine[R]) owed(s *nodeState[R]) {
 		s.created = false
 		e.deleter.Add(s.node, s.name)
 	}
-}
-
-func interruptedOr(ctx context.Context, err error) error {
-	if ctx.Err() != nil {
-		return cliexit.ErrInterrupted
-	}
-	return err
 }
 
 // podNode finds the node state of one of the run's pods: by name (a pod the engine

@@ -222,7 +222,7 @@ func Roll(ctx context.Context, cs kubernetes.Interface, cfg *Request, nodes []st
 	err := r.open(ctx)
 	defer r.close()
 	if err != nil {
-		return nil, interruptedOr(ctx, err)
+		return nil, cliexit.InterruptedOr(ctx, err)
 	}
 	out := make([]NodeRoll, len(nodes))
 	for i, n := range nodes {
@@ -263,13 +263,6 @@ start:
 		return out, cliexit.ErrInterrupted
 	}
 	return out, nil
-}
-
-func interruptedOr(ctx context.Context, err error) error {
-	if ctx.Err() != nil {
-		return cliexit.ErrInterrupted
-	}
-	return err
 }
 
 // record writes where the node's roll stands (outliving a Ctrl-C), in one patch with
