@@ -3,6 +3,7 @@ package hostconfig
 import (
 	"context"
 	"fmt"
+	"os"
 	"sort"
 	"strings"
 	"time"
@@ -132,7 +133,7 @@ func planContainerd(h *Host, r *rep.Report, o ApplyOptions) ([]fileEdit, []rep.C
 	if cc.Status == rep.Fail && strings.Contains(cc.Message, "does not parse") {
 		return nil, nil, nil // never written: reported, fixed by hand
 	}
-	if !wantSystemd && !wantNvidia && !(cc.Status == rep.Fail && r.Flavour != rep.FlavourRKE2 && r.Flavour != rep.FlavourK3s) {
+	if !wantSystemd && !wantNvidia && !(cc.Status != rep.OK && r.Flavour != rep.FlavourRKE2 && r.Flavour != rep.FlavourK3s) {
 		return nil, nil, nil
 	}
 	var edits []fileEdit
@@ -155,14 +156,21 @@ func planContainerd(h *Host, r *rep.Report, o ApplyOptions) ([]fileEdit, []rep.C
 		}
 	default:
 		old, exists := h.Read(paths.Config)
-		content, changed, err := EditContainerd(old, exists, wantSystemd, wantNvidia)
+		rewrites, nvidiaFromDropIn := planDropInRewrites(h, r, paths, old)
+		content, changed, err := EditContainerd(old, exists, wantSystemd, wantNvidia && !nvidiaFromDropIn)
 		if err != nil {
 			return nil, nil, fmt.Errorf("%s: %w", paths.Config, err)
 		}
-		if !changed {
+		if changed {
+			edits = append(edits, fileEdit{check: rep.CheckContainerd, path: paths.Config, old: old, content: content})
+			// A drop-in rewritten in the root's schema copies the root's CRI section as
+			// NVIDIA's engine does: from the root as edited.
+			rewrites, _ = planDropInRewrites(h, r, paths, content)
+		}
+		edits = append(edits, rewrites...)
+		if len(edits) == 0 {
 			return nil, nil, nil
 		}
-		edits = append(edits, fileEdit{check: rep.CheckContainerd, path: paths.Config, old: old, content: content})
 	}
 	restart := rep.Change{Check: rep.CheckContainerd, Command: []string{"systemctl", "restart", service}}
 	if !o.RestartRuntime {
@@ -299,7 +307,16 @@ func Apply(ctx context.Context, h *Host, r *rep.Report, run Runner, o ApplyOptio
 			return out, err
 		}
 	}
+	var refused error
+	if !dryRun {
+		refused = judgeContainerdEdits(ctx, h, r, edits, out, o.Now)
+	}
 	for _, c := range cmds {
+		if refused != nil && c.Check == rep.CheckContainerd {
+			c.Error = "not run: containerd refuses the configuration it would restart with"
+			out = append(out, c)
+			continue
+		}
 		if !dryRun && c.Note == "" {
 			if _, err := run.Run(ctx, c.Command...); err != nil {
 				c.Error = err.Error()
@@ -310,7 +327,88 @@ func Apply(ctx context.Context, h *Host, r *rep.Report, run Runner, o ApplyOptio
 		}
 		out = append(out, c)
 	}
-	return out, nil
+	return out, refused
+}
+
+// planDropInRewrites plans the rewrite of each drop-in written in another schema than the
+// root (content) in the root's: what NVIDIA's engine writes against that root. It also
+// tells whether a rewrite carries the nvidia runtime.
+func planDropInRewrites(h *Host, r *rep.Report, paths ContainerdPaths, content string) (edits []fileEdit, nvidia bool) {
+	root, err := ParseContainerd(content)
+	if err != nil || r.Containerd == nil {
+		return nil, false
+	}
+	rel, ok := ParseContainerdRelease(r.Containerd.Release)
+	if !ok {
+		return nil, false
+	}
+	load := h.ModelLoad(paths.Config, rel)
+	for _, m := range mismatched(root, load.dropIns(paths.Config), rel) {
+		newContent, err := rewriteDropIn(root, m.cfg)
+		if err != nil {
+			continue // named by the check, to fix by hand
+		}
+		old, _ := h.Read(m.path)
+		edits = append(edits, fileEdit{check: rep.CheckContainerd, path: m.path, old: old, content: newContent,
+			note: fmt.Sprintf("a version %d drop-in under a version %d root: rewritten in the root's schema, as NVIDIA's engine writes it", m.cfg.Version, root.Version)})
+		if _, ok := m.cfg.RuntimeBinary("nvidia"); ok {
+			nvidia = true
+		}
+	}
+	return edits, nvidia
+}
+
+// judgeContainerdEdits has containerd load its configuration after the edits to it are in
+// place (before any restart): if it refuses them, each is put back from its backup and the
+// refusal, in containerd's words, is returned. RKE2/K3s render their config at start; their
+// files are not edited here.
+func judgeContainerdEdits(ctx context.Context, h *Host, r *rep.Report, edits []fileEdit, changes []rep.Change, now time.Time) error {
+	var touched []int
+	for i, e := range edits {
+		if e.check == rep.CheckContainerd && changes[i].Done {
+			touched = append(touched, i)
+		}
+	}
+	if len(touched) == 0 || r.Flavour == rep.FlavourRKE2 || r.Flavour == rep.FlavourK3s {
+		return nil
+	}
+	paths := ContainerdFor(r.Flavour, r.ContainerdConfigVersion)
+	rootVersion := r.ContainerdConfigVersion
+	if c, ok := h.Read(paths.Config); ok {
+		if root, err := ParseContainerd(c); err == nil {
+			rootVersion = int(root.Version)
+		}
+	}
+	load, info := h.LoadContainerd(ctx, r.Flavour, paths.Config, rootVersion)
+	if load.Loads() {
+		return nil
+	}
+	var put []string
+	for _, i := range touched {
+		e := edits[i]
+		var err error
+		if e.old == "" && !changes[i].Done {
+			continue
+		}
+		if e.old == "" {
+			err = os.Remove(h.Path(e.path))
+		} else {
+			_, err = WriteAtomic(h.Path(e.path), []byte(e.old), now.Add(time.Second))
+		}
+		if err != nil {
+			changes[i].Error = "containerd refuses the new configuration, and putting it back failed: " + err.Error()
+			continue
+		}
+		changes[i].Done = false
+		changes[i].Error = "put back: containerd refuses the new configuration"
+		put = append(put, e.path)
+	}
+	file := load.ErrFile
+	if file == "" {
+		file = paths.Config
+	}
+	return fmt.Errorf("containerd %s refuses the configuration it would restart with (%s): %s; %s put back from the backup and containerd not restarted: fix %s by hand, then run the same command again",
+		info.Release, judgeSays(info), load.Err, strings.Join(put, ", "), file)
 }
 
 // commitEdits writes the edits: every file is staged (backed up, new content synced beside

@@ -2,10 +2,11 @@ package hostconfig
 
 import (
 	"fmt"
+	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 
+	ctkcontainerd "github.com/NVIDIA/nvidia-container-toolkit/pkg/config/engine/containerd"
 	"github.com/NVIDIA/nvidia-container-toolkit/pkg/config/toml"
 )
 
@@ -36,8 +37,8 @@ func ParseContainerd(content string) (*ContainerdConfig, error) {
 	default:
 		return nil, fmt.Errorf("containerd config: version is %v, not a number", v)
 	}
-	if c.Version < 1 || c.Version > 3 {
-		return nil, fmt.Errorf("containerd config version %d is not supported (1, 2 or 3)", c.Version)
+	if c.Version < 1 || c.Version > 4 {
+		return nil, fmt.Errorf("containerd config version %d is not one containerd has (1 to 4; 4 is containerd 2.3's)", c.Version)
 	}
 	return c, nil
 }
@@ -50,7 +51,7 @@ func (c *ContainerdConfig) criPlugin() string {
 	case 2:
 		return "io.containerd.grpc.v1.cri"
 	}
-	return "io.containerd.cri.v1.runtime"
+	return "io.containerd.cri.v1.runtime" // versions 3 and 4 (containerd 2)
 }
 
 func (c *ContainerdConfig) runtimesPath() []string {
@@ -169,113 +170,96 @@ func (c *ContainerdConfig) Imports() []string {
 	return out
 }
 
-// mergesPlugins tells whether the installed containerd merges an imported file's plugin
-// sections key by key (2.1 and later) or replaces each whole section (before 2.1, see
-// containerd issue 5837). The version comes from the host's packages, else from the config's
-// version (3: containerd 2, taken as merging; 2: taken as 1.x).
-func (h *Host) mergesPlugins(cfg *ContainerdConfig) bool {
-	for _, p := range []string{"containerd.io", "containerd"} {
-		if v := h.installedVersion(p, true); v != "" {
-			v = v[strings.Index(v, ":")+1:]
-			f := strings.SplitN(v, ".", 3)
-			major, err1 := strconv.Atoi(f[0])
-			minor := 0
-			var err2 error
-			if len(f) > 1 {
-				minor, err2 = strconv.Atoi(strings.TrimFunc(f[1], func(r rune) bool { return r < '0' || r > '9' }))
-			}
-			if err1 == nil && err2 == nil {
-				return major > 2 || major == 2 && minor >= 1
-			}
-		}
-	}
-	return cfg.Version >= 3
-}
-
 // dropIn is a file the root config imports, as containerd reads it.
 type dropIn struct {
 	path string
 	cfg  *ContainerdConfig
 }
 
-// loadImports reads the files a config imports, as containerd resolves them: relative to the
-// importing file's directory, globs expanded in sorted order, imports of imports followed,
-// each file once. A file that is not there or does not parse is an error: containerd does
-// not start with it.
-func (h *Host) loadImports(file string, cfg *ContainerdConfig, seen map[string]bool) ([]dropIn, error) {
-	var out []dropIn
-	for _, imp := range cfg.Imports() {
-		if !filepath.IsAbs(imp) {
-			imp = filepath.Join(filepath.Dir(file), imp)
-		}
-		paths := []string{imp}
-		if strings.ContainsAny(imp, "*?[") {
-			paths = h.Glob(imp)
-		}
-		for _, p := range paths {
-			if seen[p] {
-				continue
-			}
-			seen[p] = true
-			s, ok := h.Read(p)
-			if !ok {
-				return nil, fmt.Errorf("imports %s, which is not there: containerd does not start", p)
-			}
-			c, err := ParseContainerd(s)
-			if err != nil {
-				return nil, fmt.Errorf("%s: %w", p, err)
-			}
-			out = append(out, dropIn{path: p, cfg: c})
-			more, err := h.loadImports(p, c, seen)
-			if err != nil {
-				return nil, err
-			}
-			out = append(out, more...)
+// rewriteDropIn writes a drop-in of another config version than the root's in the root's
+// schema, as NVIDIA's engine (nvidia-ctk runtime configure) writes it against that root:
+// the root's CRI section with the drop-in's NVIDIA runtimes added (and its default runtime
+// and enable_cdi carried over). A drop-in that configures anything else is refused: the
+// rewrite would lose it.
+func rewriteDropIn(root, d *ContainerdConfig) (string, error) {
+	if root.Version < 2 {
+		return "", fmt.Errorf("a version 1 root reads no drop-ins")
+	}
+	from := d.criPlugin()
+	for _, k := range d.tree.Keys() {
+		if k != "version" && k != "plugins" {
+			return "", fmt.Errorf("it sets %s, which a rewrite would lose", k)
 		}
 	}
-	return out, nil
-}
-
-// Effective is the config containerd runs with: the root config with its imports merged in
-// order. Before 2.1 containerd replaces a plugin's whole section with an import's (its
-// mergeConfig); from 2.1 it merges them key by key.
-func Effective(root *ContainerdConfig, imports []*ContainerdConfig, wholeSections bool) (*ContainerdConfig, error) {
-	m := root.tree.ToMap()
-	for _, c := range imports {
-		from := c.tree.ToMap()
-		if wholeSections {
-			if fp, ok := from["plugins"].(map[string]any); ok {
-				tp, _ := m["plugins"].(map[string]any)
-				if tp == nil {
-					tp = map[string]any{}
-				}
-				for k, v := range fp {
-					tp[k] = v
-				}
-				m["plugins"] = tp
-				delete(from, "plugins")
+	if p := d.tree.GetSubtreeByPath([]string{"plugins"}); p != nil {
+		for _, k := range p.Keys() {
+			if k != from {
+				return "", fmt.Errorf("it configures the plugin %s, not only the CRI runtimes", k)
 			}
 		}
-		mergeMaps(m, from)
 	}
-	t, err := toml.TreeFromMap(m)
+	type runtime struct{ name, binary string }
+	var add []runtime
+	for _, name := range d.Runtimes() {
+		b, _ := d.RuntimeBinary(name)
+		switch {
+		case strings.Contains(b, "nvidia-container-runtime"):
+			add = append(add, runtime{name, b})
+		case name == "runc":
+			// nvidia-ctk copies the root's whole CRI section into its drop-in: runc is
+			// the root's, which the rewrite copies again from the root.
+		default:
+			if _, ok := root.RuntimeBinary(name); !ok {
+				return "", fmt.Errorf("it configures the runtime %s, which is not NVIDIA's", name)
+			}
+		}
+	}
+	if len(add) == 0 {
+		return "", fmt.Errorf("it configures no NVIDIA runtime")
+	}
+	dir, err := os.MkdirTemp("", "kubectl-gpu-dropin-")
 	if err != nil {
-		return nil, err
+		return "", err
 	}
-	return &ContainerdConfig{tree: t, Version: root.Version}, nil
-}
-
-func mergeMaps(to, from map[string]any) {
-	for k, v := range from {
-		if k == "version" || k == "imports" {
-			continue
-		}
-		fm, fok := v.(map[string]any)
-		tm, tok := to[k].(map[string]any)
-		if fok && tok {
-			mergeMaps(tm, fm)
-			continue
-		}
-		to[k] = v
+	defer os.RemoveAll(dir)
+	top := filepath.Join(dir, "config.toml")
+	if err := os.WriteFile(top, []byte(root.String()), 0o600); err != nil {
+		return "", err
 	}
+	eng, err := ctkcontainerd.New(ctkcontainerd.WithLogger(quiet{}), ctkcontainerd.WithTopLevelConfigPath(top), ctkcontainerd.WithConfigSource(toml.FromString(root.String())))
+	if err != nil {
+		return "", fmt.Errorf("NVIDIA's engine: %w", err)
+	}
+	def := d.DefaultRuntime()
+	for _, r := range add {
+		if err := eng.AddRuntime(r.name, r.binary, r.name == def); err != nil {
+			return "", fmt.Errorf("NVIDIA's engine: %w", err)
+		}
+	}
+	if v, ok := d.tree.GetPath([]string{"plugins", from, "enable_cdi"}).(bool); ok && v {
+		eng.EnableCDI()
+	} else if ok {
+		return "", fmt.Errorf("it sets enable_cdi = false, which NVIDIA's engine does not write")
+	}
+	out := filepath.Join(dir, "conf.d", "drop-in.toml")
+	if err := os.MkdirAll(filepath.Dir(out), 0o700); err != nil {
+		return "", err
+	}
+	if _, err := eng.Save(out); err != nil {
+		return "", fmt.Errorf("NVIDIA's engine: %w", err)
+	}
+	b, err := os.ReadFile(out)
+	if err != nil {
+		return "", err
+	}
+	again, err := ParseContainerd(string(b))
+	if err != nil || again.Version != root.Version {
+		return "", fmt.Errorf("NVIDIA's engine wrote a file of another version")
+	}
+	for _, r := range add {
+		if got, _ := again.RuntimeBinary(r.name); got != r.binary {
+			return "", fmt.Errorf("NVIDIA's engine did not keep the runtime %s", r.name)
+		}
+	}
+	return string(b), nil
 }

@@ -17,6 +17,10 @@ import (
 // Host is a host root.
 type Host struct {
 	Root string
+	// Exec runs the host's own programs that only read (containerd's config loader). nil,
+	// or a runner that does not really run commands: the tool's model answers instead, and
+	// the report says so.
+	Exec Runner
 }
 
 // Path returns the path of a host file under the root.

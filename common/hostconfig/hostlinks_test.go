@@ -250,15 +250,16 @@ func TestContainerdAsItLoads(t *testing.T) {
 		check(t, checkRoot(t, root), rep.CheckContainerd, rep.Fail, "imports /etc/containerd/nvidia.toml, which is not there")
 	})
 	// A drop-in with only the runtime's table (as older guides write it) replaces the whole CRI
-	// section before containerd 2.1, taking runc's SystemdCgroup with it; 2.1 merges it.
+	// section under containerd 1.x, taking runc's SystemdCgroup with it; 2.0 merges it key by
+	// key (commit a21e379b6, first in v2.0.0: the conformance test loads it with the real 2.0).
 	handMade := "version = 2\n[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.nvidia]\n  runtime_type = \"io.containerd.runc.v2\"\n  [plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.nvidia.options]\n    BinaryName = \"/usr/bin/nvidia-container-runtime\"\n"
 	for _, tc := range []struct {
 		containerd string
 		want       rep.Status
 		says       []string
 	}{
-		{"1.7.24-1", rep.Fail, []string{"but /etc/containerd/conf.d/nvidia.toml overrides it: containerd before 2.1 replaces a plugin's whole section"}},
-		{"2.0.5-1", rep.Fail, []string{"overrides it"}},
+		{"1.7.24-1", rep.Fail, []string{"but /etc/containerd/conf.d/nvidia.toml overrides it: containerd 1.7.24 (1.x) replaces a plugin's whole section"}},
+		{"2.0.5-1", rep.OK, nil},
 		{"2.1.4-1", rep.OK, nil},
 	} {
 		t.Run("a hand-made drop-in under containerd "+tc.containerd, func(t *testing.T) {

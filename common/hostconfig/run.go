@@ -47,6 +47,9 @@ func Run(ctx context.Context, h *Host, o Options) (*rep.Report, error) {
 }
 
 func run(ctx context.Context, h *Host, o Options) (*rep.Report, error) {
+	if h.Exec == nil {
+		h.Exec = o.Runner
+	}
 	if o.Apply.Now.IsZero() {
 		o.Apply.Now = time.Now()
 	}

@@ -147,6 +147,33 @@ type Package struct {
 	Replaces string `json:"replaces,omitempty"`
 }
 
+// Who judged whether containerd loads its configuration.
+const (
+	// JudgeContainerd: the host's own containerd loaded the files (`containerd config dump`).
+	JudgeContainerd = "containerd"
+	// JudgeModel: no containerd binary could be run (a distroless host, a simulated one):
+	// the tool's model of that release's loader answered.
+	JudgeModel = "model"
+)
+
+// ContainerdLoad is what containerd makes of its configuration files.
+type ContainerdLoad struct {
+	Judge string `json:"judge"`
+	// Binary is the containerd that judged (judge containerd).
+	Binary string `json:"binary,omitempty"`
+	// Release is the containerd version the answer is for; ReleaseGuessed when neither the
+	// binary nor the packages said it (then it is what the root config's version implies).
+	Release        string `json:"release,omitempty"`
+	ReleaseGuessed bool   `json:"releaseGuessed,omitempty"`
+	// Files containerd reads, in its order.
+	Files []string `json:"files,omitempty"`
+	// Version is the config version containerd runs with.
+	Version int  `json:"version,omitempty"`
+	Loads   bool `json:"loads"`
+	// Error is the loader's refusal (containerd does not start with these files).
+	Error string `json:"error,omitempty"`
+}
+
 // Report is what the agent prints.
 type Report struct {
 	docmeta.TypeMeta `json:",inline"`
@@ -163,9 +190,11 @@ type Report struct {
 	DriverVersion  string  `json:"driverVersion,omitempty"`
 	CUDAVersion    string  `json:"cudaVersion,omitempty"`
 	ToolkitVersion string  `json:"toolkitVersion,omitempty"`
-	// ContainerdConfigVersion is 2 or 3 (0: not found).
-	ContainerdConfigVersion int  `json:"containerdConfigVersion,omitempty"`
-	NvidiaRuntime           bool `json:"nvidiaRuntime"`
+	// ContainerdConfigVersion is the root config's version, 1 to 4 (0: not found).
+	ContainerdConfigVersion int `json:"containerdConfigVersion,omitempty"`
+	// Containerd is how containerd loads the configuration and who said so.
+	Containerd    *ContainerdLoad `json:"containerd,omitempty"`
+	NvidiaRuntime bool            `json:"nvidiaRuntime"`
 	// DefaultRuntime is containerd's default runtime handler ("" when no config was read).
 	DefaultRuntime string `json:"defaultRuntime,omitempty"`
 	// CDI: containerd's CRI plugin injects CDI devices (enable_cdi).

@@ -3,7 +3,7 @@
 # cache outside the repository, keyed by version. Built once per machine; later runs only
 # check that the files are there.
 #
-#   hack/testenv/build-tools.sh [kubernetes] [etcd] [kwok] [helm] [krew] [sysroot]   (default: all)
+#   hack/testenv/build-tools.sh [kubernetes] [etcd] [kwok] [helm] [krew] [containerd] [sysroot] [debian-root]   (default: all)
 #
 # Prints nothing but progress on stderr; the cache directory is $KGPU_CACHE_DIR
 # (default ${XDG_CACHE_HOME:-$HOME/.cache}/kubectl-gpu).
@@ -138,8 +138,44 @@ kwok_manifests() {
   chmod -R u+w "$out/crd" "$out/stage"
 }
 
+# build_containerd builds the containerd daemon at each of CONTAINERD_VERSIONS into
+# $KGPU_BIN/containerd-<version>/containerd, named as its release builds name themselves (the
+# version package set by -ldflags). Static (CGO off; the btrfs, devmapper and zfs
+# snapshotters left out, which no config test reaches): the conformance test runs it inside
+# fake host roots with chroot. 1.x is the v1 module path, 2.x the /v2 one. A wrapper module
+# requires it and copies its replace directives (1.6's go.mod has some, so `go install`
+# refuses it), as build_kubernetes does.
+build_containerd() {
+  local v mod out w gomod
+  for v in $CONTAINERD_VERSIONS; do
+    out="$KGPU_BIN/containerd-$v"
+    [ -x "$out/containerd" ] && continue
+    mod=github.com/containerd/containerd
+    case $v in v2.*) mod=$mod/v2 ;; esac
+    log "building containerd $v (cold: about 2 minutes each on 2 cores)"
+    w=$(mktemp -d)
+    (cd "$w" && go mod init kgpu-containerd-wrapper >/dev/null 2>&1)
+    gomod=$(cd "$w" && go mod download -json "$mod@$v" | sed -n 's/.*"GoMod": "\(.*\)",/\1/p')
+    {
+      echo "module kgpu-containerd-wrapper"
+      echo "go $(sed -n 's/^go //p' "$gomod")"
+      echo "require $mod $v"
+      sed -n '/^replace (/,/^)/p; /^replace [^(]/p' "$gomod" | grep -v '=> \.'
+    } >"$w/go.mod"
+    printf '//go:build tools\n\npackage tools\n\nimport _ "%s/cmd/containerd"\n' "$mod" >"$w/tools.go"
+    mkdir -p "$out.tmp"
+    if ! (cd "$w" && GOFLAGS=-mod=mod go mod tidy >/dev/null 2>&1 &&
+      CGO_ENABLED=0 GOFLAGS=-mod=mod go build -trimpath -tags "no_btrfs no_devmapper no_zfs" \
+        -ldflags "-s -w -X $mod/version.Version=${v#v} -X $mod/version.Revision=kubectl-gpu-test" \
+        -o "$out.tmp/containerd" "$mod/cmd/containerd"); then
+      rm -rf "$w" "$out.tmp"; log "containerd $v did not build"; return 1
+    fi
+    rm -rf "$w" "$out" && mv "$out.tmp" "$out"
+  done
+}
+
 mkdir -p "$KGPU_BIN"
-what=("$@"); [ ${#what[@]} -gt 0 ] || what=(etcd kwok helm krew kubernetes sysroot debian-root)
+what=("$@"); [ ${#what[@]} -gt 0 ] || what=(etcd kwok helm krew kubernetes containerd sysroot debian-root)
 for t in "${what[@]}"; do
   case $t in
     kubernetes) build_kubernetes ;;
@@ -147,6 +183,7 @@ for t in "${what[@]}"; do
     kwok) build_kwok; kwok_manifests ;;
     helm) go_install_to helm "$HELM_VERSION" helm.sh/helm/v3/cmd/helm ;;
     krew) build_krew ;;
+    containerd) build_containerd ;;
     sysroot) # Debian's run-time files for the node-agent image (make image); best effort
       for a in amd64 arm64; do "$here/../release/agent-sysroot.sh" "$a" >/dev/null || log "no $a files for the agent image: its test will skip"; done ;;
     debian-root) # a Debian root where the package-install tests run the real apt-get; best effort
