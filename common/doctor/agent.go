@@ -3,6 +3,7 @@ package doctor
 import (
 	"context"
 	"fmt"
+	"github.com/kubectl-gpu/kubectl-gpu/common/xid"
 	"strconv"
 	"strings"
 	"time"
@@ -128,7 +129,18 @@ func (w *world) hostFindings(d *Node, n *corev1.Node, hr *rep.Report, byKind map
 	}
 	get := func(id string) rep.Check { c, _ := hr.Get(id); return c }
 
-	// Hardware: XIDs since boot, classed by NVIDIA's catalog.
+	// Hardware: the GPU that is missing, by bus id, with what the kernel log says of it; then
+	// XIDs since boot, classed by NVIDIA's catalog.
+	if l := link(LinkHardware); l != nil && l.State == Broken && l.Remedy == RemedyService && strings.Contains(l.Detail, "NVML sees") {
+		if named := missingGPUs(hr); named != "" {
+			l.Detail = strings.TrimSuffix(l.Detail, ": a GPU fell off the bus") + ": " + named
+		}
+	}
+	if c := get(rep.CheckXID); c.Status == rep.OK && len(hr.XIDs) > 0 {
+		if l := link(LinkHardware); l != nil && l.State == OK {
+			l.Detail += "; " + c.Message + " (application faults: information)"
+		}
+	}
 	if c := get(rep.CheckXID); c.Status == rep.Fail {
 		set(link(LinkHardware), c, Broken, RemedyService)
 	} else if c.Status == rep.Warn {
@@ -242,4 +254,68 @@ func registered(sockets []string, dir, name string) bool {
 		}
 	}
 	return false
+}
+
+// missingGPUs names the GPUs on the PCI bus that NVML does not see (where NVML answered),
+// else those a fallen-off-the-bus event names, each with its slot and serial where known and
+// the kernel log's event for it ("" none named).
+func missingGPUs(hr *rep.Report) string {
+	var gone []rep.GPU
+	if c, ok := hr.Get(rep.CheckNVML); ok && c.Status == rep.OK {
+		for _, g := range hr.GPUs {
+			if g.UUID == "" {
+				gone = append(gone, g)
+			}
+		}
+	}
+	if len(gone) == 0 {
+		for _, e := range hr.XIDs {
+			if e.Action != xid.Service {
+				continue
+			}
+			g := rep.GPU{PCIAddress: e.PCI}
+			for _, h := range hr.GPUs {
+				if xid.SameGPU(h.PCIAddress, e.PCI) {
+					g = h
+				}
+			}
+			dup := false
+			for _, o := range gone {
+				dup = dup || xid.SameGPU(o.PCIAddress, g.PCIAddress)
+			}
+			if !dup {
+				gone = append(gone, g)
+			}
+		}
+	}
+	parts := make([]string, 0, len(gone))
+	for _, g := range gone {
+		s := "GPU " + g.PCIAddress
+		var about []string
+		if g.Slot != "" {
+			about = append(about, "slot "+g.Slot)
+		}
+		if g.Serial != "" {
+			about = append(about, "serial "+g.Serial)
+		}
+		if len(about) > 0 {
+			s += " (" + strings.Join(about, ", ") + ")"
+		}
+		s += " is missing"
+		var why *xid.Event
+		for i, e := range hr.XIDs {
+			if xid.SameGPU(e.PCI, g.PCIAddress) && (why == nil || e.Action >= why.Action) {
+				why = &hr.XIDs[i]
+			}
+		}
+		if why != nil {
+			name := fmt.Sprintf("XID %d", why.XID)
+			if why.XID == 0 {
+				name = "the kernel log"
+			}
+			s += ", " + name + " since boot: " + why.Message
+		}
+		parts = append(parts, s)
+	}
+	return strings.Join(parts, "; ")
 }

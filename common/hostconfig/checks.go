@@ -85,14 +85,28 @@ func checkPCI(h *Host, r *rep.Report) {
 		r.Add(rep.CheckPCI, rep.Warn, "cannot read the PCI bus: "+err.Error(), "")
 		return
 	}
+	slots := h.pciSlots()
 	for _, d := range devs {
-		r.GPUs = append(r.GPUs, rep.GPU{PCIAddress: d.Address, DeviceID: fmt.Sprintf("10de:%04x", d.Device), Name: d.DeviceName, Driver: d.Driver})
+		r.GPUs = append(r.GPUs, rep.GPU{PCIAddress: d.Address, DeviceID: fmt.Sprintf("10de:%04x", d.Device), Name: d.DeviceName, Driver: d.Driver,
+			Slot: slots[strings.TrimSuffix(strings.ToLower(d.Address), ".0")]})
 	}
 	if len(devs) == 0 {
 		r.Add(rep.CheckPCI, rep.Fail, "no NVIDIA GPU on the PCI bus", "this is not a GPU node: leave it out (name nodes or use -l)")
 		return
 	}
 	r.Add(rep.CheckPCI, rep.OK, fmt.Sprintf("%d NVIDIA GPU(s) on the PCI bus", len(devs)), "")
+}
+
+// pciSlots maps a bus address (domain:bus:device) to the name of the physical slot it sits
+// in (/sys/bus/pci/slots/NAME/address).
+func (h *Host) pciSlots() map[string]string {
+	out := map[string]string{}
+	for _, p := range h.Glob("/sys/bus/pci/slots/*/address") {
+		if a, ok := h.Read(p); ok {
+			out[strings.ToLower(strings.TrimSpace(a))] = filepath.Base(filepath.Dir(p))
+		}
+	}
+	return out
 }
 
 type quiet struct{}

@@ -103,6 +103,10 @@ type GPU struct {
 	DeviceID   string `json:"deviceID"`
 	Name       string `json:"name,omitempty"`
 	UUID       string `json:"uuid,omitempty"`
+	// Serial is the board's serial number as NVML reads it (for a service request).
+	Serial string `json:"serial,omitempty"`
+	// Slot is the physical slot the GPU sits in, from the PCI slots in sysfs.
+	Slot string `json:"slot,omitempty"`
 	MemoryMiB  uint64 `json:"memoryMiB,omitempty"`
 	MIG        string `json:"mig,omitempty"`
 	ECC        string `json:"ecc,omitempty"`

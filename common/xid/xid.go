@@ -88,7 +88,13 @@ type Event struct {
 var (
 	xidLine  = regexp.MustCompile(`NVRM: Xid \(PCI:([0-9a-fA-F:.]+)\): (\d+), (.*)$`)
 	procPart = regexp.MustCompile(`^pid=([^,]*), name=([^,]*), (.*)$`)
-	busLine  = regexp.MustCompile(`NVRM: GPU at PCI:([0-9a-fA-F:.]+): (.*fallen off the bus.*)$`)
+	// pidPart: the driver's prefix with a pid and no name ("pid=0, GPU has fallen off the bus.").
+	pidPart = regexp.MustCompile(`^pid=([^,]*), (.*)$`)
+	busLine = regexp.MustCompile(`NVRM: GPU at PCI:([0-9a-fA-F:.]+): (.*fallen off the bus.*)$`)
+	// probeLine: the driver's probe-time line for a GPU that fell off the bus, with no XID
+	// ("NVRM: The NVIDIA GPU 0000:3b:00.0 (PCI ID: 10de:20b2) installed in this system has
+	// fallen off the bus and is not responding to commands.").
+	probeLine = regexp.MustCompile(`NVRM: The NVIDIA GPU ([0-9a-fA-F]{4}:[0-9a-fA-F:.]+)\b.*?(has fallen off the bus.*)$`)
 )
 
 // Parse reads the XIDs of a kernel log (dmesg, kern.log, journalctl -k), in order.
@@ -107,15 +113,41 @@ func Parse(log string) []Event {
 				if name := strings.Trim(p[2], "'<>"); name != "unknown" {
 					e.Process = name + " (pid " + strings.Trim(p[1], "'") + ")"
 				}
+			} else if p := pidPart.FindStringSubmatch(e.Message); p != nil {
+				e.Message = p[2]
 			}
 			out = append(out, e)
 			continue
 		}
 		if m := busLine.FindStringSubmatch(l); m != nil {
 			out = append(out, Event{PCI: strings.ToLower(m[1]), Message: strings.TrimSpace(m[2]), Meaning: Catalog[79].Meaning, Action: Service})
+			continue
+		}
+		if m := probeLine.FindStringSubmatch(l); m != nil {
+			out = append(out, Event{PCI: strings.ToLower(m[1]), Message: strings.TrimSpace(m[2]), Meaning: Catalog[79].Meaning, Action: Service})
 		}
 	}
 	return out
+}
+
+// SameGPU tells whether two PCI addresses name one GPU: the kernel log writes a bus id
+// without the function ("0000:3b:00") where sysfs and NVML add it ("0000:3b:00.0").
+func SameGPU(a, b string) bool {
+	norm := func(s string) string {
+		s = strings.ToLower(s)
+		if i := strings.LastIndex(s, "."); i > strings.LastIndex(s, ":") {
+			s = s[:i]
+		}
+		f := strings.Split(s, ":")
+		if len(f) == 2 {
+			f = append([]string{"0000"}, f...)
+		}
+		if d := f[0]; len(d) > 4 {
+			f[0] = d[len(d)-4:] // NVML's 8-digit domain
+		}
+		return strings.Join(f, ":")
+	}
+	return a != "" && b != "" && norm(a) == norm(b)
 }
 
 // Worst is the most disruptive action the events call for, with the event that calls for it

@@ -2,6 +2,7 @@ package xid
 
 import (
 	"encoding/json"
+	"strings"
 	"testing"
 )
 
@@ -78,5 +79,24 @@ I1206 09:20:00.000000       1 health.go:159] XidCriticalError: Xid=48 on Device=
 	}
 	if w, _ := Worst(got); w.XID != 79 {
 		t.Errorf("worst: %+v", w)
+	}
+}
+
+// TestParseFallenOffTheBus: the XID 79 line with a bare pid prefix, and the probe-time line
+// with no XID (NVIDIA/NVSentinel #155), name the GPU by bus id and lose the prefix.
+func TestParseFallenOffTheBus(t *testing.T) {
+	ev := Parse("[ 7.1] NVRM: Xid (PCI:0000:3b:00): 79, pid=0, GPU has fallen off the bus.\n" +
+		"[ 9.2] NVRM: The NVIDIA GPU 0000:3c:00.0 (PCI ID: 10de:20b2) installed in this system has fallen off the bus and is not responding to commands.\n")
+	if len(ev) != 2 {
+		t.Fatalf("%d events: %+v", len(ev), ev)
+	}
+	if ev[0].XID != 79 || ev[0].PCI != "0000:3b:00" || ev[0].Message != "GPU has fallen off the bus." || ev[0].Action != Service {
+		t.Errorf("XID 79: %+v", ev[0])
+	}
+	if ev[1].XID != 0 || ev[1].PCI != "0000:3c:00.0" || !strings.HasPrefix(ev[1].Message, "has fallen off the bus") || ev[1].Action != Service {
+		t.Errorf("probe-time line: %+v", ev[1])
+	}
+	if !SameGPU("0000:3b:00", "00000000:3B:00.0") || SameGPU("0000:3b:00", "0000:3c:00.0") {
+		t.Error("SameGPU")
 	}
 }

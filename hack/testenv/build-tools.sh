@@ -160,7 +160,7 @@ build_containerd() {
       echo "module kgpu-containerd-wrapper"
       echo "go $(sed -n 's/^go //p' "$gomod")"
       echo "require $mod $v"
-      sed -n '/^replace (/,/^)/p; /^replace [^(]/p' "$gomod" | grep -v '=> \.'
+      sed -n '/^replace (/,/^)/p; /^replace [^(]/p' "$gomod" | { grep -v '=> \.' || true; }
     } >"$w/go.mod"
     printf '//go:build tools\n\npackage tools\n\nimport _ "%s/cmd/containerd"\n' "$mod" >"$w/tools.go"
     mkdir -p "$out.tmp"

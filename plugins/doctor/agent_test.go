@@ -27,9 +27,12 @@ import (
 
 // Kernel log lines as NVIDIA's drivers print them (Ubuntu's kern.log).
 const (
-	bootLine = "Dec  6 08:00:00 gpu-7 kernel: [    0.000000] Linux version 6.8.0-51-generic (buildd@lcy02-amd64-080) #52-Ubuntu SMP\n"
-	xid48    = "Dec  6 09:40:00 gpu-7 kernel: [ 6000.2] NVRM: Xid (PCI:0000:08:00): 48, pid='<unknown>', name=<unknown>, An uncorrectable double bit error (DBE) has been detected on GPU in the framebuffer at partition 6, subpartition 0.\n"
-	xid79    = "Dec  6 10:00:00 gpu-7 kernel: [ 7000.2] NVRM: Xid (PCI:0000:07:00): 79, pid='<unknown>', name=<unknown>, GPU has fallen off the bus.\n"
+	bootLine    = "Dec  6 08:00:00 gpu-7 kernel: [    0.000000] Linux version 6.8.0-51-generic (buildd@lcy02-amd64-080) #52-Ubuntu SMP\n"
+	xid48       = "Dec  6 09:40:00 gpu-7 kernel: [ 6000.2] NVRM: Xid (PCI:0000:08:00): 48, pid='<unknown>', name=<unknown>, An uncorrectable double bit error (DBE) has been detected on GPU in the framebuffer at partition 6, subpartition 0.\n"
+	xid13       = "Dec  6 09:12:01 gpu-7 kernel: [ 4321.3] NVRM: Xid (PCI:0000:07:00): 13, pid=4410, name=python3, Graphics Exception: ESR 0x405840=0x4d000000 0x405844=0x0\n"
+	xid79pid    = "Dec  6 10:00:00 gpu-7 kernel: [ 7000.2] NVRM: Xid (PCI:0000:08:00): 79, pid=0, GPU has fallen off the bus.\n"
+	probeOffBus = "Dec  6 10:00:00 gpu-7 kernel: [ 7000.2] NVRM: The NVIDIA GPU 0000:08:00.0 (PCI ID: 10de:20b0) installed in this system has fallen off the bus and is not responding to commands.\n"
+	xid79       = "Dec  6 10:00:00 gpu-7 kernel: [ 7000.2] NVRM: Xid (PCI:0000:07:00): 79, pid='<unknown>', name=<unknown>, GPU has fallen off the bus.\n"
 )
 
 // cdiSpec names the two GPUs as `nvidia-ctk cdi generate` does (by index, by UUID, "all").
@@ -72,6 +75,14 @@ func agentWorld(t *testing.T) (*clustertest.Getter, map[string]*rep.Report) {
 		"gpu-ok":     {root: "k3s"},
 		"gpu-xid":    {root: "k3s", files: map[string]string{"/var/log/kern.log": bootLine + xid48}},
 		"gpu-offbus": {root: "k3s", files: map[string]string{"/var/log/kern.log": bootLine + xid79}},
+		// NVML (GFD) sees 1 of the 2 GPUs on the bus, and the kernel log says which fell off
+		// (NVIDIA's documented XID 79 line, with its bare pid prefix); the slot is in sysfs.
+		"gpu-gone": {root: "k3s", files: map[string]string{"/var/log/kern.log": bootLine + xid79pid, "/sys/bus/pci/slots/5/address": "0000:08:00\n"}},
+		// An application's fault (XID 13): information in the hardware link, not a failure.
+		"gpu-app": {root: "k3s", files: map[string]string{"/var/log/kern.log": bootLine + xid13}},
+		// The driver's probe-time line with no XID (NVIDIA/NVSentinel #155), the GFD count
+		// still 2.
+		"gpu-probe":  {root: "k3s", files: map[string]string{"/var/log/kern.log": bootLine + probeOffBus}},
 		"gpu-libs":   {root: "k3s", files: map[string]string{"/usr/lib/x86_64-linux-gnu/libnvidia-ml.so.535.247.01": ""}},
 		"gpu-cdi":    {root: "k3s"},
 		"gpu-dropin": {root: "ubuntu2404-containerd2", edit: orphanDropIn},
@@ -137,7 +148,11 @@ func agentWorld(t *testing.T) (*clustertest.Getter, map[string]*rep.Report) {
 			p.Status.ContainerStatuses[0].Name = "gpus"
 			alloc = 0
 		}
-		objs = append(objs, node(name, 2, 2, alloc, nil), p)
+		seen := 2
+		if name == "gpu-gone" {
+			seen = 1
+		}
+		objs = append(objs, node(name, 2, seen, alloc, nil), p)
 	}
 	// The verify pod kept on gpu-verify (verify --keep -n gpu-checks), failed.
 	kept := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "gpu-verify-gpu-verify-x7", Namespace: "gpu-checks", Labels: nodepod.Labels(verify.Component, "x7", "gpu-verify")},
@@ -238,8 +253,11 @@ func TestDoctorAgent(t *testing.T) {
 		detail      string
 	}{
 		"gpu-ok":      {doctor.Healthy, "", doctor.HostAgent, doctor.RemedyNone, ""},
+		"gpu-app":     {doctor.Healthy, "", doctor.HostAgent, doctor.RemedyNone, ""},
 		"gpu-xid":     {doctor.Degraded, doctor.LinkHardware, doctor.HostAgent, doctor.RemedyReset, "XID 48 on 0000:08:00: double-bit ECC error"},
 		"gpu-offbus":  {doctor.Faulty, doctor.LinkHardware, doctor.HostAgent, doctor.RemedyService, "XID 79 on 0000:07:00: GPU has fallen off the bus"},
+		"gpu-gone":    {doctor.Faulty, doctor.LinkHardware, doctor.HostAgent, doctor.RemedyService, "2 GPUs on the PCI bus, NVML sees 1: GPU 0000:08:00.0 (slot 5) is missing, XID 79 since boot: GPU has fallen off the bus."},
+		"gpu-probe":   {doctor.Faulty, doctor.LinkHardware, doctor.HostAgent, doctor.RemedyService, "fallen off the bus on 0000:08:00.0"},
 		"gpu-libs":    {doctor.Degraded, doctor.LinkDriver, doctor.HostAgent, doctor.RemedyReboot, "driver/library version mismatch: module 535.216.03 loaded, libraries 535.247.01"},
 		"gpu-cdi":     {doctor.Degraded, doctor.LinkToolkit, doctor.HostAgent, doctor.RemedyConfigure, "the device plugin (DEVICE_LIST_STRATEGY=cdi-cri) hands GPUs out through CDI, but the host has no CDI spec for nvidia.com/gpu"},
 		"gpu-dropin":  {doctor.Degraded, doctor.LinkContainerd, doctor.HostAgent, doctor.RemedyConfigure, "/etc/containerd/conf.d/99-nvidia.toml has it, but /etc/containerd/config.toml does not import it"},
@@ -263,6 +281,9 @@ func TestDoctorAgent(t *testing.T) {
 		}
 		if n.Verdict != w.verdict || n.FirstBroken != w.first || n.Host != w.host || n.Remedy != w.remedy || !strings.Contains(detail, w.detail) {
 			t.Errorf("%s: %s, first %q (%s), remedy %q, host %s; want %s, %q (…%s…), %q, %s", n.Node, n.Verdict, n.FirstBroken, detail, n.Remedy, n.Host, w.verdict, w.first, w.detail, w.remedy, w.host)
+		}
+		if n.Node == "gpu-app" && (len(n.Links) == 0 || !strings.Contains(n.Links[0].Detail, "1 XID (13) since boot") || !strings.Contains(n.Links[0].Detail, "information")) {
+			t.Errorf("gpu-app: hardware link %+v, want the application XID as information", n.Links)
 		}
 		if n.Node == "gpu-xid" && (len(n.XIDs) != 1 || n.XIDs[0].XID != 48) {
 			t.Errorf("gpu-xid: XIDs %+v", n.XIDs)

@@ -37,7 +37,7 @@ func TestNVMLInfoFromDGXA100Mock(t *testing.T) {
 		t.Fatalf("%d GPUs, CUDA %q", len(r.GPUs), r.CUDAVersion)
 	}
 	g := r.GPUs[0]
-	if !strings.Contains(g.Name, "A100") || g.UUID == "" || g.MemoryMiB == 0 || g.Driver != "550.54.15" || g.ECC != "enabled" || g.MIG == "" {
+	if !strings.Contains(g.Name, "A100") || g.UUID == "" || g.Serial != "1321020000000" || g.MemoryMiB == 0 || g.Driver != "550.54.15" || g.ECC != "enabled" || g.MIG == "" {
 		t.Fatalf("GPU 0: %+v", g)
 	}
 	if c, ok := r.Get(rep.CheckNVML); !ok || c.Status != rep.OK {
@@ -50,8 +50,10 @@ func TestNVMLInfoFromDGXA100Mock(t *testing.T) {
 
 // healthy makes the mock's GPUs answer ECC mode and the health queries as healthy GPUs do.
 func healthy(srv *dgxa100.Server) {
-	for _, d := range srv.Devices {
+	for i, d := range srv.Devices {
 		dev := d.(*dgxa100.Device)
+		serial := fmt.Sprintf("132102000%04d", i)
+		dev.GetSerialFunc = func() (string, nvml.Return) { return serial, nvml.SUCCESS }
 		dev.GetEccModeFunc = func() (nvml.EnableState, nvml.EnableState, nvml.Return) {
 			return nvml.FEATURE_ENABLED, nvml.FEATURE_ENABLED, nvml.SUCCESS
 		}

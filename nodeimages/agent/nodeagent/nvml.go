@@ -61,6 +61,9 @@ func nvmlInfo(h *hostconfig.Host, open func(*hostconfig.Host) (nvml.Interface, e
 			g := rep.GPU{Driver: driver}
 			g.Name, _ = d.GetName()
 			g.UUID, _ = d.GetUUID()
+			if sn, ret := d.GetSerial(); ret == nvml.SUCCESS {
+				g.Serial = sn
+			}
 			if mem, ret := d.GetMemoryInfo(); ret == nvml.SUCCESS {
 				g.MemoryMiB = mem.Total / (1 << 20)
 			}
@@ -76,9 +79,9 @@ func nvmlInfo(h *hostconfig.Host, open func(*hostconfig.Host) (nvml.Interface, e
 			}
 			readHealth(d, &g)
 			if j, ok := byAddr[g.PCIAddress]; ok {
-				pci, dev := r.GPUs[j].PCIAddress, r.GPUs[j].DeviceID
+				pci, dev, slot := r.GPUs[j].PCIAddress, r.GPUs[j].DeviceID, r.GPUs[j].Slot
 				r.GPUs[j] = g
-				r.GPUs[j].PCIAddress, r.GPUs[j].DeviceID = pci, dev
+				r.GPUs[j].PCIAddress, r.GPUs[j].DeviceID, r.GPUs[j].Slot = pci, dev, slot
 			} else {
 				r.GPUs = append(r.GPUs, g)
 			}
