@@ -121,6 +121,8 @@ type ContainerdLoad struct {
 	CRI map[string]any
 	// PerFile holds each file's own plugin sections, to say which file sets what.
 	PerFile map[string]*ContainerdConfig
+	// missing is an imported file that is not there ("" none).
+	missing string
 }
 
 // Loads tells whether containerd starts with the files.
@@ -186,7 +188,7 @@ func (h *Host) ModelLoad(path string, rel ContainerdRelease) *ContainerdLoad {
 		}
 		content, ok := h.Read(p)
 		if !ok {
-			l.Err, l.ErrFile = fmt.Errorf("imports %s, which is not there: containerd does not start", p), p
+			l.Err, l.ErrFile, l.missing = fmt.Errorf("imports %s, which is not there: containerd does not start", p), p, p
 			return l
 		}
 		t, err := toml.Load(content)
@@ -472,6 +474,11 @@ func (h *Host) LoadContainerd(ctx context.Context, f rep.Flavour, path string, r
 		real.Files, real.PerFile = model.Files, model.PerFile
 		if real.ErrFile == "" && !real.Loads() {
 			real.ErrFile = model.ErrFile
+		}
+		if real.Loads() && model.missing != "" {
+			// 2.x's `config dump` skips an import that is not there (it ignores a
+			// not-exist error); its daemon refuses to start (tested with the real daemon).
+			real.Err, real.ErrFile = fmt.Errorf("imports %s, which is not there: containerd %s does not start (its daemon refuses the file; `config dump` skips it)", model.missing, rel), model.missing
 		}
 		l = real
 	}
