@@ -341,3 +341,117 @@ func TestContainerdConformance(t *testing.T) {
 	}
 	t.Logf("what each real containerd makes of each fixture:\n%s", table.String())
 }
+
+// TestContainerd1724VersionThreeDropIn: Ubuntu 24.04's containerd 1.7.24, a version 2 root
+// importing conf.d, and the toolkit's drop-in written as version 3 (nvidia-ctk against a
+// version 3 root: NVIDIA/aicr #1688). containerd 1.7.24 refuses the set, so its next restart
+// leaves the node without containerd. The check names the drop-in and containerd's own
+// message; --apply rewrites a toolkit drop-in in the root's schema (containerd then loads it
+// and is restarted), and refuses, putting everything back, where the drop-in cannot be
+// rewritten: containerd's message, no restart.
+func TestContainerd1724VersionThreeDropIn(t *testing.T) {
+	bins := containerdBins(t)
+	bin := bins["v1.7.24"]
+	if bin == "" {
+		t.Fatal("containerd v1.7.24 is not among the pinned versions")
+	}
+	ctx := context.Background()
+	setup := func(t *testing.T, extra string) (string, *hostconfigtest.ContainerdRunner) {
+		root := fakeRoot(t, "ubuntu2204-kubeadm", 1)
+		v2Root(t, root)
+		toolkitDropInFor(t, root, 3)
+		if extra != "" {
+			edit(t, root, "/etc/containerd/conf.d/99-nvidia.toml", func(s string) string { return s + extra })
+		}
+		if err := hostconfigtest.InstallContainerd(root, bin, "/usr/bin/containerd"); err != nil {
+			t.Fatal(err)
+		}
+		return root, &hostconfigtest.ContainerdRunner{Root: root}
+	}
+	t.Run("check", func(t *testing.T) {
+		root, runner := setup(t, "")
+		r := rep.New("v0.0.0-test", ModeCheck)
+		Check(ctx, &Host{Root: root, Exec: runner}, r, nil)
+		c := check(t, r, rep.CheckContainerd, rep.Fail, "containerd 1.7.24 does not start", "unsupported config version `3`",
+			"/etc/containerd/conf.d/99-nvidia.toml is a version 3 drop-in under a version 2 root", "loaded by containerd 1.7.24 (/usr/bin/containerd)",
+			"kubectl gpu prep --apply rewrites /etc/containerd/conf.d/99-nvidia.toml in the root's schema (version 2)")
+		check(t, r, rep.CheckNvidiaRuntime, rep.Fail, "the next restart leaves the node without containerd")
+		if r.Containerd.Judge != rep.JudgeContainerd || r.Containerd.Loads || r.Containerd.Release != "1.7.24" {
+			t.Errorf("containerd load %+v", r.Containerd)
+		}
+		// With no containerd to run, the model says the same and says it is the model.
+		if err := os.Remove(filepath.Join(root, "usr/bin/containerd")); err != nil {
+			t.Fatal(err)
+		}
+		status, _ := os.ReadFile(filepath.Join(root, "var/lib/dpkg/status"))
+		write(t, root, "/var/lib/dpkg/status", string(status)+"\nPackage: containerd\nStatus: install ok installed\nVersion: 1.7.24-0ubuntu1~24.04.2\n")
+		m := rep.New("v0.0.0-test", ModeCheck)
+		Check(ctx, &Host{Root: root}, m, nil)
+		check(t, m, rep.CheckContainerd, rep.Fail, "containerd 1.7.24 does not start", "unsupported config version `3`", "99-nvidia.toml is a version 3 drop-in", "the model's answer for containerd 1.7.24")
+		_ = c
+	})
+	t.Run("apply rewrites the toolkit's drop-in", func(t *testing.T) {
+		root, runner := setup(t, "")
+		r, err := Run(ctx, &Host{Root: root}, Options{Mode: ModeApply, Node: "n", Runner: runner, Apply: ApplyOptions{RestartRuntime: true}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var rewrite *rep.Change
+		for i, c := range r.Changes {
+			if c.File == "/etc/containerd/conf.d/99-nvidia.toml" {
+				rewrite = &r.Changes[i]
+			}
+		}
+		if rewrite == nil || !rewrite.Done || !strings.Contains(rewrite.Diff, "-version = 3") || !strings.Contains(rewrite.Diff, "+version = 2") || !strings.Contains(rewrite.Note, "rewritten in the root's schema") {
+			t.Fatalf("the drop-in's rewrite: %+v", rewrite)
+		}
+		if !strings.Contains(readFile(t, root, "/etc/containerd/conf.d/99-nvidia.toml"), `plugins."io.containerd.grpc.v1.cri".containerd.runtimes.nvidia`) {
+			t.Error("the rewritten drop-in has no version 2 nvidia runtime")
+		}
+		if bs, _ := filepath.Glob(filepath.Join(root, "etc/containerd/conf.d/99-nvidia.toml.kubectl-gpu-*.bak")); len(bs) != 1 {
+			t.Errorf("backups %v, want the drop-in's", bs)
+		}
+		fv, final := realVerdict(t, ctx, root, runner, rep.FlavourKubeadm, "/etc/containerd/config.toml", ContainerdRelease{1, 7, 24})
+		if !fv.Loads || !fv.Nvidia || !fv.Systemd {
+			t.Errorf("containerd 1.7.24 after apply: %+v %v", fv, final.Err)
+		}
+		restarted := false
+		for _, c := range runner.Recorded {
+			restarted = restarted || strings.Join(c, " ") == "systemctl restart containerd"
+		}
+		if !restarted {
+			t.Errorf("containerd not restarted after a change it loads: %v", runner.Recorded)
+		}
+		check(t, r, rep.CheckNvidiaRuntime, rep.Fixed)
+	})
+	t.Run("apply refuses what it cannot rewrite", func(t *testing.T) {
+		// The drop-in also configures the image service's registry, which a rewrite would lose.
+		root, runner := setup(t, "\n[plugins.\"io.containerd.cri.v1.images\".registry]\n  config_path = \"/etc/containerd/certs.d\"\n")
+		before := containerdFiles(t, root)
+		r, err := Run(ctx, &Host{Root: root}, Options{Mode: ModeApply, Node: "n", Runner: runner, Apply: ApplyOptions{RestartRuntime: true}})
+		if err == nil || !strings.Contains(err.Error(), "containerd 1.7.24 refuses the configuration it would restart with") || !strings.Contains(err.Error(), "unsupported config version `3`") || !strings.Contains(err.Error(), "put back") {
+			t.Fatalf("apply: %v", err)
+		}
+		if after := containerdFiles(t, root); fmt.Sprint(before) != fmt.Sprint(after) {
+			t.Error("a refused apply left containerd's files changed")
+		}
+		for _, c := range runner.Recorded {
+			if strings.Join(c, " ") == "systemctl restart containerd" {
+				t.Error("containerd restarted on a configuration it refuses")
+			}
+		}
+		check(t, r, rep.CheckContainerd, rep.Fail, "unsupported config version `3`", "rewrite /etc/containerd/conf.d/99-nvidia.toml as a version 2 file by hand")
+		if !strings.Contains(r.Error, "refuses") {
+			t.Errorf("report error %q", r.Error)
+		}
+	})
+}
+
+func readFile(t *testing.T, root, p string) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(root, p))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}

@@ -243,7 +243,7 @@ func (h *Host) ModelLoad(path string, rel ContainerdRelease) *ContainerdLoad {
 	l.Version = version
 	switch {
 	case rel.Major < 2 && rel.refusesAbove2() && version > 2:
-		l.Err, l.ErrFile = fmt.Errorf("unsupported config version `%d` (from %s): containerd %s reads version 2 at most", version, versionFile, rel), versionFile
+		l.Err, l.ErrFile = fmt.Errorf("unsupported config version `%d` (from %s)", version, versionFile), versionFile
 		return l
 	case rel.Major < 2 && version >= 2:
 		for k := range plugins {
@@ -415,7 +415,10 @@ func (h *Host) canRun() bool { return h.Exec != nil && h.Exec.Note() == "" }
 
 // logLine is a containerd log line (logrus's text format), which a combined output mixes
 // into the dump.
-var logLine = regexp.MustCompile(`^time="[^"]*" level=`)
+var (
+	logLine = regexp.MustCompile(`^time="[^"]*" level=`)
+	logMsg  = regexp.MustCompile(`msg="((?:[^"\\]|\\.)*)"`)
+)
 
 // JudgeLoad has the host's own containerd load the configuration at path (`containerd
 // --config path config dump`, in the host's namespaces). ok is false where no containerd
@@ -438,8 +441,8 @@ func (h *Host) JudgeLoad(ctx context.Context, f rep.Flavour, path string, rel Co
 	if err != nil {
 		msg := strings.TrimSpace(strings.Join(body, "\n"))
 		for _, line := range logs {
-			if strings.Contains(line, "level=fatal") || strings.Contains(line, "level=error") {
-				msg = strings.TrimSpace(msg + " " + line)
+			if m := logMsg.FindStringSubmatch(line); msg == "" && m != nil && (strings.Contains(line, "level=fatal") || strings.Contains(line, "level=error")) {
+				msg = m[1]
 			}
 		}
 		if msg == "" {

@@ -86,6 +86,10 @@ func agentWorld(t *testing.T) (*clustertest.Getter, map[string]*rep.Report) {
 		"gpu-libs":   {root: "k3s", files: map[string]string{"/usr/lib/x86_64-linux-gnu/libnvidia-ml.so.535.247.01": ""}},
 		"gpu-cdi":    {root: "k3s"},
 		"gpu-dropin": {root: "ubuntu2404-containerd2", edit: orphanDropIn},
+		// Ubuntu 24.04's containerd 1.7.24, a version 2 root importing conf.d and the toolkit's
+		// drop-in written as version 3: containerd's next start fails (no containerd binary
+		// to run here: the model answers, for the release the packages name).
+		"gpu-v3dropin": {root: "ubuntu2404-containerd2", edit: v3DropIn},
 		// The plugin's pod runs; the kubelet has no socket of it (a kubelet restart emptied
 		// the directory).
 		"gpu-unreg": {root: "k3s"},
@@ -229,6 +233,26 @@ func orphanDropIn(t *testing.T, dir string) {
 	}
 }
 
+// v3DropIn: a version 2 root importing conf.d, the toolkit's drop-in as version 3, and
+// containerd 1.7.24 installed (dpkg), on the Ubuntu 24.04 root.
+func v3DropIn(t *testing.T, dir string) {
+	root := "version = 2\nimports = [\"/etc/containerd/conf.d/*.toml\"]\n[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.runc]\n  runtime_type = \"io.containerd.runc.v2\"\n  [plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.runc.options]\n    SystemdCgroup = true\n"
+	dropIn := "version = 3\n\n[plugins]\n  [plugins.\"io.containerd.cri.v1.runtime\".containerd.runtimes.nvidia]\n    runtime_type = \"io.containerd.runc.v2\"\n    [plugins.\"io.containerd.cri.v1.runtime\".containerd.runtimes.nvidia.options]\n      BinaryName = \"/usr/bin/nvidia-container-runtime\"\n"
+	if err := os.Remove(filepath.Join(dir, "etc/containerd/conf.d/10-registry.toml")); err != nil {
+		t.Fatal(err)
+	}
+	status, _ := os.ReadFile(filepath.Join(dir, "var/lib/dpkg/status"))
+	for p, c := range map[string]string{"etc/containerd/config.toml": root, "etc/containerd/conf.d/99-nvidia.toml": dropIn, "usr/bin/nvidia-container-runtime": "",
+		"var/lib/dpkg/status": string(status) + "\nPackage: containerd\nStatus: install ok installed\nVersion: 1.7.24-0ubuntu1~24.04.2\n"} {
+		if err := os.MkdirAll(filepath.Dir(filepath.Join(dir, p)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, p), []byte(c), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 // TestDoctorAgent: the host links from the node agent's report, node by node, as a golden
 // table and JSON; the Jobs are gone afterwards and no node was changed.
 func TestDoctorAgent(t *testing.T) {
@@ -252,21 +276,22 @@ func TestDoctorAgent(t *testing.T) {
 		remedy      doctor.Remediation
 		detail      string
 	}{
-		"gpu-ok":      {doctor.Healthy, "", doctor.HostAgent, doctor.RemedyNone, ""},
-		"gpu-app":     {doctor.Healthy, "", doctor.HostAgent, doctor.RemedyNone, ""},
-		"gpu-xid":     {doctor.Degraded, doctor.LinkHardware, doctor.HostAgent, doctor.RemedyReset, "XID 48 on 0000:08:00: double-bit ECC error"},
-		"gpu-offbus":  {doctor.Faulty, doctor.LinkHardware, doctor.HostAgent, doctor.RemedyService, "XID 79 on 0000:07:00: GPU has fallen off the bus"},
-		"gpu-gone":    {doctor.Faulty, doctor.LinkHardware, doctor.HostAgent, doctor.RemedyService, "2 GPUs on the PCI bus, NVML sees 1: GPU 0000:08:00.0 (slot 5) is missing, XID 79 since boot: GPU has fallen off the bus."},
-		"gpu-probe":   {doctor.Faulty, doctor.LinkHardware, doctor.HostAgent, doctor.RemedyService, "fallen off the bus on 0000:08:00.0"},
-		"gpu-libs":    {doctor.Degraded, doctor.LinkDriver, doctor.HostAgent, doctor.RemedyReboot, "driver/library version mismatch: module 535.216.03 loaded, libraries 535.247.01"},
-		"gpu-cdi":     {doctor.Degraded, doctor.LinkToolkit, doctor.HostAgent, doctor.RemedyConfigure, "the device plugin (DEVICE_LIST_STRATEGY=cdi-cri) hands GPUs out through CDI, but the host has no CDI spec for nvidia.com/gpu"},
-		"gpu-dropin":  {doctor.Degraded, doctor.LinkContainerd, doctor.HostAgent, doctor.RemedyConfigure, "/etc/containerd/conf.d/99-nvidia.toml has it, but /etc/containerd/config.toml does not import it"},
-		"gpu-noagent": {doctor.Healthy, "", doctor.HostPrep, doctor.RemedyNone, ""},
-		"gpu-dra":     {doctor.Unschedulable, doctor.LinkSoftware, doctor.HostAgent, doctor.RemedyRestart, "the DRA kubelet plugin pod nvidia-dra-driver-gpu/nvidia-dra-driver-gpu-kubelet-plugin-gpu-dra runs but is not registered with the kubelet: no gpu.nvidia.com socket in /var/lib/kubelet/plugins_registry"},
-		"gpu-nofm":    {doctor.Degraded, doctor.LinkDriver, doctor.HostAgent, doctor.RemedyConfigure, "6 NVSwitches on the PCI bus and no Fabric Manager running"},
-		"gpu-tmpl":    {doctor.Degraded, doctor.LinkContainerd, doctor.HostAgent, doctor.RemedyConfigure, "the next restart of k3s renders config.toml without it"},
-		"gpu-verify":  {doctor.Degraded, doctor.LinkToolkit, doctor.HostAgent, doctor.RemedyConfigure, "a container on the node cannot use its GPUs: the verify pod gpu-checks/gpu-verify-gpu-verify-x7 (kept) ended with: Failed to allocate device vector A (error code CUDA driver version is insufficient for CUDA runtime version)!"},
-		"gpu-unreg":   {doctor.Degraded, doctor.LinkSoftware, doctor.HostAgent, doctor.RemedyRestart, "runs but is not registered with the kubelet: no nvidia socket in /var/lib/kubelet/device-plugins"},
+		"gpu-ok":       {doctor.Healthy, "", doctor.HostAgent, doctor.RemedyNone, ""},
+		"gpu-app":      {doctor.Healthy, "", doctor.HostAgent, doctor.RemedyNone, ""},
+		"gpu-xid":      {doctor.Degraded, doctor.LinkHardware, doctor.HostAgent, doctor.RemedyReset, "XID 48 on 0000:08:00: double-bit ECC error"},
+		"gpu-offbus":   {doctor.Faulty, doctor.LinkHardware, doctor.HostAgent, doctor.RemedyService, "XID 79 on 0000:07:00: GPU has fallen off the bus"},
+		"gpu-gone":     {doctor.Faulty, doctor.LinkHardware, doctor.HostAgent, doctor.RemedyService, "2 GPUs on the PCI bus, NVML sees 1: GPU 0000:08:00.0 (slot 5) is missing, XID 79 since boot: GPU has fallen off the bus."},
+		"gpu-probe":    {doctor.Faulty, doctor.LinkHardware, doctor.HostAgent, doctor.RemedyService, "fallen off the bus on 0000:08:00.0"},
+		"gpu-v3dropin": {doctor.Degraded, doctor.LinkContainerd, doctor.HostAgent, doctor.RemedyConfigure, "containerd 1.7.24 does not start with /etc/containerd/config.toml and its imports: unsupported config version `3` (from /etc/containerd/conf.d/99-nvidia.toml)"},
+		"gpu-libs":     {doctor.Degraded, doctor.LinkDriver, doctor.HostAgent, doctor.RemedyReboot, "driver/library version mismatch: module 535.216.03 loaded, libraries 535.247.01"},
+		"gpu-cdi":      {doctor.Degraded, doctor.LinkToolkit, doctor.HostAgent, doctor.RemedyConfigure, "the device plugin (DEVICE_LIST_STRATEGY=cdi-cri) hands GPUs out through CDI, but the host has no CDI spec for nvidia.com/gpu"},
+		"gpu-dropin":   {doctor.Degraded, doctor.LinkContainerd, doctor.HostAgent, doctor.RemedyConfigure, "/etc/containerd/conf.d/99-nvidia.toml has it, but /etc/containerd/config.toml does not import it"},
+		"gpu-noagent":  {doctor.Healthy, "", doctor.HostPrep, doctor.RemedyNone, ""},
+		"gpu-dra":      {doctor.Unschedulable, doctor.LinkSoftware, doctor.HostAgent, doctor.RemedyRestart, "the DRA kubelet plugin pod nvidia-dra-driver-gpu/nvidia-dra-driver-gpu-kubelet-plugin-gpu-dra runs but is not registered with the kubelet: no gpu.nvidia.com socket in /var/lib/kubelet/plugins_registry"},
+		"gpu-nofm":     {doctor.Degraded, doctor.LinkDriver, doctor.HostAgent, doctor.RemedyConfigure, "6 NVSwitches on the PCI bus and no Fabric Manager running"},
+		"gpu-tmpl":     {doctor.Degraded, doctor.LinkContainerd, doctor.HostAgent, doctor.RemedyConfigure, "the next restart of k3s renders config.toml without it"},
+		"gpu-verify":   {doctor.Degraded, doctor.LinkToolkit, doctor.HostAgent, doctor.RemedyConfigure, "a container on the node cannot use its GPUs: the verify pod gpu-checks/gpu-verify-gpu-verify-x7 (kept) ended with: Failed to allocate device vector A (error code CUDA driver version is insufficient for CUDA runtime version)!"},
+		"gpu-unreg":    {doctor.Degraded, doctor.LinkSoftware, doctor.HostAgent, doctor.RemedyRestart, "runs but is not registered with the kubelet: no nvidia socket in /var/lib/kubelet/device-plugins"},
 	}
 	if len(r.Items) != len(want) {
 		t.Errorf("%d nodes, want %d", len(r.Items), len(want))
