@@ -224,6 +224,11 @@ func TestPrepCheckRealHost(t *testing.T) {
 	if rep.ContainerdConfigVersion != 2 || !rep.NvidiaRuntime {
 		t.Errorf("containerd config version %d, nvidia runtime %v: want 2, true", rep.ContainerdConfigVersion, rep.NvidiaRuntime)
 	}
+	// The node's own containerd judged its files (`containerd config dump` in the node's
+	// namespaces), not the tool's model.
+	if c := rep.Containerd; c == nil || c.Judge != nodereport.JudgeContainerd || !c.Loads || c.ReleaseGuessed {
+		t.Errorf("containerd load %+v: want judged by the node's containerd, loading", c)
+	}
 	if sc := checkOf(t, checks(doc), nodereport.CheckSystemdCgroup); sc.Status != "ok" || !strings.Contains(sc.Message, "cgroupfs") {
 		t.Errorf("SystemdCgroup check %+v: the node's kubelet and runc both use cgroupfs", sc)
 	}
