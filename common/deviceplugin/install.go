@@ -260,11 +260,18 @@ type InstallRequest = op.InstallRequest
 // first). req.ReleaseName is ignored: each release has its own.
 func Install(ctx context.Context, c *op.Client, p *Plan, req InstallRequest) ([]*release.Release, error) {
 	if len(p.OtherDevicePlugins) > 0 {
-		var s []string
+		var s, rm []string
 		for _, a := range p.OtherDevicePlugins {
 			s = append(s, a.String())
+			if c := a.RemoveCommand(); c != "" {
+				rm = append(rm, "'"+c+"'")
+			}
 		}
-		return nil, cliexit.Usagef("%s already allocates GPUs, and two device plugins on one node advertise its GPUs twice: nothing installed; remove it ('kubectl gpu operator uninstall' for the GPU Operator), or on a GPU Operator keep its device plugin and skip this command", strings.Join(s, ", "))
+		how := "remove it"
+		if len(rm) > 0 {
+			how = "remove it (" + strings.Join(rm, ", ") + ")"
+		}
+		return nil, cliexit.Usagef("%s already allocates GPUs, and two device plugins on one node advertise its GPUs twice: nothing installed; %s, or on a GPU Operator keep its device plugin and skip this command", strings.Join(s, ", "), how)
 	}
 	if len(p.UnreadyNodes) > 0 {
 		return nil, cliexit.WithCode(cliexit.Usage, &PrerequisitesError{Problems: p.UnreadyNodes, GPUNodes: p.GPUNodes})

@@ -150,8 +150,14 @@ func ctrFixtures() []ctrFixture {
 		{"v2 root", k, v2Root},
 		{"v2 root, toolkit drop-in", k, func(t *testing.T, root string) { v2Root(t, root); toolkitDropInAt(t, root) }},
 		{"v2 root, toolkit drop-in written as version 3 (aicr #1688)", k, func(t *testing.T, root string) { v2Root(t, root); toolkitDropInFor(t, root, 3) }},
-		{"v2 root, hand-made v3 drop-in", k, func(t *testing.T, root string) { v2Root(t, root); write(t, root, "/etc/containerd/conf.d/nvidia.toml", v3NvidiaOnly) }},
-		{"v2 root, runtime-only v2 drop-in", k, func(t *testing.T, root string) { v2Root(t, root); write(t, root, "/etc/containerd/conf.d/nvidia.toml", v2NvidiaOnly) }},
+		{"v2 root, hand-made v3 drop-in", k, func(t *testing.T, root string) {
+			v2Root(t, root)
+			write(t, root, "/etc/containerd/conf.d/nvidia.toml", v3NvidiaOnly)
+		}},
+		{"v2 root, runtime-only v2 drop-in", k, func(t *testing.T, root string) {
+			v2Root(t, root)
+			write(t, root, "/etc/containerd/conf.d/nvidia.toml", v2NvidiaOnly)
+		}},
 		{"v2 root, drop-in turns SystemdCgroup off", k, func(t *testing.T, root string) {
 			v2Root(t, root)
 			toolkitDropInAt(t, root)
@@ -172,7 +178,10 @@ func ctrFixtures() []ctrFixture {
 			})
 		}},
 		{"v2 root, v4 drop-in", k, func(t *testing.T, root string) { v2Root(t, root); toolkitDropInFor(t, root, 4) }},
-		{"v1 root", k, func(t *testing.T, root string) { write(t, root, "/etc/containerd/config.toml", v1Root); write(t, root, NvidiaRuntimeBinary, "") }},
+		{"v1 root", k, func(t *testing.T, root string) {
+			write(t, root, "/etc/containerd/config.toml", v1Root)
+			write(t, root, NvidiaRuntimeBinary, "")
+		}},
 		{"v1 root, v2 drop-in", k, func(t *testing.T, root string) {
 			write(t, root, "/etc/containerd/config.toml", "imports = [\"/etc/containerd/conf.d/*.toml\"]\n"+v1Root)
 			write(t, root, NvidiaRuntimeBinary, "")
@@ -180,7 +189,10 @@ func ctrFixtures() []ctrFixture {
 		}},
 		{"v3 root", c2, v3Root},
 		{"v3 root, toolkit drop-in", c2, func(t *testing.T, root string) { v3Root(t, root); toolkitDropInAt(t, root) }},
-		{"v3 root, v2 runtime-only drop-in", c2, func(t *testing.T, root string) { v3Root(t, root); write(t, root, "/etc/containerd/conf.d/nvidia.toml", v2NvidiaOnly) }},
+		{"v3 root, v2 runtime-only drop-in", c2, func(t *testing.T, root string) {
+			v3Root(t, root)
+			write(t, root, "/etc/containerd/conf.d/nvidia.toml", v2NvidiaOnly)
+		}},
 		{"v3 root without runtimes, v2 drop-in", c2, func(t *testing.T, root string) {
 			write(t, root, "/etc/containerd/config.toml", "version = 3\nimports = [\"/etc/containerd/conf.d/*.toml\"]\n")
 			write(t, root, NvidiaRuntimeBinary, "")

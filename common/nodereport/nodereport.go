@@ -106,11 +106,11 @@ type GPU struct {
 	// Serial is the board's serial number as NVML reads it (for a service request).
 	Serial string `json:"serial,omitempty"`
 	// Slot is the physical slot the GPU sits in, from the PCI slots in sysfs.
-	Slot string `json:"slot,omitempty"`
-	MemoryMiB  uint64 `json:"memoryMiB,omitempty"`
-	MIG        string `json:"mig,omitempty"`
-	ECC        string `json:"ecc,omitempty"`
-	Driver     string `json:"driver,omitempty"`
+	Slot      string `json:"slot,omitempty"`
+	MemoryMiB uint64 `json:"memoryMiB,omitempty"`
+	MIG       string `json:"mig,omitempty"`
+	ECC       string `json:"ecc,omitempty"`
+	Driver    string `json:"driver,omitempty"`
 	// Health as NVML reads it (omitted where NVML did not answer): uncorrectable ECC errors
 	// since the driver loaded, row remapping pending or failed, retired pages pending, the
 	// hardware slowdowns in effect.

@@ -37,8 +37,10 @@ type GPUAllocator struct {
 	Kind      string `json:"kind"`
 	Namespace string `json:"namespace,omitempty"`
 	Name      string `json:"name"`
-	// Release is the Helm release the object belongs to (Helm's annotations), if any.
-	Release string `json:"release,omitempty"`
+	// Release is the Helm release the object belongs to (Helm's annotations), if any, and
+	// the namespace of that release.
+	Release          string `json:"release,omitempty"`
+	ReleaseNamespace string `json:"releaseNamespace,omitempty"`
 }
 
 func (a GPUAllocator) String() string {
@@ -62,7 +64,7 @@ func GPUAllocators(ctx context.Context, cs kubernetes.Interface, dyn dynamic.Int
 		switch {
 		case err == nil:
 			if on, found, _ := unstructured.NestedBool(cp.Object, "spec", "devicePlugin", "enabled"); on || !found {
-				out = append(out, GPUAllocator{Kind: "ClusterPolicy", Name: ClusterPolicyName, Release: cp.GetAnnotations()[AnnotationHelmRelease]})
+				out = append(out, GPUAllocator{Kind: "ClusterPolicy", Name: ClusterPolicyName, Release: cp.GetAnnotations()[AnnotationHelmRelease], ReleaseNamespace: cp.GetAnnotations()[AnnotationHelmNamespace]})
 			}
 		case !apierrors.IsNotFound(err) && !isNoResource(err):
 			return nil, cluster.APIError("get ClusterPolicy "+ClusterPolicyName, err)
@@ -70,7 +72,7 @@ func GPUAllocators(ctx context.Context, cs kubernetes.Interface, dyn dynamic.Int
 		gc, err := dyn.Resource(GPUClusterGVR).Get(ctx, GPUClusterName, metav1.GetOptions{})
 		switch {
 		case err == nil:
-			out = append(out, GPUAllocator{Kind: "GPUCluster", Name: GPUClusterName, Release: gc.GetAnnotations()[AnnotationHelmRelease]})
+			out = append(out, GPUAllocator{Kind: "GPUCluster", Name: GPUClusterName, Release: gc.GetAnnotations()[AnnotationHelmRelease], ReleaseNamespace: gc.GetAnnotations()[AnnotationHelmNamespace]})
 		case !apierrors.IsNotFound(err) && !isNoResource(err):
 			return nil, cluster.APIError("get GPUCluster "+GPUClusterName, err)
 		}
@@ -85,10 +87,38 @@ func GPUAllocators(ctx context.Context, cs kubernetes.Interface, dyn dynamic.Int
 		if ownRelease != "" && rel == ownRelease && ds.Namespace == ownNamespace || ownedByStack(ds) || !RunsDevicePlugin(ds) {
 			continue
 		}
-		out = append(out, GPUAllocator{Kind: "DaemonSet", Namespace: ds.Namespace, Name: ds.Name, Release: rel})
+		relNS := ds.Annotations[AnnotationHelmNamespace]
+		if relNS == "" && rel != "" {
+			relNS = ds.Namespace
+		}
+		out = append(out, GPUAllocator{Kind: "DaemonSet", Namespace: ds.Namespace, Name: ds.Name, Release: rel, ReleaseNamespace: relNS})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].String() < out[j].String() })
 	return out, nil
+}
+
+// RemoveCommand is the command that removes the allocator's release ("" when it is not a
+// Helm release): the GPU Operator's by 'kubectl gpu operator uninstall' with its release's
+// name and namespace, any other by helm.
+func (a GPUAllocator) RemoveCommand() string {
+	if a.Release == "" {
+		return ""
+	}
+	ns := a.ReleaseNamespace
+	if a.Kind == "ClusterPolicy" || a.Kind == "GPUCluster" {
+		cmd := "kubectl gpu operator uninstall"
+		if a.Release != DefaultReleaseName {
+			cmd += " --release-name " + a.Release
+		}
+		if ns != "" && ns != DefaultNamespace {
+			cmd += " -n " + ns
+		}
+		return cmd
+	}
+	if ns == "" {
+		return "helm uninstall " + a.Release
+	}
+	return "helm uninstall " + a.Release + " -n " + ns
 }
 
 func ownedByStack(ds *appsv1.DaemonSet) bool {

@@ -28,6 +28,9 @@ func (p *Plan) WriteText(w io.Writer) {
 			line += fmt.Sprintf(" (now revision %d)", r.Revision)
 		}
 		fmt.Fprintln(w, line)
+		if r.Recovery != nil {
+			fmt.Fprintf(w, "    first: %s\n", r.Recovery.Reason)
+		}
 		for _, d := range r.Derived {
 			state := ""
 			if d.Overridden {

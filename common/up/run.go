@@ -247,12 +247,10 @@ func (p *Plan) runInstall(ctx context.Context, c Clients, req Request, w *record
 		if rp.Action == ActionUnchanged {
 			continue
 		}
-		if rp.Action == ActionReinstall {
-			// An install an earlier run started and did not finish (pending-install): Helm
-			// neither upgrades nor installs over it; it goes, and the install starts over.
-			if _, err := c.Release.Uninstall(ctx, rp.Release, req.Install.Timeout, false); err != nil {
-				return Failed, "", fmt.Errorf("remove release %s left pending by an interrupted install: %w", rp.Release, err)
-			}
+		// A release an interrupted or failed operation left where Helm neither installs nor
+		// upgrades (pending, uninstalling): put right first, as the plan said.
+		if err := c.Release.Recover(ctx, rp.Release, rp.Recovery, req.Install.Timeout); err != nil {
+			return Failed, "", err
 		}
 		changed = append(changed, rp.Release)
 	}

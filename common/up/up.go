@@ -107,9 +107,12 @@ type ReleasePlan struct {
 	Release   string `json:"release"`
 	Namespace string `json:"namespace"`
 	Chart     string `json:"chart"`
-	// Action: install, upgrade, reinstall (an earlier install was interrupted) or
-	// unchanged (deployed with these values).
-	Action   string         `json:"action"`
+	// Action: install, upgrade, reinstall (an earlier install or uninstall was interrupted)
+	// or unchanged (deployed with these values).
+	Action string `json:"action"`
+	// Recovery is what the release's state needs first (an interrupted or failed operation
+	// left it so), the way Helm allows it.
+	Recovery *op.Recovery   `json:"recovery,omitempty"`
 	Revision int            `json:"revision,omitempty"`
 	Values   map[string]any `json:"values"`
 	Derived  []op.Derived   `json:"derived,omitempty"`
@@ -343,16 +346,21 @@ func (p *Plan) planDevicePlugin(ctx context.Context, c Clients, req Request, nod
 // releasePlan compares the values with the release in the cluster.
 func releasePlan(c *op.Client, name string, ch *chart.Chart, values map[string]any) (ReleasePlan, error) {
 	rp := ReleasePlan{Release: name, Namespace: c.Namespace, Chart: ch.Metadata.Name + "-" + ch.Metadata.Version, Values: values, Action: ActionInstall}
-	cur, err := c.Helm.Current(name)
+	hist, err := c.Helm.History(name)
 	if err != nil {
 		return rp, err
 	}
-	if cur == nil || cur.Info == nil || cur.Info.Status == release.StatusUninstalled {
+	if len(hist) == 0 {
+		return rp, nil
+	}
+	cur := hist[len(hist)-1]
+	if cur.Info == nil || cur.Info.Status == release.StatusUninstalled {
 		return rp, nil
 	}
 	rp.Revision = cur.Version
+	rp.Recovery = op.RecoveryOf(hist)
 	switch {
-	case cur.Info.Status == release.StatusPendingInstall:
+	case rp.Recovery != nil && rp.Recovery.Do == op.RecoverUninstall:
 		rp.Action = ActionReinstall
 	case cur.Info.Status == release.StatusDeployed && cur.Chart != nil && cur.Chart.Metadata != nil &&
 		cur.Chart.Metadata.Name == ch.Metadata.Name && cur.Chart.Metadata.Version == ch.Metadata.Version && sameValues(cur.Config, values):

@@ -379,6 +379,19 @@ func TestInstallRefusals(t *testing.T) {
 			_, _ = w.dyn.Resource(op.ClusterPolicyGVR).Create(context.Background(), cp, metav1.CreateOptions{})
 			return w
 		}, c, "ClusterPolicy cluster-policy (Helm release gpu-operator) already allocates GPUs"},
+		// The operator's release under another name and namespace: the fix names them.
+		{"operator release of its own", func() *world {
+			w := newWorld(t, false)
+			own := cp.DeepCopy()
+			own.SetAnnotations(map[string]string{op.AnnotationHelmRelease: "my-gpu-op", op.AnnotationHelmNamespace: "ho-opns"})
+			_, _ = w.dyn.Resource(op.ClusterPolicyGVR).Create(context.Background(), own, metav1.CreateOptions{})
+			return w
+		}, c, "remove it ('kubectl gpu operator uninstall --release-name my-gpu-op -n ho-opns')"},
+		{"static device plugin of a helm release", func() *world {
+			ds := staticDS.DeepCopy()
+			ds.Annotations = map[string]string{op.AnnotationHelmRelease: "old-plugin", op.AnnotationHelmNamespace: "kube-system"}
+			return newWorld(t, false, ds)
+		}, c, "remove it ('helm uninstall old-plugin -n kube-system')"},
 		{"static device plugin", func() *world { return newWorld(t, false, staticDS) }, c, "DaemonSet kube-system/nvidia-device-plugin-daemonset already allocates GPUs"},
 		{"dra", func() *world { return newWorld(t, false) }, append([]string{"--dra"}, c...), "--dra: NVIDIA's device plugin chart has no DRA mode"},
 		{"bad values", func() *world { return newWorld(t, false) }, append([]string{"-f", badValues}, c...), "bad values:"},

@@ -1,0 +1,91 @@
+package up
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"helm.sh/helm/v3/pkg/chart"
+	"helm.sh/helm/v3/pkg/release"
+	"helm.sh/helm/v3/pkg/storage"
+	"helm.sh/helm/v3/pkg/storage/driver"
+
+	"github.com/kubectl-gpu/kubectl-gpu/common/cluster/clustertest"
+	op "github.com/kubectl-gpu/kubectl-gpu/common/operator"
+	"github.com/kubectl-gpu/kubectl-gpu/common/operator/operatortest"
+)
+
+// TestReleaseStates: every state Helm can leave a release in after an interrupted or failed
+// operation is planned with what it needs first and then recovered, the way Helm allows,
+// ending deployed. Before, only pending-install was recognised: an uninstalling release (a
+// second Ctrl-C while Helm rolled back an interrupted install) was planned as an upgrade,
+// which Helm refuses with "has no deployed releases" on every run.
+func TestReleaseStates(t *testing.T) {
+	ch := &chart.Chart{Metadata: &chart.Metadata{APIVersion: "v2", Name: "gpu-operator", Version: "v25.3.0"}}
+	const name, ns = "gpu-operator", "gpu-operator"
+	rev := func(v int, st release.Status) *release.Release {
+		return &release.Release{Name: name, Namespace: ns, Version: v, Chart: ch, Config: map[string]any{}, Info: &release.Info{Status: st}}
+	}
+	for _, tc := range []struct {
+		state   string
+		hist    []*release.Release
+		action  string
+		do      string
+		rolback int
+	}{
+		{"pending-install", []*release.Release{rev(1, release.StatusPendingInstall)}, ActionReinstall, op.RecoverUninstall, 0},
+		{"uninstalling", []*release.Release{rev(1, release.StatusUninstalling)}, ActionReinstall, op.RecoverUninstall, 0},
+		{"uninstalling after deployed revisions", []*release.Release{rev(1, release.StatusSuperseded), rev(2, release.StatusUninstalling)}, ActionReinstall, op.RecoverUninstall, 0},
+		{"pending-upgrade", []*release.Release{rev(1, release.StatusSuperseded), rev(2, release.StatusPendingUpgrade)}, ActionUpgrade, op.RecoverRollback, 1},
+		{"pending-rollback", []*release.Release{rev(1, release.StatusSuperseded), rev(2, release.StatusFailed), rev(3, release.StatusPendingRollback)}, ActionUpgrade, op.RecoverRollback, 1},
+		{"pending-upgrade with nothing deployed before", []*release.Release{rev(1, release.StatusFailed), rev(2, release.StatusPendingUpgrade)}, ActionReinstall, op.RecoverUninstall, 0},
+		{"failed install", []*release.Release{rev(1, release.StatusFailed)}, ActionUpgrade, op.RecoverUpgrade, 0},
+		{"failed upgrade", []*release.Release{rev(1, release.StatusDeployed), rev(2, release.StatusFailed)}, ActionUpgrade, op.RecoverUpgrade, 0},
+		{"superseded only", []*release.Release{rev(1, release.StatusSuperseded), rev(2, release.StatusSuperseded)}, ActionUpgrade, op.RecoverUpgrade, 0},
+	} {
+		t.Run(tc.state, func(t *testing.T) {
+			store := storage.Init(driver.NewMemory())
+			for _, r := range tc.hist {
+				if err := store.Create(r); err != nil {
+					t.Fatal(err)
+				}
+			}
+			c, err := operatortest.NewClient(store, nil)(clustertest.New(), ns, &strings.Builder{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			rp, err := releasePlan(c, name, ch, map[string]any{"a": 1})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if rp.Action != tc.action || rp.Recovery == nil || rp.Recovery.Do != tc.do || rp.Recovery.RollbackTo != tc.rolback || rp.Recovery.Reason == "" {
+				t.Fatalf("plan: action %s, recovery %+v; want %s, %s to %d", rp.Action, rp.Recovery, tc.action, tc.do, tc.rolback)
+			}
+			ctx := context.Background()
+			if err := c.Recover(ctx, name, rp.Recovery, time.Minute); err != nil {
+				t.Fatal(err)
+			}
+			cur, err := c.Helm.Current(name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			rel, err := c.Helm.InstallOrUpgrade(ctx, ch, map[string]any{"a": 1}, op.InstallRequest{ReleaseName: name, Timeout: time.Minute}, cur)
+			if err != nil {
+				t.Fatalf("after the recovery: %v", err)
+			}
+			if rel.Info.Status != release.StatusDeployed {
+				t.Errorf("release %s, want deployed", rel.Info.Status)
+			}
+			hist, _ := c.Helm.History(name)
+			if r := op.RecoveryOf(hist); r != nil {
+				t.Errorf("still needs %+v", r)
+			}
+		})
+	}
+	t.Run("deployed needs nothing", func(t *testing.T) {
+		if r := op.RecoveryOf([]*release.Release{rev(1, release.StatusSuperseded), rev(2, release.StatusDeployed)}); r != nil {
+			t.Errorf("%+v", r)
+		}
+	})
+}
