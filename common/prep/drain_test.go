@@ -93,8 +93,8 @@ func TestDrainWatch(t *testing.T) {
 func TestNotStartedCountedApart(t *testing.T) {
 	ok := rep.New("v0", rep.ModeApply)
 	r := NewReport(rep.ModeApply, []NodeResult{
-		{Node: "roll-0", Error: "roll: drain: x", Hint: "h"},
-		{Node: "roll-1", NotStarted: true, Error: "roll: not started: the roll stopped at node roll-0"},
+		{Node: "roll-0", Error: "drain: x", Hint: "h"},
+		{Node: "roll-1", NotStarted: true, Error: "not started: the roll stopped at node roll-0"},
 		{Node: "roll-2", Report: ok},
 	})
 	if s := r.Summary; s.Ready != 1 || s.NotReady != 1 || s.NotStarted != 1 || !s.Failed() {
@@ -131,5 +131,40 @@ func TestFailureLineWithoutReport(t *testing.T) {
 	}
 	if failedChecks(nil) != "" {
 		t.Error("failedChecks(nil)")
+	}
+}
+
+// TestLeftCordoned: after a Ctrl-C the last lines name each node the roll left cordoned and
+// the command that goes on; a roll that left none says nothing.
+func TestLeftCordoned(t *testing.T) {
+	got := strings.Join(LeftCordoned([]NodeRoll{{Node: "a", Phase: PhaseDone}, {Node: "b", Phase: PhaseCordoned}, {Node: "c"}}), "\n")
+	if !strings.Contains(got, "node b left cordoned (its roll stopped at cordoned)") || strings.Contains(got, "node a") || strings.Contains(got, "node c") || !strings.Contains(got, "run the same command again") {
+		t.Errorf("%q", got)
+	}
+	if l := LeftCordoned([]NodeRoll{{Node: "a", Phase: PhaseDone}}); len(l) != 0 {
+		t.Errorf("%q", l)
+	}
+}
+
+// TestResumeHintOnce: a failure whose own hint already says to run the command again says
+// it once, with where the roll goes on.
+func TestResumeHintOnce(t *testing.T) {
+	h := resumeHint("move the pod yourself; then run the same command again", PhaseCordoned)
+	if strings.Count(h, "run the same command again") != 1 || !strings.Contains(h, "goes on from") {
+		t.Errorf("%q", h)
+	}
+	if h := resumeHint("", PhaseCordoned); !strings.Contains(h, "stays cordoned") {
+		t.Errorf("%q", h)
+	}
+}
+
+// TestRollResultsOnePrefix: a stopped node's error is the roll's own words, printed after the
+// node's name with no second prefix ("roll-0: drain: …", not "roll-0: roll: drain: …").
+func TestRollResultsOnePrefix(t *testing.T) {
+	res := rollResults([]NodeRoll{{Node: "roll-0", Phase: PhaseCordoned, Error: "drain: the drain timed out"}, {Node: "roll-1"}})
+	var b bytes.Buffer
+	NewReport(rep.ModeApply, res).WriteFindings(&b)
+	if strings.Contains(b.String(), "roll: ") || !strings.Contains(b.String(), "roll-0: drain: the drain timed out") {
+		t.Errorf("findings:\n%s", b.String())
 	}
 }

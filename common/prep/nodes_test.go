@@ -27,7 +27,7 @@ func bootNode(name, boot string, ready corev1.ConditionStatus) *corev1.Node {
 // for Ready too; a node that does not come back is said with the timeout.
 func TestWaitBoot(t *testing.T) {
 	ctx := context.Background()
-	cs := fake.NewClientset(bootNode("gpu-0", "old", corev1.ConditionTrue), bootNode("gpu-1", "old", corev1.ConditionTrue))
+	cs := fake.NewClientset(bootNode("gpu-0", "old", corev1.ConditionTrue), bootNode("gpu-1", "old", corev1.ConditionTrue), bootNode("gpu-2", "", corev1.ConditionFalse))
 	w, err := watchNodes(ctx, cs)
 	if err != nil {
 		t.Fatal(err)
@@ -54,6 +54,19 @@ func TestWaitBoot(t *testing.T) {
 	r.o.RebootTimeout = 200 * time.Millisecond
 	if _, err := r.waitBoot(ctx, "gpu-1", "old", func(string, string) {}); err == nil || !strings.Contains(err.Error(), "within 200ms") {
 		t.Fatalf("a node that stays: %v", err)
+	}
+	// A node that reported no boot ID before the reboot: said without an empty "(was )".
+	states = nil
+	r.o.RebootTimeout = 5 * time.Second
+	go func() {
+		time.Sleep(100 * time.Millisecond)
+		_, _ = cs.CoreV1().Nodes().Update(ctx, bootNode("gpu-2", "b1", corev1.ConditionTrue), metav1.UpdateOptions{})
+	}()
+	if boot, err := r.waitBoot(ctx, "gpu-2", "", func(state, _ string) { states = append(states, state) }); err != nil || boot != "b1" {
+		t.Fatalf("boot %q, %v", boot, err)
+	}
+	if got := strings.Join(states, "\n"); len(states) == 0 || strings.Contains(got, "(was )") || !strings.Contains(got, "report a boot ID") {
+		t.Errorf("states %q", got)
 	}
 }
 

@@ -260,9 +260,45 @@ start:
 	}
 	wg.Wait()
 	if ctx.Err() != nil {
+		// The last lines, on a terminal and in a pipe alike: which nodes stay cordoned and
+		// how to go on (the report is not printed after a Ctrl-C).
+		r.prog.End()
+		if cfg.Progress != nil {
+			for _, l := range LeftCordoned(out) {
+				fmt.Fprintln(cfg.Progress, l)
+			}
+		}
 		return out, cliexit.ErrInterrupted
 	}
 	return out, nil
+}
+
+// resumeHint is a stopped node's hint: the failure's own (when it has one) and how to go on,
+// said once.
+func resumeHint(hint string, phase Phase) string {
+	resume := "the node stays cordoned: fix it, then run the same command again to resume (it goes on from " + orStart(phase) + ")"
+	switch {
+	case hint != "" && strings.Contains(hint, "run the same command again"):
+		return hint + " (the node stays cordoned; the roll goes on from " + orStart(phase) + ")"
+	case hint != "":
+		return hint + "; " + resume
+	}
+	return resume
+}
+
+// LeftCordoned says, after an interrupted roll, each node it left cordoned and where it
+// stopped, then the command that goes on (nothing when it left none).
+func LeftCordoned(rolls []NodeRoll) []string {
+	var out []string
+	for _, rl := range rolls {
+		if rl.Phase != "" && rl.Phase != PhaseDone {
+			out = append(out, fmt.Sprintf("interrupted: node %s left cordoned (its roll stopped at %s)", rl.Node, rl.Phase))
+		}
+	}
+	if len(out) > 0 {
+		out = append(out, "run the same command again to go on: each node resumes where it stopped, and is uncordoned when it is done")
+	}
+	return out
 }
 
 // record writes where the node's roll stands (outliving a Ctrl-C), in one patch with
@@ -326,15 +362,18 @@ func (r *roller) node(ctx context.Context, name string) (res NodeRoll) {
 	fail := func(msg, hint string) NodeRoll {
 		if ctx.Err() != nil {
 			res.Error = "interrupted"
+			if res.ResumedFrom != "" && st.Phase != "" {
+				// The node's record still says why an earlier run stopped: it says this
+				// run's reason now, so the next plan quotes no other run's error.
+				st.Error = "interrupted (Ctrl-C or a timeout) at " + string(st.Phase)
+				_ = r.record(ctx, name, &st, annotations, nil)
+			}
 			return res
 		}
 		st.Error = msg
 		_ = r.record(ctx, name, &st, annotations, nil)
 		res.Phase, res.Error = st.Phase, msg
-		res.Hint = "the node stays cordoned: fix it, then run the same command again to resume (it goes on from " + orStart(st.Phase) + ")"
-		if hint != "" {
-			res.Hint = hint + "; " + res.Hint
-		}
+		res.Hint = resumeHint(hint, st.Phase)
 		say("failed: " + msg)
 		return res
 	}
@@ -501,6 +540,9 @@ func (r *roller) waitBoot(ctx context.Context, node, old string, status func(sta
 		changed := r.nodes.next()
 		n := r.nodes.get(node)
 		state := "rebooting: waiting for a new boot ID (was " + old + ")"
+		if old == "" {
+			state = "rebooting: waiting for the node to report a boot ID and Ready"
+		}
 		if n != nil {
 			boot := n.Status.NodeInfo.BootID
 			if boot != old && boot != "" {

@@ -208,27 +208,36 @@ func Apply(ctx context.Context, cs kubernetes.Interface, cfg *Request, p *Plan) 
 	if annotateErr == nil {
 		annotateErr = err
 	}
+	results = append(results, rollResults(rolls)...)
+	sort.Slice(results, func(i, j int) bool { return results[i].Node < results[j].Node })
+	final := NewReport(rep.ModeApply, results)
+	final.Roll = rolls
+	return final, annotateErr
+}
+
+// rollResults are the roll's nodes as report items: the check of a node done, the error of
+// the node that stopped it (as the roll says it, with no prefix of its own), and the nodes it
+// did not start.
+func rollResults(rolls []NodeRoll) []NodeResult {
 	stopped := ""
 	for _, rl := range rolls {
 		if rl.Error != "" {
 			stopped = rl.Node
 		}
 	}
+	var results []NodeResult
 	for _, rl := range rolls {
 		switch {
 		case rl.Check != nil && rl.Error == "":
 			results = append(results, *rl.Check)
 		case rl.Error != "":
-			results = append(results, NodeResult{Node: rl.Node, Report: reportOf(rl.Check), Error: "roll: " + rl.Error, Hint: rl.Hint})
+			results = append(results, NodeResult{Node: rl.Node, Report: reportOf(rl.Check), Error: rl.Error, Hint: rl.Hint})
 		default:
-			results = append(results, NodeResult{Node: rl.Node, NotStarted: true, Error: "roll: not started: the roll stopped at node " + stopped,
+			results = append(results, NodeResult{Node: rl.Node, NotStarted: true, Error: "not started: the roll stopped at node " + stopped,
 				Hint: "fix " + stopped + ", then run the same command again"})
 		}
 	}
-	sort.Slice(results, func(i, j int) bool { return results[i].Node < results[j].Node })
-	final := NewReport(rep.ModeApply, results)
-	final.Roll = rolls
-	return final, annotateErr
+	return results
 }
 
 func reportOf(n *NodeResult) *rep.Report {

@@ -430,8 +430,8 @@ func TestRollInterrupted(t *testing.T) {
 	args := append(append([]string{"gpu", "prep"}, nodes...), "--apply", "--yes", "--reboot", "--max-unavailable", "2", "--delete-emptydir-data", "--force")
 	for i := 0; i < 4; i++ {
 		cmd := env.Command(ctx, args...)
-		var stdout strings.Builder
-		cmd.Stdout = &stdout
+		var stdout, stderr strings.Builder
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
@@ -459,6 +459,16 @@ func TestRollInterrupted(t *testing.T) {
 		noPrepJobs(t)
 		if n := outNow(t, nodes); n > 2 {
 			t.Errorf("%d nodes out after the interrupt", n)
+		}
+		// In a pipe too, the last lines name each node the roll left cordoned and how to
+		// go on.
+		if code == 130 {
+			for _, n := range nodes {
+				if node, st := nodeState(t, n); node.Spec.Unschedulable && st.Phase != "" && st.Phase != prep.PhaseDone &&
+					!strings.Contains(stderr.String(), "node "+n+" left cordoned") {
+					t.Errorf("%s was left cordoned at %s, and the interrupted run's output does not say so:\n%s", n, st.Phase, stderr.String())
+				}
+			}
 		}
 	}
 	r := env.Gpu(ctx, args[1:]...)
