@@ -141,6 +141,10 @@ func managerProblem(out string, err error) string {
 			}
 			why = append(why, l)
 			continue
+		case strings.Contains(l, "is not available, but is referred to by another package"):
+			// apt's word for a package no source has at all (a missing repository).
+			why = append(why, l)
+			continue
 		case strings.HasPrefix(l, "Problem"):
 			problem = true
 			why = append(why, l)

@@ -661,6 +661,18 @@ E: Unable to correct problems, you have held broken packages.
 	if got := managerProblem(apt, nil); got != want {
 		t.Errorf("apt:\n%s\nwant\n%s", got, want)
 	}
+	// A dependency that no source has at all: apt says so in a line of its own.
+	missing := `Reading package lists...
+Building dependency tree...
+Package libnvidia-container1 is not available, but is referred to by another package.
+This may mean that the package is missing, has been obsoleted, or
+is only available from another source
+
+E: Package 'libnvidia-container1' has no installation candidate
+`
+	if got := managerProblem(missing, nil); !strings.Contains(got, "Package libnvidia-container1 is not available, but is referred to by another package. | E: Package 'libnvidia-container1' has no installation candidate") {
+		t.Errorf("apt, no candidate:\n%s", got)
+	}
 	dnf := `Last metadata expiration check: 0:00:12 ago.
 Error: 
  Problem: cannot install the best candidate for the job
