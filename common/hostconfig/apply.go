@@ -22,6 +22,14 @@ type Runner interface {
 	Note() string
 }
 
+// ReaderRunner is a Runner that can also give a runner for the host's own programs that
+// only read (containerd's config loader), run chrooted into the host root: that needs only
+// CAP_SYS_CHROOT, which the read-only check pod has, not the host's namespaces.
+type ReaderRunner interface {
+	Runner
+	Reader(root string) Runner
+}
+
 // Recorder is a Runner that records the commands and runs nothing.
 type Recorder struct{ Commands [][]string }
 

@@ -386,10 +386,14 @@ func judgeSays(info *rep.ContainerdLoad) string {
 	if info.Judge == rep.JudgeContainerd {
 		return "loaded by containerd " + info.Release + " (" + info.Binary + ")"
 	}
-	if info.ReleaseGuessed {
-		return "the model's answer for containerd " + info.Release + " or later, guessed from the config's version (no containerd to run)"
+	why := "no containerd binary to run"
+	if info.NotRun != "" {
+		why = info.NotRun
 	}
-	return "the model's answer for containerd " + info.Release + " (no containerd binary to run)"
+	if info.ReleaseGuessed {
+		return "the model's answer for containerd " + info.Release + " or later, guessed from the config's version (" + why + ")"
+	}
+	return "the model's answer for containerd " + info.Release + " (" + why + ")"
 }
 
 // dropIns are the files containerd read after the root, as parsed.

@@ -316,7 +316,7 @@ func TestContainerdConformance(t *testing.T) {
 				// prep --apply (commands other than containerd's recorded), then the
 				// real containerd loads the result.
 				before := containerdFiles(t, root)
-				ar, err := Run(ctx, &Host{Root: root}, Options{Mode: ModeApply, Node: "n", Runner: runner, Apply: ApplyOptions{RestartRuntime: true}})
+				ar, err := Run(ctx, &Host{Root: root, Exec: runner}, Options{Mode: ModeApply, Node: "n", Runner: runner, Apply: ApplyOptions{RestartRuntime: true}})
 				after := containerdFiles(t, root)
 				fv, final := realVerdict(t, ctx, root, runner, flavour, paths.Config, rel)
 				changed := fmt.Sprint(before) != fmt.Sprint(after)
@@ -404,7 +404,7 @@ func TestContainerd1724VersionThreeDropIn(t *testing.T) {
 	})
 	t.Run("apply rewrites the toolkit's drop-in", func(t *testing.T) {
 		root, runner := setup(t, "")
-		r, err := Run(ctx, &Host{Root: root}, Options{Mode: ModeApply, Node: "n", Runner: runner, Apply: ApplyOptions{RestartRuntime: true}})
+		r, err := Run(ctx, &Host{Root: root, Exec: runner}, Options{Mode: ModeApply, Node: "n", Runner: runner, Apply: ApplyOptions{RestartRuntime: true}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -440,7 +440,7 @@ func TestContainerd1724VersionThreeDropIn(t *testing.T) {
 		// The drop-in also configures the image service's registry, which a rewrite would lose.
 		root, runner := setup(t, "\n[plugins.\"io.containerd.cri.v1.images\".registry]\n  config_path = \"/etc/containerd/certs.d\"\n")
 		before := containerdFiles(t, root)
-		r, err := Run(ctx, &Host{Root: root}, Options{Mode: ModeApply, Node: "n", Runner: runner, Apply: ApplyOptions{RestartRuntime: true}})
+		r, err := Run(ctx, &Host{Root: root, Exec: runner}, Options{Mode: ModeApply, Node: "n", Runner: runner, Apply: ApplyOptions{RestartRuntime: true}})
 		if err == nil || !strings.Contains(err.Error(), "containerd 1.7.24 refuses the configuration it would restart with") || !strings.Contains(err.Error(), "unsupported config version `3`") || !strings.Contains(err.Error(), "put back") {
 			t.Fatalf("apply: %v", err)
 		}

@@ -389,12 +389,8 @@ func (h *Host) containerdBinary(f rep.Flavour) string {
 // run, else the host's packages, else what the root config's version implies (guessed
 // reports true).
 func (h *Host) release(ctx context.Context, f rep.Flavour, rootVersion int) (rel ContainerdRelease, guessed bool) {
-	if bin := h.containerdBinary(f); bin != "" && h.canRun() {
-		if out, err := h.Exec.Run(ctx, bin, "--version"); err == nil {
-			if v, ok := ParseContainerdRelease(out); ok {
-				return v, false
-			}
-		}
+	if v, ok := h.runnableRelease(ctx, f); ok {
+		return v, false
 	}
 	for _, p := range []string{"containerd.io", "containerd"} {
 		if v, ok := ParseContainerdRelease(h.installedVersion(p, true)); ok {
@@ -413,6 +409,39 @@ func (h *Host) release(ctx context.Context, f rep.Flavour, rootVersion int) (rel
 // canRun tells whether host commands really run (not a recorder).
 func (h *Host) canRun() bool { return h.Exec != nil && h.Exec.Note() == "" }
 
+// runnableRelease runs the host's containerd for its version: ok only when it ran and said
+// one (a runner that cannot run it, such as a pod without CAP_SYS_CHROOT, is not
+// containerd's refusal of anything). The answer is kept for the run.
+func (h *Host) runnableRelease(ctx context.Context, f rep.Flavour) (ContainerdRelease, bool) {
+	bin := h.containerdBinary(f)
+	if bin == "" || !h.canRun() {
+		return ContainerdRelease{}, false
+	}
+	if h.ran == nil {
+		h.ran = map[string]runResult{}
+	}
+	r, seen := h.ran[bin]
+	if !seen {
+		out, err := h.Exec.Run(ctx, bin, "--version")
+		r.rel, r.ok = ParseContainerdRelease(out)
+		r.ok = r.ok && err == nil
+		if !r.ok {
+			r.err = oneLine(out)
+			if err != nil {
+				r.err = oneLine(err.Error())
+			}
+		}
+		h.ran[bin] = r
+	}
+	return r.rel, r.ok
+}
+
+type runResult struct {
+	rel ContainerdRelease
+	ok  bool
+	err string
+}
+
 // logLine is a containerd log line (logrus's text format), which a combined output mixes
 // into the dump.
 var (
@@ -425,7 +454,7 @@ var (
 // can be run (no binary, or commands that do not really run): the model must answer.
 func (h *Host) JudgeLoad(ctx context.Context, f rep.Flavour, path string, rel ContainerdRelease) (*ContainerdLoad, bool) {
 	bin := h.containerdBinary(f)
-	if bin == "" || !h.canRun() {
+	if _, ok := h.runnableRelease(ctx, f); !ok {
 		return nil, false
 	}
 	l := &ContainerdLoad{Release: rel}
@@ -471,6 +500,11 @@ func (h *Host) LoadContainerd(ctx context.Context, f rep.Flavour, path string, r
 	rel, guessed := h.release(ctx, f, rootVersion)
 	model := h.ModelLoad(path, rel)
 	info := &rep.ContainerdLoad{Judge: rep.JudgeModel, Release: rel.String(), ReleaseGuessed: guessed}
+	if bin := h.containerdBinary(f); bin != "" && h.canRun() {
+		if r := h.ran[bin]; !r.ok && r.err != "" {
+			info.NotRun = "could not run " + bin + ": " + r.err
+		}
+	}
 	l := model
 	if real, ok := h.JudgeLoad(ctx, f, path, rel); ok {
 		info.Judge, info.Binary = rep.JudgeContainerd, h.containerdBinary(f)

@@ -21,6 +21,8 @@ type Host struct {
 	// or a runner that does not really run commands: the tool's model answers instead, and
 	// the report says so.
 	Exec Runner
+	// ran keeps what running the host's containerd for its version said, per binary.
+	ran map[string]runResult
 }
 
 // Path returns the path of a host file under the root.

@@ -47,8 +47,8 @@ func Run(ctx context.Context, h *Host, o Options) (*rep.Report, error) {
 }
 
 func run(ctx context.Context, h *Host, o Options) (*rep.Report, error) {
-	if h.Exec == nil {
-		h.Exec = o.Runner
+	if rr, ok := o.Runner.(ReaderRunner); ok && h.Exec == nil {
+		h.Exec = rr.Reader(h.Root)
 	}
 	if o.Apply.Now.IsZero() {
 		o.Apply.Now = time.Now()

@@ -176,6 +176,9 @@ type ContainerdLoad struct {
 	Loads   bool `json:"loads"`
 	// Error is the loader's refusal (containerd does not start with these files).
 	Error string `json:"error,omitempty"`
+	// NotRun says why the host's containerd, which is there, could not be run (then the
+	// model answered).
+	NotRun string `json:"notRun,omitempty"`
 }
 
 // Report is what the agent prints.

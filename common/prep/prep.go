@@ -129,7 +129,10 @@ func job(cfg *Request, node string, req rep.AgentRequest, labels map[string]stri
 		ReadOnlyRootFilesystem:   ptr.To(true),
 	}
 	if !write {
-		sc.Capabilities = &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}, Add: []corev1.Capability{"DAC_READ_SEARCH"}}
+		// DAC_READ_SEARCH reads the host's files whatever their mode; SYS_CHROOT lets the
+		// agent run the host's own containerd on the host's files (its config loader judges
+		// the config), as NVIDIA's toolkit does, without entering the host's namespaces.
+		sc.Capabilities = &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}, Add: []corev1.Capability{"DAC_READ_SEARCH", "SYS_CHROOT"}}
 	}
 	return &batchv1.Job{
 		ObjectMeta: metav1.ObjectMeta{Labels: labels},

@@ -20,6 +20,7 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/kubectl-gpu/kubectl-gpu/common/hostconfig"
 	"github.com/kubectl-gpu/kubectl-gpu/nodeimages/agent/nodeagent"
 )
 
@@ -36,6 +37,28 @@ type nsenterRunner struct{}
 
 // Note: the commands really ran.
 func (nsenterRunner) Note() string { return "" }
+
+// Reader runs the host's own programs that only read (containerd's config loader) chrooted
+// into the host root, as NVIDIA's toolkit runs the host's containerd: that needs
+// CAP_SYS_CHROOT, which the read-only check pod has, not the host's namespaces.
+func (nsenterRunner) Reader(root string) hostconfig.Runner { return chrootRunner{root: root} }
+
+// chrootRunner runs a host program by its absolute path inside the host root.
+type chrootRunner struct{ root string }
+
+func (chrootRunner) Note() string { return "" }
+
+func (c chrootRunner) Run(ctx context.Context, argv ...string) (string, error) {
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Chroot: c.root}
+	cmd.Dir = "/"
+	cmd.Env = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return string(out), fmt.Errorf("%v (chrooted into %s): %w: %s", argv, c.root, err, out)
+	}
+	return string(out), nil
+}
 
 func (nsenterRunner) Run(ctx context.Context, argv ...string) (string, error) {
 	cmd := exec.CommandContext(ctx, "nsenter", append([]string{"-t", "1", "-m", "-u", "-i", "-n", "-p", "--"}, argv...)...)

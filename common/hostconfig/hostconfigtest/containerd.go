@@ -2,6 +2,7 @@ package hostconfigtest
 
 import (
 	"context"
+
 	"fmt"
 	"os"
 	"os/exec"
