@@ -139,6 +139,14 @@ func (b *bootLog) reboots(node string) int {
 	return max(len(b.ids[node])-1, 0)
 }
 
+// need skips a test when the setup did not run (it said why on its SKIP line).
+func need(t *testing.T) {
+	t.Helper()
+	if env == nil {
+		t.Skip("no local cluster for the up tests (see the SKIP line above)")
+	}
+}
+
 func gpu(t *testing.T, ctx context.Context, args ...string) harness.Result {
 	t.Helper()
 	return env.Gpu(ctx, args...)
@@ -211,6 +219,7 @@ func noPods(t *testing.T) {
 // the release installed once; a second run changes nothing and only verifies; a node
 // whose verify fails leaves the others verified, and the report names its broken link.
 func TestUp(t *testing.T) {
+	need(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 12*time.Minute)
 	defer cancel()
 	// The A100 nodes by name: the RKE2 node is TestUpDevicePlugin's.
@@ -404,6 +413,7 @@ func TestUp(t *testing.T) {
 // registry on 127.0.0.1), 'up --mirror' takes the chart from the mirror, moves every image
 // of its values there and runs prep's agent and the CUDA sample from it.
 func TestUpMirror(t *testing.T) {
+	need(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
 	defer cancel()
 	chartFile := charts["KGPU_GPU_OPERATOR_CHART"]
@@ -481,6 +491,7 @@ func TestUpMirror(t *testing.T) {
 // the run installs, reboots, installs the device plugin chart and verifies; again, it
 // changes nothing.
 func TestUpDevicePlugin(t *testing.T) {
+	need(t)
 	if packages == nil {
 		t.Skip("no Debian root for the package hosts: make tools builds it (hack/testenv/debian-root.sh)")
 	}
