@@ -159,6 +159,12 @@ func (w *world) hostFindings(d *Node, n *corev1.Node, hr *rep.Report, byKind map
 	// Driver on the host (the operator's driver container brings its own).
 	if byKind[swDriver] == nil {
 		if c := get(rep.CheckNouveau); c.Status == rep.Fail {
+			// nouveau holding the GPUs is the cause to fix first: it replaces a bare "no
+			// driver", which installing a driver alone would not fix.
+			if l := link(LinkDriver); l != nil && l.State == Broken && strings.HasPrefix(l.Detail, "no driver") {
+				*l = Link{Name: LinkDriver, State: Broken, Remedy: RemedyReboot, Detail: c.Message + "; and no NVIDIA driver is loaded",
+					Fix: fix(c) + "; then install the driver (kubectl gpu prep " + n.Name + " --apply --install-driver --reboot, or the GPU Operator's driver)"}
+			}
 			set(link(LinkDriver), c, Broken, RemedyReboot)
 		}
 		if c := get(rep.CheckDriverLibraries); c.Status == rep.Fail {

@@ -90,6 +90,8 @@ func agentWorld(t *testing.T) (*clustertest.Getter, map[string]*rep.Report) {
 		// drop-in written as version 3: containerd's next start fails (no containerd binary
 		// to run here: the model answers, for the release the packages name).
 		"gpu-v3dropin": {root: "ubuntu2404-containerd2", edit: v3DropIn},
+		// nouveau loaded and no NVIDIA driver (the demo's gpu-a100-0): the cause to fix first.
+		"gpu-nouveau": {root: "ubuntu2204-kubeadm"},
 		// The plugin's pod runs; the kubelet has no socket of it (a kubelet restart emptied
 		// the directory).
 		"gpu-unreg": {root: "k3s"},
