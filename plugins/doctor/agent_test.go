@@ -285,6 +285,7 @@ func TestDoctorAgent(t *testing.T) {
 		"gpu-gone":     {doctor.Faulty, doctor.LinkHardware, doctor.HostAgent, doctor.RemedyService, "2 GPUs on the PCI bus, NVML sees 1: GPU 0000:08:00.0 (slot 5) is missing, XID 79 since boot: GPU has fallen off the bus."},
 		"gpu-probe":    {doctor.Faulty, doctor.LinkHardware, doctor.HostAgent, doctor.RemedyService, "fallen off the bus on 0000:08:00.0"},
 		"gpu-v3dropin": {doctor.Degraded, doctor.LinkContainerd, doctor.HostAgent, doctor.RemedyConfigure, "containerd 1.7.24 does not start with /etc/containerd/config.toml and its imports: unsupported config version `3` (from /etc/containerd/conf.d/99-nvidia.toml)"},
+		"gpu-nouveau":  {doctor.Degraded, doctor.LinkDriver, doctor.HostAgent, doctor.RemedyReboot, "nouveau is loaded: the NVIDIA driver cannot take the GPUs; and no NVIDIA driver is loaded"},
 		"gpu-libs":     {doctor.Degraded, doctor.LinkDriver, doctor.HostAgent, doctor.RemedyReboot, "driver/library version mismatch: module 535.216.03 loaded, libraries 535.247.01"},
 		"gpu-cdi":      {doctor.Degraded, doctor.LinkToolkit, doctor.HostAgent, doctor.RemedyConfigure, "the device plugin (DEVICE_LIST_STRATEGY=cdi-cri) hands GPUs out through CDI, but the host has no CDI spec for nvidia.com/gpu"},
 		"gpu-dropin":   {doctor.Degraded, doctor.LinkContainerd, doctor.HostAgent, doctor.RemedyConfigure, "/etc/containerd/conf.d/99-nvidia.toml has it, but /etc/containerd/config.toml does not import it"},
