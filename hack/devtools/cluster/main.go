@@ -62,7 +62,10 @@ func main() {
 	}()
 	names, err := c.AddNodes(ctx, specs...)
 	if err != nil {
+		// The logs the error names are kept, and their tails printed: a failed start is
+		// read from them.
 		fmt.Fprintln(os.Stderr, "cluster:", err)
+		fmt.Fprintf(os.Stderr, "cluster: the logs are kept in %s; their last lines:\n%s", filepath.Join(c.Dir, "logs"), c.KeepLogs(15))
 		code = 1
 		return
 	}

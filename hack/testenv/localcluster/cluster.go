@@ -20,6 +20,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -65,7 +66,9 @@ type Cluster struct {
 
 	opts    Options
 	tempDir bool
-	log     io.Writer
+	// keep: Stop leaves the directory (KeepLogs).
+	keep bool
+	log  io.Writer
 	// schedulerRestarts counts the scheduler restarts ensureScheduling made.
 	schedulerRestarts int
 	mu                sync.Mutex
@@ -342,9 +345,32 @@ func (c *Cluster) Stop() {
 	for i := len(cleanups) - 1; i >= 0; i-- {
 		cleanups[i]()
 	}
-	if c.tempDir && os.Getenv("KGPU_KEEP_CLUSTER_DIR") == "" {
+	if c.tempDir && !c.keep && os.Getenv("KGPU_KEEP_CLUSTER_DIR") == "" {
 		os.RemoveAll(c.Dir)
 	}
+}
+
+// KeepLogs keeps the cluster's directory after Stop (a failed start: its logs are what says
+// why) and returns the last n lines of each log, to print where the directory is not read.
+func (c *Cluster) KeepLogs(n int) string {
+	c.mu.Lock()
+	c.keep = true
+	c.mu.Unlock()
+	dir := filepath.Join(c.Dir, "logs")
+	files, _ := filepath.Glob(filepath.Join(dir, "*"))
+	var b strings.Builder
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil || len(data) == 0 {
+			continue
+		}
+		lines := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
+		if len(lines) > n {
+			lines = lines[len(lines)-n:]
+		}
+		fmt.Fprintf(&b, "==> %s (last %d lines) <==\n%s\n", f, len(lines), strings.Join(lines, "\n"))
+	}
+	return b.String()
 }
 
 // RestartAPIServer restarts kube-apiserver (see Restart): the fault tests' "API server
