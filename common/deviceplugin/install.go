@@ -276,6 +276,26 @@ func Install(ctx context.Context, c *op.Client, p *Plan, req InstallRequest) ([]
 	if len(p.UnreadyNodes) > 0 {
 		return nil, cliexit.WithCode(cliexit.Usage, &PrerequisitesError{Problems: p.UnreadyNodes, GPUNodes: p.GPUNodes})
 	}
+	// Two releases are checked both before either changes (a Helm dry run of each, against
+	// the server for an upgrade): an upgrade of the device plugin followed by an exporter
+	// the API server refuses (a ServiceMonitor whose CRD is going away) left one release
+	// changed and the other not.
+	if len(p.Releases) > 1 && !req.DryRun {
+		for i, r := range p.Releases {
+			// Only what is upgraded: a release installed afresh has nothing the API server
+			// can check before it exists (Helm's dry run of an install renders on the client,
+			// and swaps the configuration's cluster client and release store for fakes).
+			if cur, err := c.Helm.Current(r.Release); err != nil || cur == nil || cur.Info == nil || cur.Info.Status == release.StatusUninstalled {
+				continue
+			}
+			rq := req
+			rq.ReleaseName, rq.DryRun, rq.Wait, rq.LabelNodes = r.Release, true, false, false
+			doc := &op.ValuesDoc{Chart: r.Chart, Values: r.Values, Derived: r.Derived, NodeLabels: r.NodeLabels}
+			if _, err := c.InstallChart(ctx, p.charts[i], doc, rq); err != nil {
+				return nil, cliexit.WithCode(cliexit.Code(err, false), fmt.Errorf("nothing changed: release %s would fail, so neither release was installed or upgraded: %w", r.Release, err))
+			}
+		}
+	}
 	created := false
 	if p.CreateRuntimeClass != "" && !req.DryRun {
 		// Before the charts: the API server admits no pod naming a RuntimeClass that does not

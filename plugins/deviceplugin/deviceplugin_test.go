@@ -1,10 +1,14 @@
 package deviceplugin
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
+	"helm.sh/helm/v3/pkg/kube"
+	kubefake "helm.sh/helm/v3/pkg/kube/fake"
 	"io"
+	discoveryfake "k8s.io/client-go/discovery/fake"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -546,5 +550,44 @@ func TestOperatorInstallRefusedBesideDevicePlugin(t *testing.T) {
 	doc.Values["devicePlugin"] = map[string]any{"enabled": false}
 	if _, err := c.Install(context.Background(), ch, doc, op.InstallRequest{ReleaseName: "gpu-operator"}); err != nil {
 		t.Fatalf("with devicePlugin.enabled=false the operator installs beside it: %v", err)
+	}
+}
+
+// refusesServiceMonitor is Helm's Kubernetes client for an API server that no longer maps
+// kind ServiceMonitor (its CRD removed, or going away while discovery still lists it).
+type refusesServiceMonitor struct{ kubefake.PrintingKubeClient }
+
+func (k *refusesServiceMonitor) Build(r io.Reader, validate bool) (kube.ResourceList, error) {
+	b, _ := io.ReadAll(r)
+	if strings.Contains(string(b), "kind: ServiceMonitor") {
+		return nil, errors.New(`resource mapping not found for name: "dcgm-exporter" namespace: "nvidia-device-plugin" from "": no matches for kind "ServiceMonitor" in version "monitoring.coreos.com/v1"`)
+	}
+	return k.PrintingKubeClient.Build(bytes.NewReader(b), validate)
+}
+
+// TestUpgradeChecksBothReleases: an upgrade of the device plugin and the exporter where the
+// API server would refuse the exporter's ServiceMonitor changes neither release and says
+// which would fail (before, the device plugin was upgraded and then the exporter failed).
+func TestUpgradeChecksBothReleases(t *testing.T) {
+	c := charts(t)
+	w := newWorld(t, false)
+	// The cluster serves monitoring.coreos.com/v1: the exporter's ServiceMonitor is derived on.
+	w.g.Client.Discovery().(*discoveryfake.FakeDiscovery).Resources = append(w.g.Client.Discovery().(*discoveryfake.FakeDiscovery).Resources,
+		&metav1.APIResourceList{GroupVersion: "monitoring.coreos.com/v1", APIResources: []metav1.APIResource{{Name: "servicemonitors", Kind: "ServiceMonitor", Namespaced: true}}})
+	if _, errOut, err := w.run(t, append([]string{"install", "--dcgm-exporter", "--label-nodes"}, c...)...); err != nil {
+		t.Fatalf("%v\n%s", err, errOut)
+	}
+	refusing := operatortest.NewClientWithKube(w.releases, w.dyn, &refusesServiceMonitor{kubefake.PrintingKubeClient{Out: io.Discard}})
+	streams, _, out, errOut := genericiooptions.NewTestIOStreams()
+	cmd := newCmdDevicePlugin(w.g, streams, refusing)
+	cmd.SetArgs(append([]string{"upgrade", "--dcgm-exporter", "--gfd=false"}, c...))
+	err := cmd.ExecuteContext(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "nothing changed: release dcgm-exporter would fail") || !strings.Contains(err.Error(), "ServiceMonitor") {
+		t.Fatalf("upgrade: %v\n%s\n%s", err, out, errOut)
+	}
+	for _, name := range []string{"nvidia-device-plugin", "dcgm-exporter"} {
+		if rel, _ := w.releases.Last(name); rel == nil || rel.Version != 1 {
+			t.Errorf("release %s changed: %+v", name, rel)
+		}
 	}
 }

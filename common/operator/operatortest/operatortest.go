@@ -8,6 +8,7 @@ import (
 	"helm.sh/helm/v3/pkg/action"
 	"helm.sh/helm/v3/pkg/chartutil"
 	"helm.sh/helm/v3/pkg/cli"
+	"helm.sh/helm/v3/pkg/kube"
 	kubefake "helm.sh/helm/v3/pkg/kube/fake"
 	"helm.sh/helm/v3/pkg/storage"
 	"k8s.io/client-go/dynamic"
@@ -20,12 +21,18 @@ import (
 // in releases and applies nothing (Helm's printing fake), whose clientset is the getter's and
 // whose dynamic client is dyn.
 func NewClient(releases *storage.Storage, dyn dynamic.Interface) func(g cluster.Getter, ns string, log io.Writer) (*op.Client, error) {
+	return NewClientWithKube(releases, dyn, &kubefake.PrintingKubeClient{Out: io.Discard})
+}
+
+// NewClientWithKube is NewClient with Helm's Kubernetes client given (a fake that refuses
+// what the API server would).
+func NewClientWithKube(releases *storage.Storage, dyn dynamic.Interface, kc kube.Interface) func(g cluster.Getter, ns string, log io.Writer) (*op.Client, error) {
 	return func(g cluster.Getter, ns string, log io.Writer) (*op.Client, error) {
 		cs, err := g.Clientset()
 		if err != nil {
 			return nil, err
 		}
-		cfg := &action.Configuration{Releases: releases, KubeClient: &kubefake.PrintingKubeClient{Out: io.Discard},
+		cfg := &action.Configuration{Releases: releases, KubeClient: kc,
 			Capabilities: chartutil.DefaultCapabilities, Log: func(string, ...any) {}}
 		return &op.Client{Namespace: ns, Helm: &op.Helm{Config: cfg, Settings: cli.New(), Namespace: ns}, CS: cs, Dyn: dyn, Log: log}, nil
 	}
