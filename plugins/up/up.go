@@ -59,6 +59,14 @@ type Options struct {
 	Yes            bool
 	Output         string
 	JUnitFile      string
+	// The device-plugin stack's choices, as 'device-plugin install' has them.
+	GFD         bool
+	DCGM        bool
+	DCGMChart   string
+	DCGMVersion string
+	Sharing     string
+	Replicas    int
+	Rename      bool
 
 	changed   func(string) bool
 	format    report.Format
@@ -182,9 +190,21 @@ verified; 2 bad input or a plan that cannot run (nothing changed); 130 interrupt
 	fl.BoolVar(&o.Yes, "yes", false, "do not ask for confirmation")
 	fl.StringVarP(&o.Output, "output", "o", "", "output format: table, wide, json or yaml (with --dry-run: the UpPlan)")
 	fl.StringVar(&o.JUnitFile, "junit", "", "also write the report as JUnit XML to FILE (one test case per step and per node)")
+	// The device-plugin stack's own choices (the GPU Operator has GFD, the exporter and
+	// sharing of its own: its values, and 'kubectl gpu operator sharing').
+	fl.BoolVar(&o.GFD, "gfd", true, "with --stack device-plugin: GPU feature discovery (labels each GPU node with its GPUs)")
+	fl.BoolVar(&o.DCGM, "dcgm-exporter", false, "with --stack device-plugin: also NVIDIA's DCGM exporter (GPU metrics for Prometheus), its own release")
+	fl.StringVar(&o.DCGMChart, "dcgm-chart", "", "with --dcgm-exporter: the exporter chart from a local directory, a .tgz or an oci:// reference")
+	fl.StringVar(&o.DCGMVersion, "dcgm-version", dp.DCGMVersion, "with --dcgm-exporter: the exporter chart's version")
+	fl.StringVar(&o.Sharing, "sharing", "", "with --stack device-plugin: share each GPU, time-slicing or mps, with --replicas")
+	fl.IntVar(&o.Replicas, "replicas", 0, "with --sharing: pods per GPU (at least 2)")
+	fl.BoolVar(&o.Rename, "rename", false, "with --sharing: advertise the shared GPUs as nvidia.com/gpu.shared")
 	o.changed = func(name string) bool { return cmd.Flags().Changed(name) }
 	return cmd
 }
+
+// devicePluginFlags are the flags only the device-plugin stack reads.
+var devicePluginFlags = []string{"gfd", "dcgm-exporter", "dcgm-chart", "dcgm-version", "sharing", "replicas", "rename"}
 
 // Complete resolves the namespace and nodes.
 func (o *Options) Complete(f cluster.Getter, args []string) error {
@@ -211,6 +231,19 @@ func (o *Options) Validate() error {
 		return cliexit.Usagef("--dry-run changes nothing: --yes does not go with it")
 	case o.DryRun && o.JUnitFile != "":
 		return cliexit.Usagef("--junit writes the run's report: it does not go with --dry-run")
+	}
+	if o.Stack == string(up.StackOperator) {
+		for _, name := range devicePluginFlags {
+			if o.changed(name) {
+				return cliexit.Usagef("--%s goes with --stack device-plugin: the GPU Operator has GFD, the DCGM exporter and sharing of its own (its values; 'kubectl gpu operator sharing')", name)
+			}
+		}
+	}
+	if o.Sharing == "" && (o.Replicas != 0 || o.Rename) {
+		return cliexit.Usagef("--replicas and --rename go with --sharing time-slicing|mps")
+	}
+	if !o.DCGM && (o.changed("dcgm-chart") || o.changed("dcgm-version")) {
+		return cliexit.Usagef("--dcgm-chart and --dcgm-version go with --dcgm-exporter")
 	}
 	inst, prepTimeout, err := o.Packages.Install(o.PrepTimeout, o.changed("prep-timeout"))
 	if err != nil {
@@ -264,6 +297,19 @@ func (o *Options) Validate() error {
 	case up.StackDevicePlugin:
 		r := dp.NewRequest()
 		r.Source, r.Mirror = src, mapper
+		r.GFD, r.DCGM = o.GFD, o.DCGM
+		if o.DCGM {
+			chartRef := o.DCGMChart
+			if chartRef == "" && mapper != nil {
+				if t, ok := mapper.(mirror.Target); ok {
+					chartRef = t.ChartRefOf(dp.DCGMChartName)
+				}
+			}
+			r.DCGMSource = op.ChartSource{Chart: chartRef, Version: o.DCGMVersion, PlainHTTP: o.PlainHTTP}
+		}
+		if o.Sharing != "" {
+			r.Sharing = &dp.Sharing{Strategy: o.Sharing, Replicas: o.Replicas, Rename: o.Rename}
+		}
 		o.req.DevicePlugin = r
 	}
 	return o.req.Validate()

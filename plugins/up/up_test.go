@@ -42,6 +42,8 @@ type world struct {
 	releases *storage.Storage
 	chart    string
 	applied  int
+	// noOperator: no ClusterPolicy in the cluster (the device-plugin stack's world).
+	noOperator bool
 }
 
 func newWorld(t *testing.T) *world {
@@ -89,8 +91,12 @@ func (w *world) run(t *testing.T, args ...string) (string, string, error) {
 	t.Helper()
 	policy := &unstructured.Unstructured{Object: map[string]any{"apiVersion": "nvidia.com/v1", "kind": "ClusterPolicy", "metadata": map[string]any{"name": op.ClusterPolicyName},
 		"status": map[string]any{"state": "ready", "conditions": []any{map[string]any{"type": "Ready", "status": "True", "reason": "Reconciled", "message": "ClusterPolicy is ready"}}}}}
+	objs := []runtime.Object{policy}
+	if w.noOperator {
+		objs = nil
+	}
 	dyn := dynfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(), map[schema.GroupVersionResource]string{
-		op.ClusterPolicyGVR: "ClusterPolicyList", op.GPUClusterGVR: "GPUClusterList"}, policy)
+		op.ClusterPolicyGVR: "ClusterPolicyList", op.GPUClusterGVR: "GPUClusterList"}, objs...)
 	clients := func(g cluster.Getter, ns string, o *Options) (up.Clients, error) {
 		c, err := operatortest.NewClient(w.releases, dyn)(g, ns, o.Streams.ErrOut)
 		if err != nil {
@@ -194,6 +200,11 @@ func TestUpBadInput(t *testing.T) {
 		{[]string{"--host-toolkit=1.17.8; rm -rf /"}, "toolkit"},
 		{[]string{"--mirror", "http://x"}, "mirror"},
 		{[]string{"-o", "xml"}, "xml"},
+		{[]string{"--gfd=false"}, "--gfd goes with --stack device-plugin"},
+		{[]string{"--dcgm-exporter"}, "--dcgm-exporter goes with --stack device-plugin"},
+		{[]string{"--stack", "device-plugin", "--replicas", "2"}, "--replicas and --rename go with --sharing"},
+		{[]string{"--stack", "device-plugin", "--sharing", "mps"}, "--sharing mps needs --replicas of at least 2"},
+		{[]string{"--stack", "device-plugin", "--dcgm-version", "4.8.2"}, "--dcgm-chart and --dcgm-version go with --dcgm-exporter"},
 	} {
 		w := newWorld(t)
 		_, _, err := w.run(t, tc.args...)
@@ -203,5 +214,34 @@ func TestUpBadInput(t *testing.T) {
 		if rels, _ := w.releases.ListReleases(); len(rels) != 0 || w.applied != 0 {
 			t.Errorf("%v changed something", tc.args)
 		}
+	}
+}
+
+// TestUpDevicePluginChoices: up's device-plugin stack takes device-plugin install's choices —
+// GFD off, the DCGM exporter as its own release, time-slicing — and plans them.
+func TestUpDevicePluginChoices(t *testing.T) {
+	dpChart, dcgmChart := os.Getenv("KGPU_DEVICE_PLUGIN_CHART"), os.Getenv("KGPU_DCGM_EXPORTER_CHART")
+	if dpChart == "" || dcgmChart == "" {
+		t.Skip("KGPU_DEVICE_PLUGIN_CHART and KGPU_DCGM_EXPORTER_CHART are not set (.ci/run sets them from ../shared/testdata/charts)")
+	}
+	w := newWorld(t)
+	w.chart, w.noOperator = dpChart, true
+	out, errOut, err := w.run(t, "--stack", "device-plugin", "--gfd=false", "--dcgm-exporter", "--dcgm-chart", dcgmChart, "--sharing", "time-slicing", "--replicas", "4", "--dry-run", "-o", "json")
+	if err != nil {
+		t.Fatalf("%v\n%s", err, errOut)
+	}
+	var plan up.Plan
+	if err := json.Unmarshal([]byte(out), &plan); err != nil {
+		t.Fatal(err)
+	}
+	if len(plan.Releases) != 2 || plan.Releases[1].Release != "dcgm-exporter" {
+		t.Fatalf("releases %+v", plan.Releases)
+	}
+	v := plan.Releases[0].Values
+	if gfd, _ := v["gfd"].(map[string]any); gfd["enabled"] != false {
+		t.Errorf("gfd = %v, want off", v["gfd"])
+	}
+	if cfg, _ := v["config"].(map[string]any); cfg["default"] != "time-slicing-4" {
+		t.Errorf("config = %v, want the time-slicing-4 profile", v["config"])
 	}
 }
