@@ -168,3 +168,26 @@ func TestRollResultsOnePrefix(t *testing.T) {
 		t.Errorf("findings:\n%s", b.String())
 	}
 }
+
+// TestWriteChangesGroupsNodes: nodes with the same changes are shown once under their names
+// (a 1000-node plan shows each kind of node once); the count is over every node.
+func TestWriteChangesGroupsNodes(t *testing.T) {
+	same := func() *rep.Report {
+		r := rep.New("v0", rep.ModePlan)
+		r.Changes = []rep.Change{{Check: rep.CheckSysctl, File: "/etc/sysctl.d/99-kubectl-gpu.conf", Diff: "+net.ipv4.ip_forward = 1\n"}}
+		return r
+	}
+	other := rep.New("v0", rep.ModePlan)
+	other.Changes = []rep.Change{{Check: rep.CheckSwap, Command: []string{"swapoff", "-a"}}}
+	var items []NodeResult
+	for i := 0; i < 5; i++ {
+		items = append(items, NodeResult{Node: fmt.Sprintf("gpu-%d", i), Report: same()})
+	}
+	items = append(items, NodeResult{Node: "odd", Report: other})
+	var b bytes.Buffer
+	n := NewReport(rep.ModePlan, items).WriteChanges(&b)
+	got := b.String()
+	if n != 6 || strings.Count(got, "+net.ipv4.ip_forward = 1") != 1 || !strings.Contains(got, "=== gpu-0, gpu-1, gpu-2 and 2 more nodes (the same changes on 5 nodes)") || !strings.Contains(got, "=== odd\n$ swapoff -a") {
+		t.Errorf("%d changes:\n%s", n, got)
+	}
+}

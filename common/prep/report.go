@@ -191,40 +191,70 @@ func (r *Report) WriteFindings(w io.Writer) {
 	fmt.Fprintln(w)
 }
 
-// WriteChanges prints the changes per node: file diffs and commands.
+// WriteChanges shows each node's changes (diffs, commands, packages, the reboot they need)
+// and returns how many changes there are over all nodes. Nodes whose changes are the same
+// are shown once, under their names (a large cluster's plan shows each kind of node once).
 func (r *Report) WriteChanges(w io.Writer) int {
 	total := 0
+	var order []string
+	groups := map[string][]string{}
 	for _, n := range r.Items {
 		if n.Report == nil || len(n.Report.Changes) == 0 {
 			continue
 		}
-		fmt.Fprintf(w, "\n=== %s\n", n.Node)
-		for _, c := range n.Report.Changes {
-			switch {
-			case c.File != "" && c.Diff == "":
-				fmt.Fprintf(w, "write %s\n", c.File)
-			case c.File != "":
-				fmt.Fprintf(w, "%s", c.Diff)
-			case len(c.Command) > 0:
-				fmt.Fprintf(w, "$ %s\n", strings.Join(c.Command, " "))
-			}
-			if c.Note != "" {
-				fmt.Fprintf(w, "  # %s\n", c.Note)
-			}
-			for _, p := range c.Packages {
-				if p.Replaces != "" {
-					fmt.Fprintf(w, "  + %s %s (replaces %s)\n", p.Name, p.Version, p.Replaces)
-				} else {
-					fmt.Fprintf(w, "  + %s %s\n", p.Name, p.Version)
-				}
-			}
-			if c.Note == "" || c.File != "" || len(c.Packages) > 0 {
-				total++
+		var b strings.Builder
+		total += writeNodeChanges(&b, n.Report)
+		text := b.String()
+		if _, ok := groups[text]; !ok {
+			order = append(order, text)
+		}
+		groups[text] = append(groups[text], n.Node)
+	}
+	for _, text := range order {
+		fmt.Fprintf(w, "\n=== %s\n%s", groupName(groups[text]), text)
+	}
+	return total
+}
+
+// groupName names the nodes that share one set of changes.
+func groupName(nodes []string) string {
+	switch {
+	case len(nodes) == 1:
+		return nodes[0]
+	case len(nodes) <= 4:
+		return fmt.Sprintf("%s (the same changes on %d nodes)", strings.Join(nodes, ", "), len(nodes))
+	}
+	return fmt.Sprintf("%s and %d more nodes (the same changes on %d nodes)", strings.Join(nodes[:3], ", "), len(nodes)-3, len(nodes))
+}
+
+// writeNodeChanges writes one node's changes and returns how many there are.
+func writeNodeChanges(w io.Writer, r *rep.Report) int {
+	total := 0
+	for _, c := range r.Changes {
+		switch {
+		case c.File != "" && c.Diff == "":
+			fmt.Fprintf(w, "write %s\n", c.File)
+		case c.File != "":
+			fmt.Fprintf(w, "%s", c.Diff)
+		case len(c.Command) > 0:
+			fmt.Fprintf(w, "$ %s\n", strings.Join(c.Command, " "))
+		}
+		if c.Note != "" {
+			fmt.Fprintf(w, "  # %s\n", c.Note)
+		}
+		for _, p := range c.Packages {
+			if p.Replaces != "" {
+				fmt.Fprintf(w, "  + %s %s (replaces %s)\n", p.Name, p.Version, p.Replaces)
+			} else {
+				fmt.Fprintf(w, "  + %s %s\n", p.Name, p.Version)
 			}
 		}
-		if n.Report.Reboot != "" {
-			fmt.Fprintf(w, "  reboot needed: %s\n", n.Report.Reboot)
+		if c.Note == "" || c.File != "" || len(c.Packages) > 0 {
+			total++
 		}
+	}
+	if r.Reboot != "" {
+		fmt.Fprintf(w, "  reboot needed: %s\n", r.Reboot)
 	}
 	return total
 }
