@@ -3,12 +3,10 @@ package prep
 import (
 	"context"
 	"encoding/json"
-	"strconv"
 	"sync"
 	"time"
 
 	"github.com/kubectl-gpu/kubectl-gpu/common/cluster"
-	"github.com/kubectl-gpu/kubectl-gpu/common/flavour"
 	"github.com/kubectl-gpu/kubectl-gpu/common/nodepod"
 	rep "github.com/kubectl-gpu/kubectl-gpu/common/nodereport"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -16,57 +14,10 @@ import (
 	"k8s.io/client-go/kubernetes"
 )
 
-// Annotations are what prep leaves on a node for `kubectl gpu operator`.
+// Annotations are what prep leaves on a node for the other commands: the report's facts
+// (nodereport.Facts, their one home).
 func Annotations(r *rep.Report, now time.Time) map[string]any {
-	a := map[string]any{
-		flavour.Annotation:                                      r.Flavour,
-		flavour.AnnotationPrefix + "driver-version":             nullIfEmpty(r.DriverVersion),
-		flavour.AnnotationPrefix + "toolkit-version":            nullIfEmpty(r.ToolkitVersion),
-		flavour.AnnotationPrefix + "nvidia-runtime":             strconv.FormatBool(r.NvidiaRuntime),
-		flavour.AnnotationPrefix + "containerd-config-version":  nullIfEmpty(strconv.Itoa(r.ContainerdConfigVersion)),
-		flavour.AnnotationPrefix + "containerd-default-runtime": nullIfEmpty(r.DefaultRuntime),
-		flavour.AnnotationPrefix + "containerd-cdi":             strconv.FormatBool(r.CDI),
-		flavour.AnnotationPrefix + "gpus":                       strconv.Itoa(len(r.GPUs)),
-		flavour.AnnotationPrefix + "mig":                        nullIfEmpty(migMode(r.GPUs)),
-		flavour.AnnotationPrefix + "reported-at":                now.UTC().Format(time.RFC3339),
-	}
-	// The GPUs' health as NVML read it: the action it calls for, and what is wrong when
-	// anything is (unset when NVML did not answer).
-	summary, action := rep.Health(r.GPUs)
-	a[flavour.AnnotationPrefix+"gpu-health"] = nullIfEmpty(action)
-	a[flavour.AnnotationPrefix+"gpu-health-detail"] = nil
-	if action != rep.HealthOK && action != "" {
-		a[flavour.AnnotationPrefix+"gpu-health-detail"] = nodepod.Fit(summary, 1000)
-	}
-	if r.ContainerdConfigVersion == 0 {
-		a[flavour.AnnotationPrefix+"containerd-config-version"] = nil
-	}
-	if r.Flavour == "unknown" {
-		a[flavour.Annotation] = nil
-	}
-	return a
-}
-
-// migMode is "enabled" when any GPU has MIG on, "disabled" when NVML read the mode of some
-// and none has it on, "" when no GPU's mode is known (no driver).
-func migMode(gpus []rep.GPU) string {
-	mode := ""
-	for _, g := range gpus {
-		switch g.MIG {
-		case "enabled":
-			return "enabled"
-		case "disabled":
-			mode = "disabled"
-		}
-	}
-	return mode
-}
-
-func nullIfEmpty(s string) any {
-	if s == "" {
-		return nil
-	}
-	return s
+	return rep.FactsOf(r, now).Annotations()
 }
 
 // Annotator writes the annotations on each node with a report (one merge patch each), in

@@ -150,7 +150,7 @@ func TestLeftCordoned(t *testing.T) {
 // it once, with where the roll goes on.
 func TestResumeHintOnce(t *testing.T) {
 	h := resumeHint("move the pod yourself; then run the same command again", PhaseCordoned)
-	if strings.Count(h, "run the same command again") != 1 || !strings.Contains(h, "goes on from") {
+	if strings.Count(h, "run the same command again") != 1 || !strings.Contains(h, "resumes from") {
 		t.Errorf("%q", h)
 	}
 	if h := resumeHint("", PhaseCordoned); !strings.Contains(h, "stays cordoned") {

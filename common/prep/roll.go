@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -260,14 +261,7 @@ start:
 	}
 	wg.Wait()
 	if ctx.Err() != nil {
-		// The last lines, on a terminal and in a pipe alike: which nodes stay cordoned and
-		// how to go on (the report is not printed after a Ctrl-C).
 		r.prog.End()
-		if cfg.Progress != nil {
-			for _, l := range LeftCordoned(out) {
-				fmt.Fprintln(cfg.Progress, l)
-			}
-		}
 		return out, cliexit.ErrInterrupted
 	}
 	return out, nil
@@ -279,11 +273,43 @@ func resumeHint(hint string, phase Phase) string {
 	resume := "the node stays cordoned: fix it, then run the same command again to resume (it goes on from " + orStart(phase) + ")"
 	switch {
 	case hint != "" && strings.Contains(hint, "run the same command again"):
-		return hint + " (the node stays cordoned; the roll goes on from " + orStart(phase) + ")"
+		return hint + " (the node stays cordoned; the roll resumes from " + orStart(phase) + ")"
 	case hint != "":
 		return hint + "; " + resume
 	}
 	return resume
+}
+
+// TellLeftCordoned, when err is an interrupt of a command with a roll, writes its last
+// lines (on a terminal and in a pipe alike, the report is not printed after a Ctrl-C):
+// each node an unfinished roll keeps cordoned, as the nodes say it now (this run's roll or
+// an earlier one the run had not resumed yet), and how to go on. names limits it to the
+// command's nodes when they are known.
+func TellLeftCordoned(ctx context.Context, cs kubernetes.Interface, cfg *Request, names []string, err error) {
+	if cfg.Roll == nil || cfg.Progress == nil || !errors.Is(err, cliexit.ErrInterrupted) {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	list, lerr := cs.CoreV1().Nodes().List(ctx, metav1.ListOptions{ResourceVersion: "0"})
+	if lerr != nil {
+		fmt.Fprintf(cfg.Progress, "interrupted: could not read which nodes stay cordoned (%v): see kubectl get nodes\n", lerr)
+		return
+	}
+	var rolls []NodeRoll
+	for i := range list.Items {
+		n := &list.Items[i]
+		if names != nil && !slices.Contains(names, n.Name) {
+			continue
+		}
+		if st := ReadRollState(n); st.Unfinished() && n.Spec.Unschedulable {
+			rolls = append(rolls, NodeRoll{Node: n.Name, Phase: st.Phase})
+		}
+	}
+	sort.Slice(rolls, func(i, j int) bool { return rolls[i].Node < rolls[j].Node })
+	for _, l := range LeftCordoned(rolls) {
+		fmt.Fprintln(cfg.Progress, l)
+	}
 }
 
 // LeftCordoned says, after an interrupted roll, each node it left cordoned and where it

@@ -41,6 +41,7 @@ func Run(ctx context.Context, cs kubernetes.Interface, cfg *Request) (*Report, e
 	}
 	p, err := MakePlan(ctx, cs, cfg)
 	if p == nil || err != nil {
+		TellLeftCordoned(ctx, cs, cfg, nil, err)
 		return p.report(), err
 	}
 	out := cfg.PlanOut
@@ -193,6 +194,7 @@ func Apply(ctx context.Context, cs kubernetes.Interface, cfg *Request, p *Plan) 
 	if len(inPlace) > 0 {
 		r, err := runAnnotated(ctx, cs, cfg, inPlace, rep.ModeApply)
 		if r == nil {
+			TellLeftCordoned(ctx, cs, cfg, p.Nodes, err)
 			return nil, err
 		}
 		results, annotateErr = append(results, r.Items...), err
@@ -202,6 +204,7 @@ func Apply(ctx context.Context, cs kubernetes.Interface, cfg *Request, p *Plan) 
 		return NewReport(rep.ModeApply, results), annotateErr
 	}
 	rolls, err := Roll(ctx, cs, cfg, roll)
+	TellLeftCordoned(ctx, cs, cfg, p.Nodes, err)
 	if errors.Is(err, cliexit.ErrInterrupted) || rolls == nil {
 		return nil, err
 	}

@@ -203,6 +203,7 @@ func MakePlan(ctx context.Context, c Clients, req Request) (*Plan, error) {
 	}
 	p := &Plan{TypeMeta: report.Meta(PlanKind), Stack: req.Stack, prepRq: req.prepRequest(), Decisions: []Decision{}, Releases: []ReleasePlan{}}
 	pp, err := prep.MakePlan(ctx, c.CS, &p.prepRq)
+	prep.TellLeftCordoned(ctx, c.CS, &p.prepRq, nil, err)
 	if err != nil {
 		if pp != nil && pp.Report != nil {
 			return nil, cliexit.Failuresf("the host step's plan failed: nothing was changed on any node; %s", planFailures(pp.Report))
