@@ -326,7 +326,7 @@ func Prerequisites(nodes []corev1.Node) []NodeProblem {
 	var out []NodeProblem
 	for _, n := range GPUNodes(nodes) {
 		a := n.Annotations
-		if a[flavour.AnnotationPrefix+"reported-at"] == "" && a[op.AnnotationDriver] == "" && n.Labels[op.LabelDeployDriver] != "pre-installed" {
+		if a[rep.AnnotationReportedAt] == "" && a[op.AnnotationDriver] == "" && n.Labels[op.LabelDeployDriver] != "pre-installed" {
 			out = append(out, NodeProblem{Node: n.Name, Reasons: []string{"not checked yet: run 'kubectl gpu prep " + n.Name + "'"}})
 			continue
 		}

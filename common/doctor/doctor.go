@@ -26,7 +26,6 @@ import (
 
 	"github.com/kubectl-gpu/kubectl-gpu/common/cluster"
 	dp "github.com/kubectl-gpu/kubectl-gpu/common/deviceplugin"
-	"github.com/kubectl-gpu/kubectl-gpu/common/flavour"
 	"github.com/kubectl-gpu/kubectl-gpu/common/inventory"
 	"github.com/kubectl-gpu/kubectl-gpu/common/nodepod"
 	rep "github.com/kubectl-gpu/kubectl-gpu/common/nodereport"
@@ -369,7 +368,7 @@ func (w *world) diagnose(ctx context.Context, n *corev1.Node, hr *rep.Report) No
 		n = withReport(n, hr)
 		d.Host, d.XIDs = HostAgent, hr.XIDs
 	}
-	prepped := n.Annotations[flavour.AnnotationPrefix+"reported-at"] != ""
+	prepped := n.Annotations[rep.AnnotationReportedAt] != ""
 	if prepped && hr == nil {
 		d.Host = HostPrep
 	}

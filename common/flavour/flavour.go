@@ -25,10 +25,10 @@ const (
 )
 
 // AnnotationPrefix is the prefix of the node annotations `kubectl gpu prep` writes.
-const AnnotationPrefix = "gpu.kubectl-gpu.io/"
+const AnnotationPrefix = rep.AnnotationPrefix
 
 // Annotation is the node annotation holding the flavour the node agent found on the host.
-const Annotation = AnnotationPrefix + "flavour"
+const Annotation = rep.AnnotationFlavour
 
 // Of returns the node's flavour.
 func Of(n *corev1.Node) Flavour {

@@ -20,6 +20,7 @@ import (
 	"github.com/kubectl-gpu/kubectl-gpu/common/cliexit"
 	"github.com/kubectl-gpu/kubectl-gpu/common/cluster"
 	"github.com/kubectl-gpu/kubectl-gpu/common/flavour"
+	rep "github.com/kubectl-gpu/kubectl-gpu/common/nodereport"
 	"github.com/kubectl-gpu/kubectl-gpu/common/report"
 )
 
@@ -46,7 +47,7 @@ const (
 	labelRuntimeMinor = "nvidia.com/cuda.runtime.minor"
 
 	// AnnotationDriver is the host driver version `kubectl gpu prep` found on the node.
-	AnnotationDriver = flavour.AnnotationPrefix + "driver-version"
+	AnnotationDriver = rep.AnnotationDriver
 )
 
 // IsGPUResource tells whether name is an NVIDIA GPU resource: whole GPUs, shared

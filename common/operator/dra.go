@@ -3,6 +3,7 @@ package operator
 import (
 	"context"
 	"fmt"
+	rep "github.com/kubectl-gpu/kubectl-gpu/common/nodereport"
 	"sort"
 	"strconv"
 	"strings"
@@ -59,7 +60,8 @@ func (c *Client) DRAPrerequisites(ctx context.Context, serverVersion string, nod
 		if !inventory.IsGPUNode(n) {
 			continue
 		}
-		if d := n.Annotations[AnnotationDriver]; d != "" {
+		if f, _ := rep.FactsFrom(n.Annotations); f.DriverVersion != "" {
+			d := f.DriverVersion
 			if major, err := strconv.Atoi(strings.SplitN(d, ".", 2)[0]); err == nil && major < DRAMinDriver {
 				oldDriver = append(oldDriver, n.Name+" "+d)
 			}

@@ -15,23 +15,18 @@ import (
 	rep "github.com/kubectl-gpu/kubectl-gpu/common/nodereport"
 )
 
-// Node annotations `kubectl gpu prep` writes and this package reads.
+// Node annotations `kubectl gpu prep` writes and this package reads (their home is
+// nodereport's Facts).
 const (
-	AnnotationDriver        = flavour.AnnotationPrefix + "driver-version"
-	AnnotationToolkit       = flavour.AnnotationPrefix + "toolkit-version"
-	AnnotationNvidiaRuntime = flavour.AnnotationPrefix + "nvidia-runtime"
-	// AnnotationDefaultRuntime is containerd's default runtime handler on the node.
-	AnnotationDefaultRuntime = flavour.AnnotationPrefix + "containerd-default-runtime"
-	// AnnotationCDI is "true" when the node's containerd injects CDI devices.
-	AnnotationCDI = flavour.AnnotationPrefix + "containerd-cdi"
-	// AnnotationGPUs is the number of NVIDIA GPUs prep found on the node's PCI bus.
-	AnnotationGPUs = flavour.AnnotationPrefix + "gpus"
-	// AnnotationMIG is "enabled" when any GPU of the node has MIG mode on.
-	AnnotationMIG = flavour.AnnotationPrefix + "mig"
-	// AnnotationGPUHealth is the action the GPUs' health (NVML) calls for: ok, warn, reset,
-	// service; AnnotationGPUHealthDetail says what is wrong.
-	AnnotationGPUHealth       = flavour.AnnotationPrefix + "gpu-health"
-	AnnotationGPUHealthDetail = flavour.AnnotationPrefix + "gpu-health-detail"
+	AnnotationDriver          = rep.AnnotationDriver
+	AnnotationToolkit         = rep.AnnotationToolkit
+	AnnotationNvidiaRuntime   = rep.AnnotationNvidiaRuntime
+	AnnotationDefaultRuntime  = rep.AnnotationDefaultRuntime
+	AnnotationCDI             = rep.AnnotationCDI
+	AnnotationGPUs            = rep.AnnotationGPUs
+	AnnotationMIG             = rep.AnnotationMIG
+	AnnotationGPUHealth       = rep.AnnotationGPUHealth
+	AnnotationGPUHealthDetail = rep.AnnotationGPUHealthDetail
 	// LabelDeployDriver is the GPU Operator's per-node switch for its driver DaemonSet;
 	// the operator itself sets it to "pre-installed" where it finds a host driver.
 	LabelDeployDriver = "nvidia.com/gpu.deploy.driver"
@@ -74,12 +69,14 @@ type Derivation struct {
 
 // hostDriver tells whether the node runs a driver installed on the host.
 func hostDriver(n *corev1.Node) bool {
-	return n.Annotations[AnnotationDriver] != "" || n.Labels[LabelDeployDriver] == "pre-installed"
+	f, _ := rep.FactsFrom(n.Annotations)
+	return f.DriverVersion != "" || n.Labels[LabelDeployDriver] == "pre-installed"
 }
 
 // hostToolkit tells whether the node has the container toolkit and the nvidia runtime.
 func hostToolkit(n *corev1.Node) bool {
-	return n.Annotations[AnnotationToolkit] != "" && n.Annotations[AnnotationNvidiaRuntime] == "true"
+	f, _ := rep.FactsFrom(n.Annotations)
+	return f.ToolkitVersion != "" && f.NvidiaRuntime
 }
 
 // Derive computes the values from the GPU nodes: a pure function of the node objects.
@@ -148,8 +145,8 @@ func Derive(nodes []corev1.Node) Derivation {
 }
 
 func hostDriverEvidence(n *corev1.Node) string {
-	if v := n.Annotations[AnnotationDriver]; v != "" {
-		return n.Name + " " + v
+	if f, _ := rep.FactsFrom(n.Annotations); f.DriverVersion != "" {
+		return n.Name + " " + f.DriverVersion
 	}
 	return n.Name + " pre-installed"
 }
