@@ -432,7 +432,7 @@ func TestUpMirror(t *testing.T) {
 	}
 	mirrortest.Seed(t, list.Refs())
 	to := strings.TrimPrefix(mir.URL, "http://") + "/gpu"
-	if r := gpu(t, ctx, append([]string{"mirror", "--to", to, "--insecure"}, src...)...); r.Code != 0 {
+	if r := gpu(t, ctx, append([]string{"mirror", "--to", to, "--insecure", "--values-out", filepath.Join(t.TempDir(), "mirror-values.yaml")}, src...)...); r.Code != 0 {
 		t.Fatalf("mirror --to: exit %d\n%s", r.Code, r.Stderr)
 	}
 	stop := harness.WatchPodImages(t, ctx, env.Cluster.Client, nodepod.DefaultNamespace)
