@@ -6,7 +6,7 @@ PKG     := github.com/kubectl-gpu/kubectl-gpu
 LDFLAGS := -s -w -X $(PKG)/common/buildinfo.Version=$(VERSION) -X $(PKG)/common/buildinfo.Commit=$(COMMIT)
 GO_TEST_FLAGS ?=
 
-.PHONY: help build cross tools test unit e2e bench soak demo cluster deps clean agent fuzz docs samples dist krew-manifest image push-image lint-workflows
+.PHONY: help build cross tools test unit e2e bench soak demo demo-doc cluster deps clean agent fuzz docs samples dist krew-manifest image push-image lint-workflows
 
 help: ## this list
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -32,8 +32,13 @@ bench: deps tools ## benchmarks against their baselines in the same run
 soak: deps tools ## verify and prep, whole and interrupted, over and over for SOAK (default 30m); prep's client killed, the cluster's own clean-up timed
 	KGPU_REQUIRE_E2E=1 KGPU_SOAK=$(or $(SOAK),30m) go test -count=1 -run '^TestSoak' -v -timeout 0 ./test/fault/
 
-demo: build tools ## build, start the local cluster (or use the current one) and run the main commands
+demo: build ## build, then the main commands against the current cluster (read-only) or the story on a local one
+	hack/testenv/build-tools.sh etcd kwok kubernetes
 	hack/devtools/demo.sh
+
+demo-doc: build ## run the demo on the local cluster and write its output to docs/demo.md
+	hack/testenv/build-tools.sh etcd kwok kubernetes
+	hack/devtools/demo-doc.sh
 
 cluster: tools ## start the local cluster in the foreground (Ctrl-C stops it); REAL_NODES=1 adds a real node
 	go run ./hack/devtools/cluster up --real-nodes $(or $(REAL_NODES),0)

@@ -18,6 +18,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/ptr"
 
+	"github.com/kubectl-gpu/kubectl-gpu/common/buildinfo"
 	"github.com/kubectl-gpu/kubectl-gpu/common/cliexit"
 	"github.com/kubectl-gpu/kubectl-gpu/common/cluster"
 	"github.com/kubectl-gpu/kubectl-gpu/common/inventory"
@@ -29,6 +30,14 @@ import (
 
 // Component labels prep's objects.
 const Component = "prep"
+
+// DefaultTimeout is the time of each of prep's phases (check, plan, apply) unless a request
+// says otherwise.
+const DefaultTimeout = 5 * time.Minute
+
+// NewRequest is a request with the defaults: the node agent image of this build, each phase
+// DefaultTimeout.
+func NewRequest() Request { return Request{Image: buildinfo.AgentImage(), Timeout: DefaultTimeout} }
 
 // Request is one prep operation: what a program (or the command's flags) asks of Run. Run
 // never changes it; NewRequest gives the defaults.

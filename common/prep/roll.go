@@ -42,6 +42,13 @@ type RollOptions struct {
 	SelfNode string
 }
 
+// DefaultRollOptions are the roll's defaults: one node out at a time, ten minutes to drain
+// it (kubectl drain has no limit; a roll that never ends holds a node out), fifteen for it to
+// come back from its reboot.
+func DefaultRollOptions() RollOptions {
+	return RollOptions{MaxUnavailable: 1, DrainTimeout: 10 * time.Minute, RebootTimeout: 15 * time.Minute}
+}
+
 // RollAnnotation holds where a node stands in a roll (JSON, see RollState): a rerun after
 // Ctrl-C, a crash or a failure goes on from there instead of repeating finished steps.
 const RollAnnotation = flavour.AnnotationPrefix + "roll"
@@ -216,7 +223,7 @@ func Roll(ctx context.Context, cs kubernetes.Interface, cfg *Request, nodes []st
 		o.MaxUnavailable = 1
 	}
 	if o.RebootTimeout <= 0 {
-		o.RebootTimeout = 15 * time.Minute
+		o.RebootTimeout = DefaultRollOptions().RebootTimeout
 	}
 	r := &roller{cs: cs, cfg: cfg, o: o, prog: report.ForStream(cfg.Progress), bootIDs: map[string]string{}}
 	defer r.prog.End()

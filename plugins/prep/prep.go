@@ -5,12 +5,10 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"time"
 
 	"github.com/spf13/cobra"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 
-	"github.com/kubectl-gpu/kubectl-gpu/common/buildinfo"
 	"github.com/kubectl-gpu/kubectl-gpu/common/cliexit"
 	"github.com/kubectl-gpu/kubectl-gpu/common/cluster"
 	"github.com/kubectl-gpu/kubectl-gpu/common/nodepod"
@@ -19,6 +17,7 @@ import (
 	"github.com/kubectl-gpu/kubectl-gpu/common/report"
 	"github.com/kubectl-gpu/kubectl-gpu/plugins/completion"
 	"github.com/kubectl-gpu/kubectl-gpu/plugins/pkgflags"
+	"github.com/kubectl-gpu/kubectl-gpu/plugins/rollflags"
 )
 
 // PrepOptions are the flags of `kubectl gpu prep`: the request they make (flags bound onto
@@ -41,9 +40,8 @@ type PrepOptions struct {
 
 // NewPrepOptions returns the defaults.
 func NewPrepOptions(streams genericiooptions.IOStreams) *PrepOptions {
-	return &PrepOptions{Streams: streams, Request: prep.Request{Image: buildinfo.AgentImage(), Timeout: 5 * time.Minute},
-		RollOptions: prep.RollOptions{MaxUnavailable: 1, DrainTimeout: 10 * time.Minute, RebootTimeout: 15 * time.Minute},
-		changed:     func(string) bool { return false }}
+	return &PrepOptions{Streams: streams, Request: prep.NewRequest(), RollOptions: prep.DefaultRollOptions(),
+		changed: func(string) bool { return false }}
 }
 
 // NewCmdPrep returns `kubectl gpu prep`.
@@ -136,12 +134,7 @@ input; 130 interrupted.`,
 		KeyHelp:  "file with the package repositories' OpenPGP signing key (default: the key published beside them)",
 	})
 	fl.BoolVar(&o.Reboot, "reboot", false, "with --apply: cordon, drain, reboot and uncordon the nodes whose changes need a reboot, one slot at a time")
-	r := &o.RollOptions
-	fl.IntVar(&r.MaxUnavailable, "max-unavailable", r.MaxUnavailable, "with --reboot: nodes out at once")
-	fl.DurationVar(&r.DrainTimeout, "drain-timeout", r.DrainTimeout, "with --reboot: time to drain one node (0: no limit)")
-	fl.DurationVar(&r.RebootTimeout, "reboot-timeout", r.RebootTimeout, "with --reboot: time for a node to come back with a new boot ID and Ready")
-	fl.BoolVar(&r.DeleteEmptyDirData, "delete-emptydir-data", false, "with --reboot: drain pods with emptyDir data (the data is lost)")
-	fl.BoolVar(&r.Force, "force", false, "with --reboot: drain pods that no controller recreates")
+	rollflags.Bind(fl, &o.RollOptions, "with --reboot: ")
 	o.changed = func(name string) bool { return cmd.Flags().Changed(name) }
 	return cmd
 }
@@ -179,12 +172,11 @@ func (o *PrepOptions) Validate() error {
 		return cliexit.Usagef("name nodes or pass --all, not both")
 	case !o.Apply && (o.Packages.Driver != "" || o.Packages.Toolkit != "" || o.Reboot):
 		return cliexit.Usagef("--install-driver, --install-toolkit and --reboot change nodes: they only go with --apply")
-	case !o.Reboot && (o.changed("max-unavailable") || o.changed("drain-timeout") || o.changed("reboot-timeout") || o.RollOptions.DeleteEmptyDirData || o.RollOptions.Force):
+	case !o.Reboot && rollflags.Changed(o.changed):
 		return cliexit.Usagef("--max-unavailable, --drain-timeout, --reboot-timeout, --delete-emptydir-data and --force only go with --reboot")
-	case o.RollOptions.MaxUnavailable < 1:
-		return cliexit.Usagef("--max-unavailable must be at least 1")
-	case o.RollOptions.DrainTimeout < 0 || o.RollOptions.RebootTimeout <= 0:
-		return cliexit.Usagef("--drain-timeout must not be negative and --reboot-timeout must be positive")
+	}
+	if err := rollflags.Check(o.RollOptions); err != nil {
+		return err
 	}
 	if o.Install, o.Timeout, err = o.Packages.Install(o.Timeout, o.changed("timeout")); err != nil {
 		return err

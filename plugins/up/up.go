@@ -28,6 +28,7 @@ import (
 	"github.com/kubectl-gpu/kubectl-gpu/plugins/completion"
 	"github.com/kubectl-gpu/kubectl-gpu/plugins/helmflags"
 	"github.com/kubectl-gpu/kubectl-gpu/plugins/pkgflags"
+	"github.com/kubectl-gpu/kubectl-gpu/plugins/rollflags"
 )
 
 // Clients makes what up talks to; command tests give fakes.
@@ -46,11 +47,7 @@ type Options struct {
 	Version        string
 	Values         values.Options
 	RestartRuntime bool
-	MaxUnavailable int
-	DrainTimeout   time.Duration
-	RebootTimeout  time.Duration
-	DeleteEmptyDir bool
-	Force          bool
+	Roll           prep.RollOptions
 	Image          string
 	VerifyImage    string
 	PrepTimeout    time.Duration
@@ -104,9 +101,8 @@ func clusterClients(g cluster.Getter, releaseNamespace string, o *Options) (up.C
 }
 
 func newCmdUp(f cluster.Getter, streams genericiooptions.IOStreams, clients Clients) *cobra.Command {
-	o := &Options{Streams: streams, clients: clients, Stack: string(up.StackOperator), RestartRuntime: true, MaxUnavailable: 1,
-		DrainTimeout: 10 * time.Minute, RebootTimeout: 15 * time.Minute, Image: buildinfo.AgentImage(), VerifyImage: verify.DefaultImage,
-		PrepTimeout: 5 * time.Minute, Timeout: 10 * time.Minute}
+	o := &Options{Streams: streams, clients: clients, Stack: string(up.StackOperator), RestartRuntime: true, Roll: prep.DefaultRollOptions(),
+		Image: buildinfo.AgentImage(), VerifyImage: verify.DefaultImage, PrepTimeout: prep.DefaultTimeout, Timeout: 10 * time.Minute}
 	cmd := &cobra.Command{
 		Use:   "up [NODE...] [-l SELECTOR] [--stack operator|device-plugin] [--host-driver[=BRANCH]] [--host-toolkit[=VERSION]] [--dry-run | --yes]",
 		Short: "The whole runbook as one resumable plan: prep, host installs and rolling reboot, the GPU software, verify",
@@ -177,11 +173,7 @@ verified; 2 bad input or a plan that cannot run (nothing changed); 130 interrupt
 	fl.StringArrayVar(&o.Values.StringValues, "set-string", nil, "set STRING values of the stack's chart")
 	fl.StringArrayVar(&o.Values.JSONValues, "set-json", nil, "set JSON values of the stack's chart (key=jsonval)")
 	fl.BoolVar(&o.RestartRuntime, "restart-runtime", o.RestartRuntime, "restart containerd / rke2 / k3s where its config changes (running containers keep running)")
-	fl.IntVar(&o.MaxUnavailable, "max-unavailable", o.MaxUnavailable, "nodes drained and rebooted at once")
-	fl.DurationVar(&o.DrainTimeout, "drain-timeout", o.DrainTimeout, "time to drain one node (0: no limit)")
-	fl.DurationVar(&o.RebootTimeout, "reboot-timeout", o.RebootTimeout, "time for a node to come back with a new boot ID and Ready")
-	fl.BoolVar(&o.DeleteEmptyDir, "delete-emptydir-data", false, "drain pods with emptyDir data (the data is lost)")
-	fl.BoolVar(&o.Force, "force", false, "drain pods that no controller recreates")
+	rollflags.Bind(fl, &o.Roll, "")
 	fl.StringVar(&o.Image, "image", o.Image, "node-agent image")
 	fl.StringVar(&o.VerifyImage, "verify-image", o.VerifyImage, "CUDA sample image of the verify step")
 	fl.DurationVar(&o.PrepTimeout, "prep-timeout", o.PrepTimeout, "time for each of prep's phases (plan, apply; 20m with host installs)")
@@ -220,13 +212,14 @@ func (o *Options) Validate() error {
 	if o.format, err = report.ParseFormat(o.Output, report.Table, report.Wide, report.JSON, report.YAML); err != nil {
 		return err
 	}
+	if err := rollflags.Check(o.Roll); err != nil {
+		return err
+	}
 	switch {
 	case o.Stack != string(up.StackOperator) && o.Stack != string(up.StackDevicePlugin):
 		return cliexit.Usagef("--stack %q: use operator or device-plugin", o.Stack)
-	case o.MaxUnavailable < 1:
-		return cliexit.Usagef("--max-unavailable must be at least 1")
-	case o.DrainTimeout < 0 || o.RebootTimeout <= 0 || o.PrepTimeout <= 0 || o.Timeout <= 0:
-		return cliexit.Usagef("--drain-timeout must not be negative; --reboot-timeout, --prep-timeout and --timeout must be positive")
+	case o.PrepTimeout <= 0 || o.Timeout <= 0:
+		return cliexit.Usagef("--prep-timeout and --timeout must be positive")
 	case o.DryRun && o.Yes:
 		return cliexit.Usagef("--dry-run changes nothing: --yes does not go with it")
 	case o.DryRun && o.JUnitFile != "":
@@ -284,10 +277,11 @@ func (o *Options) Validate() error {
 		}
 		decisions = append(decisions, up.Decision{Decision: fmt.Sprintf("node agent %s, CUDA sample %s, chart %s, every image of the chart's values from %s", image, verifyImage, src.Chart, t), Reason: "--mirror (filled by 'kubectl gpu mirror --to')"})
 	}
+	roll := o.Roll
 	o.req = up.Request{
 		Names: o.Names, Selector: o.Selector, Stack: stack, Decisions: decisions,
 		Prep: prep.Request{Namespace: o.namespace, Image: image, Timeout: o.PrepTimeout, RestartRuntime: o.RestartRuntime, Install: inst,
-			Roll: &prep.RollOptions{MaxUnavailable: o.MaxUnavailable, DrainTimeout: o.DrainTimeout, RebootTimeout: o.RebootTimeout, DeleteEmptyDirData: o.DeleteEmptyDir, Force: o.Force}},
+			Roll: &roll},
 		Install: op.InstallRequest{ReleaseName: d.ReleaseName, Timeout: o.Timeout, ValuesCommand: "kubectl gpu up --dry-run"},
 		Verify:  verify.Request{Namespace: o.namespace, Image: verifyImage, RuntimeClass: verify.RuntimeAuto, Timeout: o.Timeout},
 	}

@@ -3,6 +3,7 @@ package hostconfigtest
 import (
 	"bufio"
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,7 +15,10 @@ import (
 // Boot gives a reboot its effect — modprobe loads the modules (/proc/modules), sysctl
 // --system applies /etc/sysctl.conf and /etc/sysctl.d (/proc/sys), swapoff -a turns every
 // swap off (/proc/swaps). Anything else (a runtime restart, a reboot request, a package
-// manager) is only recorded. No driver is ever loaded: that is the GPU boundary.
+// manager) is only recorded — except that restarting rke2 or k3s renders their containerd
+// config as they do at start when the host has no template of its own: the nvidia runtime
+// added where the toolkit's nvidia-container-runtime is on the host. No driver is ever
+// loaded: that is the GPU boundary.
 type SimHost struct {
 	Root string
 	mu   sync.Mutex
@@ -51,8 +55,52 @@ func (s *SimHost) Run(_ context.Context, argv ...string) (string, error) {
 		if len(argv) > 1 && argv[1] == "-a" {
 			return "", keepSwaps(s.Root, map[string]bool{})
 		}
+	case "systemctl":
+		if len(argv) == 3 && argv[1] == "restart" {
+			for _, d := range []string{"rke2", "k3s"} {
+				if argv[2] == d+"-server" || argv[2] == d+"-agent" || argv[2] == d {
+					return "", renderK3s(s.Root, d)
+				}
+			}
+		}
 	}
 	return "", nil
+}
+
+// renderK3s renders rke2's or k3s's containerd config (distro) at start, as their agent
+// does when no config.toml.tmpl is there: the runtimes it finds on the host are added
+// (k3s's pkg/agent/containerd findNvidiaContainerRuntimes: nvidia-container-runtime in
+// /usr/bin or /usr/local/nvidia/toolkit). With a template of the host's own nothing is
+// rendered here (the simulation does not evaluate Go templates).
+func renderK3s(root, distro string) error {
+	dir := filepath.Join(root, "var/lib/rancher", distro, "agent/etc/containerd")
+	for _, t := range []string{"config.toml.tmpl", "config-v3.toml.tmpl"} {
+		if _, err := os.Stat(filepath.Join(dir, t)); err == nil {
+			return nil
+		}
+	}
+	cfg := filepath.Join(dir, "config.toml")
+	b, err := os.ReadFile(cfg)
+	if err != nil {
+		return nil // not this host's distribution
+	}
+	bin := ""
+	for _, p := range []string{"/usr/bin/nvidia-container-runtime", "/usr/local/nvidia/toolkit/nvidia-container-runtime"} {
+		if _, err := os.Stat(filepath.Join(root, p)); err == nil {
+			bin = p
+			break
+		}
+	}
+	if bin == "" || strings.Contains(string(b), `runtimes."nvidia"]`) || strings.Contains(string(b), "runtimes.nvidia]") {
+		return nil
+	}
+	plugin := `io.containerd.grpc.v1.cri".containerd`
+	if strings.Contains(string(b), "io.containerd.cri.v1.runtime") {
+		plugin = `io.containerd.cri.v1.runtime".containerd`
+	}
+	table := `plugins."` + plugin + `.runtimes."nvidia"`
+	block := fmt.Sprintf("\n[%s]\n  runtime_type = \"io.containerd.runc.v2\"\n\n[%s.options]\n  BinaryName = %q\n  SystemdCgroup = true\n", table, table, bin)
+	return writeFile(cfg, string(b)+block)
 }
 
 // lines are a host file's lines that are not empty or comments.

@@ -40,7 +40,7 @@ func main() {
 	nodes := fs.String("nodes", "default", `simulated nodes: "default" or profile=count,...`)
 	workload := fs.Bool("workload", true, "run a few GPU pods so that nodes show GPUs in use")
 	realNodes := fs.Int("real-nodes", 0, "real nodes (kubelet + containerd + runc, fake device plugin) to add")
-	agents := fs.Bool("simulate-agents", true, "answer prep pods on the simulated GPU nodes with the real agent run on a fake host root, and finish verify pods with the vectoradd sample's output")
+	agents := fs.Bool("simulate-agents", true, "answer prep pods on the simulated GPU nodes with the real agent run on a fake host root, keep each node coherent with its host (GPUs advertised where a device plugin runs on a loaded driver; the GPU Operator's driver, device plugin and ClusterPolicy played), and finish verify pods as the vectoradd sample would on that host")
 	_ = fs.Parse(os.Args[2:])
 	specs, err := parseNodes(*nodes)
 	if err != nil {
@@ -106,6 +106,11 @@ func main() {
 		}
 		cmd := exec.CommandContext(ctx, args[0], args[1:]...)
 		cmd.Env = append(os.Environ(), "KUBECONFIG="+c.Kubeconfig)
+		if *agents {
+			// Where the simulated hosts' roots are: a script can change a host (the demo
+			// writes an XID into a node's kernel log).
+			cmd.Env = append(cmd.Env, "KGPU_SIM_HOSTS="+filepath.Join(c.Dir, "hosts"))
+		}
 		cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
 		if err := cmd.Run(); err != nil {
 			var ee *exec.ExitError
@@ -121,28 +126,31 @@ func main() {
 	}
 }
 
-// simulateAgents builds the node agent and makes the simulated GPU nodes answer prep and
-// verify with it (simnodes.Simulate): verify passes on every node that advertises GPUs.
+// simulateAgents builds the node agent and makes the simulated GPU nodes answer prep with
+// it (simnodes.Simulate), keeps each node saying what its host says and plays the GPU
+// Operator (simnodes.Coherent, simnodes.PlayOperator): verify passes where the host could run
+// the sample.
 func simulateAgents(ctx context.Context, c *localcluster.Cluster, names []string) error {
 	agent := filepath.Join(c.Dir, "gpu-node-agent")
 	if err := simnodes.BuildAgent(ctx, agent); err != nil {
 		return err
 	}
 	roots := map[string]string{}
-	var pass []string
+	var hosts []string
 	for _, n := range names {
 		if r, ok := simnodes.DefaultAgentRoots[n]; ok {
 			roots[n] = r
-		}
-		node, err := c.Client.CoreV1().Nodes().Get(ctx, n, metav1.GetOptions{})
-		if err != nil {
-			return err
-		}
-		if q, ok := node.Status.Capacity["nvidia.com/gpu"]; ok && q.Value() > 0 {
-			pass = append(pass, n)
+			hosts = append(hosts, n)
 		}
 	}
-	return simnodes.Simulate(ctx, c, agent, filepath.Join(c.Dir, "hosts"), roots, pass, nil)
+	dir := filepath.Join(c.Dir, "hosts")
+	if err := simnodes.Simulate(ctx, c, agent, dir, roots, nil, nil); err != nil {
+		return err
+	}
+	if err := simnodes.Coherent(ctx, c, dir, hosts); err != nil {
+		return err
+	}
+	return simnodes.PlayOperator(ctx, c)
 }
 
 // runWorkload starts a training-like pod that holds GPUs on the first A100 node.

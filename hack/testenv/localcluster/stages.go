@@ -18,16 +18,47 @@ func PodOutcomeStage(name, component string, nodes []string, exitCode int) (*uns
 
 // PodOutcomeStageAfter is PodOutcomeStage with the time a pod runs before it finishes.
 func PodOutcomeStageAfter(name, component string, nodes []string, exitCode int, after time.Duration) (*unstructured.Unstructured, error) {
-	phase, reason := "Succeeded", "Completed"
-	if exitCode != 0 {
-		phase, reason = "Failed", "Error"
-	}
 	if len(nodes) == 0 {
 		nodes = []string{"-none-"}
 	}
 	values := ""
 	for _, n := range nodes {
 		values += fmt.Sprintf("\n      - %q", n)
+	}
+	return podOutcomeStage(name, component, "'.spec.nodeName'", values, exitCode, after)
+}
+
+// OutcomeAnnotation, set on a pod to OutcomePass or OutcomeFail, finishes it through
+// PodOutcomeByAnnotation's stages: a simulator that decides a pod's outcome when the pod
+// appears (from its node's fake host) sets it.
+const (
+	OutcomeAnnotation = "sim.kubectl-gpu.io/outcome"
+	OutcomePass       = "pass"
+	OutcomeFail       = "fail"
+)
+
+// SetPodOutcomeByAnnotation makes kwok finish the running pods of the component whose
+// OutcomeAnnotation is set: Succeeded for OutcomePass, Failed with exitCode for OutcomeFail.
+func (c *Cluster) SetPodOutcomeByAnnotation(ctx context.Context, name, component string, exitCode int) error {
+	for _, o := range []struct {
+		value string
+		code  int
+	}{{OutcomePass, 0}, {OutcomeFail, exitCode}} {
+		obj, err := podOutcomeStage(name+"-"+o.value, component, `'.metadata.annotations["`+OutcomeAnnotation+`"]'`, fmt.Sprintf("\n      - %q", o.value), o.code, 200*time.Millisecond)
+		if err != nil {
+			return err
+		}
+		if err := c.ApplyStage(ctx, obj); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func podOutcomeStage(name, component, key, values string, exitCode int, after time.Duration) (*unstructured.Unstructured, error) {
+	phase, reason := "Succeeded", "Completed"
+	if exitCode != 0 {
+		phase, reason = "Failed", "Error"
 	}
 	doc := fmt.Sprintf(`apiVersion: kwok.x-k8s.io/v1alpha1
 kind: Stage
@@ -47,7 +78,7 @@ spec:
     - key: '.metadata.labels["app.kubernetes.io/component"]'
       operator: 'In'
       values: [%q]
-    - key: '.spec.nodeName'
+    - key: %s
       operator: 'In'
       values:%s
   weight: 10
@@ -71,7 +102,7 @@ spec:
             startedAt: {{ $now | Quote }}
       {{ end }}
       phase: %s
-`, name, component, values, after.Milliseconds(), exitCode, reason, phase)
+`, name, component, key, values, after.Milliseconds(), exitCode, reason, phase)
 	var obj unstructured.Unstructured
 	if err := yaml.Unmarshal([]byte(doc), &obj.Object); err != nil {
 		return nil, err
