@@ -3,7 +3,6 @@ package report
 import (
 	"fmt"
 	"io"
-	"os"
 	"sort"
 	"strings"
 	"sync"
@@ -29,13 +28,13 @@ const PlainHeartbeat = 30 * time.Second
 type Progress struct {
 	mu     sync.Mutex
 	w      io.Writer
+	out    *Stream // the live block's writer: w's one writer
 	plain  bool
 	now    func() time.Time
 	width  int
 	count  string
 	keys   []string
 	status map[string]string
-	drawn  int
 	last   time.Time
 	said   map[string]plainLine
 }
@@ -49,7 +48,11 @@ type plainLine struct {
 // NewProgress returns a live Progress for a terminal w (nil: silent).
 func NewProgress(w io.Writer) *Progress {
 	p := &Progress{w: w, now: time.Now, status: map[string]string{}, said: map[string]plainLine{}}
-	if f, ok := w.(*os.File); ok {
+	if w == nil {
+		return p
+	}
+	p.out = NewStream(w)
+	if f, ok := p.out.file(); ok {
 		if width, _, err := term.GetSize(int(f.Fd())); err == nil && width > 0 {
 			p.width = width - 1
 		}
@@ -184,24 +187,14 @@ func (p *Progress) End() {
 
 // draw rewrites the live block, with a line that stays printed above it first.
 func (p *Progress) draw(stay string) {
-	var b strings.Builder
-	if p.drawn > 0 {
-		fmt.Fprintf(&b, "\033[%dA", p.drawn)
-	}
-	b.WriteString("\r\033[J")
-	if stay != "" {
-		b.WriteString(stay + "\n")
-	}
-	p.drawn = 0
+	var lines []string
 	for _, k := range p.keys {
-		b.WriteString(p.fit(p.status[k]) + "\n")
-		p.drawn++
+		lines = append(lines, p.fit(p.status[k]))
 	}
 	if p.count != "" {
-		b.WriteString(p.fit(p.count) + "\n")
-		p.drawn++
+		lines = append(lines, p.fit(p.count))
 	}
-	_, _ = io.WriteString(p.w, b.String())
+	p.out.draw(stay, lines)
 	p.last = p.now()
 }
 

@@ -14,6 +14,10 @@ import (
 
 // IsTerminal tells whether a stream (stdin, stdout or stderr) is a terminal.
 func IsTerminal(stream any) bool {
+	if s, ok := stream.(*Stream); ok {
+		f, ok := s.file()
+		return ok && term.IsTerminal(int(f.Fd()))
+	}
 	f, ok := stream.(*os.File)
 	return ok && term.IsTerminal(int(f.Fd()))
 }

@@ -2,6 +2,7 @@ package report
 
 import (
 	"bytes"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -90,5 +91,40 @@ func TestTallyLine(t *testing.T) {
 	ty.Finished("gpu-d", "gpu-d: error: x")
 	if got, want := ty.Line(t0), "prep: 2/4 finished: 1 ok, 1 failed; 2 waiting, longest gpu-a (41s)"; got != want {
 		t.Fatalf("tally %q, want %q", got, want)
+	}
+}
+
+// TestStreamOneWriter: a line written while the live block is drawn (the interrupt line, a
+// warning) goes above the block, which is drawn again below it; the next draw moves up over
+// the block's own lines only, so nothing stale stays and no line is wiped.
+func TestStreamOneWriter(t *testing.T) {
+	var b strings.Builder
+	s := NewStream(&b)
+	s.draw("", []string{"roll: 0/3 nodes done", "gpu-1: blocked (9m40s left)"})
+	b.Reset()
+	fmt.Fprintf(s, "\ninterrupt: cleaning up (press Ctrl-C again to abort)\n")
+	want := "\033[2A\r\033[J\ninterrupt: cleaning up (press Ctrl-C again to abort)\nroll: 0/3 nodes done\ngpu-1: blocked (9m40s left)\n"
+	if b.String() != want {
+		t.Fatalf("write above the block:\n%q\nwant\n%q", b.String(), want)
+	}
+	b.Reset()
+	s.draw("", nil) // the block ends
+	if b.String() != "\033[2A\r\033[J" {
+		t.Errorf("end: %q", b.String())
+	}
+	b.Reset()
+	fmt.Fprint(s, "after\n")
+	if b.String() != "after\n" {
+		t.Errorf("a write with no block drawn: %q", b.String())
+	}
+	// A question (no newline) clears the block and leaves it off.
+	s.draw("", []string{"x"})
+	b.Reset()
+	fmt.Fprint(s, "Apply? [y/N] ")
+	if b.String() != "\033[1A\r\033[JApply? [y/N] " || s.lines != 0 {
+		t.Errorf("question: %q (block lines %d)", b.String(), s.lines)
+	}
+	if NewStream(s) != s {
+		t.Error("a stream wrapped twice")
 	}
 }

@@ -17,6 +17,7 @@ import (
 	_ "k8s.io/client-go/plugin/pkg/client/auth"
 
 	"github.com/kubectl-gpu/kubectl-gpu/common/cliexit"
+	"github.com/kubectl-gpu/kubectl-gpu/common/report"
 	"github.com/kubectl-gpu/kubectl-gpu/plugins/root"
 )
 
@@ -25,7 +26,9 @@ func main() {
 }
 
 func run() int {
-	streams := genericiooptions.IOStreams{In: os.Stdin, Out: os.Stdout, ErrOut: os.Stderr}
+	// Every line of the run on stderr — progress, warnings, the interrupt line — goes
+	// through one writer, so a line never lands inside the live progress block.
+	streams := genericiooptions.IOStreams{In: os.Stdin, Out: os.Stdout, ErrOut: report.NewStream(os.Stderr)}
 	ctx, cancel := context.WithCancelCause(context.Background())
 	defer cancel(nil)
 
