@@ -19,7 +19,7 @@ import (
 	"github.com/kubectl-gpu/kubectl-gpu/test/harness"
 )
 
-// TestAirGappedWalk follows the README's air-gapped section on the local cluster: the
+// TestAirGappedWalk follows the air-gapped section of docs/guide.md on the local cluster: the
 // images the install needs and the chart, copied outside into an OCI archive and inside from
 // it into the mirror; the values file that points the chart at the mirror; the operator installed with
 // it (every image of the release the mirror's); prep and verify with their images from the
