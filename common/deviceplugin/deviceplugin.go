@@ -94,21 +94,11 @@ type Derivation struct {
 	CreateRuntimeClass string
 }
 
-// IsGPUNode tells whether a node has NVIDIA GPUs: GPU resources or labels, or GPUs on its
-// PCI bus as prep found them (a node with no device plugin yet advertises none).
-func IsGPUNode(n *corev1.Node) bool {
-	if inventory.IsGPUNode(n) {
-		return true
-	}
-	c, _ := strconv.Atoi(n.Annotations[op.AnnotationGPUs])
-	return c > 0
-}
-
 // GPUNodes returns the GPU nodes, by name.
 func GPUNodes(nodes []corev1.Node) []*corev1.Node {
 	var out []*corev1.Node
 	for i := range nodes {
-		if IsGPUNode(&nodes[i]) {
+		if inventory.IsGPUNode(&nodes[i]) {
 			out = append(out, &nodes[i])
 		}
 	}

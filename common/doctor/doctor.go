@@ -25,7 +25,6 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/kubectl-gpu/kubectl-gpu/common/cluster"
-	dp "github.com/kubectl-gpu/kubectl-gpu/common/deviceplugin"
 	"github.com/kubectl-gpu/kubectl-gpu/common/inventory"
 	"github.com/kubectl-gpu/kubectl-gpu/common/nodepod"
 	rep "github.com/kubectl-gpu/kubectl-gpu/common/nodereport"
@@ -213,7 +212,7 @@ func Diagnose(ctx context.Context, cs kubernetes.Interface, dyn dynamic.Interfac
 	}
 	var gpuNodes []*corev1.Node
 	for _, n := range nodes {
-		if !dp.IsGPUNode(n) && w.dra[n.Name] == 0 && len(req.Names) == 0 {
+		if !inventory.IsGPUNode(n) && w.dra[n.Name] == 0 && len(req.Names) == 0 {
 			continue
 		}
 		gpuNodes = append(gpuNodes, n)
@@ -419,7 +418,7 @@ func (w *world) diagnose(ctx context.Context, n *corev1.Node, hr *rep.Report) No
 		d.add(Link{Name: LinkDriver, State: Broken, Remedy: RemedyReboot, Detail: "the operator's driver upgrade failed on this node (nvidia.com/gpu-driver-upgrade-state=upgrade-failed)",
 			Fix: "read the driver pod's log, fix the cause, then label the node nvidia.com/gpu-driver-upgrade-state=upgrade-required to retry"})
 	case drv != nil:
-		if h := dp.Hold(ctx, w.cs, drv); !h.Ready {
+		if h := nodepod.Hold(ctx, w.cs, drv); !h.Ready {
 			d.add(Link{Name: LinkDriver, State: Broken, Remedy: RemedyRestart, Detail: fmt.Sprintf("the operator's driver pod %s/%s is %s: %s", drv.Namespace, drv.Name, h.State, h.Message),
 				Fix: "kubectl logs -n " + drv.Namespace + " " + drv.Name + "; check headers and Secure Boot with 'kubectl gpu prep " + n.Name + "'"})
 		} else {
@@ -442,7 +441,7 @@ func (w *world) diagnose(ctx context.Context, n *corev1.Node, hr *rep.Report) No
 	hostToolkit := n.Annotations[op.AnnotationToolkit]
 	switch tk := byKind[swToolkit]; {
 	case tk != nil:
-		if h := dp.Hold(ctx, w.cs, tk); !h.Ready {
+		if h := nodepod.Hold(ctx, w.cs, tk); !h.Ready {
 			d.add(Link{Name: LinkToolkit, State: Broken, Remedy: RemedyRestart, Detail: fmt.Sprintf("the operator's toolkit pod %s/%s is %s: %s", tk.Namespace, tk.Name, h.State, h.Message),
 				Fix: "kubectl logs -n " + tk.Namespace + " " + tk.Name + " (on RKE2/K3s: the containerd socket, see 'kubectl gpu operator values')"})
 		} else {
@@ -530,7 +529,7 @@ func (w *world) softwareLink(ctx context.Context, n *corev1.Node, byKind map[str
 		}
 		return Link{Name: LinkSoftware, State: Broken, Remedy: RemedyConfigure, Detail: "no NVIDIA device plugin or DRA kubelet plugin pod on the node", Fix: fix}
 	}
-	if h := dp.Hold(ctx, w.cs, plugin); !h.Ready {
+	if h := nodepod.Hold(ctx, w.cs, plugin); !h.Ready {
 		l := Link{Name: LinkSoftware, State: Broken, Remedy: RemedyRestart, Detail: fmt.Sprintf("the %s pod %s/%s is %s: %s", kind, plugin.Namespace, plugin.Name, h.State, h.Message),
 			Fix: "kubectl logs -n " + plugin.Namespace + " " + plugin.Name + "; then kubectl delete pod -n " + plugin.Namespace + " " + plugin.Name + " to restart it"}
 		if h.ImagePull {

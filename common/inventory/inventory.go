@@ -67,8 +67,10 @@ func AllocatableGPUs(n *corev1.Node) int64 {
 	return t
 }
 
-// IsGPUNode tells whether a node has GPUs: GPU resources in capacity or allocatable, or the
-// labels that the GPU Operator or NFD put on GPU nodes.
+// IsGPUNode tells whether a node has NVIDIA GPUs: GPU resources in capacity or allocatable,
+// the labels that the GPU Operator or NFD put on GPU nodes, or GPUs on its PCI bus as prep
+// recorded them (a node with no device plugin yet advertises none). The one test of a GPU
+// node every command uses.
 func IsGPUNode(n *corev1.Node) bool {
 	for _, rl := range []corev1.ResourceList{n.Status.Capacity, n.Status.Allocatable} {
 		for name, q := range rl {
@@ -77,7 +79,11 @@ func IsGPUNode(n *corev1.Node) bool {
 			}
 		}
 	}
-	return n.Labels[LabelGPUPresent] == "true" || n.Labels[LabelPCIPresent] == "true"
+	if n.Labels[LabelGPUPresent] == "true" || n.Labels[LabelPCIPresent] == "true" {
+		return true
+	}
+	f, _ := rep.FactsFrom(n.Annotations)
+	return f.GPUs > 0
 }
 
 // Options choose the nodes.
