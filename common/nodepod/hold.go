@@ -112,4 +112,3 @@ func WhyLine(log string) string {
 	}
 	return ""
 }
-
