@@ -96,10 +96,29 @@ func (c *Cluster) AddNodes(ctx context.Context, specs ...NodeSpec) ([]string, er
 			}
 		}
 		if ready < len(want) {
-			return fmt.Errorf("%d of %d nodes Ready", ready, len(want))
+			return fmt.Errorf("%d of %d nodes Ready%s", ready, len(want), c.leaseNote(ctx, want))
 		}
 		return nil
 	})
 	sort.Strings(names)
 	return names, err
+}
+
+// leaseNote says, for a wait on nodes that do not become Ready, how many of their leases
+// kwok holds (kwok manages only the nodes whose lease it holds, and makes them Ready then):
+// what tells a kwok that never took the nodes from one that took them and did not play
+// their stages.
+func (c *Cluster) leaseNote(ctx context.Context, want map[string]bool) string {
+	leases, err := c.Client.CoordinationV1().Leases(corev1.NamespaceNodeLease).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return fmt.Sprintf(" (leases not read: %v)", err)
+	}
+	held, holders := 0, map[string]bool{}
+	for _, l := range leases.Items {
+		if want[l.Name] && l.Spec.HolderIdentity != nil {
+			held++
+			holders[*l.Spec.HolderIdentity] = true
+		}
+	}
+	return fmt.Sprintf("; kwok holds the lease of %d of them (%d holders)", held, len(holders))
 }
