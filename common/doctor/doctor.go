@@ -22,7 +22,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/utils/ptr"
 
 	"github.com/kubectl-gpu/kubectl-gpu/common/cluster"
 	"github.com/kubectl-gpu/kubectl-gpu/common/inventory"
@@ -379,102 +378,12 @@ func (w *world) diagnose(ctx context.Context, n *corev1.Node, hr *rep.Report) No
 		}
 	}
 
-	// 1. hardware: GPUs on the PCI bus (prep) against GPUs NVML sees (GFD).
+	facts, _ := rep.FactsFrom(n.Annotations)
 	pci, nvml, pciKnown, nvmlKnown := gpusOf(n)
-	switch {
-	case pciKnown && nvmlKnown && nvml < pci:
-		d.add(Link{Name: LinkHardware, State: Broken, Remedy: RemedyService,
-			Detail: fmt.Sprintf("%d GPUs on the PCI bus, NVML sees %d: a GPU fell off the bus", pci, nvml),
-			Fix:    "drain the node (kubectl drain " + n.Name + "), reboot it; if the GPU stays missing, have it serviced"})
-	case pciKnown && pci == 0:
-		d.add(Link{Name: LinkHardware, State: Broken, Remedy: RemedyService, Detail: "prep found no NVIDIA GPU on the PCI bus", Fix: "check the node's hardware, or remove its GPU labels"})
-	case pciKnown && nvmlKnown:
-		d.add(Link{Name: LinkHardware, State: OK, Detail: fmt.Sprintf("%d GPUs on the PCI bus, %d seen by NVML", pci, nvml)})
-	case pciKnown:
-		d.add(Link{Name: LinkHardware, State: OK, Detail: fmt.Sprintf("%d GPUs on the PCI bus (NVML's count unknown: no GPU feature discovery labels)", pci)})
-	default:
-		d.add(Link{Name: LinkHardware, State: Unknown, Detail: "not checked by prep", Fix: "kubectl gpu prep " + n.Name})
-	}
-
-	// The GPUs' own health, as prep's NVML read found it.
-	if l := &d.Links[0]; l.State != Broken {
-		detail := n.Annotations[op.AnnotationGPUHealthDetail]
-		switch n.Annotations[op.AnnotationGPUHealth] {
-		case rep.HealthService:
-			*l = Link{Name: LinkHardware, State: Broken, Remedy: RemedyService, Detail: detail, Fix: "drain the node (kubectl drain " + n.Name + ") and have the GPU serviced"}
-		case rep.HealthReset:
-			*l = Link{Name: LinkHardware, State: Broken, Remedy: RemedyReset, Detail: detail,
-				Fix: "drain the GPU's workloads and reset it (nvidia-smi -r), or reboot the node (kubectl gpu prep " + n.Name + " --apply --reboot)"}
-		case rep.HealthWarn:
-			*l = Link{Name: LinkHardware, State: Warn, Remedy: RemedyNone, Detail: l.Detail + "; " + detail, Fix: "check the node's cooling and power"}
-		}
-	}
-
-	// 2. driver: the host's (prep) or the operator's driver container.
-	hostDriver := n.Annotations[op.AnnotationDriver]
-	upgrade := n.Labels["nvidia.com/gpu-driver-upgrade-state"]
-	switch drv := byKind[swDriver]; {
-	case upgrade == "upgrade-failed":
-		d.add(Link{Name: LinkDriver, State: Broken, Remedy: RemedyReboot, Detail: "the operator's driver upgrade failed on this node (nvidia.com/gpu-driver-upgrade-state=upgrade-failed)",
-			Fix: "read the driver pod's log, fix the cause, then label the node nvidia.com/gpu-driver-upgrade-state=upgrade-required to retry"})
-	case drv != nil:
-		if h := nodepod.Hold(ctx, w.cs, drv); !h.Ready {
-			d.add(Link{Name: LinkDriver, State: Broken, Remedy: RemedyRestart, Detail: fmt.Sprintf("the operator's driver pod %s/%s is %s: %s", drv.Namespace, drv.Name, h.State, h.Message),
-				Fix: "kubectl logs -n " + drv.Namespace + " " + drv.Name + "; check headers and Secure Boot with 'kubectl gpu prep " + n.Name + "'"})
-		} else {
-			d.add(Link{Name: LinkDriver, State: OK, Detail: "the operator's driver container runs (" + drv.Name + ")"})
-		}
-	case hostDriver != "":
-		d.add(Link{Name: LinkDriver, State: OK, Detail: "host driver " + hostDriver})
-	case upgrade == "validation-required" || upgrade == "pod-restart-required":
-		d.add(Link{Name: LinkDriver, State: Warn, Remedy: RemedyRestart, Detail: "driver upgrade waiting at " + upgrade, Fix: "see 'kubectl gpu operator status'"})
-	case n.Labels[op.LabelDeployDriver] == "pre-installed":
-		d.add(Link{Name: LinkDriver, State: OK, Detail: "host driver (the operator found it pre-installed)"})
-	case prepped:
-		d.add(Link{Name: LinkDriver, State: Broken, Remedy: RemedyConfigure, Detail: "no driver: none on the host (prep) and no operator driver pod on the node",
-			Fix: "kubectl gpu prep " + n.Name + " --apply --install-driver --reboot, or the GPU Operator's driver (kubectl gpu operator install)"})
-	default:
-		d.add(Link{Name: LinkDriver, State: Unknown, Detail: "not checked by prep and no operator driver pod", Fix: "kubectl gpu prep " + n.Name})
-	}
-
-	// 3. container toolkit, 4. containerd's nvidia runtime.
-	hostToolkit := n.Annotations[op.AnnotationToolkit]
-	switch tk := byKind[swToolkit]; {
-	case tk != nil:
-		if h := nodepod.Hold(ctx, w.cs, tk); !h.Ready {
-			d.add(Link{Name: LinkToolkit, State: Broken, Remedy: RemedyRestart, Detail: fmt.Sprintf("the operator's toolkit pod %s/%s is %s: %s", tk.Namespace, tk.Name, h.State, h.Message),
-				Fix: "kubectl logs -n " + tk.Namespace + " " + tk.Name + " (on RKE2/K3s: the containerd socket, see 'kubectl gpu operator values')"})
-		} else {
-			d.add(Link{Name: LinkToolkit, State: OK, Detail: "the operator's toolkit container runs (" + tk.Name + ")"})
-		}
-	case hostToolkit != "":
-		d.add(Link{Name: LinkToolkit, State: OK, Detail: "host toolkit " + hostToolkit})
-	case prepped:
-		d.add(Link{Name: LinkToolkit, State: Broken, Remedy: RemedyConfigure, Detail: "no NVIDIA Container Toolkit on the host and no operator toolkit pod",
-			Fix: "kubectl gpu prep " + n.Name + " --apply --install-toolkit, or the GPU Operator's toolkit"})
-	default:
-		d.add(Link{Name: LinkToolkit, State: Unknown, Detail: "not checked by prep", Fix: "kubectl gpu prep " + n.Name})
-	}
-	switch rt := n.Annotations[op.AnnotationNvidiaRuntime]; {
-	case byKind[swToolkit] != nil:
-		d.add(Link{Name: LinkContainerd, State: OK, Detail: "configured by the operator's toolkit container"})
-	case rt == "true":
-		det := "nvidia runtime configured"
-		if def := n.Annotations[op.AnnotationDefaultRuntime]; def != "" {
-			det += ", default runtime " + def
-		}
-		if n.Annotations[op.AnnotationCDI] == "true" {
-			det += ", CDI on"
-		}
-		d.add(Link{Name: LinkContainerd, State: OK, Detail: det})
-	case prepped && hostToolkit != "":
-		d.add(Link{Name: LinkContainerd, State: Broken, Remedy: RemedyConfigure, Detail: "the toolkit is installed but containerd has no nvidia runtime (overwritten by an upgrade?)",
-			Fix: "kubectl gpu prep " + n.Name + " --apply --restart-runtime"})
-	case prepped:
-		d.add(Link{Name: LinkContainerd, State: Broken, Remedy: RemedyConfigure, Detail: "containerd has no nvidia runtime", Fix: "install the toolkit (kubectl gpu prep " + n.Name + " --apply --install-toolkit)"})
-	default:
-		d.add(Link{Name: LinkContainerd, State: Unknown, Detail: "not checked by prep", Fix: "kubectl gpu prep " + n.Name})
-	}
+	d.add(hardwareLink(n, facts, pci, nvml, pciKnown, nvmlKnown))
+	d.add(w.driverLink(ctx, n, facts, prepped, byKind))
+	d.add(w.toolkitLink(ctx, n, facts, prepped, byKind))
+	d.add(containerdLink(n, facts, prepped, byKind))
 
 	// A container on the node could not use its GPUs: the CUDA sample of a verify pod kept
 	// there (verify --keep) says why.
@@ -499,151 +408,6 @@ func (w *world) diagnose(ctx context.Context, n *corev1.Node, hr *rep.Report) No
 	}
 	d.judge()
 	return d
-}
-
-func (w *world) softwareLink(ctx context.Context, n *corev1.Node, byKind map[string]*corev1.Pod, alloc int64) Link {
-	if v := byKind[swValidator]; v != nil {
-		if vi := op.Validator(v); !vi.Done {
-			stuck := ""
-			for _, s := range vi.Steps {
-				if !strings.HasSuffix(s, ": done") {
-					stuck = s
-					break
-				}
-			}
-			return Link{Name: LinkSoftware, State: Broken, Remedy: RemedyRestart, Detail: fmt.Sprintf("the operator's validator %s is stuck at %s", v.Name, stuck),
-				Fix: "kubectl logs -n " + v.Namespace + " " + v.Name + " -c " + strings.SplitN(stuck, ":", 2)[0]}
-		}
-	}
-	plugin, kind := byKind[swDevicePlugin], swDevicePlugin
-	if plugin == nil {
-		plugin, kind = byKind[swDRA], swDRA
-	}
-	if plugin == nil {
-		fix := "kubectl gpu device-plugin install, or kubectl gpu operator install"
-		if w.operator {
-			fix = "the operator runs no device plugin here: see 'kubectl gpu operator status' (is the node labelled nvidia.com/gpu.present=true?)"
-		}
-		if alloc > 0 || w.dra[n.Name] > 0 {
-			return Link{Name: LinkSoftware, State: Warn, Detail: "GPUs are advertised but no NVIDIA device plugin or DRA kubelet plugin pod runs on the node (another plugin?)"}
-		}
-		return Link{Name: LinkSoftware, State: Broken, Remedy: RemedyConfigure, Detail: "no NVIDIA device plugin or DRA kubelet plugin pod on the node", Fix: fix}
-	}
-	if h := nodepod.Hold(ctx, w.cs, plugin); !h.Ready {
-		l := Link{Name: LinkSoftware, State: Broken, Remedy: RemedyRestart, Detail: fmt.Sprintf("the %s pod %s/%s is %s: %s", kind, plugin.Namespace, plugin.Name, h.State, h.Message),
-			Fix: "kubectl logs -n " + plugin.Namespace + " " + plugin.Name + "; then kubectl delete pod -n " + plugin.Namespace + " " + plugin.Name + " to restart it"}
-		if h.ImagePull {
-			l.Remedy = RemedyConfigure
-			l.Fix = "the node cannot pull the image: check its registry access, or mirror the images (kubectl gpu mirror --to REGISTRY, then install with --mirror)"
-		}
-		return l
-	}
-	det := "the " + kind + " runs (" + plugin.Name + ")"
-	if byKind[swGFD] != nil && n.Labels[inventory.LabelProduct] == "" {
-		return Link{Name: LinkSoftware, State: Warn, Remedy: RemedyRestart, Detail: det + "; GPU feature discovery runs but the node has no nvidia.com/gpu.product label",
-			Fix: "kubectl logs -n " + byKind[swGFD].Namespace + " " + byKind[swGFD].Name}
-	}
-	return Link{Name: LinkSoftware, State: OK, Detail: det}
-}
-
-func (w *world) kubernetesLink(n *corev1.Node, alloc int64, pci int, pciKnown bool) Link {
-	dra := w.dra[n.Name]
-	for _, c := range n.Status.Conditions {
-		if c.Type == corev1.NodeReady && c.Status != corev1.ConditionTrue {
-			return Link{Name: LinkKubernetes, State: Broken, Remedy: RemedyReboot, Detail: "the node is NotReady: " + c.Message, Fix: "check the kubelet on " + n.Name}
-		}
-	}
-	if n.Spec.Unschedulable {
-		return Link{Name: LinkKubernetes, State: Broken, Remedy: RemedyConfigure, Detail: "the node is cordoned", Fix: "kubectl uncordon " + n.Name + " (or let a running 'kubectl gpu prep --reboot' finish)"}
-	}
-	var taints []string
-	for _, t := range n.Spec.Taints {
-		if (t.Effect == corev1.TaintEffectNoSchedule || t.Effect == corev1.TaintEffectNoExecute) && t.Key != string(inventory.ResourceGPU) {
-			taints = append(taints, t.Key+":"+string(t.Effect))
-		}
-	}
-	if alloc == 0 && dra == 0 {
-		return Link{Name: LinkKubernetes, State: Broken, Remedy: RemedyRestart, Detail: "the node advertises no GPU (allocatable nvidia.com/gpu 0, no ResourceSlice)",
-			Fix: "see the software link; a device plugin that runs but registers nothing: restart it"}
-	}
-	if len(w.pending[n.Name]) > 0 {
-		p := w.pending[n.Name][0]
-		msg := ""
-		for _, c := range p.Status.Conditions {
-			if c.Type == corev1.PodScheduled && c.Status == corev1.ConditionFalse {
-				msg = c.Message
-			}
-		}
-		return Link{Name: LinkKubernetes, State: Warn, Detail: fmt.Sprintf("%d GPU pods Pending for this node, %s/%s: %s", len(w.pending[n.Name]), p.Namespace, p.Name, msg),
-			Fix: "kubectl describe pod -n " + p.Namespace + " " + p.Name}
-	}
-	if len(taints) > 0 {
-		return Link{Name: LinkKubernetes, State: Warn, Detail: "taints keep pods without a toleration off: " + strings.Join(taints, ", "), Fix: "give GPU pods the toleration, or remove the taint"}
-	}
-	det := fmt.Sprintf("%d GPUs allocatable", alloc)
-	if dra > 0 {
-		det = fmt.Sprintf("%d GPU devices published through DRA", dra)
-	}
-	// Sharing and MIG advertise more than the hardware has: only fewer is a warning.
-	if pciKnown && alloc > 0 && alloc < int64(pci) && !op.MIGEnabled(n) {
-		return Link{Name: LinkKubernetes, State: Warn, Remedy: RemedyRestart, Detail: fmt.Sprintf("%s of %d GPUs: the device plugin marks the others unhealthy (an XID?)", det, pci),
-			Fix: "kubectl gpu prep " + n.Name + " to read the GPUs; restart the device plugin once they are healthy"}
-	}
-	return Link{Name: LinkKubernetes, State: OK, Detail: det}
-}
-
-// unhealthyWhy reads the device plugin's log for the XIDs that made it mark GPUs unhealthy
-// and sets the link's detail, fix and remedy from the worst (NVIDIA's catalog).
-func (w *world) unhealthyWhy(ctx context.Context, plugin *corev1.Pod, l *Link) {
-	b, err := nodepod.ReadLog(ctx, w.cs, plugin.Namespace, plugin.Name, &corev1.PodLogOptions{TailLines: ptr.To[int64](500)})
-	if err != nil {
-		return
-	}
-	e, ok := xid.Worst(xid.FromDevicePlugin(string(b)))
-	if !ok {
-		return
-	}
-	l.Detail += fmt.Sprintf("; the device plugin logged XID %d on %s: %s", e.XID, e.PCI, e.Meaning)
-	switch e.Action {
-	case xid.Service:
-		l.Remedy, l.Fix = RemedyService, "drain the node, reboot it; if the GPU stays missing, have it serviced"
-	case xid.Reboot:
-		l.Remedy, l.Fix = RemedyReboot, "drain and reboot the node"
-	case xid.ResetGPU:
-		l.Remedy, l.Fix = RemedyReset, "drain the GPU's pods and reset it (nvidia-smi -r -i "+e.PCI+"), then restart the device plugin (kubectl delete pod -n "+plugin.Namespace+" "+plugin.Name+")"
-	default:
-		l.Fix = "restart the device plugin (kubectl delete pod -n " + plugin.Namespace + " " + plugin.Name + "): it keeps a GPU unhealthy until it restarts"
-	}
-}
-
-// verifyFailed reads the kept verify pod's log: a line naming CUDA or NVML breaks the toolkit
-// link (the path from a container to the GPUs) when nothing before it was found broken.
-func (w *world) verifyFailed(ctx context.Context, d *Node, p *corev1.Pod) {
-	b, err := nodepod.ReadLog(ctx, w.cs, p.Namespace, p.Name, &corev1.PodLogOptions{TailLines: ptr.To[int64](50)})
-	if err != nil {
-		return
-	}
-	line := ""
-	for _, l := range strings.Split(string(b), "\n") {
-		if strings.Contains(l, "CUDA") || strings.Contains(l, "cuda") || strings.Contains(l, "NVML") {
-			line = strings.TrimSpace(l)
-		}
-	}
-	if line == "" {
-		return
-	}
-	for i := range d.Links {
-		l := &d.Links[i]
-		if l.State == Broken {
-			return // the cause is already named further down the chain
-		}
-		if l.Name == LinkToolkit {
-			*l = Link{Name: LinkToolkit, State: Broken, Remedy: RemedyConfigure,
-				Detail: fmt.Sprintf("a container on the node cannot use its GPUs: the verify pod %s/%s (kept) ended with: %s", p.Namespace, p.Name, nodepod.Fit(line, 300)),
-				Fix:    "kubectl logs -n " + p.Namespace + " " + p.Name + "; check the toolkit and containerd's nvidia runtime (kubectl gpu prep " + d.Node + "), then kubectl gpu verify " + d.Node}
-			return
-		}
-	}
 }
 
 func (d *Node) add(l Link) { d.Links = append(d.Links, l) }
