@@ -8,18 +8,20 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/kubectl-gpu/kubectl-gpu/common/flavour"
+	"github.com/kubectl-gpu/kubectl-gpu/common/helmrelease"
+	rep "github.com/kubectl-gpu/kubectl-gpu/common/nodereport"
 	op "github.com/kubectl-gpu/kubectl-gpu/common/operator"
 )
 
 func gpuNode(name string, ann map[string]string) corev1.Node {
-	a := map[string]string{op.AnnotationGPUs: "4", flavour.AnnotationPrefix + "reported-at": "2026-12-06T10:00:00Z"}
+	a := map[string]string{rep.AnnotationGPUs: "4", flavour.AnnotationPrefix + "reported-at": "2026-12-06T10:00:00Z"}
 	for k, v := range ann {
 		a[k] = v
 	}
 	return corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, Annotations: a}}
 }
 
-func value(d []op.Derived, key string) (any, bool) {
+func value(d []helmrelease.Derived, key string) (any, bool) {
 	for _, v := range d {
 		if v.Key == key {
 			return v.Value, true
@@ -32,9 +34,9 @@ func value(d []op.Derived, key string) (any, bool) {
 // prep found without the runtime is warned about, one never checked is not (the
 // prerequisites name it).
 func TestDeriveRuntimeAndCDI(t *testing.T) {
-	ready := map[string]string{op.AnnotationNvidiaRuntime: "true", op.AnnotationDefaultRuntime: "runc", op.AnnotationCDI: "true", op.AnnotationToolkit: "1.17.8-1", op.AnnotationDriver: "570.195.03"}
-	old := map[string]string{op.AnnotationNvidiaRuntime: "true", op.AnnotationDefaultRuntime: "runc", op.AnnotationCDI: "true", op.AnnotationToolkit: "1.15.0-1", op.AnnotationDriver: "570.195.03"}
-	noRuntime := map[string]string{op.AnnotationNvidiaRuntime: "false", op.AnnotationToolkit: "1.17.8-1"}
+	ready := map[string]string{rep.AnnotationNvidiaRuntime: "true", rep.AnnotationDefaultRuntime: "runc", rep.AnnotationCDI: "true", rep.AnnotationToolkit: "1.17.8-1", rep.AnnotationDriver: "570.195.03"}
+	old := map[string]string{rep.AnnotationNvidiaRuntime: "true", rep.AnnotationDefaultRuntime: "runc", rep.AnnotationCDI: "true", rep.AnnotationToolkit: "1.15.0-1", rep.AnnotationDriver: "570.195.03"}
+	noRuntime := map[string]string{rep.AnnotationNvidiaRuntime: "false", rep.AnnotationToolkit: "1.17.8-1"}
 
 	d := Derive([]corev1.Node{gpuNode("a", ready), gpuNode("b", ready)}, Facts{RuntimeClass: true}, Options{GFD: true})
 	if v, _ := value(d.DevicePlugin.Values, "runtimeClassName"); v != "nvidia" {
@@ -62,7 +64,7 @@ func TestDeriveRuntimeAndCDI(t *testing.T) {
 		t.Errorf("warnings: %q", d.DevicePlugin.Warnings)
 	}
 	// nvidia as every node's default runtime: no RuntimeClass needed.
-	def := map[string]string{op.AnnotationNvidiaRuntime: "true", op.AnnotationDefaultRuntime: "nvidia"}
+	def := map[string]string{rep.AnnotationNvidiaRuntime: "true", rep.AnnotationDefaultRuntime: "nvidia"}
 	d = Derive([]corev1.Node{gpuNode("a", def)}, Facts{}, Options{GFD: true})
 	if _, ok := value(d.DevicePlugin.Values, "runtimeClassName"); ok || d.CreateRuntimeClass != "" {
 		t.Errorf("nvidia is the default runtime: %+v", d)
@@ -80,13 +82,13 @@ func TestToolkitCDI(t *testing.T) {
 // TestPrerequisites: each reason, in node order; the operator's pre-installed label counts
 // for the driver.
 func TestPrerequisites(t *testing.T) {
-	pre := gpuNode("pre", map[string]string{op.AnnotationToolkit: "1.17.8-1", op.AnnotationNvidiaRuntime: "true"})
+	pre := gpuNode("pre", map[string]string{rep.AnnotationToolkit: "1.17.8-1", rep.AnnotationNvidiaRuntime: "true"})
 	pre.Labels = map[string]string{op.LabelDeployDriver: "pre-installed"}
-	never := corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "never", Annotations: map[string]string{op.AnnotationGPUs: "2"}}}
+	never := corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "never", Annotations: map[string]string{rep.AnnotationGPUs: "2"}}}
 	got := Prerequisites([]corev1.Node{
-		gpuNode("ok", map[string]string{op.AnnotationDriver: "570", op.AnnotationToolkit: "1.17.8-1", op.AnnotationNvidiaRuntime: "true"}),
+		gpuNode("ok", map[string]string{rep.AnnotationDriver: "570", rep.AnnotationToolkit: "1.17.8-1", rep.AnnotationNvidiaRuntime: "true"}),
 		pre, never,
-		gpuNode("noruntime", map[string]string{op.AnnotationDriver: "570", op.AnnotationToolkit: "1.17.8-1", op.AnnotationNvidiaRuntime: "false"}),
+		gpuNode("noruntime", map[string]string{rep.AnnotationDriver: "570", rep.AnnotationToolkit: "1.17.8-1", rep.AnnotationNvidiaRuntime: "false"}),
 		gpuNode("bare", nil),
 	})
 	want := map[string]string{

@@ -15,6 +15,7 @@ import (
 
 	"github.com/kubectl-gpu/kubectl-gpu/common/cliexit"
 	"github.com/kubectl-gpu/kubectl-gpu/common/flavour"
+	"github.com/kubectl-gpu/kubectl-gpu/common/helmrelease"
 	"github.com/kubectl-gpu/kubectl-gpu/common/inventory"
 	rep "github.com/kubectl-gpu/kubectl-gpu/common/nodereport"
 	op "github.com/kubectl-gpu/kubectl-gpu/common/operator"
@@ -38,13 +39,13 @@ const (
 )
 
 // Source is the device plugin chart's source with its defaults filled in.
-func Source(src op.ChartSource) op.ChartSource {
+func Source(src helmrelease.ChartSource) helmrelease.ChartSource {
 	src.Name, src.DefaultRepo = ChartName, DefaultRepo
 	return src
 }
 
 // DCGMSource is the DCGM exporter chart's source with its defaults filled in.
-func DCGMSource(src op.ChartSource) op.ChartSource {
+func DCGMSource(src helmrelease.ChartSource) helmrelease.ChartSource {
 	src.Name, src.DefaultRepo = DCGMChartName, DCGMRepo
 	return src
 }
@@ -88,8 +89,8 @@ type Options struct {
 
 // Derivation is what the nodes and facts say the two charts' values should be.
 type Derivation struct {
-	DevicePlugin op.Derivation
-	DCGM         op.Derivation
+	DevicePlugin helmrelease.Derivation
+	DCGM         helmrelease.Derivation
 	// CreateRuntimeClass says why RuntimeClass nvidia is created at install ("": not).
 	CreateRuntimeClass string
 }
@@ -163,27 +164,27 @@ func Derive(nodes []corev1.Node, f Facts, o Options) Derivation {
 	var d Derivation
 	dp, dc := &d.DevicePlugin, &d.DCGM
 	if o.GFD {
-		dp.Values = append(dp.Values, op.Derived{Key: "gfd.enabled", Value: true,
+		dp.Values = append(dp.Values, helmrelease.Derived{Key: "gfd.enabled", Value: true,
 			Reason: "GPU feature discovery labels each GPU node with its GPUs' model, memory, MIG and CUDA versions (it brings node-feature-discovery); --gfd=false leaves it out"})
 		if f.NFD != "" {
-			dp.Values = append(dp.Values, op.Derived{Key: "nfd.enabled", Value: false,
+			dp.Values = append(dp.Values, helmrelease.Derived{Key: "nfd.enabled", Value: false,
 				Reason: "node-feature-discovery already runs (DaemonSet " + f.NFD + "): the chart's own copy would be a second"})
 		}
 	} else {
-		dp.Values = append(dp.Values, op.Derived{Key: "gfd.enabled", Value: false, Reason: "--gfd=false: no GPU feature discovery, no node-feature-discovery"})
+		dp.Values = append(dp.Values, helmrelease.Derived{Key: "gfd.enabled", Value: false, Reason: "--gfd=false: no GPU feature discovery, no node-feature-discovery"})
 	}
 	// MIG.
 	var mig []*corev1.Node
 	for _, n := range gpu {
-		if n.Annotations[op.AnnotationMIG] == "enabled" || op.MIGEnabled(n) {
+		if n.Annotations[rep.AnnotationMIG] == "enabled" || op.MIGEnabled(n) {
 			mig = append(mig, n)
 		}
 	}
 	if len(mig) > 0 {
-		dp.Values = append(dp.Values, op.Derived{Key: "migStrategy", Value: "mixed",
+		dp.Values = append(dp.Values, helmrelease.Derived{Key: "migStrategy", Value: "mixed",
 			Reason: fmt.Sprintf("MIG is on for GPUs of %d GPU nodes (%s): each MIG profile is its own resource (nvidia.com/mig-1g.10gb, …), as the GPU Operator's default", len(mig), names(mig))})
 	} else if len(gpu) > 0 {
-		dp.Values = append(dp.Values, op.Derived{Key: "migStrategy", Value: "none", Reason: "no GPU node has MIG on (prep's NVML report, MIG resources, MIG labels)"})
+		dp.Values = append(dp.Values, helmrelease.Derived{Key: "migStrategy", Value: "none", Reason: "no GPU node has MIG on (prep's NVML report, MIG resources, MIG labels)"})
 	}
 
 	// Sharing.
@@ -194,9 +195,9 @@ func Derive(nodes []corev1.Node, f Facts, o Options) Derivation {
 		profile := op.ProfileName(s.Strategy, s.Replicas)
 		b, _ := yaml.Marshal(op.SharingConfig(op.SharingRequest{Strategy: s.Strategy, Replicas: s.Replicas, Rename: s.Rename}))
 		dp.Values = append(dp.Values,
-			op.Derived{Key: "config.map", Value: map[string]any{profile: string(b)},
+			helmrelease.Derived{Key: "config.map", Value: map[string]any{profile: string(b)},
 				Reason: fmt.Sprintf("--sharing %s --replicas %d: the profile 'kubectl gpu operator sharing' writes, in the chart's own ConfigMap", s.Strategy, s.Replicas)},
-			op.Derived{Key: "config.default", Value: profile, Reason: "every GPU node uses profile " + profile})
+			helmrelease.Derived{Key: "config.default", Value: profile, Reason: "every GPU node uses profile " + profile})
 	}
 
 	if len(gpu) == 0 {
@@ -209,9 +210,9 @@ func Derive(nodes []corev1.Node, f Facts, o Options) Derivation {
 	// exporter's) select it by RuntimeClass to see the driver.
 	var withRuntime, nvidiaDefault, rancher []*corev1.Node
 	for _, n := range gpu {
-		if n.Annotations[op.AnnotationNvidiaRuntime] == "true" {
+		if n.Annotations[rep.AnnotationNvidiaRuntime] == "true" {
 			withRuntime = append(withRuntime, n)
-			if n.Annotations[op.AnnotationDefaultRuntime] == RuntimeClassName {
+			if n.Annotations[rep.AnnotationDefaultRuntime] == RuntimeClassName {
 				nvidiaDefault = append(nvidiaDefault, n)
 			}
 		}
@@ -227,9 +228,9 @@ func Derive(nodes []corev1.Node, f Facts, o Options) Derivation {
 		if len(rancher) > 0 {
 			why += fmt.Sprintf(" (RKE2/K3s on %s add it beside runc when they find the toolkit, never as the default)", names(rancher))
 		}
-		dp.Values = append(dp.Values, op.Derived{Key: "runtimeClassName", Value: RuntimeClassName, Reason: why})
+		dp.Values = append(dp.Values, helmrelease.Derived{Key: "runtimeClassName", Value: RuntimeClassName, Reason: why})
 		if o.DCGM {
-			dc.Values = append(dc.Values, op.Derived{Key: "runtimeClassName", Value: RuntimeClassName, Reason: "as the device plugin's: DCGM needs the driver the nvidia runtime mounts"})
+			dc.Values = append(dc.Values, helmrelease.Derived{Key: "runtimeClassName", Value: RuntimeClassName, Reason: "as the device plugin's: DCGM needs the driver the nvidia runtime mounts"})
 		}
 		if !f.RuntimeClass {
 			d.CreateRuntimeClass = "RuntimeClass nvidia (handler nvidia) does not exist: install creates it"
@@ -239,7 +240,7 @@ func Derive(nodes []corev1.Node, f Facts, o Options) Derivation {
 		// prerequisites as not checked yet).
 		var without []*corev1.Node
 		for _, n := range gpu {
-			if n.Annotations[op.AnnotationNvidiaRuntime] == "false" {
+			if n.Annotations[rep.AnnotationNvidiaRuntime] == "false" {
 				without = append(without, n)
 			}
 		}
@@ -253,12 +254,12 @@ func Derive(nodes []corev1.Node, f Facts, o Options) Derivation {
 	// variable involved).
 	cdi := 0
 	for _, n := range gpu {
-		if n.Annotations[op.AnnotationCDI] == "true" && toolkitCDI(n.Annotations[op.AnnotationToolkit]) {
+		if n.Annotations[rep.AnnotationCDI] == "true" && toolkitCDI(n.Annotations[rep.AnnotationToolkit]) {
 			cdi++
 		}
 	}
 	if cdi == all {
-		dp.Values = append(dp.Values, op.Derived{Key: "deviceListStrategy", Value: "cdi-cri",
+		dp.Values = append(dp.Values, helmrelease.Derived{Key: "deviceListStrategy", Value: "cdi-cri",
 			Reason: fmt.Sprintf("containerd on every GPU node (%d) injects CDI devices (enable_cdi) and the hosts' toolkit (1.16 or later) has nvidia-cdi-hook: GPUs are handed to containers as CDI devices through the CRI", all)})
 	}
 
@@ -270,18 +271,18 @@ func Derive(nodes []corev1.Node, f Facts, o Options) Derivation {
 		if selected(n) || labelsComeFromNFD {
 			continue
 		}
-		dp.NodeLabels = append(dp.NodeLabels, op.NodeLabel{Node: n.Name, Key: inventory.LabelGPUPresent, Value: "true",
+		dp.NodeLabels = append(dp.NodeLabels, helmrelease.NodeLabel{Node: n.Name, Key: inventory.LabelGPUPresent, Value: "true",
 			Reason: "the chart runs its pods on nodes labelled feature.node.kubernetes.io/pci-10de.present (NFD) or nvidia.com/gpu.present, and nothing labels this one"})
 	}
 
 	if o.DCGM {
-		dc.Values = append(dc.Values, op.Derived{Key: "affinity", Value: gpuAffinity(),
+		dc.Values = append(dc.Values, helmrelease.Derived{Key: "affinity", Value: gpuAffinity(),
 			Reason: "on the GPU nodes only, with the device plugin chart's own node affinity: the chart's default runs everywhere, and DCGM fails where there is no GPU"})
 		if f.Monitoring {
-			dc.Values = append(dc.Values, op.Derived{Key: "serviceMonitor.enabled", Value: true,
+			dc.Values = append(dc.Values, helmrelease.Derived{Key: "serviceMonitor.enabled", Value: true,
 				Reason: "the cluster serves " + MonitoringGroupVersion + " (the Prometheus Operator): a ServiceMonitor lets Prometheus scrape the exporter"})
 		} else {
-			dc.Values = append(dc.Values, op.Derived{Key: "serviceMonitor.enabled", Value: false,
+			dc.Values = append(dc.Values, helmrelease.Derived{Key: "serviceMonitor.enabled", Value: false,
 				Reason: "the cluster does not serve " + MonitoringGroupVersion + ": the chart's default ServiceMonitor would fail the install; scrape the Service (port 9400) instead"})
 		}
 		var tainted []*corev1.Node
@@ -294,7 +295,7 @@ func Derive(nodes []corev1.Node, f Facts, o Options) Derivation {
 			}
 		}
 		if len(tainted) > 0 {
-			dc.Values = append(dc.Values, op.Derived{Key: "tolerations", Value: []any{
+			dc.Values = append(dc.Values, helmrelease.Derived{Key: "tolerations", Value: []any{
 				map[string]any{"key": "node-role.kubernetes.io/control-plane", "operator": "Exists", "effect": "NoSchedule"},
 				map[string]any{"key": string(inventory.ResourceGPU), "operator": "Exists", "effect": "NoSchedule"},
 			}, Reason: fmt.Sprintf("GPU nodes tainted %s:NoSchedule (%s): the exporter tolerates it as the device plugin does", inventory.ResourceGPU, names(tainted))})
@@ -316,17 +317,17 @@ func Prerequisites(nodes []corev1.Node) []NodeProblem {
 	var out []NodeProblem
 	for _, n := range GPUNodes(nodes) {
 		a := n.Annotations
-		if a[rep.AnnotationReportedAt] == "" && a[op.AnnotationDriver] == "" && n.Labels[op.LabelDeployDriver] != "pre-installed" {
+		if a[rep.AnnotationReportedAt] == "" && a[rep.AnnotationDriver] == "" && n.Labels[op.LabelDeployDriver] != "pre-installed" {
 			out = append(out, NodeProblem{Node: n.Name, Reasons: []string{"not checked yet: run 'kubectl gpu prep " + n.Name + "'"}})
 			continue
 		}
 		var why []string
-		if a[op.AnnotationDriver] == "" && n.Labels[op.LabelDeployDriver] != "pre-installed" {
+		if a[rep.AnnotationDriver] == "" && n.Labels[op.LabelDeployDriver] != "pre-installed" {
 			why = append(why, "no host driver ('kubectl gpu prep "+n.Name+" --apply --install-driver')")
 		}
-		if a[op.AnnotationToolkit] == "" {
+		if a[rep.AnnotationToolkit] == "" {
 			why = append(why, "no NVIDIA Container Toolkit ('kubectl gpu prep "+n.Name+" --apply --install-toolkit')")
-		} else if a[op.AnnotationNvidiaRuntime] != "true" {
+		} else if a[rep.AnnotationNvidiaRuntime] != "true" {
 			why = append(why, "containerd has no nvidia runtime ('kubectl gpu prep "+n.Name+" --apply')")
 		}
 		if len(why) > 0 {

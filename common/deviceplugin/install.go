@@ -17,6 +17,7 @@ import (
 
 	"github.com/kubectl-gpu/kubectl-gpu/common/cliexit"
 	"github.com/kubectl-gpu/kubectl-gpu/common/cluster"
+	"github.com/kubectl-gpu/kubectl-gpu/common/helmrelease"
 	op "github.com/kubectl-gpu/kubectl-gpu/common/operator"
 	"github.com/kubectl-gpu/kubectl-gpu/common/report"
 )
@@ -25,7 +26,7 @@ import (
 // their values. NewRequest gives the defaults.
 type Request struct {
 	ReleaseName string
-	Source      op.ChartSource
+	Source      helmrelease.ChartSource
 	// User values (-f, --set…) of the device plugin chart, merged by Helm's rules; they win
 	// over derived ones.
 	User map[string]any
@@ -37,11 +38,11 @@ type Request struct {
 	DRA     bool
 	Sharing *Sharing
 	// Mirror moves every image repository of both charts to it.
-	Mirror op.RepositoryMapper
+	Mirror helmrelease.RepositoryMapper
 	// DCGM installs the DCGM exporter chart too, as release DCGMReleaseName with DCGMUser.
 	DCGM            bool
 	DCGMReleaseName string
-	DCGMSource      op.ChartSource
+	DCGMSource      helmrelease.ChartSource
 	DCGMUser        map[string]any
 	// Nodes, when set, are the nodes values are derived from and checked against in place
 	// of the cluster's (kubectl gpu up: the nodes as its host changes will leave them).
@@ -51,8 +52,8 @@ type Request struct {
 // NewRequest is a request with the defaults: both charts' default releases and versions,
 // GPU feature discovery on, values derived.
 func NewRequest() Request {
-	return Request{ReleaseName: DefaultReleaseName, Source: op.ChartSource{Version: DefaultVersion},
-		GFD: true, Derive: true, DCGMReleaseName: DCGMReleaseName, DCGMSource: op.ChartSource{Version: DCGMVersion}}
+	return Request{ReleaseName: DefaultReleaseName, Source: helmrelease.ChartSource{Version: DefaultVersion},
+		GFD: true, Derive: true, DCGMReleaseName: DCGMReleaseName, DCGMSource: helmrelease.ChartSource{Version: DCGMVersion}}
 }
 
 // Validate refuses what no cluster can satisfy.
@@ -92,12 +93,12 @@ type Plan struct {
 
 // ReleasePlan is one chart's release and values.
 type ReleasePlan struct {
-	Release    string         `json:"release"`
-	Chart      string         `json:"chart"`
-	Values     map[string]any `json:"values"`
-	Derived    []op.Derived   `json:"derived"`
-	NodeLabels []op.NodeLabel `json:"nodeLabels,omitempty"`
-	Warnings   []string       `json:"warnings,omitempty"`
+	Release    string                  `json:"release"`
+	Chart      string                  `json:"chart"`
+	Values     map[string]any          `json:"values"`
+	Derived    []helmrelease.Derived   `json:"derived"`
+	NodeLabels []helmrelease.NodeLabel `json:"nodeLabels,omitempty"`
+	Warnings   []string                `json:"warnings,omitempty"`
 }
 
 // Chart is the loaded chart of release i.
@@ -114,7 +115,7 @@ func (p *Plan) ReleaseNames() []string {
 
 // Values loads the charts and computes their values from the cluster; with a cluster it also
 // finds what would refuse an install. Warnings go to the Client's Log.
-func Values(ctx context.Context, c *op.Client, req Request) (*Plan, error) {
+func Values(ctx context.Context, c *helmrelease.Client, req Request) (*Plan, error) {
 	if err := req.Validate(); err != nil {
 		return nil, err
 	}
@@ -158,7 +159,7 @@ func Values(ctx context.Context, c *op.Client, req Request) (*Plan, error) {
 			return nil, err
 		}
 	}
-	add := func(name string, ch *chart.Chart, dv op.Derivation, user map[string]any) error {
+	add := func(name string, ch *chart.Chart, dv helmrelease.Derivation, user map[string]any) error {
 		doc, err := c.Document(ch, dv, user, req.Mirror)
 		if err != nil {
 			return err
@@ -179,12 +180,12 @@ func Values(ctx context.Context, c *op.Client, req Request) (*Plan, error) {
 }
 
 // otherAllocators are the GPU allocators other than this release's own device plugin.
-func otherAllocators(ctx context.Context, c *op.Client, release string) ([]op.GPUAllocator, error) {
+func otherAllocators(ctx context.Context, c *helmrelease.Client, release string) ([]op.GPUAllocator, error) {
 	return op.GPUAllocators(ctx, c.CS, c.Dyn, c.Namespace, release)
 }
 
 // facts reads what the derivation needs besides the nodes.
-func facts(ctx context.Context, c *op.Client, releaseName string) (Facts, error) {
+func facts(ctx context.Context, c *helmrelease.Client, releaseName string) (Facts, error) {
 	var f Facts
 	_, err := c.CS.NodeV1().RuntimeClasses().Get(ctx, RuntimeClassName, metav1.GetOptions{})
 	switch {
@@ -235,7 +236,7 @@ func (p *Plan) WriteText(w io.Writer) error {
 			fmt.Fprintln(w, "---")
 		}
 		fmt.Fprintf(w, "# Release %s in namespace %s\n", r.Release, p.Namespace)
-		doc := op.ValuesDoc{Chart: r.Chart, Values: r.Values, Derived: r.Derived, NodeLabels: r.NodeLabels}
+		doc := helmrelease.ValuesDoc{Chart: r.Chart, Values: r.Values, Derived: r.Derived, NodeLabels: r.NodeLabels}
 		if err := doc.WriteText(w); err != nil {
 			return err
 		}
@@ -253,12 +254,12 @@ func (p *Plan) WriteText(w io.Writer) error {
 }
 
 // InstallRequest is how the releases are installed (Helm's own options).
-type InstallRequest = op.InstallRequest
+type InstallRequest = helmrelease.InstallRequest
 
 // Install checks what refuses the plan (exit 2, nothing changed), creates RuntimeClass
 // nvidia when the plan says so, then installs or upgrades each release (the device plugin's
 // first). req.ReleaseName is ignored: each release has its own.
-func Install(ctx context.Context, c *op.Client, p *Plan, req InstallRequest) ([]*release.Release, error) {
+func Install(ctx context.Context, c *helmrelease.Client, p *Plan, req InstallRequest) ([]*release.Release, error) {
 	if len(p.OtherDevicePlugins) > 0 {
 		var s, rm []string
 		for _, a := range p.OtherDevicePlugins {
@@ -290,7 +291,7 @@ func Install(ctx context.Context, c *op.Client, p *Plan, req InstallRequest) ([]
 			}
 			rq := req
 			rq.ReleaseName, rq.DryRun, rq.Wait, rq.LabelNodes = r.Release, true, false, false
-			doc := &op.ValuesDoc{Chart: r.Chart, Values: r.Values, Derived: r.Derived, NodeLabels: r.NodeLabels}
+			doc := &helmrelease.ValuesDoc{Chart: r.Chart, Values: r.Values, Derived: r.Derived, NodeLabels: r.NodeLabels}
 			if _, err := c.InstallChart(ctx, p.charts[i], doc, rq); err != nil {
 				return nil, cliexit.WithCode(cliexit.Code(err, false), fmt.Errorf("nothing changed: release %s would fail, so neither release was installed or upgraded: %w", r.Release, err))
 			}
@@ -314,7 +315,7 @@ func Install(ctx context.Context, c *op.Client, p *Plan, req InstallRequest) ([]
 		rq := req
 		rq.ReleaseName = r.Release
 		rq.ValuesCommand = "kubectl gpu device-plugin values"
-		doc := &op.ValuesDoc{Chart: r.Chart, Values: r.Values, Derived: r.Derived, NodeLabels: r.NodeLabels}
+		doc := &helmrelease.ValuesDoc{Chart: r.Chart, Values: r.Values, Derived: r.Derived, NodeLabels: r.NodeLabels}
 		rel, err := c.InstallChart(ctx, p.charts[i], doc, rq)
 		if err != nil {
 			if created && len(out) == 0 {
@@ -336,7 +337,7 @@ func Install(ctx context.Context, c *op.Client, p *Plan, req InstallRequest) ([]
 // Uninstall removes the releases that exist of names (the device plugin's and the DCGM
 // exporter's); none of them existing is exit 2. RuntimeClass nvidia stays: other pods may
 // use it. It returns the releases removed.
-func Uninstall(ctx context.Context, c *op.Client, names []string, timeout time.Duration) ([]string, error) {
+func Uninstall(ctx context.Context, c *helmrelease.Client, names []string, timeout time.Duration) ([]string, error) {
 	var removed []string
 	for _, n := range names {
 		cur, err := c.Helm.Current(n)

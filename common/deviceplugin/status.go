@@ -18,6 +18,7 @@ import (
 
 	"github.com/kubectl-gpu/kubectl-gpu/common/cliexit"
 	"github.com/kubectl-gpu/kubectl-gpu/common/cluster"
+	"github.com/kubectl-gpu/kubectl-gpu/common/helmrelease"
 	"github.com/kubectl-gpu/kubectl-gpu/common/inventory"
 	"github.com/kubectl-gpu/kubectl-gpu/common/nodepod"
 	op "github.com/kubectl-gpu/kubectl-gpu/common/operator"
@@ -31,11 +32,11 @@ const StatusKind = "DevicePluginStatus"
 // whether the node advertises GPUs.
 type Status struct {
 	report.TypeMeta `json:",inline"`
-	Namespace       string           `json:"namespace"`
-	Releases        []op.ReleaseInfo `json:"releases"`
-	DaemonSets      []op.Component   `json:"daemonSets"`
-	Nodes           []NodeStatus     `json:"nodes"`
-	Ready           bool             `json:"ready"`
+	Namespace       string                    `json:"namespace"`
+	Releases        []helmrelease.ReleaseInfo `json:"releases"`
+	DaemonSets      []op.Component            `json:"daemonSets"`
+	Nodes           []NodeStatus              `json:"nodes"`
+	Ready           bool                      `json:"ready"`
 	// Failing names the first thing not ready, Hint what to do.
 	Failing string `json:"failing,omitempty"`
 	Hint    string `json:"hint,omitempty"`
@@ -64,8 +65,8 @@ type PodState struct {
 
 // CollectStatus reads the releases, their DaemonSets and pods, and the GPU nodes. A pod that
 // crashes has its log read for the line that says why (NVML, CDI).
-func CollectStatus(ctx context.Context, c *op.Client, releases []string) (*Status, error) {
-	st := &Status{TypeMeta: report.Meta(StatusKind), Namespace: c.Namespace, Releases: []op.ReleaseInfo{}, DaemonSets: []op.Component{}, Nodes: []NodeStatus{}}
+func CollectStatus(ctx context.Context, c *helmrelease.Client, releases []string) (*Status, error) {
+	st := &Status{TypeMeta: report.Meta(StatusKind), Namespace: c.Namespace, Releases: []helmrelease.ReleaseInfo{}, DaemonSets: []op.Component{}, Nodes: []NodeStatus{}}
 	for _, name := range releases {
 		ri, err := c.Helm.ReleaseStatus(name)
 		if err != nil {
@@ -332,15 +333,15 @@ func dash(s string) string {
 // WaitReady follows the status every two seconds until every GPU node serves GPUs or timeout
 // passes, showing what it waits for (a live line on the Client's Progress, else a line per
 // change on its Log). Not ready in time is exit 1 naming the first failing node.
-func WaitReady(ctx context.Context, c *op.Client, releases []string, timeout time.Duration) (*Status, error) {
-	st, err := op.Follow(ctx, c, timeout, func(ctx context.Context) (*Status, string, bool, error) {
+func WaitReady(ctx context.Context, c *helmrelease.Client, releases []string, timeout time.Duration) (*Status, error) {
+	st, err := helmrelease.Follow(ctx, c, timeout, func(ctx context.Context) (*Status, string, bool, error) {
 		st, err := CollectStatus(ctx, c, releases)
 		if err != nil {
 			return nil, "", false, err
 		}
 		return st, st.Summary(), st.Ready, nil
 	})
-	if errors.Is(err, op.ErrNotReadyInTime) {
+	if errors.Is(err, helmrelease.ErrNotReadyInTime) {
 		return st, cliexit.Failuresf("the device plugin does not serve GPUs on every GPU node after %s: %s: %s", timeout, st.Failing, st.Hint)
 	}
 	return st, err

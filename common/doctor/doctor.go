@@ -349,7 +349,7 @@ func namedNode(p *corev1.Pod) string {
 
 // gpusOf is what the node's GPUs are by each source: prep's PCI count, GFD's NVML count.
 func gpusOf(n *corev1.Node) (pci, nvml int, pciKnown, nvmlKnown bool) {
-	if v, ok := n.Annotations[op.AnnotationGPUs]; ok {
+	if v, ok := n.Annotations[rep.AnnotationGPUs]; ok {
 		pci, _ = strconv.Atoi(v)
 		pciKnown = true
 	}

@@ -44,9 +44,6 @@ const (
 	labelDriverRev    = "nvidia.com/cuda.driver.rev"
 	labelRuntimeMajor = "nvidia.com/cuda.runtime.major"
 	labelRuntimeMinor = "nvidia.com/cuda.runtime.minor"
-
-	// AnnotationDriver is the host driver version `kubectl gpu prep` found on the node.
-	AnnotationDriver = rep.AnnotationDriver
 )
 
 // IsGPUResource tells whether name is an NVIDIA GPU resource: whole GPUs, shared
@@ -388,7 +385,7 @@ func describe(n *corev1.Node, used corev1.ResourceList, dra *DRA) Node {
 		GPUNode:          IsGPUNode(n),
 		Flavour:          flavour.Of(n),
 		Product:          l[LabelProduct],
-		Driver:           firstNonEmpty(l[LabelDriverFull], joinVersion(l[labelDriverMajor], l[labelDriverMinor], l[labelDriverRev]), n.Annotations[AnnotationDriver]),
+		Driver:           firstNonEmpty(l[LabelDriverFull], joinVersion(l[labelDriverMajor], l[labelDriverMinor], l[labelDriverRev]), n.Annotations[rep.AnnotationDriver]),
 		CUDA:             firstNonEmpty(l[LabelRuntimeFull], joinVersion(l[labelRuntimeMajor], l[labelRuntimeMinor])),
 		MIGStrategy:      l[LabelMIGStrategy],
 		KubeletVersion:   n.Status.NodeInfo.KubeletVersion,

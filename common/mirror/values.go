@@ -3,15 +3,16 @@ package mirror
 import (
 	"context"
 
-	op "github.com/kubectl-gpu/kubectl-gpu/common/operator"
-
 	"helm.sh/helm/v3/pkg/chart"
+
+	"github.com/kubectl-gpu/kubectl-gpu/common/helmrelease"
+	op "github.com/kubectl-gpu/kubectl-gpu/common/operator"
 )
 
 // Values are the chart values that make the install pull every image from the mirror
 // (operator.MirrorValues with t).
 func Values(ch *chart.Chart, install map[string]any, t Target) (map[string]any, []string, error) {
-	return op.MirrorValues(ch, install, t)
+	return helmrelease.MirrorValues(ch, install, t)
 }
 
 // InstallValues are the values that make an install pull from the mirror: the chart's

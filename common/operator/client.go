@@ -3,83 +3,46 @@ package operator
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
-	"sort"
 	"strings"
 	"time"
-
-	"helm.sh/helm/v3/pkg/chartutil"
 
 	"helm.sh/helm/v3/pkg/chart"
 	"helm.sh/helm/v3/pkg/release"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
-	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/dynamic"
-	"k8s.io/client-go/kubernetes"
 
 	"github.com/kubectl-gpu/kubectl-gpu/common/cliexit"
 	"github.com/kubectl-gpu/kubectl-gpu/common/cluster"
-	"github.com/kubectl-gpu/kubectl-gpu/common/nodepod"
-	"github.com/kubectl-gpu/kubectl-gpu/common/report"
+	"github.com/kubectl-gpu/kubectl-gpu/common/helmrelease"
 )
 
-// Client does the operator verbs on one cluster and release namespace: the Helm SDK for the
-// release, client-go for nodes, status and CRDs.
-type Client struct {
-	Namespace string
-	Helm      *Helm
-	CS        kubernetes.Interface
-	Dyn       dynamic.Interface
-	// Log receives what happens on the way (labels applied, warnings); Progress, when set,
-	// a live line rewritten in place (a terminal).
-	Log      io.Writer
-	Progress io.Writer
-}
+// Client is the Helm release client with the operator's own verbs: its values derived from
+// the nodes, its install checks, its status, wait and uninstall.
+type Client struct{ *helmrelease.Client }
 
 // NewClient returns a Client for the release namespace ns.
 func NewClient(g cluster.Getter, ns string, log io.Writer) (*Client, error) {
-	h, err := NewHelm(g, ns, nil)
+	c, err := helmrelease.NewClient(g, ns, log)
 	if err != nil {
 		return nil, err
 	}
-	cs, err := g.Clientset()
-	if err != nil {
-		return nil, err
-	}
-	cfg, err := g.ToRESTConfig()
-	if err != nil {
-		return nil, err
-	}
-	dyn, err := dynamic.NewForConfig(cfg)
-	if err != nil {
-		return nil, err
-	}
-	if log == nil {
-		log = io.Discard
-	}
-	return &Client{Namespace: ns, Helm: h, CS: cs, Dyn: dyn, Log: log}, nil
+	return &Client{c}, nil
 }
 
-// NewOfflineClient is a Client for work that needs no cluster: loading and rendering the
-// chart with values that are not derived from nodes (mirror --derive=false on a machine
-// outside the cluster). Its CS and Dyn are nil.
+// NewOfflineClient is a Client for work that needs no cluster (helmrelease.NewOfflineClient).
 func NewOfflineClient(g cluster.Getter, ns string, log io.Writer) (*Client, error) {
-	h, err := NewHelm(g, ns, nil)
+	c, err := helmrelease.NewOfflineClient(g, ns, log)
 	if err != nil {
 		return nil, err
 	}
-	if log == nil {
-		log = io.Discard
-	}
-	return &Client{Namespace: ns, Helm: h, Log: log}, nil
+	return &Client{c}, nil
 }
 
 // ValuesRequest is what decides the values of an install.
 type ValuesRequest struct {
-	Source ChartSource
+	Source helmrelease.ChartSource
 	// User values (-f, --set…), already merged by Helm's rules; they win over derived ones.
 	User map[string]any
 	// Derive values from the cluster's GPU nodes.
@@ -90,7 +53,7 @@ type ValuesRequest struct {
 	// Mirror, when set, moves every repository of the chart's values to it (air-gapped
 	// sites, MirrorValues); the result is laid under the user's values like a derived
 	// value.
-	Mirror RepositoryMapper
+	Mirror helmrelease.RepositoryMapper
 	// Nodes, when set, are the nodes values are derived from in place of the cluster's
 	// (kubectl gpu up: the nodes as its host changes will leave them).
 	Nodes []corev1.Node
@@ -98,7 +61,7 @@ type ValuesRequest struct {
 
 // Values loads the chart and computes the install's values, each derived one with its
 // reason; warnings are written to the Client's Log too.
-func (c *Client) Values(ctx context.Context, req ValuesRequest) (*chart.Chart, *ValuesDoc, error) {
+func (c *Client) Values(ctx context.Context, req ValuesRequest) (*chart.Chart, *helmrelease.ValuesDoc, error) {
 	// The chart is loaded while the nodes are listed; its error is said first.
 	type loaded struct {
 		ch  *chart.Chart
@@ -106,7 +69,7 @@ func (c *Client) Values(ctx context.Context, req ValuesRequest) (*chart.Chart, *
 	}
 	lc := make(chan loaded, 1)
 	go func() {
-		ch, err := c.Helm.LoadChart(req.Source)
+		ch, err := c.Helm.LoadChart(Source(req.Source))
 		lc <- loaded{ch, err}
 	}()
 	need := req.Derive || req.DRA
@@ -123,7 +86,7 @@ func (c *Client) Values(ctx context.Context, req ValuesRequest) (*chart.Chart, *
 		return nil, nil, cluster.APIError("list nodes", listErr)
 	}
 	ch := l.ch
-	var d Derivation
+	var d helmrelease.Derivation
 	if need {
 		if req.Derive {
 			d = Derive(nodes.Items)
@@ -139,7 +102,7 @@ func (c *Client) Values(ctx context.Context, req ValuesRequest) (*chart.Chart, *
 			}
 			d.Values = append(d.Values, DRAValues()...)
 			if !derivedFalse(d.Values, "driver.enabled") {
-				d.Values = append(d.Values, Derived{Key: "driver.nvidiaDriverCRD.enabled", Value: true,
+				d.Values = append(d.Values, helmrelease.Derived{Key: "driver.nvidiaDriverCRD.enabled", Value: true,
 					Reason: "--dra with the operator's driver: the GPUCluster stack deploys it through NVIDIADriver resources (the chart requires this key)"})
 			}
 			d.Warnings = append(d.Warnings, warnings...)
@@ -152,33 +115,7 @@ func (c *Client) Values(ctx context.Context, req ValuesRequest) (*chart.Chart, *
 	return ch, doc, nil
 }
 
-// Document lays the derivation d under the user's values (and, with a mirror, every image
-// repository moved there) for chart ch: the values document of an install, its warnings
-// written to the Client's Log too.
-func (c *Client) Document(ch *chart.Chart, d Derivation, user map[string]any, m RepositoryMapper) (*ValuesDoc, error) {
-	values := Merge(&d, user)
-	if m != nil {
-		mv, _, err := MirrorValues(ch, values, m)
-		if err != nil {
-			return nil, err
-		}
-		where := m.String()
-		d.Values = append(d.Values, Derived{Key: "*.repository", Value: where, Reason: "--mirror: every image from " + where})
-		values = chartutil.CoalesceTables(copyMap(user), chartutil.CoalesceTables(mv, values))
-	}
-	doc := &ValuesDoc{TypeMeta: report.Meta(ValuesKind), Chart: ch.Metadata.Name + "-" + ch.Metadata.Version,
-		Values: values, Derived: d.Values, NodeLabels: d.NodeLabels,
-		Warnings: append(d.Warnings, StaleKeys(user, ch.Values, ch.Metadata.Name, ch.Metadata.Version)...)}
-	if doc.Derived == nil {
-		doc.Derived = []Derived{}
-	}
-	for _, w := range doc.Warnings {
-		fmt.Fprintf(c.Log, "warning: %s\n", w)
-	}
-	return doc, nil
-}
-
-func derivedFalse(vs []Derived, key string) bool {
+func derivedFalse(vs []helmrelease.Derived, key string) bool {
 	for _, v := range vs {
 		if v.Key == key && v.Value == false {
 			return true
@@ -187,52 +124,12 @@ func derivedFalse(vs []Derived, key string) bool {
 	return false
 }
 
-// InstallRequest is one install or upgrade ("helm upgrade --install"), named as Helm names
-// its options. The commands bind their flags onto it (helmflags.BindInstall); a program
-// fills it. It is read, never changed.
-type InstallRequest struct {
-	ReleaseName string
-	Wait        bool
-	Timeout     time.Duration
-	// Atomic, or AtomicDefault: atomic for a first install unless the user said otherwise.
-	Atomic        bool
-	AtomicDefault bool
-	DryRun        bool
-	ReuseValues   bool
-	ResetValues   bool
-	// LabelNodes applies the node labels the derived values need (mixed clusters).
-	LabelNodes bool
-	// ValuesCommand is the command that shows the values (named in warnings).
-	ValuesCommand string
-}
-
-// Validate checks the request: options that exclude each other, a timeout.
-func (r InstallRequest) Validate() error {
-	switch {
-	case r.ReuseValues && r.ResetValues:
-		return cliexit.Usagef("--reuse-values and --reset-values exclude each other")
-	case r.Timeout <= 0:
-		return cliexit.Usagef("--timeout must be positive")
-	}
-	return nil
-}
-
-// helm is the request as Helm runs it against the release's current revision: a first
-// install atomic when AtomicDefault, and an atomic one waits (Helm's rule).
-func (r InstallRequest) helm(cur *release.Release) InstallRequest {
-	if cur == nil && r.AtomicDefault {
-		r.Atomic = true // first install: no half-installed release
-	}
-	r.Wait = r.Wait || r.Atomic
-	return r
-}
-
 // Install installs or upgrades the release with doc's values: the namespace is created
 // with the privileged Pod Security label and node labels applied when asked. Wait is
 // Helm's (resources ready); WaitReady follows the operator itself.
 // It refuses, changing nothing, when another device plugin runs in the cluster and the
 // operator's own is not turned off.
-func (c *Client) Install(ctx context.Context, ch *chart.Chart, doc *ValuesDoc, req InstallRequest) (*release.Release, error) {
+func (c *Client) Install(ctx context.Context, ch *chart.Chart, doc *helmrelease.ValuesDoc, req helmrelease.InstallRequest) (*release.Release, error) {
 	// The release's history is read while the cluster is searched for another plugin.
 	other := make(chan error, 1)
 	go func() { other <- c.CheckNoOtherDevicePlugin(ctx, doc.Values, req.ReleaseName) }()
@@ -243,53 +140,7 @@ func (c *Client) Install(ctx context.Context, ch *chart.Chart, doc *ValuesDoc, r
 	if err != nil {
 		return nil, err
 	}
-	return c.installChart(ctx, ch, doc, req, cur)
-}
-
-// InstallChart installs or upgrades a release of any chart with doc's values, as Install
-// does without the operator's own checks.
-func (c *Client) InstallChart(ctx context.Context, ch *chart.Chart, doc *ValuesDoc, req InstallRequest) (*release.Release, error) {
-	cur, err := c.Helm.Current(req.ReleaseName)
-	if err != nil {
-		return nil, err
-	}
-	return c.installChart(ctx, ch, doc, req, cur)
-}
-
-func (c *Client) installChart(ctx context.Context, ch *chart.Chart, doc *ValuesDoc, req InstallRequest, cur *release.Release) (*release.Release, error) {
-	if !req.DryRun {
-		if err := nodepod.EnsureNamespaceNoPods(ctx, c.CS, c.Namespace, nodepod.PSAPrivileged); err != nil {
-			return nil, err
-		}
-		if req.LabelNodes {
-			if err := c.LabelNodes(ctx, doc.NodeLabels); err != nil {
-				return nil, err
-			}
-		} else if len(doc.NodeLabels) > 0 {
-			what := req.ValuesCommand
-			if what == "" {
-				what = "kubectl gpu operator values"
-			}
-			fmt.Fprintf(c.Log, "warning: %d GPU nodes need a label for the derived values (see '%s'); pass --label-nodes to apply them\n", len(doc.NodeLabels), what)
-		}
-	}
-	rel, err := c.Helm.InstallOrUpgrade(ctx, ch, doc.Values, req.helm(cur), cur)
-	if err != nil {
-		return nil, err
-	}
-	return rel, nil
-}
-
-// LabelNodes applies node labels, one merge patch each.
-func (c *Client) LabelNodes(ctx context.Context, labels []NodeLabel) error {
-	for _, l := range labels {
-		patch := fmt.Sprintf(`{"metadata":{"labels":{%q:%q}}}`, l.Key, l.Value)
-		if _, err := c.CS.CoreV1().Nodes().Patch(ctx, l.Node, types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
-			return cluster.APIError("label node "+l.Node, err)
-		}
-		fmt.Fprintf(c.Log, "labelled node %s %s=%s\n", l.Node, l.Key, l.Value)
-	}
-	return nil
+	return c.InstallChartOver(ctx, ch, doc, req, cur)
 }
 
 // Status collects the release's, the ClusterPolicy's (or GPUCluster's), the operands' and
@@ -306,66 +157,17 @@ func (c *Client) Status(ctx context.Context, releaseName string) (*Status, error
 // showing what it waits for (a live line on Progress, else one line per change on Log).
 // It returns the last status; not ready in time is exit 1 naming the failing component.
 func (c *Client) WaitReady(ctx context.Context, releaseName string, timeout time.Duration) (*Status, error) {
-	st, err := Follow(ctx, c, timeout, func(ctx context.Context) (*Status, string, bool, error) {
+	st, err := helmrelease.Follow(ctx, c.Client, timeout, func(ctx context.Context) (*Status, string, bool, error) {
 		st, err := c.Status(ctx, releaseName)
 		if err != nil {
 			return nil, "", false, err
 		}
 		return st, st.Summary(), st.Ready, nil
 	})
-	if errors.Is(err, ErrNotReadyInTime) {
+	if errors.Is(err, helmrelease.ErrNotReadyInTime) {
 		return st, cliexit.Failuresf("the GPU Operator is not ready after %s: %s: %s", timeout, st.Failing, st.Hint)
 	}
 	return st, err
-}
-
-// ErrNotReadyInTime is what Follow returns, with the last state, when timeout passed.
-var ErrNotReadyInTime = errors.New("not ready in time")
-
-// Follow reads a state every two seconds until it says ready or timeout passes, showing what
-// it waits for: its summary as a live line on the Client's Progress (a terminal), else a
-// line on its Log whenever the summary changes. Ctrl-C is exit 130; timeout passed returns
-// the last state (read once more) with ErrNotReadyInTime.
-func Follow[S any](ctx context.Context, c *Client, timeout time.Duration, read func(context.Context) (state S, summary string, ready bool, err error)) (S, error) {
-	var zero S
-	wctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	last := ""
-	defer func() {
-		if c.Progress != nil && last != "" {
-			fmt.Fprint(c.Progress, "\r\033[K")
-		}
-	}()
-	for {
-		st, s, ready, err := read(wctx)
-		switch {
-		case err != nil && wctx.Err() == nil:
-			return zero, err
-		case err == nil && ready:
-			return st, nil
-		case err == nil && s != last:
-			if c.Progress != nil {
-				fmt.Fprintf(c.Progress, "\r\033[Kwaiting: %s", nodepod.Fit(s, 160))
-			} else {
-				fmt.Fprintf(c.Log, "waiting: %s\n", s)
-			}
-			last = s
-		}
-		select {
-		case <-wctx.Done():
-		case <-time.After(2 * time.Second):
-			continue
-		}
-		break
-	}
-	if ctx.Err() != nil {
-		return zero, cliexit.ErrInterrupted
-	}
-	st, _, _, err := read(context.WithoutCancel(ctx))
-	if err != nil {
-		return zero, err
-	}
-	return st, ErrNotReadyInTime
 }
 
 // CRDGroups are the API groups of the CRDs the chart installs.
@@ -399,27 +201,4 @@ func (c *Client) Uninstall(ctx context.Context, releaseName string, timeout time
 		}
 	}
 	return removed, nil
-}
-
-// ManifestSummary counts the rendered objects of a release by kind.
-func ManifestSummary(rel *release.Release) string {
-	counts := map[string]int{}
-	for _, doc := range strings.Split(rel.Manifest, "\n---") {
-		for _, line := range strings.Split(doc, "\n") {
-			if strings.HasPrefix(line, "kind: ") {
-				counts[strings.TrimPrefix(line, "kind: ")]++
-				break
-			}
-		}
-	}
-	var kinds []string
-	for k := range counts {
-		kinds = append(kinds, k)
-	}
-	sort.Strings(kinds)
-	var b strings.Builder
-	for _, k := range kinds {
-		fmt.Fprintf(&b, "#   %-32s %d\n", k, counts[k])
-	}
-	return b.String()
 }

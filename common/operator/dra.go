@@ -3,7 +3,6 @@ package operator
 import (
 	"context"
 	"fmt"
-	rep "github.com/kubectl-gpu/kubectl-gpu/common/nodereport"
 	"sort"
 	"strconv"
 	"strings"
@@ -17,7 +16,9 @@ import (
 
 	"github.com/kubectl-gpu/kubectl-gpu/common/cliexit"
 	"github.com/kubectl-gpu/kubectl-gpu/common/cluster"
+	"github.com/kubectl-gpu/kubectl-gpu/common/helmrelease"
 	"github.com/kubectl-gpu/kubectl-gpu/common/inventory"
+	rep "github.com/kubectl-gpu/kubectl-gpu/common/nodereport"
 )
 
 // GPUClusterGVR is the GPU Operator's DRA stack (chart value gpuCluster.deployCR), a
@@ -35,8 +36,8 @@ var (
 
 // DRAValues are the chart's own keys that render the GPUCluster stack instead of the
 // ClusterPolicy, with their reasons.
-func DRAValues() []Derived {
-	return []Derived{
+func DRAValues() []helmrelease.Derived {
+	return []helmrelease.Derived{
 		{Key: "clusterPolicy.deployCR", Value: false, Reason: "--dra: the GPUCluster (DRA) stack replaces the ClusterPolicy; the two cannot coexist"},
 		{Key: "gpuCluster.deployCR", Value: true, Reason: "--dra: GPUs published through DRA (DeviceClasses gpu.nvidia.com, mig.nvidia.com) by NVIDIA's DRA driver"},
 	}

@@ -10,6 +10,8 @@ import (
 	"helm.sh/helm/v3/pkg/getter"
 	corev1 "k8s.io/api/core/v1"
 
+	"github.com/kubectl-gpu/kubectl-gpu/common/helmrelease"
+	rep "github.com/kubectl-gpu/kubectl-gpu/common/nodereport"
 	"github.com/kubectl-gpu/kubectl-gpu/hack/testenv/nodefixtures"
 )
 
@@ -36,10 +38,10 @@ func FuzzDerive(f *testing.F) {
 			ann := map[string]string{}
 			// Alternate which nodes carry which annotation: mixed clusters.
 			if i%2 == 0 {
-				ann[AnnotationDriver] = driver
+				ann[rep.AnnotationDriver] = driver
 			}
 			if i%3 != 1 {
-				ann[AnnotationToolkit], ann[AnnotationNvidiaRuntime] = toolkit, runtime
+				ann[rep.AnnotationToolkit], ann[rep.AnnotationNvidiaRuntime] = toolkit, runtime
 			}
 			nd := node(strings.Repeat("n", i+1), profile, ann)
 			if deploy != "" {
@@ -73,7 +75,7 @@ func FuzzSetValues(f *testing.F) {
 	} {
 		f.Add(s)
 	}
-	nodes := []corev1.Node{node("a", "a100", hostStack), node("r", "rke2", map[string]string{AnnotationDriver: "570.86.15"})}
+	nodes := []corev1.Node{node("a", "a100", hostStack), node("r", "rke2", map[string]string{rep.AnnotationDriver: "570.86.15"})}
 	f.Fuzz(func(t *testing.T, set string) {
 		opts := values.Options{Values: []string{set}}
 		user, err := opts.MergeValues(getter.Providers{})
@@ -81,9 +83,9 @@ func FuzzSetValues(f *testing.F) {
 			return // refused by Helm's parser: install stops with that error
 		}
 		d := Derive(nodes)
-		merged := Merge(&d, user)
+		merged := helmrelease.Merge(&d, user)
 		userWins(t, "", user, merged)
-		_ = StaleKeys(user, map[string]any{"driver": map[string]any{"enabled": true}}, ChartName, "v26.7.0")
+		_ = helmrelease.StaleKeys(user, map[string]any{"driver": map[string]any{"enabled": true}}, ChartName, "v26.7.0")
 	})
 }
 

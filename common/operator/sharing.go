@@ -18,6 +18,7 @@ import (
 
 	"github.com/kubectl-gpu/kubectl-gpu/common/cliexit"
 	"github.com/kubectl-gpu/kubectl-gpu/common/cluster"
+	"github.com/kubectl-gpu/kubectl-gpu/common/helmrelease"
 	"github.com/kubectl-gpu/kubectl-gpu/common/inventory"
 	"github.com/kubectl-gpu/kubectl-gpu/common/report"
 )
@@ -210,9 +211,9 @@ func (c *Client) Sharing(ctx context.Context, req SharingRequest) (*SharingPlan,
 	if _, err := c.Dyn.Resource(ClusterPolicyGVR).Patch(ctx, ClusterPolicyName, types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
 		return nil, cluster.APIError("point ClusterPolicy "+ClusterPolicyName+" at ConfigMap "+req.ConfigMap, err)
 	}
-	var labelsToSet []NodeLabel
+	var labelsToSet []helmrelease.NodeLabel
 	for _, n := range plan.NodeLabels {
-		labelsToSet = append(labelsToSet, NodeLabel{Node: n, Key: LabelDevicePluginConfig, Value: profile})
+		labelsToSet = append(labelsToSet, helmrelease.NodeLabel{Node: n, Key: LabelDevicePluginConfig, Value: profile})
 	}
 	if err := c.LabelNodes(ctx, labelsToSet); err != nil {
 		return nil, err

@@ -20,6 +20,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/kubectl-gpu/kubectl-gpu/common/cluster"
+	"github.com/kubectl-gpu/kubectl-gpu/common/helmrelease"
 	"github.com/kubectl-gpu/kubectl-gpu/common/inventory"
 	"github.com/kubectl-gpu/kubectl-gpu/common/nodepod"
 	"github.com/kubectl-gpu/kubectl-gpu/common/report"
@@ -37,9 +38,9 @@ const StatusKind = "OperatorStatus"
 // Status is the `kubectl gpu operator status` document.
 type Status struct {
 	report.TypeMeta `json:",inline"`
-	Namespace       string       `json:"namespace"`
-	Release         *ReleaseInfo `json:"release,omitempty"`
-	ClusterPolicy   *PolicyInfo  `json:"clusterPolicy,omitempty"`
+	Namespace       string                   `json:"namespace"`
+	Release         *helmrelease.ReleaseInfo `json:"release,omitempty"`
+	ClusterPolicy   *PolicyInfo              `json:"clusterPolicy,omitempty"`
 	// GPUCluster is the DRA stack's state (gpuCluster.deployCR=true), in place of the
 	// ClusterPolicy.
 	GPUCluster      *PolicyInfo     `json:"gpuCluster,omitempty"`
@@ -52,16 +53,6 @@ type Status struct {
 	// Failing names the first component that is not ready, with a hint.
 	Failing string `json:"failing,omitempty"`
 	Hint    string `json:"hint,omitempty"`
-}
-
-// ReleaseInfo is the Helm release.
-type ReleaseInfo struct {
-	Name       string    `json:"name"`
-	Chart      string    `json:"chart"`
-	AppVersion string    `json:"appVersion"`
-	Revision   int       `json:"revision"`
-	Status     string    `json:"status"`
-	Updated    time.Time `json:"updated"`
 }
 
 // PolicyInfo is the ClusterPolicy's state.
@@ -112,27 +103,9 @@ func pullFailure(p *corev1.Pod) (image, msg string, ok bool) {
 	return "", "", false
 }
 
-// ReleaseStatus reads the release (nil when there is none).
-func (h *Helm) ReleaseStatus(name string) (*ReleaseInfo, error) {
-	rel, err := h.Current(name)
-	if err != nil || rel == nil {
-		return nil, err
-	}
-	ri := &ReleaseInfo{Name: rel.Name, Revision: rel.Version}
-	if rel.Chart != nil && rel.Chart.Metadata != nil {
-		ri.Chart = rel.Chart.Metadata.Name + "-" + rel.Chart.Metadata.Version
-		ri.AppVersion = rel.Chart.Metadata.AppVersion
-	}
-	if rel.Info != nil {
-		ri.Status = rel.Info.Status.String()
-		ri.Updated = rel.Info.LastDeployed.Time
-	}
-	return ri, nil
-}
-
 // CollectStatus reads the ClusterPolicy, the operand DaemonSets, the validator pods and the
 // GPU nodes, and names the first thing that is not ready.
-func CollectStatus(ctx context.Context, cs kubernetes.Interface, dyn dynamic.Interface, ns string, rel *ReleaseInfo) (*Status, error) {
+func CollectStatus(ctx context.Context, cs kubernetes.Interface, dyn dynamic.Interface, ns string, rel *helmrelease.ReleaseInfo) (*Status, error) {
 	st := &Status{TypeMeta: report.Meta(StatusKind), Namespace: ns, Release: rel, Components: []Component{}}
 	cp, err := dyn.Resource(ClusterPolicyGVR).Get(ctx, ClusterPolicyName, metav1.GetOptions{})
 	switch {

@@ -1,18 +1,17 @@
 package operator
 
 import (
-	"errors"
 	"strings"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/kubectl-gpu/kubectl-gpu/common/cliexit"
+	"github.com/kubectl-gpu/kubectl-gpu/common/helmrelease"
 )
 
 func TestJudge(t *testing.T) {
-	deployed := &ReleaseInfo{Name: "gpu-operator", Status: "deployed"}
+	deployed := &helmrelease.ReleaseInfo{Name: "gpu-operator", Status: "deployed"}
 	tests := []struct {
 		name    string
 		st      Status
@@ -21,7 +20,7 @@ func TestJudge(t *testing.T) {
 		hint    string
 	}{
 		{"not installed", Status{}, false, "release", "kubectl gpu operator install"},
-		{"failed release", Status{Release: &ReleaseInfo{Name: "gpu-operator", Status: "failed"}, Namespace: "gpu-operator"}, false, "release", "helm history -n gpu-operator gpu-operator"},
+		{"failed release", Status{Release: &helmrelease.ReleaseInfo{Name: "gpu-operator", Status: "failed"}, Namespace: "gpu-operator"}, false, "release", "helm history -n gpu-operator gpu-operator"},
 		{"no policy yet", Status{Release: deployed}, false, "clusterpolicy", "does not exist yet"},
 		{"driver not ready", Status{Release: deployed, ClusterPolicy: &PolicyInfo{State: "notReady"},
 			Components: []Component{{Name: "gpu-feature-discovery", Desired: 2, Ready: 0}, {Name: "nvidia-driver-daemonset", Desired: 2, Ready: 1}}}, false, "gpu-feature-discovery", "waits for the driver"},
@@ -51,15 +50,5 @@ func TestValidatorSteps(t *testing.T) {
 	v := Validator(p)
 	if v.Node != "gpu-1" || v.Done || strings.Join(v.Steps, ", ") != "driver-validation: done, toolkit-validation: failed (exit 1), cuda-validation: waiting" {
 		t.Fatalf("%+v", v)
-	}
-}
-
-// TestHelmErrorForbidden: Helm's wrapping of an RBAC refusal becomes the same one line the
-// other commands print, with the refused verb and resource, exit 2.
-func TestHelmErrorForbidden(t *testing.T) {
-	err := helmError("read the history of release gpu-operator", errors.New(`query: failed to query with labels: secrets is forbidden: User "bob" cannot list resource "secrets" in API group "" in the namespace "gpu-operator"`))
-	want := `cannot read the history of release gpu-operator: forbidden by RBAC (secrets is forbidden: User "bob" cannot list resource "secrets" in API group "" in the namespace "gpu-operator"): ask a cluster admin for that permission`
-	if err.Error() != want || cliexit.Code(err, false) != cliexit.Usage {
-		t.Fatalf("%v (code %d)", err, cliexit.Code(err, false))
 	}
 }

@@ -10,25 +10,15 @@ import (
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/kubectl-gpu/kubectl-gpu/common/flavour"
+	"github.com/kubectl-gpu/kubectl-gpu/common/helmrelease"
 	"github.com/kubectl-gpu/kubectl-gpu/common/inventory"
-
 	rep "github.com/kubectl-gpu/kubectl-gpu/common/nodereport"
 )
 
-// Node annotations `kubectl gpu prep` writes and this package reads (their home is
-// nodereport's Facts).
+// LabelDeployDriver is the GPU Operator's per-node switch for its driver DaemonSet; the
+// operator itself sets it to "pre-installed" where it finds a host driver. (The node facts
+// prep writes have their keys in nodereport.)
 const (
-	AnnotationDriver          = rep.AnnotationDriver
-	AnnotationToolkit         = rep.AnnotationToolkit
-	AnnotationNvidiaRuntime   = rep.AnnotationNvidiaRuntime
-	AnnotationDefaultRuntime  = rep.AnnotationDefaultRuntime
-	AnnotationCDI             = rep.AnnotationCDI
-	AnnotationGPUs            = rep.AnnotationGPUs
-	AnnotationMIG             = rep.AnnotationMIG
-	AnnotationGPUHealth       = rep.AnnotationGPUHealth
-	AnnotationGPUHealthDetail = rep.AnnotationGPUHealthDetail
-	// LabelDeployDriver is the GPU Operator's per-node switch for its driver DaemonSet;
-	// the operator itself sets it to "pre-installed" where it finds a host driver.
 	LabelDeployDriver = "nvidia.com/gpu.deploy.driver"
 )
 
@@ -41,31 +31,6 @@ const (
 	K3sContainerdSocket = "/run/k3s/containerd/containerd.sock"
 	K3sContainerdConfig = "/var/lib/rancher/k3s/agent/etc/containerd/config.toml"
 )
-
-// Derived is one value computed from the cluster, with why.
-type Derived struct {
-	Key    string `json:"key"`
-	Value  any    `json:"value"`
-	Reason string `json:"reason"`
-	// Overridden is set when the user's own value wins.
-	Overridden bool `json:"overridden,omitempty"`
-}
-
-// NodeLabel is a label the operator needs on a node for the derived values to hold
-// (applied only with consent).
-type NodeLabel struct {
-	Node   string `json:"node"`
-	Key    string `json:"key"`
-	Value  string `json:"value"`
-	Reason string `json:"reason"`
-}
-
-// Derivation is what the cluster says the chart's values should be.
-type Derivation struct {
-	Values     []Derived   `json:"values"`
-	NodeLabels []NodeLabel `json:"nodeLabels,omitempty"`
-	Warnings   []string    `json:"warnings,omitempty"`
-}
 
 // hostDriver tells whether the node runs a driver installed on the host.
 func hostDriver(n *corev1.Node) bool {
@@ -80,7 +45,7 @@ func hostToolkit(n *corev1.Node) bool {
 }
 
 // Derive computes the values from the GPU nodes: a pure function of the node objects.
-func Derive(nodes []corev1.Node) Derivation {
+func Derive(nodes []corev1.Node) helmrelease.Derivation {
 	var gpu []*corev1.Node
 	for i := range nodes {
 		if inventory.IsGPUNode(&nodes[i]) {
@@ -88,7 +53,7 @@ func Derive(nodes []corev1.Node) Derivation {
 		}
 	}
 	sort.Slice(gpu, func(i, j int) bool { return gpu[i].Name < gpu[j].Name })
-	var d Derivation
+	var d helmrelease.Derivation
 	if len(gpu) == 0 {
 		d.Warnings = append(d.Warnings, "no GPU node found: the chart's defaults are used; run 'kubectl gpu prep --all' to find GPU nodes")
 		return d
@@ -108,14 +73,14 @@ func Derive(nodes []corev1.Node) Derivation {
 	all := len(gpu)
 	switch {
 	case len(withDriver) == all:
-		d.Values = append(d.Values, Derived{Key: "driver.enabled", Value: false,
+		d.Values = append(d.Values, helmrelease.Derived{Key: "driver.enabled", Value: false,
 			Reason: fmt.Sprintf("every GPU node (%d) runs a host driver (%s)", all, evidence(gpu, hostDriverEvidence))})
 	case len(withDriver) > 0:
-		d.Values = append(d.Values, Derived{Key: "driver.enabled", Value: true,
+		d.Values = append(d.Values, helmrelease.Derived{Key: "driver.enabled", Value: true,
 			Reason: fmt.Sprintf("%d of %d GPU nodes have no host driver; the operator's driver container serves them", all-len(withDriver), all)})
 		for _, n := range gpu {
 			if hostDriver(n) && n.Labels[LabelDeployDriver] != "false" && n.Labels[LabelDeployDriver] != "pre-installed" {
-				d.NodeLabels = append(d.NodeLabels, NodeLabel{Node: n.Name, Key: LabelDeployDriver, Value: "false",
+				d.NodeLabels = append(d.NodeLabels, helmrelease.NodeLabel{Node: n.Name, Key: LabelDeployDriver, Value: "false",
 					Reason: "the node runs a host driver: the operator must not deploy its driver container there"})
 			}
 		}
@@ -123,17 +88,17 @@ func Derive(nodes []corev1.Node) Derivation {
 	toolkitOn := true
 	if len(withToolkit) == all {
 		toolkitOn = false
-		d.Values = append(d.Values, Derived{Key: "toolkit.enabled", Value: false,
+		d.Values = append(d.Values, helmrelease.Derived{Key: "toolkit.enabled", Value: false,
 			Reason: fmt.Sprintf("every GPU node (%d) has the NVIDIA Container Toolkit and the nvidia runtime in containerd (found by kubectl gpu prep)", all)})
 	}
 	if toolkitOn {
 		rke2, k3s := flavours[rep.FlavourRKE2], flavours[rep.FlavourK3s]
 		switch {
 		case len(rke2) > 0 && len(rke2) == all:
-			d.Values = append(d.Values, Derived{Key: "toolkit.env", Value: []any{map[string]any{"name": "CONTAINERD_SOCKET", "value": K3sContainerdSocket}},
+			d.Values = append(d.Values, helmrelease.Derived{Key: "toolkit.env", Value: []any{map[string]any{"name": "CONTAINERD_SOCKET", "value": K3sContainerdSocket}},
 				Reason: "every GPU node runs RKE2: its embedded containerd listens on " + K3sContainerdSocket})
 		case len(k3s) > 0 && len(k3s) == all:
-			d.Values = append(d.Values, Derived{Key: "toolkit.env", Value: []any{
+			d.Values = append(d.Values, helmrelease.Derived{Key: "toolkit.env", Value: []any{
 				map[string]any{"name": "CONTAINERD_CONFIG", "value": K3sContainerdConfig},
 				map[string]any{"name": "CONTAINERD_SOCKET", "value": K3sContainerdSocket},
 			}, Reason: "every GPU node runs K3s: the toolkit edits its rendered containerd config and uses its socket"})

@@ -10,6 +10,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/kubectl-gpu/kubectl-gpu/common/golden"
+	"github.com/kubectl-gpu/kubectl-gpu/common/helmrelease"
+	rep "github.com/kubectl-gpu/kubectl-gpu/common/nodereport"
 	"github.com/kubectl-gpu/kubectl-gpu/common/report"
 	"github.com/kubectl-gpu/kubectl-gpu/hack/testenv/nodefixtures"
 )
@@ -22,7 +24,7 @@ func node(name, profile string, ann map[string]string) corev1.Node {
 	return *n
 }
 
-var hostStack = map[string]string{AnnotationDriver: "550.127.08", AnnotationToolkit: "1.17.4", AnnotationNvidiaRuntime: "true"}
+var hostStack = map[string]string{rep.AnnotationDriver: "550.127.08", rep.AnnotationToolkit: "1.17.4", rep.AnnotationNvidiaRuntime: "true"}
 
 // TestDerive: the derived values and their reasons for each kind of cluster, as golden files.
 func TestDerive(t *testing.T) {
@@ -31,18 +33,18 @@ func TestDerive(t *testing.T) {
 		nodes []corev1.Node
 	}{
 		{"kubeadm-driver-container", []corev1.Node{node("a", "a100", nil), node("b", "a100", nil), node("cpu", "cpu", nil)}},
-		{"kubeadm-host-driver", []corev1.Node{node("a", "a100", map[string]string{AnnotationDriver: "550.127.08"}), node("b", "a100", map[string]string{AnnotationDriver: "550.127.08"})}},
+		{"kubeadm-host-driver", []corev1.Node{node("a", "a100", map[string]string{rep.AnnotationDriver: "550.127.08"}), node("b", "a100", map[string]string{rep.AnnotationDriver: "550.127.08"})}},
 		{"kubeadm-host-stack", []corev1.Node{node("a", "a100", hostStack)}},
-		{"rke2", []corev1.Node{node("r", "rke2", map[string]string{AnnotationDriver: "570.86.15"})}},
+		{"rke2", []corev1.Node{node("r", "rke2", map[string]string{rep.AnnotationDriver: "570.86.15"})}},
 		{"rke2-host-stack", []corev1.Node{node("r", "rke2", hostStack)}},
 		{"k3s", []corev1.Node{node("k", "k3s", nil)}},
-		{"mixed", []corev1.Node{node("a", "a100", map[string]string{AnnotationDriver: "550.127.08"}), node("b", "a100", nil), node("r", "rke2", nil)}},
+		{"mixed", []corev1.Node{node("a", "a100", map[string]string{rep.AnnotationDriver: "550.127.08"}), node("b", "a100", nil), node("r", "rke2", nil)}},
 		{"no-gpu", []corev1.Node{node("cpu", "cpu", nil)}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			d := Derive(tt.nodes)
-			doc := &ValuesDoc{TypeMeta: report.Meta(ValuesKind), Chart: "gpu-operator-v26.7.0", Values: Merge(&d, nil), Derived: d.Values, NodeLabels: d.NodeLabels, Warnings: d.Warnings}
+			doc := &helmrelease.ValuesDoc{TypeMeta: report.Meta(helmrelease.ValuesKind), Chart: "gpu-operator-v26.7.0", Values: helmrelease.Merge(&d, nil), Derived: d.Values, NodeLabels: d.NodeLabels, Warnings: d.Warnings}
 			var b bytes.Buffer
 			if err := doc.WriteText(&b); err != nil {
 				t.Fatal(err)
@@ -63,7 +65,7 @@ func TestUserWins(t *testing.T) {
 	if err := strvals.ParseInto("driver.enabled=true,driver.version=570.86.15", user); err != nil {
 		t.Fatal(err)
 	}
-	final := Merge(&d, user)
+	final := helmrelease.Merge(&d, user)
 	b, _ := json.Marshal(final)
 	if string(b) != `{"driver":{"enabled":true,"version":"570.86.15"},"toolkit":{"enabled":false}}` {
 		t.Fatalf("final values %s", b)
@@ -97,7 +99,7 @@ func TestStaleKeys(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	got := StaleKeys(user, chartDefaults, ChartName, "v26.7.0")
+	got := helmrelease.StaleKeys(user, chartDefaults, ChartName, "v26.7.0")
 	want := []string{
 		"value drivr.enabled is not in chart gpu-operator v26.7.0 and will be ignored",
 		"value operator.defaultRuntime was removed from the GPU Operator chart in v25.3.0 (the operator reads each node's containerRuntimeVersion); it is ignored",

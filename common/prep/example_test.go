@@ -19,6 +19,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/kubectl-gpu/kubectl-gpu/common/cluster/clustertest"
+	"github.com/kubectl-gpu/kubectl-gpu/common/helmrelease"
 	"github.com/kubectl-gpu/kubectl-gpu/common/nodepod"
 	rep "github.com/kubectl-gpu/kubectl-gpu/common/nodereport"
 	"github.com/kubectl-gpu/kubectl-gpu/common/operator"
@@ -65,10 +66,10 @@ func Example() {
 	// operator's driver off), then the install.
 	helm := &action.Configuration{Releases: storage.Init(driver.NewMemory()), KubeClient: &kubefake.PrintingKubeClient{Out: io.Discard},
 		Capabilities: chartutil.DefaultCapabilities, Log: func(string, ...any) {}}
-	op := &operator.Client{Namespace: "gpu-operator", Helm: &operator.Helm{Config: helm, Settings: cli.New(), Namespace: "gpu-operator"}, CS: cs, Log: io.Discard}
+	op := &operator.Client{Client: &helmrelease.Client{Namespace: "gpu-operator", Helm: &helmrelease.Helm{Config: helm, Settings: cli.New(), Namespace: "gpu-operator"}, CS: cs, Log: io.Discard}}
 	chart := exampleChart()
 	defer os.RemoveAll(chart)
-	ch, values, err := op.Values(ctx, operator.ValuesRequest{Source: operator.ChartSource{Chart: chart}, Derive: true})
+	ch, values, err := op.Values(ctx, operator.ValuesRequest{Source: helmrelease.ChartSource{Chart: chart}, Derive: true})
 	if err != nil {
 		fmt.Println("operator values:", err)
 		return
@@ -76,7 +77,7 @@ func Example() {
 	for _, d := range values.Derived {
 		fmt.Printf("operator: %s=%v (%s)\n", d.Key, d.Value, d.Reason)
 	}
-	rel, err := op.Install(ctx, ch, values, operator.InstallRequest{ReleaseName: "gpu-operator"})
+	rel, err := op.Install(ctx, ch, values, helmrelease.InstallRequest{ReleaseName: "gpu-operator"})
 	if err != nil {
 		fmt.Println("operator install:", err)
 		return

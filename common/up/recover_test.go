@@ -12,7 +12,7 @@ import (
 	"helm.sh/helm/v3/pkg/storage/driver"
 
 	"github.com/kubectl-gpu/kubectl-gpu/common/cluster/clustertest"
-	op "github.com/kubectl-gpu/kubectl-gpu/common/operator"
+	"github.com/kubectl-gpu/kubectl-gpu/common/helmrelease"
 	"github.com/kubectl-gpu/kubectl-gpu/common/operator/operatortest"
 )
 
@@ -34,15 +34,15 @@ func TestReleaseStates(t *testing.T) {
 		do      string
 		rolback int
 	}{
-		{"pending-install", []*release.Release{rev(1, release.StatusPendingInstall)}, ActionReinstall, op.RecoverUninstall, 0},
-		{"uninstalling", []*release.Release{rev(1, release.StatusUninstalling)}, ActionReinstall, op.RecoverUninstall, 0},
-		{"uninstalling after deployed revisions", []*release.Release{rev(1, release.StatusSuperseded), rev(2, release.StatusUninstalling)}, ActionReinstall, op.RecoverUninstall, 0},
-		{"pending-upgrade", []*release.Release{rev(1, release.StatusSuperseded), rev(2, release.StatusPendingUpgrade)}, ActionUpgrade, op.RecoverRollback, 1},
-		{"pending-rollback", []*release.Release{rev(1, release.StatusSuperseded), rev(2, release.StatusFailed), rev(3, release.StatusPendingRollback)}, ActionUpgrade, op.RecoverRollback, 1},
-		{"pending-upgrade with nothing deployed before", []*release.Release{rev(1, release.StatusFailed), rev(2, release.StatusPendingUpgrade)}, ActionReinstall, op.RecoverUninstall, 0},
-		{"failed install", []*release.Release{rev(1, release.StatusFailed)}, ActionUpgrade, op.RecoverUpgrade, 0},
-		{"failed upgrade", []*release.Release{rev(1, release.StatusDeployed), rev(2, release.StatusFailed)}, ActionUpgrade, op.RecoverUpgrade, 0},
-		{"superseded only", []*release.Release{rev(1, release.StatusSuperseded), rev(2, release.StatusSuperseded)}, ActionUpgrade, op.RecoverUpgrade, 0},
+		{"pending-install", []*release.Release{rev(1, release.StatusPendingInstall)}, ActionReinstall, helmrelease.RecoverUninstall, 0},
+		{"uninstalling", []*release.Release{rev(1, release.StatusUninstalling)}, ActionReinstall, helmrelease.RecoverUninstall, 0},
+		{"uninstalling after deployed revisions", []*release.Release{rev(1, release.StatusSuperseded), rev(2, release.StatusUninstalling)}, ActionReinstall, helmrelease.RecoverUninstall, 0},
+		{"pending-upgrade", []*release.Release{rev(1, release.StatusSuperseded), rev(2, release.StatusPendingUpgrade)}, ActionUpgrade, helmrelease.RecoverRollback, 1},
+		{"pending-rollback", []*release.Release{rev(1, release.StatusSuperseded), rev(2, release.StatusFailed), rev(3, release.StatusPendingRollback)}, ActionUpgrade, helmrelease.RecoverRollback, 1},
+		{"pending-upgrade with nothing deployed before", []*release.Release{rev(1, release.StatusFailed), rev(2, release.StatusPendingUpgrade)}, ActionReinstall, helmrelease.RecoverUninstall, 0},
+		{"failed install", []*release.Release{rev(1, release.StatusFailed)}, ActionUpgrade, helmrelease.RecoverUpgrade, 0},
+		{"failed upgrade", []*release.Release{rev(1, release.StatusDeployed), rev(2, release.StatusFailed)}, ActionUpgrade, helmrelease.RecoverUpgrade, 0},
+		{"superseded only", []*release.Release{rev(1, release.StatusSuperseded), rev(2, release.StatusSuperseded)}, ActionUpgrade, helmrelease.RecoverUpgrade, 0},
 	} {
 		t.Run(tc.state, func(t *testing.T) {
 			store := storage.Init(driver.NewMemory())
@@ -70,7 +70,7 @@ func TestReleaseStates(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			rel, err := c.Helm.InstallOrUpgrade(ctx, ch, map[string]any{"a": 1}, op.InstallRequest{ReleaseName: name, Timeout: time.Minute}, cur)
+			rel, err := c.Helm.InstallOrUpgrade(ctx, ch, map[string]any{"a": 1}, helmrelease.InstallRequest{ReleaseName: name, Timeout: time.Minute}, cur)
 			if err != nil {
 				t.Fatalf("after the recovery: %v", err)
 			}
@@ -78,13 +78,13 @@ func TestReleaseStates(t *testing.T) {
 				t.Errorf("release %s, want deployed", rel.Info.Status)
 			}
 			hist, _ := c.Helm.History(name)
-			if r := op.RecoveryOf(hist); r != nil {
+			if r := helmrelease.RecoveryOf(hist); r != nil {
 				t.Errorf("still needs %+v", r)
 			}
 		})
 	}
 	t.Run("deployed needs nothing", func(t *testing.T) {
-		if r := op.RecoveryOf([]*release.Release{rev(1, release.StatusSuperseded), rev(2, release.StatusDeployed)}); r != nil {
+		if r := helmrelease.RecoveryOf([]*release.Release{rev(1, release.StatusSuperseded), rev(2, release.StatusDeployed)}); r != nil {
 			t.Errorf("%+v", r)
 		}
 	})

@@ -266,7 +266,7 @@ func (p *Plan) runInstall(ctx context.Context, c Clients, req Request, w *record
 			}
 			p.Releases[0].Revision = rel.Version
 		case StackDevicePlugin:
-			rels, err := dp.Install(ctx, c.Release, p.dpPlan, ir)
+			rels, err := dp.Install(ctx, c.Release.Client, p.dpPlan, ir)
 			if err != nil {
 				return Failed, "", err
 			}
@@ -326,7 +326,7 @@ func (p *Plan) waitReady(ctx context.Context, c Clients, req Request) (string, e
 		}
 		return st.ReadyWhat() + " ready", nil
 	default:
-		st, err := dp.WaitReady(ctx, c.Release, p.dpPlan.ReleaseNames(), req.Install.Timeout)
+		st, err := dp.WaitReady(ctx, c.Release.Client, p.dpPlan.ReleaseNames(), req.Install.Timeout)
 		if err != nil {
 			if st != nil {
 				return st.Summary(), err

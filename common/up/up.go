@@ -22,6 +22,7 @@ import (
 	"github.com/kubectl-gpu/kubectl-gpu/common/cliexit"
 	"github.com/kubectl-gpu/kubectl-gpu/common/cluster"
 	dp "github.com/kubectl-gpu/kubectl-gpu/common/deviceplugin"
+	"github.com/kubectl-gpu/kubectl-gpu/common/helmrelease"
 	rep "github.com/kubectl-gpu/kubectl-gpu/common/nodereport"
 	op "github.com/kubectl-gpu/kubectl-gpu/common/operator"
 	"github.com/kubectl-gpu/kubectl-gpu/common/prep"
@@ -63,7 +64,7 @@ type Request struct {
 	DevicePlugin dp.Request
 	// Install is Helm's part: release name (the operator's), timeout of the install and
 	// of the wait until the GPU software is ready.
-	Install op.InstallRequest
+	Install helmrelease.InstallRequest
 	// Verify is the last step; Names and Selector are the Request's GPU nodes.
 	Verify verify.Request
 	// Decisions made by the caller (the command's --mirror) to show with the plan's own.
@@ -109,14 +110,14 @@ type ReleasePlan struct {
 	Action string `json:"action"`
 	// Recovery is what the release's state needs first (an interrupted or failed operation
 	// left it so), the way Helm allows it.
-	Recovery *op.Recovery   `json:"recovery,omitempty"`
-	Revision int            `json:"revision,omitempty"`
-	Values   map[string]any `json:"values"`
-	Derived  []op.Derived   `json:"derived,omitempty"`
+	Recovery *helmrelease.Recovery `json:"recovery,omitempty"`
+	Revision int                   `json:"revision,omitempty"`
+	Values   map[string]any        `json:"values"`
+	Derived  []helmrelease.Derived `json:"derived,omitempty"`
 	// NodeLabels are the labels the derived values need on nodes (mixed clusters): the
 	// install applies them.
-	NodeLabels []op.NodeLabel `json:"nodeLabels,omitempty"`
-	Warnings   []string       `json:"warnings,omitempty"`
+	NodeLabels []helmrelease.NodeLabel `json:"nodeLabels,omitempty"`
+	Warnings   []string                `json:"warnings,omitempty"`
 }
 
 // Release actions.
@@ -146,7 +147,7 @@ type Plan struct {
 	prep   *prep.Plan
 	prepRq prep.Request
 	charts []*chart.Chart
-	docs   []*op.ValuesDoc
+	docs   []*helmrelease.ValuesDoc
 	dpPlan *dp.Plan
 	record Record
 }
@@ -301,7 +302,7 @@ func (p *Plan) planOperator(ctx context.Context, c Clients, req Request, nodes [
 func (p *Plan) planDevicePlugin(ctx context.Context, c Clients, req Request, nodes []corev1.Node) error {
 	dr := req.DevicePlugin
 	dr.Nodes = nodes
-	plan, err := dp.Values(ctx, c.Release, dr)
+	plan, err := dp.Values(ctx, c.Release.Client, dr)
 	if err != nil {
 		return err
 	}
@@ -356,9 +357,9 @@ func releasePlan(c *op.Client, name string, ch *chart.Chart, values map[string]a
 		return rp, nil
 	}
 	rp.Revision = cur.Version
-	rp.Recovery = op.RecoveryOf(hist)
+	rp.Recovery = helmrelease.RecoveryOf(hist)
 	switch {
-	case rp.Recovery != nil && rp.Recovery.Do == op.RecoverUninstall:
+	case rp.Recovery != nil && rp.Recovery.Do == helmrelease.RecoverUninstall:
 		rp.Action = ActionReinstall
 	case cur.Info.Status == release.StatusDeployed && cur.Chart != nil && cur.Chart.Metadata != nil &&
 		cur.Chart.Metadata.Name == ch.Metadata.Name && cur.Chart.Metadata.Version == ch.Metadata.Version && sameValues(cur.Config, values):

@@ -19,7 +19,7 @@ func TestExpected(t *testing.T) {
 	nodes := []corev1.Node{
 		{ObjectMeta: metav1.ObjectMeta{Name: "bare", Annotations: map[string]string{}}},
 		{ObjectMeta: metav1.ObjectMeta{Name: "runtime-only"}},
-		{ObjectMeta: metav1.ObjectMeta{Name: "unplanned", Annotations: map[string]string{op.AnnotationDriver: "570.1"}}},
+		{ObjectMeta: metav1.ObjectMeta{Name: "unplanned", Annotations: map[string]string{rep.AnnotationDriver: "570.1"}}},
 	}
 	bare := rep.New("v0", rep.ModePlan)
 	bare.Flavour, bare.GPUs = rep.FlavourKubeadm, []rep.GPU{{PCIAddress: "0000:07:00.0"}}
@@ -32,16 +32,16 @@ func TestExpected(t *testing.T) {
 	runtimeOnly.Changes = []rep.Change{{Check: rep.CheckNvidiaRuntime, File: "/etc/containerd/config.toml"}}
 	got := Expected(nodes, map[string]*rep.Report{"bare": bare, "runtime-only": runtimeOnly}, "580")
 	a := got[0].Annotations
-	if a[op.AnnotationDriver] != "580.95.05-0ubuntu1" || a[op.AnnotationToolkit] != "1.17.8-1" || a[op.AnnotationNvidiaRuntime] != "true" || a[op.AnnotationGPUs] != "1" {
+	if a[rep.AnnotationDriver] != "580.95.05-0ubuntu1" || a[rep.AnnotationToolkit] != "1.17.8-1" || a[rep.AnnotationNvidiaRuntime] != "true" || a[rep.AnnotationGPUs] != "1" {
 		t.Errorf("bare node after the host step: %v", a)
 	}
-	if a := got[1].Annotations; a[op.AnnotationNvidiaRuntime] != "true" || a[op.AnnotationDriver] != "" {
+	if a := got[1].Annotations; a[rep.AnnotationNvidiaRuntime] != "true" || a[rep.AnnotationDriver] != "" {
 		t.Errorf("runtime-only node: %v", a)
 	}
-	if got[2].Annotations[op.AnnotationDriver] != "570.1" {
+	if got[2].Annotations[rep.AnnotationDriver] != "570.1" {
 		t.Errorf("an unplanned node changed: %v", got[2].Annotations)
 	}
-	if nodes[0].Annotations[op.AnnotationDriver] != "" {
+	if nodes[0].Annotations[rep.AnnotationDriver] != "" {
 		t.Error("Expected changed the caller's nodes")
 	}
 	d := op.Derive(got[:1])

@@ -14,6 +14,7 @@ import (
 	"github.com/kubectl-gpu/kubectl-gpu/common/cliexit"
 	"github.com/kubectl-gpu/kubectl-gpu/common/cluster"
 	dp "github.com/kubectl-gpu/kubectl-gpu/common/deviceplugin"
+	"github.com/kubectl-gpu/kubectl-gpu/common/helmrelease"
 	op "github.com/kubectl-gpu/kubectl-gpu/common/operator"
 	"github.com/kubectl-gpu/kubectl-gpu/plugins/helmflags"
 )
@@ -154,8 +155,8 @@ func (o *ChartOptions) Plan(ctx context.Context, offline bool) (*op.Client, *dp.
 		if chartRef == "" && o.Mirror != "" && o.DCGMRepo == "" {
 			chartRef = o.ChartRefOf(dp.DCGMChartName)
 		}
-		req.DCGMSource = op.ChartSource{Chart: chartRef, Repo: o.DCGMRepo, Version: o.DCGMVersion, PlainHTTP: o.PlainHTTP}
+		req.DCGMSource = helmrelease.ChartSource{Chart: chartRef, Repo: o.DCGMRepo, Version: o.DCGMVersion, PlainHTTP: o.PlainHTTP}
 	}
-	p, err := dp.Values(ctx, c, req)
+	p, err := dp.Values(ctx, c.Client, req)
 	return c, p, err
 }

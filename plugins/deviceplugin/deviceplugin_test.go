@@ -5,10 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"helm.sh/helm/v3/pkg/kube"
-	kubefake "helm.sh/helm/v3/pkg/kube/fake"
 	"io"
-	discoveryfake "k8s.io/client-go/discovery/fake"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -17,6 +14,8 @@ import (
 	"testing"
 
 	"helm.sh/helm/v3/pkg/chart/loader"
+	"helm.sh/helm/v3/pkg/kube"
+	kubefake "helm.sh/helm/v3/pkg/kube/fake"
 	"helm.sh/helm/v3/pkg/release"
 	"helm.sh/helm/v3/pkg/repo"
 	"helm.sh/helm/v3/pkg/storage"
@@ -31,6 +30,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
+	discoveryfake "k8s.io/client-go/discovery/fake"
 	dynfake "k8s.io/client-go/dynamic/fake"
 	"sigs.k8s.io/yaml"
 
@@ -40,6 +40,7 @@ import (
 	dp "github.com/kubectl-gpu/kubectl-gpu/common/deviceplugin"
 	"github.com/kubectl-gpu/kubectl-gpu/common/flavour"
 	"github.com/kubectl-gpu/kubectl-gpu/common/golden"
+	"github.com/kubectl-gpu/kubectl-gpu/common/helmrelease"
 	op "github.com/kubectl-gpu/kubectl-gpu/common/operator"
 	"github.com/kubectl-gpu/kubectl-gpu/common/operator/operatortest"
 	"github.com/kubectl-gpu/kubectl-gpu/hack/testenv/nodefixtures"
@@ -538,17 +539,17 @@ func TestOperatorInstallRefusedBesideDevicePlugin(t *testing.T) {
 			Containers: []corev1.Container{{Name: "nvidia-device-plugin-ctr", Image: "nvcr.io/nvidia/k8s-device-plugin:v0.20.0", Command: []string{"nvidia-device-plugin"}}}}}}}
 	w := newWorld(t, false, ds)
 	c, _ := w.client(w.g, "gpu-operator", io.Discard)
-	ch, doc, err := c.Values(context.Background(), op.ValuesRequest{Source: op.ChartSource{Chart: opChart}, Derive: true})
+	ch, doc, err := c.Values(context.Background(), op.ValuesRequest{Source: helmrelease.ChartSource{Chart: opChart}, Derive: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = c.Install(context.Background(), ch, doc, op.InstallRequest{ReleaseName: "gpu-operator"})
+	_, err = c.Install(context.Background(), ch, doc, helmrelease.InstallRequest{ReleaseName: "gpu-operator"})
 	var ce *cliexit.Error
 	if !errors.As(err, &ce) || ce.Code != cliexit.Usage || !strings.Contains(err.Error(), "DaemonSet nvidia-device-plugin/nvidia-device-plugin (Helm release nvidia-device-plugin) already runs NVIDIA's device plugin") {
 		t.Fatalf("got %v", err)
 	}
 	doc.Values["devicePlugin"] = map[string]any{"enabled": false}
-	if _, err := c.Install(context.Background(), ch, doc, op.InstallRequest{ReleaseName: "gpu-operator"}); err != nil {
+	if _, err := c.Install(context.Background(), ch, doc, helmrelease.InstallRequest{ReleaseName: "gpu-operator"}); err != nil {
 		t.Fatalf("with devicePlugin.enabled=false the operator installs beside it: %v", err)
 	}
 }

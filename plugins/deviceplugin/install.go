@@ -8,7 +8,7 @@ import (
 
 	"github.com/kubectl-gpu/kubectl-gpu/common/cluster"
 	dp "github.com/kubectl-gpu/kubectl-gpu/common/deviceplugin"
-	op "github.com/kubectl-gpu/kubectl-gpu/common/operator"
+	"github.com/kubectl-gpu/kubectl-gpu/common/helmrelease"
 	"github.com/kubectl-gpu/kubectl-gpu/plugins/helmflags"
 )
 
@@ -77,7 +77,7 @@ func (o *InstallOptions) Run(ctx context.Context) error {
 			fmt.Fprintf(o.Streams.ErrOut, "node %s is not ready for the device plugin: %s\n", n.Node, joinReasons(n.Reasons))
 		}
 	}
-	rels, err := dp.Install(ctx, c, plan, req)
+	rels, err := dp.Install(ctx, c.Client, plan, req)
 	if err != nil {
 		return err
 	}
@@ -86,7 +86,7 @@ func (o *InstallOptions) Run(ctx context.Context) error {
 			return err
 		}
 		for _, rel := range rels {
-			fmt.Fprintf(o.Streams.Out, "\n# Manifest summary of release %s (dry run, nothing changed):\n%s", rel.Name, op.ManifestSummary(rel))
+			fmt.Fprintf(o.Streams.Out, "\n# Manifest summary of release %s (dry run, nothing changed):\n%s", rel.Name, helmrelease.ManifestSummary(rel))
 		}
 		return nil
 	}
@@ -98,7 +98,7 @@ func (o *InstallOptions) Run(ctx context.Context) error {
 	if !req.Wait {
 		return nil
 	}
-	st, err := dp.WaitReady(ctx, c, plan.ReleaseNames(), req.Timeout)
+	st, err := dp.WaitReady(ctx, c.Client, plan.ReleaseNames(), req.Timeout)
 	if st != nil && err != nil {
 		_ = st.WriteText(o.Streams.Out)
 		return err

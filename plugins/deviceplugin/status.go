@@ -51,7 +51,7 @@ func (o *StatusOptions) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	st, err := dp.CollectStatus(ctx, c, []string{o.ReleaseName, o.DCGMReleaseName})
+	st, err := dp.CollectStatus(ctx, c.Client, []string{o.ReleaseName, o.DCGMReleaseName})
 	if err != nil {
 		return err
 	}

@@ -57,7 +57,7 @@ func (o *UninstallOptions) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	removed, err := dp.Uninstall(ctx, c, []string{o.ReleaseName, o.DCGMReleaseName}, o.Timeout)
+	removed, err := dp.Uninstall(ctx, c.Client, []string{o.ReleaseName, o.DCGMReleaseName}, o.Timeout)
 	for _, r := range removed {
 		fmt.Fprintf(o.Streams.Out, "release %s uninstalled from namespace %s\n", r, o.Namespace)
 	}

@@ -9,7 +9,7 @@ import (
 	"github.com/kubectl-gpu/kubectl-gpu/common/cliexit"
 	"github.com/kubectl-gpu/kubectl-gpu/common/cluster"
 	dp "github.com/kubectl-gpu/kubectl-gpu/common/deviceplugin"
-	op "github.com/kubectl-gpu/kubectl-gpu/common/operator"
+	"github.com/kubectl-gpu/kubectl-gpu/common/helmrelease"
 	"github.com/kubectl-gpu/kubectl-gpu/common/report"
 	"github.com/kubectl-gpu/kubectl-gpu/plugins/helmflags"
 )
@@ -70,7 +70,7 @@ func (o *ValuesOptions) Run(ctx context.Context) error {
 	var objs []map[string]any
 	for i, r := range plan.Releases {
 		ch := plan.Chart(i)
-		src := op.GitOpsSource{Chart: ch.Metadata.Name, Version: ch.Metadata.Version}
+		src := helmrelease.GitOpsSource{Chart: ch.Metadata.Name, Version: ch.Metadata.Version}
 		if i == 0 {
 			src.Repo, src.RepoName = gitopsRepo(o.ChartRef(), o.Repo, dp.DefaultRepo), "nvidia-device-plugin"
 		} else {
@@ -81,10 +81,10 @@ func (o *ValuesOptions) Run(ctx context.Context) error {
 			src.Repo, src.RepoName = gitopsRepo(ref, o.DCGMRepo, dp.DCGMRepo), "nvidia-dcgm-exporter"
 		}
 		if o.gitops == "application" {
-			objs = append(objs, op.ArgoApplication(src, r.Release, o.Namespace, o.ArgoNamespace, r.Values))
+			objs = append(objs, helmrelease.ArgoApplication(src, r.Release, o.Namespace, o.ArgoNamespace, r.Values))
 			continue
 		}
-		flux := op.FluxObjects(src, r.Release, o.Namespace, r.Values)
+		flux := helmrelease.FluxObjects(src, r.Release, o.Namespace, r.Values)
 		if i > 0 {
 			flux = flux[1:] // the Namespace once
 		}
@@ -94,7 +94,7 @@ func (o *ValuesOptions) Run(ctx context.Context) error {
 		objs = append(objs, map[string]any{"apiVersion": "node.k8s.io/v1", "kind": "RuntimeClass",
 			"metadata": map[string]any{"name": dp.RuntimeClassName}, "handler": dp.RuntimeClassName})
 	}
-	return op.WriteYAML(o.Streams.Out, objs...)
+	return helmrelease.WriteYAML(o.Streams.Out, objs...)
 }
 
 // gitopsRepo is the repository a GitOps controller pulls the chart from: an oci:// chart's

@@ -21,6 +21,7 @@ import (
 	"github.com/kubectl-gpu/kubectl-gpu/common/doctor"
 	"github.com/kubectl-gpu/kubectl-gpu/common/flavour"
 	"github.com/kubectl-gpu/kubectl-gpu/common/golden"
+	rep "github.com/kubectl-gpu/kubectl-gpu/common/nodereport"
 	op "github.com/kubectl-gpu/kubectl-gpu/common/operator"
 	"github.com/kubectl-gpu/kubectl-gpu/hack/testenv/nodefixtures"
 )
@@ -30,8 +31,8 @@ import (
 func node(name string, pci, nvml, alloc int, mod func(*corev1.Node)) *corev1.Node {
 	n := nodefixtures.NodeObject(name, nodefixtures.Profiles["a100"])
 	for k, v := range map[string]string{
-		flavour.AnnotationPrefix + "reported-at": "2026-12-06T10:00:00Z", op.AnnotationGPUs: itoa(pci),
-		op.AnnotationDriver: "570.195.03", op.AnnotationToolkit: "1.17.8-1", op.AnnotationNvidiaRuntime: "true", op.AnnotationDefaultRuntime: "runc",
+		flavour.AnnotationPrefix + "reported-at": "2026-12-06T10:00:00Z", rep.AnnotationGPUs: itoa(pci),
+		rep.AnnotationDriver: "570.195.03", rep.AnnotationToolkit: "1.17.8-1", rep.AnnotationNvidiaRuntime: "true", rep.AnnotationDefaultRuntime: "runc",
 	} {
 		n.Annotations[k] = v
 	}
@@ -79,24 +80,24 @@ func world() []runtime.Object {
 		node("gpu-offbus", 8, 7, 7, nil), plugin("gpu-offbus", true, running, 0),
 		node("gpu-crash", 8, 8, 0, nil), plugin("gpu-crash", false, corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "CrashLoopBackOff", Message: "back-off 5m0s"}}, 7),
 		node("gpu-pull", 8, 8, 0, nil), plugin("gpu-pull", false, corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "ImagePullBackOff", Message: `Back-off pulling image "nvcr.io/nvidia/k8s-device-plugin:v0.20.0"`}}, 0),
-		node("gpu-validator", 8, 8, 0, func(n *corev1.Node) { delete(n.Annotations, op.AnnotationDriver) }), validator,
+		node("gpu-validator", 8, 8, 0, func(n *corev1.Node) { delete(n.Annotations, rep.AnnotationDriver) }), validator,
 		node("gpu-cordoned", 8, 8, 8, func(n *corev1.Node) { n.Spec.Unschedulable = true }), plugin("gpu-cordoned", true, running, 0),
 		node("gpu-fewer", 8, 8, 6, nil), plugin("gpu-fewer", true, running, 0),
 		node("gpu-pending", 8, 8, 8, nil), plugin("gpu-pending", true, running, 0), pending,
-		node("gpu-noruntime", 8, 8, 0, func(n *corev1.Node) { n.Annotations[op.AnnotationNvidiaRuntime] = "false" }),
-		node("gpu-nodriver", 8, 8, 0, func(n *corev1.Node) { delete(n.Annotations, op.AnnotationDriver) }),
+		node("gpu-noruntime", 8, 8, 0, func(n *corev1.Node) { n.Annotations[rep.AnnotationNvidiaRuntime] = "false" }),
+		node("gpu-nodriver", 8, 8, 0, func(n *corev1.Node) { delete(n.Annotations, rep.AnnotationDriver) }),
 		node("gpu-upgrade", 8, 8, 8, func(n *corev1.Node) { n.Labels["nvidia.com/gpu-driver-upgrade-state"] = "upgrade-failed" }), plugin("gpu-upgrade", true, running, 0),
 		node("gpu-ecc", 8, 8, 8, func(n *corev1.Node) {
-			n.Annotations[op.AnnotationGPUHealth] = "reset"
-			n.Annotations[op.AnnotationGPUHealthDetail] = "0000:07:00.0: row remapping pending (applied at the next GPU reset), 2 uncorrectable ECC errors since the driver loaded"
+			n.Annotations[rep.AnnotationGPUHealth] = "reset"
+			n.Annotations[rep.AnnotationGPUHealthDetail] = "0000:07:00.0: row remapping pending (applied at the next GPU reset), 2 uncorrectable ECC errors since the driver loaded"
 		}), plugin("gpu-ecc", true, running, 0),
 		node("gpu-remapfail", 8, 8, 8, func(n *corev1.Node) {
-			n.Annotations[op.AnnotationGPUHealth] = "service"
-			n.Annotations[op.AnnotationGPUHealthDetail] = "0000:0f:00.0: row remapping failed"
+			n.Annotations[rep.AnnotationGPUHealth] = "service"
+			n.Annotations[rep.AnnotationGPUHealthDetail] = "0000:0f:00.0: row remapping failed"
 		}), plugin("gpu-remapfail", true, running, 0),
 		node("gpu-hot", 8, 8, 8, func(n *corev1.Node) {
-			n.Annotations[op.AnnotationGPUHealth] = "warn"
-			n.Annotations[op.AnnotationGPUHealthDetail] = "0000:47:00.0: hardware slowdown: thermal"
+			n.Annotations[rep.AnnotationGPUHealth] = "warn"
+			n.Annotations[rep.AnnotationGPUHealthDetail] = "0000:47:00.0: hardware slowdown: thermal"
 		}), plugin("gpu-hot", true, running, 0),
 		nodefixtures.NodeObject("cpu-0", nodefixtures.Profiles["cpu"]),
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/kubectl-gpu/kubectl-gpu/common/cliexit"
 	"github.com/kubectl-gpu/kubectl-gpu/common/cluster"
 	dp "github.com/kubectl-gpu/kubectl-gpu/common/deviceplugin"
+	"github.com/kubectl-gpu/kubectl-gpu/common/helmrelease"
 	"github.com/kubectl-gpu/kubectl-gpu/common/mirror"
 	op "github.com/kubectl-gpu/kubectl-gpu/common/operator"
 	"github.com/kubectl-gpu/kubectl-gpu/common/report"
@@ -167,7 +168,7 @@ func UserValues(v *values.Options, c *op.Client) (map[string]any, error) {
 }
 
 // MirrorTarget is --mirror's registry (nil without --mirror).
-func (o *ChartOptions) MirrorTarget() (op.RepositoryMapper, error) {
+func (o *ChartOptions) MirrorTarget() (helmrelease.RepositoryMapper, error) {
 	if o.Mirror == "" {
 		return nil, nil
 	}
@@ -179,9 +180,9 @@ func (o *ChartOptions) MirrorTarget() (op.RepositoryMapper, error) {
 }
 
 // Source is where the chart comes from, as the flags say.
-func (o *ChartOptions) Source() op.ChartSource {
+func (o *ChartOptions) Source() helmrelease.ChartSource {
 	d := o.chart()
-	return op.ChartSource{Name: d.Chart, DefaultRepo: d.Repo, Chart: o.ChartRef(), Repo: o.Repo, Version: o.Version,
+	return helmrelease.ChartSource{Name: d.Chart, DefaultRepo: d.Repo, Chart: o.ChartRef(), Repo: o.Repo, Version: o.Version,
 		Devel: o.Devel, VersionGiven: o.versionFlag != nil && o.versionFlag(), PlainHTTP: o.PlainHTTP}
 }
 
@@ -204,7 +205,7 @@ func (o *ChartOptions) ChartRefOf(chart string) string {
 }
 
 // ChartValues makes the client and computes the install's values (install, upgrade, values).
-func (o *ChartOptions) ChartValues(ctx context.Context) (*op.Client, *chart.Chart, *op.ValuesDoc, error) {
+func (o *ChartOptions) ChartValues(ctx context.Context) (*op.Client, *chart.Chart, *helmrelease.ValuesDoc, error) {
 	c, err := o.Client()
 	if err != nil {
 		return nil, nil, nil, err
@@ -227,7 +228,7 @@ type InstallHelp struct {
 // BindInstall binds the install and upgrade flags (Helm's names) onto r, a command's
 // request: --wait, --timeout (r's value is its default), --atomic, --dry-run,
 // --reuse-values, --reset-values, --label-nodes.
-func BindInstall(cmd *cobra.Command, r *op.InstallRequest, h InstallHelp) {
+func BindInstall(cmd *cobra.Command, r *helmrelease.InstallRequest, h InstallHelp) {
 	fl := cmd.Flags()
 	fl.BoolVar(&r.Wait, "wait", false, h.Wait)
 	fl.DurationVar(&r.Timeout, "timeout", r.Timeout, "time to wait for Helm operations and --wait")
@@ -240,7 +241,7 @@ func BindInstall(cmd *cobra.Command, r *op.InstallRequest, h InstallHelp) {
 
 // InstallRequest is the request the flags bound by BindInstall made: a first install
 // atomic unless --atomic was given.
-func InstallRequest(cmd *cobra.Command, r op.InstallRequest) op.InstallRequest {
+func InstallRequest(cmd *cobra.Command, r helmrelease.InstallRequest) helmrelease.InstallRequest {
 	r.AtomicDefault = !cmd.Flags().Changed("atomic")
 	return r
 }

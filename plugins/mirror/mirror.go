@@ -185,7 +185,7 @@ func (o *MirrorOptions) Run(ctx context.Context) error {
 		if req.DCGMUser, err = helmflags.UserValues(&o.DCGMValues, c); err != nil {
 			return err
 		}
-		plan, err := dp.Values(ctx, c, req)
+		plan, err := dp.Values(ctx, c.Client, req)
 		if err != nil {
 			return err
 		}

@@ -21,6 +21,7 @@ import (
 	"github.com/kubectl-gpu/kubectl-gpu/common/cluster/clustertest"
 	dp "github.com/kubectl-gpu/kubectl-gpu/common/deviceplugin"
 	"github.com/kubectl-gpu/kubectl-gpu/common/golden"
+	"github.com/kubectl-gpu/kubectl-gpu/common/helmrelease"
 	"github.com/kubectl-gpu/kubectl-gpu/common/mirror"
 	"github.com/kubectl-gpu/kubectl-gpu/common/mirror/mirrortest"
 	op "github.com/kubectl-gpu/kubectl-gpu/common/operator"
@@ -86,7 +87,7 @@ func TestMirrorToWritesValuesThatUseTheMirror(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got, err := c.Helm.LoadChart(op.ChartSource{Chart: chartRef, Version: ch.Metadata.Version, PlainHTTP: true})
+	got, err := c.Helm.LoadChart(helmrelease.ChartSource{Chart: chartRef, Version: ch.Metadata.Version, PlainHTTP: true})
 	if err != nil {
 		t.Fatalf("load the chart from the mirror: %v", err)
 	}
@@ -153,7 +154,7 @@ func TestMirrorToWritesValuesThatUseTheMirror(t *testing.T) {
 	if err != nil || !strings.Contains(out, "chart gpu-operator "+ch.Metadata.Version+" pushed to oci://"+insideTo+"/charts/gpu-operator:"+ch.Metadata.Version) {
 		t.Fatalf("--from-archive: %v\n%s", err, out)
 	}
-	if _, err := c.Helm.LoadChart(op.ChartSource{Chart: "oci://" + insideTo + "/charts/gpu-operator", Version: ch.Metadata.Version, PlainHTTP: true}); err != nil {
+	if _, err := c.Helm.LoadChart(helmrelease.ChartSource{Chart: "oci://" + insideTo + "/charts/gpu-operator", Version: ch.Metadata.Version, PlainHTTP: true}); err != nil {
 		t.Fatalf("load the chart pushed from the archive: %v", err)
 	}
 	// The chart with the written values names the mirror only.
@@ -279,9 +280,9 @@ func TestMirrorDevicePlugin(t *testing.T) {
 	target, _ := mirror.ParseTarget(to, true)
 	req := dp.NewRequest()
 	req.Derive, req.DCGM, req.Mirror = false, true, target
-	req.Source = op.ChartSource{Chart: target.ChartRefOf(dp.ChartName), Version: dp.DefaultVersion, PlainHTTP: true}
-	req.DCGMSource = op.ChartSource{Chart: target.ChartRefOf(dp.DCGMChartName), Version: dp.DCGMVersion, PlainHTTP: true}
-	plan, err := dp.Values(context.Background(), c, req)
+	req.Source = helmrelease.ChartSource{Chart: target.ChartRefOf(dp.ChartName), Version: dp.DefaultVersion, PlainHTTP: true}
+	req.DCGMSource = helmrelease.ChartSource{Chart: target.ChartRefOf(dp.DCGMChartName), Version: dp.DCGMVersion, PlainHTTP: true}
+	plan, err := dp.Values(context.Background(), c.Client, req)
 	if err != nil {
 		t.Fatalf("the install's charts from the mirror: %v", err)
 	}

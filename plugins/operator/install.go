@@ -4,19 +4,19 @@ import (
 	"context"
 	"fmt"
 
-	"github.com/kubectl-gpu/kubectl-gpu/plugins/helmflags"
-
 	"github.com/spf13/cobra"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 
 	"github.com/kubectl-gpu/kubectl-gpu/common/cluster"
+	"github.com/kubectl-gpu/kubectl-gpu/common/helmrelease"
 	op "github.com/kubectl-gpu/kubectl-gpu/common/operator"
+	"github.com/kubectl-gpu/kubectl-gpu/plugins/helmflags"
 )
 
 // InstallOptions are the flags of `operator install` and `operator upgrade`.
 type InstallOptions struct {
 	helmflags.ChartOptions
-	Install op.InstallRequest
+	Install helmrelease.InstallRequest
 }
 
 // NewCmdInstall returns `operator install` (verb "install") or `operator upgrade`.
@@ -25,7 +25,7 @@ func NewCmdInstall(f cluster.Getter, streams genericiooptions.IOStreams, verb st
 }
 
 func newCmdInstall(f cluster.Getter, ro helmflags.Release, verb string) *cobra.Command {
-	o := &InstallOptions{ChartOptions: helmflags.ChartOptions{Release: ro}, Install: op.InstallRequest{Timeout: defaultTimeout}}
+	o := &InstallOptions{ChartOptions: helmflags.ChartOptions{Release: ro}, Install: helmrelease.InstallRequest{Timeout: defaultTimeout}}
 	cmd := &cobra.Command{
 		Use:   verb,
 		Short: map[string]string{"install": "Install the GPU Operator, or upgrade it when installed", "upgrade": "Upgrade the GPU Operator, or install it when missing"}[verb],
@@ -80,7 +80,7 @@ func (o *InstallOptions) Run(ctx context.Context) error {
 		if err := doc.WriteText(o.Streams.Out); err != nil {
 			return err
 		}
-		fmt.Fprintf(o.Streams.Out, "\n# Manifest summary (dry run, nothing changed):\n%s", op.ManifestSummary(rel))
+		fmt.Fprintf(o.Streams.Out, "\n# Manifest summary (dry run, nothing changed):\n%s", helmrelease.ManifestSummary(rel))
 		return nil
 	}
 	fmt.Fprintf(o.Streams.Out, "release %s revision %d %s: chart %s (app %s) in namespace %s\n", rel.Name, rel.Version, rel.Info.Status,

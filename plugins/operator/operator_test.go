@@ -14,38 +14,34 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/go-containerregistry/pkg/registry"
-	"github.com/kubectl-gpu/kubectl-gpu/common/mirror"
-	"helm.sh/helm/v3/pkg/chart/loader"
-
-	corev1 "k8s.io/api/core/v1"
-
 	helmv2 "github.com/fluxcd/helm-controller/api/v2"
-	"helm.sh/helm/v3/pkg/repo"
-	"sigs.k8s.io/yaml"
-
-	"k8s.io/apimachinery/pkg/version"
-	fakediscovery "k8s.io/client-go/discovery/fake"
-
-	"k8s.io/apimachinery/pkg/runtime/schema"
-
+	"github.com/google/go-containerregistry/pkg/registry"
 	"helm.sh/helm/v3/pkg/chart"
+	"helm.sh/helm/v3/pkg/chart/loader"
 	"helm.sh/helm/v3/pkg/release"
+	"helm.sh/helm/v3/pkg/repo"
 	"helm.sh/helm/v3/pkg/storage"
 	"helm.sh/helm/v3/pkg/storage/driver"
 	helmtime "helm.sh/helm/v3/pkg/time"
 	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/version"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
+	fakediscovery "k8s.io/client-go/discovery/fake"
 	dynfake "k8s.io/client-go/dynamic/fake"
+	"sigs.k8s.io/yaml"
 
 	"github.com/kubectl-gpu/kubectl-gpu/common/cliexit"
 	"github.com/kubectl-gpu/kubectl-gpu/common/cluster"
 	"github.com/kubectl-gpu/kubectl-gpu/common/cluster/clustertest"
 	"github.com/kubectl-gpu/kubectl-gpu/common/flavour"
 	"github.com/kubectl-gpu/kubectl-gpu/common/golden"
+	"github.com/kubectl-gpu/kubectl-gpu/common/helmrelease"
+	"github.com/kubectl-gpu/kubectl-gpu/common/mirror"
 	op "github.com/kubectl-gpu/kubectl-gpu/common/operator"
 	"github.com/kubectl-gpu/kubectl-gpu/common/operator/operatortest"
 	"github.com/kubectl-gpu/kubectl-gpu/hack/testenv/nodefixtures"
@@ -265,7 +261,7 @@ func TestOperatorGitOps(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var doc op.ValuesDoc
+	var doc helmrelease.ValuesDoc
 	if err := json.Unmarshal([]byte(vals), &doc); err != nil {
 		t.Fatal(err)
 	}
@@ -391,7 +387,7 @@ func TestOperatorInstallFromMirror(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var doc op.ValuesDoc
+	var doc helmrelease.ValuesDoc
 	if err := json.Unmarshal([]byte(out), &doc); err != nil {
 		t.Fatal(err)
 	}

@@ -2,7 +2,6 @@ package operator
 
 import (
 	"context"
-	"github.com/kubectl-gpu/kubectl-gpu/plugins/helmflags"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -10,8 +9,10 @@ import (
 
 	"github.com/kubectl-gpu/kubectl-gpu/common/cliexit"
 	"github.com/kubectl-gpu/kubectl-gpu/common/cluster"
+	"github.com/kubectl-gpu/kubectl-gpu/common/helmrelease"
 	op "github.com/kubectl-gpu/kubectl-gpu/common/operator"
 	"github.com/kubectl-gpu/kubectl-gpu/common/report"
+	"github.com/kubectl-gpu/kubectl-gpu/plugins/helmflags"
 )
 
 // ValuesOptions are the flags of `operator values`.
@@ -79,9 +80,9 @@ func (o *ValuesOptions) Run(ctx context.Context) error {
 	if repo == "" {
 		repo = op.DefaultRepo
 	}
-	src := op.GitOpsSource{Repo: repo, Chart: ch.Metadata.Name, Version: ch.Metadata.Version}
+	src := helmrelease.GitOpsSource{Repo: repo, Chart: ch.Metadata.Name, Version: ch.Metadata.Version}
 	if o.gitops == outputApplication {
-		return op.WriteYAML(o.Streams.Out, op.ArgoApplication(src, o.ReleaseName, o.Namespace, o.ArgoNamespace, doc.Values))
+		return helmrelease.WriteYAML(o.Streams.Out, helmrelease.ArgoApplication(src, o.ReleaseName, o.Namespace, o.ArgoNamespace, doc.Values))
 	}
-	return op.WriteYAML(o.Streams.Out, op.FluxObjects(src, o.ReleaseName, o.Namespace, doc.Values)...)
+	return helmrelease.WriteYAML(o.Streams.Out, helmrelease.FluxObjects(src, o.ReleaseName, o.Namespace, doc.Values)...)
 }

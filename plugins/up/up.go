@@ -17,6 +17,7 @@ import (
 	"github.com/kubectl-gpu/kubectl-gpu/common/cliexit"
 	"github.com/kubectl-gpu/kubectl-gpu/common/cluster"
 	dp "github.com/kubectl-gpu/kubectl-gpu/common/deviceplugin"
+	"github.com/kubectl-gpu/kubectl-gpu/common/helmrelease"
 	"github.com/kubectl-gpu/kubectl-gpu/common/mirror"
 	"github.com/kubectl-gpu/kubectl-gpu/common/nodepod"
 	op "github.com/kubectl-gpu/kubectl-gpu/common/operator"
@@ -252,9 +253,9 @@ func (o *Options) Validate() error {
 	if version == "" {
 		version = d.Version
 	}
-	src := op.ChartSource{Name: d.Chart, DefaultRepo: d.Repo, Chart: o.Chart, Repo: o.Repo, Version: version, VersionGiven: o.Version != "", PlainHTTP: o.PlainHTTP}
+	src := helmrelease.ChartSource{Name: d.Chart, DefaultRepo: d.Repo, Chart: o.Chart, Repo: o.Repo, Version: version, VersionGiven: o.Version != "", PlainHTTP: o.PlainHTTP}
 	var decisions []up.Decision
-	var mapper op.RepositoryMapper
+	var mapper helmrelease.RepositoryMapper
 	image, verifyImage := o.Image, o.VerifyImage
 	if o.Mirror != "" {
 		t, err := mirror.ParseTarget(o.Mirror, false)
@@ -282,7 +283,7 @@ func (o *Options) Validate() error {
 		Names: o.Names, Selector: o.Selector, Stack: stack, Decisions: decisions,
 		Prep: prep.Request{Namespace: o.namespace, Image: image, Timeout: o.PrepTimeout, RestartRuntime: o.RestartRuntime, Install: inst,
 			Roll: &roll},
-		Install: op.InstallRequest{ReleaseName: d.ReleaseName, Timeout: o.Timeout, ValuesCommand: "kubectl gpu up --dry-run"},
+		Install: helmrelease.InstallRequest{ReleaseName: d.ReleaseName, Timeout: o.Timeout, ValuesCommand: "kubectl gpu up --dry-run"},
 		Verify:  verify.Request{Namespace: o.namespace, Image: verifyImage, RuntimeClass: verify.RuntimeAuto, Timeout: o.Timeout},
 	}
 	switch stack {
@@ -299,7 +300,7 @@ func (o *Options) Validate() error {
 					chartRef = t.ChartRefOf(dp.DCGMChartName)
 				}
 			}
-			r.DCGMSource = op.ChartSource{Chart: chartRef, Version: o.DCGMVersion, PlainHTTP: o.PlainHTTP}
+			r.DCGMSource = helmrelease.ChartSource{Chart: chartRef, Version: o.DCGMVersion, PlainHTTP: o.PlainHTTP}
 		}
 		if o.Sharing != "" {
 			r.Sharing = &dp.Sharing{Strategy: o.Sharing, Replicas: o.Replicas, Rename: o.Rename}

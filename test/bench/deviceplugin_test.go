@@ -15,7 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/kubectl-gpu/kubectl-gpu/common/flavour"
-	op "github.com/kubectl-gpu/kubectl-gpu/common/operator"
+	rep "github.com/kubectl-gpu/kubectl-gpu/common/nodereport"
 )
 
 // BenchmarkDevicePluginInstall: `kubectl gpu device-plugin install` of the real device
@@ -64,8 +64,8 @@ var prepOnce sync.Once
 func prepAll(b *testing.B, ctx context.Context) {
 	prepOnce.Do(func() {
 		patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]any{
-			op.AnnotationDriver: "570.195.03", op.AnnotationToolkit: "1.17.8-1", op.AnnotationNvidiaRuntime: "true",
-			op.AnnotationDefaultRuntime: "runc", flavour.AnnotationPrefix + "reported-at": time.Now().UTC().Format(time.RFC3339)}}})
+			rep.AnnotationDriver: "570.195.03", rep.AnnotationToolkit: "1.17.8-1", rep.AnnotationNvidiaRuntime: "true",
+			rep.AnnotationDefaultRuntime: "runc", flavour.AnnotationPrefix + "reported-at": time.Now().UTC().Format(time.RFC3339)}}})
 		sem := make(chan struct{}, 32)
 		var wg sync.WaitGroup
 		errs := make(chan error, Nodes)

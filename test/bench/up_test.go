@@ -13,6 +13,7 @@ import (
 	"k8s.io/client-go/dynamic"
 
 	"github.com/kubectl-gpu/kubectl-gpu/common/cluster"
+	"github.com/kubectl-gpu/kubectl-gpu/common/helmrelease"
 	"github.com/kubectl-gpu/kubectl-gpu/common/nodepod"
 	op "github.com/kubectl-gpu/kubectl-gpu/common/operator"
 	"github.com/kubectl-gpu/kubectl-gpu/common/prep"
@@ -66,7 +67,7 @@ func BenchmarkUp100(b *testing.B) {
 	roll := &prep.RollOptions{MaxUnavailable: slots, RebootTimeout: 5 * time.Minute, DrainTimeout: time.Minute}
 	prepReq := prep.Request{Namespace: nodepod.DefaultNamespace, Names: nodes, Image: "agent:bench", Timeout: 5 * time.Minute, Apply: true, Roll: roll}
 	verifyReq := verify.Request{Namespace: nodepod.DefaultNamespace, Names: nodes, Image: verify.DefaultImage, Timeout: 5 * time.Minute}
-	install := op.InstallRequest{ReleaseName: op.DefaultReleaseName, Timeout: 5 * time.Minute, AtomicDefault: true}
+	install := helmrelease.InstallRequest{ReleaseName: op.DefaultReleaseName, Timeout: 5 * time.Minute, AtomicDefault: true}
 	reset := func() {
 		sim.Reset()
 		if _, err := helm.Uninstall(ctx, op.DefaultReleaseName, 5*time.Minute, false); err != nil && !isNotInstalled(err) {
@@ -90,7 +91,7 @@ func BenchmarkUp100(b *testing.B) {
 			}
 			b.Fatalf("prep: %v; %d rolled, %d of %d ready; first not ready %s", err, len(r.Roll), r.Summary.Ready, r.Summary.Nodes, first)
 		}
-		ch, doc, err := helm.Values(ctx, op.ValuesRequest{Source: op.ChartSource{Chart: chart}, Derive: true, User: user})
+		ch, doc, err := helm.Values(ctx, op.ValuesRequest{Source: helmrelease.ChartSource{Chart: chart}, Derive: true, User: user})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -115,7 +116,7 @@ func BenchmarkUp100(b *testing.B) {
 		cs, ct := countingClient(b)
 		helm.CS = cs
 		req := up.Request{Names: nodes, Stack: up.StackOperator, Prep: prepReq, Verify: verifyReq, Install: install,
-			Operator: op.ValuesRequest{Source: op.ChartSource{Chart: chart}, User: user}}
+			Operator: op.ValuesRequest{Source: helmrelease.ChartSource{Chart: chart}, User: user}}
 		req.Prep.Names, req.Verify.Names = nil, nil
 		c := up.Clients{CS: cs, Dynamic: dyn, Release: helm}
 		t0 := time.Now()

@@ -18,7 +18,7 @@ import (
 
 	dp "github.com/kubectl-gpu/kubectl-gpu/common/deviceplugin"
 	"github.com/kubectl-gpu/kubectl-gpu/common/flavour"
-	"github.com/kubectl-gpu/kubectl-gpu/common/operator"
+	rep "github.com/kubectl-gpu/kubectl-gpu/common/nodereport"
 	"github.com/kubectl-gpu/kubectl-gpu/test/harness"
 )
 
@@ -50,11 +50,11 @@ func dpCharts(t *testing.T) (string, string) {
 func prepNodes(t *testing.T, ctx context.Context, nodes []string, remove bool) {
 	t.Helper()
 	ann := map[string]any{
-		operator.AnnotationDriver:                "570.195.03",
-		operator.AnnotationToolkit:               "1.17.8-1",
-		operator.AnnotationNvidiaRuntime:         "true",
-		operator.AnnotationDefaultRuntime:        "runc",
-		operator.AnnotationCDI:                   "false",
+		rep.AnnotationDriver:                     "570.195.03",
+		rep.AnnotationToolkit:                    "1.17.8-1",
+		rep.AnnotationNvidiaRuntime:              "true",
+		rep.AnnotationDefaultRuntime:             "runc",
+		rep.AnnotationCDI:                        "false",
 		flavour.AnnotationPrefix + "reported-at": time.Now().UTC().Format(time.RFC3339),
 	}
 	if remove {

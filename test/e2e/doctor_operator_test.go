@@ -14,7 +14,7 @@ import (
 
 	"github.com/kubectl-gpu/kubectl-gpu/common/doctor"
 	"github.com/kubectl-gpu/kubectl-gpu/common/flavour"
-	"github.com/kubectl-gpu/kubectl-gpu/common/operator"
+	rep "github.com/kubectl-gpu/kubectl-gpu/common/nodereport"
 )
 
 // TestDoctorOperator: the GPU Operator's real chart installed (its ClusterPolicy CRD and
@@ -41,8 +41,8 @@ func TestDoctorOperator(t *testing.T) {
 	for _, name := range names {
 		n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name,
 			Labels: map[string]string{"kubernetes.io/hostname": name, "nvidia.com/gpu.present": "true", "nvidia.com/gpu.count": "8"},
-			Annotations: map[string]string{flavour.AnnotationPrefix + "reported-at": time.Now().UTC().Format(time.RFC3339), operator.AnnotationGPUs: "8",
-				operator.AnnotationDriver: "570.195.03", operator.AnnotationToolkit: "1.17.8-1", operator.AnnotationNvidiaRuntime: "true"}}}
+			Annotations: map[string]string{flavour.AnnotationPrefix + "reported-at": time.Now().UTC().Format(time.RFC3339), rep.AnnotationGPUs: "8",
+				rep.AnnotationDriver: "570.195.03", rep.AnnotationToolkit: "1.17.8-1", rep.AnnotationNvidiaRuntime: "true"}}}
 		if _, err := cs.CoreV1().Nodes().Create(ctx, n, metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)
 		}

@@ -18,7 +18,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/kubectl-gpu/kubectl-gpu/common/doctor"
-	"github.com/kubectl-gpu/kubectl-gpu/common/operator"
+	"github.com/kubectl-gpu/kubectl-gpu/common/nodereport"
 	"github.com/kubectl-gpu/kubectl-gpu/test/harness"
 )
 
@@ -122,13 +122,13 @@ func TestDoctor(t *testing.T) {
 	if _, err := cs.CoreV1().Pods("default").Create(ctx, plugin, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	patch := `{"metadata":{"annotations":{"` + operator.AnnotationGPUs + `":"9"}}}`
+	patch := `{"metadata":{"annotations":{"` + nodereport.AnnotationGPUs + `":"9"}}}`
 	if _, err := cs.CoreV1().Nodes().Patch(ctx, "gpu-a100-1", types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
 		_ = cs.CoreV1().Pods("default").Delete(context.Background(), plugin.Name, metav1.DeleteOptions{GracePeriodSeconds: ptr.To[int64](0)})
-		_, _ = cs.CoreV1().Nodes().Patch(context.Background(), "gpu-a100-1", types.MergePatchType, []byte(`{"metadata":{"annotations":{"`+operator.AnnotationGPUs+`":null}}}`), metav1.PatchOptions{})
+		_, _ = cs.CoreV1().Nodes().Patch(context.Background(), "gpu-a100-1", types.MergePatchType, []byte(`{"metadata":{"annotations":{"`+nodereport.AnnotationGPUs+`":null}}}`), metav1.PatchOptions{})
 	})
 	for deadline := time.Now().Add(time.Minute); ; time.Sleep(500 * time.Millisecond) {
 		p, err := cs.CoreV1().Pods("default").Get(ctx, plugin.Name, metav1.GetOptions{})

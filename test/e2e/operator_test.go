@@ -13,9 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kubectl-gpu/kubectl-gpu/test/harness"
-	sigsyaml "sigs.k8s.io/yaml"
-
 	"helm.sh/helm/v3/pkg/repo"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
@@ -24,10 +21,14 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/dynamic"
+	sigsyaml "sigs.k8s.io/yaml"
 
+	"github.com/kubectl-gpu/kubectl-gpu/common/helmrelease"
+	rep "github.com/kubectl-gpu/kubectl-gpu/common/nodereport"
 	"github.com/kubectl-gpu/kubectl-gpu/common/operator"
 	"github.com/kubectl-gpu/kubectl-gpu/hack/testenv/localcluster"
 	dpv1 "github.com/kubectl-gpu/kubectl-gpu/hack/testenv/third_party/k8s-device-plugin/api/config/v1"
+	"github.com/kubectl-gpu/kubectl-gpu/test/harness"
 )
 
 // What is real here: the GPU Operator chart (from ../shared, path in KGPU_GPU_OPERATOR_CHART),
@@ -142,14 +143,14 @@ func TestOperatorLifecycle(t *testing.T) {
 	// Every GPU node runs a host driver, as `kubectl gpu prep` would have found and noted.
 	gpuNodes := []string{"gpu-a100-0", "gpu-a100-1", "gpu-rke2-0", "gpu-k3s-0", "gpu-bare-0"}
 	for _, n := range gpuNodes {
-		patch := fmt.Sprintf(`{"metadata":{"annotations":{%q:"550.127.08"}}}`, operator.AnnotationDriver)
+		patch := fmt.Sprintf(`{"metadata":{"annotations":{%q:"550.127.08"}}}`, rep.AnnotationDriver)
 		if _, err := c.Client.CoreV1().Nodes().Patch(ctx, n, types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
 			t.Fatal(err)
 		}
 	}
 	t.Cleanup(func() {
 		for _, n := range gpuNodes {
-			patch := fmt.Sprintf(`{"metadata":{"annotations":{%q:null}}}`, operator.AnnotationDriver)
+			patch := fmt.Sprintf(`{"metadata":{"annotations":{%q:null}}}`, rep.AnnotationDriver)
 			_, _ = c.Client.CoreV1().Nodes().Patch(context.Background(), n, types.MergePatchType, []byte(patch), metav1.PatchOptions{})
 		}
 	})
@@ -163,7 +164,7 @@ func TestOperatorLifecycle(t *testing.T) {
 	if r.Code != 0 || !strings.Contains(r.Stderr, "operator.defaultRuntime was removed from the GPU Operator chart in v25.3.0") {
 		t.Fatalf("values: exit %d\n%s", r.Code, r.Stderr)
 	}
-	var doc operator.ValuesDoc
+	var doc helmrelease.ValuesDoc
 	if err := json.Unmarshal([]byte(r.Stdout), &doc); err != nil || len(doc.Derived) != 1 || doc.Derived[0].Key != "driver.enabled" {
 		t.Fatalf("values document: %v %s", err, r.Stdout)
 	}
@@ -353,7 +354,7 @@ func TestOperatorLifecycle(t *testing.T) {
 		t.Fatalf("after uninstall: %+v", rels)
 	}
 	n, err := c.Client.CoreV1().Nodes().Get(ctx, "gpu-a100-0", metav1.GetOptions{})
-	if err != nil || n.Annotations[operator.AnnotationDriver] == "" {
+	if err != nil || n.Annotations[rep.AnnotationDriver] == "" {
 		t.Fatal("uninstall must leave nodes untouched")
 	}
 }
@@ -461,7 +462,7 @@ func TestOperatorDRA(t *testing.T) {
 	}
 	annotate := func(version string) {
 		for _, n := range []string{"gpu-a100-0", "gpu-a100-1", "gpu-rke2-0", "gpu-k3s-0", "gpu-bare-0"} {
-			patch := fmt.Sprintf(`{"metadata":{"annotations":{%q:%s}}}`, operator.AnnotationDriver, version)
+			patch := fmt.Sprintf(`{"metadata":{"annotations":{%q:%s}}}`, rep.AnnotationDriver, version)
 			if _, err := c.Client.CoreV1().Nodes().Patch(context.Background(), n, types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
 				t.Fatal(err)
 			}

@@ -12,7 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	dp "github.com/kubectl-gpu/kubectl-gpu/common/deviceplugin"
-	op "github.com/kubectl-gpu/kubectl-gpu/common/operator"
+	rep "github.com/kubectl-gpu/kubectl-gpu/common/nodereport"
 	"github.com/kubectl-gpu/kubectl-gpu/common/verify"
 	"github.com/kubectl-gpu/kubectl-gpu/hack/testenv/localcluster"
 )
@@ -42,7 +42,7 @@ func TestDevicePluginOnRealNode(t *testing.T) {
 		bg := context.Background()
 		env.Kubectl(bg, henv, "gpu", "device-plugin", "uninstall", "--yes")
 		_ = cs.CoreV1().Namespaces().Delete(bg, dp.DefaultNamespace, metav1.DeleteOptions{})
-		patch := `{"metadata":{"annotations":{"` + op.AnnotationDriver + `":null,"` + op.AnnotationToolkit + `":null}}}`
+		patch := `{"metadata":{"annotations":{"` + rep.AnnotationDriver + `":null,"` + rep.AnnotationToolkit + `":null}}}`
 		_, _ = cs.CoreV1().Nodes().Patch(bg, nodeName, types.MergePatchType, []byte(patch), metav1.PatchOptions{})
 	})
 
@@ -58,12 +58,12 @@ func TestDevicePluginOnRealNode(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n.Annotations[op.AnnotationNvidiaRuntime] != "true" {
+	if n.Annotations[rep.AnnotationNvidiaRuntime] != "true" {
 		t.Fatalf("prep did not find the node's nvidia runtime: %v", n.Annotations)
 	}
 
 	// The stand-in for a host driver and toolkit.
-	patch := `{"metadata":{"annotations":{"` + op.AnnotationDriver + `":"570.195.03","` + op.AnnotationToolkit + `":"1.17.8-1"}}}`
+	patch := `{"metadata":{"annotations":{"` + rep.AnnotationDriver + `":"570.195.03","` + rep.AnnotationToolkit + `":"1.17.8-1"}}}`
 	if _, err := cs.CoreV1().Nodes().Patch(ctx, nodeName, types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
 		t.Fatal(err)
 	}

@@ -14,6 +14,7 @@ import (
 	"k8s.io/client-go/dynamic"
 
 	"github.com/kubectl-gpu/kubectl-gpu/common/cluster"
+	"github.com/kubectl-gpu/kubectl-gpu/common/helmrelease"
 	op "github.com/kubectl-gpu/kubectl-gpu/common/operator"
 )
 
@@ -34,6 +35,6 @@ func NewClientWithKube(releases *storage.Storage, dyn dynamic.Interface, kc kube
 		}
 		cfg := &action.Configuration{Releases: releases, KubeClient: kc,
 			Capabilities: chartutil.DefaultCapabilities, Log: func(string, ...any) {}}
-		return &op.Client{Namespace: ns, Helm: &op.Helm{Config: cfg, Settings: cli.New(), Namespace: ns}, CS: cs, Dyn: dyn, Log: log}, nil
+		return &op.Client{Client: &helmrelease.Client{Namespace: ns, Helm: &helmrelease.Helm{Config: cfg, Settings: cli.New(), Namespace: ns}, CS: cs, Dyn: dyn, Log: log}}, nil
 	}
 }

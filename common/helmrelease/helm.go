@@ -1,4 +1,4 @@
-package operator
+package helmrelease
 
 import (
 	"context"
@@ -9,8 +9,6 @@ import (
 	"strings"
 	"time"
 
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
-
 	"helm.sh/helm/v3/pkg/action"
 	"helm.sh/helm/v3/pkg/chart"
 	"helm.sh/helm/v3/pkg/chart/loader"
@@ -19,21 +17,13 @@ import (
 	"helm.sh/helm/v3/pkg/registry"
 	"helm.sh/helm/v3/pkg/release"
 	"helm.sh/helm/v3/pkg/storage/driver"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
 	"github.com/kubectl-gpu/kubectl-gpu/common/cliexit"
-)
-
-// Chart defaults: NVIDIA's repository and a known-good chart version.
-const (
-	DefaultRepo        = "https://helm.ngc.nvidia.com/nvidia"
-	ChartName          = "gpu-operator"
-	DefaultVersion     = "v26.7.0"
-	DefaultNamespace   = "gpu-operator"
-	DefaultReleaseName = "gpu-operator"
 )
 
 // Helm holds a Helm action configuration on the plugin's own kubectl flags, for one
@@ -117,7 +107,7 @@ func (h *Helm) LoadChart(src ChartSource) (*chart.Chart, error) {
 	}
 	want, defRepo := src.Name, src.DefaultRepo
 	if want == "" {
-		want, defRepo = ChartName, DefaultRepo
+		return nil, fmt.Errorf("no chart name: a stack fills its ChartSource's Name and DefaultRepo")
 	}
 	name := src.Chart
 	if name == "" {

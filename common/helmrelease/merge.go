@@ -1,4 +1,4 @@
-package operator
+package helmrelease
 
 import (
 	"fmt"
@@ -8,10 +8,10 @@ import (
 	"helm.sh/helm/v3/pkg/chartutil"
 )
 
-// KnownRemoved are chart values the GPU Operator dropped, with the release that dropped
-// them, for a better warning; any key the chart's values.yaml lacks is warned about too.
-var KnownRemoved = map[string]string{
-	"operator.defaultRuntime": "v25.3.0 (the operator reads each node's containerRuntimeVersion)",
+// KnownRemoved are, per chart, values the chart dropped, with the release that dropped them,
+// for a better warning; any key the chart's values.yaml lacks is warned about too.
+var KnownRemoved = map[string]map[string]string{
+	"gpu-operator": {"operator.defaultRuntime": "v25.3.0 (the operator reads each node's containerRuntimeVersion)"},
 }
 
 // Merge lays the derived values under the user's: any key the user set wins, and its
@@ -40,7 +40,7 @@ func StaleKeys(user, chartDefaults map[string]any, chartName, chartVersion strin
 			continue
 		}
 		msg := fmt.Sprintf("value %s is not in chart %s %s and will be ignored", k, chartName, chartVersion)
-		if why, ok := KnownRemoved[k]; ok && chartName == ChartName {
+		if why, ok := KnownRemoved[chartName][k]; ok {
 			msg = fmt.Sprintf("value %s was removed from the GPU Operator chart in %s; it is ignored", k, why)
 		}
 		warnings = append(warnings, msg)

@@ -1,4 +1,4 @@
-package operator
+package helmrelease
 
 import (
 	"context"
@@ -100,7 +100,7 @@ func (c *Client) Recover(ctx context.Context, name string, r *Recovery, timeout 
 	}
 	switch r.Do {
 	case RecoverUninstall:
-		if _, err := c.Uninstall(ctx, name, timeout, false); err != nil {
+		if err := c.Helm.Uninstall(name, timeout); err != nil {
 			return fmt.Errorf("remove release %s left %s: %w", name, r.Status, err)
 		}
 	case RecoverRollback:
