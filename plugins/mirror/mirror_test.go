@@ -87,7 +87,7 @@ func TestMirrorToWritesValuesThatUseTheMirror(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got, err := c.Helm.LoadChart(helmrelease.ChartSource{Chart: chartRef, Version: ch.Metadata.Version, PlainHTTP: true})
+	got, err := c.Helm.LoadChart(op.Source(helmrelease.ChartSource{Chart: chartRef, Version: ch.Metadata.Version, PlainHTTP: true}))
 	if err != nil {
 		t.Fatalf("load the chart from the mirror: %v", err)
 	}
@@ -154,7 +154,7 @@ func TestMirrorToWritesValuesThatUseTheMirror(t *testing.T) {
 	if err != nil || !strings.Contains(out, "chart gpu-operator "+ch.Metadata.Version+" pushed to oci://"+insideTo+"/charts/gpu-operator:"+ch.Metadata.Version) {
 		t.Fatalf("--from-archive: %v\n%s", err, out)
 	}
-	if _, err := c.Helm.LoadChart(helmrelease.ChartSource{Chart: "oci://" + insideTo + "/charts/gpu-operator", Version: ch.Metadata.Version, PlainHTTP: true}); err != nil {
+	if _, err := c.Helm.LoadChart(op.Source(helmrelease.ChartSource{Chart: "oci://" + insideTo + "/charts/gpu-operator", Version: ch.Metadata.Version, PlainHTTP: true})); err != nil {
 		t.Fatalf("load the chart pushed from the archive: %v", err)
 	}
 	// The chart with the written values names the mirror only.
