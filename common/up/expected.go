@@ -32,8 +32,9 @@ func Expected(nodes []corev1.Node, plans map[string]*rep.Report, driverBranch st
 		for _, ch := range r.Changes {
 			switch ch.Check {
 			case rep.CheckDriver:
-				if after.DriverVersion == "" {
-					after.DriverVersion = packageVersion(ch.Packages, "nvidia-driver", driverBranch)
+				// The driver the change installs, replacing any other branch's.
+				if to := driverTarget(ch.Packages, driverBranch); to != "" {
+					after.DriverVersion = strings.TrimPrefix(to, "branch ")
 				}
 			case rep.CheckToolkit:
 				after.ToolkitVersion = packageVersion(ch.Packages, "nvidia-container-toolkit", "latest")

@@ -15,6 +15,7 @@ import (
 func (p *Plan) WriteText(w io.Writer) {
 	fmt.Fprintf(w, "== step 1/3 prep: %s\n", p.prepSummary())
 	p.prep.Write(w, &p.prepRq)
+	p.writeFromTo(w)
 	if len(p.Decisions) > 0 {
 		fmt.Fprintln(w, "\n== decisions")
 		for _, d := range p.Decisions {
@@ -24,12 +25,18 @@ func (p *Plan) WriteText(w io.Writer) {
 	fmt.Fprintf(w, "\n== step 2/3 %s\n", p.installSummary())
 	for _, r := range p.Releases {
 		line := fmt.Sprintf("  release %s in namespace %s: %s, chart %s", r.Release, r.Namespace, r.Action, r.Chart)
+		if r.From != "" {
+			line = fmt.Sprintf("  release %s in namespace %s: %s, chart %s → %s", r.Release, r.Namespace, r.Action, r.From, r.Chart)
+		}
 		if r.Revision > 0 {
 			line += fmt.Sprintf(" (now revision %d)", r.Revision)
 		}
 		fmt.Fprintln(w, line)
 		if r.Recovery != nil {
 			fmt.Fprintf(w, "    first: %s\n", r.Recovery.Reason)
+		}
+		if r.Driver != nil {
+			fmt.Fprintf(w, "    %s: the operator's upgrade controller rolls its driver containers node by node\n", r.Driver)
 		}
 		for _, d := range r.Derived {
 			state := ""
@@ -151,4 +158,37 @@ func (r *Report) WriteJUnit(w io.Writer) error {
 	}
 	s.Tests = len(s.Cases)
 	return report.WriteJUnit(w, s)
+}
+
+// writeFromTo shows, per node, what the host step moves from what to what and the GPU pods
+// its drain evicts (nothing when no node has either).
+func (p *Plan) writeFromTo(w io.Writer) {
+	var lines []string
+	for _, n := range p.Nodes {
+		var parts []string
+		for _, v := range n.Versions {
+			parts = append(parts, v.String())
+		}
+		if n.Reboot != "" {
+			parts = append(parts, "rebooted")
+		}
+		if len(n.Versions) == 0 && len(n.Evicts) == 0 {
+			continue
+		}
+		lines = append(lines, fmt.Sprintf("  %s: %s", n.Node, strings.Join(parts, ", ")))
+		for _, e := range n.Evicts {
+			l := fmt.Sprintf("    evicts %s (%s)", e.Pod, report.Count(int(e.GPUs), "GPU"))
+			if len(e.Budgets) > 0 {
+				l += ": " + strings.Join(e.Budgets, ", ")
+			}
+			lines = append(lines, l)
+		}
+	}
+	if len(lines) == 0 {
+		return
+	}
+	fmt.Fprintln(w, "\n== from → to")
+	for _, l := range lines {
+		fmt.Fprintln(w, l)
+	}
 }

@@ -98,6 +98,10 @@ type NodePlan struct {
 	Resumes string `json:"resumes,omitempty"`
 	// Problem is why the agent could not plan the node.
 	Problem string `json:"problem,omitempty"`
+	// Versions are the host driver and toolkit moved from the installed version to the
+	// target; Evicts the GPU pods the drain of a rolled node evicts.
+	Versions []VersionChange `json:"versions,omitempty"`
+	Evicts   []Eviction      `json:"evicts,omitempty"`
 }
 
 // ReleasePlan is a Helm release of the plan.
@@ -105,6 +109,11 @@ type ReleasePlan struct {
 	Release   string `json:"release"`
 	Namespace string `json:"namespace"`
 	Chart     string `json:"chart"`
+	// From is the chart the deployed release runs when the plan moves it to another;
+	// Driver the driver version the operator's driver containers move from and to (an
+	// upgrade of a release whose values change driver.version).
+	From   string         `json:"from,omitempty"`
+	Driver *VersionChange `json:"driver,omitempty"`
 	// Action: install, upgrade, reinstall (an earlier install or uninstall was interrupted)
 	// or unchanged (deployed with these values).
 	Action string `json:"action"`
@@ -223,6 +232,7 @@ func MakePlan(ctx context.Context, c Clients, req Request) (*Plan, error) {
 		if it.Report != nil {
 			byNode[it.Node] = it.Report
 			np.GPUs, np.Changes = len(it.Report.GPUs), it.Report.Changes
+			np.Versions = versionChanges(it.Report, req.Prep.Install.DriverBranch)
 			if rolled[it.Node] {
 				np.Reboot = it.Report.Reboot
 			}
@@ -239,6 +249,15 @@ func MakePlan(ctx context.Context, c Clients, req Request) (*Plan, error) {
 			p.VerifyNodes = append(p.VerifyNodes, it.Node)
 		}
 		p.Nodes = append(p.Nodes, np)
+	}
+	if len(pp.Roll) > 0 {
+		ev, err := evictions(ctx, c.CS, pp.Roll)
+		if err != nil {
+			return nil, err
+		}
+		for i := range p.Nodes {
+			p.Nodes[i].Evicts = ev[p.Nodes[i].Node]
+		}
 	}
 	if len(p.VerifyNodes) == 0 {
 		return nil, cliexit.Usagef("none of the %d node(s) has an NVIDIA GPU on its PCI bus: name the GPU nodes, or pass -l SELECTOR", len(pp.Nodes))
@@ -358,6 +377,12 @@ func releasePlan(c *op.Client, name string, ch *chart.Chart, values map[string]a
 	}
 	rp.Revision = cur.Version
 	rp.Recovery = helmrelease.RecoveryOf(hist)
+	if cur.Chart != nil && cur.Chart.Metadata != nil {
+		if from := cur.Chart.Metadata.Name + "-" + cur.Chart.Metadata.Version; from != rp.Chart {
+			rp.From = from
+		}
+		rp.Driver = operatorDriver(cur.Config, cur.Chart.Values, values, ch.Values)
+	}
 	switch {
 	case rp.Recovery != nil && rp.Recovery.Do == helmrelease.RecoverUninstall:
 		rp.Action = ActionReinstall

@@ -32,7 +32,7 @@ func TestExpected(t *testing.T) {
 	runtimeOnly.Changes = []rep.Change{{Check: rep.CheckNvidiaRuntime, File: "/etc/containerd/config.toml"}}
 	got := Expected(nodes, map[string]*rep.Report{"bare": bare, "runtime-only": runtimeOnly}, "580")
 	a := got[0].Annotations
-	if a[rep.AnnotationDriver] != "580.95.05-0ubuntu1" || a[rep.AnnotationToolkit] != "1.17.8-1" || a[rep.AnnotationNvidiaRuntime] != "true" || a[rep.AnnotationGPUs] != "1" {
+	if a[rep.AnnotationDriver] != "580.95.05" || a[rep.AnnotationToolkit] != "1.17.8-1" || a[rep.AnnotationNvidiaRuntime] != "true" || a[rep.AnnotationGPUs] != "1" {
 		t.Errorf("bare node after the host step: %v", a)
 	}
 	if a := got[1].Annotations; a[rep.AnnotationNvidiaRuntime] != "true" || a[rep.AnnotationDriver] != "" {

@@ -521,6 +521,10 @@ func TestUpDevicePlugin(t *testing.T) {
 	if !strings.Contains(diff, "stack: operator → device-plugin") || len(plan.Releases) != 1 || plan.Releases[0].Action != up.ActionInstall || len(plan.Nodes) != 1 || plan.Nodes[0].Reboot == "" {
 		t.Fatalf("plan: differences %q, releases %+v, nodes %+v", diff, plan.Releases, plan.Nodes)
 	}
+	// From → to: no driver yet, the branch's version as apt resolved it in the Debian root.
+	if v := plan.Nodes[0].Versions; len(v) == 0 || v[0].What != "driver" || v[0].From != "" || !strings.HasPrefix(v[0].To, "580.") {
+		t.Errorf("the plan's versions %+v; want the driver from none to 580.x", v)
+	}
 	r, runs := gpuSim(t, ctx, append([]string{"up", "--yes", "-o", "json", "--timeout", "3m"}, host...)...)
 	if r.Code != 0 {
 		t.Fatalf("run: exit %d\n%s\n%s", r.Code, r.Stdout, r.Stderr)

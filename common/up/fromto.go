@@ -1,0 +1,204 @@
+package up
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/kubectl-gpu/kubectl-gpu/common/cluster"
+	"github.com/kubectl-gpu/kubectl-gpu/common/inventory"
+	rep "github.com/kubectl-gpu/kubectl-gpu/common/nodereport"
+)
+
+// What the plan moves from what to what: per node the host driver's and toolkit's installed
+// and target versions, the GPU pods the drain of a rolled node evicts and the budgets that
+// guard them, and per release the chart it replaces. A node already at the target shows
+// nothing.
+
+// VersionChange is one component of a node moved from one version to another.
+type VersionChange struct {
+	// What: "driver" or "toolkit".
+	What string `json:"what"`
+	// From is the installed version ("" none); To the target, as the package manager
+	// resolved it (else the branch asked for).
+	From string `json:"from,omitempty"`
+	To   string `json:"to"`
+}
+
+func (v VersionChange) String() string {
+	from := v.From
+	if from == "" {
+		from = "none"
+	}
+	return fmt.Sprintf("%s %s → %s", v.What, from, v.To)
+}
+
+// Eviction is a GPU pod the drain of a rolled node evicts.
+type Eviction struct {
+	Pod  string `json:"pod"`
+	GPUs int64  `json:"gpus"`
+	// Budgets are the PodDisruptionBudgets that cover the pod, with how many disruptions
+	// each allows now.
+	Budgets []string `json:"budgets,omitempty"`
+}
+
+// versionChanges reads a node's planned driver and toolkit changes from its plan report.
+func versionChanges(r *rep.Report, driverBranch string) []VersionChange {
+	var out []VersionChange
+	for _, ch := range r.Changes {
+		switch ch.Check {
+		case rep.CheckDriver:
+			if to := driverTarget(ch.Packages, driverBranch); to != "" && !strings.HasPrefix(r.DriverVersion, to) {
+				out = append(out, VersionChange{What: "driver", From: r.DriverVersion, To: to})
+			}
+		case rep.CheckToolkit:
+			if to := packageVersion(ch.Packages, "nvidia-container-toolkit", ""); to != "" && upstream(to) != upstream(r.ToolkitVersion) {
+				out = append(out, VersionChange{What: "toolkit", From: r.ToolkitVersion, To: upstream(to)})
+			}
+		}
+	}
+	return out
+}
+
+// driverTarget is the driver version a change installs: the version of its first package of
+// the branch (the distribution's revision dropped), else "branch B" ("" when neither says).
+func driverTarget(pkgs []rep.Package, branch string) string {
+	for _, p := range pkgs {
+		if strings.HasPrefix(p.Name, "linux-") || !strings.Contains(p.Name, "nvidia") && !strings.HasPrefix(p.Name, "cuda-drivers") {
+			continue // a kernel's modules carry the kernel's version
+		}
+		if v := upstream(p.Version); v != "" && (branch == "" || strings.HasPrefix(v, branch+".")) {
+			return v
+		}
+	}
+	if branch != "" {
+		return "branch " + branch
+	}
+	return ""
+}
+
+// upstream drops a package version's epoch and distribution revision (1:580.95.05-0ubuntu1
+// → 580.95.05).
+func upstream(v string) string {
+	if i := strings.Index(v, ":"); i >= 0 {
+		v = v[i+1:]
+	}
+	if i := strings.Index(v, "-"); i >= 0 {
+		v = v[:i]
+	}
+	return v
+}
+
+// evictions lists, per rolled node, the GPU pods its drain evicts (what kubectl drain
+// evicts: not DaemonSet or mirror pods, not finished) and the budgets over each.
+func evictions(ctx context.Context, cs kubernetes.Interface, nodes []string) (map[string][]Eviction, error) {
+	out := map[string][]Eviction{}
+	budgets := map[string][]budget{}
+	for _, node := range nodes {
+		pods, err := cs.CoreV1().Pods("").List(ctx, metav1.ListOptions{FieldSelector: fields.AndSelectors(
+			fields.OneTermEqualSelector("spec.nodeName", node), fields.ParseSelectorOrDie(inventory.ActivePodsOnNodes)).String(), ResourceVersion: "0"})
+		if err != nil {
+			return nil, cluster.APIError("list the pods on node "+node, err)
+		}
+		for i := range pods.Items {
+			p := &pods.Items[i]
+			gpus := gpuRequest(p)
+			if gpus == 0 || ownedByDaemonSet(p) || p.Annotations[corev1.MirrorPodAnnotationKey] != "" {
+				continue
+			}
+			bs, ok := budgets[p.Namespace]
+			if !ok {
+				if bs, err = readBudgets(ctx, cs, p.Namespace); err != nil {
+					return nil, err
+				}
+				budgets[p.Namespace] = bs
+			}
+			e := Eviction{Pod: p.Namespace + "/" + p.Name, GPUs: gpus}
+			for _, b := range bs {
+				if b.selector.Matches(labels.Set(p.Labels)) {
+					e.Budgets = append(e.Budgets, fmt.Sprintf("PodDisruptionBudget %s/%s allows %d", p.Namespace, b.name, b.allowed))
+				}
+			}
+			out[node] = append(out[node], e)
+		}
+		sort.Slice(out[node], func(i, j int) bool { return out[node][i].Pod < out[node][j].Pod })
+	}
+	return out, nil
+}
+
+type budget struct {
+	name     string
+	selector labels.Selector
+	allowed  int32
+}
+
+func readBudgets(ctx context.Context, cs kubernetes.Interface, ns string) ([]budget, error) {
+	list, err := cs.PolicyV1().PodDisruptionBudgets(ns).List(ctx, metav1.ListOptions{ResourceVersion: "0"})
+	if err != nil {
+		return nil, cluster.APIError("list the PodDisruptionBudgets in namespace "+ns, err)
+	}
+	var out []budget
+	for _, b := range list.Items {
+		sel, err := metav1.LabelSelectorAsSelector(b.Spec.Selector)
+		if err != nil || sel.Empty() {
+			continue // kubectl drain ignores a budget with no selector too
+		}
+		out = append(out, budget{name: b.Name, selector: sel, allowed: b.Status.DisruptionsAllowed})
+	}
+	return out, nil
+}
+
+func gpuRequest(p *corev1.Pod) int64 {
+	var n int64
+	for _, c := range p.Spec.Containers {
+		for name, q := range c.Resources.Limits {
+			if inventory.IsGPUResource(name) {
+				n += q.Value()
+			}
+		}
+	}
+	return n
+}
+
+func ownedByDaemonSet(p *corev1.Pod) bool {
+	for _, o := range p.OwnerReferences {
+		if o.Kind == "DaemonSet" {
+			return true
+		}
+	}
+	return false
+}
+
+// operatorDriver is the move of the GPU Operator's driver version between the deployed
+// release (its values over its chart's) and the planned one, when the driver container is on
+// and the version changes (nil otherwise, or for a chart without driver.version).
+func operatorDriver(curValues, curChart, values, chartValues map[string]any) *VersionChange {
+	get := func(m map[string]any, key string) (any, bool) {
+		d, ok := m["driver"].(map[string]any)
+		if !ok {
+			return nil, false
+		}
+		v, ok := d[key]
+		return v, ok
+	}
+	of := func(user, chart map[string]any, key string) any {
+		if v, ok := get(user, key); ok {
+			return v
+		}
+		v, _ := get(chart, key)
+		return v
+	}
+	to, _ := of(values, chartValues, "version").(string)
+	from, _ := of(curValues, curChart, "version").(string)
+	if enabled, ok := of(values, chartValues, "enabled").(bool); to == "" || from == to || ok && !enabled {
+		return nil
+	}
+	return &VersionChange{What: "operator driver", From: from, To: to}
+}
