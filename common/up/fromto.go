@@ -64,6 +64,7 @@ func versionChanges(r *rep.Report, driverBranch string) []VersionChange {
 			}
 		}
 	}
+	sort.Slice(out, func(i, j int) bool { return out[i].What < out[j].What }) // the driver first
 	return out
 }
 
