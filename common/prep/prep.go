@@ -93,8 +93,8 @@ func DefaultParallel(mode rep.Mode) int {
 
 // ChooseNodes picks the nodes: named ones (all must exist), else by selector, else --all,
 // else the nodes that look like GPU nodes. Nobody's node is touched unless chosen.
-func ChooseNodes(ctx context.Context, cs kubernetes.Interface, cfg *Request) ([]string, error) {
-	chosen, err := inventory.ListAndChoose(ctx, cs, inventory.Options{Names: cfg.Names, Selector: cfg.Selector, All: cfg.All})
+func ChooseNodes(ctx context.Context, cs kubernetes.Interface, req *Request) ([]string, error) {
+	chosen, err := inventory.ListAndChoose(ctx, cs, inventory.Options{Names: req.Names, Selector: req.Selector, All: req.All})
 	if err != nil {
 		return nil, err
 	}
@@ -111,24 +111,24 @@ func ChooseNodes(ctx context.Context, cs kubernetes.Interface, cfg *Request) ([]
 // Job builds the agent Job for a node. Check and plan mount the host read-only and are
 // not privileged; apply is privileged (nsenter into the host's namespaces) with the host
 // root writable.
-func Job(cfg *Request, node string, mode rep.Mode, labels map[string]string) *batchv1.Job {
-	return job(cfg, node, AgentRequest(cfg, mode, ""), labels)
+func Job(req *Request, node string, mode rep.Mode, labels map[string]string) *batchv1.Job {
+	return job(req, node, AgentRequest(req, mode, ""), labels)
 }
 
-func job(cfg *Request, node string, req rep.AgentRequest, labels map[string]string) *batchv1.Job {
-	mode := req.Mode
+func job(req *Request, node string, ar rep.AgentRequest, labels map[string]string) *batchv1.Job {
+	mode := ar.Mode
 	// Apply and reboot change the host; a plan that installs packages asks the host's
 	// package manager (a dry run, with a private state under the host's /run).
-	write := mode == rep.ModeApply || mode == rep.ModeReboot || mode == rep.ModePlan && cfg.Install.Any()
-	deadline := int64(cfg.Timeout.Seconds())
+	write := mode == rep.ModeApply || mode == rep.ModeReboot || mode == rep.ModePlan && req.Install.Any()
+	deadline := int64(req.Timeout.Seconds())
 	if deadline < 30 {
 		deadline = 30
 	}
 	// The host's / is mounted at /host, the agent's default host root (the image may move
 	// it with AGENT_HOST_ROOT: the real-node tests point it at a fake host inside /host).
-	args := req.Args()
+	args := ar.Args()
 	env := []corev1.EnvVar{{Name: rep.EnvNode, ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "spec.nodeName"}}}}
-	for _, e := range req.Env() {
+	for _, e := range ar.Env() {
 		env = append(env, corev1.EnvVar{Name: e[0], Value: e[1]})
 	}
 	sc := &corev1.SecurityContext{
@@ -162,7 +162,7 @@ func job(cfg *Request, node string, req rep.AgentRequest, labels map[string]stri
 					PriorityClassName:            "",
 					Containers: []corev1.Container{{
 						Name:            "agent",
-						Image:           cfg.Image,
+						Image:           req.Image,
 						ImagePullPolicy: corev1.PullIfNotPresent,
 						Args:            args,
 						Env:             env,
@@ -184,11 +184,11 @@ func job(cfg *Request, node string, req rep.AgentRequest, labels map[string]stri
 // so that it shows the restart apply will run), the package installs (plan and apply), the
 // boot to reboot (bootID, in reboot mode). The host's / is mounted at the agent's default
 // host root.
-func AgentRequest(cfg *Request, mode rep.Mode, bootID string) rep.AgentRequest {
+func AgentRequest(req *Request, mode rep.Mode, bootID string) rep.AgentRequest {
 	r := rep.AgentRequest{Mode: mode}
 	if mode == rep.ModeApply || mode == rep.ModePlan {
-		r.RestartRuntime = cfg.RestartRuntime
-		if in := cfg.Install; in.Any() {
+		r.RestartRuntime = req.RestartRuntime
+		if in := req.Install; in.Any() {
 			r.DriverBranch, r.ToolkitVersion, r.PackageRepo, r.PackageKey, r.LockTimeout = in.DriverBranch, in.ToolkitVersion, in.Repo, in.Key, in.LockTimeout
 		}
 	}
@@ -201,29 +201,29 @@ func AgentRequest(cfg *Request, mode rep.Mode, bootID string) rep.AgentRequest {
 // JobName is the Job's name for a node in a run.
 func JobName(node, runID string) string { return nodepod.Fit("gpu-prep-"+node, 57) + "-" + runID }
 
-// RunAgents runs the agent in mode on every node, at most cfg.Parallel nodes at once, and
+// RunAgents runs the agent in mode on every node, at most req.Parallel nodes at once, and
 // returns one result per node. The Jobs are deleted once their nodes reported (a few nodes'
 // in one request) and, whatever happens, before it returns (see nodepod's Ctrl-C contract).
-func RunAgents(ctx context.Context, cs kubernetes.Interface, cfg *Request, nodes []string, mode rep.Mode) ([]NodeResult, error) {
-	parallel := cfg.Parallel
+func RunAgents(ctx context.Context, cs kubernetes.Interface, req *Request, nodes []string, mode rep.Mode) ([]NodeResult, error) {
+	parallel := req.Parallel
 	if parallel <= 0 {
 		parallel = DefaultParallel(mode)
 	}
-	prog := report.ForStream(cfg.Progress)
+	prog := report.ForStream(req.Progress)
 	defer prog.End()
 	tally := prog.Tally("prep", len(nodes))
 	defer tally.Stop()
-	work := agentWork(cfg, mode, func(string) string { return "" })
+	work := agentWork(req, mode, func(string) string { return "" })
 	work.Started = tally.Started
 	work.Finished = func(r nodepod.Result[NodeResult], done, total int) {
 		v := r.Value
 		v.Node = r.Node
 		tally.Finished(r.Node, failureLine(v))
-		if cfg.OnReport != nil && r.Value.Report != nil {
-			cfg.OnReport(r.Value)
+		if req.OnReport != nil && r.Value.Report != nil {
+			req.OnReport(r.Value)
 		}
 	}
-	run := nodepod.Run{Namespace: cfg.Namespace, Nodes: nodes, MaxInFlight: parallel, Timeout: cfg.Timeout}
+	run := nodepod.Run{Namespace: req.Namespace, Nodes: nodes, MaxInFlight: parallel, Timeout: req.Timeout}
 	out, err := nodepod.Execute(ctx, cs, run, work)
 	if err != nil {
 		return nil, err
@@ -239,12 +239,12 @@ func RunAgents(ctx context.Context, cs kubernetes.Interface, cfg *Request, nodes
 
 // agentWork is the engine's Work of the agent in mode: its Job per node (in reboot mode,
 // for the boot bootID gives), and how its pod is read.
-func agentWork(cfg *Request, mode rep.Mode, bootID func(node string) string) nodepod.Work[NodeResult] {
-	ns := cfg.Namespace
+func agentWork(req *Request, mode rep.Mode, bootID func(node string) string) nodepod.Work[NodeResult] {
+	ns := req.Namespace
 	return nodepod.Work[NodeResult]{
 		Component: Component,
 		Job: func(node string, labels map[string]string) *batchv1.Job {
-			return job(cfg, node, AgentRequest(cfg, mode, bootID(node)), labels)
+			return job(req, node, AgentRequest(req, mode, bootID(node)), labels)
 		},
 		Name: JobName,
 		// The Job controller's FailedCreate events: a Pod Security or quota refusal stops
@@ -252,7 +252,7 @@ func agentWork(cfg *Request, mode rep.Mode, bootID func(node string) string) nod
 		EventSelector: "involvedObject.kind=Job,reason=FailedCreate",
 		LogOptions:    &corev1.PodLogOptions{Container: "agent", LimitBytes: ptr.To[int64](4 << 20)},
 		Classify: func(o nodepod.Observation) (NodeResult, nodepod.Step) {
-			return classify(o, cfg.Image, ns)
+			return classify(o, req.Image, ns)
 		},
 		CreateFailed: func(node string, err error) (NodeResult, error) {
 			if cluster.IsRBACDenied(err) || apierrors.IsUnauthorized(err) {
@@ -261,7 +261,7 @@ func agentWork(cfg *Request, mode rep.Mode, bootID func(node string) string) nod
 			return NodeResult{Node: node, Error: "cannot create the agent Job: " + cliexit.OneLine(err.Error()), Hint: createHint(ns, err)}, nil
 		},
 		TimedOut: func(o nodepod.Observation) NodeResult {
-			return NodeResult{Node: o.Node, Error: fmt.Sprintf("the agent did not finish within %s", cfg.Timeout),
+			return NodeResult{Node: o.Node, Error: fmt.Sprintf("the agent did not finish within %s", req.Timeout),
 				Hint: "the node may be unreachable or the image slow to pull: raise --timeout, or check 'kubectl get pods -n " + ns + "'"}
 		},
 	}

@@ -133,7 +133,7 @@ func IsControlPlane(n *corev1.Node) bool {
 
 type roller struct {
 	cs    kubernetes.Interface
-	cfg   *Request
+	req   *Request
 	o     RollOptions
 	prog  *report.Progress
 	nodes *nodeWatch
@@ -147,7 +147,7 @@ type roller struct {
 
 // open starts what the roll shares: the node watch and the three steps' sessions, at once.
 func (r *roller) open(ctx context.Context) error {
-	c := *r.cfg
+	c := *r.req
 	c.Progress, c.OnReport = nil, nil
 	run := nodepod.Run{Namespace: c.Namespace, Timeout: c.Timeout, KeepFinished: true}
 	noBoot := func(string) string { return "" }
@@ -217,15 +217,15 @@ const releaseWindow = 5 * time.Second
 // failure and leaves that node cordoned with the reason; each step is written on the node
 // first, so a rerun resumes. A Ctrl-C returns cliexit.ErrInterrupted once the nodes in
 // flight have stopped (their Jobs removed, their state kept).
-func Roll(ctx context.Context, cs kubernetes.Interface, cfg *Request, nodes []string) ([]NodeRoll, error) {
-	o := *cfg.Roll
+func Roll(ctx context.Context, cs kubernetes.Interface, req *Request, nodes []string) ([]NodeRoll, error) {
+	o := *req.Roll
 	if o.MaxUnavailable < 1 {
 		o.MaxUnavailable = 1
 	}
 	if o.RebootTimeout <= 0 {
 		o.RebootTimeout = DefaultRollOptions().RebootTimeout
 	}
-	r := &roller{cs: cs, cfg: cfg, o: o, prog: report.ForStream(cfg.Progress), bootIDs: map[string]string{}}
+	r := &roller{cs: cs, req: req, o: o, prog: report.ForStream(req.Progress), bootIDs: map[string]string{}}
 	defer r.prog.End()
 	err := r.open(ctx)
 	defer r.close()
@@ -292,15 +292,15 @@ func resumeHint(hint string, phase Phase) string {
 // each node an unfinished roll keeps cordoned, as the nodes say it now (this run's roll or
 // an earlier one the run had not resumed yet), and how to go on. names limits it to the
 // command's nodes when they are known.
-func TellLeftCordoned(ctx context.Context, cs kubernetes.Interface, cfg *Request, names []string, err error) {
-	if cfg.Roll == nil || cfg.Progress == nil || !errors.Is(err, cliexit.ErrInterrupted) {
+func TellLeftCordoned(ctx context.Context, cs kubernetes.Interface, req *Request, names []string, err error) {
+	if req.Roll == nil || req.Progress == nil || !errors.Is(err, cliexit.ErrInterrupted) {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
 	list, lerr := cs.CoreV1().Nodes().List(ctx, metav1.ListOptions{ResourceVersion: "0"})
 	if lerr != nil {
-		fmt.Fprintf(cfg.Progress, "interrupted: could not read which nodes stay cordoned (%v): see kubectl get nodes\n", lerr)
+		fmt.Fprintf(req.Progress, "interrupted: could not read which nodes stay cordoned (%v): see kubectl get nodes\n", lerr)
 		return
 	}
 	var rolls []NodeRoll
@@ -315,7 +315,7 @@ func TellLeftCordoned(ctx context.Context, cs kubernetes.Interface, cfg *Request
 	}
 	sort.Slice(rolls, func(i, j int) bool { return rolls[i].Node < rolls[j].Node })
 	for _, l := range LeftCordoned(rolls) {
-		fmt.Fprintln(cfg.Progress, l)
+		fmt.Fprintln(req.Progress, l)
 	}
 }
 

@@ -24,40 +24,40 @@ import (
 // ControlPlaneTaint is the taint --untaint-control-plane removes.
 const ControlPlaneTaint = "node-role.kubernetes.io/control-plane"
 
-// Run is `kubectl gpu prep`: it chooses the nodes, checks them, and with cfg.Apply plans,
-// shows the plan on cfg.PlanOut, asks cfg.Confirm, applies and checks again. Each node's
+// Run is `kubectl gpu prep`: it chooses the nodes, checks them, and with req.Apply plans,
+// shows the plan on req.PlanOut, asks req.Confirm, applies and checks again. Each node's
 // findings are left on it as annotations. It returns the last phase's report; when the
 // report is complete but an annotation failed, it returns both.
-func Run(ctx context.Context, cs kubernetes.Interface, cfg *Request) (*Report, error) {
-	if !cfg.Apply {
-		nodes, err := ChooseNodes(ctx, cs, cfg)
+func Run(ctx context.Context, cs kubernetes.Interface, req *Request) (*Report, error) {
+	if !req.Apply {
+		nodes, err := ChooseNodes(ctx, cs, req)
 		if err != nil {
 			return nil, err
 		}
-		if err := nodepod.EnsureNamespace(ctx, cs, cfg.Namespace, nodepod.PSAPrivileged); err != nil {
+		if err := nodepod.EnsureNamespace(ctx, cs, req.Namespace, nodepod.PSAPrivileged); err != nil {
 			return nil, err
 		}
-		return runAnnotated(ctx, cs, cfg, nodes, rep.ModeCheck)
+		return runAnnotated(ctx, cs, req, nodes, rep.ModeCheck)
 	}
-	p, err := MakePlan(ctx, cs, cfg)
+	p, err := MakePlan(ctx, cs, req)
 	if p == nil || err != nil {
-		TellLeftCordoned(ctx, cs, cfg, nil, err)
+		TellLeftCordoned(ctx, cs, req, nil, err)
 		return p.report(), err
 	}
-	out := cfg.PlanOut
+	out := req.PlanOut
 	if out == nil {
 		out = io.Discard
 	}
-	if p.Write(out, cfg) == 0 {
+	if p.Write(out, req) == 0 {
 		fmt.Fprintln(out, "nothing to change: every fixable check already passes")
 		return p.Report, nil
 	}
-	if cfg.Confirm != nil {
-		if err := cfg.Confirm(fmt.Sprintf("\nApply these changes to %d node(s)?", len(p.Nodes))); err != nil {
+	if req.Confirm != nil {
+		if err := req.Confirm(fmt.Sprintf("\nApply these changes to %d node(s)?", len(p.Nodes))); err != nil {
 			return nil, err
 		}
 	}
-	return Apply(ctx, cs, cfg, p)
+	return Apply(ctx, cs, req, p)
 }
 
 // Plan is what --apply will do, read from the nodes by their agents in plan mode: each
@@ -94,36 +94,36 @@ func (p *Plan) Changes() int {
 	return n
 }
 
-// MakePlan chooses the nodes and plans cfg's --apply on them (cfg.Apply is implied),
+// MakePlan chooses the nodes and plans req's --apply on them (req.Apply is implied),
 // changing nothing on any node. It refuses what Run refuses before anything changes: a
 // host driver where the GPU Operator owns the driver, an OS the installs do not support, a
 // plan that failed on a node while installing packages (then it returns the plan's report
 // with the error), a roll of a control plane or of this command's own node not named.
-func MakePlan(ctx context.Context, cs kubernetes.Interface, cfg *Request) (*Plan, error) {
-	nodes, err := ChooseNodes(ctx, cs, cfg)
+func MakePlan(ctx context.Context, cs kubernetes.Interface, req *Request) (*Plan, error) {
+	nodes, err := ChooseNodes(ctx, cs, req)
 	if err != nil {
 		return nil, err
 	}
-	if err := nodepod.EnsureNamespace(ctx, cs, cfg.Namespace, nodepod.PSAPrivileged); err != nil {
+	if err := nodepod.EnsureNamespace(ctx, cs, req.Namespace, nodepod.PSAPrivileged); err != nil {
 		return nil, err
 	}
 	p := &Plan{Nodes: nodes}
-	if cfg.Install.DriverBranch != "" || cfg.Roll != nil {
+	if req.Install.DriverBranch != "" || req.Roll != nil {
 		if p.Objects, err = getNodes(ctx, cs, nodes); err != nil {
 			return nil, err
 		}
 	}
-	if cfg.Install.DriverBranch != "" {
+	if req.Install.DriverBranch != "" {
 		if err := refuseOperatorDriver(ctx, cs, p.Objects); err != nil {
 			return nil, err
 		}
 	}
-	plan, err := RunAgents(ctx, cs, cfg, nodes, rep.ModePlan)
+	plan, err := RunAgents(ctx, cs, req, nodes, rep.ModePlan)
 	if err != nil {
 		return nil, err
 	}
 	p.Report = NewReport(rep.ModePlan, plan)
-	if cfg.Install.Any() {
+	if req.Install.Any() {
 		for _, r := range plan {
 			if strings.Contains(r.Error, pkginstall.UnsupportedOS) {
 				return nil, cliexit.Usagef("node %s: %s; nothing was changed", r.Node, strings.TrimPrefix(r.Error, "the agent stopped: "))
@@ -133,13 +133,13 @@ func MakePlan(ctx context.Context, cs kubernetes.Interface, cfg *Request) (*Plan
 			return &Plan{Report: p.Report}, cliexit.Failuresf("the plan failed on %d node(s) (see above): nothing was installed on any node", bad)
 		}
 	}
-	if cfg.Roll != nil {
+	if req.Roll != nil {
 		p.Roll = RollNodes(plan, p.Objects)
-		if err := refuseRoll(cfg, p.Roll, p.Objects); err != nil {
+		if err := refuseRoll(req, p.Roll, p.Objects); err != nil {
 			return nil, err
 		}
 	}
-	if cfg.UntaintControlPlane {
+	if req.UntaintControlPlane {
 		if p.Untaint, err = taintedControlPlanes(ctx, cs, nodes); err != nil {
 			return nil, err
 		}
@@ -149,10 +149,10 @@ func MakePlan(ctx context.Context, cs kubernetes.Interface, cfg *Request) (*Plan
 
 // Write shows the plan — per node the file diffs, commands and packages, the roll and
 // the taints — and returns how many changes it shows.
-func (p *Plan) Write(w io.Writer, cfg *Request) int {
+func (p *Plan) Write(w io.Writer, req *Request) int {
 	changes := p.Report.WriteChanges(w)
-	if cfg.Roll != nil {
-		writeRollPlan(w, cfg, p.Roll, p.Objects)
+	if req.Roll != nil {
+		writeRollPlan(w, req, p.Roll, p.Objects)
 		changes += len(p.Roll)
 	}
 	for _, n := range p.Untaint {
@@ -162,10 +162,10 @@ func (p *Plan) Write(w io.Writer, cfg *Request) int {
 	return changes
 }
 
-// Apply carries out a plan made by MakePlan with the same cfg: taints removed, the nodes
+// Apply carries out a plan made by MakePlan with the same req: taints removed, the nodes
 // outside the roll applied in place, the roll's nodes drained, applied, rebooted and
 // checked a few at a time. It asks nothing.
-func Apply(ctx context.Context, cs kubernetes.Interface, cfg *Request, p *Plan) (*Report, error) {
+func Apply(ctx context.Context, cs kubernetes.Interface, req *Request, p *Plan) (*Report, error) {
 	for _, n := range p.Untaint {
 		if err := removeControlPlaneTaint(ctx, cs, n); err != nil {
 			return nil, err
@@ -192,9 +192,9 @@ func Apply(ctx context.Context, cs kubernetes.Interface, cfg *Request, p *Plan) 
 	}
 	var annotateErr error
 	if len(inPlace) > 0 {
-		r, err := runAnnotated(ctx, cs, cfg, inPlace, rep.ModeApply)
+		r, err := runAnnotated(ctx, cs, req, inPlace, rep.ModeApply)
 		if r == nil {
-			TellLeftCordoned(ctx, cs, cfg, p.Nodes, err)
+			TellLeftCordoned(ctx, cs, req, p.Nodes, err)
 			return nil, err
 		}
 		results, annotateErr = append(results, r.Items...), err
@@ -203,8 +203,8 @@ func Apply(ctx context.Context, cs kubernetes.Interface, cfg *Request, p *Plan) 
 		sort.Slice(results, func(i, j int) bool { return results[i].Node < results[j].Node })
 		return NewReport(rep.ModeApply, results), annotateErr
 	}
-	rolls, err := Roll(ctx, cs, cfg, roll)
-	TellLeftCordoned(ctx, cs, cfg, p.Nodes, err)
+	rolls, err := Roll(ctx, cs, req, roll)
+	TellLeftCordoned(ctx, cs, req, p.Nodes, err)
 	if errors.Is(err, cliexit.ErrInterrupted) || rolls == nil {
 		return nil, err
 	}
@@ -316,9 +316,9 @@ func refuseOperatorDriver(ctx context.Context, cs kubernetes.Interface, nodes ma
 
 // refuseRoll refuses to drain a control-plane node, or the node this command runs on,
 // unless it was named.
-func refuseRoll(cfg *Request, roll []string, nodes map[string]*corev1.Node) error {
+func refuseRoll(req *Request, roll []string, nodes map[string]*corev1.Node) error {
 	named := map[string]bool{}
-	for _, n := range cfg.Names {
+	for _, n := range req.Names {
 		named[n] = true
 	}
 	for _, name := range roll {
@@ -328,7 +328,7 @@ func refuseRoll(cfg *Request, roll []string, nodes map[string]*corev1.Node) erro
 		if n := nodes[name]; n != nil && IsControlPlane(n) {
 			return cliexit.Usagef("node %s is a control-plane node: --reboot drains and reboots it only when it is named (kubectl gpu prep %s --apply --reboot); nothing was changed", name, name)
 		}
-		if name == cfg.Roll.SelfNode {
+		if name == req.Roll.SelfNode {
 			return cliexit.Usagef("node %s runs this command's own pod: --reboot drains it only when it is named; nothing was changed", name)
 		}
 	}
@@ -336,11 +336,11 @@ func refuseRoll(cfg *Request, roll []string, nodes map[string]*corev1.Node) erro
 }
 
 // writeRollPlan shows which nodes the roll takes, and from where each resumes.
-func writeRollPlan(w io.Writer, cfg *Request, roll []string, nodes map[string]*corev1.Node) {
+func writeRollPlan(w io.Writer, req *Request, roll []string, nodes map[string]*corev1.Node) {
 	if len(roll) == 0 {
 		return
 	}
-	fmt.Fprintf(w, "\n=== roll: %d node(s) cordoned, drained, rebooted, checked and uncordoned, at most %d at a time\n", len(roll), max(cfg.Roll.MaxUnavailable, 1))
+	fmt.Fprintf(w, "\n=== roll: %d node(s) cordoned, drained, rebooted, checked and uncordoned, at most %d at a time\n", len(roll), max(req.Roll.MaxUnavailable, 1))
 	for _, n := range roll {
 		line := n
 		if st := ReadRollState(nodes[n]); st.Unfinished() {
@@ -354,9 +354,9 @@ func writeRollPlan(w io.Writer, cfg *Request, roll []string, nodes map[string]*c
 }
 
 // runAnnotated runs the agents and annotates each node as its report arrives.
-func runAnnotated(ctx context.Context, cs kubernetes.Interface, cfg *Request, nodes []string, mode rep.Mode) (*Report, error) {
+func runAnnotated(ctx context.Context, cs kubernetes.Interface, req *Request, nodes []string, mode rep.Mode) (*Report, error) {
 	annotator := NewAnnotator(ctx, cs)
-	c := *cfg
+	c := *req
 	c.OnReport = annotator.Add
 	results, err := RunAgents(ctx, cs, &c, nodes, mode)
 	annotateErr := annotator.Wait()

@@ -16,18 +16,18 @@ func PodName(node string) string { return nodepod.Fit("gpu-verify-"+node, 63) }
 // Pod builds the verify pod for a target: pinned to its node by node affinity (so the
 // scheduler decides and explains), asking for the GPUs as limits, tolerating the GPU
 // taint, unprivileged, with a deadline.
-func Pod(cfg *Request, rc string, t target, labels map[string]string) *corev1.Pod {
-	deadline := int64(cfg.Timeout.Seconds())
+func Pod(req *Request, rc string, t target, labels map[string]string) *corev1.Pod {
+	deadline := int64(req.Timeout.Seconds())
 	if deadline < 30 {
 		deadline = 30
 	}
 	q := *resource.NewQuantity(t.gpus, resource.DecimalSI)
 	tolerations := []corev1.Toleration{{Key: "nvidia.com/gpu", Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoSchedule}}
-	if cfg.TolerateAll {
+	if req.TolerateAll {
 		tolerations = []corev1.Toleration{{Operator: corev1.TolerationOpExists}}
 	}
 	p := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: t.pod, Namespace: cfg.Namespace, Labels: labels},
+		ObjectMeta: metav1.ObjectMeta{Name: t.pod, Namespace: req.Namespace, Labels: labels},
 		Spec: corev1.PodSpec{
 			RestartPolicy:                 corev1.RestartPolicyNever,
 			ActiveDeadlineSeconds:         &deadline,
@@ -47,9 +47,9 @@ func Pod(cfg *Request, rc string, t target, labels map[string]string) *corev1.Po
 			},
 			Containers: []corev1.Container{{
 				Name:            ContainerName,
-				Image:           cfg.Image,
+				Image:           req.Image,
 				ImagePullPolicy: corev1.PullIfNotPresent,
-				Resources:       resources(cfg, t, q),
+				Resources:       resources(req, t, q),
 				SecurityContext: &corev1.SecurityContext{
 					AllowPrivilegeEscalation: ptr.To(false),
 					Privileged:               ptr.To(false),
@@ -72,12 +72,12 @@ func Pod(cfg *Request, rc string, t target, labels map[string]string) *corev1.Po
 const claimName = "gpu"
 
 // resources asks for the GPUs: the extended resource, or the pod's claim.
-func resources(cfg *Request, t target, q resource.Quantity) corev1.ResourceRequirements {
+func resources(req *Request, t target, q resource.Quantity) corev1.ResourceRequirements {
 	if t.dra {
 		return corev1.ResourceRequirements{Claims: []corev1.ResourceClaim{{Name: claimName}}}
 	}
 	return corev1.ResourceRequirements{
-		Limits:   corev1.ResourceList{cfg.Resource: q},
-		Requests: corev1.ResourceList{cfg.Resource: q},
+		Limits:   corev1.ResourceList{req.Resource: q},
+		Requests: corev1.ResourceList{req.Resource: q},
 	}
 }
