@@ -6,12 +6,13 @@ import (
 	"sync"
 	"time"
 
-	"github.com/kubectl-gpu/kubectl-gpu/common/cluster"
-	"github.com/kubectl-gpu/kubectl-gpu/common/nodepod"
-	rep "github.com/kubectl-gpu/kubectl-gpu/common/nodereport"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
+
+	"github.com/kubectl-gpu/kubectl-gpu/common/cluster"
+	"github.com/kubectl-gpu/kubectl-gpu/common/nodepod"
+	rep "github.com/kubectl-gpu/kubectl-gpu/common/nodereport"
 )
 
 // Annotations are what prep leaves on a node for the other commands: the report's facts

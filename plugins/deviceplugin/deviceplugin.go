@@ -5,7 +5,6 @@ package deviceplugin
 
 import (
 	"context"
-	"time"
 
 	"github.com/spf13/cobra"
 	"helm.sh/helm/v3/pkg/cli/values"
@@ -56,27 +55,6 @@ containerd's nvidia runtime (every such node named). Then 'kubectl gpu verify' p
 	cmd.AddCommand(newCmdValues(f, ro()), newCmdStatus(f, ro()), newCmdUninstall(f, ro()))
 	return cmd
 }
-
-// verb is one subcommand's options: complete (the namespace), validate once, run.
-type verb interface {
-	Complete(f cluster.Getter) error
-	Validate() error
-	Run(ctx context.Context) error
-}
-
-func runVerb(f cluster.Getter, o verb) func(*cobra.Command, []string) error {
-	return func(cmd *cobra.Command, args []string) error {
-		if err := o.Complete(f); err != nil {
-			return err
-		}
-		if err := o.Validate(); err != nil {
-			return err
-		}
-		return o.Run(cmd.Context())
-	}
-}
-
-const defaultTimeout = 10 * time.Minute
 
 // ChartOptions are the flags that choose both charts and their values (install, upgrade,
 // values): the device plugin chart's under Helm's names, the exporter's prefixed --dcgm-.

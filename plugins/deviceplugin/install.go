@@ -19,7 +19,7 @@ type InstallOptions struct {
 }
 
 func newCmdInstall(f cluster.Getter, ro helmflags.Release, verb string) *cobra.Command {
-	o := &InstallOptions{ChartOptions: newChartOptions(ro), Install: dp.InstallRequest{Timeout: defaultTimeout}}
+	o := &InstallOptions{ChartOptions: newChartOptions(ro), Install: dp.InstallRequest{Timeout: helmflags.DefaultTimeout}}
 	cmd := &cobra.Command{
 		Use: verb,
 		Short: map[string]string{"install": "Install the device plugin (and DCGM exporter), or upgrade them when installed",
@@ -44,7 +44,7 @@ asked for; values that do not parse; a release name another chart holds.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.Install = helmflags.InstallRequest(cmd, o.Install)
-			return runVerb(f, o)(cmd, args)
+			return helmflags.RunVerb(f, o, nil)(cmd, args)
 		},
 	}
 	o.flags(cmd)

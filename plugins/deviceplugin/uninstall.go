@@ -28,12 +28,12 @@ func newCmdUninstall(f cluster.Getter, ro helmflags.Release) *cobra.Command {
 		Use:   "uninstall",
 		Short: "Remove the device plugin's and DCGM exporter's releases; nodes and RuntimeClass nvidia are left as they are",
 		Args:  cobra.NoArgs,
-		RunE:  runVerb(f, o),
+		RunE:  helmflags.RunVerb(f, o, nil),
 	}
 	o.ReleaseFlag(cmd)
 	cmd.Flags().StringVar(&o.DCGMReleaseName, "dcgm-release-name", dp.DCGMReleaseName, "the DCGM exporter's Helm release name (removed when installed)")
 	cmd.Flags().BoolVar(&o.Yes, "yes", false, "do not ask for confirmation")
-	cmd.Flags().DurationVar(&o.Timeout, "timeout", defaultTimeout, "time for Helm's uninstall")
+	cmd.Flags().DurationVar(&o.Timeout, "timeout", helmflags.DefaultTimeout, "time for Helm's uninstall")
 	return cmd
 }
 

@@ -7,6 +7,7 @@ import (
 	"context"
 	"io"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 	"helm.sh/helm/v3/pkg/chart"
@@ -244,4 +245,33 @@ func BindInstall(cmd *cobra.Command, r *helmrelease.InstallRequest, h InstallHel
 func InstallRequest(cmd *cobra.Command, r helmrelease.InstallRequest) helmrelease.InstallRequest {
 	r.AtomicDefault = !cmd.Flags().Changed("atomic")
 	return r
+}
+
+// DefaultTimeout is the Helm commands' --timeout (install, upgrade, uninstall, a MIG change):
+// Helm's own default is 5m; a GPU stack's images are large.
+const DefaultTimeout = 10 * time.Minute
+
+// Verb is one Helm subcommand's options (operator's and device-plugin's): complete (the
+// namespace), validate once, run.
+type Verb interface {
+	Complete(f cluster.Getter) error
+	Validate() error
+	Run(ctx context.Context) error
+}
+
+// RunVerb is a verb's RunE: pre (arguments, flags that were changed; nil: none) first, then
+// Complete, Validate and Run with the command's context.
+func RunVerb(f cluster.Getter, o Verb, pre func(cmd *cobra.Command, args []string)) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, args []string) error {
+		if pre != nil {
+			pre(cmd, args)
+		}
+		if err := o.Complete(f); err != nil {
+			return err
+		}
+		if err := o.Validate(); err != nil {
+			return err
+		}
+		return o.Run(cmd.Context())
+	}
 }

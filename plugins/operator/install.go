@@ -25,7 +25,7 @@ func NewCmdInstall(f cluster.Getter, streams genericiooptions.IOStreams, verb st
 }
 
 func newCmdInstall(f cluster.Getter, ro helmflags.Release, verb string) *cobra.Command {
-	o := &InstallOptions{ChartOptions: helmflags.ChartOptions{Release: ro}, Install: helmrelease.InstallRequest{Timeout: defaultTimeout}}
+	o := &InstallOptions{ChartOptions: helmflags.ChartOptions{Release: ro}, Install: helmrelease.InstallRequest{Timeout: helmflags.DefaultTimeout}}
 	cmd := &cobra.Command{
 		Use:   verb,
 		Short: map[string]string{"install": "Install the GPU Operator, or upgrade it when installed", "upgrade": "Upgrade the GPU Operator, or install it when missing"}[verb],
@@ -45,7 +45,7 @@ every unmet one named and changes nothing.`,
   kubectl gpu operator upgrade --version v26.7.0 --set dcgmExporter.enabled=false
   kubectl gpu operator install --chart ./gpu-operator-v26.7.0.tgz   # air-gapped`,
 		Args: cobra.NoArgs,
-		RunE: runVerb(f, o, func(cmd *cobra.Command, args []string) {
+		RunE: helmflags.RunVerb(f, o, func(cmd *cobra.Command, args []string) {
 			o.Install = helmflags.InstallRequest(cmd, o.Install)
 		}),
 	}

@@ -3,15 +3,12 @@
 package operator
 
 import (
-	"context"
-	"github.com/kubectl-gpu/kubectl-gpu/plugins/helmflags"
-	"time"
-
 	"github.com/spf13/cobra"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 
 	"github.com/kubectl-gpu/kubectl-gpu/common/cluster"
 	op "github.com/kubectl-gpu/kubectl-gpu/common/operator"
+	"github.com/kubectl-gpu/kubectl-gpu/plugins/helmflags"
 )
 
 // NewCmdOperator returns `kubectl gpu operator` and its subcommands.
@@ -38,29 +35,3 @@ when every GPU node has the container toolkit and the nvidia runtime (both as fo
 	cmd.AddCommand(newCmdValues(f, ro()), newCmdStatus(f, ro()), newCmdUninstall(f, ro()), newCmdSharing(f, ro()), newCmdMIG(f, ro()))
 	return cmd
 }
-
-// verb is one operator subcommand's options: complete (the namespace), validate once, run.
-type verb interface {
-	Complete(f cluster.Getter) error
-	Validate() error
-	Run(ctx context.Context) error
-}
-
-// runVerb is a verb's RunE: pre (arguments, flags that were changed) first, then Complete,
-// Validate and Run with the command's context.
-func runVerb(f cluster.Getter, o verb, pre func(cmd *cobra.Command, args []string)) func(*cobra.Command, []string) error {
-	return func(cmd *cobra.Command, args []string) error {
-		if pre != nil {
-			pre(cmd, args)
-		}
-		if err := o.Complete(f); err != nil {
-			return err
-		}
-		if err := o.Validate(); err != nil {
-			return err
-		}
-		return o.Run(cmd.Context())
-	}
-}
-
-const defaultTimeout = 10 * time.Minute

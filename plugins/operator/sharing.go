@@ -3,7 +3,6 @@ package operator
 import (
 	"context"
 	"fmt"
-	"github.com/kubectl-gpu/kubectl-gpu/plugins/helmflags"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -13,6 +12,7 @@ import (
 	"github.com/kubectl-gpu/kubectl-gpu/common/cluster"
 	op "github.com/kubectl-gpu/kubectl-gpu/common/operator"
 	"github.com/kubectl-gpu/kubectl-gpu/common/report"
+	"github.com/kubectl-gpu/kubectl-gpu/plugins/helmflags"
 )
 
 // SharingOptions are the flags of `operator sharing`.
@@ -55,7 +55,7 @@ A later 'kubectl gpu operator upgrade' keeps this only with
 		Example: `  kubectl gpu operator sharing time-slicing --replicas 4 --dry-run
   kubectl gpu operator sharing mps --replicas 2 -l pool=inference`,
 		Args: cobra.ExactArgs(1),
-		RunE: runVerb(f, o, func(cmd *cobra.Command, args []string) {
+		RunE: helmflags.RunVerb(f, o, func(cmd *cobra.Command, args []string) {
 			o.Strategy = args[0]
 		}),
 		ValidArgs: []string{op.SharingTimeSlicing, op.SharingMPS},
@@ -120,7 +120,7 @@ func NewCmdMIG(f cluster.Getter, streams genericiooptions.IOStreams) *cobra.Comm
 }
 
 func newCmdMIG(f cluster.Getter, ro helmflags.Release) *cobra.Command {
-	o := &MIGOptions{Release: ro, Timeout: defaultTimeout}
+	o := &MIGOptions{Release: ro, Timeout: helmflags.DefaultTimeout}
 	cmd := &cobra.Command{
 		Use:   "mig PROFILE -l SELECTOR [--wait]",
 		Short: "Ask the GPU Operator's MIG manager for a MIG layout on the selected GPU nodes",
@@ -134,7 +134,7 @@ release namespace), such as all-disabled, all-balanced or all-1g.10gb. -l is req
 		Example: `  kubectl gpu operator mig all-1g.10gb -l nvidia.com/gpu.product=NVIDIA-A100-SXM4-80GB --wait
   kubectl gpu operator mig all-disabled -l pool=training`,
 		Args: cobra.ExactArgs(1),
-		RunE: runVerb(f, o, func(cmd *cobra.Command, args []string) {
+		RunE: helmflags.RunVerb(f, o, func(cmd *cobra.Command, args []string) {
 			o.Profile = args[0]
 		}),
 	}

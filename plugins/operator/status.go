@@ -2,7 +2,6 @@ package operator
 
 import (
 	"context"
-	"github.com/kubectl-gpu/kubectl-gpu/plugins/helmflags"
 
 	"github.com/spf13/cobra"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
@@ -11,6 +10,7 @@ import (
 	"github.com/kubectl-gpu/kubectl-gpu/common/cluster"
 	op "github.com/kubectl-gpu/kubectl-gpu/common/operator"
 	"github.com/kubectl-gpu/kubectl-gpu/common/report"
+	"github.com/kubectl-gpu/kubectl-gpu/plugins/helmflags"
 )
 
 // StatusOptions are the flags of `operator status`.
@@ -31,7 +31,7 @@ func newCmdStatus(f cluster.Getter, ro helmflags.Release) *cobra.Command {
 		Use:   "status",
 		Short: "Report the release, ClusterPolicy, every operand and the validators; exit 1 when not ready",
 		Args:  cobra.NoArgs,
-		RunE:  runVerb(f, o, nil),
+		RunE:  helmflags.RunVerb(f, o, nil),
 	}
 	o.ReleaseFlag(cmd)
 	cmd.Flags().StringVarP(&o.Output, "output", "o", "", "output format: table, json or yaml")

@@ -3,7 +3,6 @@ package operator
 import (
 	"context"
 	"fmt"
-	"github.com/kubectl-gpu/kubectl-gpu/plugins/helmflags"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -13,6 +12,7 @@ import (
 	"github.com/kubectl-gpu/kubectl-gpu/common/cluster"
 	op "github.com/kubectl-gpu/kubectl-gpu/common/operator"
 	"github.com/kubectl-gpu/kubectl-gpu/common/report"
+	"github.com/kubectl-gpu/kubectl-gpu/plugins/helmflags"
 )
 
 // UninstallOptions are the flags of `operator uninstall`.
@@ -34,12 +34,12 @@ func newCmdUninstall(f cluster.Getter, ro helmflags.Release) *cobra.Command {
 		Use:   "uninstall",
 		Short: "Remove the GPU Operator release (and with --keep-crds=false its CRDs); nodes are untouched",
 		Args:  cobra.NoArgs,
-		RunE:  runVerb(f, o, nil),
+		RunE:  helmflags.RunVerb(f, o, nil),
 	}
 	o.ReleaseFlag(cmd)
 	cmd.Flags().BoolVar(&o.KeepCRDs, "keep-crds", true, "keep the operator's CRDs (ClusterPolicy, NVIDIADriver, NFD); --keep-crds=false removes them")
 	cmd.Flags().BoolVar(&o.Yes, "yes", false, "do not ask for confirmation")
-	cmd.Flags().DurationVar(&o.Timeout, "timeout", defaultTimeout, "time for Helm's uninstall and its hooks")
+	cmd.Flags().DurationVar(&o.Timeout, "timeout", helmflags.DefaultTimeout, "time for Helm's uninstall and its hooks")
 	return cmd
 }
 

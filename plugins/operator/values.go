@@ -42,7 +42,7 @@ func newCmdValues(f cluster.Getter, ro helmflags.Release) *cobra.Command {
 		Use:   "values",
 		Short: "Show the chart values install would use, and why each derived value is what it is",
 		Args:  cobra.NoArgs,
-		RunE:  runVerb(f, o, nil),
+		RunE:  helmflags.RunVerb(f, o, nil),
 	}
 	o.ChartFlags(cmd)
 	cmd.Flags().StringVarP(&o.Output, "output", "o", "", "output format: table (a commented values file), json, yaml, helmrelease (Flux: Namespace, HelmRepository, HelmRelease) or application (Argo CD)")

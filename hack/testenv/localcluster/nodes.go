@@ -7,11 +7,11 @@ import (
 	"sync"
 	"time"
 
-	"github.com/kubectl-gpu/kubectl-gpu/hack/testenv/nodefixtures"
-
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/kubectl-gpu/kubectl-gpu/hack/testenv/nodefixtures"
 )
 
 // The simulated nodes' objects live in nodefixtures (no init(), for unit tests).
