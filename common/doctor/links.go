@@ -224,11 +224,11 @@ func (w *world) unhealthyWhy(ctx context.Context, plugin *corev1.Pod, l *Link) {
 	l.Detail += fmt.Sprintf("; the device plugin logged XID %d on %s: %s", e.XID, e.PCI, e.Meaning)
 	switch e.Action {
 	case xid.Service:
-		l.Remedy, l.Fix = RemedyService, "drain the node, reboot it; if the GPU stays missing, have it serviced"
+		l.Remedy, l.Fix = RemedyService, e.Action.Fix(e.PCI)
 	case xid.Reboot:
-		l.Remedy, l.Fix = RemedyReboot, "drain and reboot the node"
+		l.Remedy, l.Fix = RemedyReboot, e.Action.Fix(e.PCI)
 	case xid.ResetGPU:
-		l.Remedy, l.Fix = RemedyReset, "drain the GPU's pods and reset it (nvidia-smi -r -i "+e.PCI+"), then restart the device plugin (kubectl delete pod -n "+plugin.Namespace+" "+plugin.Name+")"
+		l.Remedy, l.Fix = RemedyReset, e.Action.Fix(e.PCI)+"; then restart the device plugin (kubectl delete pod -n "+plugin.Namespace+" "+plugin.Name+")"
 	default:
 		l.Fix = "restart the device plugin (kubectl delete pod -n " + plugin.Namespace + " " + plugin.Name + "): it keeps a GPU unhealthy until it restarts"
 	}

@@ -141,11 +141,9 @@ func checkXID(h *Host, r *rep.Report) {
 	msg := fmt.Sprintf("%s since boot (%s); worst: %s on %s: %s", xidCounts(events), source, xidName(worst), worst.PCI, worst.Meaning)
 	switch worst.Action {
 	case xid.Service:
-		r.Add(rep.CheckXID, rep.Fail, msg, "drain the node, reboot it; if the GPU stays missing or the XID comes back, have it serviced")
-	case xid.Reboot:
-		r.Add(rep.CheckXID, rep.Warn, msg, "drain and reboot the node")
-	case xid.ResetGPU:
-		r.Add(rep.CheckXID, rep.Warn, msg, "drain the GPU's workloads and reset it (nvidia-smi -r -i "+worst.PCI+"), or reboot the node")
+		r.Add(rep.CheckXID, rep.Fail, msg, worst.Action.Fix(worst.PCI))
+	case xid.Reboot, xid.ResetGPU:
+		r.Add(rep.CheckXID, rep.Warn, msg, worst.Action.Fix(worst.PCI))
 	default:
 		r.Add(rep.CheckXID, rep.OK, msg, "")
 	}

@@ -31,6 +31,22 @@ var actionNames = map[Action]string{None: "none", RestartApp: "restart the appli
 
 func (a Action) String() string { return actionNames[a] }
 
+// Fix is what to do about an event of this action on the GPU at pci: the one wording of each
+// rung, for the agent's check and doctor alike ("" for none).
+func (a Action) Fix(pci string) string {
+	switch a {
+	case Service:
+		return "drain the node, reboot it; if the GPU stays missing or the XID comes back, have it serviced"
+	case Reboot:
+		return "drain and reboot the node"
+	case ResetGPU:
+		return "drain the GPU's workloads and reset it (nvidia-smi -r -i " + pci + "), or reboot the node"
+	case RestartApp:
+		return "restart the application that caused it"
+	}
+	return ""
+}
+
 // MarshalText writes the action's name.
 func (a Action) MarshalText() ([]byte, error) { return []byte(a.String()), nil }
 

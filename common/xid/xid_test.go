@@ -100,3 +100,19 @@ func TestParseFallenOffTheBus(t *testing.T) {
 		t.Error("SameGPU")
 	}
 }
+
+// TestActionFix: every rung of the ladder above none has its one fix, naming the GPU where
+// a reset is the fix.
+func TestActionFix(t *testing.T) {
+	if None.Fix("0000:08:00") != "" {
+		t.Error("none has a fix")
+	}
+	for _, a := range []Action{RestartApp, ResetGPU, Reboot, Service} {
+		if a.Fix("0000:08:00") == "" {
+			t.Errorf("%s has no fix", a)
+		}
+	}
+	if f := ResetGPU.Fix("0000:08:00"); !strings.Contains(f, "nvidia-smi -r -i 0000:08:00") {
+		t.Errorf("reset fix %q does not name the GPU", f)
+	}
+}
