@@ -33,10 +33,12 @@ soak: deps tools ## verify and prep, whole and interrupted, over and over for SO
 	KGPU_REQUIRE_E2E=1 KGPU_SOAK=$(or $(SOAK),30m) go test -count=1 -run '^TestSoak' -v -timeout 0 ./test/fault/
 
 demo: build ## build, then the main commands against the current cluster (read-only) or the story on a local one
+	@command -v kubectl >/dev/null || KGPU_DEPS=kubectl hack/testenv/deps.sh
 	hack/testenv/build-tools.sh etcd kwok kubernetes
 	hack/devtools/demo.sh
 
 demo-doc: build ## run the demo on the local cluster and write its output to docs/demo.md
+	@command -v kubectl >/dev/null || KGPU_DEPS=kubectl hack/testenv/deps.sh
 	hack/testenv/build-tools.sh etcd kwok kubernetes
 	hack/devtools/demo-doc.sh
 

@@ -18,6 +18,8 @@ command -v aarch64-linux-gnu-gcc >/dev/null || want+=(gcc-aarch64-linux-gnu libc
 command -v qemu-aarch64 >/dev/null || want+=(qemu-user)
 # The package-install tests: a Debian root made by mmdebstrap (hack/testenv/debian-root.sh).
 command -v mmdebstrap >/dev/null || want+=(mmdebstrap)
+# KGPU_DEPS=kubectl: only what the demo needs (kubectl, for the plugin lookup).
+[ "${KGPU_DEPS:-}" = kubectl ] && want=()
 apt_ok() { command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; }
 if [ $((${#need[@]} + ${#want[@]})) -gt 0 ] && apt_ok; then
   apt-get update -qq >/dev/null || true
