@@ -339,6 +339,19 @@ func Choose(nodes []corev1.Node, o Options) ([]*corev1.Node, error) {
 // gpuRequests returns the pod's effective requests of GPU resources. An extended resource
 // given only as a limit is requested at that limit (the API server defaults it so; objects
 // that did not pass through it may lack the request).
+// GPURequest is how many GPUs (whole, shared or MIG) the pod holds on its node, counted as
+// the inventory counts them (a limit without a request counts, init containers as the
+// scheduler does).
+func GPURequest(p *corev1.Pod) int64 {
+	var n int64
+	for name, q := range gpuRequests(p) {
+		if IsGPUResource(name) {
+			n += q.Value()
+		}
+	}
+	return n
+}
+
 func gpuRequests(p *corev1.Pod) corev1.ResourceList {
 	missing := false
 	for _, cs := range [][]corev1.Container{p.Spec.InitContainers, p.Spec.Containers} {

@@ -110,7 +110,7 @@ func evictions(ctx context.Context, cs kubernetes.Interface, nodes []string) (ma
 		}
 		for i := range pods.Items {
 			p := &pods.Items[i]
-			gpus := gpuRequest(p)
+			gpus := inventory.GPURequest(p)
 			if gpus == 0 || ownedByDaemonSet(p) || p.Annotations[corev1.MirrorPodAnnotationKey] != "" {
 				continue
 			}
@@ -154,18 +154,6 @@ func readBudgets(ctx context.Context, cs kubernetes.Interface, ns string) ([]bud
 		out = append(out, budget{name: b.Name, selector: sel, allowed: b.Status.DisruptionsAllowed})
 	}
 	return out, nil
-}
-
-func gpuRequest(p *corev1.Pod) int64 {
-	var n int64
-	for _, c := range p.Spec.Containers {
-		for name, q := range c.Resources.Limits {
-			if inventory.IsGPUResource(name) {
-				n += q.Value()
-			}
-		}
-	}
-	return n
 }
 
 func ownedByDaemonSet(p *corev1.Pod) bool {

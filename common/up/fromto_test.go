@@ -15,7 +15,8 @@ import (
 	rep "github.com/kubectl-gpu/kubectl-gpu/common/nodereport"
 )
 
-// TestFromTo: a node on driver 570 planned onto the 580 branch shows 570 → 580 (the
+// TestFromTo (plan reports written here, the API a fake clientset; test/up covers the real
+// apt and API server): a node on driver 570 planned onto the 580 branch shows 570 → 580 (the
 // version apt resolved, its revision dropped), and the values are derived from the new
 // driver; a node already at the target shows nothing; the drain's GPU pods are listed with
 // the budgets over them, DaemonSet pods and pods without GPUs left out.

@@ -8,7 +8,8 @@ import (
 	"testing"
 )
 
-// TestRestartRendersK3s: restarting rke2 renders its containerd config with the nvidia
+// TestRestartRendersK3s (the simulated host of the tests, not rke2 itself: SimHost plays what
+// rke2's agent does at start): restarting rke2 renders its containerd config with the nvidia
 // runtime the toolkit put on the host, once; a host with a template of its own is left alone.
 func TestRestartRendersK3s(t *testing.T) {
 	root := t.TempDir()
