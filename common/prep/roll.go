@@ -40,7 +40,19 @@ type RollOptions struct {
 	// SelfNode is the node this command runs on when it runs in a pod ("" otherwise): it is
 	// drained only when named.
 	SelfNode string
+	// Canary is how many nodes go first (at most MaxUnavailable of them at once): every one
+	// of them must be done — proven, when Prove is set — before any other node is cordoned.
+	// 0: no canary, the slots are filled from the start.
+	Canary int `json:"-"`
+	// Prove, when set, proves each node back from its reboot and checked, before it is
+	// uncordoned and its slot freed (up's CUDA sample on the still cordoned node). A failure
+	// stops the node's roll there: it stays cordoned, and no further node is started.
+	Prove Prover `json:"-"`
 }
+
+// Prover proves one node (see RollOptions.Prove): "" when it passed, else what failed and
+// the hint of what to do. status shows a wait of more than a few seconds.
+type Prover func(ctx context.Context, node string, status func(state, detail string)) (failure, hint string)
 
 // DefaultRollOptions are the roll's defaults: one node out at a time, ten minutes to drain
 // it (kubectl drain has no limit; a roll that never ends holds a node out), fifteen for it to
@@ -120,6 +132,10 @@ type NodeRoll struct {
 	// BlockedBy are the PodDisruptionBudgets that kept the node's drain from finishing.
 	BlockedBy []Budget `json:"blockedBy,omitempty"`
 	Duration  string   `json:"duration,omitempty"`
+	// Proven: the roll's proof (RollOptions.Prove) passed on the node before its uncordon;
+	// Proof is what failed when it did not.
+	Proven bool   `json:"proven,omitempty"`
+	Proof  string `json:"proof,omitempty"`
 	// Check is the node's check after the reboot.
 	Check *NodeResult `json:"-"`
 }
@@ -236,12 +252,38 @@ func Roll(ctx context.Context, cs kubernetes.Interface, req *Request, nodes []st
 	for i, n := range nodes {
 		out[i] = NodeRoll{Node: n}
 	}
-	sem := make(chan struct{}, o.MaxUnavailable)
+	order := r.canaryFirst(nodes)
 	var failed atomic.Bool
-	var wg sync.WaitGroup
 	var done atomic.Int32
+	// The canary: its nodes run to the end before any other node is cordoned.
+	canary := min(o.Canary, len(order))
+	waves := [][]int{order[:canary], order[canary:]}
+	for w, wave := range waves {
+		if len(wave) == 0 {
+			continue
+		}
+		if w == 1 && canary > 0 {
+			if failed.Load() || ctx.Err() != nil {
+				break
+			}
+			r.prog.Node(fmt.Sprintf("canary done (%s): the other %s, %d at a time", strings.Join(names(nodes, order[:canary]), ", "), report.Count(len(wave), "node"), o.MaxUnavailable))
+		}
+		r.wave(ctx, nodes, wave, out, &failed, &done)
+	}
+	if ctx.Err() != nil {
+		r.prog.End()
+		return out, cliexit.ErrInterrupted
+	}
+	return out, nil
+}
+
+// wave rolls the nodes at the indexes, MaxUnavailable at a time (a freed slot starting the
+// next), until the first failure.
+func (r *roller) wave(ctx context.Context, nodes []string, wave []int, out []NodeRoll, failed *atomic.Bool, done *atomic.Int32) {
+	sem := make(chan struct{}, r.o.MaxUnavailable)
+	var wg sync.WaitGroup
 start:
-	for i, n := range nodes {
+	for _, i := range wave {
 		select {
 		case sem <- struct{}{}:
 		case <-ctx.Done():
@@ -255,6 +297,7 @@ start:
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
+			n := nodes[i]
 			out[i] = r.node(ctx, n)
 			r.prog.Clear(n)
 			if out[i].Error != "" {
@@ -267,11 +310,32 @@ start:
 		}()
 	}
 	wg.Wait()
-	if ctx.Err() != nil {
-		r.prog.End()
-		return out, cliexit.ErrInterrupted
+}
+
+// canaryFirst orders the roll: the nodes an earlier run left part-way (they are out
+// already) first, then the others as given.
+func (r *roller) canaryFirst(nodes []string) []int {
+	order := make([]int, len(nodes))
+	for i := range order {
+		order[i] = i
 	}
-	return out, nil
+	sort.SliceStable(order, func(a, b int) bool {
+		return r.unfinished(nodes[order[a]]) && !r.unfinished(nodes[order[b]])
+	})
+	return order
+}
+
+func (r *roller) unfinished(name string) bool {
+	n := r.nodes.get(name)
+	return n != nil && ReadRollState(n).Unfinished()
+}
+
+func names(nodes []string, idx []int) []string {
+	var out []string
+	for _, i := range idx {
+		out = append(out, nodes[i])
+	}
+	return out
 }
 
 // resumeHint is a stopped node's hint: the failure's own (when it has one) and how to go on,

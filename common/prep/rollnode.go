@@ -239,6 +239,15 @@ func (n *nodeRoll) check(ctx context.Context) error {
 	if !nr.Ready() {
 		return n.fail(ctx, "back after the reboot, but not ready: "+failedChecks(nr.Report), "see its checks below (kubectl gpu prep "+n.name+")")
 	}
+	if prove := n.r.o.Prove; prove != nil {
+		n.wait("proving the node before it is uncordoned", "")
+		if failure, hint := prove(ctx, n.name, n.wait); failure != "" || ctx.Err() != nil {
+			n.res.Proof = failure
+			return n.fail(ctx, "not proven after the reboot: "+failure, hint)
+		}
+		n.res.Proven = true
+		n.say("proven")
+	}
 	var spec map[string]any
 	if !n.st.WasCordoned {
 		spec = map[string]any{"unschedulable": nil}

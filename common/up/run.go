@@ -164,13 +164,15 @@ func (p *Plan) runPrep(ctx context.Context, c Clients, req Request, nodes map[st
 	if p.prep.Changes() == 0 {
 		return Skipped, "nothing to change on any node", nil
 	}
-	pr, err := prep.Apply(ctx, c.CS, &p.prepRq, p.prep)
+	rq := p.prepRq
+	rq.Roll = p.rollOptions(c, req)
+	pr, err := prep.Apply(ctx, c.CS, &rq, p.prep)
 	if pr == nil {
 		return Failed, "", err
 	}
-	rolled := map[string]bool{}
+	rolled, proven := map[string]bool{}, map[string]bool{}
 	for _, rl := range pr.Roll {
-		rolled[rl.Node] = true
+		rolled[rl.Node], proven[rl.Node] = true, rl.Proven
 	}
 	var failed []string
 	for _, it := range pr.Items {
@@ -186,12 +188,28 @@ func (p *Plan) runPrep(ctx context.Context, c Clients, req Request, nodes map[st
 			failed = append(failed, it.Node)
 		case rolled[it.Node]:
 			n.Prep = "rebooted"
+			if proven[it.Node] {
+				n.Detail = "verified on the node still cordoned, before its uncordon"
+			}
 		case it.Report != nil && len(it.Report.Changes) > 0:
 			n.Prep = "changed"
 		}
 	}
 	if len(failed) > 0 {
-		return Failed, fmt.Sprintf("%s not ready after the host step (%s): fix it, then run the same command again", report.Count(len(failed), "node"), strings.Join(failed, ", ")), err
+		if derr := p.diagnose(ctx, c, req, nodes, failed); derr != nil {
+			return Failed, "", derr
+		}
+		untouched := 0
+		for _, it := range pr.Items {
+			if it.NotStarted {
+				untouched++
+			}
+		}
+		detail := fmt.Sprintf("%s not ready after the host step (%s): fix it, then run the same command again", report.Count(len(failed), "node"), strings.Join(failed, ", "))
+		if untouched > 0 {
+			detail += fmt.Sprintf("; the roll stopped there: %s not started", report.Count(untouched, "node"))
+		}
+		return Failed, detail, err
 	}
 	if err != nil { // the report is complete, an annotation failed
 		return Failed, "", err
@@ -382,19 +400,34 @@ func (p *Plan) runVerify(ctx context.Context, c Clients, req Request, nodes map[
 		return Done, fmt.Sprintf("%s passed", report.Count(len(p.VerifyNodes), "node")), nil
 	}
 	slices.Sort(failed)
-	// doctor with the node agent (prep's read-only check, the run's namespace and image): the
-	// host links as the nodes are now, XIDs and CDI included.
-	agent := &doctor.Agent{Namespace: req.Prep.Namespace, Image: req.Prep.Image, Timeout: req.Prep.Timeout, Parallel: req.Prep.Parallel}
-	if d, err := doctor.Diagnose(ctx, c.CS, c.Dynamic, doctor.Request{Names: failed, Agent: agent}); err == nil {
-		for _, dn := range d.Items {
-			if n := nodes[dn.Node]; n != nil {
-				n.Diagnosis = &Diagnosis{Verdict: dn.Verdict, FirstBroken: dn.FirstBroken, Fix: dn.Fix, Detail: linkDetail(dn)}
-			}
-		}
-	} else if ctx.Err() != nil {
-		return Failed, "", cliexit.ErrInterrupted
+	if err := p.diagnose(ctx, c, req, nodes, failed); err != nil {
+		return Failed, "", err
 	}
 	return Failed, fmt.Sprintf("%d of %s failed (%s)", len(failed), report.Count(len(p.VerifyNodes), "node"), strings.Join(failed, ", ")), nil
+}
+
+// diagnose runs doctor with the node agent (prep's read-only check, the run's namespace and
+// image) on the failed nodes — the host links as the nodes are now, XIDs and CDI included —
+// and puts its verdict and first broken link in their results. Only a Ctrl-C is an error: a
+// diagnosis that could not be made leaves the failure as it was.
+func (p *Plan) diagnose(ctx context.Context, c Clients, req Request, nodes map[string]*NodeResult, failed []string) error {
+	if len(failed) == 0 {
+		return nil
+	}
+	agent := &doctor.Agent{Namespace: req.Prep.Namespace, Image: req.Prep.Image, Timeout: req.Prep.Timeout, Parallel: req.Prep.Parallel}
+	d, err := doctor.Diagnose(ctx, c.CS, c.Dynamic, doctor.Request{Names: failed, Agent: agent})
+	if err != nil {
+		if ctx.Err() != nil {
+			return cliexit.ErrInterrupted
+		}
+		return nil
+	}
+	for _, dn := range d.Items {
+		if n := nodes[dn.Node]; n != nil {
+			n.Diagnosis = &Diagnosis{Verdict: dn.Verdict, FirstBroken: dn.FirstBroken, Fix: dn.Fix, Detail: linkDetail(dn)}
+		}
+	}
+	return nil
 }
 
 func linkDetail(n doctor.Node) string {

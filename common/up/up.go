@@ -67,6 +67,9 @@ type Request struct {
 	Install helmrelease.InstallRequest
 	// Verify is the last step; Names and Selector are the Request's GPU nodes.
 	Verify verify.Request
+	// Canary is how many rolled nodes go first, each done (and proven, on day two) before
+	// any other node is drained (--canary; 0: none).
+	Canary int
 	// Decisions made by the caller (the command's --mirror) to show with the plan's own.
 	Decisions []Decision
 	// Progress receives a line as each step starts and ends, and the steps' own progress.
@@ -145,6 +148,11 @@ type Plan struct {
 	Nodes           []NodePlan    `json:"nodes"`
 	Decisions       []Decision    `json:"decisions"`
 	Releases        []ReleasePlan `json:"releases"`
+	// Canary are the rolled nodes that go first: the others are drained only after each of
+	// them is done. ProveRolled: each rolled node is verified before it is uncordoned (the
+	// GPU software is deployed already; see the decisions).
+	Canary      []string `json:"canary,omitempty"`
+	ProveRolled bool     `json:"proveRolled,omitempty"`
 	// VerifyNodes are the GPU nodes verify runs on at the end.
 	VerifyNodes []string `json:"verifyNodes"`
 	VerifyImage string   `json:"verifyImage"`
@@ -193,6 +201,8 @@ func (r *Request) Validate() error {
 		return cliexit.Usagef("up rolls the nodes whose changes need a reboot: the prep request needs its Roll options")
 	case r.Install.Timeout <= 0:
 		return cliexit.Usagef("--timeout must be positive")
+	case r.Canary < 0:
+		return cliexit.Usagef("--canary must not be negative (0: no canary)")
 	}
 	if r.Stack == StackDevicePlugin {
 		return r.DevicePlugin.Validate()
@@ -275,6 +285,7 @@ func MakePlan(ctx context.Context, c Clients, req Request) (*Plan, error) {
 			return nil, err
 		}
 	}
+	p.planCanary(req)
 	p.VerifyImage = req.Verify.Image
 	p.record = p.newRecord(req)
 	rec, err := readRecord(ctx, c.CS, req.Prep.Namespace)

@@ -23,6 +23,10 @@ func Pod(req *Request, rc string, t target, labels map[string]string) *corev1.Po
 	}
 	q := *resource.NewQuantity(t.gpus, resource.DecimalSI)
 	tolerations := []corev1.Toleration{{Key: "nvidia.com/gpu", Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoSchedule}}
+	if req.Cordoned {
+		// What DaemonSets carry: the scheduler places the pod on a cordoned node.
+		tolerations = append(tolerations, corev1.Toleration{Key: corev1.TaintNodeUnschedulable, Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoSchedule})
+	}
 	if req.TolerateAll {
 		tolerations = []corev1.Toleration{{Operator: corev1.TolerationOpExists}}
 	}

@@ -51,9 +51,12 @@ type Request struct {
 	Image        string
 	RuntimeClass string
 	TolerateAll  bool
-	Parallel     int
-	Timeout      time.Duration
-	Keep         bool
+	// Cordoned: the pods tolerate the cordon, to prove a node before it is uncordoned
+	// (up's roll).
+	Cordoned bool
+	Parallel int
+	Timeout  time.Duration
+	Keep     bool
 	// Claim says how the pods ask for GPUs: ClaimAuto (the device plugin's extended
 	// resource where the node has it, else a DRA claim where DRA publishes the node's GPUs),
 	// ClaimDevicePlugin or ClaimDRA.

@@ -111,6 +111,10 @@ func TestPodIsUnprivilegedAndPinned(t *testing.T) {
 	case p.Labels["app.kubernetes.io/managed-by"] != "kubectl-gpu":
 		t.Fatal("managed-by label")
 	}
+	cfg.Cordoned = true
+	if p := Pod(cfg, "", target{node: "gpu-1", gpus: 1, pod: "x"}, nil); len(p.Spec.Tolerations) != 2 || p.Spec.Tolerations[1].Key != corev1.TaintNodeUnschedulable {
+		t.Fatalf("a pod that proves a cordoned node tolerates the cordon: %+v", p.Spec.Tolerations)
+	}
 	cfg.TolerateAll = true
 	if p := Pod(cfg, "", target{node: "gpu-1", gpus: 1, pod: "x"}, nil); p.Spec.Tolerations[0].Key != "" || p.Spec.RuntimeClassName != nil {
 		t.Fatal("--tolerate-all and no RuntimeClass")

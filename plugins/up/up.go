@@ -49,6 +49,7 @@ type Options struct {
 	Values         values.Options
 	RestartRuntime bool
 	Roll           prep.RollOptions
+	Canary         int
 	Image          string
 	VerifyImage    string
 	PrepTimeout    time.Duration
@@ -102,7 +103,7 @@ func clusterClients(g cluster.Getter, releaseNamespace string, o *Options) (up.C
 }
 
 func newCmdUp(f cluster.Getter, streams genericiooptions.IOStreams, clients Clients) *cobra.Command {
-	o := &Options{Streams: streams, clients: clients, Stack: string(up.StackOperator), RestartRuntime: true, Roll: prep.DefaultRollOptions(),
+	o := &Options{Streams: streams, clients: clients, Stack: string(up.StackOperator), RestartRuntime: true, Roll: prep.DefaultRollOptions(), Canary: up.DefaultCanary,
 		Image: buildinfo.AgentImage(), VerifyImage: verify.DefaultImage, PrepTimeout: prep.DefaultTimeout, Timeout: 10 * time.Minute}
 	cmd := &cobra.Command{
 		Use:   "up [NODE...] [-l SELECTOR] [--stack operator|device-plugin] [--host-driver[=BRANCH]] [--host-toolkit[=VERSION]] [--dry-run | --yes]",
@@ -112,7 +113,11 @@ func newCmdUp(f cluster.Getter, streams genericiooptions.IOStreams, clients Clie
   1. prep: the host changes prep --apply makes (kernel modules, sysctls, swap, containerd's
      cgroup driver and nvidia runtime), the host driver (--host-driver) and toolkit
      (--host-toolkit) where the host owns them, and the rolling reboot of the nodes whose
-     changes need one (--max-unavailable at a time, kubectl drain's rules);
+     changes need one (--max-unavailable at a time, kubectl drain's rules): the --canary
+     nodes first, the others only after them; when the GPU software is deployed already (an
+     upgrade: a new --host-driver branch, --host-toolkit version, chart or values) each
+     node is verified before it is uncordoned, and the first that fails stops the roll,
+     cordoned, with doctor's diagnosis;
   2. the GPU software: the GPU Operator (--stack operator, the default) or NVIDIA's device
      plugin (--stack device-plugin: needs the host driver and toolkit), with values derived
      from the nodes as step 1 leaves them, then the wait until it is ready;
@@ -175,6 +180,7 @@ verified; 2 bad input or a plan that cannot run (nothing changed); 130 interrupt
 	fl.StringArrayVar(&o.Values.JSONValues, "set-json", nil, "set JSON values of the stack's chart (key=jsonval)")
 	fl.BoolVar(&o.RestartRuntime, "restart-runtime", o.RestartRuntime, "restart containerd / rke2 / k3s where its config changes (running containers keep running)")
 	rollflags.Bind(fl, &o.Roll, "")
+	fl.IntVar(&o.Canary, "canary", o.Canary, "rolled nodes that go first: every other node is drained only after they are done (and, when the GPU software is deployed, verified); 0: none")
 	fl.StringVar(&o.Image, "image", o.Image, "node-agent image")
 	fl.StringVar(&o.VerifyImage, "verify-image", o.VerifyImage, "CUDA sample image of the verify step")
 	fl.DurationVar(&o.PrepTimeout, "prep-timeout", o.PrepTimeout, "time for each of prep's phases (plan, apply; 20m with host installs)")
@@ -219,6 +225,8 @@ func (o *Options) Validate() error {
 	switch {
 	case o.Stack != string(up.StackOperator) && o.Stack != string(up.StackDevicePlugin):
 		return cliexit.Usagef("--stack %q: use operator or device-plugin", o.Stack)
+	case o.Canary < 0:
+		return cliexit.Usagef("--canary must not be negative (0: no canary)")
 	case o.PrepTimeout <= 0 || o.Timeout <= 0:
 		return cliexit.Usagef("--prep-timeout and --timeout must be positive")
 	case o.DryRun && o.Yes:
@@ -280,7 +288,7 @@ func (o *Options) Validate() error {
 	}
 	roll := o.Roll
 	o.req = up.Request{
-		Names: o.Names, Selector: o.Selector, Stack: stack, Decisions: decisions,
+		Names: o.Names, Selector: o.Selector, Stack: stack, Decisions: decisions, Canary: o.Canary,
 		Prep: prep.Request{Namespace: o.namespace, Image: image, Timeout: o.PrepTimeout, RestartRuntime: o.RestartRuntime, Install: inst,
 			Roll: &roll},
 		Install: helmrelease.InstallRequest{ReleaseName: d.ReleaseName, Timeout: o.Timeout, ValuesCommand: "kubectl gpu up --dry-run"},

@@ -54,8 +54,12 @@ var (
 	charts   = map[string]string{}
 )
 
-// dir holds the agent and the simulated hosts' roots; removed when the tests end.
-var dir string
+// dir holds the agent and the simulated hosts' roots; removed when the tests end; roots
+// are the A100 nodes' host roots.
+var (
+	dir   string
+	roots map[string]string
+)
 
 func TestMain(m *testing.M) {
 	code := harness.MainWith(m, &env, func(ctx context.Context, e *harness.Env) (string, error) {
@@ -76,7 +80,7 @@ func TestMain(m *testing.M) {
 		if err := simnodes.BuildAgent(ctx, agent); err != nil {
 			return "", err
 		}
-		roots := map[string]string{"gpu-a100-0": simnodes.DefaultAgentRoots["gpu-a100-0"], "gpu-a100-1": simnodes.DefaultAgentRoots["gpu-a100-1"]}
+		roots = map[string]string{"gpu-a100-0": simnodes.DefaultAgentRoots["gpu-a100-0"], "gpu-a100-1": simnodes.DefaultAgentRoots["gpu-a100-1"]}
 		if hostconfigtest.DebianRootTar() != "" {
 			l, err := net.Listen("tcp", "127.0.0.1:0")
 			if err != nil {
@@ -406,6 +410,124 @@ func TestUp(t *testing.T) {
 		t.Errorf("JUnit: %v\n%s", err, x)
 	}
 	t.Logf("report:\n%s", r.Stdout)
+	noPods(t)
+}
+
+// TestUpCanary (day two, after TestUp: the operator deployed, both A100 nodes verified):
+// both hosts need a reboot again, and the canary's CUDA sample fails. The plan names the
+// canary and that each node is proven before its uncordon; the run proves the canary on the
+// still cordoned node, stops there with exit 1 — the canary cordoned with its reason and
+// doctor's diagnosis, the other node not drained, not cordoned, not rebooted — and once the
+// canary's GPUs work, the same command goes on: the canary is not rebooted again, the other
+// node is rolled and proven, both end uncordoned.
+func TestUpCanary(t *testing.T) {
+	need(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	canary, other := gpus[0], gpus[1]
+	chart := []string{canary, other, "--chart", charts["KGPU_GPU_OPERATOR_CHART"]}
+	if h := releaseHistory(t, operator.DefaultNamespace, operator.DefaultReleaseName); len(h) == 0 {
+		t.Skip("TestUp did not leave the operator deployed")
+	}
+	for _, n := range gpus {
+		if err := simnodes.ResetHost(ctx, env.Cluster, filepath.Join(dir, "hosts"), roots, n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	defer func() {
+		_ = env.Cluster.SetPodOutcome(context.Background(), "verify-pass", verify.Component, append(gpus, "gpu-rke2-0"), 0)
+		_ = env.Cluster.SetPodOutcome(context.Background(), "verify-fail", verify.Component, nil, 1)
+		_ = env.Cluster.SetPodLog(context.Background(), nodepod.DefaultNamespace, verify.PodName(canary), verify.ContainerName, simnodes.VectorAddPassLog)
+	}()
+	if err := env.Cluster.SetPodOutcome(ctx, "verify-pass", verify.Component, []string{other, "gpu-rke2-0"}, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := env.Cluster.SetPodOutcome(ctx, "verify-fail", verify.Component, []string{canary}, 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := env.Cluster.SetPodLog(ctx, nodepod.DefaultNamespace, verify.PodName(canary), verify.ContainerName, simnodes.VectorAddNoDeviceLog); err != nil {
+		t.Fatal(err)
+	}
+
+	r := gpu(t, ctx, append([]string{"up", "--dry-run", "-o", "json"}, chart...)...)
+	if r.Code != 0 {
+		t.Fatalf("dry run: exit %d\n%s", r.Code, r.Stderr)
+	}
+	plan := parse[up.Plan](t, r)
+	if strings.Join(plan.Canary, ",") != canary || !plan.ProveRolled || plan.Releases[0].Action != up.ActionUnchanged {
+		t.Fatalf("plan: canary %v, prove %v, release %s", plan.Canary, plan.ProveRolled, plan.Releases[0].Action)
+	}
+	text := gpu(t, ctx, append([]string{"up", "--dry-run"}, chart...)...)
+	for _, want := range []string{"canary: " + canary + " first", "before it is uncordoned"} {
+		if !strings.Contains(text.Stdout, want) {
+			t.Errorf("the plan's text lacks %q:\n%s", want, text.Stdout)
+		}
+	}
+	before := map[string]int{canary: boots.reboots(canary), other: boots.reboots(other)}
+
+	r = gpu(t, ctx, append([]string{"up", "--yes", "-o", "json", "--timeout", "1m"}, chart...)...)
+	if r.Code != 1 {
+		t.Fatalf("a failing canary: exit %d, want 1\n%s\n%s", r.Code, r.Stdout, r.Stderr)
+	}
+	rep := parse[up.Report](t, r)
+	results := map[string]up.NodeResult{}
+	for _, n := range rep.Nodes {
+		results[n.Node] = n
+	}
+	if c := results[canary]; c.Prep != up.Failed || !strings.Contains(c.Detail, "not proven") || c.Diagnosis == nil || !strings.Contains(c.Hint, "run the same command again") {
+		t.Errorf("the canary's result: %+v (diagnosis %+v)", c, c.Diagnosis)
+	}
+	if o := results[other]; o.Prep != up.NotStarted {
+		t.Errorf("the other node's result: %+v", o)
+	}
+	node := func(name string) *corev1.Node {
+		n, err := env.Cluster.Client.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	if n := node(canary); !n.Spec.Unschedulable || prep.ReadRollState(n).Phase != prep.PhaseRebooted || !strings.Contains(prep.ReadRollState(n).Error, "not proven") {
+		t.Errorf("the canary: cordoned %v, roll %+v", n.Spec.Unschedulable, prep.ReadRollState(n))
+	}
+	if n := node(other); n.Spec.Unschedulable || prep.ReadRollState(n).Phase != prep.PhaseDone && prep.ReadRollState(n).Phase != "" {
+		t.Errorf("the node after the canary was touched: cordoned %v, roll %+v", n.Spec.Unschedulable, prep.ReadRollState(n))
+	}
+	if b := boots.reboots(other); b != before[other] {
+		t.Errorf("the node after the canary rebooted (%d → %d)", before[other], b)
+	}
+	if b := boots.reboots(canary); b != before[canary]+1 {
+		t.Errorf("the canary rebooted %d times, want once", b-before[canary])
+	}
+	noPods(t)
+
+	// The canary's GPUs work again: the same command goes on.
+	if err := env.Cluster.SetPodOutcome(ctx, "verify-pass", verify.Component, append(gpus, "gpu-rke2-0"), 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := env.Cluster.SetPodOutcome(ctx, "verify-fail", verify.Component, nil, 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := env.Cluster.SetPodLog(ctx, nodepod.DefaultNamespace, verify.PodName(canary), verify.ContainerName, simnodes.VectorAddPassLog); err != nil {
+		t.Fatal(err)
+	}
+	r = gpu(t, ctx, append([]string{"up", "--yes", "-o", "json", "--timeout", "1m"}, chart...)...)
+	if r.Code != 0 {
+		t.Fatalf("after the fix: exit %d\n%s\n%s", r.Code, r.Stdout, r.Stderr)
+	}
+	for _, n := range gpus {
+		if nd := node(n); nd.Spec.Unschedulable || prep.ReadRollState(nd).Phase != prep.PhaseDone {
+			t.Errorf("%s: cordoned %v, roll %+v", n, nd.Spec.Unschedulable, prep.ReadRollState(nd))
+		}
+		if b := boots.reboots(n) - before[n]; b != 1 {
+			t.Errorf("%s rebooted %d times in this test, want once", n, b)
+		}
+	}
+	for _, n := range parse[up.Report](t, r).Nodes {
+		if n.Prep != "rebooted" || !strings.Contains(n.Detail, "before its uncordon") {
+			t.Errorf("%s: prep %s, %q; want rebooted and verified before its uncordon", n.Node, n.Prep, n.Detail)
+		}
+	}
 	noPods(t)
 }
 

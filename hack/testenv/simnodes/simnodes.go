@@ -212,3 +212,32 @@ func reboot(ctx context.Context, c *localcluster.Cluster, node string, delay, do
 	}
 	_ = patchNodeStatus(ctx, c, node, corev1.ConditionTrue, id, addrs)
 }
+
+// ResetHost builds a simulated host's root again (dir and roots as given to Simulate) as
+// its distribution's files first had it — nouveau loaded, containerd's config unchanged —
+// and boots it: the node reports the new boot, as a host reinstalled or a test's next day.
+// No agent of the node may run meanwhile.
+func ResetHost(ctx context.Context, c *localcluster.Cluster, dir string, roots map[string]string, node string) error {
+	name, ok := roots[node]
+	if !ok {
+		return fmt.Errorf("no simulated host root for node %s", node)
+	}
+	r := filepath.Join(dir, node)
+	gpus := 2
+	if n, err := c.Client.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{}); err == nil {
+		if q, ok := n.Status.Capacity["nvidia.com/gpu"]; ok && q.Value() > 0 {
+			gpus = int(q.Value())
+		}
+	}
+	if err := os.RemoveAll(r); err != nil {
+		return err
+	}
+	if err := hostconfigtest.Build(name, r, gpus); err != nil {
+		return err
+	}
+	boot, err := hostconfigtest.Boot(r)
+	if err != nil {
+		return err
+	}
+	return patchNodeStatus(ctx, c, node, corev1.ConditionTrue, boot, nil)
+}

@@ -1,0 +1,152 @@
+package up
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/kubectl-gpu/kubectl-gpu/common/cliexit"
+	"github.com/kubectl-gpu/kubectl-gpu/common/prep"
+	"github.com/kubectl-gpu/kubectl-gpu/common/report"
+	"github.com/kubectl-gpu/kubectl-gpu/common/verify"
+)
+
+// DefaultCanary is how many rolled nodes go first, proven, before any other is drained.
+const DefaultCanary = 1
+
+// dayTwo tells whether the GPU software the roll's nodes come back to is already deployed
+// (every release upgraded or unchanged, none installed by this run): only then can a node be
+// proven by the CUDA sample before it is uncordoned. On a first install the release comes
+// after the host step, and verify runs on every node at the end.
+func (p *Plan) dayTwo() bool {
+	if len(p.Releases) == 0 {
+		return false
+	}
+	for _, r := range p.Releases {
+		if r.Action != ActionUpgrade && r.Action != ActionUnchanged || r.Recovery != nil {
+			return false
+		}
+	}
+	return true
+}
+
+// planCanary decides the roll's canary and proof, said in the plan and in its decisions.
+func (p *Plan) planCanary(req Request) {
+	roll := p.prep.Roll
+	if len(roll) == 0 {
+		return
+	}
+	n := min(max(req.Canary, 0), len(roll))
+	mu := 1
+	if req.Prep.Roll != nil {
+		mu = max(req.Prep.Roll.MaxUnavailable, 1)
+	}
+	resumed := []string{}
+	for _, np := range p.Nodes {
+		if np.Resumes != "" {
+			resumed = append(resumed, np.Node)
+		}
+	}
+	// The nodes an earlier run left part-way go first (prep.Roll's order), then by name.
+	order := append(resumed, without(roll, resumed)...)
+	p.Canary = order[:n]
+	if p.dayTwo() {
+		p.ProveRolled = true
+		p.Decisions = append(p.Decisions, Decision{
+			Decision: "each rolled node is verified (the CUDA sample, on the node still cordoned) before it is uncordoned and the next one starts",
+			Reason:   "the GPU software is deployed already: a node that does not serve GPUs after its reboot stops the roll, and stays cordoned with doctor's diagnosis"})
+	} else {
+		p.Decisions = append(p.Decisions, Decision{
+			Decision: "rolled nodes are verified at the end, not one by one",
+			Reason:   "the GPU software is installed after the host step: until then no node can run the CUDA sample"})
+	}
+	if n > 0 && n < len(roll) {
+		p.Decisions = append(p.Decisions, Decision{
+			Decision: fmt.Sprintf("canary: %s first; the other %s only after it is done, %d at a time", joinNames(p.Canary), report.Count(len(roll)-n, "node"), mu),
+			Reason:   "--canary " + fmt.Sprint(n) + ": a failure on the canary leaves every other node untouched"})
+	}
+}
+
+func without(all, drop []string) []string {
+	var out []string
+	for _, s := range all {
+		keep := true
+		for _, d := range drop {
+			keep = keep && s != d
+		}
+		if keep {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+func joinNames(ns []string) string {
+	s := ""
+	for i, n := range ns {
+		if i > 0 {
+			s += ", "
+		}
+		s += n
+	}
+	return s
+}
+
+// rollOptions are the roll's options of this run: the plan's canary, and the proof when the
+// GPU software is deployed.
+func (p *Plan) rollOptions(c Clients, req Request) *prep.RollOptions {
+	o := *p.prepRq.Roll
+	o.Canary = len(p.Canary)
+	if p.ProveRolled {
+		o.Prove = p.prover(c, req)
+	}
+	return &o
+}
+
+// proveWait is how often the proof looks again for a node's GPUs after its reboot.
+const proveWait = 2 * time.Second
+
+// prover proves a node back from its reboot: once it advertises its GPUs again (its device
+// plugin registers after the reboot; within --timeout), the CUDA sample runs on it through
+// verify, tolerating the cordon.
+func (p *Plan) prover(c Clients, req Request) prep.Prover {
+	return func(ctx context.Context, node string, status func(state, detail string)) (string, string) {
+		vr := req.Verify
+		vr.Names, vr.Selector, vr.Cordoned, vr.Progress, vr.Warn = []string{node}, "", true, nil, nil
+		deadline := time.Now().Add(req.Install.Timeout)
+		var plan *verify.Plan
+		for {
+			var err error
+			if plan, err = verify.Prepare(ctx, c.CS, &vr); err == nil {
+				break
+			}
+			if ctx.Err() != nil {
+				return "interrupted", ""
+			}
+			if time.Now().After(deadline) {
+				return fmt.Sprintf("the node did not advertise its GPUs within --timeout %s: %s", req.Install.Timeout, cliexit.OneLine(err.Error())),
+					"kubectl gpu doctor " + node + " says which link is broken"
+			}
+			status("waiting for the node to advertise its GPUs again", fmt.Sprintf("%s left of --timeout", time.Until(deadline).Round(time.Second)))
+			select {
+			case <-ctx.Done():
+				return "interrupted", ""
+			case <-time.After(proveWait):
+			}
+		}
+		status("running the CUDA sample on the cordoned node", "")
+		r, err := verify.Run(ctx, c.CS, &vr, plan)
+		switch {
+		case ctx.Err() != nil:
+			return "interrupted", ""
+		case err != nil:
+			return "verify: " + cliexit.OneLine(err.Error()), ""
+		}
+		for _, it := range r.Items {
+			if it.Node == node && it.Result != verify.Passed {
+				return "verify " + string(it.Result) + ": " + it.Detail, it.Hint
+			}
+		}
+		return "", ""
+	}
+}
