@@ -414,7 +414,8 @@ func TestUp(t *testing.T) {
 }
 
 // TestUpCanary (day two, after TestUp: the operator deployed, both A100 nodes verified):
-// both hosts need a reboot again, and the canary's CUDA sample fails. The plan names the
+// both hosts need a reboot again, two nodes may be out at once, and the canary's CUDA
+// sample fails. The plan names the
 // canary and that each node is proven before its uncordon; the run proves the canary on the
 // still cordoned node, stops there with exit 1 — the canary cordoned with its reason and
 // doctor's diagnosis, the other node not drained, not cordoned, not rebooted — and once the
@@ -425,12 +426,13 @@ func TestUpCanary(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	canary, other := gpus[0], gpus[1]
-	chart := []string{canary, other, "--chart", charts["KGPU_GPU_OPERATOR_CHART"]}
+	// Two nodes out at once are allowed: only the canary keeps the other in.
+	chart := []string{canary, other, "--chart", charts["KGPU_GPU_OPERATOR_CHART"], "--max-unavailable", "2"}
 	if h := releaseHistory(t, operator.DefaultNamespace, operator.DefaultReleaseName); len(h) == 0 {
 		t.Skip("TestUp did not leave the operator deployed")
 	}
 	for _, n := range gpus {
-		if err := simnodes.ResetHost(ctx, env.Cluster, filepath.Join(dir, "hosts"), roots, n); err != nil {
+		if err := simnodes.ResetHost(ctx, env.Cluster, filepath.Join(dir, "hosts"), roots, n, true); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -458,7 +460,7 @@ func TestUpCanary(t *testing.T) {
 		t.Fatalf("plan: canary %v, prove %v, release %s", plan.Canary, plan.ProveRolled, plan.Releases[0].Action)
 	}
 	text := gpu(t, ctx, append([]string{"up", "--dry-run"}, chart...)...)
-	for _, want := range []string{"canary: " + canary + " first", "before it is uncordoned"} {
+	for _, want := range []string{"canary: " + canary + " first; the other 1 node only after it is done, 2 at a time", "before it is uncordoned"} {
 		if !strings.Contains(text.Stdout, want) {
 			t.Errorf("the plan's text lacks %q:\n%s", want, text.Stdout)
 		}

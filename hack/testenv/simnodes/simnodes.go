@@ -216,8 +216,11 @@ func reboot(ctx context.Context, c *localcluster.Cluster, node string, delay, do
 // ResetHost builds a simulated host's root again (dir and roots as given to Simulate) as
 // its distribution's files first had it — nouveau loaded, containerd's config unchanged —
 // and boots it: the node reports the new boot, as a host reinstalled or a test's next day.
-// No agent of the node may run meanwhile.
-func ResetHost(ctx context.Context, c *localcluster.Cluster, dir string, roots map[string]string, node string) error {
+// nouveau: nouveau is loaded and not blacklisted after that boot (also where the
+// distribution's files have it otherwise), so that the host needs prep's blacklist and a
+// reboot. No agent of the node may run
+// meanwhile.
+func ResetHost(ctx context.Context, c *localcluster.Cluster, dir string, roots map[string]string, node string, nouveau bool) error {
 	name, ok := roots[node]
 	if !ok {
 		return fmt.Errorf("no simulated host root for node %s", node)
@@ -234,6 +237,22 @@ func ResetHost(ctx context.Context, c *localcluster.Cluster, dir string, roots m
 	}
 	if err := hostconfigtest.Build(name, r, gpus); err != nil {
 		return err
+	}
+	if nouveau {
+		if err := os.RemoveAll(filepath.Join(r, "etc/modprobe.d/blacklist-nouveau.conf")); err != nil {
+			return err
+		}
+		modules := filepath.Join(r, "proc/modules")
+		b, err := os.ReadFile(modules)
+		if err != nil {
+			return err
+		}
+		if !bytes.Contains(b, []byte("nouveau ")) {
+			b = append(b, "nouveau 2433024 0 - Live 0x0000000000000000\n"...)
+			if err := os.WriteFile(modules, b, 0o644); err != nil {
+				return err
+			}
+		}
 	}
 	boot, err := hostconfigtest.Boot(r)
 	if err != nil {
