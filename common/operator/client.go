@@ -57,6 +57,9 @@ type ValuesRequest struct {
 	// Nodes, when set, are the nodes values are derived from in place of the cluster's
 	// (kubectl gpu up: the nodes as its host changes will leave them).
 	Nodes []corev1.Node
+	// UpgradePolicy, when set, derives the driver's upgradePolicy from the roll's options,
+	// so that the operator's driver upgrade takes nodes out as up's own roll does.
+	UpgradePolicy *UpgradePolicy
 }
 
 // Values loads the chart and computes the install's values, each derived one with its
@@ -107,6 +110,9 @@ func (c *Client) Values(ctx context.Context, req ValuesRequest) (*chart.Chart, *
 			}
 			d.Warnings = append(d.Warnings, warnings...)
 		}
+	}
+	if req.UpgradePolicy != nil && !derivedFalse(d.Values, "driver.enabled") {
+		d.Values = append(d.Values, req.UpgradePolicy.Derived()...)
 	}
 	doc, err := c.Document(ch, d, req.User, req.Mirror)
 	if err != nil {

@@ -47,6 +47,9 @@ type Status struct {
 	Components      []Component     `json:"components"`
 	Validators      []ValidatorInfo `json:"validators,omitempty"`
 	UnlabelledNodes []string        `json:"unlabelledGPUNodes,omitempty"`
+	// DriverUpgrade is each GPU node's place in the operator's driver upgrade (the upgrade
+	// controller's label) and what holds it; empty when no node carries the label.
+	DriverUpgrade []DriverUpgradeNode `json:"driverUpgrade,omitempty"`
 	// PullFailures are the operator's pods whose image cannot be pulled.
 	PullFailures []PullFailure `json:"pullFailures,omitempty"`
 	Ready        bool          `json:"ready"`
@@ -108,6 +111,9 @@ func pullFailure(p *corev1.Pod) (image, msg string, ok bool) {
 func CollectStatus(ctx context.Context, cs kubernetes.Interface, dyn dynamic.Interface, ns string, rel *helmrelease.ReleaseInfo) (*Status, error) {
 	st := &Status{TypeMeta: report.Meta(StatusKind), Namespace: ns, Release: rel, Components: []Component{}}
 	cp, err := dyn.Resource(ClusterPolicyGVR).Get(ctx, ClusterPolicyName, metav1.GetOptions{})
+	if err != nil {
+		cp = nil
+	}
 	switch {
 	case err == nil:
 		st.ClusterPolicy = policyInfo(cp)
@@ -155,6 +161,9 @@ func CollectStatus(ctx context.Context, cs kubernetes.Interface, dyn dynamic.Int
 		if inventory.IsGPUNode(n) && n.Labels[inventory.LabelGPUPresent] != "true" {
 			st.UnlabelledNodes = append(st.UnlabelledNodes, n.Name)
 		}
+	}
+	if st.DriverUpgrade, err = DriverUpgrade(ctx, cs, ns, nodes.Items, pods.Items, cp); err != nil {
+		return nil, err
 	}
 	st.judge()
 	return st, nil
@@ -245,6 +254,19 @@ func (st *Status) judge() {
 		return
 	}
 	st.judgeStack("clusterpolicy", "ClusterPolicy "+ClusterPolicyName, st.ClusterPolicy)
+	st.judgeDriverUpgrade()
+}
+
+// judgeDriverUpgrade: a driver upgrade that has not finished on every node keeps the
+// operator from being ready, and says where each node stands and what holds it.
+func (st *Status) judgeDriverUpgrade() {
+	for _, n := range st.DriverUpgrade {
+		if !n.Finished() {
+			st.Ready, st.Failing = false, "driver upgrade"
+			st.Hint = DriverUpgradeSummary(st.DriverUpgrade, time.Now())
+			return
+		}
+	}
 }
 
 // judgeStack judges the operands and the stack's resource (ClusterPolicy or GPUCluster).
@@ -319,6 +341,13 @@ func (st *Status) WriteText(w io.Writer) error {
 	for _, f := range st.PullFailures {
 		fmt.Fprintf(w, "cannot pull %s (pod %s): %s\n", f.Image, f.Pod, f.Message)
 	}
+	if len(st.DriverUpgrade) > 0 {
+		fmt.Fprintln(w, "\ndriver upgrade ("+LabelDriverUpgradeState+"):")
+		now := time.Now()
+		for _, n := range st.DriverUpgrade {
+			fmt.Fprintf(w, "  %s\n", n.Line(now))
+		}
+	}
 	if st.Ready {
 		fmt.Fprintln(w, "\nReady: the GPU Operator is ready")
 	} else {
@@ -338,6 +367,12 @@ func (st *Status) Summary() string {
 	}
 	for _, c := range st.Components {
 		parts = append(parts, fmt.Sprintf("%s %d/%d", strings.TrimPrefix(c.Name, "nvidia-"), c.Ready, c.Desired))
+	}
+	for _, n := range st.DriverUpgrade {
+		if !n.Finished() {
+			parts = append(parts, DriverUpgradeSummary(st.DriverUpgrade, time.Now()))
+			break
+		}
 	}
 	if len(parts) == 0 {
 		return "waiting for the operator"

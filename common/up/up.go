@@ -312,6 +312,9 @@ func planFailures(r *prep.Report) string {
 func (p *Plan) planOperator(ctx context.Context, c Clients, req Request, nodes []corev1.Node) error {
 	vr := req.Operator
 	vr.Derive, vr.Nodes = true, nodes
+	if o := req.Prep.Roll; o != nil {
+		vr.UpgradePolicy = &op.UpgradePolicy{MaxUnavailable: o.MaxUnavailable, Force: o.Force, DeleteEmptyDirData: o.DeleteEmptyDirData, DrainTimeout: o.DrainTimeout}
+	}
 	ch, doc, err := c.Release.Values(ctx, vr)
 	if err != nil {
 		return err

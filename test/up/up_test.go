@@ -20,6 +20,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -29,7 +30,12 @@ import (
 	"github.com/google/go-containerregistry/pkg/registry"
 	"helm.sh/helm/v3/pkg/chart/loader"
 	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/ptr"
 
 	"github.com/kubectl-gpu/kubectl-gpu/common/hostconfig/hostconfigtest"
 	"github.com/kubectl-gpu/kubectl-gpu/common/mirror"
@@ -456,7 +462,9 @@ func TestUpCanary(t *testing.T) {
 		t.Fatalf("dry run: exit %d\n%s", r.Code, r.Stderr)
 	}
 	plan := parse[up.Plan](t, r)
-	if strings.Join(plan.Canary, ",") != canary || !plan.ProveRolled || plan.Releases[0].Action != up.ActionUnchanged {
+	// The release is upgraded (--max-unavailable 2 moves the driver's upgrade policy), not
+	// installed: the nodes can be proven one by one.
+	if strings.Join(plan.Canary, ",") != canary || !plan.ProveRolled || plan.Releases[0].Action != up.ActionUpgrade {
 		t.Fatalf("plan: canary %v, prove %v, release %s", plan.Canary, plan.ProveRolled, plan.Releases[0].Action)
 	}
 	text := gpu(t, ctx, append([]string{"up", "--dry-run"}, chart...)...)
@@ -531,6 +539,168 @@ func TestUpCanary(t *testing.T) {
 		}
 	}
 	noPods(t)
+}
+
+// TestUpOperatorDriverUpgrade (after TestUpCanary: the operator deployed with its driver
+// container): up with a new driver.version upgrades the release with the driver's upgrade
+// policy derived from the roll's flags, then follows the operator's upgrade controller — the
+// test plays its states on the kwok nodes — until every node is upgrade-done. While a GPU pod
+// holds gpu-a100-0 in pod-deletion-required, the operator's status and up's wait name the pod
+// and its budget; a node in upgrade-failed is named with the way to retry.
+func TestUpOperatorDriverUpgrade(t *testing.T) {
+	need(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+	defer cancel()
+	if h := releaseHistory(t, operator.DefaultNamespace, operator.DefaultReleaseName); len(h) == 0 {
+		t.Skip("the operator is not deployed (TestUp)")
+	}
+	cs := env.Cluster.Client
+	label := func(node, state string) {
+		t.Helper()
+		v := any(state)
+		if state == "" {
+			v = nil
+		}
+		b, _ := json.Marshal(map[string]any{"metadata": map[string]any{"labels": map[string]any{operator.LabelDriverUpgradeState: v}}})
+		if _, err := cs.CoreV1().Nodes().Patch(ctx, node, types.MergePatchType, b, metav1.PatchOptions{}); err != nil {
+			t.Error(err)
+		}
+	}
+	defer func() {
+		for _, n := range gpus {
+			label(n, "")
+		}
+	}()
+	chart := []string{gpus[0], gpus[1], "--chart", charts["KGPU_GPU_OPERATOR_CHART"], "--set", "driver.version=580.95.05"}
+	r := gpu(t, ctx, append([]string{"up", "--dry-run", "-o", "json"}, chart...)...)
+	if r.Code != 0 {
+		t.Fatalf("dry run: exit %d\n%s", r.Code, r.Stderr)
+	}
+	plan := parse[up.Plan](t, r)
+	rp := plan.Releases[0]
+	if rp.Action != up.ActionUpgrade || rp.Driver == nil || rp.Driver.To != "580.95.05" {
+		t.Fatalf("release plan: %s, driver %+v", rp.Action, rp.Driver)
+	}
+	policy, _ := rp.Values["driver"].(map[string]any)["upgradePolicy"].(map[string]any)
+	if policy["maxParallelUpgrades"] != float64(1) || policy["autoUpgrade"] != true {
+		t.Errorf("the driver's upgrade policy in the values: %v", policy)
+	}
+	before := len(releaseHistory(t, operator.DefaultNamespace, operator.DefaultReleaseName))
+	// The controller marks the nodes when the ClusterPolicy's driver changes; here before
+	// the run, so that the wait cannot end before the play starts.
+	for _, n := range gpus {
+		label(n, operator.UpgradeRequired)
+	}
+
+	cmd := env.Command(ctx, append([]string{"gpu", "up", "--yes", "-o", "json", "--timeout", "3m"}, chart...)...)
+	var stdout strings.Builder
+	stderr := &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = &stdout, stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	status := func(want string) operator.Status {
+		t.Helper()
+		deadline := time.Now().Add(time.Minute)
+		for {
+			r := gpu(t, ctx, "operator", "status", "-o", "json")
+			st := parse[operator.Status](t, r)
+			if strings.Contains(r.Stdout, want) || time.Now().After(deadline) {
+				if !strings.Contains(r.Stdout, want) {
+					t.Errorf("the operator's status never said %q:\n%s", want, r.Stdout)
+				}
+				return st
+			}
+			time.Sleep(time.Second)
+		}
+	}
+	// up's wait says it (its line in a pipe, once per change).
+	said := func(want string) {
+		t.Helper()
+		for deadline := time.Now().Add(time.Minute); !strings.Contains(stderr.String(), want); time.Sleep(300 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("up's wait did not say %q:\n%s", want, stderr.String())
+			}
+		}
+	}
+	// The release upgraded: the controller's play.
+	deployed := fmt.Sprintf("%d:deployed", before+1)
+	for deadline := time.Now().Add(3 * time.Minute); !slices.Contains(releaseHistory(t, operator.DefaultNamespace, operator.DefaultReleaseName), deployed); {
+		if time.Now().After(deadline) {
+			t.Fatalf("the release was not upgraded:\n%s", stderr.String())
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+	said("driver upgrade 0/2 done")
+	if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "ml"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = cs.CoreV1().Namespaces().Delete(context.Background(), "ml", metav1.DeleteOptions{}) }()
+	train := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "train-0", Namespace: "ml", Labels: map[string]string{"app": "train"}},
+		Spec: corev1.PodSpec{NodeName: gpus[0], Containers: []corev1.Container{{Name: "c", Image: "train",
+			Resources: corev1.ResourceRequirements{Limits: corev1.ResourceList{"nvidia.com/gpu": resource.MustParse("1")}}}}}}
+	if _, err := cs.CoreV1().Pods("ml").Create(ctx, train, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	pdb := &policyv1.PodDisruptionBudget{ObjectMeta: metav1.ObjectMeta{Name: "train", Namespace: "ml"},
+		Spec: policyv1.PodDisruptionBudgetSpec{MaxUnavailable: ptr.To(intstr.FromInt32(0)), Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "train"}}}}
+	if _, err := cs.PolicyV1().PodDisruptionBudgets("ml").Create(ctx, pdb, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	label(gpus[0], operator.UpgradeCordon)
+	label(gpus[0], operator.UpgradePodDeletion)
+	st := status("pod ml/train-0 holds 1 GPU(s) (PodDisruptionBudget ml/train allows 0)")
+	if st.Ready || st.Failing != "driver upgrade" {
+		t.Errorf("status during the upgrade: ready %v, failing %q", st.Ready, st.Failing)
+	}
+	said(gpus[0] + " pod-deletion-required: waiting for the GPU pods to go: pod ml/train-0 holds 1 GPU(s)")
+	// The pod goes; the node moves on to done; the other fails, then is retried.
+	if err := cs.CoreV1().Pods("ml").Delete(ctx, "train-0", metav1.DeleteOptions{GracePeriodSeconds: ptr.To[int64](0)}); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []string{operator.UpgradeDrain, operator.UpgradePodRestart, operator.UpgradeValidation, operator.UpgradeUncordon, operator.UpgradeDone} {
+		label(gpus[0], s)
+	}
+	label(gpus[1], operator.UpgradeFailed)
+	status(gpus[1] + " upgrade-failed")
+	status("=upgrade-required to retry")
+	said("driver upgrade 1/2 done: " + gpus[1] + " upgrade-failed")
+	select {
+	case err := <-done:
+		t.Fatalf("up ended while a node's driver upgrade failed: %v\n%s", err, stderr.String())
+	default:
+	}
+	for _, s := range []string{operator.UpgradeRequired, operator.UpgradeCordon, operator.UpgradeDrain, operator.UpgradeValidation, operator.UpgradeDone} {
+		label(gpus[1], s)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("up: %v\n%s\n%s", err, stdout.String(), stderr.String())
+	}
+	rep := parse[up.Report](t, harness.Result{Stdout: stdout.String()})
+	if rep.Summary.Verified != 2 {
+		t.Errorf("report: %+v", rep.Summary)
+	}
+	noPods(t)
+}
+
+// syncBuffer is a command's output read while it runs.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 // TestUpMirror: after 'kubectl gpu mirror --to' (stand-in images seeded in a public
