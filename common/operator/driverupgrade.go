@@ -27,16 +27,16 @@ const (
 
 // The upgrade controller's states, in the order a node goes through them.
 const (
-	UpgradeRequired       = "upgrade-required"
-	UpgradeCordon         = "cordon-required"
-	UpgradeWaitForJobs    = "wait-for-jobs-required"
-	UpgradePodDeletion    = "pod-deletion-required"
-	UpgradeDrain          = "drain-required"
-	UpgradePodRestart     = "pod-restart-required"
-	UpgradeValidation     = "validation-required"
-	UpgradeUncordon       = "uncordon-required"
-	UpgradeDone           = "upgrade-done"
-	UpgradeFailed         = "upgrade-failed"
+	UpgradeRequired    = "upgrade-required"
+	UpgradeCordon      = "cordon-required"
+	UpgradeWaitForJobs = "wait-for-jobs-required"
+	UpgradePodDeletion = "pod-deletion-required"
+	UpgradeDrain       = "drain-required"
+	UpgradePodRestart  = "pod-restart-required"
+	UpgradeValidation  = "validation-required"
+	UpgradeUncordon    = "uncordon-required"
+	UpgradeDone        = "upgrade-done"
+	UpgradeFailed      = "upgrade-failed"
 )
 
 // DriverUpgradeNode is one node's place in the operator's driver upgrade, and what holds it

@@ -45,7 +45,7 @@ func TestDriverUpgradeHolds(t *testing.T) {
 		{ObjectMeta: metav1.ObjectMeta{Name: "h-none"}},
 	}
 	gpuPod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "train-0", Namespace: "ml", Labels: map[string]string{"app": "train"}},
-		Spec: corev1.PodSpec{NodeName: "c-deletion", Containers: []corev1.Container{{Name: "c", Resources: corev1.ResourceRequirements{Limits: corev1.ResourceList{"nvidia.com/gpu": resource.MustParse("4")}}}}},
+		Spec:   corev1.PodSpec{NodeName: "c-deletion", Containers: []corev1.Container{{Name: "c", Resources: corev1.ResourceRequirements{Limits: corev1.ResourceList{"nvidia.com/gpu": resource.MustParse("4")}}}}},
 		Status: corev1.PodStatus{Phase: corev1.PodRunning}}
 	jobPod := gpuPod.DeepCopy()
 	jobPod.Name, jobPod.Spec.NodeName = "job-0", "g-jobs"
@@ -56,7 +56,7 @@ func TestDriverUpgradeHolds(t *testing.T) {
 	ns := "gpu-operator"
 	pods := []corev1.Pod{
 		{ObjectMeta: metav1.ObjectMeta{Name: "nvidia-driver-daemonset-x", Namespace: ns, Labels: map[string]string{"app": "nvidia-driver-daemonset"}},
-			Spec: corev1.PodSpec{NodeName: "d-restart"},
+			Spec:   corev1.PodSpec{NodeName: "d-restart"},
 			Status: corev1.PodStatus{ContainerStatuses: []corev1.ContainerStatus{{Name: "nvidia-driver-ctr", State: corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "CrashLoopBackOff"}}}}}},
 		{ObjectMeta: metav1.ObjectMeta{Name: "nvidia-operator-validator-y", Namespace: ns, Labels: map[string]string{"app": "nvidia-operator-validator"}},
 			Spec: corev1.PodSpec{NodeName: "e-validation"},
