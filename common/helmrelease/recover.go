@@ -10,6 +10,8 @@ import (
 	"helm.sh/helm/v3/pkg/action"
 	"helm.sh/helm/v3/pkg/release"
 	"helm.sh/helm/v3/pkg/storage/driver"
+
+	"github.com/kubectl-gpu/kubectl-gpu/common/cliexit"
 )
 
 // What a stuck release needs before it can be installed or upgraded.
@@ -111,4 +113,19 @@ func (c *Client) Recover(ctx context.Context, name string, r *Recovery, timeout 
 		}
 	}
 	return nil
+}
+
+// Rollback takes a deployed release back to an earlier revision (its chart and values) by
+// Helm's rollback, the history kept, and waits as long as timeout for its resources; it
+// returns the new revision.
+func (c *Client) Rollback(ctx context.Context, name string, revision int, timeout time.Duration) (*release.Release, error) {
+	rb := action.NewRollback(c.Helm.Config)
+	rb.Version, rb.Timeout = revision, timeout
+	if err := rb.Run(name); err != nil {
+		if ctx.Err() != nil {
+			return nil, cliexit.ErrInterrupted
+		}
+		return nil, helmError(fmt.Sprintf("roll release %s back to revision %d", name, revision), err)
+	}
+	return c.Helm.Current(name)
 }

@@ -13,6 +13,8 @@ type ReleaseInfo struct {
 	Revision   int       `json:"revision"`
 	Status     string    `json:"status"`
 	Updated    time.Time `json:"updated"`
+	// Description is Helm's of the revision ("Upgrade complete", "Rollback to 3").
+	Description string `json:"description,omitempty"`
 }
 
 // ReleaseStatus reads the release (nil when there is none).
@@ -29,6 +31,7 @@ func (h *Helm) ReleaseStatus(name string) (*ReleaseInfo, error) {
 	if rel.Info != nil {
 		ri.Status = rel.Info.Status.String()
 		ri.Updated = rel.Info.LastDeployed.Time
+		ri.Description = rel.Info.Description
 	}
 	return ri, nil
 }

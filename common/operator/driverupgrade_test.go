@@ -23,7 +23,7 @@ import (
 // has been there; finished nodes hold nothing, and the status is not ready until every node
 // is done.
 func TestDriverUpgradeHolds(t *testing.T) {
-	now := time.Now()
+	now := time.Unix(time.Now().Unix(), 0) // whole seconds, as the annotation holds them
 	node := func(name, state string, labels map[string]string, ann map[string]string) corev1.Node {
 		l := map[string]string{LabelDriverUpgradeState: state}
 		for k, v := range labels {

@@ -23,7 +23,7 @@ func (p *Plan) dayTwo() bool {
 		return false
 	}
 	for _, r := range p.Releases {
-		if r.Action != ActionUpgrade && r.Action != ActionUnchanged || r.Recovery != nil {
+		if r.Action != ActionUpgrade && r.Action != ActionUnchanged && r.Action != ActionRollback || r.Recovery != nil {
 			return false
 		}
 	}

@@ -32,6 +32,9 @@ func (p *Plan) WriteText(w io.Writer) {
 			line += fmt.Sprintf(" (now revision %d)", r.Revision)
 		}
 		fmt.Fprintln(w, line)
+		if r.Action == ActionRollback {
+			fmt.Fprintf(w, "    back to revision %d, which ran this chart with these values: Helm's rollback, the history kept\n", r.RollbackTo)
+		}
 		if r.Recovery != nil {
 			fmt.Fprintf(w, "    first: %s\n", r.Recovery.Reason)
 		}

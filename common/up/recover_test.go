@@ -89,3 +89,45 @@ func TestReleaseStates(t *testing.T) {
 		}
 	})
 }
+
+// TestRollbackPlan: values and chart an earlier deployed revision ran are planned as Helm's
+// rollback to that revision and rolled back (a new revision, the history kept); other
+// values are an upgrade, the current ones unchanged.
+func TestRollbackPlan(t *testing.T) {
+	ch := &chart.Chart{Metadata: &chart.Metadata{APIVersion: "v2", Name: "gpu-operator", Version: "v25.3.0"}}
+	const name, ns = "gpu-operator", "gpu-operator"
+	rev := func(v int, st release.Status, vals map[string]any) *release.Release {
+		return &release.Release{Name: name, Namespace: ns, Version: v, Chart: ch, Config: vals, Info: &release.Info{Status: st}}
+	}
+	store := storage.Init(driver.NewMemory())
+	for _, r := range []*release.Release{rev(1, release.StatusSuperseded, map[string]any{"v": "570"}), rev(2, release.StatusDeployed, map[string]any{"v": "580"})} {
+		if err := store.Create(r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c, err := operatortest.NewClient(store, nil)(clustertest.New(), ns, &strings.Builder{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		vals   map[string]any
+		action string
+		to     int
+	}{{map[string]any{"v": "570"}, ActionRollback, 1}, {map[string]any{"v": "590"}, ActionUpgrade, 0}, {map[string]any{"v": "580"}, ActionUnchanged, 0}} {
+		rp, err := releasePlan(c, name, ch, tc.vals)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rp.Action != tc.action || rp.RollbackTo != tc.to {
+			t.Errorf("values %v: %s to %d; want %s to %d", tc.vals, rp.Action, rp.RollbackTo, tc.action, tc.to)
+		}
+	}
+	rel, err := c.Rollback(context.Background(), name, 1, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hist, _ := c.Helm.History(name)
+	if rel.Version != 3 || rel.Config["v"] != "570" || len(hist) != 3 || rel.Info.Description != "Rollback to 1" {
+		t.Errorf("after the rollback: revision %d, values %v, %d revisions, %q", rel.Version, rel.Config, len(hist), rel.Info.Description)
+	}
+}

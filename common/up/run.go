@@ -272,7 +272,19 @@ func (p *Plan) runInstall(ctx context.Context, c Clients, req Request, w *record
 		}
 		changed = append(changed, rp.Release)
 	}
-	if len(changed) > 0 {
+	rolledBack := 0
+	for i, rp := range p.Releases {
+		if rp.Action != ActionRollback {
+			continue
+		}
+		rel, err := c.Release.Rollback(ctx, rp.Release, rp.RollbackTo, req.Install.Timeout)
+		if err != nil {
+			return Failed, "", err
+		}
+		p.Releases[i].Revision = rel.Version
+		rolledBack++
+	}
+	if len(changed) > rolledBack {
 		ir := req.Install
 		// The node labels the derived values need were in the plan: applied (--label-nodes).
 		ir.Wait, ir.DryRun, ir.AtomicDefault, ir.LabelNodes = false, false, true, true

@@ -117,9 +117,11 @@ type ReleasePlan struct {
 	// upgrade of a release whose values change driver.version).
 	From   string         `json:"from,omitempty"`
 	Driver *VersionChange `json:"driver,omitempty"`
-	// Action: install, upgrade, reinstall (an earlier install or uninstall was interrupted)
-	// or unchanged (deployed with these values).
-	Action string `json:"action"`
+	// Action: install, upgrade, reinstall (an earlier install or uninstall was interrupted),
+	// rollback (to revision RollbackTo, which ran this chart with these values) or unchanged
+	// (deployed with these values).
+	Action     string `json:"action"`
+	RollbackTo int    `json:"rollbackTo,omitempty"`
 	// Recovery is what the release's state needs first (an interrupted or failed operation
 	// left it so), the way Helm allows it.
 	Recovery *helmrelease.Recovery `json:"recovery,omitempty"`
@@ -137,6 +139,9 @@ const (
 	ActionInstall   = "install"
 	ActionUpgrade   = "upgrade"
 	ActionReinstall = "reinstall"
+	// ActionRollback: back to an earlier revision that ran the same chart and values
+	// (RollbackTo), by Helm's rollback.
+	ActionRollback = "rollback"
 	ActionUnchanged = "unchanged"
 )
 
@@ -371,6 +376,17 @@ func (p *Plan) planDevicePlugin(ctx context.Context, c Clients, req Request, nod
 		rp.Derived, rp.NodeLabels, rp.Warnings = r.Derived, r.NodeLabels, r.Warnings
 		p.Releases = append(p.Releases, rp)
 	}
+	// The stack's releases are installed together: a rollback only when no other release
+	// of it is installed or upgraded.
+	mixed := false
+	for _, rp := range p.Releases {
+		mixed = mixed || rp.Action == ActionInstall || rp.Action == ActionUpgrade || rp.Action == ActionReinstall
+	}
+	for i := range p.Releases {
+		if mixed && p.Releases[i].Action == ActionRollback {
+			p.Releases[i].Action, p.Releases[i].RollbackTo = ActionUpgrade, 0
+		}
+	}
 	p.dpPlan = plan
 	return nil
 }
@@ -403,10 +419,25 @@ func releasePlan(c *op.Client, name string, ch *chart.Chart, values map[string]a
 	case cur.Info.Status == release.StatusDeployed && cur.Chart != nil && cur.Chart.Metadata != nil &&
 		cur.Chart.Metadata.Name == ch.Metadata.Name && cur.Chart.Metadata.Version == ch.Metadata.Version && sameValues(cur.Config, values):
 		rp.Action = ActionUnchanged
+	case rp.Recovery == nil && cur.Info.Status == release.StatusDeployed:
+		rp.Action = ActionUpgrade
+		// Back to what an earlier revision ran (the same chart and values): Helm's
+		// rollback, the history kept.
+		for i := len(hist) - 2; i >= 0; i-- {
+			h := hist[i]
+			if h.Info != nil && (h.Info.Status == release.StatusSuperseded || h.Info.Status == release.StatusDeployed) && sameChart(h.Chart, ch) && sameValues(h.Config, values) {
+				rp.Action, rp.RollbackTo = ActionRollback, h.Version
+				break
+			}
+		}
 	default:
 		rp.Action = ActionUpgrade
 	}
 	return rp, nil
+}
+
+func sameChart(a, b *chart.Chart) bool {
+	return a != nil && b != nil && a.Metadata != nil && b.Metadata != nil && a.Metadata.Name == b.Metadata.Name && a.Metadata.Version == b.Metadata.Version
 }
 
 // sameValues compares values as Helm stores them (JSON).

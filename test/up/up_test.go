@@ -683,6 +683,37 @@ func TestUpOperatorDriverUpgrade(t *testing.T) {
 		t.Errorf("report: %+v", rep.Summary)
 	}
 	noPods(t)
+
+	// Back: TestUpCanary's targets again (its flags, no new driver) are the revision before
+	// this one: the plan says a rollback to it, and Helm rolls back, the history kept.
+	back := []string{gpus[0], gpus[1], "--chart", charts["KGPU_GPU_OPERATOR_CHART"], "--max-unavailable", "2"}
+	r = gpu(t, ctx, append([]string{"up", "--dry-run", "-o", "json"}, back...)...)
+	if r.Code != 0 {
+		t.Fatalf("dry run back: exit %d\n%s", r.Code, r.Stderr)
+	}
+	rp = parse[up.Plan](t, r).Releases[0]
+	if rp.Action != up.ActionRollback || rp.RollbackTo != before || rp.Driver == nil || rp.Driver.From != "580.95.05" {
+		t.Fatalf("the plan back: %s to revision %d (want rollback to %d), driver %+v", rp.Action, rp.RollbackTo, before, rp.Driver)
+	}
+	if text := gpu(t, ctx, append([]string{"up", "--dry-run"}, back...)...); !strings.Contains(text.Stdout, fmt.Sprintf("back to revision %d", before)) {
+		t.Errorf("the plan's text does not say the rollback:\n%s", text.Stdout)
+	}
+	r = gpu(t, ctx, append([]string{"up", "--yes", "-o", "json", "--timeout", "3m"}, back...)...)
+	if r.Code != 0 {
+		t.Fatalf("back: exit %d\n%s\n%s", r.Code, r.Stdout, r.Stderr)
+	}
+	h := releaseHistory(t, operator.DefaultNamespace, operator.DefaultReleaseName)
+	if len(h) != before+2 || !slices.Contains(h, fmt.Sprintf("%d:deployed", before+2)) {
+		t.Errorf("history after going back: %v; want revision %d deployed and the others kept", h, before+2)
+	}
+	rel, err := env.Cluster.Client.CoreV1().Secrets(operator.DefaultNamespace).List(ctx, metav1.ListOptions{LabelSelector: fmt.Sprintf("owner=helm,name=%s,version=%d", operator.DefaultReleaseName, before+2)})
+	if err != nil || len(rel.Items) != 1 {
+		t.Fatalf("revision %d: %v", before+2, err)
+	}
+	r = gpu(t, ctx, "operator", "status", "-o", "json")
+	if st := parse[operator.Status](t, r); st.Release == nil || !strings.Contains(st.Release.Description, fmt.Sprintf("Rollback to %d", before)) {
+		t.Errorf("the release's last revision is not Helm's rollback: %+v", st.Release)
+	}
 }
 
 // syncBuffer is a command's output read while it runs.
