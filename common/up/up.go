@@ -141,7 +141,7 @@ const (
 	ActionReinstall = "reinstall"
 	// ActionRollback: back to an earlier revision that ran the same chart and values
 	// (RollbackTo), by Helm's rollback.
-	ActionRollback = "rollback"
+	ActionRollback  = "rollback"
 	ActionUnchanged = "unchanged"
 )
 
