@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"slices"
 	"strings"
 	"time"
 
@@ -157,6 +158,33 @@ func (c *Client) Status(ctx context.Context, releaseName string) (*Status, error
 		return nil, err
 	}
 	return CollectStatus(ctx, c.CS, c.Dyn, c.Namespace, rel)
+}
+
+// WaitDriverUpgrade follows the driver upgrade of the given nodes only (the others are held
+// back, such as by the skip label) until each is upgrade-done, showing each one's state and
+// what holds it; not done in time is exit 1 naming them.
+func (c *Client) WaitDriverUpgrade(ctx context.Context, releaseName string, nodes []string, timeout time.Duration) (*Status, error) {
+	st, err := helmrelease.Follow(ctx, c.Client, timeout, func(ctx context.Context) (*Status, string, bool, error) {
+		st, err := c.Status(ctx, releaseName)
+		if err != nil {
+			return nil, "", false, err
+		}
+		var only []DriverUpgradeNode
+		for _, n := range st.DriverUpgrade {
+			if slices.Contains(nodes, n.Node) {
+				only = append(only, n)
+			}
+		}
+		done := true
+		for _, n := range only {
+			done = done && n.Finished()
+		}
+		return st, DriverUpgradeSummary(only, time.Now()), done, nil
+	})
+	if errors.Is(err, helmrelease.ErrNotReadyInTime) {
+		return st, cliexit.Failuresf("the operator's driver upgrade of %s did not finish within %s: %s", strings.Join(nodes, ", "), timeout, st.Hint)
+	}
+	return st, err
 }
 
 // WaitReady follows the status every two seconds until it is ready or timeout passes,

@@ -114,7 +114,7 @@ func Run(ctx context.Context, c Clients, req Request, p *Plan) (*Report, error) 
 		run  func(context.Context) (result, detail string, err error)
 	}{
 		{StepPrep, func(ctx context.Context) (string, string, error) { return p.runPrep(ctx, c, req, nodes) }},
-		{StepInstall, func(ctx context.Context) (string, string, error) { return p.runInstall(ctx, c, req, w) }},
+		{StepInstall, func(ctx context.Context) (string, string, error) { return p.runInstall(ctx, c, req, w, nodes) }},
 		{StepVerify, func(ctx context.Context) (string, string, error) { return p.runVerify(ctx, c, req, nodes) }},
 	}
 	stopped := false
@@ -237,7 +237,7 @@ func prepFailure(it prep.NodeResult) string {
 	return "not ready"
 }
 
-func (p *Plan) runInstall(ctx context.Context, c Clients, req Request, w *recorder) (string, string, error) {
+func (p *Plan) runInstall(ctx context.Context, c Clients, req Request, w *recorder, nodes map[string]*NodeResult) (string, string, error) {
 	rederived := ""
 	if p.prep.Changes() > 0 {
 		// The values again, from the nodes as the host step really left them (what the
@@ -272,6 +272,12 @@ func (p *Plan) runInstall(ctx context.Context, c Clients, req Request, w *record
 		}
 		changed = append(changed, rp.Release)
 	}
+	if len(p.DriverCanary) > 0 && len(changed) > 0 {
+		// The controller must skip the others before the chart moves the driver.
+		if err := p.holdDriverUpgrade(ctx, c); err != nil {
+			return Failed, "", err
+		}
+	}
 	rolledBack := 0
 	for i, rp := range p.Releases {
 		if rp.Action != ActionRollback {
@@ -305,7 +311,16 @@ func (p *Plan) runInstall(ctx context.Context, c Clients, req Request, w *record
 			}
 		}
 	}
+	canary := ""
+	if len(p.DriverCanary) > 0 || len(p.DriverHeld) > 0 {
+		d, err := p.followDriverCanary(ctx, c, req, nodes)
+		if err != nil {
+			return Failed, "", err
+		}
+		canary = d
+	}
 	detail, err := p.waitReady(ctx, c, req)
+	detail = canary + detail
 	if err != nil {
 		return Failed, detail, err
 	}

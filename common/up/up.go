@@ -158,6 +158,11 @@ type Plan struct {
 	// GPU software is deployed already; see the decisions).
 	Canary      []string `json:"canary,omitempty"`
 	ProveRolled bool     `json:"proveRolled,omitempty"`
+	// DriverCanary are the GPU nodes the operator's own driver upgrade goes to first;
+	// DriverHeld the others, held back (the controller's skip label) until the canary is
+	// upgraded and verified — by this run, or by an earlier one this run goes on from.
+	DriverCanary []string `json:"driverCanary,omitempty"`
+	DriverHeld   []string `json:"driverHeld,omitempty"`
 	// VerifyNodes are the GPU nodes verify runs on at the end.
 	VerifyNodes []string `json:"verifyNodes"`
 	VerifyImage string   `json:"verifyImage"`
@@ -178,6 +183,9 @@ type Plan struct {
 // install or upgrade. Zero: the cluster is up, and Run only verifies.
 func (p *Plan) Changes() int {
 	n := p.prep.Changes()
+	if len(p.DriverCanary) == 0 {
+		n += len(p.DriverHeld) // an earlier run's hold, released after its canary is verified
+	}
 	for _, r := range p.Releases {
 		if r.Action != ActionUnchanged {
 			n++
@@ -291,6 +299,11 @@ func MakePlan(ctx context.Context, c Clients, req Request) (*Plan, error) {
 		}
 	}
 	p.planCanary(req)
+	held, err := heldNodes(ctx, c)
+	if err != nil {
+		return nil, err
+	}
+	p.planDriverCanary(req, held)
 	p.VerifyImage = req.Verify.Image
 	p.record = p.newRecord(req)
 	rec, err := readRecord(ctx, c.CS, req.Prep.Namespace)

@@ -581,6 +581,9 @@ func TestUpOperatorDriverUpgrade(t *testing.T) {
 	if rp.Action != up.ActionUpgrade || rp.Driver == nil || rp.Driver.To != "580.95.05" {
 		t.Fatalf("release plan: %s, driver %+v", rp.Action, rp.Driver)
 	}
+	if pl := plan; strings.Join(pl.DriverCanary, ",") != gpus[0] || !strings.Contains(fmt.Sprint(pl.Decisions), "goes to "+gpus[0]+" first") {
+		t.Errorf("the driver upgrade's canary: %v, decisions %v", pl.DriverCanary, pl.Decisions)
+	}
 	policy, _ := rp.Values["driver"].(map[string]any)["upgradePolicy"].(map[string]any)
 	if policy["maxParallelUpgrades"] != float64(1) || policy["autoUpgrade"] != true {
 		t.Errorf("the driver's upgrade policy in the values: %v", policy)
@@ -633,7 +636,10 @@ func TestUpOperatorDriverUpgrade(t *testing.T) {
 		}
 		time.Sleep(300 * time.Millisecond)
 	}
-	said("driver upgrade 0/2 done")
+	said("driver upgrade 0/1 done: " + gpus[0])
+	if n, err := cs.CoreV1().Nodes().Get(ctx, gpus[1], metav1.GetOptions{}); err != nil || n.Labels[operator.LabelDriverUpgradeSkip] != "true" || n.Labels[up.LabelDriverUpgradeHeld] != "true" {
+		t.Fatalf("the node after the canary is not held back from the upgrade: %v %v", err, n.Labels)
+	}
 	if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "ml"}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -652,6 +658,7 @@ func TestUpOperatorDriverUpgrade(t *testing.T) {
 	label(gpus[0], operator.UpgradeCordon)
 	label(gpus[0], operator.UpgradePodDeletion)
 	st := status("pod ml/train-0 holds 1 GPU(s) (PodDisruptionBudget ml/train allows 0)")
+	status(operator.LabelDriverUpgradeSkip + "=true: the controller skips it")
 	if st.Ready || st.Failing != "driver upgrade" {
 		t.Errorf("status during the upgrade: ready %v, failing %q", st.Ready, st.Failing)
 	}
@@ -662,6 +669,16 @@ func TestUpOperatorDriverUpgrade(t *testing.T) {
 	}
 	for _, s := range []string{operator.UpgradeDrain, operator.UpgradePodRestart, operator.UpgradeValidation, operator.UpgradeUncordon, operator.UpgradeDone} {
 		label(gpus[0], s)
+	}
+	// The canary verified, up lets the controller go on to the other node.
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(300 * time.Millisecond) {
+		n, err := cs.CoreV1().Nodes().Get(ctx, gpus[1], metav1.GetOptions{})
+		if err == nil && n.Labels[operator.LabelDriverUpgradeSkip] == "" && n.Labels[up.LabelDriverUpgradeHeld] == "" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the node after the canary is still held back:\n%s", stderr.String())
+		}
 	}
 	label(gpus[1], operator.UpgradeFailed)
 	status(gpus[1] + " upgrade-failed")
@@ -681,6 +698,11 @@ func TestUpOperatorDriverUpgrade(t *testing.T) {
 	rep := parse[up.Report](t, harness.Result{Stdout: stdout.String()})
 	if rep.Summary.Verified != 2 {
 		t.Errorf("report: %+v", rep.Summary)
+	}
+	for _, s := range rep.Steps {
+		if s.Step == up.StepInstall && !strings.Contains(s.Detail, "canary "+gpus[0]+" verified") {
+			t.Errorf("the install step does not say the canary: %q", s.Detail)
+		}
 	}
 	noPods(t)
 
@@ -709,6 +731,9 @@ func TestUpOperatorDriverUpgrade(t *testing.T) {
 	rel, err := env.Cluster.Client.CoreV1().Secrets(operator.DefaultNamespace).List(ctx, metav1.ListOptions{LabelSelector: fmt.Sprintf("owner=helm,name=%s,version=%d", operator.DefaultReleaseName, before+2)})
 	if err != nil || len(rel.Items) != 1 {
 		t.Fatalf("revision %d: %v", before+2, err)
+	}
+	if n, err := cs.CoreV1().Nodes().Get(ctx, gpus[1], metav1.GetOptions{}); err != nil || n.Labels[operator.LabelDriverUpgradeSkip] != "" {
+		t.Errorf("after going back the other node is still held: %v %v", err, n.Labels)
 	}
 	r = gpu(t, ctx, "operator", "status", "-o", "json")
 	if st := parse[operator.Status](t, r); st.Release == nil || !strings.Contains(st.Release.Description, fmt.Sprintf("Rollback to %d", before)) {
