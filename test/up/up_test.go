@@ -739,6 +739,57 @@ func TestUpOperatorDriverUpgrade(t *testing.T) {
 	if st := parse[operator.Status](t, r); st.Release == nil || !strings.Contains(st.Release.Description, fmt.Sprintf("Rollback to %d", before)) {
 		t.Errorf("the release's last revision is not Helm's rollback: %+v", st.Release)
 	}
+
+	// The new driver again, and the canary's CUDA sample fails: the run stops at the canary
+	// with its diagnosis, the other node held on the old driver; after the fix the same
+	// command finds the held node and lets the upgrade go on.
+	defer func() {
+		_ = env.Cluster.SetPodOutcome(context.Background(), "verify-pass", verify.Component, append(gpus, "gpu-rke2-0"), 0)
+		_ = env.Cluster.SetPodOutcome(context.Background(), "verify-fail", verify.Component, nil, 1)
+		_ = env.Cluster.SetPodLog(context.Background(), nodepod.DefaultNamespace, verify.PodName(gpus[0]), verify.ContainerName, simnodes.VectorAddPassLog)
+	}()
+	if err := env.Cluster.SetPodOutcome(ctx, "verify-pass", verify.Component, []string{gpus[1], "gpu-rke2-0"}, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := env.Cluster.SetPodOutcome(ctx, "verify-fail", verify.Component, gpus[:1], 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := env.Cluster.SetPodLog(ctx, nodepod.DefaultNamespace, verify.PodName(gpus[0]), verify.ContainerName, simnodes.VectorAddNoDeviceLog); err != nil {
+		t.Fatal(err)
+	}
+	r = gpu(t, ctx, append([]string{"up", "--yes", "-o", "json", "--timeout", "1m"}, chart...)...)
+	if r.Code != 1 || !strings.Contains(r.Stdout, "stopped at its canary") {
+		t.Fatalf("a failing canary of the driver upgrade: exit %d, want 1 naming the canary\n%s\n%s", r.Code, r.Stdout, r.Stderr)
+	}
+	for _, n := range parse[up.Report](t, r).Nodes {
+		if n.Node == gpus[0] && (n.Verify != string(verify.Failed) || n.Diagnosis == nil) {
+			t.Errorf("the canary's result: %+v", n)
+		}
+	}
+	if n, err := cs.CoreV1().Nodes().Get(ctx, gpus[1], metav1.GetOptions{}); err != nil || n.Labels[up.LabelDriverUpgradeHeld] != "true" {
+		t.Fatalf("after a failed canary the other node is not held: %v %v", err, n.Labels)
+	}
+	if err := env.Cluster.SetPodOutcome(ctx, "verify-pass", verify.Component, append(gpus, "gpu-rke2-0"), 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := env.Cluster.SetPodOutcome(ctx, "verify-fail", verify.Component, nil, 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := env.Cluster.SetPodLog(ctx, nodepod.DefaultNamespace, verify.PodName(gpus[0]), verify.ContainerName, simnodes.VectorAddPassLog); err != nil {
+		t.Fatal(err)
+	}
+	r = gpu(t, ctx, append([]string{"up", "--dry-run", "-o", "json"}, chart...)...)
+	if pl := parse[up.Plan](t, r); strings.Join(pl.DriverHeld, ",") != gpus[1] || pl.Releases[0].Action != up.ActionUnchanged {
+		t.Errorf("the plan after a failed canary: held %v, release %s", pl.DriverHeld, pl.Releases[0].Action)
+	}
+	r = gpu(t, ctx, append([]string{"up", "--yes", "-o", "json", "--timeout", "1m"}, chart...)...)
+	if r.Code != 0 {
+		t.Fatalf("after the canary's fix: exit %d\n%s\n%s", r.Code, r.Stdout, r.Stderr)
+	}
+	if n, err := cs.CoreV1().Nodes().Get(ctx, gpus[1], metav1.GetOptions{}); err != nil || n.Labels[up.LabelDriverUpgradeHeld] != "" || n.Labels[operator.LabelDriverUpgradeSkip] != "" {
+		t.Errorf("after the canary's fix the other node is still held: %v %v", err, n.Labels)
+	}
+	noPods(t)
 }
 
 // syncBuffer is a command's output read while it runs.
