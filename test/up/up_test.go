@@ -41,6 +41,7 @@ import (
 	"github.com/kubectl-gpu/kubectl-gpu/common/mirror"
 	"github.com/kubectl-gpu/kubectl-gpu/common/mirror/mirrortest"
 	"github.com/kubectl-gpu/kubectl-gpu/common/nodepod"
+	"github.com/kubectl-gpu/kubectl-gpu/common/nodereport"
 	"github.com/kubectl-gpu/kubectl-gpu/common/operator"
 	"github.com/kubectl-gpu/kubectl-gpu/common/prep"
 	"github.com/kubectl-gpu/kubectl-gpu/common/up"
@@ -912,7 +913,8 @@ func TestUpDevicePlugin(t *testing.T) {
 	if r.Code != 2 || !strings.Contains(r.Stderr, "--host-driver and --host-toolkit") {
 		t.Fatalf("device plugin on a bare host: exit %d, want 2 naming --host-driver\n%s", r.Code, r.Stderr)
 	}
-	host := append(chart, "--host-driver", "--host-toolkit=1.17.8", "--package-repo", packages.Mirror())
+	// Branch 570, which TestUpHostDriverUpgrade moves to 580 (the default branch).
+	host := append(chart, "--host-driver=570", "--host-toolkit=1.17.8", "--package-repo", packages.Mirror())
 	r, _ = gpuSim(t, ctx, append([]string{"up", "--dry-run", "-o", "json"}, host...)...)
 	if r.Code != 0 {
 		t.Fatalf("dry run: exit %d\n%s", r.Code, r.Stderr)
@@ -923,8 +925,8 @@ func TestUpDevicePlugin(t *testing.T) {
 		t.Fatalf("plan: differences %q, releases %+v, nodes %+v", diff, plan.Releases, plan.Nodes)
 	}
 	// From → to: no driver yet, the branch's version as apt resolved it in the Debian root.
-	if v := plan.Nodes[0].Versions; len(v) == 0 || v[0].What != "driver" || v[0].From != "" || !strings.HasPrefix(v[0].To, "580.") {
-		t.Errorf("the plan's versions %+v; want the driver from none to 580.x", v)
+	if v := plan.Nodes[0].Versions; len(v) == 0 || v[0].What != "driver" || v[0].From != "" || !strings.HasPrefix(v[0].To, "570.") {
+		t.Errorf("the plan's versions %+v; want the driver from none to 570.x", v)
 	}
 	r, runs := gpuSim(t, ctx, append([]string{"up", "--yes", "-o", "json", "--timeout", "3m"}, host...)...)
 	if r.Code != 0 {
@@ -944,6 +946,62 @@ func TestUpDevicePlugin(t *testing.T) {
 	}
 	if h := releaseHistory(t, "nvidia-device-plugin", "nvidia-device-plugin"); len(h) != 1 || h[0] != "1:deployed" {
 		t.Errorf("release history %v, want one revision 1, deployed", h)
+	}
+	noPods(t)
+}
+
+// TestUpHostDriverUpgrade (after TestUpDevicePlugin: gpu-rke2-0 runs the device plugin on the
+// host's driver 570, installed through the real apt in its Debian root): --host-driver 580
+// plans 570 → 580 on the node, which is rolled as the canary and proven by the CUDA sample
+// before its uncordon (the device plugin is deployed already); apt replaces the 570 packages
+// (they conflict), the simulated boot loads 580. The previous branch again takes it back.
+func TestUpHostDriverUpgrade(t *testing.T) {
+	need(t)
+	if packages == nil {
+		t.Skip("no Debian root for the package hosts: make tools builds it (hack/testenv/debian-root.sh)")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	const node = "gpu-rke2-0"
+	driver := func() string {
+		t.Helper()
+		n, err := env.Cluster.Client.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n.Annotations[nodereport.AnnotationDriver]
+	}
+	if d := driver(); !strings.HasPrefix(d, "570.") {
+		t.Skipf("TestUpDevicePlugin did not leave driver 570 on %s (%q)", node, d)
+	}
+	for _, step := range []struct{ branch, from, to string }{{"580", "570.", "580."}, {"570", "580.", "570."}} {
+		args := []string{"--stack", "device-plugin", "--chart", charts["KGPU_DEVICE_PLUGIN_CHART"], "--host-driver=" + step.branch, "--host-toolkit=1.17.8", "--package-repo", packages.Mirror()}
+		r, _ := gpuSim(t, ctx, append([]string{"up", "--dry-run", "-o", "json"}, args...)...)
+		if r.Code != 0 {
+			t.Fatalf("%s: dry run: exit %d\n%s", step.branch, r.Code, r.Stderr)
+		}
+		plan := parse[up.Plan](t, r)
+		if len(plan.Nodes) != 1 || plan.Nodes[0].Reboot == "" || !plan.ProveRolled || strings.Join(plan.Canary, ",") != node {
+			t.Fatalf("%s: plan: nodes %+v, prove %v, canary %v", step.branch, plan.Nodes, plan.ProveRolled, plan.Canary)
+		}
+		if v := plan.Nodes[0].Versions; len(v) == 0 || v[0].What != "driver" || !strings.HasPrefix(v[0].From, step.from) || !strings.HasPrefix(v[0].To, step.to) {
+			t.Errorf("%s: the plan's versions %+v; want the driver %sx → %sx", step.branch, v, step.from, step.to)
+		}
+		boots0 := boots.reboots(node)
+		r, _ = gpuSim(t, ctx, append([]string{"up", "--yes", "-o", "json", "--timeout", "2m"}, args...)...)
+		if r.Code != 0 {
+			t.Fatalf("%s: run: exit %d\n%s\n%s", step.branch, r.Code, r.Stdout, r.Stderr)
+		}
+		rep := parse[up.Report](t, r)
+		if len(rep.Nodes) != 1 || !strings.Contains(rep.Nodes[0].Detail, "before its uncordon") || rep.Summary.Verified != 1 {
+			t.Errorf("%s: report %+v", step.branch, rep)
+		}
+		if d := driver(); !strings.HasPrefix(d, step.to) {
+			t.Errorf("%s: the node's driver after the run: %q", step.branch, d)
+		}
+		if b := boots.reboots(node) - boots0; b != 1 {
+			t.Errorf("%s: %s rebooted %d times, want once", step.branch, node, b)
+		}
 	}
 	noPods(t)
 }

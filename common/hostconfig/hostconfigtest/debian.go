@@ -89,6 +89,9 @@ func (c *Chroot) Note() string { return "" }
 type StandIn struct {
 	Name, Version string
 	Depends       string
+	// Conflicts: packages it cannot be installed beside (another driver branch's); apt
+	// removes them when it is installed.
+	Conflicts string
 	// Files maps a path to its content (mode 0755).
 	Files map[string]string
 }
@@ -103,6 +106,9 @@ func BuildDeb(dir string, s StandIn) (string, error) {
 	control := fmt.Sprintf("Package: %s\nVersion: %s\nArchitecture: amd64\nMaintainer: kubectl-gpu tests <tests@kubectl-gpu.invalid>\n", s.Name, s.Version)
 	if s.Depends != "" {
 		control += "Depends: " + s.Depends + "\n"
+	}
+	if s.Conflicts != "" {
+		control += "Conflicts: " + s.Conflicts + "\n"
 	}
 	control += "Description: stand-in for NVIDIA's " + s.Name + " (kubectl-gpu tests)\n installs files, not a driver or a toolkit\n"
 	if err := writeFile(filepath.Join(tree, "DEBIAN", "control"), control); err != nil {

@@ -53,7 +53,9 @@ func (p *PackageHosts) Close() {
 	}
 }
 
-const standInDriverVersion = "580.95.05"
+// standInDrivers are the driver branches the stand-in archive has, with their versions:
+// the day-two tests move a host from one to the other.
+var standInDrivers = map[string]string{"570": "570.195.03", "580": "580.95.05"}
 
 func (p *PackageHosts) setUp(dir string, gpus func(node string) int) error {
 	tarball := hostconfigtest.DebianRootTar()
@@ -101,18 +103,26 @@ func (p *PackageHosts) setUp(dir string, gpus func(node string) int) error {
 	}
 	say := func(what string) string { return "#!/bin/sh\necho 'stand-in " + what + " (kubectl-gpu simulation)'\n" }
 	var archive []hostconfigtest.StandIn
-	for _, k := range kernels {
-		archive = append(archive, hostconfigtest.StandIn{Name: "linux-modules-nvidia-580-server-" + k, Version: k + ".1",
-			Files: map[string]string{"/lib/modules/" + k + "/kernel/nvidia-580srv/nvidia.ko.stand-in": "stand-in, not a kernel module\n"}})
-	}
-	// The modules metapackage that follows the hosts' kernel metapackage (linux-image-generic
-	// in their dpkg status), as the Ubuntu archive has it.
 	sort.Strings(kernels)
-	archive = append(archive, hostconfigtest.StandIn{Name: "linux-modules-nvidia-580-server-generic", Version: kernels[len(kernels)-1] + ".1",
-		Depends: "linux-modules-nvidia-580-server-" + kernels[len(kernels)-1]})
-	archive = append(archive,
-		hostconfigtest.StandIn{Name: "nvidia-headless-no-dkms-580-server", Version: standInDriverVersion + "-0ubuntu0.22.04.1"},
-		hostconfigtest.StandIn{Name: "nvidia-utils-580-server", Version: standInDriverVersion + "-0ubuntu0.22.04.1", Files: map[string]string{"/usr/bin/nvidia-smi": say("nvidia-smi")}})
+	for branch, version := range standInDrivers {
+		other := "570"
+		if branch == other {
+			other = "580"
+		}
+		for _, k := range kernels {
+			archive = append(archive, hostconfigtest.StandIn{Name: "linux-modules-nvidia-" + branch + "-server-" + k, Version: k + ".1",
+				Files: map[string]string{"/lib/modules/" + k + "/kernel/nvidia-" + branch + "srv/nvidia.ko.stand-in": "stand-in, not a kernel module\n"}})
+		}
+		// The modules metapackage that follows the hosts' kernel metapackage
+		// (linux-image-generic in their dpkg status), as the Ubuntu archive has it.
+		archive = append(archive, hostconfigtest.StandIn{Name: "linux-modules-nvidia-" + branch + "-server-generic", Version: kernels[len(kernels)-1] + ".1",
+			Depends: "linux-modules-nvidia-" + branch + "-server-" + kernels[len(kernels)-1]})
+		// One branch at a time, as Ubuntu's packages conflict: apt removes the other.
+		archive = append(archive,
+			hostconfigtest.StandIn{Name: "nvidia-headless-no-dkms-" + branch + "-server", Version: version + "-0ubuntu0.22.04.1", Conflicts: "nvidia-headless-no-dkms-" + other + "-server"},
+			hostconfigtest.StandIn{Name: "nvidia-utils-" + branch + "-server", Version: version + "-0ubuntu0.22.04.1", Conflicts: "nvidia-utils-" + other + "-server",
+				Files: map[string]string{"/usr/bin/nvidia-smi": say("nvidia-smi")}})
+	}
 	if err := p.repo.Publish("ubuntu", "", archive...); err != nil {
 		return err
 	}
@@ -197,10 +207,18 @@ func (p *PackageHosts) boot(root string) (string, error) {
 			}
 		}
 	}
-	if st, _ := h.Read("/var/lib/dpkg/status"); !strings.Contains(st, "Package: nvidia-headless-no-dkms-580-server\nStatus: install ok installed") {
+	st, _ := h.Read("/var/lib/dpkg/status")
+	loaded := ""
+	for branch, v := range standInDrivers {
+		if strings.Contains(st, "Package: nvidia-headless-no-dkms-"+branch+"-server\nStatus: install ok installed") {
+			loaded = v
+		}
+	}
+	if loaded == "" {
+		_ = os.RemoveAll(h.Path("/proc/driver/nvidia"))
 		return id, nil
 	}
-	version := "NVRM version: NVIDIA UNIX x86_64 Kernel Module  " + standInDriverVersion + "  (stand-in loaded by the simulated boot)\n"
+	version := "NVRM version: NVIDIA UNIX x86_64 Kernel Module  " + loaded + "  (stand-in loaded by the simulated boot)\n"
 	if err := os.MkdirAll(h.Path("/proc/driver/nvidia"), 0o755); err != nil {
 		return "", err
 	}
