@@ -90,8 +90,12 @@ func (p *packagePlan) commands() []command {
 	if p.d.Apt {
 		cmds = append(cmds, command{[]string{"apt-get", "-q", "update"}, "apt-get update"})
 		for _, s := range p.steps {
-			cmds = append(cmds, command{append([]string{"env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "-q", "-y",
-				"-o", "Dpkg::Options::=--force-confdef", "-o", "Dpkg::Options::=--force-confold", "install"}, s.packages...), "install " + s.what})
+			argv := []string{"env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "-q", "-y",
+				"-o", "Dpkg::Options::=--force-confdef", "-o", "Dpkg::Options::=--force-confold", "install"}
+			if s.pin != "" {
+				argv = append(argv, "--allow-downgrades") // a pinned version may be older than the installed one
+			}
+			cmds = append(cmds, command{append(argv, s.packages...), "install " + s.what})
 		}
 		return cmds
 	}

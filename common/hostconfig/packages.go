@@ -103,6 +103,9 @@ type pkgStep struct {
 	needs    string
 	fallback *pkgStep
 	refuse   string
+	// pin is the exact driver version asked for: its packages (not the kernel's modules,
+	// versioned by the kernel) are installed at the repositories' version of it.
+	pin string
 }
 
 // packagePlan is what an Install will do on a host.
@@ -191,12 +194,18 @@ func planPackages(h *Host, r *rep.Report, i Install, arch string) (*packagePlan,
 }
 
 func (p *packagePlan) planDriver(h *Host, r *rep.Report, i Install, sources string) error {
-	b, k, d := i.DriverBranch, r.Kernel, p.d
+	b, pin, k, d := i.Branch(), i.DriverVersion(), r.Kernel, p.d
 	if k == "" {
 		return fmt.Errorf("the running kernel's release is unknown: cannot choose driver packages")
 	}
-	if r.DriverVersion != "" && strings.HasPrefix(r.DriverVersion, b+".") {
+	switch {
+	case pin != "" && r.DriverVersion == pin:
+		return nil // that version is loaded
+	case pin == "" && r.DriverVersion != "" && strings.HasPrefix(r.DriverVersion, b+"."):
 		return nil // that branch is loaded
+	case pin != "" && !d.Apt:
+		p.refused = fmt.Sprintf("driver version %s: an exact version is installed on apt hosts (Ubuntu, Debian); on %s %s ask for its branch (%s)", pin, d.ID, d.Version, b)
+		return nil
 	}
 	secure := false
 	if c, ok := r.Get(rep.CheckSecureBoot); ok && strings.Contains(c.Message, "is on") {
@@ -221,7 +230,11 @@ func (p *packagePlan) planDriver(h *Host, r *rep.Report, i Install, sources stri
 				return "# NVIDIA CUDA repository (kubectl gpu prep)\n[cuda]\nname=cuda\nbaseurl=" + cudaBase + "\nenabled=1\ngpgcheck=1\ngpgkey=file://" + kp + "\n"
 			}})
 	}
-	step := pkgStep{check: rep.CheckDriver, what: "NVIDIA driver " + b, reboot: true}
+	name := "NVIDIA driver " + b
+	if pin != "" {
+		name = "NVIDIA driver " + pin
+	}
+	step := pkgStep{check: rep.CheckDriver, what: name, reboot: true, pin: pin}
 	switch {
 	case d.ID == "ubuntu":
 		// What ubuntu-drivers --gpgpu installs: the -server branch with its precompiled
@@ -231,7 +244,7 @@ func (p *packagePlan) planDriver(h *Host, r *rep.Report, i Install, sources stri
 		step.packages = []string{"linux-modules-nvidia-" + b + "-server-" + k, "nvidia-headless-no-dkms-" + b + "-server", "nvidia-utils-" + b + "-server"}
 		if h.installedVersion(step.packages[0], true) == "" {
 			step.needs = step.packages[0]
-			step.fallback = &pkgStep{check: rep.CheckDriver, reboot: true, what: "NVIDIA driver " + b + " (Ubuntu's -server branch, DKMS)",
+			step.fallback = &pkgStep{check: rep.CheckDriver, reboot: true, pin: pin, what: name + " (Ubuntu's -server branch, DKMS)",
 				packages: []string{"linux-headers-" + k, "nvidia-headless-" + b + "-server", "nvidia-utils-" + b + "-server"},
 				note: "the repositories have no precompiled modules for kernel " + k + " (" + step.needs + "): DKMS builds them from nvidia-dkms-" + b +
 					"-server with the kernel's headers; later kernels need their headers installed (linux-headers-<flavour>) for DKMS to build them"}
@@ -263,7 +276,8 @@ func (p *packagePlan) planDriver(h *Host, r *rep.Report, i Install, sources stri
 	}
 	var missing []string
 	for _, pk := range step.packages {
-		if h.installedVersion(pk, d.Apt) == "" {
+		v := h.installedVersion(pk, d.Apt)
+		if v == "" || pin != "" && !strings.HasPrefix(pk, "linux-") && !strings.HasPrefix(v, pin+"-") && v != pin {
 			missing = append(missing, pk)
 		}
 	}

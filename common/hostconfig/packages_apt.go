@@ -101,6 +101,11 @@ func (p *packagePlan) settle(ctx context.Context, run Runner, aptOpts []string) 
 			*s = *s.fallback
 		}
 		s.needs = ""
+		if s.pin != "" {
+			if err := s.pinVersions(ctx, run, aptOpts); err != nil {
+				return err
+			}
+		}
 		if s.track == "" {
 			continue
 		}
@@ -110,6 +115,43 @@ func (p *packagePlan) settle(ctx context.Context, run Runner, aptOpts []string) 
 			s.note = "the repositories have no " + s.track + ": after a kernel upgrade, install the modules package for the new kernel (or run prep --install-driver again) before rebooting into it"
 		}
 		s.track = ""
+	}
+	return nil
+}
+
+// pinVersions asks apt for the step's packages at the pinned driver version: each package
+// of the driver (not a kernel's modules, versioned by the kernel) as name=version, the
+// repositories' version whose upstream part is the pin; none is a refusal naming what the
+// repositories have.
+func (s *pkgStep) pinVersions(ctx context.Context, run Runner, aptOpts []string) error {
+	for i, pkg := range s.packages {
+		if strings.HasPrefix(pkg, "linux-") || strings.Contains(pkg, "=") {
+			continue
+		}
+		o, err := run.Run(ctx, append(append([]string{"apt-cache"}, aptOpts...), "madison", pkg)...)
+		if err != nil {
+			return fmt.Errorf("%s: %s", s.what, managerProblem(o, err))
+		}
+		var have []string
+		chosen := ""
+		for _, l := range strings.Split(o, "\n") {
+			f := strings.Split(l, "|")
+			if len(f) < 2 {
+				continue
+			}
+			v := strings.TrimSpace(f[1])
+			have = append(have, v)
+			if up := v[strings.Index(v, ":")+1:]; chosen == "" && (up == s.pin || strings.HasPrefix(up, s.pin+"-")) {
+				chosen = v
+			}
+		}
+		if chosen == "" {
+			if len(have) == 0 {
+				have = []string{"none"}
+			}
+			return fmt.Errorf("%s: the repositories have no %s of version %s (they have: %s); ask for one of them, or for the branch", s.what, pkg, s.pin, strings.Join(have, ", "))
+		}
+		s.packages[i] = pkg + "=" + chosen
 	}
 	return nil
 }

@@ -716,3 +716,57 @@ func TestInstallUnmetDependency(t *testing.T) {
 	}
 	nothingChanged(t, f, before)
 }
+
+// TestInstallDriverPinned: an exact driver version is installed at the repositories'
+// version of it, not the branch's newest (the way back after an upgrade): apt gets
+// name=version for the driver's packages (the kernel's modules keep the kernel's version),
+// going down from a newer version of the branch too; a version the repositories do not have
+// is refused naming what they have, and nothing changes.
+func TestInstallDriverPinned(t *testing.T) {
+	const running = "6.8.0-45-generic"
+	f := newAptFixture(t)
+	var archive []hostconfigtest.StandIn
+	for _, v := range []string{"570.172.08", "570.195.03"} {
+		archive = append(archive,
+			hostconfigtest.StandIn{Name: "nvidia-headless-no-dkms-570-server", Version: v + "-0ubuntu0.22.04.1"},
+			hostconfigtest.StandIn{Name: "nvidia-utils-570-server", Version: v + "-0ubuntu0.22.04.1"})
+	}
+	archive = append(archive, hostconfigtest.StandIn{Name: "linux-modules-nvidia-570-server-" + running, Version: "6.8.0-45.45+1"})
+	f.ubuntu(t, running, "6.8.0-49-generic", true, archive)
+
+	if _, err := f.agent(t, ModeApply, Install{DriverBranch: "570"}); err != nil {
+		t.Fatalf("apply the branch: %v", err)
+	}
+	if v := f.host.installedVersion("nvidia-headless-no-dkms-570-server", true); v != "570.195.03-0ubuntu0.22.04.1" {
+		t.Fatalf("the branch installed %q, want its newest", v)
+	}
+	plan, err := f.agent(t, ModePlan, Install{DriverBranch: "570.172.08"})
+	if err != nil {
+		t.Fatalf("plan the pin: %v", err)
+	}
+	c, ok := installChange(plan, rep.CheckDriver)
+	if !ok || len(c.Packages) != 2 {
+		t.Fatalf("plan: %+v", plan.Changes)
+	}
+	for _, p := range c.Packages {
+		if p.Version != "570.172.08-0ubuntu0.22.04.1" {
+			t.Errorf("plan installs %s %s, want the pinned 570.172.08", p.Name, p.Version)
+		}
+	}
+	if _, err := f.agent(t, ModeApply, Install{DriverBranch: "570.172.08"}); err != nil {
+		t.Fatalf("apply the pin: %v", err)
+	}
+	for _, p := range []string{"nvidia-headless-no-dkms-570-server", "nvidia-utils-570-server"} {
+		if v := f.host.installedVersion(p, true); v != "570.172.08-0ubuntu0.22.04.1" {
+			t.Errorf("%s installed %q, want the pinned 570.172.08", p, v)
+		}
+	}
+	before, _ := f.host.Read("/var/lib/dpkg/status")
+	_, err = f.agent(t, ModeApply, Install{DriverBranch: "570.86.15"})
+	if err == nil || !strings.Contains(err.Error(), "no nvidia-headless-no-dkms-570-server of version 570.86.15") || !strings.Contains(err.Error(), "570.195.03-0ubuntu0.22.04.1") {
+		t.Errorf("a version the repositories do not have: %v", err)
+	}
+	if s, _ := f.host.Read("/var/lib/dpkg/status"); s != before {
+		t.Error("packages changed on a refused pin")
+	}
+}

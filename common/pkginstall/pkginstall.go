@@ -21,7 +21,8 @@ import (
 // Install says which host packages prep installs: the NVIDIA driver (a branch) and the
 // NVIDIA Container Toolkit (a version). The zero value installs nothing.
 type Install struct {
-	// DriverBranch is the driver branch ("580"); "" installs no driver.
+	// DriverBranch is the driver branch ("580"), or an exact driver version ("580.95.05",
+	// see DriverVersion); "" installs no driver.
 	DriverBranch string
 	// ToolkitVersion pins the toolkit ("1.17.8" or "1.17.8-1"); "latest" takes the
 	// repository's newest; "" installs no toolkit.
@@ -39,6 +40,21 @@ type Install struct {
 	HTTP *http.Client
 }
 
+// Branch is the driver branch asked for ("580" of "580" or of "580.95.05").
+func (i Install) Branch() string {
+	b, _, _ := strings.Cut(i.DriverBranch, ".")
+	return b
+}
+
+// DriverVersion is the exact driver version asked for ("580.95.05": its packages pinned to
+// it, so that the package manager does not take the branch's newest), "" for a branch.
+func (i Install) DriverVersion() string {
+	if strings.Contains(i.DriverBranch, ".") {
+		return i.DriverBranch
+	}
+	return ""
+}
+
 // Any tells whether anything is to be installed.
 func (i Install) Any() bool { return i.DriverBranch != "" || i.ToolkitVersion != "" }
 
@@ -51,6 +67,7 @@ const ToolkitLatest = "latest"
 
 var (
 	branchRE  = regexp.MustCompile(`^[0-9]{3}$`)
+	driverRE  = regexp.MustCompile(`^[0-9]{3}(\.[0-9]+){1,2}$`)
 	versionRE = regexp.MustCompile(`^[0-9]+\.[0-9]+\.[0-9]+(~rc\.[0-9]+)?(-[0-9]+)?$`)
 )
 
@@ -62,8 +79,8 @@ const SupportedOS = "Ubuntu 20.04/22.04/24.04, Debian 11/12 (apt), RHEL-compatib
 
 // Validate checks an Install's branch, version, mirror URL and key.
 func Validate(i Install) error {
-	if i.DriverBranch != "" && !branchRE.MatchString(i.DriverBranch) {
-		return fmt.Errorf("driver branch %q is not a branch number such as %s", i.DriverBranch, DefaultDriverBranch)
+	if i.DriverBranch != "" && !branchRE.MatchString(i.DriverBranch) && !driverRE.MatchString(i.DriverBranch) {
+		return fmt.Errorf("driver %q is not a branch number such as %s, nor a driver version such as 580.95.05", i.DriverBranch, DefaultDriverBranch)
 	}
 	if i.ToolkitVersion != "" && i.ToolkitVersion != ToolkitLatest && !versionRE.MatchString(i.ToolkitVersion) {
 		return fmt.Errorf("toolkit version %q is not a version such as 1.17.8 or 1.17.8-1 (or %q)", i.ToolkitVersion, ToolkitLatest)

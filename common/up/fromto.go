@@ -25,6 +25,9 @@ type VersionChange struct {
 	// resolved it (else the branch asked for).
 	From string `json:"from,omitempty"`
 	To   string `json:"to"`
+	// Back is the flag that takes the node back to From, pinned to that exact version
+	// (the host driver; "" when there is nothing to go back to).
+	Back string `json:"back,omitempty"`
 }
 
 func (v VersionChange) String() string {
@@ -45,7 +48,11 @@ func versionChanges(r *rep.Report, driverBranch string) []VersionChange {
 		switch ch.Check {
 		case rep.CheckDriver:
 			if to := driverTarget(ch.Packages, driverBranch); to != "" && !strings.HasPrefix(r.DriverVersion, to) {
-				out = append(out, VersionChange{What: "driver", From: r.DriverVersion, To: to})
+				vc := VersionChange{What: "driver", From: r.DriverVersion, To: to}
+				if r.DriverVersion != "" {
+					vc.Back = "--host-driver=" + r.DriverVersion
+				}
+				out = append(out, vc)
 			}
 		case rep.CheckToolkit:
 			if to := packageVersion(ch.Packages, "nvidia-container-toolkit", ""); to != "" && upstream(to) != upstream(r.ToolkitVersion) {

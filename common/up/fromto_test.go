@@ -29,7 +29,7 @@ func TestFromTo(t *testing.T) {
 		{Check: rep.CheckToolkit, Packages: []rep.Package{{Name: "nvidia-container-toolkit", Version: "1.17.8-1"}}},
 	}
 	got := versionChanges(upgrade, "580")
-	if len(got) != 2 || got[0].String() != "driver 570.86.15 → 580.95.05" || got[1].String() != "toolkit 1.17.4-1 → 1.17.8" {
+	if len(got) != 2 || got[0].String() != "driver 570.86.15 → 580.95.05" || got[0].Back != "--host-driver=570.86.15" || got[1].String() != "toolkit 1.17.4-1 → 1.17.8" || got[1].Back != "" {
 		t.Errorf("versions %v", got)
 	}
 	current := rep.New("v0", rep.ModePlan)
@@ -68,7 +68,9 @@ func TestFromTo(t *testing.T) {
 	p := &Plan{Nodes: []NodePlan{{Node: "n", Versions: got, Reboot: "driver", Evicts: ev["n"]}, {Node: "m"}}}
 	var b bytes.Buffer
 	p.writeFromTo(&b)
-	want := "\n== from → to\n  n: driver 570.86.15 → 580.95.05, toolkit 1.17.4-1 → 1.17.8, rebooted\n    evicts ml/train-0 (2 GPUs): PodDisruptionBudget ml/train-pdb allows 0\n"
+	want := "\n== from → to\n  n: driver 570.86.15 → 580.95.05, toolkit 1.17.4-1 → 1.17.8, rebooted\n" +
+		"    back: the same command with --host-driver=570.86.15 reinstalls driver 570.86.15, pinned\n" +
+		"    evicts ml/train-0 (2 GPUs): PodDisruptionBudget ml/train-pdb allows 0\n"
 	if b.String() != want {
 		t.Errorf("text:\n%s\nwant:\n%s", b.String(), want)
 	}

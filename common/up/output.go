@@ -179,6 +179,11 @@ func (p *Plan) writeFromTo(w io.Writer) {
 			continue
 		}
 		lines = append(lines, fmt.Sprintf("  %s: %s", n.Node, strings.Join(parts, ", ")))
+		for _, v := range n.Versions {
+			if v.Back != "" {
+				lines = append(lines, fmt.Sprintf("    back: the same command with %s reinstalls %s %s, pinned", v.Back, v.What, v.From))
+			}
+		}
 		for _, e := range n.Evicts {
 			l := fmt.Sprintf("    evicts %s (%s)", e.Pod, report.Count(int(e.GPUs), "GPU"))
 			if len(e.Budgets) > 0 {

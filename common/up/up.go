@@ -255,7 +255,7 @@ func MakePlan(ctx context.Context, c Clients, req Request) (*Plan, error) {
 		if it.Report != nil {
 			byNode[it.Node] = it.Report
 			np.GPUs, np.Changes = len(it.Report.GPUs), it.Report.Changes
-			np.Versions = versionChanges(it.Report, req.Prep.Install.DriverBranch)
+			np.Versions = versionChanges(it.Report, req.Prep.Install.Branch())
 			if rolled[it.Node] {
 				np.Reboot = it.Report.Reboot
 			}
@@ -285,7 +285,7 @@ func MakePlan(ctx context.Context, c Clients, req Request) (*Plan, error) {
 	if len(p.VerifyNodes) == 0 {
 		return nil, cliexit.Usagef("none of the %d node(s) has an NVIDIA GPU on its PCI bus: name the GPU nodes, or pass -l SELECTOR", len(pp.Nodes))
 	}
-	expected := Expected(list.Items, byNode, req.Prep.Install.DriverBranch)
+	expected := Expected(list.Items, byNode, req.Prep.Install.Branch())
 	p.Decisions = append(p.Decisions, decisions(req, pp, byNode)...)
 	p.Decisions = append(p.Decisions, req.Decisions...)
 	switch req.Stack {

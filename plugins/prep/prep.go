@@ -128,7 +128,7 @@ input; 130 interrupted.`,
 	fl.BoolVar(&o.Cleanup, "cleanup", false, "remove prep Jobs left by earlier runs, and do nothing else")
 	fl.StringVarP(&o.Output, "output", "o", "", "output format: table, wide, json or yaml")
 	o.Packages.Bind(fl, pkgflags.Names{
-		Driver: "install-driver", DriverHelp: "with --apply: install the NVIDIA driver BRANCH on the host (default branch " + pkginstall.DefaultDriverBranch + ")",
+		Driver: "install-driver", DriverHelp: "with --apply: install the NVIDIA driver BRANCH on the host, or an exact VERSION (580.95.05: pinned) (default branch " + pkginstall.DefaultDriverBranch + ")",
 		Toolkit: "install-toolkit", ToolkitHelp: "with --apply: install the NVIDIA Container Toolkit VERSION on the host (default: the repository's latest)",
 		RepoHelp: "mirror of NVIDIA's package repositories, NVIDIA's paths kept (air-gapped clusters)",
 		KeyHelp:  "file with the package repositories' OpenPGP signing key (default: the key published beside them)",

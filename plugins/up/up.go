@@ -164,7 +164,7 @@ verified; 2 bad input or a plan that cannot run (nothing changed); 130 interrupt
 	fl.StringVarP(&o.Selector, "selector", "l", "", "label selector of the nodes (default: the nodes that look like GPU nodes)")
 	fl.StringVar(&o.Stack, "stack", o.Stack, "the GPU software: operator (the GPU Operator) or device-plugin (NVIDIA's device plugin; needs the host driver and toolkit)")
 	o.Packages.Bind(fl, pkgflags.Names{
-		Driver: "host-driver", DriverHelp: "install the NVIDIA driver BRANCH on the hosts that have none (default branch " + pkginstall.DefaultDriverBranch + ")",
+		Driver: "host-driver", DriverHelp: "install the NVIDIA driver BRANCH on the hosts, or an exact VERSION (580.95.05: pinned, the way back after an upgrade) (default branch " + pkginstall.DefaultDriverBranch + ")",
 		Toolkit: "host-toolkit", ToolkitHelp: "install the NVIDIA Container Toolkit VERSION on the hosts (default: the repository's latest)",
 		RepoHelp: "mirror of NVIDIA's package repositories, NVIDIA's paths kept",
 		KeyHelp:  "file with the package repositories' OpenPGP signing key",

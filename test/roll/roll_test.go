@@ -515,7 +515,7 @@ func TestRollRefusals(t *testing.T) {
 		{[]string{"prep", "roll-0", "--install-driver"}, "only go with --apply"},
 		{[]string{"prep", "roll-0", "--apply", "--reboot", "--max-unavailable", "0"}, "--max-unavailable must be at least 1"},
 		{[]string{"prep", "roll-0", "--apply", "--max-unavailable", "2"}, "only go with --reboot"},
-		{[]string{"prep", "roll-0", "--apply", "--install-driver=latest"}, `driver branch "latest" is not a branch number`},
+		{[]string{"prep", "roll-0", "--apply", "--install-driver=latest"}, `driver "latest" is not a branch number`},
 		{[]string{"prep", "roll-0", "--apply", "--install-toolkit=1.17"}, `toolkit version "1.17" is not a version`},
 		{[]string{"prep", "roll-0", "--apply", "--install-toolkit", "--package-repo", "mirror.local/nvidia"}, "is not an http(s) URL"},
 		{[]string{"prep", "roll-0", "--apply", "--install-toolkit", "--package-key", "/no/such/key"}, "--package-key"},

@@ -954,7 +954,9 @@ func TestUpDevicePlugin(t *testing.T) {
 // host's driver 570, installed through the real apt in its Debian root): --host-driver 580
 // plans 570 → 580 on the node, which is rolled as the canary and proven by the CUDA sample
 // before its uncordon (the device plugin is deployed already); apt replaces the 570 packages
-// (they conflict), the simulated boot loads 580. The previous branch again takes it back.
+// (they conflict), the simulated boot loads 580. The plan names the way back, the exact
+// version the node ran; with it the node goes back to that version although the archive has
+// a newer one of the branch by then.
 func TestUpHostDriverUpgrade(t *testing.T) {
 	need(t)
 	if packages == nil {
@@ -974,33 +976,53 @@ func TestUpHostDriverUpgrade(t *testing.T) {
 	if d := driver(); !strings.HasPrefix(d, "570.") {
 		t.Skipf("TestUpDevicePlugin did not leave driver 570 on %s (%q)", node, d)
 	}
-	for _, step := range []struct{ branch, from, to string }{{"580", "570.", "580."}, {"570", "580.", "570."}} {
-		args := []string{"--stack", "device-plugin", "--chart", charts["KGPU_DEVICE_PLUGIN_CHART"], "--host-driver=" + step.branch, "--host-toolkit=1.17.8", "--package-repo", packages.Mirror()}
+	// Up to 580; then, the archive having moved on to a newer 570, back to the very 570 the
+	// node ran, by the flag the plan names (pinned: apt does not take the newest).
+	before := driver()
+	back := ""
+	for _, step := range []struct{ flag, from, to string }{{"--host-driver=580", "570.", "580."}, {"", "580.", before}} {
+		if step.flag == "" {
+			if back == "" {
+				t.Fatal("the upgrade's plan named no way back")
+			}
+			if err := packages.PublishDriver("570", "570.211.01"); err != nil {
+				t.Fatal(err)
+			}
+			step.flag = back
+		}
+		args := []string{"--stack", "device-plugin", "--chart", charts["KGPU_DEVICE_PLUGIN_CHART"], step.flag, "--host-toolkit=1.17.8", "--package-repo", packages.Mirror()}
 		r, _ := gpuSim(t, ctx, append([]string{"up", "--dry-run", "-o", "json"}, args...)...)
 		if r.Code != 0 {
-			t.Fatalf("%s: dry run: exit %d\n%s", step.branch, r.Code, r.Stderr)
+			t.Fatalf("%s: dry run: exit %d\n%s", step.flag, r.Code, r.Stderr)
 		}
 		plan := parse[up.Plan](t, r)
 		if len(plan.Nodes) != 1 || plan.Nodes[0].Reboot == "" || !plan.ProveRolled || strings.Join(plan.Canary, ",") != node {
-			t.Fatalf("%s: plan: nodes %+v, prove %v, canary %v", step.branch, plan.Nodes, plan.ProveRolled, plan.Canary)
+			t.Fatalf("%s: plan: nodes %+v, prove %v, canary %v", step.flag, plan.Nodes, plan.ProveRolled, plan.Canary)
 		}
-		if v := plan.Nodes[0].Versions; len(v) == 0 || v[0].What != "driver" || !strings.HasPrefix(v[0].From, step.from) || !strings.HasPrefix(v[0].To, step.to) {
-			t.Errorf("%s: the plan's versions %+v; want the driver %sx → %sx", step.branch, v, step.from, step.to)
+		v := plan.Nodes[0].Versions
+		if len(v) == 0 || v[0].What != "driver" || !strings.HasPrefix(v[0].From, step.from) || !strings.HasPrefix(v[0].To, step.to) {
+			t.Fatalf("%s: the plan's versions %+v; want the driver %s… → %s…", step.flag, v, step.from, step.to)
+		}
+		if back == "" {
+			back = v[0].Back
+			if back != "--host-driver="+before {
+				t.Errorf("the way back named by the plan: %q, want --host-driver=%s", back, before)
+			}
 		}
 		boots0 := boots.reboots(node)
 		r, _ = gpuSim(t, ctx, append([]string{"up", "--yes", "-o", "json", "--timeout", "2m"}, args...)...)
 		if r.Code != 0 {
-			t.Fatalf("%s: run: exit %d\n%s\n%s", step.branch, r.Code, r.Stdout, r.Stderr)
+			t.Fatalf("%s: run: exit %d\n%s\n%s", step.flag, r.Code, r.Stdout, r.Stderr)
 		}
 		rep := parse[up.Report](t, r)
 		if len(rep.Nodes) != 1 || !strings.Contains(rep.Nodes[0].Detail, "before its uncordon") || rep.Summary.Verified != 1 {
-			t.Errorf("%s: report %+v", step.branch, rep)
+			t.Errorf("%s: report %+v", step.flag, rep)
 		}
 		if d := driver(); !strings.HasPrefix(d, step.to) {
-			t.Errorf("%s: the node's driver after the run: %q", step.branch, d)
+			t.Errorf("%s: the node's driver after the run: %q, want %s…", step.flag, d, step.to)
 		}
 		if b := boots.reboots(node) - boots0; b != 1 {
-			t.Errorf("%s: %s rebooted %d times, want once", step.branch, node, b)
+			t.Errorf("%s: %s rebooted %d times, want once", step.flag, node, b)
 		}
 	}
 	noPods(t)

@@ -38,9 +38,43 @@ type PackageHosts struct {
 	// Nodes maps a node to the fake host root laid over its Debian root.
 	Nodes map[string]string
 
-	repo  *hostconfigtest.AptRepo
-	roots map[string]string
-	mu    sync.Mutex
+	repo    *hostconfigtest.AptRepo
+	roots   map[string]string
+	archive []hostconfigtest.StandIn // the stand-in Ubuntu archive as published
+	mu      sync.Mutex
+}
+
+// driverPackages are a driver version's packages of the stand-in archive; a branch
+// conflicts with the other branches, as Ubuntu's do (apt removes them).
+func driverPackages(branch, version string) []hostconfigtest.StandIn {
+	var conflicts []string
+	for b := range standInDrivers {
+		if b != branch {
+			conflicts = append(conflicts, b)
+		}
+	}
+	sort.Strings(conflicts)
+	with := func(name string) string {
+		var cs []string
+		for _, b := range conflicts {
+			cs = append(cs, strings.ReplaceAll(name, "BRANCH", b))
+		}
+		return strings.Join(cs, ", ")
+	}
+	say := "#!/bin/sh\necho 'stand-in nvidia-smi " + version + " (kubectl-gpu simulation)'\n"
+	return []hostconfigtest.StandIn{
+		{Name: "nvidia-headless-no-dkms-" + branch + "-server", Version: version + "-0ubuntu0.22.04.1", Conflicts: with("nvidia-headless-no-dkms-BRANCH-server")},
+		{Name: "nvidia-utils-" + branch + "-server", Version: version + "-0ubuntu0.22.04.1", Conflicts: with("nvidia-utils-BRANCH-server"), Files: map[string]string{"/usr/bin/nvidia-smi": say}},
+	}
+}
+
+// PublishDriver adds a driver version to the stand-in archive, as the Ubuntu archive moves
+// on: a branch's newer version, which an unpinned install would take.
+func (p *PackageHosts) PublishDriver(branch, version string) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.archive = append(p.archive, driverPackages(branch, version)...)
+	return p.repo.Publish("ubuntu", "", p.archive...)
 }
 
 // Mirror is the URL of the toolkit mirror (NVIDIA's paths kept) for --package-repo.
@@ -105,10 +139,6 @@ func (p *PackageHosts) setUp(dir string, gpus func(node string) int) error {
 	var archive []hostconfigtest.StandIn
 	sort.Strings(kernels)
 	for branch, version := range standInDrivers {
-		other := "570"
-		if branch == other {
-			other = "580"
-		}
 		for _, k := range kernels {
 			archive = append(archive, hostconfigtest.StandIn{Name: "linux-modules-nvidia-" + branch + "-server-" + k, Version: k + ".1",
 				Files: map[string]string{"/lib/modules/" + k + "/kernel/nvidia-" + branch + "srv/nvidia.ko.stand-in": "stand-in, not a kernel module\n"}})
@@ -117,12 +147,9 @@ func (p *PackageHosts) setUp(dir string, gpus func(node string) int) error {
 		// (linux-image-generic in their dpkg status), as the Ubuntu archive has it.
 		archive = append(archive, hostconfigtest.StandIn{Name: "linux-modules-nvidia-" + branch + "-server-generic", Version: kernels[len(kernels)-1] + ".1",
 			Depends: "linux-modules-nvidia-" + branch + "-server-" + kernels[len(kernels)-1]})
-		// One branch at a time, as Ubuntu's packages conflict: apt removes the other.
-		archive = append(archive,
-			hostconfigtest.StandIn{Name: "nvidia-headless-no-dkms-" + branch + "-server", Version: version + "-0ubuntu0.22.04.1", Conflicts: "nvidia-headless-no-dkms-" + other + "-server"},
-			hostconfigtest.StandIn{Name: "nvidia-utils-" + branch + "-server", Version: version + "-0ubuntu0.22.04.1", Conflicts: "nvidia-utils-" + other + "-server",
-				Files: map[string]string{"/usr/bin/nvidia-smi": say("nvidia-smi")}})
+		archive = append(archive, driverPackages(branch, version)...)
 	}
+	p.archive = archive
 	if err := p.repo.Publish("ubuntu", "", archive...); err != nil {
 		return err
 	}
@@ -209,9 +236,13 @@ func (p *PackageHosts) boot(root string) (string, error) {
 	}
 	st, _ := h.Read("/var/lib/dpkg/status")
 	loaded := ""
-	for branch, v := range standInDrivers {
-		if strings.Contains(st, "Package: nvidia-headless-no-dkms-"+branch+"-server\nStatus: install ok installed") {
-			loaded = v
+	for _, stanza := range strings.Split(st, "\n\n") {
+		if strings.HasPrefix(stanza, "Package: nvidia-headless-no-dkms-") && strings.Contains(stanza, "\nStatus: install ok installed\n") {
+			for _, l := range strings.Split(stanza, "\n") {
+				if v, ok := strings.CutPrefix(l, "Version: "); ok {
+					loaded, _, _ = strings.Cut(v, "-")
+				}
+			}
 		}
 	}
 	if loaded == "" {
