@@ -3,6 +3,8 @@ package up
 import (
 	"context"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/kubectl-gpu/kubectl-gpu/common/cliexit"
@@ -62,34 +64,13 @@ func (p *Plan) planCanary(req Request) {
 	}
 	if n > 0 && n < len(roll) {
 		p.Decisions = append(p.Decisions, Decision{
-			Decision: fmt.Sprintf("canary: %s first; the other %s only after it is done, %d at a time", joinNames(p.Canary), report.Count(len(roll)-n, "node"), mu),
+			Decision: fmt.Sprintf("canary: %s first; the other %s only after it is done, %d at a time", strings.Join(p.Canary, ", "), report.Count(len(roll)-n, "node"), mu),
 			Reason:   "--canary " + fmt.Sprint(n) + ": a failure on the canary leaves every other node untouched"})
 	}
 }
 
 func without(all, drop []string) []string {
-	var out []string
-	for _, s := range all {
-		keep := true
-		for _, d := range drop {
-			keep = keep && s != d
-		}
-		if keep {
-			out = append(out, s)
-		}
-	}
-	return out
-}
-
-func joinNames(ns []string) string {
-	s := ""
-	for i, n := range ns {
-		if i > 0 {
-			s += ", "
-		}
-		s += n
-	}
-	return s
+	return slices.DeleteFunc(slices.Clone(all), func(s string) bool { return slices.Contains(drop, s) })
 }
 
 // rollOptions are the roll's options of this run: the plan's canary, and the proof when the

@@ -7,7 +7,6 @@ package roll
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -724,7 +723,7 @@ func TestRollBlockedByBudget(t *testing.T) {
 	// Ctrl-C while the drain waits: exit 130 at once, no report, no node counted done.
 	args[len(args)-3] = "2m"
 	cmd := env.Command(ctx, append([]string{"gpu"}, args...)...)
-	var out, errOut syncBuffer
+	var out, errOut harness.SyncBuffer
 	cmd.Stdout, cmd.Stderr = &out, &errOut
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -825,24 +824,6 @@ func waitPodGone(t *testing.T, ctx context.Context, pod string) time.Time {
 	return time.Time{}
 }
 
-// syncBuffer is a bytes.Buffer a command writes while the test reads it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // TestRollBudgetScaledUp: a budget that needs every pod there is (minAvailable: 3 of 3)
 // blocks the drain until the workload is scaled up mid-wait: then the drain goes on within
 // one retry interval and the roll finishes.
@@ -861,7 +842,7 @@ func TestRollBudgetScaledUp(t *testing.T) {
 	}
 	held := ns + "/" + pods.Items[0].Name
 	cmd := env.Command(ctx, "gpu", "prep", "roll-0", "--apply", "--yes", "--reboot", "--delete-emptydir-data", "--force", "--drain-timeout", "2m", "-o", "json")
-	var out, errOut syncBuffer
+	var out, errOut harness.SyncBuffer
 	cmd.Stdout, cmd.Stderr = &out, &errOut
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

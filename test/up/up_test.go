@@ -598,7 +598,7 @@ func TestUpOperatorDriverUpgrade(t *testing.T) {
 
 	cmd := env.Command(ctx, append([]string{"gpu", "up", "--yes", "-o", "json", "--timeout", "3m"}, chart...)...)
 	var stdout strings.Builder
-	stderr := &syncBuffer{}
+	stderr := &harness.SyncBuffer{}
 	cmd.Stdout, cmd.Stderr = &stdout, stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -791,24 +791,6 @@ func TestUpOperatorDriverUpgrade(t *testing.T) {
 		t.Errorf("after the canary's fix the other node is still held: %v %v", err, n.Labels)
 	}
 	noPods(t)
-}
-
-// syncBuffer is a command's output read while it runs.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // TestUpMirror: after 'kubectl gpu mirror --to' (stand-in images seeded in a public
