@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"strings"
@@ -34,13 +35,7 @@ func run() int {
 
 	sig := make(chan os.Signal, 2)
 	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
-	go func() {
-		s := <-sig
-		fmt.Fprintf(streams.ErrOut, "\n%s: cleaning up (press Ctrl-C again to abort)\n", s)
-		cancel(cliexit.ErrInterrupted)
-		<-sig
-		os.Exit(cliexit.Interrupted)
-	}()
+	go interrupts(sig, streams.ErrOut, func() { cancel(cliexit.ErrInterrupted) }, os.Exit)
 
 	cmd := root.NewCmdRoot(streams)
 	cmd.SetArgs(root.HelmPluginArgs(os.Args[1:], os.Getenv))
@@ -55,4 +50,17 @@ func run() int {
 		fmt.Fprintf(streams.ErrOut, "error: %s\n", strings.TrimSpace(msg))
 	}
 	return code
+}
+
+// interrupts handles the signals: the first cancels the run, which cleans up (its pods
+// deleted, its state on the nodes kept, the nodes it leaves cordoned named); the second
+// aborts at once, saying what the cleanup may have left and how to go on.
+func interrupts(sig <-chan os.Signal, w io.Writer, cancel func(), exit func(int)) {
+	s := <-sig
+	fmt.Fprintf(w, "\n%s: cleaning up (press Ctrl-C again to abort)\n", s)
+	cancel()
+	<-sig
+	fmt.Fprintln(w, "aborted before the cleanup finished: the tool's pods may be left in its namespace, and nodes a roll cordoned stay cordoned (kubectl get nodes)")
+	fmt.Fprintln(w, "run the same command again: it resumes each node where it stopped, uncordons the nodes it finishes and removes its pods")
+	exit(cliexit.Interrupted)
 }
