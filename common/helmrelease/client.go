@@ -207,8 +207,12 @@ func Follow[S any](ctx context.Context, c *Client, timeout time.Duration, read f
 	for {
 		st, s, ready, err := read(wctx)
 		switch {
-		case err != nil && wctx.Err() == nil:
+		case err != nil && wctx.Err() == nil && !nearDeadline(err):
 			return zero, err
+		case err != nil:
+			// The time ran out during the read (the client's rate limiter says so before
+			// the deadline passes): the timeout's answer below, not the read's error.
+			<-wctx.Done()
 		case err == nil && ready:
 			return st, nil
 		case err == nil && s != last:
@@ -234,6 +238,12 @@ func Follow[S any](ctx context.Context, c *Client, timeout time.Duration, read f
 		return zero, err
 	}
 	return st, ErrNotReadyInTime
+}
+
+// nearDeadline tells whether a read failed because the wait's deadline was about to pass:
+// client-go's rate limiter refuses a request it could not send before it.
+func nearDeadline(err error) bool {
+	return errors.Is(err, context.DeadlineExceeded) || strings.Contains(err.Error(), "would exceed context deadline")
 }
 
 // ManifestSummary counts the rendered objects of a release by kind.

@@ -3,6 +3,7 @@ package operator
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -11,6 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/kubectl-gpu/kubectl-gpu/common/cliexit"
 	"github.com/kubectl-gpu/kubectl-gpu/common/helmrelease"
 	"github.com/kubectl-gpu/kubectl-gpu/common/inventory"
 )
@@ -108,7 +110,7 @@ func readUpgradePolicy(cp *unstructured.Unstructured) upgradePolicy {
 // it: autoUpgrade off or the skip label, the pods that still hold its GPUs with their
 // budgets, the driver pod's crash and its last log line ("driver is in use"), the validator
 // step it waits at. pods are the operator namespace's pods; cp the ClusterPolicy (nil none).
-func DriverUpgrade(ctx context.Context, cs kubernetes.Interface, ns string, nodes []corev1.Node, pods []corev1.Pod, cp *unstructured.Unstructured) ([]DriverUpgradeNode, error) {
+func DriverUpgrade(ctx context.Context, cs kubernetes.Interface, ns string, nodes []corev1.Node, pods []corev1.Pod, cp *unstructured.Unstructured) []DriverUpgradeNode {
 	pol := readUpgradePolicy(cp)
 	var out []DriverUpgradeNode
 	var held []string // the nodes whose GPU pods matter
@@ -126,12 +128,12 @@ func DriverUpgrade(ctx context.Context, cs kubernetes.Interface, ns string, node
 		out = append(out, u)
 	}
 	if len(out) == 0 {
-		return nil, nil
+		return nil
 	}
-	gpuPods, err := inventory.GPUPods(ctx, cs, held)
-	if err != nil {
-		return nil, err
-	}
+	// The pods that hold a node explain it; reading them is not the status's own job (a
+	// role that reads the operator's status need not read every namespace's pods): a read
+	// that fails is said on the nodes it concerns.
+	gpuPods, podsErr := inventory.GPUPods(ctx, cs, held)
 	upgrading := 0
 	for _, u := range out {
 		if !u.Finished() && u.State != UpgradeRequired && u.State != UpgradeFailed {
@@ -142,9 +144,12 @@ func DriverUpgrade(ctx context.Context, cs kubernetes.Interface, ns string, node
 		u := &out[i]
 		u.Pods = gpuPods[u.Node]
 		u.Held = hold(ctx, cs, ns, u, nodeOf(nodes, u.Node), pods, pol, upgrading)
+		if podsErr != nil && slices.Contains(held, u.Node) {
+			u.Held = strings.TrimPrefix(u.Held+"; the pods on the node that may hold it cannot be read: "+cliexit.OneLine(podsErr.Error()), "; ")
+		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Node < out[j].Node })
-	return out, nil
+	return out
 }
 
 func nodeOf(nodes []corev1.Node, name string) *corev1.Node {

@@ -2,6 +2,7 @@ package operator
 
 import (
 	"context"
+	"errors"
 	"strconv"
 	"strings"
 	"testing"
@@ -9,11 +10,15 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
 )
 
 // TestDriverUpgradeHolds (the API a fake clientset; test/up plays the controller on the
@@ -65,10 +70,7 @@ func TestDriverUpgradeHolds(t *testing.T) {
 				{Name: "toolkit-validation", State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{}}}}}},
 	}
 	cp := &unstructured.Unstructured{Object: map[string]any{"spec": map[string]any{"driver": map[string]any{"upgradePolicy": map[string]any{"autoUpgrade": true, "maxParallelUpgrades": int64(1)}}}}}
-	got, err := DriverUpgrade(context.Background(), cs, ns, nodes, pods, cp)
-	if err != nil {
-		t.Fatal(err)
-	}
+	got := DriverUpgrade(context.Background(), cs, ns, nodes, pods, cp)
 	by := map[string]DriverUpgradeNode{}
 	for _, n := range got {
 		by[n.Node] = n
@@ -101,14 +103,25 @@ func TestDriverUpgradeHolds(t *testing.T) {
 	// The slot and autoUpgrade: a node waiting while the one slot is taken, and with
 	// autoUpgrade off.
 	slot := []corev1.Node{node("x", UpgradeRequired, nil, nil), node("y", UpgradeDrain, nil, nil)}
-	got, _ = DriverUpgrade(context.Background(), cs, ns, slot, nil, cp)
+	got = DriverUpgrade(context.Background(), cs, ns, slot, nil, cp)
 	if !strings.Contains(got[0].Held, "maxParallelUpgrades=1") {
 		t.Errorf("a node waiting for the slot: %q", got[0].Held)
 	}
 	_ = unstructured.SetNestedField(cp.Object, false, "spec", "driver", "upgradePolicy", "autoUpgrade")
-	got, _ = DriverUpgrade(context.Background(), cs, ns, slot, nil, cp)
+	got = DriverUpgrade(context.Background(), cs, ns, slot, nil, cp)
 	if !strings.Contains(got[0].Held, "autoUpgrade is false") {
 		t.Errorf("autoUpgrade off: %q", got[0].Held)
+	}
+
+	// A role that reads the status but not every namespace's pods: the nodes are still
+	// explained, and say what could not be read.
+	denied := fake.NewSimpleClientset()
+	denied.PrependReactor("list", "pods", func(k8stesting.Action) (bool, runtime.Object, error) {
+		return true, nil, apierrors.NewForbidden(schema.GroupResource{Resource: "pods"}, "", errors.New("no"))
+	})
+	got = DriverUpgrade(context.Background(), denied, ns, []corev1.Node{node("z", UpgradeDrain, nil, nil)}, nil, cp)
+	if len(got) != 1 || !strings.Contains(got[0].Held, "cannot be read") {
+		t.Errorf("pods forbidden: %+v", got)
 	}
 
 	st := &Status{Release: nil, DriverUpgrade: []DriverUpgradeNode{{Node: "a", State: UpgradeDone}, {Node: "b", State: UpgradeDrain, Held: "pod x holds 1 GPU(s)"}},

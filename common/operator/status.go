@@ -162,9 +162,7 @@ func CollectStatus(ctx context.Context, cs kubernetes.Interface, dyn dynamic.Int
 			st.UnlabelledNodes = append(st.UnlabelledNodes, n.Name)
 		}
 	}
-	if st.DriverUpgrade, err = DriverUpgrade(ctx, cs, ns, nodes.Items, pods.Items, cp); err != nil {
-		return nil, err
-	}
+	st.DriverUpgrade = DriverUpgrade(ctx, cs, ns, nodes.Items, pods.Items, cp)
 	st.judge()
 	return st, nil
 }
