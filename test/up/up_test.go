@@ -144,6 +144,22 @@ func (b *bootLog) watch(c *localcluster.Cluster) {
 	}
 }
 
+// await waits until the log has seen the node's boot id.
+func (b *bootLog) await(t *testing.T, node, id string) {
+	t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		b.mu.Lock()
+		seen := b.ids[node][id]
+		b.mu.Unlock()
+		if seen {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the boot log never saw %s boot %s", node, id)
+		}
+	}
+}
+
 func (b *bootLog) reboots(node string) int {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -427,7 +443,8 @@ func TestUp(t *testing.T) {
 // still cordoned node, stops there with exit 1 — the canary cordoned with its reason and
 // doctor's diagnosis, the other node not drained, not cordoned, not rebooted — and once the
 // canary's GPUs work, the same command goes on: the canary is not rebooted again, the other
-// node is rolled and proven, both end uncordoned.
+// node is rolled and proven, both end uncordoned. Interrupted while the canary is proven,
+// the same command ends it with each node rebooted once.
 func TestUpCanary(t *testing.T) {
 	need(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
@@ -537,6 +554,63 @@ func TestUpCanary(t *testing.T) {
 	for _, n := range parse[up.Report](t, r).Nodes {
 		if n.Prep != "rebooted" || !strings.Contains(n.Detail, "before its uncordon") {
 			t.Errorf("%s: prep %s, %q; want rebooted and verified before its uncordon", n.Node, n.Prep, n.Detail)
+		}
+	}
+	noPods(t)
+
+	// Day two interrupted while the canary is proven (its CUDA sample's pod on the cordoned
+	// node), then the same command: every node rebooted once, none left cordoned, no pod
+	// of the tool left.
+	for _, n := range gpus {
+		if err := simnodes.ResetHost(ctx, env.Cluster, filepath.Join(dir, "hosts"), roots, n, true); err != nil {
+			t.Fatal(err)
+		}
+		// The reset's own boot counted first (the boot log's watch is behind by a moment).
+		boots.await(t, n, node(n).Status.NodeInfo.BootID)
+		before[n] = boots.reboots(n)
+	}
+	cmd := env.Command(ctx, append([]string{"gpu", "up", "--yes", "-o", "json", "--timeout", "1m"}, chart...)...)
+	stderr := &harness.SyncBuffer{}
+	cmd.Stderr = stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	interrupted := false
+wait:
+	for {
+		select {
+		case <-done:
+			break wait
+		case <-time.After(50 * time.Millisecond):
+			if interrupted {
+				continue
+			}
+			if p, err := env.Cluster.Client.CoreV1().Pods(nodepod.DefaultNamespace).Get(ctx, verify.PodName(canary), metav1.GetOptions{}); err == nil && p.DeletionTimestamp == nil {
+				_ = cmd.Process.Signal(os.Interrupt)
+				interrupted = true
+			}
+		}
+	}
+	if !interrupted {
+		t.Fatalf("the run ended before the canary's proof was seen:\n%s", stderr.String())
+	}
+	if code := cmd.ProcessState.ExitCode(); code != 130 && code != 0 {
+		t.Fatalf("interrupted during the proof: exit %d\n%s", code, stderr.String())
+	}
+	t.Logf("interrupted during the canary's proof: exit %d", cmd.ProcessState.ExitCode())
+	noPods(t)
+	r = gpu(t, ctx, append([]string{"up", "--yes", "-o", "json", "--timeout", "1m"}, chart...)...)
+	if r.Code != 0 {
+		t.Fatalf("after the interrupt: exit %d\n%s\n%s", r.Code, r.Stdout, r.Stderr)
+	}
+	for _, n := range gpus {
+		if nd := node(n); nd.Spec.Unschedulable || prep.ReadRollState(nd).Phase != prep.PhaseDone {
+			t.Errorf("after the interrupt, %s: cordoned %v, roll %+v", n, nd.Spec.Unschedulable, prep.ReadRollState(nd))
+		}
+		if b := boots.reboots(n) - before[n]; b != 1 {
+			t.Errorf("after the interrupt, %s rebooted %d times, want once", n, b)
 		}
 	}
 	noPods(t)
