@@ -2,6 +2,7 @@ package up
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -84,42 +85,61 @@ func (p *Plan) rollOptions(c Clients, req Request) *prep.RollOptions {
 	return &o
 }
 
-// proveWait is how often the proof looks again for a node's GPUs after its reboot.
+// proveWait is how often a proof looks again for the nodes' GPUs.
 const proveWait = 2 * time.Second
 
-// prover proves a node back from its reboot: once it advertises its GPUs again (its device
-// plugin registers after the reboot; within --timeout), the CUDA sample runs on it through
-// verify, tolerating the cordon.
+// errNotServing is a proof's nodes not advertising their GPUs within --timeout.
+type errNotServing struct {
+	timeout time.Duration
+	err     error
+}
+
+func (e *errNotServing) Error() string {
+	return fmt.Sprintf("not advertising GPUs within --timeout %s: %s", e.timeout, cliexit.OneLine(e.err.Error()))
+}
+
+// verifyServing runs the CUDA sample on the named nodes once each advertises its GPUs again
+// (after a reboot or a driver reload its device plugin registers anew; waited for within
+// --timeout, said through status): the proof of a rolled node (cordoned: the pods tolerate
+// the cordon) and of the operator's driver canary.
+func verifyServing(ctx context.Context, c Clients, req Request, names []string, cordoned bool, status func(state, detail string)) (*verify.Report, error) {
+	vr := req.Verify
+	vr.Names, vr.Selector, vr.Cordoned = names, "", cordoned
+	if cordoned {
+		vr.Progress, vr.Warn = nil, nil // the roll's own progress shows it
+	}
+	deadline := time.Now().Add(req.Install.Timeout)
+	for {
+		plan, err := verify.Prepare(ctx, c.CS, &vr)
+		if err == nil {
+			status("running the CUDA sample", strings.Join(names, ", "))
+			return verify.Run(ctx, c.CS, &vr, plan)
+		}
+		if ctx.Err() != nil {
+			return nil, cliexit.ErrInterrupted
+		}
+		if time.Now().After(deadline) {
+			return nil, &errNotServing{req.Install.Timeout, err}
+		}
+		status("waiting for "+strings.Join(names, ", ")+" to advertise its GPUs again", fmt.Sprintf("%s left of --timeout", time.Until(deadline).Round(time.Second)))
+		select {
+		case <-ctx.Done():
+			return nil, cliexit.ErrInterrupted
+		case <-time.After(proveWait):
+		}
+	}
+}
+
+// prover proves a node back from its reboot with verifyServing, on the node still cordoned.
 func (p *Plan) prover(c Clients, req Request) prep.Prover {
 	return func(ctx context.Context, node string, status func(state, detail string)) (string, string) {
-		vr := req.Verify
-		vr.Names, vr.Selector, vr.Cordoned, vr.Progress, vr.Warn = []string{node}, "", true, nil, nil
-		deadline := time.Now().Add(req.Install.Timeout)
-		var plan *verify.Plan
-		for {
-			var err error
-			if plan, err = verify.Prepare(ctx, c.CS, &vr); err == nil {
-				break
-			}
-			if ctx.Err() != nil {
-				return "interrupted", ""
-			}
-			if time.Now().After(deadline) {
-				return fmt.Sprintf("the node did not advertise its GPUs within --timeout %s: %s", req.Install.Timeout, cliexit.OneLine(err.Error())),
-					"kubectl gpu doctor " + node + " says which link is broken"
-			}
-			status("waiting for the node to advertise its GPUs again", fmt.Sprintf("%s left of --timeout", time.Until(deadline).Round(time.Second)))
-			select {
-			case <-ctx.Done():
-				return "interrupted", ""
-			case <-time.After(proveWait):
-			}
-		}
-		status("running the CUDA sample on the cordoned node", "")
-		r, err := verify.Run(ctx, c.CS, &vr, plan)
+		r, err := verifyServing(ctx, c, req, []string{node}, true, status)
+		var ns *errNotServing
 		switch {
 		case ctx.Err() != nil:
 			return "interrupted", ""
+		case errors.As(err, &ns):
+			return "the node is " + ns.Error(), "kubectl gpu doctor " + node + " says which link is broken"
 		case err != nil:
 			return "verify: " + cliexit.OneLine(err.Error()), ""
 		}

@@ -110,15 +110,12 @@ func (p *Plan) followDriverCanary(ctx context.Context, c Clients, req Request, n
 		if _, err := c.Release.WaitDriverUpgrade(ctx, p.Releases[0].Release, canary, req.Install.Timeout); err != nil {
 			return "", err
 		}
-		vr := req.Verify
-		vr.Names, vr.Selector = canary, ""
-		plan, err := verify.Prepare(ctx, c.CS, &vr)
+		// The driver reloaded, the device plugin registers the GPUs anew: waited for.
+		prog := report.ForStream(req.Progress)
+		vrep, err := verifyServing(ctx, c, req, canary, false, func(state, detail string) { prog.Status("canary", state, detail) })
+		prog.End()
 		if err != nil {
 			return "", fmt.Errorf("verify the driver upgrade's canary: %w", err)
-		}
-		vrep, err := verify.Run(ctx, c.CS, &vr, plan)
-		if err != nil {
-			return "", err
 		}
 		var failed []string
 		for _, it := range vrep.Items {
