@@ -5,6 +5,7 @@ package nodereport
 import (
 	"encoding/json"
 	"fmt"
+	"strings"
 
 	"github.com/kubectl-gpu/kubectl-gpu/common/xid"
 
@@ -149,6 +150,35 @@ type Package struct {
 	Version string `json:"version"`
 	// Replaces is the installed version an upgrade replaces.
 	Replaces string `json:"replaces,omitempty"`
+}
+
+// DriverTarget is the driver version a change installs: the version of its first package of
+// the branch (the distribution's revision dropped), else "branch B" ("" when neither says).
+func DriverTarget(pkgs []Package, branch string) string {
+	for _, p := range pkgs {
+		if strings.HasPrefix(p.Name, "linux-") || !strings.Contains(p.Name, "nvidia") && !strings.HasPrefix(p.Name, "cuda-drivers") {
+			continue // a kernel's modules carry the kernel's version
+		}
+		if v := UpstreamVersion(p.Version); v != "" && (branch == "" || strings.HasPrefix(v, branch+".")) {
+			return v
+		}
+	}
+	if branch != "" {
+		return "branch " + branch
+	}
+	return ""
+}
+
+// UpstreamVersion drops a package version's epoch and distribution revision (1:580.95.05-0ubuntu1
+// → 580.95.05).
+func UpstreamVersion(v string) string {
+	if i := strings.Index(v, ":"); i >= 0 {
+		v = v[i+1:]
+	}
+	if i := strings.Index(v, "-"); i >= 0 {
+		v = v[:i]
+	}
+	return v
 }
 
 // Who judged whether containerd loads its configuration.

@@ -102,8 +102,27 @@ type RollState struct {
 	// Requested: the agent said the host accepted the reboot.
 	Requested bool   `json:"requested,omitempty"`
 	Reason    string `json:"reason,omitempty"`
+	// Driver is the host driver version the roll's install put on the node, which the check
+	// after the reboot wants loaded; DriverWas the version loaded before it ("" none).
+	Driver    string `json:"driver,omitempty"`
+	DriverWas string `json:"driverWas,omitempty"`
 	Error     string `json:"error,omitempty"`
 	Time      string `json:"time"`
+}
+
+// ResumeAfter is the step a node's unfinished roll goes on after ("" none): where an
+// earlier run stopped, except that a node past its install whose plan has changes to make
+// (changed, ChangesToMake: a new target) goes on after its cordon — drained (it stayed
+// cordoned: nothing is left to evict), installed and rebooted again for them; a check alone
+// would judge the earlier install.
+func ResumeAfter(st RollState, changed bool) Phase {
+	switch {
+	case !st.Unfinished():
+		return ""
+	case changed && phaseIndex(st.Phase) >= phaseIndex(PhaseInstalled):
+		return PhaseCordoned
+	}
+	return st.Phase
 }
 
 // Unfinished tells whether a roll stopped on the node before it was done.
@@ -159,6 +178,7 @@ type roller struct {
 	deleter              *nodepod.Deleter
 	mu                   sync.Mutex
 	bootIDs              map[string]string // the boot each node's reboot Job is for
+	changed              map[string]bool   // nodes whose plan has changes to make
 }
 
 // open starts what the roll shares: the node watch and the three steps' sessions, at once.
@@ -233,7 +253,10 @@ const releaseWindow = 5 * time.Second
 // failure and leaves that node cordoned with the reason; each step is written on the node
 // first, so a rerun resumes. A Ctrl-C returns cliexit.ErrInterrupted once the nodes in
 // flight have stopped (their Jobs removed, their state kept).
-func Roll(ctx context.Context, cs kubernetes.Interface, req *Request, nodes []string) ([]NodeRoll, error) {
+//
+// changed are the nodes whose plan has changes to make: one an earlier run left past its
+// install is installed (and rebooted) again instead of only checked.
+func Roll(ctx context.Context, cs kubernetes.Interface, req *Request, nodes []string, changed map[string]bool) ([]NodeRoll, error) {
 	o := *req.Roll
 	if o.MaxUnavailable < 1 {
 		o.MaxUnavailable = 1
@@ -241,7 +264,7 @@ func Roll(ctx context.Context, cs kubernetes.Interface, req *Request, nodes []st
 	if o.RebootTimeout <= 0 {
 		o.RebootTimeout = DefaultRollOptions().RebootTimeout
 	}
-	r := &roller{cs: cs, req: req, o: o, prog: report.ForStream(req.Progress), bootIDs: map[string]string{}}
+	r := &roller{cs: cs, req: req, o: o, prog: report.ForStream(req.Progress), bootIDs: map[string]string{}, changed: changed}
 	defer r.prog.End()
 	err := r.open(ctx)
 	defer r.close()

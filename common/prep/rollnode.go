@@ -53,6 +53,10 @@ func (r *roller) node(ctx context.Context, name string) NodeRoll {
 	if n.st.Unfinished() {
 		n.res.ResumedFrom = n.st.Phase
 		n.st.Error = ""
+		if at := ResumeAfter(n.st, r.changed[name]); at != n.st.Phase {
+			n.say("its plan has changes again: installed again for them")
+			n.st = RollState{Phase: at, WasCordoned: n.st.WasCordoned}
+		}
 	} else {
 		n.st = RollState{WasCordoned: node.Spec.Unschedulable}
 	}
@@ -174,6 +178,7 @@ func (n *nodeRoll) install(ctx context.Context) error {
 	if nr.Report != nil && nr.Report.Reboot != "" {
 		n.st.Reason = nr.Report.Reboot
 	}
+	n.st.Driver, n.st.DriverWas = installedDriver(nr.Report)
 	n.reached(PhaseInstalled)
 	n.st.BootID, n.st.Requested = n.r.bootID(n.name), false
 	if err := n.next(ctx, PhaseRebooting, nil); err != nil {
@@ -239,6 +244,9 @@ func (n *nodeRoll) check(ctx context.Context) error {
 	if !nr.Ready() {
 		return n.fail(ctx, "back after the reboot, but not ready: "+failedChecks(nr.Report), "see its checks below (kubectl gpu prep "+n.name+")")
 	}
+	if msg, hint := n.driverNotLoaded(nr.Report); msg != "" {
+		return n.fail(ctx, msg, hint)
+	}
 	if prove := n.r.o.Prove; prove != nil {
 		n.wait("proving the node before it is uncordoned", "")
 		if failure, hint := prove(ctx, n.name, n.wait); failure != "" || ctx.Err() != nil {
@@ -257,4 +265,43 @@ func (n *nodeRoll) check(ctx context.Context) error {
 		return n.fail(ctx, err.Error(), "")
 	}
 	return nil
+}
+
+// installedDriver is the host driver version an apply report's done driver install put on
+// the node, and the version loaded while it ran ("" when it installed no driver or its
+// packages do not say the version).
+func installedDriver(r *rep.Report) (driver, was string) {
+	if r == nil {
+		return "", ""
+	}
+	for _, ch := range r.Changes {
+		if ch.Check != rep.CheckDriver || !ch.Done || ch.Error != "" {
+			continue
+		}
+		if to := rep.DriverTarget(ch.Packages, ""); to != "" {
+			return to, r.DriverVersion
+		}
+	}
+	return "", ""
+}
+
+// driverNotLoaded: a node back from the reboot that was to load the driver the roll
+// installed, with another driver loaded or none, failed — the new kernel module did not load
+// (Secure Boot refusing it, a module built for another kernel), and verify would only say
+// the GPUs are gone. It says how to go back to the driver the node ran.
+func (n *nodeRoll) driverNotLoaded(r *rep.Report) (msg, hint string) {
+	want := n.st.Driver
+	if want == "" || r == nil || r.DriverVersion == want {
+		return "", ""
+	}
+	loaded := "no NVIDIA driver"
+	if r.DriverVersion != "" {
+		loaded = "driver " + r.DriverVersion
+	}
+	msg = fmt.Sprintf("back after the reboot with %s loaded, not the installed %s: its kernel module did not load", loaded, want)
+	hint = "the node's kernel log says why (journalctl -k -b | grep -i -e nvidia -e nvrm on the node): a module Secure Boot refuses, or one built for another kernel"
+	if was := n.st.DriverWas; was != "" && was != want {
+		hint += "; to go back to the driver it ran, the same command with --host-driver=" + was
+	}
+	return msg, hint
 }

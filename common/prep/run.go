@@ -152,7 +152,7 @@ func MakePlan(ctx context.Context, cs kubernetes.Interface, req *Request) (*Plan
 func (p *Plan) Write(w io.Writer, req *Request) int {
 	changes := p.Report.WriteChanges(w)
 	if req.Roll != nil {
-		writeRollPlan(w, req, p.Roll, p.Objects)
+		writeRollPlan(w, req, p.Roll, p.Objects, plannedChanges(p.Report.Items))
 		changes += len(p.Roll)
 	}
 	for _, n := range p.Untaint {
@@ -203,7 +203,7 @@ func Apply(ctx context.Context, cs kubernetes.Interface, req *Request, p *Plan) 
 		sort.Slice(results, func(i, j int) bool { return results[i].Node < results[j].Node })
 		return NewReport(rep.ModeApply, results), annotateErr
 	}
-	rolls, err := Roll(ctx, cs, req, roll)
+	rolls, err := Roll(ctx, cs, req, roll, plannedChanges(p.Report.Items))
 	TellLeftCordoned(ctx, cs, req, p.Nodes, err)
 	if errors.Is(err, cliexit.ErrInterrupted) || rolls == nil {
 		return nil, err
@@ -216,6 +216,34 @@ func Apply(ctx context.Context, cs kubernetes.Interface, req *Request, p *Plan) 
 	final := NewReport(rep.ModeApply, results)
 	final.Roll = rolls
 	return final, annotateErr
+}
+
+// plannedChanges are the nodes whose plan has changes to make (ChangesToMake).
+func plannedChanges(items []NodeResult) map[string]bool {
+	out := map[string]bool{}
+	for _, it := range items {
+		if it.Error == "" && ChangesToMake(it.Report) {
+			out[it.Node] = true
+		}
+	}
+	return out
+}
+
+// ChangesToMake tells whether a node's plan has packages to install or files to write: a
+// roll an earlier run left past its install installs them again (a new target, such as the
+// way back after a failed upgrade; ResumeAfter), where it would otherwise only check the
+// node. Commands alone (a module to load, a service to restart) do not count: they are
+// what the reboot does.
+func ChangesToMake(r *rep.Report) bool {
+	if r == nil {
+		return false
+	}
+	for _, c := range r.Changes {
+		if !c.Done && c.Error == "" && (len(c.Packages) > 0 || c.File != "") {
+			return true
+		}
+	}
+	return false
 }
 
 // rollResults are the roll's nodes as report items: the check of a node done, the error of
@@ -336,7 +364,7 @@ func refuseRoll(req *Request, roll []string, nodes map[string]*corev1.Node) erro
 }
 
 // writeRollPlan shows which nodes the roll takes, and from where each resumes.
-func writeRollPlan(w io.Writer, req *Request, roll []string, nodes map[string]*corev1.Node) {
+func writeRollPlan(w io.Writer, req *Request, roll []string, nodes map[string]*corev1.Node, changed map[string]bool) {
 	if len(roll) == 0 {
 		return
 	}
@@ -344,7 +372,11 @@ func writeRollPlan(w io.Writer, req *Request, roll []string, nodes map[string]*c
 	for _, n := range roll {
 		line := n
 		if st := ReadRollState(nodes[n]); st.Unfinished() {
-			line += ": resumes after " + string(st.Phase)
+			if ResumeAfter(st, changed[n]) == st.Phase {
+				line += ": resumes after " + string(st.Phase)
+			} else {
+				line += ": installed again for the changes above and rebooted for them (an earlier run stopped after " + string(st.Phase) + ")"
+			}
 			if st.Error != "" {
 				line += " (stopped there: " + st.Error + ")"
 			}

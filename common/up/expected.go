@@ -33,7 +33,7 @@ func Expected(nodes []corev1.Node, plans map[string]*rep.Report, driverBranch st
 			switch ch.Check {
 			case rep.CheckDriver:
 				// The driver the change installs, replacing any other branch's.
-				if to := driverTarget(ch.Packages, driverBranch); to != "" {
+				if to := rep.DriverTarget(ch.Packages, driverBranch); to != "" {
 					after.DriverVersion = strings.TrimPrefix(to, "branch ")
 				}
 			case rep.CheckToolkit:

@@ -47,7 +47,7 @@ func versionChanges(r *rep.Report, driverBranch string) []VersionChange {
 	for _, ch := range r.Changes {
 		switch ch.Check {
 		case rep.CheckDriver:
-			if to := driverTarget(ch.Packages, driverBranch); to != "" && !strings.HasPrefix(r.DriverVersion, to) {
+			if to := rep.DriverTarget(ch.Packages, driverBranch); to != "" && !strings.HasPrefix(r.DriverVersion, to) {
 				vc := VersionChange{What: "driver", From: r.DriverVersion, To: to}
 				if r.DriverVersion != "" {
 					vc.Back = "--host-driver=" + r.DriverVersion
@@ -55,42 +55,13 @@ func versionChanges(r *rep.Report, driverBranch string) []VersionChange {
 				out = append(out, vc)
 			}
 		case rep.CheckToolkit:
-			if to := packageVersion(ch.Packages, "nvidia-container-toolkit", ""); to != "" && upstream(to) != upstream(r.ToolkitVersion) {
-				out = append(out, VersionChange{What: "toolkit", From: r.ToolkitVersion, To: upstream(to)})
+			if to := packageVersion(ch.Packages, "nvidia-container-toolkit", ""); to != "" && rep.UpstreamVersion(to) != rep.UpstreamVersion(r.ToolkitVersion) {
+				out = append(out, VersionChange{What: "toolkit", From: r.ToolkitVersion, To: rep.UpstreamVersion(to)})
 			}
 		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].What < out[j].What }) // the driver first
 	return out
-}
-
-// driverTarget is the driver version a change installs: the version of its first package of
-// the branch (the distribution's revision dropped), else "branch B" ("" when neither says).
-func driverTarget(pkgs []rep.Package, branch string) string {
-	for _, p := range pkgs {
-		if strings.HasPrefix(p.Name, "linux-") || !strings.Contains(p.Name, "nvidia") && !strings.HasPrefix(p.Name, "cuda-drivers") {
-			continue // a kernel's modules carry the kernel's version
-		}
-		if v := upstream(p.Version); v != "" && (branch == "" || strings.HasPrefix(v, branch+".")) {
-			return v
-		}
-	}
-	if branch != "" {
-		return "branch " + branch
-	}
-	return ""
-}
-
-// upstream drops a package version's epoch and distribution revision (1:580.95.05-0ubuntu1
-// → 580.95.05).
-func upstream(v string) string {
-	if i := strings.Index(v, ":"); i >= 0 {
-		v = v[i+1:]
-	}
-	if i := strings.Index(v, "-"); i >= 0 {
-		v = v[:i]
-	}
-	return v
 }
 
 // evictions lists, per rolled node, the GPU pods its drain evicts, with the budgets over

@@ -97,7 +97,9 @@ type NodePlan struct {
 	Changes []rep.Change `json:"changes,omitempty"`
 	// Reboot says why the node is rolled (drained and rebooted); "" it is not.
 	Reboot string `json:"reboot,omitempty"`
-	// Resumes names the roll step an earlier run stopped after.
+	// Resumes names the step the node's unfinished roll goes on after: where an earlier run
+	// stopped, or "cordoned" when its plan has changes again past its install (a new target:
+	// it is installed and rebooted again for them; prep.ResumeAfter).
 	Resumes string `json:"resumes,omitempty"`
 	// Problem is why the agent could not plan the node.
 	Problem string `json:"problem,omitempty"`
@@ -261,9 +263,8 @@ func MakePlan(ctx context.Context, c Clients, req Request) (*Plan, error) {
 			}
 		}
 		if rolled[it.Node] {
-			if st := prep.ReadRollState(pp.Objects[it.Node]); st.Unfinished() {
-				np.Resumes = string(st.Phase)
-			}
+			st := prep.ReadRollState(pp.Objects[it.Node])
+			np.Resumes = string(prep.ResumeAfter(st, it.Error == "" && prep.ChangesToMake(it.Report)))
 			if np.Reboot == "" {
 				np.Reboot = "an earlier roll stopped on it"
 			}

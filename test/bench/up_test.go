@@ -11,6 +11,7 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
 
 	"github.com/kubectl-gpu/kubectl-gpu/common/cluster"
 	"github.com/kubectl-gpu/kubectl-gpu/common/helmrelease"
@@ -31,7 +32,20 @@ import (
 // for ClusterPolicy, which simnodes.PlayOperator marks ready. Between runs the nodes need
 // their reboot again and the release and up's record are removed (not timed).
 // Goal: ≤ 1.05×. Requests are the clientset's (Helm's own client is not counted).
-func BenchmarkUp100(b *testing.B) {
+func BenchmarkUp100(b *testing.B) { benchUp(b, false) }
+
+// BenchmarkUpUpgrade100: day two — the release deployed, up moves it (a new value) and rolls
+// the 100 nodes canary first (one node, then the others 10 at a time), each node verified
+// while still cordoned before its uncordon, then verifies every node; against the commands an
+// admin runs for the same canary-first upgrade one after the other: prep --apply --reboot on
+// the canary, verify it, prep --apply --reboot on the others, verify them, operator upgrade
+// and its ready wait, verify every node. up verifies each node in its slot (100 CUDA sample
+// pods more than the commands' two runs over the waves). Between runs the nodes need their
+// reboot again and up's record is removed (not timed); the release stays, each run moving it
+// to a new value. Goal: ≤ 1.05×.
+func BenchmarkUpUpgrade100(b *testing.B) { benchUp(b, true) }
+
+func benchUp(b *testing.B, dayTwo bool) {
 	const n, slots = 100, 10
 	chart := os.Getenv("KGPU_GPU_OPERATOR_CHART")
 	if chart == "" {
@@ -65,32 +79,17 @@ func BenchmarkUp100(b *testing.B) {
 	}
 	user := map[string]any{"nfd": map[string]any{"enabled": false}}
 	roll := &prep.RollOptions{MaxUnavailable: slots, RebootTimeout: 5 * time.Minute, DrainTimeout: time.Minute}
+	if dayTwo {
+		roll.Canary = up.DefaultCanary
+	}
+	// move makes each day-two run an upgrade of the release: a label of its DaemonSets.
+	move := func(run int) {
+		user["daemonsets"] = map[string]any{"labels": map[string]any{"bench-run": fmt.Sprint(run)}}
+	}
 	prepReq := prep.Request{Namespace: nodepod.DefaultNamespace, Names: nodes, Image: "agent:bench", Timeout: 5 * time.Minute, Apply: true, Roll: roll}
 	verifyReq := verify.Request{Namespace: nodepod.DefaultNamespace, Names: nodes, Image: verify.DefaultImage, Timeout: 5 * time.Minute}
 	install := helmrelease.InstallRequest{ReleaseName: op.DefaultReleaseName, Timeout: 5 * time.Minute, AtomicDefault: true}
-	reset := func() {
-		sim.Reset()
-		if _, err := helm.Uninstall(ctx, op.DefaultReleaseName, 5*time.Minute, false); err != nil && !isNotInstalled(err) {
-			b.Fatal(err)
-		}
-		_ = env.Cluster.Client.CoreV1().ConfigMaps(nodepod.DefaultNamespace).Delete(ctx, up.RecordName, metav1.DeleteOptions{})
-		waitJobsGone(b)
-	}
-	steps := func() (time.Duration, int64) {
-		cs, ct := countingClient(b)
-		helm.CS = cs
-		t0 := time.Now()
-		r, err := prep.Run(ctx, cs, &prepReq)
-		if err != nil || len(r.Roll) != n || r.Summary.Ready != n {
-			first := ""
-			for _, it := range r.Items {
-				if !it.Ready() {
-					first = fmt.Sprintf("%s: %s %s", it.Node, it.Error, it.Hint)
-					break
-				}
-			}
-			b.Fatalf("prep: %v; %d rolled, %d of %d ready; first not ready %s", err, len(r.Roll), r.Summary.Ready, r.Summary.Nodes, first)
-		}
+	installRelease := func() {
 		ch, doc, err := helm.Values(ctx, op.ValuesRequest{Source: helmrelease.ChartSource{Chart: chart}, Derive: true, User: user})
 		if err != nil {
 			b.Fatal(err)
@@ -101,15 +100,65 @@ func BenchmarkUp100(b *testing.B) {
 		if _, err := helm.WaitReady(ctx, op.DefaultReleaseName, install.Timeout); err != nil {
 			b.Fatal(err)
 		}
+	}
+	verifyNodes := func(cs kubernetes.Interface, names []string) {
 		vr := verifyReq
+		vr.Names = names
 		plan, err := verify.Prepare(ctx, cs, &vr)
 		if err != nil {
 			b.Fatal(err)
 		}
 		v, err := verify.Run(ctx, cs, &vr, plan)
-		if err != nil || v.Summary.Passed != n {
+		if err != nil || v.Summary.Passed != len(names) {
 			b.Fatalf("verify: %v %+v", err, v.Summary)
 		}
+	}
+	prepNodes := func(cs kubernetes.Interface, names []string) {
+		pr := prepReq
+		pr.Names = names
+		r, err := prep.Run(ctx, cs, &pr)
+		if err != nil || len(r.Roll) != len(names) || r.Summary.Ready != len(names) {
+			first := ""
+			for _, it := range r.Items {
+				if !it.Ready() {
+					first = fmt.Sprintf("%s: %s %s", it.Node, it.Error, it.Hint)
+					break
+				}
+			}
+			b.Fatalf("prep: %v; %d rolled, %d of %d ready; first not ready %s", err, len(r.Roll), r.Summary.Ready, r.Summary.Nodes, first)
+		}
+	}
+	run := 0
+	if dayTwo {
+		helm.CS = env.Cluster.Client
+		move(run)
+		installRelease()
+	}
+	reset := func() {
+		sim.Reset()
+		if dayTwo {
+			run++
+			move(run)
+		} else if _, err := helm.Uninstall(ctx, op.DefaultReleaseName, 5*time.Minute, false); err != nil && !isNotInstalled(err) {
+			b.Fatal(err)
+		}
+		_ = env.Cluster.Client.CoreV1().ConfigMaps(nodepod.DefaultNamespace).Delete(ctx, up.RecordName, metav1.DeleteOptions{})
+		waitJobsGone(b)
+	}
+	steps := func() (time.Duration, int64) {
+		cs, ct := countingClient(b)
+		helm.CS = cs
+		t0 := time.Now()
+		if dayTwo {
+			prepNodes(cs, nodes[:roll.Canary])
+			verifyNodes(cs, nodes[:roll.Canary])
+			prepNodes(cs, nodes[roll.Canary:])
+			verifyNodes(cs, nodes[roll.Canary:])
+		} else {
+			prepNodes(cs, nodes)
+		}
+		installRelease()
+		verifyNodes(cs, nodes)
 		return time.Since(t0), ct.n.Load()
 	}
 	ours := func() (time.Duration, int64) {
@@ -123,6 +172,9 @@ func BenchmarkUp100(b *testing.B) {
 		p, err := up.MakePlan(ctx, c, req)
 		if err != nil {
 			b.Fatal(err)
+		}
+		if dayTwo && (!p.ProveRolled || len(p.Canary) != roll.Canary || p.Releases[0].Action != up.ActionUpgrade) {
+			b.Fatalf("up's plan: prove %v, canary %v, release %s; want a day-two upgrade", p.ProveRolled, p.Canary, p.Releases[0].Action)
 		}
 		r, err := up.Run(ctx, c, req, p)
 		if err != nil || r.Summary.Verified != n {
@@ -150,6 +202,11 @@ func BenchmarkUp100(b *testing.B) {
 	b.ReportMetric(float64(rOurs)/nf/n, "up-requests/node")
 	b.ReportMetric(float64(rSteps)/nf/n, "steps-requests/node")
 	reset()
+	if dayTwo {
+		if _, err := helm.Uninstall(ctx, op.DefaultReleaseName, 5*time.Minute, false); err != nil {
+			b.Fatal(err)
+		}
+	}
 }
 
 func isNotInstalled(err error) bool {

@@ -54,6 +54,9 @@ import (
 var (
 	env  *harness.Env
 	gpus = []string{"gpu-a100-0", "gpu-a100-1"}
+	// rke2 are the RKE2 nodes (package hosts when the machine has a Debian root), the
+	// device plugin's and host driver's tests'.
+	rke2 = []string{"gpu-rke2-0", "gpu-rke2-1"}
 	// packages: the RKE2 node's host packages are installed for real (apt-get in a Debian
 	// root); nil when the machine has no Debian root (make tools builds it).
 	packages *simnodes.PackageHosts
@@ -76,7 +79,7 @@ func TestMain(m *testing.M) {
 			}
 		}
 		if _, err := e.Cluster.AddNodes(ctx, localcluster.NodeSpec{Profile: "a100", Prefix: "gpu-a100", Count: 2}, localcluster.NodeSpec{Profile: "cpu", Prefix: "cpu", Count: 1},
-			localcluster.NodeSpec{Profile: "rke2", Prefix: "gpu-rke2", Count: 1}); err != nil {
+			localcluster.NodeSpec{Profile: "rke2", Prefix: "gpu-rke2", Count: len(rke2)}); err != nil {
 			return "", err
 		}
 		var err error
@@ -95,9 +98,9 @@ func TestMain(m *testing.M) {
 			}
 			addr := l.Addr().String()
 			l.Close()
-			packages = &simnodes.PackageHosts{Addr: addr, Nodes: map[string]string{"gpu-rke2-0": "rke2"}}
+			packages = &simnodes.PackageHosts{Addr: addr, Nodes: map[string]string{rke2[0]: "rke2", rke2[1]: "rke2"}}
 		}
-		if err := simnodes.SimulateWith(context.Background(), e.Cluster, agent, filepath.Join(dir, "hosts"), roots, append(gpus, "gpu-rke2-0"), nil, packages); err != nil {
+		if err := simnodes.SimulateWith(context.Background(), e.Cluster, agent, filepath.Join(dir, "hosts"), roots, everyGPU(), nil, packages); err != nil {
 			return "", err
 		}
 		if err := simnodes.PlayOperator(context.Background(), e.Cluster); err != nil {
@@ -167,6 +170,9 @@ func (b *bootLog) reboots(node string) int {
 }
 
 // need skips a test when the setup did not run (it said why on its SKIP line).
+// everyGPU is every GPU node of the tests.
+func everyGPU() []string { return append(slices.Clone(gpus), rke2...) }
+
 func need(t *testing.T) {
 	t.Helper()
 	if env == nil {
@@ -296,7 +302,7 @@ func TestUp(t *testing.T) {
 	args := append([]string{"gpu", "up", "--yes", "-o", "json", "--timeout", "3m"}, chart...)
 	defer func() {
 		// The verify outcomes as they were for the test after this one.
-		_ = env.Cluster.SetPodOutcome(context.Background(), "verify-pass", verify.Component, append(gpus, "gpu-rke2-0"), 0)
+		_ = env.Cluster.SetPodOutcome(context.Background(), "verify-pass", verify.Component, everyGPU(), 0)
 		_ = env.Cluster.SetPodOutcome(context.Background(), "verify-fail", verify.Component, nil, 1)
 		_ = env.Cluster.SetPodLog(context.Background(), nodepod.DefaultNamespace, verify.PodName(gpus[1]), verify.ContainerName, simnodes.VectorAddPassLog)
 	}()
@@ -463,11 +469,11 @@ func TestUpCanary(t *testing.T) {
 		}
 	}
 	defer func() {
-		_ = env.Cluster.SetPodOutcome(context.Background(), "verify-pass", verify.Component, append(gpus, "gpu-rke2-0"), 0)
+		_ = env.Cluster.SetPodOutcome(context.Background(), "verify-pass", verify.Component, everyGPU(), 0)
 		_ = env.Cluster.SetPodOutcome(context.Background(), "verify-fail", verify.Component, nil, 1)
 		_ = env.Cluster.SetPodLog(context.Background(), nodepod.DefaultNamespace, verify.PodName(canary), verify.ContainerName, simnodes.VectorAddPassLog)
 	}()
-	if err := env.Cluster.SetPodOutcome(ctx, "verify-pass", verify.Component, []string{other, "gpu-rke2-0"}, 0); err != nil {
+	if err := env.Cluster.SetPodOutcome(ctx, "verify-pass", verify.Component, append([]string{other}, rke2...), 0); err != nil {
 		t.Fatal(err)
 	}
 	if err := env.Cluster.SetPodOutcome(ctx, "verify-fail", verify.Component, []string{canary}, 1); err != nil {
@@ -532,7 +538,7 @@ func TestUpCanary(t *testing.T) {
 	noPods(t)
 
 	// The canary's GPUs work again: the same command goes on.
-	if err := env.Cluster.SetPodOutcome(ctx, "verify-pass", verify.Component, append(gpus, "gpu-rke2-0"), 0); err != nil {
+	if err := env.Cluster.SetPodOutcome(ctx, "verify-pass", verify.Component, everyGPU(), 0); err != nil {
 		t.Fatal(err)
 	}
 	if err := env.Cluster.SetPodOutcome(ctx, "verify-fail", verify.Component, nil, 1); err != nil {
@@ -825,11 +831,11 @@ func TestUpOperatorDriverUpgrade(t *testing.T) {
 	// with its diagnosis, the other node held on the old driver; after the fix the same
 	// command finds the held node and lets the upgrade go on.
 	defer func() {
-		_ = env.Cluster.SetPodOutcome(context.Background(), "verify-pass", verify.Component, append(gpus, "gpu-rke2-0"), 0)
+		_ = env.Cluster.SetPodOutcome(context.Background(), "verify-pass", verify.Component, everyGPU(), 0)
 		_ = env.Cluster.SetPodOutcome(context.Background(), "verify-fail", verify.Component, nil, 1)
 		_ = env.Cluster.SetPodLog(context.Background(), nodepod.DefaultNamespace, verify.PodName(gpus[0]), verify.ContainerName, simnodes.VectorAddPassLog)
 	}()
-	if err := env.Cluster.SetPodOutcome(ctx, "verify-pass", verify.Component, []string{gpus[1], "gpu-rke2-0"}, 0); err != nil {
+	if err := env.Cluster.SetPodOutcome(ctx, "verify-pass", verify.Component, append([]string{gpus[1]}, rke2...), 0); err != nil {
 		t.Fatal(err)
 	}
 	if err := env.Cluster.SetPodOutcome(ctx, "verify-fail", verify.Component, gpus[:1], 1); err != nil {
@@ -850,7 +856,7 @@ func TestUpOperatorDriverUpgrade(t *testing.T) {
 	if n, err := cs.CoreV1().Nodes().Get(ctx, gpus[1], metav1.GetOptions{}); err != nil || n.Labels[up.LabelDriverUpgradeHeld] != "true" {
 		t.Fatalf("after a failed canary the other node is not held: %v %v", err, n.Labels)
 	}
-	if err := env.Cluster.SetPodOutcome(ctx, "verify-pass", verify.Component, append(gpus, "gpu-rke2-0"), 0); err != nil {
+	if err := env.Cluster.SetPodOutcome(ctx, "verify-pass", verify.Component, everyGPU(), 0); err != nil {
 		t.Fatal(err)
 	}
 	if err := env.Cluster.SetPodOutcome(ctx, "verify-fail", verify.Component, nil, 1); err != nil {
@@ -961,8 +967,12 @@ func TestUpDevicePlugin(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	if r := gpu(t, ctx, "operator", "uninstall", "--yes"); r.Code != 0 {
-		t.Fatalf("operator uninstall: exit %d\n%s", r.Code, r.Stderr)
+	// The operator an earlier test left (none when this test runs alone).
+	hadOperator := len(releaseHistory(t, operator.DefaultNamespace, operator.DefaultReleaseName)) > 0
+	if hadOperator {
+		if r := gpu(t, ctx, "operator", "uninstall", "--yes"); r.Code != 0 {
+			t.Fatalf("operator uninstall: exit %d\n%s", r.Code, r.Stderr)
+		}
 	}
 	for _, n := range gpus {
 		if err := env.Cluster.Client.CoreV1().Nodes().Delete(ctx, n, metav1.DeleteOptions{}); err != nil {
@@ -983,24 +993,36 @@ func TestUpDevicePlugin(t *testing.T) {
 	}
 	plan := parse[up.Plan](t, r)
 	diff := strings.Join(plan.Differences, "; ")
-	if !strings.Contains(diff, "stack: operator → device-plugin") || len(plan.Releases) != 1 || plan.Releases[0].Action != up.ActionInstall || len(plan.Nodes) != 1 || plan.Nodes[0].Reboot == "" {
+	if hadOperator && !strings.Contains(diff, "stack: operator → device-plugin") || len(plan.Releases) != 1 || plan.Releases[0].Action != up.ActionInstall || len(plan.Nodes) != len(rke2) {
 		t.Fatalf("plan: differences %q, releases %+v, nodes %+v", diff, plan.Releases, plan.Nodes)
 	}
-	// From → to: no driver yet, the branch's version as apt resolved it in the Debian root.
-	if v := plan.Nodes[0].Versions; len(v) == 0 || v[0].What != "driver" || v[0].From != "" || !strings.HasPrefix(v[0].To, "570.") {
-		t.Errorf("the plan's versions %+v; want the driver from none to 570.x", v)
+	for _, n := range plan.Nodes {
+		if n.Reboot == "" {
+			t.Errorf("%s is not rebooted in the plan: %+v", n.Node, n)
+		}
+		// From → to: no driver yet, the branch's version as apt resolved it in the Debian root.
+		if v := n.Versions; len(v) == 0 || v[0].What != "driver" || v[0].From != "" || !strings.HasPrefix(v[0].To, "570.") {
+			t.Errorf("%s: the plan's versions %+v; want the driver from none to 570.x", n.Node, v)
+		}
 	}
 	r, runs := gpuSim(t, ctx, append([]string{"up", "--yes", "-o", "json", "--timeout", "3m"}, host...)...)
 	if r.Code != 0 {
 		t.Fatalf("run: exit %d\n%s\n%s", r.Code, r.Stdout, r.Stderr)
 	}
 	rep := parse[up.Report](t, r)
-	// A run resumed after the race finds the node already done.
-	if rep.Summary.Verified != 1 || runs == 1 && rep.Nodes[0].Prep != "rebooted" {
+	// A run resumed after the race finds the nodes it finished already done.
+	if rep.Summary.Verified != len(rke2) {
 		t.Fatalf("report: %+v\n%s", rep, r.Stderr)
 	}
-	if b := boots.reboots("gpu-rke2-0"); b != 1 {
-		t.Errorf("gpu-rke2-0 rebooted %d times, want once", b)
+	for _, n := range rep.Nodes {
+		if runs == 1 && n.Prep != "rebooted" {
+			t.Errorf("%s: prep %q, want rebooted", n.Node, n.Prep)
+		}
+	}
+	for _, n := range rke2 {
+		if b := boots.reboots(n); b != 1 {
+			t.Errorf("%s rebooted %d times, want once", n, b)
+		}
 	}
 	r, _ = gpuSim(t, ctx, append([]string{"up", "--yes", "-o", "json"}, host...)...)
 	if r.Code != 0 || !strings.Contains(r.Stderr, "nothing to change") {
@@ -1012,80 +1034,206 @@ func TestUpDevicePlugin(t *testing.T) {
 	noPods(t)
 }
 
-// TestUpHostDriverUpgrade (after TestUpDevicePlugin: gpu-rke2-0 runs the device plugin on the
-// host's driver 570, installed through the real apt in its Debian root): --host-driver 580
-// plans 570 → 580 on the node, which is rolled as the canary and proven by the CUDA sample
-// before its uncordon (the device plugin is deployed already); apt replaces the 570 packages
-// (they conflict), the simulated boot loads 580. The plan names the way back, the exact
-// version the node ran; with it the node goes back to that version although the archive has
-// a newer one of the branch by then.
+// TestUpHostDriverUpgrade (after TestUpDevicePlugin: the RKE2 nodes run the device plugin
+// on the host's driver 570, installed through the real apt in their Debian roots), day two
+// of a host driver, 570 → 580, in three runs:
+//
+//   - The canary's kernel refuses 580 (simnodes.PackageHosts.RefuseDriver, as Secure Boot
+//     refuses a module it cannot verify): apt replaces the 570 packages, the node reboots
+//     without a driver, the roll's check says the installed driver did not load, and the run
+//     stops with exit 1 — the canary cordoned with doctor's diagnosis in the report, the
+//     other node never cordoned nor rebooted, still on 570.
+//   - The way back the failure names, the exact version the canary ran, although the archive
+//     has a newer 570 by then (pinned): only the canary is planned; its roll, left past its
+//     install, installs again and reboots once.
+//   - Its kernel fixed, 580 again, interrupted at a random point of the roll, then the same
+//     command: both nodes on 580, each rebooted once, none left cordoned, no pod left, and
+//     the device plugin's release untouched (one revision, deployed).
 func TestUpHostDriverUpgrade(t *testing.T) {
 	need(t)
 	if packages == nil {
 		t.Skip("no Debian root for the package hosts: make tools builds it (hack/testenv/debian-root.sh)")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 12*time.Minute)
 	defer cancel()
-	const node = "gpu-rke2-0"
-	driver := func() string {
+	canary, other := rke2[0], rke2[1]
+	node := func(name string) *corev1.Node {
 		t.Helper()
-		n, err := env.Cluster.Client.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
+		n, err := env.Cluster.Client.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
-		return n.Annotations[nodereport.AnnotationDriver]
+		return n
 	}
-	if d := driver(); !strings.HasPrefix(d, "570.") {
-		t.Skipf("TestUpDevicePlugin did not leave driver 570 on %s (%q)", node, d)
+	driver := func(name string) string { return node(name).Annotations[nodereport.AnnotationDriver] }
+	before := driver(canary)
+	for _, n := range rke2 {
+		if d := driver(n); !strings.HasPrefix(d, "570.") || d != before {
+			t.Skipf("TestUpDevicePlugin did not leave driver %s on every RKE2 node (%s: %q)", before, n, d)
+		}
 	}
-	// Up to 580; then, the archive having moved on to a newer 570, back to the very 570 the
-	// node ran, by the flag the plan names (pinned: apt does not take the newest).
-	before := driver()
+	args := func(flag string) []string {
+		return []string{"--stack", "device-plugin", "--chart", charts["KGPU_DEVICE_PLUGIN_CHART"], flag, "--host-toolkit=1.17.8", "--package-repo", packages.Mirror()}
+	}
+	dryRun := func(flag string) up.Plan {
+		t.Helper()
+		r, _ := gpuSim(t, ctx, append([]string{"up", "--dry-run", "-o", "json"}, args(flag)...)...)
+		if r.Code != 0 {
+			t.Fatalf("%s: dry run: exit %d\n%s", flag, r.Code, r.Stderr)
+		}
+		return parse[up.Plan](t, r)
+	}
+	reboots := func() map[string]int {
+		m := map[string]int{}
+		for _, n := range rke2 {
+			boots.await(t, n, node(n).Status.NodeInfo.BootID)
+			m[n] = boots.reboots(n)
+		}
+		return m
+	}
+
+	// 1. 580, which the canary's kernel refuses.
+	packages.RefuseDriver(canary, "580")
+	defer packages.RefuseDriver(canary, "")
+	plan := dryRun("--host-driver=580")
+	if len(plan.Nodes) != 2 || !plan.ProveRolled || strings.Join(plan.Canary, ",") != canary {
+		t.Fatalf("580: plan: nodes %+v, prove %v, canary %v", plan.Nodes, plan.ProveRolled, plan.Canary)
+	}
 	back := ""
-	for _, step := range []struct{ flag, from, to string }{{"--host-driver=580", "570.", "580."}, {"", "580.", before}} {
-		if step.flag == "" {
-			if back == "" {
-				t.Fatal("the upgrade's plan named no way back")
-			}
-			if err := packages.PublishDriver("570", "570.211.01"); err != nil {
-				t.Fatal(err)
-			}
-			step.flag = back
+	for _, n := range plan.Nodes {
+		v := n.Versions
+		if n.Reboot == "" || len(v) == 0 || v[0].What != "driver" || v[0].From != before || !strings.HasPrefix(v[0].To, "580.") {
+			t.Fatalf("580: %s: reboot %q, versions %+v; want the driver %s → 580.x", n.Node, n.Reboot, v, before)
 		}
-		args := []string{"--stack", "device-plugin", "--chart", charts["KGPU_DEVICE_PLUGIN_CHART"], step.flag, "--host-toolkit=1.17.8", "--package-repo", packages.Mirror()}
-		r, _ := gpuSim(t, ctx, append([]string{"up", "--dry-run", "-o", "json"}, args...)...)
-		if r.Code != 0 {
-			t.Fatalf("%s: dry run: exit %d\n%s", step.flag, r.Code, r.Stderr)
+		back = v[0].Back
+	}
+	if back != "--host-driver="+before {
+		t.Errorf("the way back named by the plan: %q, want --host-driver=%s", back, before)
+	}
+	was := reboots()
+	r, _ := gpuSim(t, ctx, append([]string{"up", "--yes", "-o", "json", "--timeout", "2m"}, args("--host-driver=580")...)...)
+	if r.Code != 1 {
+		t.Fatalf("580 refused by the canary's kernel: exit %d, want 1\n%s\n%s", r.Code, r.Stdout, r.Stderr)
+	}
+	rep := parse[up.Report](t, r)
+	results := map[string]up.NodeResult{}
+	for _, n := range rep.Nodes {
+		results[n.Node] = n
+	}
+	if c := results[canary]; c.Prep != up.Failed || !strings.Contains(c.Detail, "not the installed 580.") || !strings.Contains(c.Hint, "--host-driver="+before) ||
+		c.Diagnosis == nil || c.Diagnosis.FirstBroken == "" {
+		t.Errorf("the canary's result: %+v (diagnosis %+v)", c, c.Diagnosis)
+	} else {
+		t.Logf("the canary: %s; doctor: %s: %s (%s)", c.Detail, c.Diagnosis.FirstBroken, c.Diagnosis.Detail, c.Diagnosis.Fix)
+	}
+	if o := results[other]; o.Prep != up.NotStarted {
+		t.Errorf("the node after the canary: %+v", o)
+	}
+	if n := node(canary); !n.Spec.Unschedulable || prep.ReadRollState(n).Phase != prep.PhaseRebooted {
+		t.Errorf("the canary: cordoned %v, roll %+v", n.Spec.Unschedulable, prep.ReadRollState(n))
+	}
+	if n := node(other); n.Spec.Unschedulable || prep.ReadRollState(n).Phase != prep.PhaseDone {
+		t.Errorf("the node after the canary was touched: cordoned %v, roll %+v", n.Spec.Unschedulable, prep.ReadRollState(n))
+	}
+	now := reboots()
+	if now[canary] != was[canary]+1 || now[other] != was[other] {
+		t.Errorf("reboots: canary %d, other %d; want 1 and 0", now[canary]-was[canary], now[other]-was[other])
+	}
+	if d := driver(other); d != before {
+		t.Errorf("the node after the canary: driver %q, want %s", d, before)
+	}
+	noPods(t)
+
+	// 2. Back, by the flag the failure names, to the very version the canary ran although
+	// the archive has a newer 570 by then.
+	if err := packages.PublishDriver("570", "570.211.01"); err != nil {
+		t.Fatal(err)
+	}
+	plan = dryRun(back)
+	for _, n := range plan.Nodes {
+		moved := n.Reboot != "" && len(n.Versions) > 0 && n.Versions[0].To == before && n.Resumes == string(prep.PhaseCordoned)
+		if n.Node == canary && !moved || n.Node != canary && (n.Reboot != "" || len(n.Versions) > 0) {
+			t.Fatalf("back: plan: %s: reboot %q, versions %v, resumes %q; want only %s moved, its driver to %s", n.Node, n.Reboot, n.Versions, n.Resumes, canary, before)
 		}
-		plan := parse[up.Plan](t, r)
-		if len(plan.Nodes) != 1 || plan.Nodes[0].Reboot == "" || !plan.ProveRolled || strings.Join(plan.Canary, ",") != node {
-			t.Fatalf("%s: plan: nodes %+v, prove %v, canary %v", step.flag, plan.Nodes, plan.ProveRolled, plan.Canary)
-		}
-		v := plan.Nodes[0].Versions
-		if len(v) == 0 || v[0].What != "driver" || !strings.HasPrefix(v[0].From, step.from) || !strings.HasPrefix(v[0].To, step.to) {
-			t.Fatalf("%s: the plan's versions %+v; want the driver %s… → %s…", step.flag, v, step.from, step.to)
-		}
-		if back == "" {
-			back = v[0].Back
-			if back != "--host-driver="+before {
-				t.Errorf("the way back named by the plan: %q, want --host-driver=%s", back, before)
-			}
-		}
-		boots0 := boots.reboots(node)
-		r, _ = gpuSim(t, ctx, append([]string{"up", "--yes", "-o", "json", "--timeout", "2m"}, args...)...)
-		if r.Code != 0 {
-			t.Fatalf("%s: run: exit %d\n%s\n%s", step.flag, r.Code, r.Stdout, r.Stderr)
-		}
-		rep := parse[up.Report](t, r)
-		if len(rep.Nodes) != 1 || !strings.Contains(rep.Nodes[0].Detail, "before its uncordon") || rep.Summary.Verified != 1 {
-			t.Errorf("%s: report %+v", step.flag, rep)
-		}
-		if d := driver(); !strings.HasPrefix(d, step.to) {
-			t.Errorf("%s: the node's driver after the run: %q, want %s…", step.flag, d, step.to)
-		}
-		if b := boots.reboots(node) - boots0; b != 1 {
-			t.Errorf("%s: %s rebooted %d times, want once", step.flag, node, b)
+	}
+	was = reboots()
+	r, _ = gpuSim(t, ctx, append([]string{"up", "--yes", "-o", "json", "--timeout", "2m"}, args(back)...)...)
+	if r.Code != 0 {
+		t.Fatalf("back: exit %d\n%s\n%s", r.Code, r.Stdout, r.Stderr)
+	}
+	now = reboots()
+	if now[canary] != was[canary]+1 || now[other] != was[other] {
+		t.Errorf("back: reboots: canary %d, other %d; want 1 and 0", now[canary]-was[canary], now[other]-was[other])
+	}
+	for _, n := range rke2 {
+		if d, nd := driver(n), node(n); d != before || nd.Spec.Unschedulable || prep.ReadRollState(nd).Phase != prep.PhaseDone {
+			t.Errorf("back: %s: driver %q (want %s), cordoned %v, roll %+v", n, d, before, nd.Spec.Unschedulable, prep.ReadRollState(nd))
 		}
 	}
 	noPods(t)
+
+	// 3. The kernel fixed, 580 again, interrupted at a random point of the roll.
+	packages.RefuseDriver(canary, "")
+	was = reboots()
+	upgrade := append([]string{"gpu", "up", "--yes", "-o", "json", "--timeout", "2m"}, args("--host-driver=580")...)
+	cmd := env.Command(ctx, upgrade...)
+	stderr := &harness.SyncBuffer{}
+	cmd.Stderr = stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	// After the roll's first record, 0–20 s on: anywhere from the canary's drain to the
+	// other node's reboot.
+	delay := time.Duration(rand.IntN(20000)) * time.Millisecond
+	var at time.Time
+wait:
+	for {
+		select {
+		case <-done:
+			break wait
+		case <-time.After(100 * time.Millisecond):
+			if at.IsZero() {
+				for _, n := range rke2 {
+					if p := prep.ReadRollState(node(n)).Phase; p != "" && p != prep.PhaseDone {
+						at = time.Now().Add(delay)
+					}
+				}
+			} else if time.Now().After(at) {
+				t.Logf("interrupted %s after the roll began", delay)
+				_ = cmd.Process.Signal(os.Interrupt)
+				at = time.Now().Add(time.Hour)
+			}
+		}
+	}
+	t.Logf("580, interrupted: exit %d; %s", cmd.ProcessState.ExitCode(), lastLine(stderr.String()))
+	if code := cmd.ProcessState.ExitCode(); code != 130 && code != 0 {
+		t.Fatalf("580, interrupted: exit %d\n%s", code, stderr.String())
+	}
+	noPods(t)
+	r, _ = gpuSim(t, ctx, upgrade[1:]...)
+	if r.Code != 0 {
+		t.Fatalf("580 after the interrupt: exit %d\n%s\n%s", r.Code, r.Stdout, r.Stderr)
+	}
+	now = reboots()
+	for _, n := range rke2 {
+		nd := node(n)
+		if d := driver(n); !strings.HasPrefix(d, "580.") || nd.Spec.Unschedulable || prep.ReadRollState(nd).Phase != prep.PhaseDone {
+			t.Errorf("580: %s: driver %q, cordoned %v, roll %+v", n, d, nd.Spec.Unschedulable, prep.ReadRollState(nd))
+		}
+		if b := now[n] - was[n]; b != 1 {
+			t.Errorf("580: %s rebooted %d times, want once", n, b)
+		}
+	}
+	if h := releaseHistory(t, "nvidia-device-plugin", "nvidia-device-plugin"); len(h) != 1 || h[0] != "1:deployed" {
+		t.Errorf("the device plugin's release history %v, want one revision 1, deployed", h)
+	}
+	noPods(t)
+}
+
+// lastLine is a text's last non-empty line.
+func lastLine(s string) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	return lines[len(lines)-1]
 }

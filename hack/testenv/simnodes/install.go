@@ -40,6 +40,7 @@ type PackageHosts struct {
 
 	repo    *hostconfigtest.AptRepo
 	roots   map[string]string
+	refuse  map[string]string        // node → the driver branch its kernel refuses to load
 	archive []hostconfigtest.StandIn // the stand-in Ubuntu archive as published
 	mu      sync.Mutex
 }
@@ -75,6 +76,18 @@ func (p *PackageHosts) PublishDriver(branch, version string) error {
 	defer p.mu.Unlock()
 	p.archive = append(p.archive, driverPackages(branch, version)...)
 	return p.repo.Publish("ubuntu", "", p.archive...)
+}
+
+// RefuseDriver makes the node's simulated kernel refuse the branch's module from its next
+// boot on, as Secure Boot refuses a module it cannot verify: the boot loads no driver. ""
+// lets the node load every branch again.
+func (p *PackageHosts) RefuseDriver(node, branch string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.refuse == nil {
+		p.refuse = map[string]string{}
+	}
+	p.refuse[node] = branch
 }
 
 // Mirror is the URL of the toolkit mirror (NVIDIA's paths kept) for --package-repo.
@@ -206,17 +219,18 @@ func (p *PackageHosts) report(ctx context.Context, pod *corev1.Pod, reboot func(
 	r, _ := hostconfig.Run(ctx, &hostconfig.Host{Root: root}, o)
 	p.mu.Unlock()
 	if o.Mode == rep.ModeReboot && r != nil && len(r.Changes) == 1 && r.Changes[0].Done {
-		go reboot(node, func() (string, error) { return p.boot(root) })
+		go reboot(node, func() (string, error) { return p.boot(node) })
 	}
 	b, _ := json.Marshal(r)
 	return string(b) + "\n"
 }
 
-// boot boots the root, and "loads" an installed stand-in driver: its version goes where the
-// kernel tells a loaded driver's.
-func (p *PackageHosts) boot(root string) (string, error) {
+// boot boots the node's root, and "loads" an installed stand-in driver (unless the node
+// refuses its branch): its version goes where the kernel tells a loaded driver's.
+func (p *PackageHosts) boot(node string) (string, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	root := p.roots[node]
 	id, err := hostconfigtest.Boot(root)
 	if err != nil {
 		return "", err
@@ -244,6 +258,9 @@ func (p *PackageHosts) boot(root string) (string, error) {
 				}
 			}
 		}
+	}
+	if b := p.refuse[node]; b != "" && strings.HasPrefix(loaded, b+".") {
+		loaded = ""
 	}
 	if loaded == "" {
 		_ = os.RemoveAll(h.Path("/proc/driver/nvidia"))

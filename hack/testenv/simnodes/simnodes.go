@@ -70,8 +70,8 @@ func SimulateWith(ctx context.Context, c *localcluster.Cluster, agentBin, dir st
 		if err := ph.setUp(filepath.Join(dir, "package-hosts"), gpusOf); err != nil {
 			return err
 		}
-		for node, root := range ph.roots {
-			id, err := ph.boot(root)
+		for node := range ph.roots {
+			id, err := ph.boot(node)
 			if err != nil {
 				return err
 			}
