@@ -357,3 +357,36 @@ func TestRKE2K3sLiveValuesSuffice(t *testing.T) {
 		})
 	}
 }
+
+// A host whose nouveau is blacklisted already yet still loaded (blacklisted by hand, no
+// reboot since) has nothing to change, and still needs its reboot: the plan says so, so
+// prep's roll takes it.
+func TestNouveauBlacklistedStillLoaded(t *testing.T) {
+	root := fakeRoot(t, "ubuntu2204-kubeadm", 1)
+	h := &Host{Root: root}
+	if err := os.MkdirAll(h.Path("/etc/modprobe.d"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(h.Path(NouveauFile), []byte("blacklist nouveau\noptions nouveau modeset=0\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r, err := Run(context.Background(), h, Options{Mode: ModePlan, AgentVersion: "test", Runner: &Recorder{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range r.Changes {
+		if c.Check == rep.CheckNouveau {
+			t.Errorf("a nouveau change planned though it is blacklisted: %+v", c)
+		}
+	}
+	if !strings.Contains(r.Reboot, "blacklisted but still loaded") {
+		t.Errorf("reboot %q, want it planned for nouveau still loaded", r.Reboot)
+	}
+	// Not loaded any more (after the reboot): no reboot.
+	if err := os.WriteFile(h.Path("/proc/modules"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if r, err = Run(context.Background(), h, Options{Mode: ModePlan, AgentVersion: "test", Runner: &Recorder{}}); err != nil || r.Reboot != "" {
+		t.Errorf("nouveau unloaded: reboot %q, %v; want none", r.Reboot, err)
+	}
+}

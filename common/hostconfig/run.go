@@ -72,13 +72,13 @@ func run(ctx context.Context, h *Host, o Options) (*rep.Report, error) {
 		o.Apply.ToolkitPlanned = toolkit
 		changes, err := Apply(ctx, h, r, nil, o.Apply, true)
 		r.Changes = append(r.Changes, changes...)
-		r.Reboot = rebootReason(reboot, changes)
+		r.Reboot = rebootReason(reboot, changes, r)
 		return r, err
 	case ModeApply:
 		pc, _, reboot, err := installPackages(ctx, h, r, o, false)
 		if err != nil {
 			after := check()
-			after.Changes, after.Reboot = pc, rebootReason(reboot, nil)
+			after.Changes, after.Reboot = pc, rebootReason(reboot, nil, after)
 			return after, err
 		}
 		mid := r
@@ -88,7 +88,7 @@ func run(ctx context.Context, h *Host, o Options) (*rep.Report, error) {
 		changes, err := Apply(ctx, h, mid, o.Runner, o.Apply, false)
 		after := check()
 		after.Changes = append(pc, changes...)
-		after.Reboot = rebootReason(reboot, changes)
+		after.Reboot = rebootReason(reboot, changes, r)
 		didNotTake(after, changes)
 		for i, c := range after.Checks {
 			if before, ok := r.Get(c.ID); ok && before.Status == rep.Fail && c.Status == rep.OK {
@@ -102,16 +102,22 @@ func run(ctx context.Context, h *Host, o Options) (*rep.Report, error) {
 	return nil, fmt.Errorf("unknown mode %q: want check, plan, apply or reboot", o.Mode)
 }
 
-// rebootReason says why the changes need a reboot: a driver install, or a nouveau
-// blacklist (the initramfs must be rebuilt and nouveau unloaded).
-func rebootReason(driver string, changes []rep.Change) string {
+// rebootReason says why the host needs a reboot: a driver install, a nouveau blacklist the
+// changes write (the initramfs must be rebuilt and nouveau unloaded), or nouveau still loaded
+// though blacklisted already (r's check: no change to make, the reboot still to do).
+func rebootReason(driver string, changes []rep.Change, r *rep.Report) string {
 	if driver != "" {
 		return driver
 	}
+	blacklisting := false
 	for _, c := range changes {
 		if c.Check == rep.CheckNouveau && c.File != "" && c.Error == "" {
 			return "nouveau blacklisted: rebuild the initramfs and reboot for the NVIDIA driver to take the GPUs"
 		}
+		blacklisting = blacklisting || c.Check == rep.CheckNouveau
+	}
+	if c, ok := r.Get(rep.CheckNouveau); ok && c.Status == rep.Fail && !blacklisting {
+		return "nouveau is blacklisted but still loaded: rebuild the initramfs and reboot for the NVIDIA driver to take the GPUs"
 	}
 	return ""
 }

@@ -86,7 +86,7 @@ func (p *Plan) rollOptions(c Clients, req Request) *prep.RollOptions {
 }
 
 // proveWait is how often a proof looks again for the nodes' GPUs.
-const proveWait = 2 * time.Second
+var proveWait = 2 * time.Second
 
 // errNotServing is a proof's nodes not advertising their GPUs within --timeout.
 type errNotServing struct {

@@ -1,11 +1,21 @@
 package up
 
 import (
+	"context"
+	"errors"
 	"strings"
+	"sync"
 	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes/fake"
 
 	"github.com/kubectl-gpu/kubectl-gpu/common/helmrelease"
 	"github.com/kubectl-gpu/kubectl-gpu/common/prep"
+	"github.com/kubectl-gpu/kubectl-gpu/common/verify"
 )
 
 // TestPlanCanary: the canary is the node an earlier run left part-way, else the first by
@@ -61,5 +71,62 @@ func TestPlanCanary(t *testing.T) {
 				t.Errorf("roll options: canary %d, prove %v (the plan's own options changed: %d)", o.Canary, o.Prove != nil, c.plan.prepRq.Roll.Canary)
 			}
 		})
+	}
+}
+
+// TestVerifyServingWaits: a node back from its reboot (or a driver reload) is proven only once
+// it advertises its GPUs again — the wait is said, and ends when they are back; a node that
+// never advertises them within --timeout fails the proof naming the timeout. (The CUDA
+// sample is not run here: its pods would never run on a fake API server; test/up runs it.)
+func TestVerifyServingWaits(t *testing.T) {
+	defer func(w time.Duration) { proveWait = w }(proveWait)
+	proveWait = 50 * time.Millisecond
+	node := func(gpus int64) *corev1.Node {
+		return &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "gpu-0"},
+			Status: corev1.NodeStatus{Allocatable: corev1.ResourceList{"nvidia.com/gpu": *resource.NewQuantity(gpus, resource.DecimalSI)},
+				Conditions: []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionTrue}}}}
+	}
+	req := Request{Verify: verify.Request{Namespace: "gpu-verify", Image: verify.DefaultImage, Timeout: 200 * time.Millisecond}}
+	req.Install.Timeout = 5 * time.Second
+
+	cs := fake.NewClientset(node(0))
+	var mu sync.Mutex
+	var said []string
+	back := make(chan struct{})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	status := func(state, detail string) {
+		mu.Lock()
+		defer mu.Unlock()
+		said = append(said, state)
+		if state == "running the CUDA sample" {
+			cancel() // its pods would never run on the fake API server
+		}
+		if strings.HasPrefix(state, "waiting for gpu-0 to advertise its GPUs again") && len(said) == 2 {
+			go func() {
+				_, _ = cs.CoreV1().Nodes().UpdateStatus(context.Background(), node(2), metav1.UpdateOptions{})
+				close(back)
+			}()
+		}
+	}
+	_, err := verifyServing(ctx, Clients{CS: cs}, req, []string{"gpu-0"}, true, status)
+	select {
+	case <-back:
+	default:
+		t.Fatalf("the proof did not wait for the GPUs: %v, said %q", err, said)
+	}
+	if last := said[len(said)-1]; last != "running the CUDA sample" {
+		t.Errorf("after the GPUs came back the proof said %q, want the CUDA sample run (all: %q)", last, said)
+	}
+	var ns *errNotServing
+	if errors.As(err, &ns) {
+		t.Errorf("the GPUs came back, yet: %v", err)
+	}
+
+	// Never back within --timeout.
+	req.Install.Timeout = 300 * time.Millisecond
+	_, err = verifyServing(context.Background(), Clients{CS: fake.NewClientset(node(0))}, req, []string{"gpu-0"}, true, func(string, string) {})
+	if !errors.As(err, &ns) || !strings.Contains(err.Error(), "not advertising GPUs within --timeout 300ms") || !strings.Contains(err.Error(), "no allocatable nvidia.com/gpu") {
+		t.Errorf("never back: %v", err)
 	}
 }

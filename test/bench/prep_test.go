@@ -33,6 +33,10 @@ import (
 func BenchmarkPrep100(b *testing.B)  { benchPrep(b, 100) }
 func BenchmarkPrep1000(b *testing.B) { benchPrep(b, 1000) }
 
+// BenchmarkPrepAll: prep's check over every node of the cluster, for the table of how the
+// cost grows with it (make bench-scale: 100, 1000 and 3000 nodes).
+func BenchmarkPrepAll(b *testing.B) { benchPrep(b, Nodes) }
+
 func benchPrep(b *testing.B, n int) {
 	if n > Nodes {
 		b.Skipf("cluster has %d nodes", Nodes)

@@ -167,6 +167,9 @@ func benchUp(b *testing.B, dayTwo bool) {
 		req := up.Request{Names: nodes, Stack: up.StackOperator, Prep: prepReq, Verify: verifyReq, Install: install,
 			Operator: op.ValuesRequest{Source: helmrelease.ChartSource{Chart: chart}, User: user}}
 		req.Prep.Names, req.Verify.Names = nil, nil
+		if dayTwo {
+			req.Canary = roll.Canary
+		}
 		c := up.Clients{CS: cs, Dynamic: dyn, Release: helm}
 		t0 := time.Now()
 		p, err := up.MakePlan(ctx, c, req)

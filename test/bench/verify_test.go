@@ -361,6 +361,10 @@ func benchVerify(b *testing.B, n int) {
 func BenchmarkVerify100(b *testing.B)  { benchVerify(b, 100) }
 func BenchmarkVerify1000(b *testing.B) { benchVerify(b, 1000) }
 
+// BenchmarkVerifyAll: verify over every node of the cluster, for the table of how the cost
+// grows with it (make bench-scale: 100, 1000 and 3000 nodes).
+func BenchmarkVerifyAll(b *testing.B) { benchVerify(b, Nodes) }
+
 // BenchmarkVerifyRunbook100: the runbook by hand (kubectl apply, wait, logs, delete per
 // node) against kubectl gpu verify over the same 100 nodes.
 func BenchmarkVerifyRunbook100(b *testing.B) {

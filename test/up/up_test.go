@@ -877,6 +877,59 @@ func TestUpOperatorDriverUpgrade(t *testing.T) {
 		t.Errorf("after the canary's fix the other node is still held: %v %v", err, n.Labels)
 	}
 	noPods(t)
+
+	// Back once more, interrupted at a random point (the plan, Helm's rollback, the driver
+	// canary's hold and follow, verify), then the same command: the release back, no revision
+	// failed or pending, no node held or rebooted, no pod left.
+	was := map[string]int{}
+	for _, n := range gpus {
+		was[n] = boots.reboots(n)
+	}
+	delay := time.Duration(rand.IntN(4000)) * time.Millisecond
+	cmd = env.Command(ctx, append([]string{"gpu", "up", "--yes", "-o", "json", "--timeout", "3m"}, back...)...)
+	stderr = &harness.SyncBuffer{}
+	cmd.Stderr = stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done = make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case <-done:
+		t.Logf("back, to be interrupted after %s: ended first", delay)
+	case <-time.After(delay):
+		_ = cmd.Process.Signal(os.Interrupt)
+		<-done
+		t.Logf("back, interrupted after %s: exit %d; %s", delay, cmd.ProcessState.ExitCode(), lastLine(stderr.String()))
+	}
+	if code := cmd.ProcessState.ExitCode(); code != 130 && code != 0 {
+		t.Fatalf("back, interrupted: exit %d\n%s", code, stderr.String())
+	}
+	noPods(t)
+	r = gpu(t, ctx, append([]string{"up", "--yes", "-o", "json", "--timeout", "3m"}, back...)...)
+	if r.Code != 0 {
+		t.Fatalf("back after the interrupt: exit %d\n%s\n%s", r.Code, r.Stdout, r.Stderr)
+	}
+	h = releaseHistory(t, operator.DefaultNamespace, operator.DefaultReleaseName)
+	for _, rev := range h {
+		if !strings.HasSuffix(rev, ":deployed") && !strings.HasSuffix(rev, ":superseded") {
+			t.Errorf("release history after the interrupted run: %v; revision %s", h, rev)
+		}
+	}
+	r = gpu(t, ctx, "operator", "status", "-o", "json")
+	if st := parse[operator.Status](t, r); st.Release == nil || st.Release.Status != "deployed" || !strings.Contains(st.Release.Description, "Rollback to") {
+		t.Errorf("the release after the interrupted run: %+v", st.Release)
+	}
+	for _, n := range gpus {
+		nd, err := cs.CoreV1().Nodes().Get(ctx, n, metav1.GetOptions{})
+		if err != nil || nd.Labels[up.LabelDriverUpgradeHeld] != "" || nd.Labels[operator.LabelDriverUpgradeSkip] != "" || nd.Spec.Unschedulable {
+			t.Errorf("%s after the interrupted run: %v, labels %v, cordoned %v", n, err, nd.Labels, nd.Spec.Unschedulable)
+		}
+		if b := boots.reboots(n) - was[n]; b != 0 {
+			t.Errorf("%s rebooted %d times by a release's move", n, b)
+		}
+	}
+	noPods(t)
 }
 
 // TestUpMirror: after 'kubectl gpu mirror --to' (stand-in images seeded in a public
