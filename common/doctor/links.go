@@ -69,6 +69,9 @@ func (w *world) driverLink(ctx context.Context, n *corev1.Node, f rep.Facts, pre
 		return Link{Name: LinkDriver, State: Warn, Remedy: RemedyRestart, Detail: "driver upgrade waiting at " + upgrade, Fix: "see 'kubectl gpu operator status'"}
 	case n.Labels[op.LabelDeployDriver] == "pre-installed":
 		return Link{Name: LinkDriver, State: OK, Detail: "host driver (the operator found it pre-installed)"}
+	case prepped && f.DriverInstalled != "":
+		return Link{Name: LinkDriver, State: Broken, Remedy: RemedyReboot, Detail: "driver " + f.DriverInstalled + " is installed on the host but not loaded: its kernel module did not load",
+			Fix: "reboot the node if it has not been since the install (kubectl gpu prep " + n.Name + " --apply --reboot); if it has, the node's kernel log says why (journalctl -k | grep -i -e nvidia -e nvrm: a module Secure Boot refuses, one built for another kernel), or go back to the driver it ran (kubectl gpu up --host-driver=VERSION)"}
 	case prepped:
 		return Link{Name: LinkDriver, State: Broken, Remedy: RemedyConfigure, Detail: "no driver: none on the host (prep) and no operator driver pod on the node",
 			Fix: "kubectl gpu prep " + n.Name + " --apply --install-driver --reboot, or the GPU Operator's driver (kubectl gpu operator install)"}

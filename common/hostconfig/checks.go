@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"regexp"
+	"sort"
 	"strings"
 
 	"github.com/NVIDIA/go-nvlib/pkg/nvpci"
@@ -129,11 +130,15 @@ func checkDriver(h *Host, r *rep.Report, mods map[string]bool, hasGPU bool) {
 			r.DriverVersion = strings.TrimSpace(s)
 		}
 	}
+	r.DriverPackage = h.driverPackage()
 	switch {
 	case r.DriverVersion != "":
 		r.Add(rep.CheckDriver, rep.OK, "NVIDIA driver "+r.DriverVersion+" loaded", "")
 	case mods["nvidia"]:
 		r.Add(rep.CheckDriver, rep.Warn, "nvidia module loaded but its version is unreadable", "")
+	case hasGPU && r.DriverPackage != "":
+		r.Add(rep.CheckDriver, rep.Warn, "no NVIDIA driver loaded, though driver "+r.DriverPackage+" is installed: its kernel module did not load",
+			"reboot the node if it has not been since the install; if it has, its kernel log says why (journalctl -k | grep -i -e nvidia -e nvrm): a module Secure Boot refuses, or one built for another kernel")
 	case hasGPU:
 		r.Add(rep.CheckDriver, rep.Warn, "no NVIDIA driver loaded on the host", "install the driver on the host, or let the GPU Operator's driver container install it (kubectl gpu operator install)")
 	default:
@@ -358,4 +363,23 @@ func dash(s string) string {
 		return "-"
 	}
 	return s
+}
+
+// driverPackage is the host driver version dpkg has installed ("" none, or an rpm host):
+// the version of Ubuntu's nvidia-headless or NVIDIA's nvidia-driver / cuda-drivers package.
+func (h *Host) driverPackage() string {
+	installed := h.dpkgInstalled()
+	names := make([]string, 0, len(installed))
+	for name := range installed {
+		if strings.HasPrefix(name, "nvidia-headless-") || strings.HasPrefix(name, "nvidia-driver-") || strings.HasPrefix(name, "cuda-drivers") {
+			names = append(names, name)
+		}
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		if v := rep.UpstreamVersion(installed[name]["Version"]); v != "" {
+			return v
+		}
+	}
+	return ""
 }

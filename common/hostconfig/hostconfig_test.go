@@ -390,3 +390,23 @@ func TestNouveauBlacklistedStillLoaded(t *testing.T) {
 		t.Errorf("nouveau unloaded: reboot %q, %v; want none", r.Reboot, err)
 	}
 }
+
+// A driver package installed on a host whose kernel loaded no driver (a module that did not
+// load, or the reboot not done yet) is said, with the version the package manager has.
+func TestDriverInstalledNotLoaded(t *testing.T) {
+	root := fakeRoot(t, "ubuntu2204-kubeadm", 1)
+	h := &Host{Root: root}
+	st, _ := h.Read("/var/lib/dpkg/status")
+	st += "\nPackage: nvidia-headless-no-dkms-580-server\nStatus: install ok installed\nVersion: 580.95.05-0ubuntu0.22.04.1\n\nPackage: nvidia-container-toolkit\nStatus: install ok installed\nVersion: 1.17.8-1\n"
+	if err := os.MkdirAll(h.Path("/var/lib/dpkg"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(h.Path("/var/lib/dpkg/status"), []byte(st), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r := checkRoot(t, root)
+	c, _ := r.Get(rep.CheckDriver)
+	if r.DriverPackage != "580.95.05" || r.DriverVersion != "" || c.Status != rep.Warn || !strings.Contains(c.Message, "though driver 580.95.05 is installed: its kernel module did not load") {
+		t.Errorf("driver package %q, loaded %q, check %+v", r.DriverPackage, r.DriverVersion, c)
+	}
+}

@@ -13,10 +13,13 @@ const (
 	// AnnotationPrefix is the prefix of every annotation and label this tool writes on nodes.
 	AnnotationPrefix = "gpu.kubectl-gpu.io/"
 
-	AnnotationFlavour       = AnnotationPrefix + "flavour"
-	AnnotationDriver        = AnnotationPrefix + "driver-version"
-	AnnotationToolkit       = AnnotationPrefix + "toolkit-version"
-	AnnotationNvidiaRuntime = AnnotationPrefix + "nvidia-runtime"
+	AnnotationFlavour = AnnotationPrefix + "flavour"
+	AnnotationDriver  = AnnotationPrefix + "driver-version"
+	// AnnotationDriverInstalled is the host driver version installed by its package manager,
+	// written only while no driver is loaded (a module that did not load).
+	AnnotationDriverInstalled = AnnotationPrefix + "driver-installed"
+	AnnotationToolkit         = AnnotationPrefix + "toolkit-version"
+	AnnotationNvidiaRuntime   = AnnotationPrefix + "nvidia-runtime"
 	// AnnotationContainerdConfigVersion is the root containerd config's version.
 	AnnotationContainerdConfigVersion = AnnotationPrefix + "containerd-config-version"
 	// AnnotationDefaultRuntime is containerd's default runtime handler on the node.
@@ -38,8 +41,11 @@ const (
 
 // Facts are what prep records on a node from its agent's report.
 type Facts struct {
-	Flavour                 Flavour
-	DriverVersion           string
+	Flavour       Flavour
+	DriverVersion string
+	// DriverInstalled is the host driver version installed by the package manager while no
+	// driver is loaded ("" otherwise).
+	DriverInstalled         string
 	ToolkitVersion          string
 	NvidiaRuntime           bool
 	ContainerdConfigVersion int
@@ -62,6 +68,9 @@ func FactsOf(r *Report, now time.Time) Facts {
 	f := Facts{Flavour: r.Flavour, DriverVersion: r.DriverVersion, ToolkitVersion: r.ToolkitVersion, NvidiaRuntime: r.NvidiaRuntime,
 		ContainerdConfigVersion: r.ContainerdConfigVersion, DefaultRuntime: r.DefaultRuntime, CDI: r.CDI, GPUs: len(r.GPUs),
 		MIG: migMode(r.GPUs), ReportedAt: now.UTC().Truncate(time.Second)}
+	if r.DriverVersion == "" {
+		f.DriverInstalled = r.DriverPackage
+	}
 	summary, action := Health(r.GPUs)
 	f.GPUHealth = action
 	if action != HealthOK && action != "" {
@@ -82,6 +91,7 @@ func (f Facts) Annotations() map[string]any {
 	a := map[string]any{
 		AnnotationFlavour:                 string(f.Flavour),
 		AnnotationDriver:                  orNil(f.DriverVersion),
+		AnnotationDriverInstalled:         orNil(f.DriverInstalled),
 		AnnotationToolkit:                 orNil(f.ToolkitVersion),
 		AnnotationNvidiaRuntime:           strconv.FormatBool(f.NvidiaRuntime),
 		AnnotationContainerdConfigVersion: nil,
@@ -107,7 +117,7 @@ func (f Facts) Annotations() map[string]any {
 func FactsFrom(annotations map[string]string) (f Facts, ok bool) {
 	a := annotations
 	f.Flavour = Flavour(a[AnnotationFlavour])
-	f.DriverVersion, f.ToolkitVersion = a[AnnotationDriver], a[AnnotationToolkit]
+	f.DriverVersion, f.DriverInstalled, f.ToolkitVersion = a[AnnotationDriver], a[AnnotationDriverInstalled], a[AnnotationToolkit]
 	f.NvidiaRuntime = a[AnnotationNvidiaRuntime] == "true"
 	f.ContainerdConfigVersion, _ = strconv.Atoi(a[AnnotationContainerdConfigVersion])
 	f.DefaultRuntime, f.CDI = a[AnnotationDefaultRuntime], a[AnnotationCDI] == "true"

@@ -25,13 +25,22 @@ func TestFactsRoundTrip(t *testing.T) {
 	// No driver, an unknown flavour, healthy or unseen GPUs: those keys go.
 	bare := FactsOf(&Report{Flavour: FlavourUnknown, GPUs: []GPU{{PCIAddress: "0000:07:00.0"}}}, now)
 	a := bare.Annotations()
-	for _, k := range []string{AnnotationFlavour, AnnotationDriver, AnnotationToolkit, AnnotationContainerdConfigVersion, AnnotationMIG, AnnotationGPUHealth, AnnotationGPUHealthDetail} {
+	for _, k := range []string{AnnotationFlavour, AnnotationDriver, AnnotationDriverInstalled, AnnotationToolkit, AnnotationContainerdConfigVersion, AnnotationMIG, AnnotationGPUHealth, AnnotationGPUHealthDetail} {
 		if v, set := a[k]; !set || v != nil {
 			t.Errorf("%s = %v (set %v); want removed (null in the merge patch)", k, v, set)
 		}
 	}
 	if got, ok := FactsFrom(stringMap(t, a)); !ok || got.GPUs != 1 || got.DriverVersion != "" || got.NvidiaRuntime {
 		t.Errorf("bare node read back %+v (%v)", got, ok)
+	}
+	// A driver package installed with no driver loaded (a module that did not load) is a
+	// fact; with its driver loaded it is not (the loaded version says it).
+	notLoaded := FactsOf(&Report{DriverPackage: "580.95.05"}, now)
+	if got, _ := FactsFrom(stringMap(t, notLoaded.Annotations())); got.DriverInstalled != "580.95.05" || got.DriverVersion != "" {
+		t.Errorf("a driver installed, not loaded: read back %+v", got)
+	}
+	if a := FactsOf(&Report{DriverPackage: "580.95.05", DriverVersion: "580.95.05"}, now).Annotations(); a[AnnotationDriverInstalled] != nil {
+		t.Errorf("a driver loaded: %s = %v, want removed", AnnotationDriverInstalled, a[AnnotationDriverInstalled])
 	}
 	if _, ok := FactsFrom(map[string]string{AnnotationDriver: "580.95.05"}); ok {
 		t.Error("a node prep never reported on reads as reported")

@@ -222,11 +222,15 @@ type Report struct {
 	Kernel           string `json:"kernel"`
 	Arch             string `json:"arch"`
 	// BootID is the host's boot ID (the kubelet's status.nodeInfo.bootID).
-	BootID         string  `json:"bootID,omitempty"`
-	Flavour        Flavour `json:"flavour"`
-	DriverVersion  string  `json:"driverVersion,omitempty"`
-	CUDAVersion    string  `json:"cudaVersion,omitempty"`
-	ToolkitVersion string  `json:"toolkitVersion,omitempty"`
+	BootID        string  `json:"bootID,omitempty"`
+	Flavour       Flavour `json:"flavour"`
+	DriverVersion string  `json:"driverVersion,omitempty"`
+	// DriverPackage is the host driver version its package manager has installed (dpkg's
+	// status; "" none, or not known on rpm hosts): with no driver loaded, a kernel module that
+	// did not load.
+	DriverPackage  string `json:"driverPackage,omitempty"`
+	CUDAVersion    string `json:"cudaVersion,omitempty"`
+	ToolkitVersion string `json:"toolkitVersion,omitempty"`
 	// ContainerdConfigVersion is the root config's version, 1 to 4 (0: not found).
 	ContainerdConfigVersion int `json:"containerdConfigVersion,omitempty"`
 	// Containerd is how containerd loads the configuration and who said so.

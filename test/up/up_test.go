@@ -1174,7 +1174,7 @@ func TestUpHostDriverUpgrade(t *testing.T) {
 		results[n.Node] = n
 	}
 	if c := results[canary]; c.Prep != up.Failed || !strings.Contains(c.Detail, "not the installed 580.") || !strings.Contains(c.Hint, "--host-driver="+before) ||
-		c.Diagnosis == nil || c.Diagnosis.FirstBroken == "" {
+		c.Diagnosis == nil || c.Diagnosis.FirstBroken != "driver" || !strings.Contains(c.Diagnosis.Detail, "580.95.05 is installed on the host but not loaded") {
 		t.Errorf("the canary's result: %+v (diagnosis %+v)", c, c.Diagnosis)
 	} else {
 		t.Logf("the canary: %s; doctor: %s: %s (%s)", c.Detail, c.Diagnosis.FirstBroken, c.Diagnosis.Detail, c.Diagnosis.Fix)
