@@ -41,7 +41,7 @@ bench-long: deps tools ## the 1000-node figures (1000 nodes, 10000 GPU pods), th
 
 bench-scale: deps tools ## how the cost grows: nodes, prep's check, verify, doctor --no-agent over 100, 1000 and 3000 nodes
 	for n in 100 1000 3000; do \
-		$(BENCH_ENV) KGPU_BENCH_NODES=$$n KGPU_BENCH_PODS=$$((n * 10)) go test -run '^$$' -bench 'Benchmark(Nodes|PrepAll|VerifyAll|Doctor)$$' -benchtime 1x -timeout 80m ./test/bench/ || exit 1; \
+		$(BENCH_ENV) KGPU_BENCH_NODES=$$n KGPU_BENCH_PODS=$$((n * 10)) go test -run '^$$' -bench 'Benchmark(Nodes|ListNodes|PrepAll|VerifyAll|Doctor)$$' -benchtime 1x -timeout 80m ./test/bench/ || exit 1; \
 	done
 
 soak: deps tools ## verify and prep, whole and interrupted, over and over for SOAK (default 30m); prep's client killed, the cluster's own clean-up timed
