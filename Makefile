@@ -26,9 +26,10 @@ test: deps tools ## every test: unit, command golden files, end-to-end on the lo
 unit: ## unit and command tests only (no cluster)
 	CGO_CFLAGS=-Wno-deprecated-declarations go test -count=1 $(GO_TEST_FLAGS) $$(go list ./... | grep -v /test/)
 
-# The benchmarks' long ones (a roll of 100 nodes with reboots, ~5 min a pair) run once; the
-# others three times after Go's first run. See docs/performance.md for which figure is whose.
-BENCH_LONG = Benchmark(Roll100|Up100|UpUpgrade100)$$
+# Run once: the long ones (a roll of 100 nodes with reboots, ~5 min a pair) and the Helm-sized
+# ones, which take 9 interleaved pairs a run (their medians); the others three times after
+# Go's first run. See docs/performance.md for which figure is whose.
+BENCH_LONG = Benchmark(Roll100|Up100|UpUpgrade100|OperatorInstall|DevicePluginInstall)$$
 BENCH_ENV = KGPU_REQUIRE_E2E=1 CGO_CFLAGS=-Wno-deprecated-declarations
 
 bench: deps tools ## benchmarks against their baselines in the same run, on a 110-node cluster
