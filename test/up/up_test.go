@@ -505,11 +505,7 @@ func TestUpCanary(t *testing.T) {
 	if r.Code != 1 {
 		t.Fatalf("a failing canary: exit %d, want 1\n%s\n%s", r.Code, r.Stdout, r.Stderr)
 	}
-	rep := parse[up.Report](t, r)
-	results := map[string]up.NodeResult{}
-	for _, n := range rep.Nodes {
-		results[n.Node] = n
-	}
+	results := byNode(parse[up.Report](t, r))
 	if c := results[canary]; c.Prep != up.Failed || !strings.Contains(c.Detail, "not proven") || c.Diagnosis == nil || !strings.Contains(c.Hint, "run the same command again") {
 		t.Errorf("the canary's result: %+v (diagnosis %+v)", c, c.Diagnosis)
 	}
@@ -570,14 +566,7 @@ func TestUpCanary(t *testing.T) {
 		boots.await(t, n, node(n).Status.NodeInfo.BootID)
 		before[n] = boots.reboots(n)
 	}
-	cmd := env.Command(ctx, append([]string{"gpu", "up", "--yes", "-o", "json", "--timeout", "1m"}, chart...)...)
-	stderr := &harness.SyncBuffer{}
-	cmd.Stderr = stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
+	cmd, stderr, done := started(t, ctx, append([]string{"up", "--yes", "-o", "json", "--timeout", "1m"}, chart...)...)
 	interrupted := false
 wait:
 	for {
@@ -608,6 +597,29 @@ wait:
 	}
 	rolledOnce(t, "after the interrupt", before)
 	noPods(t)
+}
+
+// started starts `kubectl gpu args...`, its stderr kept; done gets its end.
+func started(t *testing.T, ctx context.Context, args ...string) (cmd *exec.Cmd, stderr *harness.SyncBuffer, done chan error) {
+	t.Helper()
+	cmd = env.Command(ctx, append([]string{"gpu"}, args...)...)
+	stderr = &harness.SyncBuffer{}
+	cmd.Stderr = stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done = make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	return cmd, stderr, done
+}
+
+// byNode is a report's nodes by name.
+func byNode(rep up.Report) map[string]up.NodeResult {
+	out := map[string]up.NodeResult{}
+	for _, n := range rep.Nodes {
+		out[n.Node] = n
+	}
+	return out
 }
 
 // rolledOnce: each A100 node's roll is done, the node uncordoned, and rebooted exactly once
@@ -886,14 +898,7 @@ func TestUpOperatorDriverUpgrade(t *testing.T) {
 		was[n] = boots.reboots(n)
 	}
 	delay := time.Duration(rand.IntN(4000)) * time.Millisecond
-	cmd = env.Command(ctx, append([]string{"gpu", "up", "--yes", "-o", "json", "--timeout", "3m"}, back...)...)
-	stderr = &harness.SyncBuffer{}
-	cmd.Stderr = stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done = make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
+	cmd, stderr, done = started(t, ctx, append([]string{"up", "--yes", "-o", "json", "--timeout", "3m"}, back...)...)
 	select {
 	case <-done:
 		t.Logf("back, to be interrupted after %s: ended first", delay)
@@ -1168,11 +1173,7 @@ func TestUpHostDriverUpgrade(t *testing.T) {
 	if r.Code != 1 {
 		t.Fatalf("580 refused by the canary's kernel: exit %d, want 1\n%s\n%s", r.Code, r.Stdout, r.Stderr)
 	}
-	rep := parse[up.Report](t, r)
-	results := map[string]up.NodeResult{}
-	for _, n := range rep.Nodes {
-		results[n.Node] = n
-	}
+	results := byNode(parse[up.Report](t, r))
 	if c := results[canary]; c.Prep != up.Failed || !strings.Contains(c.Detail, "not the installed 580.") || !strings.Contains(c.Hint, "--host-driver="+before) ||
 		c.Diagnosis == nil || c.Diagnosis.FirstBroken != "driver" || !strings.Contains(c.Diagnosis.Detail, "580.95.05 is installed on the host but not loaded") {
 		t.Errorf("the canary's result: %+v (diagnosis %+v)", c, c.Diagnosis)
@@ -1228,15 +1229,8 @@ func TestUpHostDriverUpgrade(t *testing.T) {
 	// 3. The kernel fixed, 580 again, interrupted at a random point of the roll.
 	packages.RefuseDriver(canary, "")
 	was = reboots()
-	upgrade := append([]string{"gpu", "up", "--yes", "-o", "json", "--timeout", "2m"}, args("--host-driver=580")...)
-	cmd := env.Command(ctx, upgrade...)
-	stderr := &harness.SyncBuffer{}
-	cmd.Stderr = stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
+	upgrade := append([]string{"up", "--yes", "-o", "json", "--timeout", "2m"}, args("--host-driver=580")...)
+	cmd, stderr, done := started(t, ctx, upgrade...)
 	// After the roll's first record, 0–20 s on: anywhere from the canary's drain to the
 	// other node's reboot.
 	delay := time.Duration(rand.IntN(20000)) * time.Millisecond
@@ -1265,7 +1259,7 @@ wait:
 		t.Fatalf("580, interrupted: exit %d\n%s", code, stderr.String())
 	}
 	noPods(t)
-	r, _ = gpuSim(t, ctx, upgrade[1:]...)
+	r, _ = gpuSim(t, ctx, upgrade...)
 	if r.Code != 0 {
 		t.Fatalf("580 after the interrupt: exit %d\n%s\n%s", r.Code, r.Stdout, r.Stderr)
 	}
