@@ -9,8 +9,8 @@ import (
 
 	"github.com/kubectl-gpu/kubectl-gpu/common/flavour"
 	"github.com/kubectl-gpu/kubectl-gpu/common/helmrelease"
+	"github.com/kubectl-gpu/kubectl-gpu/common/inventory"
 	rep "github.com/kubectl-gpu/kubectl-gpu/common/nodereport"
-	op "github.com/kubectl-gpu/kubectl-gpu/common/operator"
 )
 
 func gpuNode(name string, ann map[string]string) corev1.Node {
@@ -83,7 +83,7 @@ func TestToolkitCDI(t *testing.T) {
 // for the driver.
 func TestPrerequisites(t *testing.T) {
 	pre := gpuNode("pre", map[string]string{rep.AnnotationToolkit: "1.17.8-1", rep.AnnotationNvidiaRuntime: "true"})
-	pre.Labels = map[string]string{op.LabelDeployDriver: "pre-installed"}
+	pre.Labels = map[string]string{inventory.LabelDeployDriver: "pre-installed"}
 	never := corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "never", Annotations: map[string]string{rep.AnnotationGPUs: "2"}}}
 	got := Prerequisites([]corev1.Node{
 		gpuNode("ok", map[string]string{rep.AnnotationDriver: "570", rep.AnnotationToolkit: "1.17.8-1", rep.AnnotationNvidiaRuntime: "true"}),

@@ -15,10 +15,10 @@ import (
 
 	"github.com/kubectl-gpu/kubectl-gpu/common/cliexit"
 	"github.com/kubectl-gpu/kubectl-gpu/common/flavour"
+	"github.com/kubectl-gpu/kubectl-gpu/common/gpusoftware"
 	"github.com/kubectl-gpu/kubectl-gpu/common/helmrelease"
 	"github.com/kubectl-gpu/kubectl-gpu/common/inventory"
 	rep "github.com/kubectl-gpu/kubectl-gpu/common/nodereport"
-	op "github.com/kubectl-gpu/kubectl-gpu/common/operator"
 )
 
 // Charts, their repositories and known-good versions, and where they go.
@@ -62,8 +62,8 @@ func (s *Sharing) Validate() error {
 	switch {
 	case s == nil:
 		return nil
-	case s.Strategy != op.SharingTimeSlicing && s.Strategy != op.SharingMPS:
-		return cliexit.Usagef("--sharing %q: use %s or %s", s.Strategy, op.SharingTimeSlicing, op.SharingMPS)
+	case s.Strategy != gpusoftware.SharingTimeSlicing && s.Strategy != gpusoftware.SharingMPS:
+		return cliexit.Usagef("--sharing %q: use %s or %s", s.Strategy, gpusoftware.SharingTimeSlicing, gpusoftware.SharingMPS)
 	case s.Replicas < 2:
 		return cliexit.Usagef("--sharing %s needs --replicas of at least 2", s.Strategy)
 	}
@@ -176,7 +176,7 @@ func Derive(nodes []corev1.Node, f Facts, o Options) Derivation {
 	// MIG.
 	var mig []*corev1.Node
 	for _, n := range gpu {
-		if n.Annotations[rep.AnnotationMIG] == "enabled" || op.MIGEnabled(n) {
+		if n.Annotations[rep.AnnotationMIG] == "enabled" || inventory.MIGEnabled(n) {
 			mig = append(mig, n)
 		}
 	}
@@ -189,11 +189,11 @@ func Derive(nodes []corev1.Node, f Facts, o Options) Derivation {
 
 	// Sharing.
 	if s := o.Sharing; s != nil {
-		if s.Strategy == op.SharingMPS && len(mig) > 0 {
+		if s.Strategy == gpusoftware.SharingMPS && len(mig) > 0 {
 			dp.Warnings = append(dp.Warnings, fmt.Sprintf("MPS cannot share GPUs split with MIG (%s): those nodes' plugins will fail to start", names(mig)))
 		}
-		profile := op.ProfileName(s.Strategy, s.Replicas)
-		b, _ := yaml.Marshal(op.SharingConfig(op.SharingRequest{Strategy: s.Strategy, Replicas: s.Replicas, Rename: s.Rename}))
+		profile := gpusoftware.ProfileName(s.Strategy, s.Replicas)
+		b, _ := yaml.Marshal(gpusoftware.SharingConfig(s.Strategy, s.Replicas, s.Rename))
 		dp.Values = append(dp.Values,
 			helmrelease.Derived{Key: "config.map", Value: map[string]any{profile: string(b)},
 				Reason: fmt.Sprintf("--sharing %s --replicas %d: the profile 'kubectl gpu operator sharing' writes, in the chart's own ConfigMap", s.Strategy, s.Replicas)},
@@ -317,12 +317,12 @@ func Prerequisites(nodes []corev1.Node) []NodeProblem {
 	var out []NodeProblem
 	for _, n := range GPUNodes(nodes) {
 		a := n.Annotations
-		if a[rep.AnnotationReportedAt] == "" && a[rep.AnnotationDriver] == "" && n.Labels[op.LabelDeployDriver] != "pre-installed" {
+		if a[rep.AnnotationReportedAt] == "" && a[rep.AnnotationDriver] == "" && n.Labels[inventory.LabelDeployDriver] != "pre-installed" {
 			out = append(out, NodeProblem{Node: n.Name, Reasons: []string{"not checked yet: run 'kubectl gpu prep " + n.Name + "'"}})
 			continue
 		}
 		var why []string
-		if a[rep.AnnotationDriver] == "" && n.Labels[op.LabelDeployDriver] != "pre-installed" {
+		if a[rep.AnnotationDriver] == "" && n.Labels[inventory.LabelDeployDriver] != "pre-installed" {
 			why = append(why, "no host driver ('kubectl gpu prep "+n.Name+" --apply --install-driver')")
 		}
 		if a[rep.AnnotationToolkit] == "" {

@@ -17,8 +17,8 @@ import (
 
 	"github.com/kubectl-gpu/kubectl-gpu/common/cliexit"
 	"github.com/kubectl-gpu/kubectl-gpu/common/cluster"
+	"github.com/kubectl-gpu/kubectl-gpu/common/gpusoftware"
 	"github.com/kubectl-gpu/kubectl-gpu/common/helmrelease"
-	op "github.com/kubectl-gpu/kubectl-gpu/common/operator"
 	"github.com/kubectl-gpu/kubectl-gpu/common/report"
 )
 
@@ -83,7 +83,7 @@ type Plan struct {
 	// CreateRuntimeClass says why RuntimeClass nvidia is created ("": it is not).
 	CreateRuntimeClass string `json:"createRuntimeClass,omitempty"`
 	// OtherDevicePlugins already allocate GPUs: install refuses.
-	OtherDevicePlugins []op.GPUAllocator `json:"otherDevicePlugins,omitempty"`
+	OtherDevicePlugins []gpusoftware.GPUAllocator `json:"otherDevicePlugins,omitempty"`
 	// UnreadyNodes lack what the plugin needs from the host: install refuses.
 	UnreadyNodes []NodeProblem `json:"unreadyNodes,omitempty"`
 	GPUNodes     int           `json:"gpuNodes"`
@@ -180,8 +180,8 @@ func Values(ctx context.Context, c *helmrelease.Client, req Request) (*Plan, err
 }
 
 // otherAllocators are the GPU allocators other than this release's own device plugin.
-func otherAllocators(ctx context.Context, c *helmrelease.Client, release string) ([]op.GPUAllocator, error) {
-	return op.GPUAllocators(ctx, c.CS, c.Dyn, c.Namespace, release)
+func otherAllocators(ctx context.Context, c *helmrelease.Client, release string) ([]gpusoftware.GPUAllocator, error) {
+	return gpusoftware.GPUAllocators(ctx, c.CS, c.Dyn, c.Namespace, release)
 }
 
 // facts reads what the derivation needs besides the nodes.

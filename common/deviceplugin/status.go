@@ -18,10 +18,10 @@ import (
 
 	"github.com/kubectl-gpu/kubectl-gpu/common/cliexit"
 	"github.com/kubectl-gpu/kubectl-gpu/common/cluster"
+	"github.com/kubectl-gpu/kubectl-gpu/common/gpusoftware"
 	"github.com/kubectl-gpu/kubectl-gpu/common/helmrelease"
 	"github.com/kubectl-gpu/kubectl-gpu/common/inventory"
 	"github.com/kubectl-gpu/kubectl-gpu/common/nodepod"
-	op "github.com/kubectl-gpu/kubectl-gpu/common/operator"
 	"github.com/kubectl-gpu/kubectl-gpu/common/report"
 )
 
@@ -34,7 +34,7 @@ type Status struct {
 	report.TypeMeta `json:",inline"`
 	Namespace       string                    `json:"namespace"`
 	Releases        []helmrelease.ReleaseInfo `json:"releases"`
-	DaemonSets      []op.Component            `json:"daemonSets"`
+	DaemonSets      []gpusoftware.Component   `json:"daemonSets"`
 	Nodes           []NodeStatus              `json:"nodes"`
 	Ready           bool                      `json:"ready"`
 	// Failing names the first thing not ready, Hint what to do.
@@ -66,7 +66,7 @@ type PodState struct {
 // CollectStatus reads the releases, their DaemonSets and pods, and the GPU nodes. A pod that
 // crashes has its log read for the line that says why (NVML, CDI).
 func CollectStatus(ctx context.Context, c *helmrelease.Client, releases []string) (*Status, error) {
-	st := &Status{TypeMeta: report.Meta(StatusKind), Namespace: c.Namespace, Releases: []helmrelease.ReleaseInfo{}, DaemonSets: []op.Component{}, Nodes: []NodeStatus{}}
+	st := &Status{TypeMeta: report.Meta(StatusKind), Namespace: c.Namespace, Releases: []helmrelease.ReleaseInfo{}, DaemonSets: []gpusoftware.Component{}, Nodes: []NodeStatus{}}
 	for _, name := range releases {
 		ri, err := c.Helm.ReleaseStatus(name)
 		if err != nil {
@@ -87,9 +87,9 @@ func CollectStatus(ctx context.Context, c *helmrelease.Client, releases []string
 	for i := range dss.Items {
 		ds := &dss.Items[i]
 		for _, r := range st.Releases {
-			if ds.Annotations[op.AnnotationHelmRelease] == r.Name {
+			if ds.Annotations[gpusoftware.AnnotationHelmRelease] == r.Name {
 				mine = append(mine, ds)
-				st.DaemonSets = append(st.DaemonSets, op.Component{Name: ds.Name, Desired: ds.Status.DesiredNumberScheduled, Ready: ds.Status.NumberReady, Updated: ds.Status.UpdatedNumberScheduled})
+				st.DaemonSets = append(st.DaemonSets, gpusoftware.ComponentOf(ds))
 			}
 		}
 	}
@@ -234,7 +234,7 @@ func nodeProblem(ns *NodeStatus, dss []*appsv1.DaemonSet) string {
 func isPluginDS(name string, dss []*appsv1.DaemonSet) bool {
 	for _, ds := range dss {
 		if ds.Name == name {
-			return op.RunsDevicePlugin(ds)
+			return gpusoftware.RunsDevicePlugin(ds)
 		}
 	}
 	return false

@@ -24,10 +24,10 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/kubectl-gpu/kubectl-gpu/common/cluster"
+	"github.com/kubectl-gpu/kubectl-gpu/common/gpusoftware"
 	"github.com/kubectl-gpu/kubectl-gpu/common/inventory"
 	"github.com/kubectl-gpu/kubectl-gpu/common/nodepod"
 	rep "github.com/kubectl-gpu/kubectl-gpu/common/nodereport"
-	op "github.com/kubectl-gpu/kubectl-gpu/common/operator"
 	"github.com/kubectl-gpu/kubectl-gpu/common/report"
 	"github.com/kubectl-gpu/kubectl-gpu/common/verify"
 	"github.com/kubectl-gpu/kubectl-gpu/common/xid"
@@ -197,7 +197,7 @@ func Diagnose(ctx context.Context, cs kubernetes.Interface, dyn dynamic.Interfac
 		return nil, err
 	}
 	if dyn != nil {
-		as, err := op.GPUAllocators(ctx, cs, dyn, "", "")
+		as, err := gpusoftware.GPUAllocators(ctx, cs, dyn, "", "")
 		if err != nil {
 			return nil, err
 		}
@@ -307,9 +307,9 @@ func software(p *corev1.Pod) string {
 			cmd = path.Base(c.Command[0])
 		}
 		switch {
-		case repo == op.DevicePluginImage && cmd == "gpu-feature-discovery", repo == "gpu-feature-discovery":
+		case repo == gpusoftware.DevicePluginImage && cmd == "gpu-feature-discovery", repo == "gpu-feature-discovery":
 			return swGFD
-		case repo == op.DevicePluginImage && (cmd == "" || cmd == "nvidia-device-plugin"):
+		case repo == gpusoftware.DevicePluginImage && (cmd == "" || cmd == "nvidia-device-plugin"):
 			return swDevicePlugin
 		case repo == "k8s-dra-driver-gpu" && strings.Contains(strings.Join(append(c.Command, c.Args...), " "), "kubelet-plugin"):
 			return swDRA

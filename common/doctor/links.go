@@ -67,7 +67,7 @@ func (w *world) driverLink(ctx context.Context, n *corev1.Node, f rep.Facts, pre
 		return Link{Name: LinkDriver, State: OK, Detail: "host driver " + f.DriverVersion}
 	case upgrade == "validation-required" || upgrade == "pod-restart-required":
 		return Link{Name: LinkDriver, State: Warn, Remedy: RemedyRestart, Detail: "driver upgrade waiting at " + upgrade, Fix: "see 'kubectl gpu operator status'"}
-	case n.Labels[op.LabelDeployDriver] == "pre-installed":
+	case n.Labels[inventory.LabelDeployDriver] == "pre-installed":
 		return Link{Name: LinkDriver, State: OK, Detail: "host driver (the operator found it pre-installed)"}
 	case prepped && f.DriverInstalled != "":
 		return Link{Name: LinkDriver, State: Broken, Remedy: RemedyReboot, Detail: "driver " + f.DriverInstalled + " is installed on the host but not loaded: its kernel module did not load",
@@ -206,7 +206,7 @@ func (w *world) kubernetesLink(n *corev1.Node, alloc int64, pci int, pciKnown bo
 		det = fmt.Sprintf("%d GPU devices published through DRA", dra)
 	}
 	// Sharing and MIG advertise more than the hardware has: only fewer is a warning.
-	if pciKnown && alloc > 0 && alloc < int64(pci) && !op.MIGEnabled(n) {
+	if pciKnown && alloc > 0 && alloc < int64(pci) && !inventory.MIGEnabled(n) {
 		return Link{Name: LinkKubernetes, State: Warn, Remedy: RemedyRestart, Detail: fmt.Sprintf("%s of %d GPUs: the device plugin marks the others unhealthy (an XID?)", det, pci),
 			Fix: "kubectl gpu prep " + n.Name + " to read the GPUs; restart the device plugin once they are healthy"}
 	}

@@ -45,6 +45,10 @@ const (
 	LabelMIGConfig       = "nvidia.com/mig.config"
 	LabelMIGConfigState  = "nvidia.com/mig.config.state"
 	LabelDevicePluginCfg = "nvidia.com/device-plugin.config"
+	// LabelDeployDriver is the GPU Operator's per-node switch for its driver DaemonSet; the
+	// operator itself sets it to "pre-installed" where it finds a host driver. (The node
+	// facts prep writes have their keys in nodereport.)
+	LabelDeployDriver = "nvidia.com/gpu.deploy.driver"
 )
 
 // DRA is what DRA publishes of a node's GPUs.

@@ -483,3 +483,15 @@ func IsReady(n *corev1.Node) bool {
 	}
 	return false
 }
+
+// MIGEnabled tells whether a node's GPUs are split with MIG (MIG resources, or a MIG layout
+// other than all-disabled asked of the MIG manager).
+func MIGEnabled(n *corev1.Node) bool {
+	for name, q := range n.Status.Allocatable {
+		if strings.HasPrefix(string(name), MIGResourcePrefix) && !q.IsZero() {
+			return true
+		}
+	}
+	cfg := n.Labels[LabelMIGConfig]
+	return cfg != "" && cfg != "all-disabled"
+}

@@ -1,14 +1,17 @@
 package operator
 
-import "github.com/kubectl-gpu/kubectl-gpu/common/helmrelease"
+import (
+	"github.com/kubectl-gpu/kubectl-gpu/common/gpusoftware"
+	"github.com/kubectl-gpu/kubectl-gpu/common/helmrelease"
+)
 
 // Chart defaults: NVIDIA's repository and a known-good chart version.
 const (
 	DefaultRepo        = "https://helm.ngc.nvidia.com/nvidia"
 	ChartName          = "gpu-operator"
 	DefaultVersion     = "v26.7.0"
-	DefaultNamespace   = "gpu-operator"
-	DefaultReleaseName = "gpu-operator"
+	DefaultNamespace   = gpusoftware.OperatorNamespace
+	DefaultReleaseName = gpusoftware.OperatorRelease
 )
 
 // Source is the GPU Operator chart's source with its defaults filled in.

@@ -11,22 +11,15 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/version"
 
 	"github.com/kubectl-gpu/kubectl-gpu/common/cliexit"
 	"github.com/kubectl-gpu/kubectl-gpu/common/cluster"
+	"github.com/kubectl-gpu/kubectl-gpu/common/gpusoftware"
 	"github.com/kubectl-gpu/kubectl-gpu/common/helmrelease"
 	"github.com/kubectl-gpu/kubectl-gpu/common/inventory"
 	rep "github.com/kubectl-gpu/kubectl-gpu/common/nodereport"
 )
-
-// GPUClusterGVR is the GPU Operator's DRA stack (chart value gpuCluster.deployCR), a
-// singleton named GPUClusterName that cannot coexist with a ClusterPolicy.
-var GPUClusterGVR = schema.GroupVersionResource{Group: "nvidia.com", Version: "v1alpha1", Resource: "gpuclusters"}
-
-// GPUClusterName is the GPUCluster the chart creates.
-const GPUClusterName = "gpu-cluster"
 
 // The GPU Operator's documented prerequisites of the GPUCluster (DRA) stack.
 var (
@@ -86,13 +79,13 @@ func (c *Client) DRAPrerequisites(ctx context.Context, serverVersion string, nod
 	if len(cdiUnknown) > 0 {
 		warnings = append(warnings, fmt.Sprintf("containerd 1.7 on %s: CDI must be on (enable_cdi = true in its CRI plugin config)", strings.Join(cdiUnknown, ", ")))
 	}
-	_, err := c.Dyn.Resource(ClusterPolicyGVR).Get(ctx, ClusterPolicyName, metav1.GetOptions{})
+	_, err := c.Dyn.Resource(gpusoftware.ClusterPolicyGVR).Get(ctx, gpusoftware.ClusterPolicyName, metav1.GetOptions{})
 	switch {
 	case err == nil:
-		problems = append(problems, "ClusterPolicy "+ClusterPolicyName+" exists and cannot coexist with a GPUCluster: uninstall the operator first ('kubectl gpu operator uninstall --keep-crds=false')")
-	case apierrors.IsNotFound(err) || meta.IsNoMatchError(err) || isNoResource(err):
+		problems = append(problems, "ClusterPolicy "+gpusoftware.ClusterPolicyName+" exists and cannot coexist with a GPUCluster: uninstall the operator first ('kubectl gpu operator uninstall --keep-crds=false')")
+	case apierrors.IsNotFound(err) || meta.IsNoMatchError(err) || gpusoftware.IsNoResource(err):
 	default:
-		return nil, cluster.APIError("get ClusterPolicy "+ClusterPolicyName, err)
+		return nil, cluster.APIError("get ClusterPolicy "+gpusoftware.ClusterPolicyName, err)
 	}
 	if len(problems) > 0 {
 		sort.Strings(problems)

@@ -19,6 +19,8 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
+
+	"github.com/kubectl-gpu/kubectl-gpu/common/gpusoftware"
 )
 
 // TestDriverUpgradeHolds (the API a fake clientset; test/up plays the controller on the
@@ -126,14 +128,14 @@ func TestDriverUpgradeHolds(t *testing.T) {
 
 	st := &Status{Release: nil, DriverUpgrade: []DriverUpgradeNode{{Node: "a", State: UpgradeDone}, {Node: "b", State: UpgradeDrain, Held: "pod x holds 1 GPU(s)"}},
 		ClusterPolicy: &PolicyInfo{State: "ready"}, Namespace: ns}
-	st.judgeStack("clusterpolicy", "ClusterPolicy "+ClusterPolicyName, st.ClusterPolicy)
+	st.judgeStack("clusterpolicy", "ClusterPolicy "+gpusoftware.ClusterPolicyName, st.ClusterPolicy)
 	st.judgeDriverUpgrade()
 	if st.Ready || st.Failing != "driver upgrade" || !strings.Contains(st.Hint, "driver upgrade 1/2 done: b drain-required: pod x holds 1 GPU(s)") || !strings.Contains(st.Summary(), "1/2 done") {
 		t.Errorf("status with an unfinished upgrade: ready %v, %q: %q; summary %q", st.Ready, st.Failing, st.Hint, st.Summary())
 	}
 	st.DriverUpgrade[1].State = UpgradeDone
 	st.Ready, st.Failing, st.Hint = false, "", ""
-	st.judgeStack("clusterpolicy", "ClusterPolicy "+ClusterPolicyName, st.ClusterPolicy)
+	st.judgeStack("clusterpolicy", "ClusterPolicy "+gpusoftware.ClusterPolicyName, st.ClusterPolicy)
 	st.judgeDriverUpgrade()
 	if !st.Ready {
 		t.Errorf("every node done: not ready: %s %s", st.Failing, st.Hint)

@@ -11,6 +11,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/kubectl-gpu/kubectl-gpu/common/helmrelease"
+	"github.com/kubectl-gpu/kubectl-gpu/common/inventory"
 	rep "github.com/kubectl-gpu/kubectl-gpu/common/nodereport"
 	"github.com/kubectl-gpu/kubectl-gpu/hack/testenv/nodefixtures"
 )
@@ -45,7 +46,7 @@ func FuzzDerive(f *testing.F) {
 			}
 			nd := node(strings.Repeat("n", i+1), profile, ann)
 			if deploy != "" {
-				nd.Labels[LabelDeployDriver] = deploy
+				nd.Labels[inventory.LabelDeployDriver] = deploy
 			}
 			nodes = append(nodes, nd)
 		}

@@ -18,56 +18,10 @@ import (
 
 	"github.com/kubectl-gpu/kubectl-gpu/common/cliexit"
 	"github.com/kubectl-gpu/kubectl-gpu/common/cluster"
+	"github.com/kubectl-gpu/kubectl-gpu/common/gpusoftware"
 	"github.com/kubectl-gpu/kubectl-gpu/common/helmrelease"
 	"github.com/kubectl-gpu/kubectl-gpu/common/inventory"
 	"github.com/kubectl-gpu/kubectl-gpu/common/report"
-)
-
-// The device plugin's config file (github.com/NVIDIA/k8s-device-plugin api/config/v1), the
-// part that shares GPUs. Its Go module is not served by the module proxy this project
-// builds from, so the fields are written here as the device plugin names them; the tests
-// read what is written back strictly against them.
-
-// DevicePluginConfig is one profile of the device plugin's ConfigMap.
-type DevicePluginConfig struct {
-	Version string         `json:"version"`
-	Flags   map[string]any `json:"flags,omitempty"`
-	Sharing DPSharing      `json:"sharing,omitempty"`
-}
-
-// DPSharing is the device plugin's sharing section: time-slicing or MPS.
-type DPSharing struct {
-	TimeSlicing *ReplicatedResources `json:"timeSlicing,omitempty"`
-	MPS         *ReplicatedResources `json:"mps,omitempty"`
-}
-
-// ReplicatedResources are the shared resources of one strategy.
-type ReplicatedResources struct {
-	RenameByDefault            bool                 `json:"renameByDefault,omitempty"`
-	FailRequestsGreaterThanOne *bool                `json:"failRequestsGreaterThanOne,omitempty"`
-	Resources                  []ReplicatedResource `json:"resources,omitempty"`
-}
-
-// ReplicatedResource is one resource shared by replicas.
-type ReplicatedResource struct {
-	Name     string `json:"name"`
-	Rename   string `json:"rename,omitempty"`
-	Devices  any    `json:"devices,omitempty"`
-	Replicas int    `json:"replicas"`
-}
-
-// dpFlags are the keys the device plugin reads under flags (api/config/v1 Flags): any
-// other key there is ignored without a word, such as renameByDefault, which belongs under
-// sharing.timeSlicing.
-var dpFlags = map[string]bool{"migStrategy": true, "failOnInitError": true, "mpsRoot": true, "nvidiaDriverRoot": true,
-	"nvidiaDevRoot": true, "gdsEnabled": true, "gdrcopyEnabled": true, "mofedEnabled": true, "useNodeFeatureAPI": true,
-	"deviceDiscoveryStrategy": true, "plugin": true, "gfd": true, "containerDriverRoot": true, "deviceListStrategy": true,
-	"deviceIDStrategy": true, "passDeviceSpecs": true, "cdiAnnotationPrefix": true, "nvidiaCTKPath": true}
-
-// Sharing strategies.
-const (
-	SharingTimeSlicing = "time-slicing"
-	SharingMPS         = "mps"
 )
 
 // Chart/ClusterPolicy keys and the node label of the device plugin's config.
@@ -108,24 +62,6 @@ type SharingPlan struct {
 // SharingKind is the kind of the sharing document.
 const SharingKind = "SharingPlan"
 
-// ProfileName is the ConfigMap key of a sharing profile, such as "time-slicing-4".
-func ProfileName(strategy string, replicas int) string {
-	return fmt.Sprintf("%s-%d", strategy, replicas)
-}
-
-// SharingConfig is the device plugin config of a request.
-func SharingConfig(req SharingRequest) DevicePluginConfig {
-	rr := &ReplicatedResources{RenameByDefault: req.Rename,
-		Resources: []ReplicatedResource{{Name: string(inventory.ResourceGPU), Replicas: req.Replicas}}}
-	c := DevicePluginConfig{Version: "v1"}
-	if req.Strategy == SharingMPS {
-		c.Sharing.MPS = rr
-	} else {
-		c.Sharing.TimeSlicing = rr
-	}
-	return c
-}
-
 // Sharing writes the device plugin's sharing config into a ConfigMap of the release
 // namespace (other profiles in it are kept), points ClusterPolicy cluster-policy at it (as
 // the default profile, or with a selector as a per-node profile through the
@@ -151,7 +87,7 @@ func (c *Client) Sharing(ctx context.Context, req SharingRequest) (*SharingPlan,
 			continue
 		}
 		gpuNodes = append(gpuNodes, n.Name)
-		if MIGEnabled(n) {
+		if inventory.MIGEnabled(n) {
 			mig = append(mig, n.Name)
 		}
 	}
@@ -160,17 +96,17 @@ func (c *Client) Sharing(ctx context.Context, req SharingRequest) (*SharingPlan,
 		return nil, cliexit.Usagef("no GPU node matches %q: check it with 'kubectl gpu nodes -l %s'", req.Selector, req.Selector)
 	case len(gpuNodes) == 0:
 		return nil, cliexit.Usagef("no GPU node in the cluster: run 'kubectl gpu nodes --all'")
-	case req.Strategy == SharingMPS && len(mig) > 0:
+	case req.Strategy == gpusoftware.SharingMPS && len(mig) > 0:
 		return nil, cliexit.Usagef("MPS cannot share GPUs split with MIG (%s): choose nodes without MIG (-l), or time-slicing", strings.Join(mig, ", "))
 	}
-	if _, err := c.Dyn.Resource(ClusterPolicyGVR).Get(ctx, ClusterPolicyName, metav1.GetOptions{}); err != nil {
-		if apierrors.IsNotFound(err) || isNoResource(err) {
-			return nil, cliexit.Usagef("ClusterPolicy %s does not exist: sharing is the device plugin's, configured through the GPU Operator's ClusterPolicy ('kubectl gpu operator install' first)", ClusterPolicyName)
+	if _, err := c.Dyn.Resource(gpusoftware.ClusterPolicyGVR).Get(ctx, gpusoftware.ClusterPolicyName, metav1.GetOptions{}); err != nil {
+		if apierrors.IsNotFound(err) || gpusoftware.IsNoResource(err) {
+			return nil, cliexit.Usagef("ClusterPolicy %s does not exist: sharing is the device plugin's, configured through the GPU Operator's ClusterPolicy ('kubectl gpu operator install' first)", gpusoftware.ClusterPolicyName)
 		}
-		return nil, cluster.APIError("get ClusterPolicy "+ClusterPolicyName, err)
+		return nil, cluster.APIError("get ClusterPolicy "+gpusoftware.ClusterPolicyName, err)
 	}
-	profile := ProfileName(req.Strategy, req.Replicas)
-	b, err := yaml.Marshal(SharingConfig(req))
+	profile := gpusoftware.ProfileName(req.Strategy, req.Replicas)
+	b, err := yaml.Marshal(gpusoftware.SharingConfig(req.Strategy, req.Replicas, req.Rename))
 	if err != nil {
 		return nil, err
 	}
@@ -180,7 +116,7 @@ func (c *Client) Sharing(ctx context.Context, req SharingRequest) (*SharingPlan,
 	case err == nil:
 		for k, v := range cur.Data {
 			plan.Data[k] = v
-			plan.Warnings = append(plan.Warnings, IgnoredKeys(k, v)...)
+			plan.Warnings = append(plan.Warnings, gpusoftware.IgnoredKeys(k, v)...)
 		}
 	case !apierrors.IsNotFound(err):
 		return nil, cluster.APIError("get ConfigMap "+req.ConfigMap+" in namespace "+c.Namespace, err)
@@ -208,8 +144,8 @@ func (c *Client) Sharing(ctx context.Context, req SharingRequest) (*SharingPlan,
 	if err != nil {
 		return nil, cluster.APIError("write ConfigMap "+req.ConfigMap+" in namespace "+c.Namespace, err)
 	}
-	if _, err := c.Dyn.Resource(ClusterPolicyGVR).Patch(ctx, ClusterPolicyName, types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
-		return nil, cluster.APIError("point ClusterPolicy "+ClusterPolicyName+" at ConfigMap "+req.ConfigMap, err)
+	if _, err := c.Dyn.Resource(gpusoftware.ClusterPolicyGVR).Patch(ctx, gpusoftware.ClusterPolicyName, types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
+		return nil, cluster.APIError("point ClusterPolicy "+gpusoftware.ClusterPolicyName+" at ConfigMap "+req.ConfigMap, err)
 	}
 	var labelsToSet []helmrelease.NodeLabel
 	for _, n := range plan.NodeLabels {
@@ -220,47 +156,6 @@ func (c *Client) Sharing(ctx context.Context, req SharingRequest) (*SharingPlan,
 	}
 	plan.Applied = true
 	return plan, nil
-}
-
-// IgnoredKeys warns about keys of a device plugin config profile that the device plugin
-// ignores without a word (it reads its file leniently), such as renameByDefault under flags.
-func IgnoredKeys(profile, text string) []string {
-	var raw map[string]any
-	if err := yaml.Unmarshal([]byte(text), &raw); err != nil {
-		return []string{fmt.Sprintf("profile %s of the device plugin's ConfigMap does not parse: %v", profile, err)}
-	}
-	known := map[string]bool{"version": true, "flags": true, "resources": true, "sharing": true, "imex": true}
-	var out []string
-	for k := range raw {
-		if !known[k] {
-			out = append(out, fmt.Sprintf("profile %s: key %q is not read by the device plugin", profile, k))
-		}
-	}
-	if flags, ok := raw["flags"].(map[string]any); ok {
-		for k := range flags {
-			if !dpFlags[k] {
-				hint := ""
-				if k == "renameByDefault" {
-					hint = " (it belongs under sharing.timeSlicing or sharing.mps)"
-				}
-				out = append(out, fmt.Sprintf("profile %s: flags.%s is not read by the device plugin%s", profile, k, hint))
-			}
-		}
-	}
-	sort.Strings(out)
-	return out
-}
-
-// MIGEnabled tells whether a node's GPUs are split with MIG (MIG resources, or a MIG layout
-// other than all-disabled asked of the MIG manager).
-func MIGEnabled(n *corev1.Node) bool {
-	for name, q := range n.Status.Allocatable {
-		if strings.HasPrefix(string(name), inventory.MIGResourcePrefix) && !q.IsZero() {
-			return true
-		}
-	}
-	cfg := n.Labels[inventory.LabelMIGConfig]
-	return cfg != "" && cfg != "all-disabled"
 }
 
 // MIGRequest is one `operator mig`.
@@ -441,7 +336,7 @@ func (p *SharingPlan) WriteText(w io.Writer) error {
 		verb = "wrote"
 	}
 	fmt.Fprintf(w, "# %s profile %q into ConfigMap %s/%s:\n%s", verb, p.Profile, p.Namespace, p.ConfigMap, p.Config)
-	fmt.Fprintf(w, "# ClusterPolicy %s patch: %s\n", ClusterPolicyName, p.PolicyPatch)
+	fmt.Fprintf(w, "# ClusterPolicy %s patch: %s\n", gpusoftware.ClusterPolicyName, p.PolicyPatch)
 	for _, n := range p.NodeLabels {
 		fmt.Fprintf(w, "# node %s: %s=%s\n", n, LabelDevicePluginConfig, p.Profile)
 	}

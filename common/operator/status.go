@@ -9,28 +9,21 @@ import (
 	"strings"
 	"time"
 
-	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/kubectl-gpu/kubectl-gpu/common/cluster"
+	"github.com/kubectl-gpu/kubectl-gpu/common/gpusoftware"
 	"github.com/kubectl-gpu/kubectl-gpu/common/helmrelease"
 	"github.com/kubectl-gpu/kubectl-gpu/common/inventory"
 	"github.com/kubectl-gpu/kubectl-gpu/common/nodepod"
 	"github.com/kubectl-gpu/kubectl-gpu/common/report"
 )
-
-// ClusterPolicyGVR is the GPU Operator's ClusterPolicy.
-var ClusterPolicyGVR = schema.GroupVersionResource{Group: "nvidia.com", Version: "v1", Resource: "clusterpolicies"}
-
-// ClusterPolicyName is the ClusterPolicy the chart creates.
-const ClusterPolicyName = "cluster-policy"
 
 // StatusKind is the kind of the status document.
 const StatusKind = "OperatorStatus"
@@ -43,10 +36,10 @@ type Status struct {
 	ClusterPolicy   *PolicyInfo              `json:"clusterPolicy,omitempty"`
 	// GPUCluster is the DRA stack's state (gpuCluster.deployCR=true), in place of the
 	// ClusterPolicy.
-	GPUCluster      *PolicyInfo     `json:"gpuCluster,omitempty"`
-	Components      []Component     `json:"components"`
-	Validators      []ValidatorInfo `json:"validators,omitempty"`
-	UnlabelledNodes []string        `json:"unlabelledGPUNodes,omitempty"`
+	GPUCluster      *PolicyInfo             `json:"gpuCluster,omitempty"`
+	Components      []gpusoftware.Component `json:"components"`
+	Validators      []ValidatorInfo         `json:"validators,omitempty"`
+	UnlabelledNodes []string                `json:"unlabelledGPUNodes,omitempty"`
 	// DriverUpgrade is each GPU node's place in the operator's driver upgrade (the upgrade
 	// controller's label) and what holds it; empty when no node carries the label.
 	DriverUpgrade []DriverUpgradeNode `json:"driverUpgrade,omitempty"`
@@ -70,14 +63,6 @@ type Condition struct {
 	Status  string `json:"status"`
 	Reason  string `json:"reason,omitempty"`
 	Message string `json:"message,omitempty"`
-}
-
-// Component is one operand DaemonSet.
-type Component struct {
-	Name    string `json:"name"`
-	Desired int32  `json:"desired"`
-	Ready   int32  `json:"ready"`
-	Updated int32  `json:"updated"`
 }
 
 // ValidatorInfo is the operator validator's progress on one node.
@@ -109,32 +94,32 @@ func pullFailure(p *corev1.Pod) (image, msg string, ok bool) {
 // CollectStatus reads the ClusterPolicy, the operand DaemonSets, the validator pods and the
 // GPU nodes, and names the first thing that is not ready.
 func CollectStatus(ctx context.Context, cs kubernetes.Interface, dyn dynamic.Interface, ns string, rel *helmrelease.ReleaseInfo) (*Status, error) {
-	st := &Status{TypeMeta: report.Meta(StatusKind), Namespace: ns, Release: rel, Components: []Component{}}
-	cp, err := dyn.Resource(ClusterPolicyGVR).Get(ctx, ClusterPolicyName, metav1.GetOptions{})
+	st := &Status{TypeMeta: report.Meta(StatusKind), Namespace: ns, Release: rel, Components: []gpusoftware.Component{}}
+	cp, err := dyn.Resource(gpusoftware.ClusterPolicyGVR).Get(ctx, gpusoftware.ClusterPolicyName, metav1.GetOptions{})
 	if err != nil {
 		cp = nil
 	}
 	switch {
 	case err == nil:
 		st.ClusterPolicy = policyInfo(cp)
-	case apierrors.IsNotFound(err) || meta.IsNoMatchError(err) || isNoResource(err):
+	case apierrors.IsNotFound(err) || meta.IsNoMatchError(err) || gpusoftware.IsNoResource(err):
 	default:
-		return nil, cluster.APIError("get ClusterPolicy "+ClusterPolicyName, err)
+		return nil, cluster.APIError("get ClusterPolicy "+gpusoftware.ClusterPolicyName, err)
 	}
-	gc, err := dyn.Resource(GPUClusterGVR).Get(ctx, GPUClusterName, metav1.GetOptions{})
+	gc, err := dyn.Resource(gpusoftware.GPUClusterGVR).Get(ctx, gpusoftware.GPUClusterName, metav1.GetOptions{})
 	switch {
 	case err == nil:
 		st.GPUCluster = policyInfo(gc)
-	case apierrors.IsNotFound(err) || meta.IsNoMatchError(err) || isNoResource(err):
+	case apierrors.IsNotFound(err) || meta.IsNoMatchError(err) || gpusoftware.IsNoResource(err):
 	default:
-		return nil, cluster.APIError("get GPUCluster "+GPUClusterName, err)
+		return nil, cluster.APIError("get GPUCluster "+gpusoftware.GPUClusterName, err)
 	}
 	dss, err := cs.AppsV1().DaemonSets(ns).List(ctx, metav1.ListOptions{})
 	if err != nil {
 		return nil, cluster.APIError("list DaemonSets in namespace "+ns, err)
 	}
 	for _, ds := range dss.Items {
-		st.Components = append(st.Components, component(&ds))
+		st.Components = append(st.Components, gpusoftware.ComponentOf(&ds))
 	}
 	sort.Slice(st.Components, func(i, j int) bool { return st.Components[i].Name < st.Components[j].Name })
 	pods, err := cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
@@ -167,10 +152,6 @@ func CollectStatus(ctx context.Context, cs kubernetes.Interface, dyn dynamic.Int
 	return st, nil
 }
 
-func isNoResource(err error) bool {
-	return strings.Contains(err.Error(), "the server could not find the requested resource")
-}
-
 func policyInfo(u *unstructured.Unstructured) *PolicyInfo {
 	pi := &PolicyInfo{}
 	pi.State, _, _ = unstructured.NestedString(u.Object, "status", "state")
@@ -184,10 +165,6 @@ func policyInfo(u *unstructured.Unstructured) *PolicyInfo {
 		pi.Conditions = append(pi.Conditions, Condition{Type: str("type"), Status: str("status"), Reason: str("reason"), Message: str("message")})
 	}
 	return pi
-}
-
-func component(ds *appsv1.DaemonSet) Component {
-	return Component{Name: ds.Name, Desired: ds.Status.DesiredNumberScheduled, Ready: ds.Status.NumberReady, Updated: ds.Status.UpdatedNumberScheduled}
 }
 
 // Validator reads a validator pod: its node, its init containers' steps, whether all are done.
@@ -245,13 +222,13 @@ func (st *Status) judge() {
 		st.Hint += ": mirror it ('kubectl gpu mirror --to REGISTRY') and install with the values it writes, or check the registry and pull secrets"
 		return
 	case st.ClusterPolicy == nil && st.GPUCluster != nil:
-		st.judgeStack("gpucluster", "GPUCluster "+GPUClusterName, st.GPUCluster)
+		st.judgeStack("gpucluster", "GPUCluster "+gpusoftware.GPUClusterName, st.GPUCluster)
 		return
 	case st.ClusterPolicy == nil:
 		st.Failing, st.Hint = "clusterpolicy", "ClusterPolicy cluster-policy does not exist yet: the operator creates its status when it starts; check the gpu-operator pod"
 		return
 	}
-	st.judgeStack("clusterpolicy", "ClusterPolicy "+ClusterPolicyName, st.ClusterPolicy)
+	st.judgeStack("clusterpolicy", "ClusterPolicy "+gpusoftware.ClusterPolicyName, st.ClusterPolicy)
 	st.judgeDriverUpgrade()
 }
 
@@ -381,7 +358,7 @@ func (st *Status) Summary() string {
 // ReadyWhat names the resource whose readiness the status follows.
 func (st *Status) ReadyWhat() string {
 	if st.ClusterPolicy == nil && st.GPUCluster != nil {
-		return "GPUCluster " + GPUClusterName
+		return "GPUCluster " + gpusoftware.GPUClusterName
 	}
-	return "ClusterPolicy " + ClusterPolicyName
+	return "ClusterPolicy " + gpusoftware.ClusterPolicyName
 }

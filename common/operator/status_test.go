@@ -7,6 +7,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/kubectl-gpu/kubectl-gpu/common/gpusoftware"
 	"github.com/kubectl-gpu/kubectl-gpu/common/helmrelease"
 )
 
@@ -23,10 +24,10 @@ func TestJudge(t *testing.T) {
 		{"failed release", Status{Release: &helmrelease.ReleaseInfo{Name: "gpu-operator", Status: "failed"}, Namespace: "gpu-operator"}, false, "release", "helm history -n gpu-operator gpu-operator"},
 		{"no policy yet", Status{Release: deployed}, false, "clusterpolicy", "does not exist yet"},
 		{"driver not ready", Status{Release: deployed, ClusterPolicy: &PolicyInfo{State: "notReady"},
-			Components: []Component{{Name: "gpu-feature-discovery", Desired: 2, Ready: 0}, {Name: "nvidia-driver-daemonset", Desired: 2, Ready: 1}}}, false, "gpu-feature-discovery", "waits for the driver"},
+			Components: []gpusoftware.Component{{Name: "gpu-feature-discovery", Desired: 2, Ready: 0}, {Name: "nvidia-driver-daemonset", Desired: 2, Ready: 1}}}, false, "gpu-feature-discovery", "waits for the driver"},
 		{"policy error condition", Status{Release: deployed, ClusterPolicy: &PolicyInfo{State: "notReady", Conditions: []Condition{{Type: "Error", Status: "True", Reason: "ReconcileFailed", Message: "boom"}}}},
 			false, "clusterpolicy", "ReconcileFailed: boom"},
-		{"ready", Status{Release: deployed, ClusterPolicy: &PolicyInfo{State: "ready"}, Components: []Component{{Name: "nvidia-device-plugin-daemonset", Desired: 2, Ready: 2}}}, true, "", ""},
+		{"ready", Status{Release: deployed, ClusterPolicy: &PolicyInfo{State: "ready"}, Components: []gpusoftware.Component{{Name: "nvidia-device-plugin-daemonset", Desired: 2, Ready: 2}}}, true, "", ""},
 	}
 	for _, tt := range tests {
 		st := tt.st

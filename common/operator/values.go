@@ -15,13 +15,6 @@ import (
 	rep "github.com/kubectl-gpu/kubectl-gpu/common/nodereport"
 )
 
-// LabelDeployDriver is the GPU Operator's per-node switch for its driver DaemonSet; the
-// operator itself sets it to "pre-installed" where it finds a host driver. (The node facts
-// prep writes have their keys in nodereport.)
-const (
-	LabelDeployDriver = "nvidia.com/gpu.deploy.driver"
-)
-
 // Containerd locations of RKE2 and K3s, for the toolkit container. Sources: NVIDIA GPU
 // Operator documentation "Installing on ... RKE2 / K3s" (toolkit.env CONTAINERD_SOCKET and,
 // for K3s, CONTAINERD_CONFIG) and the RKE2/K3s advanced-options documentation (containerd
@@ -35,7 +28,7 @@ const (
 // hostDriver tells whether the node runs a driver installed on the host.
 func hostDriver(n *corev1.Node) bool {
 	f, _ := rep.FactsFrom(n.Annotations)
-	return f.DriverVersion != "" || n.Labels[LabelDeployDriver] == "pre-installed"
+	return f.DriverVersion != "" || n.Labels[inventory.LabelDeployDriver] == "pre-installed"
 }
 
 // hostToolkit tells whether the node has the container toolkit and the nvidia runtime.
@@ -79,8 +72,8 @@ func Derive(nodes []corev1.Node) helmrelease.Derivation {
 		d.Values = append(d.Values, helmrelease.Derived{Key: "driver.enabled", Value: true,
 			Reason: fmt.Sprintf("%d of %d GPU nodes have no host driver; the operator's driver container serves them", all-len(withDriver), all)})
 		for _, n := range gpu {
-			if hostDriver(n) && n.Labels[LabelDeployDriver] != "false" && n.Labels[LabelDeployDriver] != "pre-installed" {
-				d.NodeLabels = append(d.NodeLabels, helmrelease.NodeLabel{Node: n.Name, Key: LabelDeployDriver, Value: "false",
+			if hostDriver(n) && n.Labels[inventory.LabelDeployDriver] != "false" && n.Labels[inventory.LabelDeployDriver] != "pre-installed" {
+				d.NodeLabels = append(d.NodeLabels, helmrelease.NodeLabel{Node: n.Name, Key: inventory.LabelDeployDriver, Value: "false",
 					Reason: "the node runs a host driver: the operator must not deploy its driver container there"})
 			}
 		}

@@ -40,6 +40,7 @@ import (
 	dp "github.com/kubectl-gpu/kubectl-gpu/common/deviceplugin"
 	"github.com/kubectl-gpu/kubectl-gpu/common/flavour"
 	"github.com/kubectl-gpu/kubectl-gpu/common/golden"
+	"github.com/kubectl-gpu/kubectl-gpu/common/gpusoftware"
 	"github.com/kubectl-gpu/kubectl-gpu/common/helmrelease"
 	op "github.com/kubectl-gpu/kubectl-gpu/common/operator"
 	"github.com/kubectl-gpu/kubectl-gpu/common/operator/operatortest"
@@ -101,7 +102,7 @@ func newWorld(t *testing.T, bare bool, objs ...runtime.Object) *world {
 	}
 	w := &world{g: clustertest.New(append(all, objs...)...), releases: storage.Init(driver.NewMemory())}
 	w.dyn = dynfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(), map[schema.GroupVersionResource]string{
-		op.ClusterPolicyGVR: "ClusterPolicyList", op.GPUClusterGVR: "GPUClusterList"})
+		gpusoftware.ClusterPolicyGVR: "ClusterPolicyList", gpusoftware.GPUClusterGVR: "GPUClusterList"})
 	return w
 }
 
@@ -233,7 +234,7 @@ func TestValuesDerivations(t *testing.T) {
 	nfd := &appsv1.DaemonSet{ObjectMeta: metav1.ObjectMeta{Name: "nfd-worker", Namespace: "node-feature-discovery"},
 		Spec: appsv1.DaemonSetSpec{Template: corev1.PodTemplateSpec{Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "worker", Image: "registry.k8s.io/nfd/node-feature-discovery:v0.17.3", Command: []string{"nfd-worker"}}}}}}}
 	w := &world{g: clustertest.New(n, nfd), releases: storage.Init(driver.NewMemory())}
-	w.dyn = dynfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(), map[schema.GroupVersionResource]string{op.ClusterPolicyGVR: "ClusterPolicyList", op.GPUClusterGVR: "GPUClusterList"})
+	w.dyn = dynfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(), map[schema.GroupVersionResource]string{gpusoftware.ClusterPolicyGVR: "ClusterPolicyList", gpusoftware.GPUClusterGVR: "GPUClusterList"})
 	out, errOut, err := w.run(t, append([]string{"values", "--dcgm-exporter", "-o", "yaml", "--sharing", "time-slicing", "--replicas", "4", "--set", "migStrategy=single"}, c...)...)
 	if err != nil {
 		t.Fatalf("%v\n%s", err, errOut)
@@ -361,7 +362,7 @@ func TestInstallRefusals(t *testing.T) {
 	c := charts(t)
 	operatorChart := os.Getenv("KGPU_GPU_OPERATOR_CHART")
 	cp := &unstructured.Unstructured{Object: map[string]any{"apiVersion": "nvidia.com/v1", "kind": "ClusterPolicy",
-		"metadata": map[string]any{"name": "cluster-policy", "annotations": map[string]any{op.AnnotationHelmRelease: "gpu-operator"}},
+		"metadata": map[string]any{"name": "cluster-policy", "annotations": map[string]any{gpusoftware.AnnotationHelmRelease: "gpu-operator"}},
 		"spec":     map[string]any{"devicePlugin": map[string]any{"enabled": true}}}}
 	staticDS := &appsv1.DaemonSet{ObjectMeta: metav1.ObjectMeta{Name: "nvidia-device-plugin-daemonset", Namespace: "kube-system"},
 		Spec: appsv1.DaemonSetSpec{Template: corev1.PodTemplateSpec{Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "nvidia-device-plugin-ctr", Image: "nvcr.io/nvidia/k8s-device-plugin:v0.17.0"}}}}}}
@@ -381,20 +382,20 @@ func TestInstallRefusals(t *testing.T) {
 		}, c, "2 of 4 GPU nodes are not ready for the device plugin, nothing installed: gpu-a100-1: no NVIDIA Container Toolkit ('kubectl gpu prep gpu-a100-1 --apply --install-toolkit') (and 1 more nodes, listed above)"},
 		{"operator", func() *world {
 			w := newWorld(t, false)
-			_, _ = w.dyn.Resource(op.ClusterPolicyGVR).Create(context.Background(), cp, metav1.CreateOptions{})
+			_, _ = w.dyn.Resource(gpusoftware.ClusterPolicyGVR).Create(context.Background(), cp, metav1.CreateOptions{})
 			return w
 		}, c, "ClusterPolicy cluster-policy (Helm release gpu-operator) already allocates GPUs"},
 		// The operator's release under another name and namespace: the fix names them.
 		{"operator release of its own", func() *world {
 			w := newWorld(t, false)
 			own := cp.DeepCopy()
-			own.SetAnnotations(map[string]string{op.AnnotationHelmRelease: "my-gpu-op", op.AnnotationHelmNamespace: "ho-opns"})
-			_, _ = w.dyn.Resource(op.ClusterPolicyGVR).Create(context.Background(), own, metav1.CreateOptions{})
+			own.SetAnnotations(map[string]string{gpusoftware.AnnotationHelmRelease: "my-gpu-op", gpusoftware.AnnotationHelmNamespace: "ho-opns"})
+			_, _ = w.dyn.Resource(gpusoftware.ClusterPolicyGVR).Create(context.Background(), own, metav1.CreateOptions{})
 			return w
 		}, c, "remove it ('kubectl gpu operator uninstall --release-name my-gpu-op -n ho-opns')"},
 		{"static device plugin of a helm release", func() *world {
 			ds := staticDS.DeepCopy()
-			ds.Annotations = map[string]string{op.AnnotationHelmRelease: "old-plugin", op.AnnotationHelmNamespace: "kube-system"}
+			ds.Annotations = map[string]string{gpusoftware.AnnotationHelmRelease: "old-plugin", gpusoftware.AnnotationHelmNamespace: "kube-system"}
 			return newWorld(t, false, ds)
 		}, c, "remove it ('helm uninstall old-plugin -n kube-system')"},
 		{"static device plugin", func() *world { return newWorld(t, false, staticDS) }, c, "DaemonSet kube-system/nvidia-device-plugin-daemonset already allocates GPUs"},
@@ -468,7 +469,7 @@ func TestStatusGolden(t *testing.T) {
 		t.Fatalf("%v\n%s", err, errOut)
 	}
 	ds := &appsv1.DaemonSet{ObjectMeta: metav1.ObjectMeta{Name: "nvidia-device-plugin", Namespace: "nvidia-device-plugin",
-		Annotations: map[string]string{op.AnnotationHelmRelease: "nvidia-device-plugin"}},
+		Annotations: map[string]string{gpusoftware.AnnotationHelmRelease: "nvidia-device-plugin"}},
 		Spec: appsv1.DaemonSetSpec{Template: corev1.PodTemplateSpec{Spec: corev1.PodSpec{
 			Containers: []corev1.Container{{Name: "nvidia-device-plugin-ctr", Image: "nvcr.io/nvidia/k8s-device-plugin:v0.20.0", Command: []string{"nvidia-device-plugin"}}},
 			Affinity: &corev1.Affinity{NodeAffinity: &corev1.NodeAffinity{RequiredDuringSchedulingIgnoredDuringExecution: &corev1.NodeSelector{NodeSelectorTerms: []corev1.NodeSelectorTerm{
@@ -534,7 +535,7 @@ func TestOperatorInstallRefusedBesideDevicePlugin(t *testing.T) {
 		t.Skip("KGPU_GPU_OPERATOR_CHART is not set (.ci/run sets it from ../shared/testdata/charts)")
 	}
 	ds := &appsv1.DaemonSet{ObjectMeta: metav1.ObjectMeta{Name: "nvidia-device-plugin", Namespace: "nvidia-device-plugin",
-		Annotations: map[string]string{op.AnnotationHelmRelease: "nvidia-device-plugin"}},
+		Annotations: map[string]string{gpusoftware.AnnotationHelmRelease: "nvidia-device-plugin"}},
 		Spec: appsv1.DaemonSetSpec{Template: corev1.PodTemplateSpec{Spec: corev1.PodSpec{
 			Containers: []corev1.Container{{Name: "nvidia-device-plugin-ctr", Image: "nvcr.io/nvidia/k8s-device-plugin:v0.20.0", Command: []string{"nvidia-device-plugin"}}}}}}}
 	w := newWorld(t, false, ds)

@@ -21,8 +21,8 @@ import (
 	"github.com/kubectl-gpu/kubectl-gpu/common/doctor"
 	"github.com/kubectl-gpu/kubectl-gpu/common/flavour"
 	"github.com/kubectl-gpu/kubectl-gpu/common/golden"
+	"github.com/kubectl-gpu/kubectl-gpu/common/gpusoftware"
 	rep "github.com/kubectl-gpu/kubectl-gpu/common/nodereport"
-	op "github.com/kubectl-gpu/kubectl-gpu/common/operator"
 	"github.com/kubectl-gpu/kubectl-gpu/hack/testenv/nodefixtures"
 )
 
@@ -113,7 +113,7 @@ func runOn(t *testing.T, g *clustertest.Getter, args ...string) (string, error) 
 	t.Helper()
 	streams, _, out, _ := genericiooptions.NewTestIOStreams()
 	dyn := func(cluster.Getter) (dynamic.Interface, error) {
-		return dynfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(), map[schema.GroupVersionResource]string{op.ClusterPolicyGVR: "ClusterPolicyList", op.GPUClusterGVR: "GPUClusterList"}), nil
+		return dynfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(), map[schema.GroupVersionResource]string{gpusoftware.ClusterPolicyGVR: "ClusterPolicyList", gpusoftware.GPUClusterGVR: "GPUClusterList"}), nil
 	}
 	cmd := newCmdDoctor(g, streams, dyn)
 	cmd.SetArgs(args)

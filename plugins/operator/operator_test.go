@@ -40,6 +40,7 @@ import (
 	"github.com/kubectl-gpu/kubectl-gpu/common/cluster/clustertest"
 	"github.com/kubectl-gpu/kubectl-gpu/common/flavour"
 	"github.com/kubectl-gpu/kubectl-gpu/common/golden"
+	"github.com/kubectl-gpu/kubectl-gpu/common/gpusoftware"
 	"github.com/kubectl-gpu/kubectl-gpu/common/helmrelease"
 	"github.com/kubectl-gpu/kubectl-gpu/common/mirror"
 	op "github.com/kubectl-gpu/kubectl-gpu/common/operator"
@@ -66,7 +67,7 @@ func newWorld(t *testing.T, objs ...runtime.Object) *world {
 	}
 	w := &world{g: clustertest.New(append(nodes, objs...)...), releases: storage.Init(driver.NewMemory())}
 	scheme := runtime.NewScheme()
-	w.dyn = dynfake.NewSimpleDynamicClientWithCustomListKinds(scheme, map[schema.GroupVersionResource]string{op.ClusterPolicyGVR: "ClusterPolicyList", {Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"}: "CustomResourceDefinitionList"})
+	w.dyn = dynfake.NewSimpleDynamicClientWithCustomListKinds(scheme, map[schema.GroupVersionResource]string{gpusoftware.ClusterPolicyGVR: "ClusterPolicyList", {Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"}: "CustomResourceDefinitionList"})
 	return w
 }
 
@@ -164,7 +165,7 @@ func daemonSet(name string, desired, ready int32) *appsv1.DaemonSet {
 
 func policy(state string) *unstructured.Unstructured {
 	u := &unstructured.Unstructured{Object: map[string]any{"apiVersion": "nvidia.com/v1", "kind": "ClusterPolicy",
-		"metadata": map[string]any{"name": op.ClusterPolicyName}, "status": map[string]any{"state": state}}}
+		"metadata": map[string]any{"name": gpusoftware.ClusterPolicyName}, "status": map[string]any{"state": state}}}
 	return u
 }
 
@@ -182,7 +183,7 @@ func TestOperatorStatusGolden(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			w := newWorld(t, daemonSet("nvidia-device-plugin-daemonset", 2, tc.ready), daemonSet("gpu-feature-discovery", 2, 2))
 			deployed(w)
-			if _, err := w.dyn.Resource(op.ClusterPolicyGVR).Create(context.Background(), policy(tc.state), metav1.CreateOptions{}); err != nil {
+			if _, err := w.dyn.Resource(gpusoftware.ClusterPolicyGVR).Create(context.Background(), policy(tc.state), metav1.CreateOptions{}); err != nil {
 				t.Fatal(err)
 			}
 			args := []string{"status"}
@@ -230,7 +231,7 @@ func TestOperatorDRARefusals(t *testing.T) {
 	chart := chartPath(t)
 	w := newWorld(t)
 	w.g.Client.Discovery().(*fakediscovery.FakeDiscovery).FakedServerVersion = &version.Info{GitVersion: "v1.33.4"}
-	if _, err := w.dyn.Resource(op.ClusterPolicyGVR).Create(context.Background(), policy("ready"), metav1.CreateOptions{}); err != nil {
+	if _, err := w.dyn.Resource(gpusoftware.ClusterPolicyGVR).Create(context.Background(), policy("ready"), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	out, _, err := w.run(t, "install", "--dra", "--chart", chart)
@@ -369,7 +370,7 @@ func TestOperatorStatusNamesAnImageItCannotPull(t *testing.T) {
 			State: corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "ImagePullBackOff", Message: "Back-off pulling image \"nvcr.io/nvidia/k8s-device-plugin:v0.20.0\""}}}}}}
 	w := newWorld(t, daemonSet("nvidia-device-plugin-daemonset", 2, 1), pod)
 	deployed(w)
-	if _, err := w.dyn.Resource(op.ClusterPolicyGVR).Create(context.Background(), policy("notReady"), metav1.CreateOptions{}); err != nil {
+	if _, err := w.dyn.Resource(gpusoftware.ClusterPolicyGVR).Create(context.Background(), policy("notReady"), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	out, _, err := w.run(t, "status")

@@ -10,6 +10,7 @@ import (
 
 	"github.com/kubectl-gpu/kubectl-gpu/common/cliexit"
 	"github.com/kubectl-gpu/kubectl-gpu/common/cluster"
+	"github.com/kubectl-gpu/kubectl-gpu/common/gpusoftware"
 	op "github.com/kubectl-gpu/kubectl-gpu/common/operator"
 	"github.com/kubectl-gpu/kubectl-gpu/common/report"
 	"github.com/kubectl-gpu/kubectl-gpu/plugins/helmflags"
@@ -58,7 +59,7 @@ A later 'kubectl gpu operator upgrade' keeps this only with
 		RunE: helmflags.RunVerb(f, o, func(cmd *cobra.Command, args []string) {
 			o.Strategy = args[0]
 		}),
-		ValidArgs: []string{op.SharingTimeSlicing, op.SharingMPS},
+		ValidArgs: []string{gpusoftware.SharingTimeSlicing, gpusoftware.SharingMPS},
 	}
 	fl := cmd.Flags()
 	fl.IntVar(&o.Replicas, "replicas", 0, "replicas per GPU (at least 2)")
@@ -77,7 +78,7 @@ func (o *SharingOptions) Validate() error {
 		return err
 	}
 	switch {
-	case o.Strategy != op.SharingTimeSlicing && o.Strategy != op.SharingMPS:
+	case o.Strategy != gpusoftware.SharingTimeSlicing && o.Strategy != gpusoftware.SharingMPS:
 		return cliexit.Usagef("sharing strategy %q: want time-slicing or mps", o.Strategy)
 	case o.Replicas < 2:
 		return cliexit.Usagef("--replicas %d: want at least 2 replicas per GPU", o.Replicas)

@@ -12,6 +12,7 @@ import (
 
 	"github.com/kubectl-gpu/kubectl-gpu/common/cliexit"
 	"github.com/kubectl-gpu/kubectl-gpu/common/golden"
+	"github.com/kubectl-gpu/kubectl-gpu/common/gpusoftware"
 	op "github.com/kubectl-gpu/kubectl-gpu/common/operator"
 	"github.com/kubectl-gpu/kubectl-gpu/hack/testenv/nodefixtures"
 )
@@ -20,7 +21,7 @@ import (
 // operator.
 func sharingWorld(t *testing.T) *world {
 	w := newWorld(t, nodefixtures.NodeObject("gpu-mig-0", nodefixtures.Profiles["mig"]))
-	if _, err := w.dyn.Resource(op.ClusterPolicyGVR).Create(context.Background(), policy("ready"), metav1.CreateOptions{}); err != nil {
+	if _, err := w.dyn.Resource(gpusoftware.ClusterPolicyGVR).Create(context.Background(), policy("ready"), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	return w
@@ -45,7 +46,7 @@ func TestSharingDryRunChangesNothing(t *testing.T) {
 	if configMap(t, w) != nil {
 		t.Fatal("a dry run wrote the ConfigMap")
 	}
-	cp, _ := w.dyn.Resource(op.ClusterPolicyGVR).Get(context.Background(), op.ClusterPolicyName, metav1.GetOptions{})
+	cp, _ := w.dyn.Resource(gpusoftware.ClusterPolicyGVR).Get(context.Background(), gpusoftware.ClusterPolicyName, metav1.GetOptions{})
 	if _, ok := cp.Object["spec"]; ok {
 		t.Fatal("a dry run patched the ClusterPolicy")
 	}
@@ -62,7 +63,7 @@ func TestSharingWritesTheDevicePluginsConfig(t *testing.T) {
 	if cm == nil {
 		t.Fatal("no ConfigMap")
 	}
-	var cfg op.DevicePluginConfig
+	var cfg gpusoftware.DevicePluginConfig
 	if err := yaml.UnmarshalStrict([]byte(cm.Data["time-slicing-4"]), &cfg); err != nil {
 		t.Fatal(err)
 	}
@@ -70,7 +71,7 @@ func TestSharingWritesTheDevicePluginsConfig(t *testing.T) {
 	if cfg.Version != "v1" || ts == nil || cfg.Sharing.MPS != nil || len(ts.Resources) != 1 || ts.Resources[0].Name != "nvidia.com/gpu" || ts.Resources[0].Replicas != 4 || ts.RenameByDefault {
 		t.Fatalf("config %+v", cfg)
 	}
-	cp, _ := w.dyn.Resource(op.ClusterPolicyGVR).Get(context.Background(), op.ClusterPolicyName, metav1.GetOptions{})
+	cp, _ := w.dyn.Resource(gpusoftware.ClusterPolicyGVR).Get(context.Background(), gpusoftware.ClusterPolicyName, metav1.GetOptions{})
 	dp := cp.Object["spec"].(map[string]any)["devicePlugin"].(map[string]any)["config"].(map[string]any)
 	if dp["name"] != op.DefaultSharingConfigMap || dp["default"] != "time-slicing-4" {
 		t.Fatalf("ClusterPolicy devicePlugin.config %v", dp)

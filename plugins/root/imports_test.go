@@ -48,3 +48,30 @@ func TestNoCommandImportsAnother(t *testing.T) {
 		t.Fatal("no command package found")
 	}
 }
+
+// TestHelmStacksArePeers: the operator's and the device plugin's libraries are peers (the
+// same steps under the same names, each on common/helmrelease and common/gpusoftware):
+// neither imports the other.
+func TestHelmStacksArePeers(t *testing.T) {
+	const prefix = "github.com/kubectl-gpu/kubectl-gpu/common/"
+	for pkg, peer := range map[string]string{"deviceplugin": "operator", "operator": "deviceplugin"} {
+		files, _ := filepath.Glob(filepath.Join("..", "..", "common", pkg, "*.go"))
+		if len(files) == 0 {
+			t.Fatalf("no files in common/%s", pkg)
+		}
+		for _, f := range files {
+			if strings.HasSuffix(f, "_test.go") {
+				continue
+			}
+			ast, err := parser.ParseFile(token.NewFileSet(), f, nil, parser.ImportsOnly)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, imp := range ast.Imports {
+				if p, _ := strconv.Unquote(imp.Path.Value); p == prefix+peer {
+					t.Errorf("%s imports its peer %s", f, p)
+				}
+			}
+		}
+	}
+}

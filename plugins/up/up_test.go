@@ -23,6 +23,7 @@ import (
 	"github.com/kubectl-gpu/kubectl-gpu/common/cluster"
 	"github.com/kubectl-gpu/kubectl-gpu/common/cluster/clustertest"
 	"github.com/kubectl-gpu/kubectl-gpu/common/golden"
+	"github.com/kubectl-gpu/kubectl-gpu/common/gpusoftware"
 	"github.com/kubectl-gpu/kubectl-gpu/common/nodepod"
 	rep "github.com/kubectl-gpu/kubectl-gpu/common/nodereport"
 	op "github.com/kubectl-gpu/kubectl-gpu/common/operator"
@@ -89,14 +90,14 @@ func newWorld(t *testing.T) *world {
 
 func (w *world) run(t *testing.T, args ...string) (string, string, error) {
 	t.Helper()
-	policy := &unstructured.Unstructured{Object: map[string]any{"apiVersion": "nvidia.com/v1", "kind": "ClusterPolicy", "metadata": map[string]any{"name": op.ClusterPolicyName},
+	policy := &unstructured.Unstructured{Object: map[string]any{"apiVersion": "nvidia.com/v1", "kind": "ClusterPolicy", "metadata": map[string]any{"name": gpusoftware.ClusterPolicyName},
 		"status": map[string]any{"state": "ready", "conditions": []any{map[string]any{"type": "Ready", "status": "True", "reason": "Reconciled", "message": "ClusterPolicy is ready"}}}}}
 	objs := []runtime.Object{policy}
 	if w.noOperator {
 		objs = nil
 	}
 	dyn := dynfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(), map[schema.GroupVersionResource]string{
-		op.ClusterPolicyGVR: "ClusterPolicyList", op.GPUClusterGVR: "GPUClusterList"}, objs...)
+		gpusoftware.ClusterPolicyGVR: "ClusterPolicyList", gpusoftware.GPUClusterGVR: "GPUClusterList"}, objs...)
 	clients := func(g cluster.Getter, ns string, o *Options) (up.Clients, error) {
 		c, err := operatortest.NewClient(w.releases, dyn)(g, ns, o.Streams.ErrOut)
 		if err != nil {

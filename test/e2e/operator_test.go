@@ -23,6 +23,7 @@ import (
 	"k8s.io/client-go/dynamic"
 	sigsyaml "sigs.k8s.io/yaml"
 
+	"github.com/kubectl-gpu/kubectl-gpu/common/gpusoftware"
 	"github.com/kubectl-gpu/kubectl-gpu/common/helmrelease"
 	rep "github.com/kubectl-gpu/kubectl-gpu/common/nodereport"
 	"github.com/kubectl-gpu/kubectl-gpu/common/operator"
@@ -113,7 +114,7 @@ func helmList(t *testing.T, henv []string) []helmRelease {
 func setPolicyState(t *testing.T, dyn dynamic.Interface, state string) {
 	t.Helper()
 	ctx := context.Background()
-	cp, err := dyn.Resource(operator.ClusterPolicyGVR).Get(ctx, operator.ClusterPolicyName, metav1.GetOptions{})
+	cp, err := dyn.Resource(gpusoftware.ClusterPolicyGVR).Get(ctx, gpusoftware.ClusterPolicyName, metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -123,7 +124,7 @@ func setPolicyState(t *testing.T, dyn dynamic.Interface, state string) {
 	}
 	_ = unstructured.SetNestedField(cp.Object, state, "status", "state")
 	_ = unstructured.SetNestedSlice(cp.Object, []any{cond}, "status", "conditions")
-	if _, err := dyn.Resource(operator.ClusterPolicyGVR).UpdateStatus(ctx, cp, metav1.UpdateOptions{}); err != nil {
+	if _, err := dyn.Resource(gpusoftware.ClusterPolicyGVR).UpdateStatus(ctx, cp, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -187,7 +188,7 @@ func TestOperatorLifecycle(t *testing.T) {
 	if len(rels) != 1 || rels[0].Status != "deployed" || rels[0].Chart != "gpu-operator-v26.7.0" {
 		t.Fatalf("helm list: %+v", rels)
 	}
-	cp, err := dyn.Resource(operator.ClusterPolicyGVR).Get(ctx, operator.ClusterPolicyName, metav1.GetOptions{})
+	cp, err := dyn.Resource(gpusoftware.ClusterPolicyGVR).Get(ctx, gpusoftware.ClusterPolicyName, metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -296,7 +297,7 @@ func TestOperatorLifecycle(t *testing.T) {
 	if err := sigsyaml.UnmarshalStrict([]byte(cm.Data["time-slicing-4"]), &dpc); err != nil || len(dpc.Sharing.TimeSlicing.Resources) != 1 || dpc.Sharing.TimeSlicing.Resources[0].Replicas != 4 {
 		t.Fatalf("device plugin config: %v %+v", err, dpc)
 	}
-	cp, err = dyn.Resource(operator.ClusterPolicyGVR).Get(ctx, operator.ClusterPolicyName, metav1.GetOptions{})
+	cp, err = dyn.Resource(gpusoftware.ClusterPolicyGVR).Get(ctx, gpusoftware.ClusterPolicyName, metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -433,12 +434,12 @@ func TestOperatorRefusals(t *testing.T) {
 func setGPUClusterState(t *testing.T, dyn dynamic.Interface, state string) {
 	t.Helper()
 	ctx := context.Background()
-	gc, err := dyn.Resource(operator.GPUClusterGVR).Get(ctx, operator.GPUClusterName, metav1.GetOptions{})
+	gc, err := dyn.Resource(gpusoftware.GPUClusterGVR).Get(ctx, gpusoftware.GPUClusterName, metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	_ = unstructured.SetNestedField(gc.Object, state, "status", "state")
-	if _, err := dyn.Resource(operator.GPUClusterGVR).UpdateStatus(ctx, gc, metav1.UpdateOptions{}); err != nil {
+	if _, err := dyn.Resource(gpusoftware.GPUClusterGVR).UpdateStatus(ctx, gc, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -489,7 +490,7 @@ func TestOperatorDRA(t *testing.T) {
 	if r.Code != 0 || !strings.Contains(r.Stdout, "release gpu-operator revision 1 deployed") {
 		t.Fatalf("install --dra: exit %d\n%s\n%s", r.Code, r.Stdout, r.Stderr)
 	}
-	if _, err := dyn.Resource(operator.ClusterPolicyGVR).Get(ctx, operator.ClusterPolicyName, metav1.GetOptions{}); err == nil {
+	if _, err := dyn.Resource(gpusoftware.ClusterPolicyGVR).Get(ctx, gpusoftware.ClusterPolicyName, metav1.GetOptions{}); err == nil {
 		t.Fatal("install --dra made a ClusterPolicy")
 	}
 	r = gpu("status")

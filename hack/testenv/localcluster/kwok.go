@@ -12,10 +12,11 @@ import (
 	"strings"
 	"time"
 
-	"github.com/kubectl-gpu/kubectl-gpu/hack/testenv/nodefixtures"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/watch"
+
+	"github.com/kubectl-gpu/kubectl-gpu/hack/testenv/nodefixtures"
 
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	apiextensionsclient "k8s.io/apiextensions-apiserver/pkg/client/clientset/clientset"

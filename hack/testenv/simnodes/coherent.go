@@ -20,6 +20,7 @@ import (
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/dynamic"
 
+	"github.com/kubectl-gpu/kubectl-gpu/common/gpusoftware"
 	"github.com/kubectl-gpu/kubectl-gpu/common/nodepod"
 	rep "github.com/kubectl-gpu/kubectl-gpu/common/nodereport"
 	"github.com/kubectl-gpu/kubectl-gpu/common/operator"
@@ -119,7 +120,7 @@ func (s *coherent) root(node string) string { return filepath.Join(s.dir, node) 
 // its host.
 func (s *coherent) step(ctx context.Context, dyn dynamic.Interface, nodes []string) {
 	driverVersion, policy := "", false
-	if cp, err := dyn.Resource(operator.ClusterPolicyGVR).Get(ctx, operator.ClusterPolicyName, metav1.GetOptions{}); err == nil {
+	if cp, err := dyn.Resource(gpusoftware.ClusterPolicyGVR).Get(ctx, gpusoftware.ClusterPolicyName, metav1.GetOptions{}); err == nil {
 		policy = true
 		driverVersion, _, _ = unstructured.NestedString(cp.Object, "spec", "driver", "version")
 		if driverVersion == "" {
@@ -267,7 +268,7 @@ func isDevicePlugin(p *corev1.Pod) bool {
 		if i := strings.LastIndex(img, ":"); i > strings.LastIndex(img, "/") {
 			img = img[:i]
 		}
-		if path.Base(img) == operator.DevicePluginImage && (len(c.Command) == 0 || path.Base(c.Command[0]) == "nvidia-device-plugin") {
+		if path.Base(img) == gpusoftware.DevicePluginImage && (len(c.Command) == 0 || path.Base(c.Command[0]) == "nvidia-device-plugin") {
 			return true
 		}
 	}

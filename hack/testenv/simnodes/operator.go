@@ -8,7 +8,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/client-go/dynamic"
 
-	"github.com/kubectl-gpu/kubectl-gpu/common/operator"
+	"github.com/kubectl-gpu/kubectl-gpu/common/gpusoftware"
 	"github.com/kubectl-gpu/kubectl-gpu/hack/testenv/localcluster"
 )
 
@@ -23,7 +23,7 @@ func PlayOperator(ctx context.Context, c *localcluster.Cluster) error {
 	go func() {
 		for ctx.Err() == nil {
 			time.Sleep(300 * time.Millisecond)
-			cp, err := dyn.Resource(operator.ClusterPolicyGVR).Get(ctx, operator.ClusterPolicyName, metav1.GetOptions{})
+			cp, err := dyn.Resource(gpusoftware.ClusterPolicyGVR).Get(ctx, gpusoftware.ClusterPolicyName, metav1.GetOptions{})
 			if err != nil {
 				continue
 			}
@@ -33,7 +33,7 @@ func PlayOperator(ctx context.Context, c *localcluster.Cluster) error {
 			_ = unstructured.SetNestedField(cp.Object, "ready", "status", "state")
 			_ = unstructured.SetNestedSlice(cp.Object, []any{map[string]any{"type": "Ready", "status": "True", "reason": "Reconciled", "message": "ClusterPolicy is ready",
 				"lastTransitionTime": time.Now().UTC().Format(time.RFC3339)}}, "status", "conditions")
-			_, _ = dyn.Resource(operator.ClusterPolicyGVR).UpdateStatus(ctx, cp, metav1.UpdateOptions{})
+			_, _ = dyn.Resource(gpusoftware.ClusterPolicyGVR).UpdateStatus(ctx, cp, metav1.UpdateOptions{})
 		}
 	}()
 	return nil

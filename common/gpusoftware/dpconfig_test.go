@@ -1,4 +1,4 @@
-package operator
+package gpusoftware
 
 import (
 	"strings"
@@ -18,7 +18,7 @@ func TestSharingConfigParsesWithTheDevicePluginsOwnPackage(t *testing.T) {
 	for _, strategy := range []string{SharingTimeSlicing, SharingMPS} {
 		for _, replicas := range []int{2, 4, 16} {
 			for _, rename := range []bool{false, true} {
-				b, err := yaml.Marshal(SharingConfig(SharingRequest{Strategy: strategy, Replicas: replicas, Rename: rename}))
+				b, err := yaml.Marshal(SharingConfig(strategy, replicas, rename))
 				if err != nil {
 					t.Fatal(err)
 				}
