@@ -1,8 +1,12 @@
 package prep
 
 import (
+	"encoding/json"
 	"strings"
 	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	rep "github.com/kubectl-gpu/kubectl-gpu/common/nodereport"
 )
@@ -59,5 +63,35 @@ func TestPlannedChanges(t *testing.T) {
 	got := plannedChanges(items)
 	if len(got) != 2 || !got["pkgs"] || !got["file"] {
 		t.Errorf("plannedChanges: %v, want pkgs and file", got)
+	}
+}
+
+// The roll's plan says where each node goes on: after the step an earlier run reached, or —
+// past its install with changes to make again — installed and rebooted again for them.
+func TestResumeAfter(t *testing.T) {
+	node := func(name string, st RollState) *corev1.Node {
+		b, _ := json.Marshal(st)
+		return &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, Annotations: map[string]string{RollAnnotation: string(b)}}}
+	}
+	nodes := map[string]*corev1.Node{
+		"back":     node("back", RollState{Phase: PhaseRebooted, Error: "back after the reboot with no NVIDIA driver loaded"}),
+		"same":     node("same", RollState{Phase: PhaseRebooted}),
+		"drained":  node("drained", RollState{Phase: PhaseDrained}),
+		"finished": node("finished", RollState{Phase: PhaseDone}),
+	}
+	changed := map[string]bool{"back": true, "drained": true, "finished": true}
+	for name, want := range map[string]Phase{"back": PhaseCordoned, "same": PhaseRebooted, "drained": PhaseDrained, "finished": ""} {
+		if got := ResumeAfter(ReadRollState(nodes[name]), changed[name]); got != want {
+			t.Errorf("%s: resumes after %q, want %q", name, got, want)
+		}
+	}
+	var b strings.Builder
+	writeRollPlan(&b, &Request{Roll: &RollOptions{MaxUnavailable: 1}}, []string{"back", "drained", "same"}, nodes, changed)
+	for _, want := range []string{
+		"back: installed again for the changes above and rebooted for them (an earlier run stopped after rebooted) (stopped there: back after the reboot",
+		"drained: resumes after drained\n", "same: resumes after rebooted\n"} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("the roll's plan lacks %q:\n%s", want, b.String())
+		}
 	}
 }
