@@ -26,18 +26,9 @@ func TestNoCommandImportsAnother(t *testing.T) {
 		if !d.IsDir() || name == "root" || name == "kubectl-gpu" || shared[name] {
 			continue
 		}
-		files, _ := filepath.Glob(filepath.Join("..", name, "*.go"))
-		for _, f := range files {
-			if strings.HasSuffix(f, "_test.go") {
-				continue
-			}
-			ast, err := parser.ParseFile(token.NewFileSet(), f, nil, parser.ImportsOnly)
-			if err != nil {
-				t.Fatal(err)
-			}
+		for f, imports := range importsOf(t, filepath.Join("..", name)) {
 			checked++
-			for _, imp := range ast.Imports {
-				p, _ := strconv.Unquote(imp.Path.Value)
+			for _, p := range imports {
 				if other, ok := strings.CutPrefix(p, prefix); ok && !shared[strings.Split(other, "/")[0]] {
 					t.Errorf("%s imports the command package %s", f, p)
 				}
@@ -55,23 +46,40 @@ func TestNoCommandImportsAnother(t *testing.T) {
 func TestHelmStacksArePeers(t *testing.T) {
 	const prefix = "github.com/kubectl-gpu/kubectl-gpu/common/"
 	for pkg, peer := range map[string]string{"deviceplugin": "operator", "operator": "deviceplugin"} {
-		files, _ := filepath.Glob(filepath.Join("..", "..", "common", pkg, "*.go"))
+		files := importsOf(t, filepath.Join("..", "..", "common", pkg))
 		if len(files) == 0 {
 			t.Fatalf("no files in common/%s", pkg)
 		}
-		for _, f := range files {
-			if strings.HasSuffix(f, "_test.go") {
-				continue
-			}
-			ast, err := parser.ParseFile(token.NewFileSet(), f, nil, parser.ImportsOnly)
-			if err != nil {
-				t.Fatal(err)
-			}
-			for _, imp := range ast.Imports {
-				if p, _ := strconv.Unquote(imp.Path.Value); p == prefix+peer {
+		for f, imports := range files {
+			for _, p := range imports {
+				if p == prefix+peer {
 					t.Errorf("%s imports its peer %s", f, p)
 				}
 			}
 		}
 	}
+}
+
+// importsOf is what each non-test Go file of dir imports.
+func importsOf(t *testing.T, dir string) map[string][]string {
+	t.Helper()
+	files, _ := filepath.Glob(filepath.Join(dir, "*.go"))
+	out := map[string][]string{}
+	for _, f := range files {
+		if strings.HasSuffix(f, "_test.go") {
+			continue
+		}
+		ast, err := parser.ParseFile(token.NewFileSet(), f, nil, parser.ImportsOnly)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, imp := range ast.Imports {
+			p, _ := strconv.Unquote(imp.Path.Value)
+			out[f] = append(out[f], p)
+		}
+		if out[f] == nil {
+			out[f] = []string{}
+		}
+	}
+	return out
 }
