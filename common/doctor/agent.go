@@ -3,10 +3,12 @@ package doctor
 import (
 	"context"
 	"fmt"
-	"github.com/kubectl-gpu/kubectl-gpu/common/xid"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/kubectl-gpu/kubectl-gpu/common/remedy"
+	"github.com/kubectl-gpu/kubectl-gpu/common/xid"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/kubernetes"
@@ -121,17 +123,17 @@ func (w *world) hostFindings(d *Node, n *corev1.Node, hr *rep.Report, byKind map
 		return strings.ReplaceAll(f, "NODE", n.Name)
 	}
 	// set breaks (or warns) a link that is not already broken, from a check.
-	set := func(l *Link, c rep.Check, st State, remedy Remediation) {
+	set := func(l *Link, c rep.Check, st State, step remedy.Action) {
 		if l == nil || l.State == Broken || l.State == Warn && st == Warn {
 			return
 		}
-		*l = Link{Name: l.Name, State: st, Detail: c.Message, Fix: fix(c), Remedy: remedy}
+		*l = Link{Name: l.Name, State: st, Detail: c.Message, Fix: fix(c), Remedy: step}
 	}
 	get := func(id string) rep.Check { c, _ := hr.Get(id); return c }
 
 	// Hardware: the GPU that is missing, by bus id, with what the kernel log says of it; then
 	// XIDs since boot, classed by NVIDIA's catalog.
-	if l := link(LinkHardware); l != nil && l.State == Broken && l.Remedy == RemedyService && strings.Contains(l.Detail, "NVML sees") {
+	if l := link(LinkHardware); l != nil && l.State == Broken && l.Remedy == remedy.Service && strings.Contains(l.Detail, "NVML sees") {
 		if named := missingGPUs(hr); named != "" {
 			l.Detail = strings.TrimSuffix(l.Detail, ": a GPU fell off the bus") + ": " + named
 		}
@@ -142,19 +144,15 @@ func (w *world) hostFindings(d *Node, n *corev1.Node, hr *rep.Report, byKind map
 		}
 	}
 	if c := get(rep.CheckXID); c.Status == rep.Fail {
-		set(link(LinkHardware), c, Broken, RemedyService)
-	} else if c.Status == rep.Warn {
-		remedy := RemedyReset
-		if strings.Contains(c.Remediation, "reboot the node") && !strings.Contains(c.Remediation, "reset") {
-			remedy = RemedyReboot
-		}
-		set(link(LinkHardware), c, Warn, remedy)
+		set(link(LinkHardware), c, Broken, remedy.Service)
+	} else if worst, ok := xid.Worst(hr.XIDs); ok && c.Status == rep.Warn {
+		set(link(LinkHardware), c, Warn, worst.Action)
 	}
 
 	// Fabric Manager, wherever the driver comes from: without it an NVSwitch system's CUDA
 	// does not start.
 	if c := get(rep.CheckFabricManager); c.Status == rep.Fail {
-		set(link(LinkDriver), c, Broken, RemedyConfigure)
+		set(link(LinkDriver), c, Broken, remedy.Configure)
 	}
 	// Driver on the host (the operator's driver container brings its own).
 	if byKind[swDriver] == nil {
@@ -162,16 +160,16 @@ func (w *world) hostFindings(d *Node, n *corev1.Node, hr *rep.Report, byKind map
 			// nouveau holding the GPUs is the cause to fix first: it replaces a bare "no
 			// driver", which installing a driver alone would not fix.
 			if l := link(LinkDriver); l != nil && l.State == Broken && strings.HasPrefix(l.Detail, "no driver") {
-				*l = Link{Name: LinkDriver, State: Broken, Remedy: RemedyReboot, Detail: c.Message + "; and no NVIDIA driver is loaded",
+				*l = Link{Name: LinkDriver, State: Broken, Remedy: remedy.Reboot, Detail: c.Message + "; and no NVIDIA driver is loaded",
 					Fix: fix(c) + "; then install the driver (kubectl gpu prep " + n.Name + " --apply --install-driver --reboot, or the GPU Operator's driver)"}
 			}
-			set(link(LinkDriver), c, Broken, RemedyReboot)
+			set(link(LinkDriver), c, Broken, remedy.Reboot)
 		}
 		if c := get(rep.CheckDriverLibraries); c.Status == rep.Fail {
-			set(link(LinkDriver), c, Broken, RemedyReboot)
+			set(link(LinkDriver), c, Broken, remedy.Reboot)
 		}
 		if c := get(rep.CheckDriverKernels); c.Status == rep.Warn {
-			set(link(LinkDriver), c, Warn, RemedyConfigure)
+			set(link(LinkDriver), c, Warn, remedy.Configure)
 		}
 	}
 
@@ -186,7 +184,7 @@ func (w *world) hostFindings(d *Node, n *corev1.Node, hr *rep.Report, byKind map
 			if p == nil || registered(hr.KubeletPlugins, k.dir, k.want) {
 				continue
 			}
-			*sw = Link{Name: LinkSoftware, State: Broken, Remedy: RemedyRestart,
+			*sw = Link{Name: LinkSoftware, State: Broken, Remedy: remedy.Restart,
 				Detail: fmt.Sprintf("the %s pod %s/%s runs but is not registered with the kubelet: no %s socket in %s", k.kind, p.Namespace, p.Name, k.want, k.dir),
 				Fix:    "restart it: kubectl delete pod -n " + p.Namespace + " " + p.Name + " (its DaemonSet makes a new one, which registers)"}
 			break
@@ -200,7 +198,7 @@ func (w *world) hostFindings(d *Node, n *corev1.Node, hr *rep.Report, byKind map
 	cdi := get(rep.CheckCDI)
 	switch {
 	case cdi.Status == rep.Fail:
-		set(link(LinkToolkit), cdi, Broken, RemedyConfigure)
+		set(link(LinkToolkit), cdi, Broken, remedy.Configure)
 	case cdi.Status == rep.Skipped && strings.HasPrefix(cdi.Message, rep.NoCDISpec) && hr.DriverVersion != "":
 		if by := w.cdiUser(n, byKind); by != "" {
 			c := rep.Check{Message: by + " hands GPUs out through CDI, but the host has " + rep.NoCDISpec + " in " + strings.Join(rep.CDISpecDirs, " or "),
@@ -209,18 +207,18 @@ func (w *world) hostFindings(d *Node, n *corev1.Node, hr *rep.Report, byKind map
 				c.Message += ", and containerd's CRI plugin does not inject CDI devices (enable_cdi)"
 				c.Remediation += "; set enable_cdi = true in containerd's CRI plugin and restart containerd"
 			}
-			set(link(LinkToolkit), c, Broken, RemedyConfigure)
+			set(link(LinkToolkit), c, Broken, remedy.Configure)
 		}
 	}
 	if c := get(rep.CheckDevChar); c.Status == rep.Fail {
-		set(link(LinkToolkit), c, Warn, RemedyConfigure)
+		set(link(LinkToolkit), c, Warn, remedy.Configure)
 	}
 	// The agent's reading of containerd names the cause (a drop-in not imported, one that
 	// overrides the cgroup driver): it replaces the summary the annotations give.
 	for _, id := range []string{rep.CheckContainerd, rep.CheckNvidiaRuntime, rep.CheckSystemdCgroup} {
 		if c := get(id); c.Status == rep.Fail {
 			if l := link(LinkContainerd); l.State != Broken || !strings.Contains(l.Detail, c.Message) {
-				*l = Link{Name: LinkContainerd, State: Broken, Detail: c.Message, Fix: fix(c), Remedy: RemedyConfigure}
+				*l = Link{Name: LinkContainerd, State: Broken, Detail: c.Message, Fix: fix(c), Remedy: remedy.Configure}
 			}
 			break
 		}
@@ -229,7 +227,7 @@ func (w *world) hostFindings(d *Node, n *corev1.Node, hr *rep.Report, byKind map
 	// it started, a static template without the runtime).
 	for _, id := range []string{rep.CheckContainerd, rep.CheckNvidiaRuntime} {
 		if c := get(id); c.Status == rep.Warn && hr.NvidiaRuntime {
-			set(link(LinkContainerd), c, Warn, RemedyConfigure)
+			set(link(LinkContainerd), c, Warn, remedy.Configure)
 		}
 	}
 }
@@ -276,7 +274,7 @@ func missingGPUs(hr *rep.Report) string {
 	}
 	if len(gone) == 0 {
 		for _, e := range hr.XIDs {
-			if e.Action != xid.Service {
+			if e.Action != remedy.Service {
 				continue
 			}
 			g := rep.GPU{PCIAddress: e.PCI}

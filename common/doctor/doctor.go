@@ -28,6 +28,7 @@ import (
 	"github.com/kubectl-gpu/kubectl-gpu/common/inventory"
 	"github.com/kubectl-gpu/kubectl-gpu/common/nodepod"
 	rep "github.com/kubectl-gpu/kubectl-gpu/common/nodereport"
+	"github.com/kubectl-gpu/kubectl-gpu/common/remedy"
 	"github.com/kubectl-gpu/kubectl-gpu/common/report"
 	"github.com/kubectl-gpu/kubectl-gpu/common/verify"
 	"github.com/kubectl-gpu/kubectl-gpu/common/xid"
@@ -72,20 +73,6 @@ const (
 	Faulty Verdict = "Faulty"
 )
 
-// Remediation is a step of the ladder, from the least to the most disruptive.
-type Remediation string
-
-// The remediation ladder.
-const (
-	RemedyNone    Remediation = "none"
-	RemedyRestart Remediation = "restart the component"
-	RemedyReset   Remediation = "drain and reset the GPU"
-	RemedyReboot  Remediation = "reboot"
-	RemedyService Remediation = "service the hardware"
-	// RemedyConfigure: set up what is missing (install, configure, label): no restart helps.
-	RemedyConfigure Remediation = "configure"
-)
-
 // Link is one link of a node's chain.
 type Link struct {
 	Name   string `json:"name"`
@@ -93,8 +80,8 @@ type Link struct {
 	Detail string `json:"detail"`
 	// Fix is what to do (a kubectl gpu command where one exists), for a link not ok.
 	Fix string `json:"fix,omitempty"`
-	// Remedy is the ladder's step for a link not ok.
-	Remedy Remediation `json:"remedy,omitempty"`
+	// Remedy is the ladder's step (package remedy) for a link not ok.
+	Remedy remedy.Action `json:"remedy,omitempty"`
 }
 
 // Node is one GPU node's diagnosis.
@@ -103,9 +90,9 @@ type Node struct {
 	Verdict Verdict `json:"verdict"`
 	Links   []Link  `json:"links"`
 	// FirstBroken names the first link not ok ("" none), Fix and Remedy are its.
-	FirstBroken string      `json:"firstBroken,omitempty"`
-	Fix         string      `json:"fix,omitempty"`
-	Remedy      Remediation `json:"remedy"`
+	FirstBroken string        `json:"firstBroken,omitempty"`
+	Fix         string        `json:"fix,omitempty"`
+	Remedy      remedy.Action `json:"remedy"`
 	// Host says where the host links (hardware to containerd) come from: HostAgent (the node
 	// agent, this run), HostPrep (what 'kubectl gpu prep' last recorded on the node) or
 	// HostUnknown.
@@ -397,7 +384,7 @@ func (w *world) diagnose(ctx context.Context, n *corev1.Node, hr *rep.Report) No
 
 	// 6. Kubernetes: allocatable against the hardware, cordon and taints, pending GPU pods.
 	k := w.kubernetesLink(n, alloc, pci, pciKnown)
-	if k.State == Warn && k.Remedy == RemedyRestart && byKind[swDevicePlugin] != nil {
+	if k.State == Warn && k.Remedy == remedy.Restart && byKind[swDevicePlugin] != nil {
 		// Fewer GPUs than the hardware: the XIDs the device plugin logged say which and why.
 		w.unhealthyWhy(ctx, byKind[swDevicePlugin], &k)
 	}
@@ -416,7 +403,7 @@ func (d *Node) add(l Link) { d.Links = append(d.Links, l) }
 // otherwise, while the node still advertises GPUs (its kubernetes link not broken), Degraded
 // for any link not ok, else Unschedulable.
 func (d *Node) judge() {
-	d.Verdict, d.Remedy = Healthy, RemedyNone
+	d.Verdict, d.Remedy = Healthy, remedy.None
 	servesGPUs := true
 	for _, l := range d.Links {
 		if l.Name == LinkKubernetes && l.State == Broken {
@@ -433,9 +420,6 @@ func (d *Node) judge() {
 		}
 		if d.FirstBroken == "" {
 			d.FirstBroken, d.Fix, d.Remedy = l.Name, l.Fix, l.Remedy
-			if d.Remedy == "" {
-				d.Remedy = RemedyNone
-			}
 		}
 		if servesGPUs {
 			d.Verdict = Degraded
@@ -470,7 +454,7 @@ func (r *Report) WriteText(w io.Writer) error {
 			}
 			fmt.Fprintf(w, "\n%s: %s: %s\n", n.Node, l.Name, l.Detail)
 			switch {
-			case n.Fix != "" && n.Remedy != RemedyNone:
+			case n.Fix != "" && n.Remedy != remedy.None:
 				fmt.Fprintf(w, "    → %s (%s)\n", n.Fix, n.Remedy)
 			case n.Fix != "":
 				fmt.Fprintf(w, "    → %s\n", n.Fix)

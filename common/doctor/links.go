@@ -12,6 +12,7 @@ import (
 	"github.com/kubectl-gpu/kubectl-gpu/common/nodepod"
 	rep "github.com/kubectl-gpu/kubectl-gpu/common/nodereport"
 	op "github.com/kubectl-gpu/kubectl-gpu/common/operator"
+	"github.com/kubectl-gpu/kubectl-gpu/common/remedy"
 	"github.com/kubectl-gpu/kubectl-gpu/common/xid"
 )
 
@@ -25,11 +26,11 @@ func hardwareLink(n *corev1.Node, f rep.Facts, pci, nvml int, pciKnown, nvmlKnow
 	var l Link
 	switch {
 	case pciKnown && nvmlKnown && nvml < pci:
-		return Link{Name: LinkHardware, State: Broken, Remedy: RemedyService,
+		return Link{Name: LinkHardware, State: Broken, Remedy: remedy.Service,
 			Detail: fmt.Sprintf("%d GPUs on the PCI bus, NVML sees %d: a GPU fell off the bus", pci, nvml),
 			Fix:    "drain the node (kubectl drain " + n.Name + "), reboot it; if the GPU stays missing, have it serviced"}
 	case pciKnown && pci == 0:
-		return Link{Name: LinkHardware, State: Broken, Remedy: RemedyService, Detail: "prep found no NVIDIA GPU on the PCI bus", Fix: "check the node's hardware, or remove its GPU labels"}
+		return Link{Name: LinkHardware, State: Broken, Remedy: remedy.Service, Detail: "prep found no NVIDIA GPU on the PCI bus", Fix: "check the node's hardware, or remove its GPU labels"}
 	case pciKnown && nvmlKnown:
 		l = Link{Name: LinkHardware, State: OK, Detail: fmt.Sprintf("%d GPUs on the PCI bus, %d seen by NVML", pci, nvml)}
 	case pciKnown:
@@ -37,14 +38,11 @@ func hardwareLink(n *corev1.Node, f rep.Facts, pci, nvml int, pciKnown, nvmlKnow
 	default:
 		l = Link{Name: LinkHardware, State: Unknown, Detail: "not checked by prep", Fix: "kubectl gpu prep " + n.Name}
 	}
-	switch f.GPUHealth {
-	case rep.HealthService:
-		return Link{Name: LinkHardware, State: Broken, Remedy: RemedyService, Detail: f.GPUHealthDetail, Fix: "drain the node (kubectl drain " + n.Name + ") and have the GPU serviced"}
-	case rep.HealthReset:
-		return Link{Name: LinkHardware, State: Broken, Remedy: RemedyReset, Detail: f.GPUHealthDetail,
-			Fix: "drain the GPU's workloads and reset it (nvidia-smi -r), or reboot the node (kubectl gpu prep " + n.Name + " --apply --reboot)"}
-	case rep.HealthWarn:
-		return Link{Name: LinkHardware, State: Warn, Remedy: RemedyNone, Detail: l.Detail + "; " + f.GPUHealthDetail, Fix: "check the node's cooling and power"}
+	switch a := f.GPUHealth; a {
+	case remedy.Service, remedy.ResetGPU:
+		return Link{Name: LinkHardware, State: Broken, Remedy: a, Detail: f.GPUHealthDetail, Fix: rep.HealthFix(a, n.Name)}
+	case remedy.Watch:
+		return Link{Name: LinkHardware, State: Warn, Remedy: a, Detail: l.Detail + "; " + f.GPUHealthDetail, Fix: rep.HealthFix(a, n.Name)}
 	}
 	return l
 }
@@ -55,25 +53,25 @@ func (w *world) driverLink(ctx context.Context, n *corev1.Node, f rep.Facts, pre
 	upgrade := n.Labels["nvidia.com/gpu-driver-upgrade-state"]
 	switch drv := byKind[swDriver]; {
 	case upgrade == "upgrade-failed":
-		return Link{Name: LinkDriver, State: Broken, Remedy: RemedyReboot, Detail: "the operator's driver upgrade failed on this node (nvidia.com/gpu-driver-upgrade-state=upgrade-failed)",
+		return Link{Name: LinkDriver, State: Broken, Remedy: remedy.Reboot, Detail: "the operator's driver upgrade failed on this node (nvidia.com/gpu-driver-upgrade-state=upgrade-failed)",
 			Fix: "read the driver pod's log, fix the cause, then label the node nvidia.com/gpu-driver-upgrade-state=upgrade-required to retry"}
 	case drv != nil:
 		if h := nodepod.Hold(ctx, w.cs, drv); !h.Ready {
-			return Link{Name: LinkDriver, State: Broken, Remedy: RemedyRestart, Detail: fmt.Sprintf("the operator's driver pod %s/%s is %s: %s", drv.Namespace, drv.Name, h.State, h.Message),
+			return Link{Name: LinkDriver, State: Broken, Remedy: remedy.Restart, Detail: fmt.Sprintf("the operator's driver pod %s/%s is %s: %s", drv.Namespace, drv.Name, h.State, h.Message),
 				Fix: "kubectl logs -n " + drv.Namespace + " " + drv.Name + "; check headers and Secure Boot with 'kubectl gpu prep " + n.Name + "'"}
 		}
 		return Link{Name: LinkDriver, State: OK, Detail: "the operator's driver container runs (" + drv.Name + ")"}
 	case f.DriverVersion != "":
 		return Link{Name: LinkDriver, State: OK, Detail: "host driver " + f.DriverVersion}
 	case upgrade == "validation-required" || upgrade == "pod-restart-required":
-		return Link{Name: LinkDriver, State: Warn, Remedy: RemedyRestart, Detail: "driver upgrade waiting at " + upgrade, Fix: "see 'kubectl gpu operator status'"}
+		return Link{Name: LinkDriver, State: Warn, Remedy: remedy.Restart, Detail: "driver upgrade waiting at " + upgrade, Fix: "see 'kubectl gpu operator status'"}
 	case n.Labels[inventory.LabelDeployDriver] == "pre-installed":
 		return Link{Name: LinkDriver, State: OK, Detail: "host driver (the operator found it pre-installed)"}
 	case prepped && f.DriverInstalled != "":
-		return Link{Name: LinkDriver, State: Broken, Remedy: RemedyReboot, Detail: "driver " + f.DriverInstalled + " is installed on the host but not loaded: its kernel module did not load",
+		return Link{Name: LinkDriver, State: Broken, Remedy: remedy.Reboot, Detail: "driver " + f.DriverInstalled + " is installed on the host but not loaded: its kernel module did not load",
 			Fix: "reboot the node if it has not been since the install (kubectl gpu prep " + n.Name + " --apply --reboot); if it has, the node's kernel log says why (journalctl -k | grep -i -e nvidia -e nvrm: a module Secure Boot refuses, one built for another kernel), or go back to the driver it ran (kubectl gpu up --host-driver=VERSION)"}
 	case prepped:
-		return Link{Name: LinkDriver, State: Broken, Remedy: RemedyConfigure, Detail: "no driver: none on the host (prep) and no operator driver pod on the node",
+		return Link{Name: LinkDriver, State: Broken, Remedy: remedy.Configure, Detail: "no driver: none on the host (prep) and no operator driver pod on the node",
 			Fix: "kubectl gpu prep " + n.Name + " --apply --install-driver --reboot, or the GPU Operator's driver (kubectl gpu operator install)"}
 	}
 	return Link{Name: LinkDriver, State: Unknown, Detail: "not checked by prep and no operator driver pod", Fix: "kubectl gpu prep " + n.Name}
@@ -85,14 +83,14 @@ func (w *world) toolkitLink(ctx context.Context, n *corev1.Node, f rep.Facts, pr
 	switch tk := byKind[swToolkit]; {
 	case tk != nil:
 		if h := nodepod.Hold(ctx, w.cs, tk); !h.Ready {
-			return Link{Name: LinkToolkit, State: Broken, Remedy: RemedyRestart, Detail: fmt.Sprintf("the operator's toolkit pod %s/%s is %s: %s", tk.Namespace, tk.Name, h.State, h.Message),
+			return Link{Name: LinkToolkit, State: Broken, Remedy: remedy.Restart, Detail: fmt.Sprintf("the operator's toolkit pod %s/%s is %s: %s", tk.Namespace, tk.Name, h.State, h.Message),
 				Fix: "kubectl logs -n " + tk.Namespace + " " + tk.Name + " (on RKE2/K3s: the containerd socket, see 'kubectl gpu operator values')"}
 		}
 		return Link{Name: LinkToolkit, State: OK, Detail: "the operator's toolkit container runs (" + tk.Name + ")"}
 	case f.ToolkitVersion != "":
 		return Link{Name: LinkToolkit, State: OK, Detail: "host toolkit " + f.ToolkitVersion}
 	case prepped:
-		return Link{Name: LinkToolkit, State: Broken, Remedy: RemedyConfigure, Detail: "no NVIDIA Container Toolkit on the host and no operator toolkit pod",
+		return Link{Name: LinkToolkit, State: Broken, Remedy: remedy.Configure, Detail: "no NVIDIA Container Toolkit on the host and no operator toolkit pod",
 			Fix: "kubectl gpu prep " + n.Name + " --apply --install-toolkit, or the GPU Operator's toolkit"}
 	}
 	return Link{Name: LinkToolkit, State: Unknown, Detail: "not checked by prep", Fix: "kubectl gpu prep " + n.Name}
@@ -114,10 +112,10 @@ func containerdLink(n *corev1.Node, f rep.Facts, prepped bool, byKind map[string
 		}
 		return Link{Name: LinkContainerd, State: OK, Detail: det}
 	case prepped && f.ToolkitVersion != "":
-		return Link{Name: LinkContainerd, State: Broken, Remedy: RemedyConfigure, Detail: "the toolkit is installed but containerd has no nvidia runtime (overwritten by an upgrade?)",
+		return Link{Name: LinkContainerd, State: Broken, Remedy: remedy.Configure, Detail: "the toolkit is installed but containerd has no nvidia runtime (overwritten by an upgrade?)",
 			Fix: "kubectl gpu prep " + n.Name + " --apply --restart-runtime"}
 	case prepped:
-		return Link{Name: LinkContainerd, State: Broken, Remedy: RemedyConfigure, Detail: "containerd has no nvidia runtime", Fix: "install the toolkit (kubectl gpu prep " + n.Name + " --apply --install-toolkit)"}
+		return Link{Name: LinkContainerd, State: Broken, Remedy: remedy.Configure, Detail: "containerd has no nvidia runtime", Fix: "install the toolkit (kubectl gpu prep " + n.Name + " --apply --install-toolkit)"}
 	}
 	return Link{Name: LinkContainerd, State: Unknown, Detail: "not checked by prep", Fix: "kubectl gpu prep " + n.Name}
 }
@@ -132,7 +130,7 @@ func (w *world) softwareLink(ctx context.Context, n *corev1.Node, byKind map[str
 					break
 				}
 			}
-			return Link{Name: LinkSoftware, State: Broken, Remedy: RemedyRestart, Detail: fmt.Sprintf("the operator's validator %s is stuck at %s", v.Name, stuck),
+			return Link{Name: LinkSoftware, State: Broken, Remedy: remedy.Restart, Detail: fmt.Sprintf("the operator's validator %s is stuck at %s", v.Name, stuck),
 				Fix: "kubectl logs -n " + v.Namespace + " " + v.Name + " -c " + strings.SplitN(stuck, ":", 2)[0]}
 		}
 	}
@@ -148,20 +146,20 @@ func (w *world) softwareLink(ctx context.Context, n *corev1.Node, byKind map[str
 		if alloc > 0 || w.dra[n.Name] > 0 {
 			return Link{Name: LinkSoftware, State: Warn, Detail: "GPUs are advertised but no NVIDIA device plugin or DRA kubelet plugin pod runs on the node (another plugin?)"}
 		}
-		return Link{Name: LinkSoftware, State: Broken, Remedy: RemedyConfigure, Detail: "no NVIDIA device plugin or DRA kubelet plugin pod on the node", Fix: fix}
+		return Link{Name: LinkSoftware, State: Broken, Remedy: remedy.Configure, Detail: "no NVIDIA device plugin or DRA kubelet plugin pod on the node", Fix: fix}
 	}
 	if h := nodepod.Hold(ctx, w.cs, plugin); !h.Ready {
-		l := Link{Name: LinkSoftware, State: Broken, Remedy: RemedyRestart, Detail: fmt.Sprintf("the %s pod %s/%s is %s: %s", kind, plugin.Namespace, plugin.Name, h.State, h.Message),
+		l := Link{Name: LinkSoftware, State: Broken, Remedy: remedy.Restart, Detail: fmt.Sprintf("the %s pod %s/%s is %s: %s", kind, plugin.Namespace, plugin.Name, h.State, h.Message),
 			Fix: "kubectl logs -n " + plugin.Namespace + " " + plugin.Name + "; then kubectl delete pod -n " + plugin.Namespace + " " + plugin.Name + " to restart it"}
 		if h.ImagePull {
-			l.Remedy = RemedyConfigure
+			l.Remedy = remedy.Configure
 			l.Fix = "the node cannot pull the image: check its registry access, or mirror the images (kubectl gpu mirror --to REGISTRY, then install with --mirror)"
 		}
 		return l
 	}
 	det := "the " + kind + " runs (" + plugin.Name + ")"
 	if byKind[swGFD] != nil && n.Labels[inventory.LabelProduct] == "" {
-		return Link{Name: LinkSoftware, State: Warn, Remedy: RemedyRestart, Detail: det + "; GPU feature discovery runs but the node has no nvidia.com/gpu.product label",
+		return Link{Name: LinkSoftware, State: Warn, Remedy: remedy.Restart, Detail: det + "; GPU feature discovery runs but the node has no nvidia.com/gpu.product label",
 			Fix: "kubectl logs -n " + byKind[swGFD].Namespace + " " + byKind[swGFD].Name}
 	}
 	return Link{Name: LinkSoftware, State: OK, Detail: det}
@@ -171,11 +169,11 @@ func (w *world) kubernetesLink(n *corev1.Node, alloc int64, pci int, pciKnown bo
 	dra := w.dra[n.Name]
 	for _, c := range n.Status.Conditions {
 		if c.Type == corev1.NodeReady && c.Status != corev1.ConditionTrue {
-			return Link{Name: LinkKubernetes, State: Broken, Remedy: RemedyReboot, Detail: "the node is NotReady: " + c.Message, Fix: "check the kubelet on " + n.Name}
+			return Link{Name: LinkKubernetes, State: Broken, Remedy: remedy.Reboot, Detail: "the node is NotReady: " + c.Message, Fix: "check the kubelet on " + n.Name}
 		}
 	}
 	if n.Spec.Unschedulable {
-		return Link{Name: LinkKubernetes, State: Broken, Remedy: RemedyConfigure, Detail: "the node is cordoned", Fix: "kubectl uncordon " + n.Name + " (or let a running 'kubectl gpu prep --reboot' finish)"}
+		return Link{Name: LinkKubernetes, State: Broken, Remedy: remedy.Configure, Detail: "the node is cordoned", Fix: "kubectl uncordon " + n.Name + " (or let a running 'kubectl gpu prep --reboot' finish)"}
 	}
 	var taints []string
 	for _, t := range n.Spec.Taints {
@@ -184,7 +182,7 @@ func (w *world) kubernetesLink(n *corev1.Node, alloc int64, pci int, pciKnown bo
 		}
 	}
 	if alloc == 0 && dra == 0 {
-		return Link{Name: LinkKubernetes, State: Broken, Remedy: RemedyRestart, Detail: "the node advertises no GPU (allocatable nvidia.com/gpu 0, no ResourceSlice)",
+		return Link{Name: LinkKubernetes, State: Broken, Remedy: remedy.Restart, Detail: "the node advertises no GPU (allocatable nvidia.com/gpu 0, no ResourceSlice)",
 			Fix: "see the software link; a device plugin that runs but registers nothing: restart it"}
 	}
 	if len(w.pending[n.Name]) > 0 {
@@ -207,7 +205,7 @@ func (w *world) kubernetesLink(n *corev1.Node, alloc int64, pci int, pciKnown bo
 	}
 	// Sharing and MIG advertise more than the hardware has: only fewer is a warning.
 	if pciKnown && alloc > 0 && alloc < int64(pci) && !inventory.MIGEnabled(n) {
-		return Link{Name: LinkKubernetes, State: Warn, Remedy: RemedyRestart, Detail: fmt.Sprintf("%s of %d GPUs: the device plugin marks the others unhealthy (an XID?)", det, pci),
+		return Link{Name: LinkKubernetes, State: Warn, Remedy: remedy.Restart, Detail: fmt.Sprintf("%s of %d GPUs: the device plugin marks the others unhealthy (an XID?)", det, pci),
 			Fix: "kubectl gpu prep " + n.Name + " to read the GPUs; restart the device plugin once they are healthy"}
 	}
 	return Link{Name: LinkKubernetes, State: OK, Detail: det}
@@ -226,12 +224,10 @@ func (w *world) unhealthyWhy(ctx context.Context, plugin *corev1.Pod, l *Link) {
 	}
 	l.Detail += fmt.Sprintf("; the device plugin logged XID %d on %s: %s", e.XID, e.PCI, e.Meaning)
 	switch e.Action {
-	case xid.Service:
-		l.Remedy, l.Fix = RemedyService, e.Action.Fix(e.PCI)
-	case xid.Reboot:
-		l.Remedy, l.Fix = RemedyReboot, e.Action.Fix(e.PCI)
-	case xid.ResetGPU:
-		l.Remedy, l.Fix = RemedyReset, e.Action.Fix(e.PCI)+"; then restart the device plugin (kubectl delete pod -n "+plugin.Namespace+" "+plugin.Name+")"
+	case remedy.Service, remedy.Reboot:
+		l.Remedy, l.Fix = e.Action, e.Action.Fix(e.PCI, "")
+	case remedy.ResetGPU:
+		l.Remedy, l.Fix = e.Action, e.Action.Fix(e.PCI, "")+"; then restart the device plugin (kubectl delete pod -n "+plugin.Namespace+" "+plugin.Name+")"
 	default:
 		l.Fix = "restart the device plugin (kubectl delete pod -n " + plugin.Namespace + " " + plugin.Name + "): it keeps a GPU unhealthy until it restarts"
 	}
@@ -259,7 +255,7 @@ func (w *world) verifyFailed(ctx context.Context, d *Node, p *corev1.Pod) {
 			return // the cause is already named further down the chain
 		}
 		if l.Name == LinkToolkit {
-			*l = Link{Name: LinkToolkit, State: Broken, Remedy: RemedyConfigure,
+			*l = Link{Name: LinkToolkit, State: Broken, Remedy: remedy.Configure,
 				Detail: fmt.Sprintf("a container on the node cannot use its GPUs: the verify pod %s/%s (kept) ended with: %s", p.Namespace, p.Name, nodepod.Fit(line, 300)),
 				Fix:    "kubectl logs -n " + p.Namespace + " " + p.Name + "; check the toolkit and containerd's nvidia runtime (kubectl gpu prep " + d.Node + "), then kubectl gpu verify " + d.Node}
 			return

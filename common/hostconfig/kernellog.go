@@ -8,9 +8,11 @@ import (
 	"sort"
 	"strings"
 
-	rep "github.com/kubectl-gpu/kubectl-gpu/common/nodereport"
-	"github.com/kubectl-gpu/kubectl-gpu/common/xid"
 	"golang.org/x/sys/unix"
+
+	rep "github.com/kubectl-gpu/kubectl-gpu/common/nodereport"
+	"github.com/kubectl-gpu/kubectl-gpu/common/remedy"
+	"github.com/kubectl-gpu/kubectl-gpu/common/xid"
 )
 
 // The kernel log, where the agent can read it: the kernel's own ring buffer (/dev/kmsg: this
@@ -140,10 +142,10 @@ func checkXID(h *Host, r *rep.Report) {
 	worst, _ := xid.Worst(events)
 	msg := fmt.Sprintf("%s since boot (%s); worst: %s on %s: %s", xidCounts(events), source, xidName(worst), worst.PCI, worst.Meaning)
 	switch worst.Action {
-	case xid.Service:
-		r.Add(rep.CheckXID, rep.Fail, msg, worst.Action.Fix(worst.PCI))
-	case xid.Reboot, xid.ResetGPU:
-		r.Add(rep.CheckXID, rep.Warn, msg, worst.Action.Fix(worst.PCI))
+	case remedy.Service:
+		r.Add(rep.CheckXID, rep.Fail, msg, worst.Action.Fix(worst.PCI, ""))
+	case remedy.Reboot, remedy.ResetGPU:
+		r.Add(rep.CheckXID, rep.Warn, msg, worst.Action.Fix(worst.PCI, ""))
 	default:
 		r.Add(rep.CheckXID, rep.OK, msg, "")
 	}

@@ -5,6 +5,8 @@ import (
 	"encoding/hex"
 	"strconv"
 	"time"
+
+	"github.com/kubectl-gpu/kubectl-gpu/common/remedy"
 )
 
 // The node annotations prep writes from a report: the product's central contract. operator
@@ -30,8 +32,9 @@ const (
 	AnnotationGPUs = AnnotationPrefix + "gpus"
 	// AnnotationMIG is "enabled" when any GPU of the node has MIG mode on.
 	AnnotationMIG = AnnotationPrefix + "mig"
-	// AnnotationGPUHealth is the action the GPUs' health (NVML) calls for: ok, warn, reset,
-	// service; AnnotationGPUHealthDetail says what is wrong.
+	// AnnotationGPUHealth is the step the GPUs' health (NVML) calls for, a remedy token: none,
+	// watch, reset, service (earlier releases wrote ok and warn, still read);
+	// AnnotationGPUHealthDetail says what is wrong.
 	AnnotationGPUHealth       = AnnotationPrefix + "gpu-health"
 	AnnotationGPUHealthDetail = AnnotationPrefix + "gpu-health-detail"
 	// AnnotationReportedAt is when prep last reported on the node: a node without it was
@@ -54,10 +57,11 @@ type Facts struct {
 	GPUs                    int
 	// MIG is "enabled", "disabled" or "" (unknown: no driver).
 	MIG string
-	// GPUHealth is the action the GPUs' health calls for ("" when NVML did not answer);
-	// GPUHealthDetail what is wrong (only when the action is not ok).
-	GPUHealth, GPUHealthDetail string
-	ReportedAt                 time.Time
+	// GPUHealth is the step the GPUs' health calls for (remedy.Unknown when NVML did not
+	// answer); GPUHealthDetail what is wrong (only when there is something to do).
+	GPUHealth       remedy.Action
+	GPUHealthDetail string
+	ReportedAt      time.Time
 }
 
 // maxDetail is the longest health detail written (an annotation is not a log).
@@ -73,7 +77,7 @@ func FactsOf(r *Report, now time.Time) Facts {
 	}
 	summary, action := Health(r.GPUs)
 	f.GPUHealth = action
-	if action != HealthOK && action != "" {
+	if action > remedy.None {
 		f.GPUHealthDetail = fit(summary, maxDetail)
 	}
 	return f
@@ -99,7 +103,7 @@ func (f Facts) Annotations() map[string]any {
 		AnnotationCDI:                     strconv.FormatBool(f.CDI),
 		AnnotationGPUs:                    strconv.Itoa(f.GPUs),
 		AnnotationMIG:                     orNil(f.MIG),
-		AnnotationGPUHealth:               orNil(f.GPUHealth),
+		AnnotationGPUHealth:               orNil(f.GPUHealth.Token()),
 		AnnotationGPUHealthDetail:         orNil(f.GPUHealthDetail),
 		AnnotationReportedAt:              f.ReportedAt.UTC().Format(time.RFC3339),
 	}
@@ -122,7 +126,7 @@ func FactsFrom(annotations map[string]string) (f Facts, ok bool) {
 	f.ContainerdConfigVersion, _ = strconv.Atoi(a[AnnotationContainerdConfigVersion])
 	f.DefaultRuntime, f.CDI = a[AnnotationDefaultRuntime], a[AnnotationCDI] == "true"
 	f.GPUs, _ = strconv.Atoi(a[AnnotationGPUs])
-	f.MIG, f.GPUHealth, f.GPUHealthDetail = a[AnnotationMIG], a[AnnotationGPUHealth], a[AnnotationGPUHealthDetail]
+	f.MIG, f.GPUHealth, f.GPUHealthDetail = a[AnnotationMIG], remedy.Parse(a[AnnotationGPUHealth]), a[AnnotationGPUHealthDetail]
 	if t, err := time.Parse(time.RFC3339, a[AnnotationReportedAt]); err == nil {
 		f.ReportedAt, ok = t, true
 	}

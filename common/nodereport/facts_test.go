@@ -4,6 +4,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/kubectl-gpu/kubectl-gpu/common/remedy"
 )
 
 // TestFactsRoundTrip: what prep writes on a node is what every reader reads back; an
@@ -14,7 +16,7 @@ func TestFactsRoundTrip(t *testing.T) {
 		ContainerdConfigVersion: 3, DefaultRuntime: "nvidia", CDI: true,
 		GPUs: []GPU{{PCIAddress: "0000:07:00.0", UUID: "GPU-a", MIG: "disabled", ECCUncorrectable: 3}, {PCIAddress: "0000:0f:00.0", UUID: "GPU-b", MIG: "enabled"}}}
 	want := FactsOf(r, now)
-	if want.GPUs != 2 || want.MIG != "enabled" || want.GPUHealth != HealthReset || !strings.Contains(want.GPUHealthDetail, "3 uncorrectable ECC errors") {
+	if want.GPUs != 2 || want.MIG != "enabled" || want.GPUHealth != remedy.ResetGPU || !strings.Contains(want.GPUHealthDetail, "3 uncorrectable ECC errors") {
 		t.Fatalf("facts of the report: %+v", want)
 	}
 	got, ok := FactsFrom(stringMap(t, want.Annotations()))
@@ -30,8 +32,14 @@ func TestFactsRoundTrip(t *testing.T) {
 			t.Errorf("%s = %v (set %v); want removed (null in the merge patch)", k, v, set)
 		}
 	}
-	if got, ok := FactsFrom(stringMap(t, a)); !ok || got.GPUs != 1 || got.DriverVersion != "" || got.NvidiaRuntime {
+	if got, ok := FactsFrom(stringMap(t, a)); !ok || got.GPUs != 1 || got.DriverVersion != "" || got.NvidiaRuntime || got.GPUHealth != remedy.Unknown {
 		t.Errorf("bare node read back %+v (%v)", got, ok)
+	}
+	// A node an earlier release annotated ("ok", "warn") reads as the same steps.
+	for v, want := range map[string]remedy.Action{"ok": remedy.None, "warn": remedy.Watch, "reset": remedy.ResetGPU, "service": remedy.Service} {
+		if got, _ := FactsFrom(map[string]string{AnnotationGPUHealth: v}); got.GPUHealth != want {
+			t.Errorf("gpu-health %q read as %q, want %q", v, got.GPUHealth.Token(), want.Token())
+		}
 	}
 	// A driver package installed with no driver loaded (a module that did not load) is a
 	// fact; with its driver loaded it is not (the loaded version says it).

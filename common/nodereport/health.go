@@ -3,25 +3,19 @@ package nodereport
 import (
 	"fmt"
 	"strings"
+
+	"github.com/kubectl-gpu/kubectl-gpu/common/remedy"
 )
 
-// Health actions, from the least to the most disruptive ("" unknown: NVML did not answer).
-const (
-	HealthOK      = "ok"
-	HealthWarn    = "warn"
-	HealthReset   = "reset"
-	HealthService = "service"
-)
-
-// Health sums up the GPUs' health as NVML read it: what is wrong, GPU by GPU, and the action it
-// calls for (NVIDIA's guidance: a row remapping that failed or an uncorrectable error that keeps
+// Health sums up the GPUs' health as NVML read it: what is wrong, GPU by GPU, and the step of
+// the ladder it calls for (remedy.Unknown when NVML saw no GPU; NVIDIA's guidance: a row remapping that failed or an uncorrectable error that keeps
 // coming back is serviced; a pending remapping, pending page retirement or uncorrectable
 // errors are cleared by a GPU reset; a hardware slowdown is a warning — cooling or power).
-func Health(gpus []GPU) (summary, action string) {
+func Health(gpus []GPU) (summary string, action remedy.Action) {
 	var parts []string
-	rank := map[string]int{"": 0, HealthOK: 1, HealthWarn: 2, HealthReset: 3, HealthService: 4}
-	set := func(a string) {
-		if rank[a] > rank[action] {
+	action = remedy.Unknown
+	set := func(a remedy.Action) {
+		if a > action {
 			action = a
 		}
 	}
@@ -29,37 +23,37 @@ func Health(gpus []GPU) (summary, action string) {
 		if g.UUID == "" && g.Name == "" {
 			continue // NVML did not see it
 		}
-		set(HealthOK)
+		set(remedy.None)
 		var what []string
 		if g.RowRemapFailed {
 			what = append(what, "row remapping failed")
-			set(HealthService)
+			set(remedy.Service)
 		}
 		if g.RowRemapPending {
 			what = append(what, "row remapping pending (applied at the next GPU reset)")
-			set(HealthReset)
+			set(remedy.ResetGPU)
 		}
 		if g.RetiredPagesPending {
 			what = append(what, "page retirement pending (applied at the next GPU reset)")
-			set(HealthReset)
+			set(remedy.ResetGPU)
 		}
 		if g.ECCUncorrectable > 0 {
 			what = append(what, fmt.Sprintf("%d uncorrectable ECC errors since the driver loaded", g.ECCUncorrectable))
-			set(HealthReset)
+			set(remedy.ResetGPU)
 		}
 		if len(g.NVLinksDown) > 0 {
 			what = append(what, fmt.Sprintf("NVLink %s inactive (%d of %d links up)", joinInts(g.NVLinksDown), g.NVLinks, g.NVLinks+len(g.NVLinksDown)))
-			set(HealthReset)
+			set(remedy.ResetGPU)
 		}
 		if len(g.Slowdown) > 0 {
 			what = append(what, "hardware slowdown: "+strings.Join(g.Slowdown, ", "))
-			set(HealthWarn)
+			set(remedy.Watch)
 		}
 		if len(what) > 0 {
 			parts = append(parts, g.PCIAddress+": "+strings.Join(what, ", "))
 		}
 	}
-	if action == HealthOK {
+	if action == remedy.None {
 		summary = "no uncorrectable ECC error, no row remapping or page retirement pending, no hardware slowdown"
 		var links, noPersist int
 		var lifetime uint64
@@ -90,4 +84,14 @@ func joinInts(v []int) string {
 		s[i] = fmt.Sprint(n)
 	}
 	return strings.Join(s, ", ")
+}
+
+// HealthFix is what to do about the GPUs' health on node ("NODE" where the agent does not know
+// it): the ladder's fix, except that a GPU whose health calls for service is serviced without
+// a reboot first (a failed row remapping does not clear).
+func HealthFix(a remedy.Action, node string) string {
+	if a == remedy.Service {
+		return "drain the node (kubectl drain " + node + ") and have the GPU serviced"
+	}
+	return a.Fix("", node)
 }

@@ -14,7 +14,7 @@ func TestAnnotationsGPUHealth(t *testing.T) {
 	r := rep.New("n1", "check")
 	r.GPUs = []rep.GPU{{PCIAddress: "0000:07:00.0", UUID: "GPU-a", ECCUncorrectable: 2}, {PCIAddress: "0000:0f:00.0", UUID: "GPU-b"}}
 	a := Annotations(r, time.Now())
-	if a[flavour.AnnotationPrefix+"gpu-health"] != rep.HealthReset || a[flavour.AnnotationPrefix+"gpu-health-detail"] != "0000:07:00.0: 2 uncorrectable ECC errors since the driver loaded" ||
+	if a[flavour.AnnotationPrefix+"gpu-health"] != "reset" || a[flavour.AnnotationPrefix+"gpu-health-detail"] != "0000:07:00.0: 2 uncorrectable ECC errors since the driver loaded" ||
 		a[flavour.AnnotationPrefix+"gpus"] != "2" {
 		t.Errorf("%v", a)
 	}

@@ -1,92 +1,42 @@
 // Package xid reads NVIDIA driver error events (XIDs) from a kernel log and classes each by
 // NVIDIA's published XID catalog ("XID Errors", NVIDIA GPU deployment and management
-// documentation): what it means and the action it calls for, on a ladder from the least to
-// the most disruptive. A GPU that fell off the bus is caught without an XID too.
+// documentation): what it means and the step of the product's one remediation ladder
+// (package remedy) it calls for. A GPU that fell off the bus is caught without an XID too.
 package xid
 
 import (
 	"regexp"
 	"strconv"
 	"strings"
+
+	"github.com/kubectl-gpu/kubectl-gpu/common/remedy"
 )
-
-// Action is what an event calls for, from the least to the most disruptive.
-type Action int
-
-// The ladder.
-const (
-	// None: recorded, nothing to do now.
-	None Action = iota
-	// RestartApp: the application hit the error; the GPU is fine.
-	RestartApp
-	// ResetGPU: drain the GPU's workloads and reset it (nvidia-smi -r).
-	ResetGPU
-	// Reboot the node.
-	Reboot
-	// Service the hardware (reseat, replace).
-	Service
-)
-
-var actionNames = map[Action]string{None: "none", RestartApp: "restart the application", ResetGPU: "drain and reset the GPU", Reboot: "reboot", Service: "service the hardware"}
-
-func (a Action) String() string { return actionNames[a] }
-
-// Fix is what to do about an event of this action on the GPU at pci: the one wording of each
-// rung, for the agent's check and doctor alike ("" for none).
-func (a Action) Fix(pci string) string {
-	switch a {
-	case Service:
-		return "drain the node, reboot it; if the GPU stays missing or the XID comes back, have it serviced"
-	case Reboot:
-		return "drain and reboot the node"
-	case ResetGPU:
-		return "drain the GPU's workloads and reset it (nvidia-smi -r -i " + pci + "), or reboot the node"
-	case RestartApp:
-		return "restart the application that caused it"
-	}
-	return ""
-}
-
-// MarshalText writes the action's name.
-func (a Action) MarshalText() ([]byte, error) { return []byte(a.String()), nil }
-
-// UnmarshalText reads an action's name.
-func (a *Action) UnmarshalText(b []byte) error {
-	for k, v := range actionNames {
-		if v == string(b) {
-			*a = k
-			return nil
-		}
-	}
-	*a = None
-	return nil
-}
 
 // Info is the catalog's entry for an XID.
 type Info struct {
 	Meaning string
-	Action  Action
+	Action  remedy.Action
 }
 
 // Catalog is NVIDIA's XID catalog for the XIDs that matter to a node serving GPUs.
 var Catalog = map[int]Info{
-	13:  {"graphics engine exception: usually the application (an out-of-range access)", RestartApp},
-	31:  {"GPU memory page fault: the application accessed an illegal address", RestartApp},
-	43:  {"GPU stopped processing: the application hit a software fault; the GPU is healthy", RestartApp},
-	45:  {"preemptive cleanup after an earlier error (the application was stopped)", None},
-	48:  {"double-bit ECC error (uncorrectable)", ResetGPU},
-	61:  {"internal micro-controller breakpoint/warning", ResetGPU},
-	62:  {"internal micro-controller halt", ResetGPU},
-	63:  {"ECC page retirement or row remapping recorded: applied at the next GPU reset", None},
-	64:  {"ECC page retirement or row remapping failed", Service},
-	68:  {"video processor exception", ResetGPU},
-	74:  {"NVLink error", ResetGPU},
-	79:  {"GPU has fallen off the bus", Service},
-	92:  {"high single-bit ECC error rate", ResetGPU},
-	94:  {"contained ECC error: the affected application was stopped", RestartApp},
-	95:  {"uncontained ECC error: every application on the GPU is affected", ResetGPU},
-	119: {"GSP RPC timeout: the GPU's system processor did not answer", ResetGPU},
-	120: {"GSP error", ResetGPU},
+	13:  {"graphics engine exception: usually the application (an out-of-range access)", remedy.Restart},
+	31:  {"GPU memory page fault: the application accessed an illegal address", remedy.Restart},
+	43:  {"GPU stopped processing: the application hit a software fault; the GPU is healthy", remedy.Restart},
+	45:  {"preemptive cleanup after an earlier error (the application was stopped)", remedy.None},
+	48:  {"double-bit ECC error (uncorrectable)", remedy.ResetGPU},
+	61:  {"internal micro-controller breakpoint/warning", remedy.ResetGPU},
+	62:  {"internal micro-controller halt", remedy.ResetGPU},
+	63:  {"ECC page retirement or row remapping recorded: applied at the next GPU reset", remedy.None},
+	64:  {"ECC page retirement or row remapping failed", remedy.Service},
+	68:  {"video processor exception", remedy.ResetGPU},
+	74:  {"NVLink error", remedy.ResetGPU},
+	79:  {"GPU has fallen off the bus", remedy.Service},
+	92:  {"high single-bit ECC error rate", remedy.ResetGPU},
+	94:  {"contained ECC error: the affected application was stopped", remedy.Restart},
+	95:  {"uncontained ECC error: every application on the GPU is affected", remedy.ResetGPU},
+	119: {"GSP RPC timeout: the GPU's system processor did not answer", remedy.ResetGPU},
+	120: {"GSP error", remedy.ResetGPU},
 }
 
 // Event is one XID (or a GPU fallen off the bus without one) from the kernel log.
@@ -98,7 +48,7 @@ type Event struct {
 	Process string `json:"process,omitempty"`
 	Message string `json:"message"`
 	Meaning string `json:"meaning"`
-	Action  Action `json:"action"`
+	Action  remedy.Action `json:"action"`
 }
 
 var (
@@ -121,7 +71,7 @@ func Parse(log string) []Event {
 			code, _ := strconv.Atoi(m[2])
 			info, ok := Catalog[code]
 			if !ok {
-				info = Info{Meaning: "not in the catalog this tool knows: see NVIDIA's XID documentation", Action: ResetGPU}
+				info = Info{Meaning: "not in the catalog this tool knows: see NVIDIA's XID documentation", Action: remedy.ResetGPU}
 			}
 			e := Event{XID: code, PCI: strings.ToLower(m[1]), Message: strings.TrimSpace(m[3]), Meaning: info.Meaning, Action: info.Action}
 			if p := procPart.FindStringSubmatch(e.Message); p != nil {
@@ -136,11 +86,11 @@ func Parse(log string) []Event {
 			continue
 		}
 		if m := busLine.FindStringSubmatch(l); m != nil {
-			out = append(out, Event{PCI: strings.ToLower(m[1]), Message: strings.TrimSpace(m[2]), Meaning: Catalog[79].Meaning, Action: Service})
+			out = append(out, Event{PCI: strings.ToLower(m[1]), Message: strings.TrimSpace(m[2]), Meaning: Catalog[79].Meaning, Action: remedy.Service})
 			continue
 		}
 		if m := probeLine.FindStringSubmatch(l); m != nil {
-			out = append(out, Event{PCI: strings.ToLower(m[1]), Message: strings.TrimSpace(m[2]), Meaning: Catalog[79].Meaning, Action: Service})
+			out = append(out, Event{PCI: strings.ToLower(m[1]), Message: strings.TrimSpace(m[2]), Meaning: Catalog[79].Meaning, Action: remedy.Service})
 		}
 	}
 	return out
@@ -196,7 +146,7 @@ func FromDevicePlugin(log string) []Event {
 		code, _ := strconv.Atoi(m[1])
 		info, ok := Catalog[code]
 		if !ok {
-			info = Info{Meaning: "not in the catalog this tool knows: see NVIDIA's XID documentation", Action: ResetGPU}
+			info = Info{Meaning: "not in the catalog this tool knows: see NVIDIA's XID documentation", Action: remedy.ResetGPU}
 		}
 		out = append(out, Event{XID: code, PCI: m[2], Message: strings.TrimSpace(l[strings.Index(l, "XidCriticalError"):]), Meaning: info.Meaning, Action: info.Action})
 	}

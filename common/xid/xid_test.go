@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+
+	"github.com/kubectl-gpu/kubectl-gpu/common/remedy"
 )
 
 // The lines are in the formats NVIDIA's drivers print (kernel log, with dmesg's and
@@ -30,12 +32,12 @@ func TestParse(t *testing.T) {
 	want := []struct {
 		xid    int
 		pci    string
-		action Action
+		action remedy.Action
 	}{
-		{13, "0000:3b:00", RestartApp}, {31, "0000:3b:00", RestartApp}, {43, "0000:3b:00", RestartApp},
-		{48, "0000:86:00", ResetGPU}, {63, "0000:86:00", None}, {64, "0000:86:00", Service},
-		{74, "0000:b1:00", ResetGPU}, {92, "0000:b1:00", ResetGPU}, {94, "0000:b1:00", RestartApp}, {95, "0000:b1:00", ResetGPU},
-		{119, "0000:c1:00", ResetGPU}, {79, "0000:c1:00", Service}, {0, "0000:da:00", Service},
+		{13, "0000:3b:00", remedy.Restart}, {31, "0000:3b:00", remedy.Restart}, {43, "0000:3b:00", remedy.Restart},
+		{48, "0000:86:00", remedy.ResetGPU}, {63, "0000:86:00", remedy.None}, {64, "0000:86:00", remedy.Service},
+		{74, "0000:b1:00", remedy.ResetGPU}, {92, "0000:b1:00", remedy.ResetGPU}, {94, "0000:b1:00", remedy.Restart}, {95, "0000:b1:00", remedy.ResetGPU},
+		{119, "0000:c1:00", remedy.ResetGPU}, {79, "0000:c1:00", remedy.Service}, {0, "0000:da:00", remedy.Service},
 	}
 	if len(got) != len(want) {
 		t.Fatalf("%d events, want %d: %+v", len(got), len(want), got)
@@ -49,14 +51,14 @@ func TestParse(t *testing.T) {
 		t.Errorf("message: %q", got[3].Message)
 	}
 	w, ok := Worst(got)
-	if !ok || w.Action != Service || w.PCI != "0000:da:00" {
+	if !ok || w.Action != remedy.Service || w.PCI != "0000:da:00" {
 		t.Errorf("worst: %+v", w)
 	}
 	if _, ok := Worst(nil); ok {
 		t.Error("no events, no worst")
 	}
 	// An XID the catalog lacks is a reset, said so.
-	if e := Parse("NVRM: Xid (PCI:0000:01:00): 999, pid=1, something new"); len(e) != 1 || e[0].Action != ResetGPU {
+	if e := Parse("NVRM: Xid (PCI:0000:01:00): 999, pid=1, something new"); len(e) != 1 || e[0].Action != remedy.ResetGPU {
 		t.Errorf("unknown XID: %+v", e)
 	}
 	b, _ := json.Marshal(got[0])
@@ -74,7 +76,7 @@ I1206 09:14:02.123456       1 health.go:159] XidCriticalError: Xid=79 on Device=
 I1206 09:20:00.000000       1 health.go:159] XidCriticalError: Xid=48 on Device=GPU-9c9c; marking device as unhealthy.
 `
 	got := FromDevicePlugin(log)
-	if len(got) != 2 || got[0].XID != 79 || got[0].PCI != "GPU-2b7a1c3e-8f1d-4a8e-9b0c-1d2e3f4a5b6c" || got[0].Action != Service || got[1].Action != ResetGPU {
+	if len(got) != 2 || got[0].XID != 79 || got[0].PCI != "GPU-2b7a1c3e-8f1d-4a8e-9b0c-1d2e3f4a5b6c" || got[0].Action != remedy.Service || got[1].Action != remedy.ResetGPU {
 		t.Fatalf("%+v", got)
 	}
 	if w, _ := Worst(got); w.XID != 79 {
@@ -90,29 +92,13 @@ func TestParseFallenOffTheBus(t *testing.T) {
 	if len(ev) != 2 {
 		t.Fatalf("%d events: %+v", len(ev), ev)
 	}
-	if ev[0].XID != 79 || ev[0].PCI != "0000:3b:00" || ev[0].Message != "GPU has fallen off the bus." || ev[0].Action != Service {
+	if ev[0].XID != 79 || ev[0].PCI != "0000:3b:00" || ev[0].Message != "GPU has fallen off the bus." || ev[0].Action != remedy.Service {
 		t.Errorf("XID 79: %+v", ev[0])
 	}
-	if ev[1].XID != 0 || ev[1].PCI != "0000:3c:00.0" || !strings.HasPrefix(ev[1].Message, "has fallen off the bus") || ev[1].Action != Service {
+	if ev[1].XID != 0 || ev[1].PCI != "0000:3c:00.0" || !strings.HasPrefix(ev[1].Message, "has fallen off the bus") || ev[1].Action != remedy.Service {
 		t.Errorf("probe-time line: %+v", ev[1])
 	}
 	if !SameGPU("0000:3b:00", "00000000:3B:00.0") || SameGPU("0000:3b:00", "0000:3c:00.0") {
 		t.Error("SameGPU")
-	}
-}
-
-// TestActionFix: every rung of the ladder above none has its one fix, naming the GPU where
-// a reset is the fix.
-func TestActionFix(t *testing.T) {
-	if None.Fix("0000:08:00") != "" {
-		t.Error("none has a fix")
-	}
-	for _, a := range []Action{RestartApp, ResetGPU, Reboot, Service} {
-		if a.Fix("0000:08:00") == "" {
-			t.Errorf("%s has no fix", a)
-		}
-	}
-	if f := ResetGPU.Fix("0000:08:00"); !strings.Contains(f, "nvidia-smi -r -i 0000:08:00") {
-		t.Errorf("reset fix %q does not name the GPU", f)
 	}
 }

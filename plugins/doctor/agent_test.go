@@ -22,6 +22,7 @@ import (
 	"github.com/kubectl-gpu/kubectl-gpu/common/hostconfig/hostconfigtest"
 	"github.com/kubectl-gpu/kubectl-gpu/common/nodepod"
 	rep "github.com/kubectl-gpu/kubectl-gpu/common/nodereport"
+	"github.com/kubectl-gpu/kubectl-gpu/common/remedy"
 	"github.com/kubectl-gpu/kubectl-gpu/common/verify"
 )
 
@@ -275,26 +276,26 @@ func TestDoctorAgent(t *testing.T) {
 	want := map[string]struct {
 		verdict     doctor.Verdict
 		first, host string
-		remedy      doctor.Remediation
+		remedy      remedy.Action
 		detail      string
 	}{
-		"gpu-ok":       {doctor.Healthy, "", doctor.HostAgent, doctor.RemedyNone, ""},
-		"gpu-app":      {doctor.Healthy, "", doctor.HostAgent, doctor.RemedyNone, ""},
-		"gpu-xid":      {doctor.Degraded, doctor.LinkHardware, doctor.HostAgent, doctor.RemedyReset, "XID 48 on 0000:08:00: double-bit ECC error"},
-		"gpu-offbus":   {doctor.Faulty, doctor.LinkHardware, doctor.HostAgent, doctor.RemedyService, "XID 79 on 0000:07:00: GPU has fallen off the bus"},
-		"gpu-gone":     {doctor.Faulty, doctor.LinkHardware, doctor.HostAgent, doctor.RemedyService, "2 GPUs on the PCI bus, NVML sees 1: GPU 0000:08:00.0 (slot 5) is missing, XID 79 since boot: GPU has fallen off the bus."},
-		"gpu-probe":    {doctor.Faulty, doctor.LinkHardware, doctor.HostAgent, doctor.RemedyService, "fallen off the bus on 0000:08:00.0"},
-		"gpu-v3dropin": {doctor.Degraded, doctor.LinkContainerd, doctor.HostAgent, doctor.RemedyConfigure, "containerd 1.7.24 does not start with /etc/containerd/config.toml and its imports: unsupported config version `3` (from /etc/containerd/conf.d/99-nvidia.toml)"},
-		"gpu-nouveau":  {doctor.Degraded, doctor.LinkDriver, doctor.HostAgent, doctor.RemedyReboot, "nouveau is loaded: the NVIDIA driver cannot take the GPUs; and no NVIDIA driver is loaded"},
-		"gpu-libs":     {doctor.Degraded, doctor.LinkDriver, doctor.HostAgent, doctor.RemedyReboot, "driver/library version mismatch: module 535.216.03 loaded, libraries 535.247.01"},
-		"gpu-cdi":      {doctor.Degraded, doctor.LinkToolkit, doctor.HostAgent, doctor.RemedyConfigure, "the device plugin (DEVICE_LIST_STRATEGY=cdi-cri) hands GPUs out through CDI, but the host has no CDI spec for nvidia.com/gpu"},
-		"gpu-dropin":   {doctor.Degraded, doctor.LinkContainerd, doctor.HostAgent, doctor.RemedyConfigure, "/etc/containerd/conf.d/99-nvidia.toml has it, but /etc/containerd/config.toml does not import it"},
-		"gpu-noagent":  {doctor.Healthy, "", doctor.HostPrep, doctor.RemedyNone, ""},
-		"gpu-dra":      {doctor.Unschedulable, doctor.LinkSoftware, doctor.HostAgent, doctor.RemedyRestart, "the DRA kubelet plugin pod nvidia-dra-driver-gpu/nvidia-dra-driver-gpu-kubelet-plugin-gpu-dra runs but is not registered with the kubelet: no gpu.nvidia.com socket in /var/lib/kubelet/plugins_registry"},
-		"gpu-nofm":     {doctor.Degraded, doctor.LinkDriver, doctor.HostAgent, doctor.RemedyConfigure, "6 NVSwitches on the PCI bus and no Fabric Manager running"},
-		"gpu-tmpl":     {doctor.Degraded, doctor.LinkContainerd, doctor.HostAgent, doctor.RemedyConfigure, "the next restart of k3s renders config.toml without it"},
-		"gpu-verify":   {doctor.Degraded, doctor.LinkToolkit, doctor.HostAgent, doctor.RemedyConfigure, "a container on the node cannot use its GPUs: the verify pod gpu-checks/gpu-verify-gpu-verify-x7 (kept) ended with: Failed to allocate device vector A (error code CUDA driver version is insufficient for CUDA runtime version)!"},
-		"gpu-unreg":    {doctor.Degraded, doctor.LinkSoftware, doctor.HostAgent, doctor.RemedyRestart, "runs but is not registered with the kubelet: no nvidia socket in /var/lib/kubelet/device-plugins"},
+		"gpu-ok":       {doctor.Healthy, "", doctor.HostAgent, remedy.None, ""},
+		"gpu-app":      {doctor.Healthy, "", doctor.HostAgent, remedy.None, ""},
+		"gpu-xid":      {doctor.Degraded, doctor.LinkHardware, doctor.HostAgent, remedy.ResetGPU, "XID 48 on 0000:08:00: double-bit ECC error"},
+		"gpu-offbus":   {doctor.Faulty, doctor.LinkHardware, doctor.HostAgent, remedy.Service, "XID 79 on 0000:07:00: GPU has fallen off the bus"},
+		"gpu-gone":     {doctor.Faulty, doctor.LinkHardware, doctor.HostAgent, remedy.Service, "2 GPUs on the PCI bus, NVML sees 1: GPU 0000:08:00.0 (slot 5) is missing, XID 79 since boot: GPU has fallen off the bus."},
+		"gpu-probe":    {doctor.Faulty, doctor.LinkHardware, doctor.HostAgent, remedy.Service, "fallen off the bus on 0000:08:00.0"},
+		"gpu-v3dropin": {doctor.Degraded, doctor.LinkContainerd, doctor.HostAgent, remedy.Configure, "containerd 1.7.24 does not start with /etc/containerd/config.toml and its imports: unsupported config version `3` (from /etc/containerd/conf.d/99-nvidia.toml)"},
+		"gpu-nouveau":  {doctor.Degraded, doctor.LinkDriver, doctor.HostAgent, remedy.Reboot, "nouveau is loaded: the NVIDIA driver cannot take the GPUs; and no NVIDIA driver is loaded"},
+		"gpu-libs":     {doctor.Degraded, doctor.LinkDriver, doctor.HostAgent, remedy.Reboot, "driver/library version mismatch: module 535.216.03 loaded, libraries 535.247.01"},
+		"gpu-cdi":      {doctor.Degraded, doctor.LinkToolkit, doctor.HostAgent, remedy.Configure, "the device plugin (DEVICE_LIST_STRATEGY=cdi-cri) hands GPUs out through CDI, but the host has no CDI spec for nvidia.com/gpu"},
+		"gpu-dropin":   {doctor.Degraded, doctor.LinkContainerd, doctor.HostAgent, remedy.Configure, "/etc/containerd/conf.d/99-nvidia.toml has it, but /etc/containerd/config.toml does not import it"},
+		"gpu-noagent":  {doctor.Healthy, "", doctor.HostPrep, remedy.None, ""},
+		"gpu-dra":      {doctor.Unschedulable, doctor.LinkSoftware, doctor.HostAgent, remedy.Restart, "the DRA kubelet plugin pod nvidia-dra-driver-gpu/nvidia-dra-driver-gpu-kubelet-plugin-gpu-dra runs but is not registered with the kubelet: no gpu.nvidia.com socket in /var/lib/kubelet/plugins_registry"},
+		"gpu-nofm":     {doctor.Degraded, doctor.LinkDriver, doctor.HostAgent, remedy.Configure, "6 NVSwitches on the PCI bus and no Fabric Manager running"},
+		"gpu-tmpl":     {doctor.Degraded, doctor.LinkContainerd, doctor.HostAgent, remedy.Configure, "the next restart of k3s renders config.toml without it"},
+		"gpu-verify":   {doctor.Degraded, doctor.LinkToolkit, doctor.HostAgent, remedy.Configure, "a container on the node cannot use its GPUs: the verify pod gpu-checks/gpu-verify-gpu-verify-x7 (kept) ended with: Failed to allocate device vector A (error code CUDA driver version is insufficient for CUDA runtime version)!"},
+		"gpu-unreg":    {doctor.Degraded, doctor.LinkSoftware, doctor.HostAgent, remedy.Restart, "runs but is not registered with the kubelet: no nvidia socket in /var/lib/kubelet/device-plugins"},
 	}
 	if len(r.Items) != len(want) {
 		t.Errorf("%d nodes, want %d", len(r.Items), len(want))

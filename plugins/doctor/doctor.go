@@ -74,8 +74,10 @@ usable by pods, and give each link its state:
 
 A verdict per node — Healthy, Degraded (serves GPUs, with a warning), Unschedulable, Faulty
 (hardware) — and for each node not healthy the first broken link with what to do (the kubectl
-gpu command where one exists) and its step on the remediation ladder (restart the component,
-drain and reset the GPU, reboot, service the hardware; configure where something is missing).
+gpu command where one exists) and its step on the remediation ladder, least disruptive first
+(watch: a hardware slowdown; configure what is missing; restart the component; drain and reset
+the GPU; reboot; service the hardware). JSON carries each step's token: none, watch, configure,
+restart, reset, reboot, service.
 
 doctor changes no node. It reads the cluster in a fixed number of list calls, and runs the
 node agent's read-only check on each Ready GPU node (prep's check: one Job per node in

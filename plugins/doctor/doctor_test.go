@@ -23,6 +23,7 @@ import (
 	"github.com/kubectl-gpu/kubectl-gpu/common/golden"
 	"github.com/kubectl-gpu/kubectl-gpu/common/gpusoftware"
 	rep "github.com/kubectl-gpu/kubectl-gpu/common/nodereport"
+	"github.com/kubectl-gpu/kubectl-gpu/common/remedy"
 	"github.com/kubectl-gpu/kubectl-gpu/hack/testenv/nodefixtures"
 )
 
@@ -96,7 +97,7 @@ func world() []runtime.Object {
 			n.Annotations[rep.AnnotationGPUHealthDetail] = "0000:0f:00.0: row remapping failed"
 		}), plugin("gpu-remapfail", true, running, 0),
 		node("gpu-hot", 8, 8, 8, func(n *corev1.Node) {
-			n.Annotations[rep.AnnotationGPUHealth] = "warn"
+			n.Annotations[rep.AnnotationGPUHealth] = "warn" // as an earlier release wrote it
 			n.Annotations[rep.AnnotationGPUHealthDetail] = "0000:47:00.0: hardware slowdown: thermal"
 		}), plugin("gpu-hot", true, running, 0),
 		nodefixtures.NodeObject("cpu-0", nodefixtures.Profiles["cpu"]),
@@ -141,24 +142,24 @@ func TestDoctorVerdicts(t *testing.T) {
 	want := map[string]struct {
 		verdict doctor.Verdict
 		first   string
-		remedy  doctor.Remediation
+		remedy  remedy.Action
 		detail  string
 	}{
-		"gpu-healthy":   {doctor.Healthy, "", doctor.RemedyNone, ""},
-		"gpu-offbus":    {doctor.Faulty, doctor.LinkHardware, doctor.RemedyService, "8 GPUs on the PCI bus, NVML sees 7"},
-		"gpu-crash":     {doctor.Unschedulable, doctor.LinkSoftware, doctor.RemedyRestart, "CrashLoopBackOff"},
-		"gpu-pull":      {doctor.Unschedulable, doctor.LinkSoftware, doctor.RemedyConfigure, "ImagePullBackOff"},
-		"gpu-validator": {doctor.Unschedulable, doctor.LinkDriver, doctor.RemedyConfigure, "no driver"},
-		"gpu-cordoned":  {doctor.Unschedulable, doctor.LinkKubernetes, doctor.RemedyConfigure, "cordoned"},
+		"gpu-healthy":   {doctor.Healthy, "", remedy.None, ""},
+		"gpu-offbus":    {doctor.Faulty, doctor.LinkHardware, remedy.Service, "8 GPUs on the PCI bus, NVML sees 7"},
+		"gpu-crash":     {doctor.Unschedulable, doctor.LinkSoftware, remedy.Restart, "CrashLoopBackOff"},
+		"gpu-pull":      {doctor.Unschedulable, doctor.LinkSoftware, remedy.Configure, "ImagePullBackOff"},
+		"gpu-validator": {doctor.Unschedulable, doctor.LinkDriver, remedy.Configure, "no driver"},
+		"gpu-cordoned":  {doctor.Unschedulable, doctor.LinkKubernetes, remedy.Configure, "cordoned"},
 		// Still serving its GPUs with the old driver.
-		"gpu-upgrade":   {doctor.Degraded, doctor.LinkDriver, doctor.RemedyReboot, "upgrade-failed"},
-		"gpu-fewer":     {doctor.Degraded, doctor.LinkKubernetes, doctor.RemedyRestart, "6 GPUs allocatable of 8"},
-		"gpu-pending":   {doctor.Degraded, doctor.LinkKubernetes, "none", "1 GPU pods Pending for this node, ml/train-0: 0/9 nodes are available: 1 Insufficient nvidia.com/gpu."},
-		"gpu-noruntime": {doctor.Unschedulable, doctor.LinkContainerd, doctor.RemedyConfigure, "overwritten by an upgrade"},
-		"gpu-nodriver":  {doctor.Unschedulable, doctor.LinkDriver, doctor.RemedyConfigure, "no driver"},
-		"gpu-ecc":       {doctor.Faulty, doctor.LinkHardware, doctor.RemedyReset, "2 uncorrectable ECC errors"},
-		"gpu-remapfail": {doctor.Faulty, doctor.LinkHardware, doctor.RemedyService, "row remapping failed"},
-		"gpu-hot":       {doctor.Degraded, doctor.LinkHardware, doctor.RemedyNone, "hardware slowdown: thermal"},
+		"gpu-upgrade":   {doctor.Degraded, doctor.LinkDriver, remedy.Reboot, "upgrade-failed"},
+		"gpu-fewer":     {doctor.Degraded, doctor.LinkKubernetes, remedy.Restart, "6 GPUs allocatable of 8"},
+		"gpu-pending":   {doctor.Degraded, doctor.LinkKubernetes, remedy.None, "1 GPU pods Pending for this node, ml/train-0: 0/9 nodes are available: 1 Insufficient nvidia.com/gpu."},
+		"gpu-noruntime": {doctor.Unschedulable, doctor.LinkContainerd, remedy.Configure, "overwritten by an upgrade"},
+		"gpu-nodriver":  {doctor.Unschedulable, doctor.LinkDriver, remedy.Configure, "no driver"},
+		"gpu-ecc":       {doctor.Faulty, doctor.LinkHardware, remedy.ResetGPU, "2 uncorrectable ECC errors"},
+		"gpu-remapfail": {doctor.Faulty, doctor.LinkHardware, remedy.Service, "row remapping failed"},
+		"gpu-hot":       {doctor.Degraded, doctor.LinkHardware, remedy.Watch, "hardware slowdown: thermal"},
 	}
 	if len(r.Items) != len(want) {
 		t.Errorf("%d nodes diagnosed, want the %d GPU nodes", len(r.Items), len(want))

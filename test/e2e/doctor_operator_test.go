@@ -15,6 +15,7 @@ import (
 	"github.com/kubectl-gpu/kubectl-gpu/common/doctor"
 	"github.com/kubectl-gpu/kubectl-gpu/common/flavour"
 	rep "github.com/kubectl-gpu/kubectl-gpu/common/nodereport"
+	"github.com/kubectl-gpu/kubectl-gpu/common/remedy"
 )
 
 // TestDoctorOperator: the GPU Operator's real chart installed (its ClusterPolicy CRD and
@@ -105,12 +106,12 @@ func TestDoctorOperator(t *testing.T) {
 		t.Fatalf("doctor: exit %d %v\n%s%s", r.Code, err, r.Stdout, r.Stderr)
 	}
 	want := map[string]struct {
-		remedy      doctor.Remediation
+		remedy      remedy.Action
 		detail, fix string
 	}{
-		"gpu-op-validator": {doctor.RemedyRestart, "the operator's validator nvidia-operator-validator-x1 is stuck at toolkit-validation: running", "-c toolkit-validation"},
-		"gpu-op-crash":     {doctor.RemedyRestart, "CrashLoopBackOff: container nvidia-device-plugin restarted 6 times: E1206 10:02:11.000000 1 main.go:132] error starting plugins: failed to create plugin manager: failed to create NVML resource manager: failed to initialize NVML: Unknown Error", "kubectl delete pod -n gpu-operator nvidia-device-plugin-daemonset-x2"},
-		"gpu-op-pull":      {doctor.RemedyConfigure, "ImagePullBackOff", "kubectl gpu mirror"},
+		"gpu-op-validator": {remedy.Restart, "the operator's validator nvidia-operator-validator-x1 is stuck at toolkit-validation: running", "-c toolkit-validation"},
+		"gpu-op-crash":     {remedy.Restart, "CrashLoopBackOff: container nvidia-device-plugin restarted 6 times: E1206 10:02:11.000000 1 main.go:132] error starting plugins: failed to create plugin manager: failed to create NVML resource manager: failed to initialize NVML: Unknown Error", "kubectl delete pod -n gpu-operator nvidia-device-plugin-daemonset-x2"},
+		"gpu-op-pull":      {remedy.Configure, "ImagePullBackOff", "kubectl gpu mirror"},
 	}
 	for _, n := range rep.Items {
 		w := want[n.Node]

@@ -19,6 +19,7 @@ import (
 
 	"github.com/kubectl-gpu/kubectl-gpu/common/doctor"
 	"github.com/kubectl-gpu/kubectl-gpu/common/nodereport"
+	"github.com/kubectl-gpu/kubectl-gpu/common/remedy"
 	"github.com/kubectl-gpu/kubectl-gpu/test/harness"
 )
 
@@ -63,7 +64,7 @@ func TestDoctorAgent(t *testing.T) {
 		t.Fatalf("doctor gpu-a100-0: exit %d %v\n%s%s", r.Code, err, r.Stdout, r.Stderr)
 	}
 	n := rep.Items[0]
-	if n.Host != doctor.HostAgent || len(n.XIDs) != 1 || n.XIDs[0].XID != 48 || n.FirstBroken != doctor.LinkHardware || n.Remedy != doctor.RemedyReset ||
+	if n.Host != doctor.HostAgent || len(n.XIDs) != 1 || n.XIDs[0].XID != 48 || n.FirstBroken != doctor.LinkHardware || n.Remedy != remedy.ResetGPU ||
 		n.Links[0].State != doctor.Warn || !strings.Contains(n.Links[0].Detail, "XID 48 on 0000:08:00: double-bit ECC error") {
 		t.Errorf("hardware: %+v", n)
 	}
@@ -145,7 +146,7 @@ func TestDoctor(t *testing.T) {
 		t.Fatalf("doctor gpu-a100-1: exit %d %v\n%s%s", r.Code, err, r.Stdout, r.Stderr)
 	}
 	if n := rep.Items[0]; n.Verdict != doctor.Faulty || n.FirstBroken != doctor.LinkHardware || n.Links[4].State != doctor.OK ||
-		!strings.Contains(n.Links[5].Detail, "the device plugin logged XID 79 on GPU-2b7a1c3e: GPU has fallen off the bus") || n.Links[5].Remedy != doctor.RemedyService {
+		!strings.Contains(n.Links[5].Detail, "the device plugin logged XID 79 on GPU-2b7a1c3e: GPU has fallen off the bus") || n.Links[5].Remedy != remedy.Service {
 		t.Errorf("gpu-a100-1: %+v", n)
 	}
 	// A GPU pod Pending for gpu-a100-0 (more GPUs than it has): the real scheduler's reason on

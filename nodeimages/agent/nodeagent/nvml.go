@@ -8,6 +8,7 @@ import (
 
 	"github.com/kubectl-gpu/kubectl-gpu/common/hostconfig"
 	rep "github.com/kubectl-gpu/kubectl-gpu/common/nodereport"
+	"github.com/kubectl-gpu/kubectl-gpu/common/remedy"
 )
 
 // libDirs are where distributions install libnvidia-ml.so.1.
@@ -87,15 +88,14 @@ func nvmlInfo(h *hostconfig.Host, open func(*hostconfig.Host) (nvml.Interface, e
 			}
 		}
 		r.Add(rep.CheckNVML, rep.OK, fmt.Sprintf("NVML: %d GPU(s), driver %s, CUDA %s", n, driver, r.CUDAVersion), "")
+		// NODE: the agent does not know its node's name; doctor puts it in.
 		switch summary, action := rep.Health(r.GPUs); action {
-		case rep.HealthOK:
+		case remedy.None:
 			r.Add(rep.CheckGPUHealth, rep.OK, summary, "")
-		case rep.HealthWarn:
-			r.Add(rep.CheckGPUHealth, rep.Warn, summary, "check the node's cooling and power")
-		case rep.HealthReset:
-			r.Add(rep.CheckGPUHealth, rep.Fail, summary, "drain the GPU's workloads and reset it (nvidia-smi -r), or reboot the node (kubectl gpu prep NODE --apply --reboot)")
-		case rep.HealthService:
-			r.Add(rep.CheckGPUHealth, rep.Fail, summary, "drain the node and have the GPU serviced")
+		case remedy.Watch:
+			r.Add(rep.CheckGPUHealth, rep.Warn, summary, rep.HealthFix(action, "NODE"))
+		case remedy.ResetGPU, remedy.Service:
+			r.Add(rep.CheckGPUHealth, rep.Fail, summary, rep.HealthFix(action, "NODE"))
 		}
 		return nil
 	}
