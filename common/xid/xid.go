@@ -45,9 +45,9 @@ type Event struct {
 	XID int    `json:"xid"`
 	PCI string `json:"pci"`
 	// Process is the process that ran on the GPU ("" unknown), as the driver names it.
-	Process string `json:"process,omitempty"`
-	Message string `json:"message"`
-	Meaning string `json:"meaning"`
+	Process string        `json:"process,omitempty"`
+	Message string        `json:"message"`
+	Meaning string        `json:"meaning"`
 	Action  remedy.Action `json:"action"`
 }
 
