@@ -22,8 +22,8 @@ func TemplateName(runID string, gpus int64) string {
 
 // Templates are the ResourceClaimTemplates a run's DRA pods need: one per device count, on
 // DeviceClass gpu.nvidia.com (whole GPUs) or mig.nvidia.com with the MIG profile of
-// cfg.Resource.
-func Templates(cfg *Request, plan *Plan, runID string) []*resourcev1.ResourceClaimTemplate {
+// req.Resource.
+func Templates(req *Request, plan *Plan, runID string) []*resourcev1.ResourceClaimTemplate {
 	counts := map[int64]bool{}
 	var out []*resourcev1.ResourceClaimTemplate
 	for _, t := range plan.Targets {
@@ -31,18 +31,18 @@ func Templates(cfg *Request, plan *Plan, runID string) []*resourcev1.ResourceCla
 			continue
 		}
 		counts[t.gpus] = true
-		req := resourcev1.ExactDeviceRequest{DeviceClassName: inventory.DeviceClassGPU, AllocationMode: resourcev1.DeviceAllocationModeExactCount, Count: t.gpus}
-		if profile, ok := strings.CutPrefix(string(cfg.Resource), inventory.MIGResourcePrefix); ok {
-			req.DeviceClassName = inventory.DeviceClassMIG
-			req.Selectors = []resourcev1.DeviceSelector{{CEL: &resourcev1.CELDeviceSelector{
+		dreq := resourcev1.ExactDeviceRequest{DeviceClassName: inventory.DeviceClassGPU, AllocationMode: resourcev1.DeviceAllocationModeExactCount, Count: t.gpus}
+		if profile, ok := strings.CutPrefix(string(req.Resource), inventory.MIGResourcePrefix); ok {
+			dreq.DeviceClassName = inventory.DeviceClassMIG
+			dreq.Selectors = []resourcev1.DeviceSelector{{CEL: &resourcev1.CELDeviceSelector{
 				Expression: fmt.Sprintf("device.attributes['%s'].profile == '%s'", inventory.DRADriver, profile)}}}
 		}
 		labels := map[string]string{nodepod.LabelManagedBy: nodepod.ManagedBy, nodepod.LabelComponent: Component, nodepod.LabelRun: runID}
 		out = append(out, &resourcev1.ResourceClaimTemplate{
-			ObjectMeta: metav1.ObjectMeta{Name: TemplateName(runID, t.gpus), Namespace: cfg.Namespace, Labels: labels},
+			ObjectMeta: metav1.ObjectMeta{Name: TemplateName(runID, t.gpus), Namespace: req.Namespace, Labels: labels},
 			Spec: resourcev1.ResourceClaimTemplateSpec{
 				ObjectMeta: metav1.ObjectMeta{Labels: labels},
-				Spec:       resourcev1.ResourceClaimSpec{Devices: resourcev1.DeviceClaim{Requests: []resourcev1.DeviceRequest{{Name: claimName, Exactly: &req}}}},
+				Spec:       resourcev1.ResourceClaimSpec{Devices: resourcev1.DeviceClaim{Requests: []resourcev1.DeviceRequest{{Name: claimName, Exactly: &dreq}}}},
 			},
 		})
 	}

@@ -145,16 +145,16 @@ func runtimeClass(ctx context.Context, cs kubernetes.Interface, rc string) (stri
 // draState reads what DRA publishes, unless the pods must use the device plugin. Without
 // the permission to list ResourceSlices, auto goes on with the device plugin alone (and
 // says so); --claim dra stops.
-func draState(ctx context.Context, cs kubernetes.Interface, cfg *Request) (*inventory.DRAState, error) {
-	if cfg.Claim == ClaimDevicePlugin {
+func draState(ctx context.Context, cs kubernetes.Interface, req *Request) (*inventory.DRAState, error) {
+	if req.Claim == ClaimDevicePlugin {
 		return &inventory.DRAState{}, nil
 	}
 	st, err := inventory.CollectDRA(ctx, cs)
 	var le *inventory.DRAListError
 	switch {
-	case errors.As(err, &le) && cfg.Claim == ClaimAuto && cluster.IsRBACDenied(le.Err):
-		if cfg.Warn != nil {
-			fmt.Fprintf(cfg.Warn, "warning: GPUs published through DRA are not considered: %v\n", le.APIError())
+	case errors.As(err, &le) && req.Claim == ClaimAuto && cluster.IsRBACDenied(le.Err):
+		if req.Warn != nil {
+			fmt.Fprintf(req.Warn, "warning: GPUs published through DRA are not considered: %v\n", le.APIError())
 		}
 		return &inventory.DRAState{}, nil
 	case errors.As(err, &le):
