@@ -10,6 +10,7 @@ import (
 	dp "github.com/kubectl-gpu/kubectl-gpu/common/deviceplugin"
 	"github.com/kubectl-gpu/kubectl-gpu/common/helmrelease"
 	"github.com/kubectl-gpu/kubectl-gpu/plugins/helmflags"
+	"github.com/kubectl-gpu/kubectl-gpu/plugins/verb"
 )
 
 // InstallOptions are the flags of `device-plugin install` and `upgrade`.
@@ -18,12 +19,12 @@ type InstallOptions struct {
 	Install dp.InstallRequest
 }
 
-func newCmdInstall(f cluster.Getter, ro helmflags.Release, verb string) *cobra.Command {
+func newCmdInstall(f cluster.Getter, ro helmflags.Release, name string) *cobra.Command {
 	o := &InstallOptions{ChartOptions: newChartOptions(ro), Install: dp.InstallRequest{Timeout: helmflags.DefaultTimeout}}
 	cmd := &cobra.Command{
-		Use: verb,
+		Use: name,
 		Short: map[string]string{"install": "Install the device plugin (and DCGM exporter), or upgrade them when installed",
-			"upgrade": "Upgrade the device plugin (and DCGM exporter), or install them when missing"}[verb],
+			"upgrade": "Upgrade the device plugin (and DCGM exporter), or install them when missing"}[name],
 		Long: `Install or upgrade NVIDIA's device plugin chart (both work as 'helm upgrade --install'),
 with GPU feature discovery unless --gfd=false, and with --dcgm-exporter the DCGM exporter chart
 as a release of its own. The namespace (default nvidia-device-plugin) is created with the
@@ -42,10 +43,9 @@ asked for; values that do not parse; a release name another chart holds.`,
   kubectl gpu device-plugin install --sharing time-slicing --replicas 4
   kubectl gpu device-plugin install --mirror registry.inside:5000/gpu --plain-http   # air-gapped`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
+		RunE: verb.RunE(f, o, func(cmd *cobra.Command, _ []string) {
 			o.Install = helmflags.InstallRequest(cmd, o.Install)
-			return helmflags.RunVerb(f, o, nil)(cmd, args)
-		},
+		}),
 	}
 	o.flags(cmd)
 	helmflags.BindInstall(cmd, &o.Install, helmflags.InstallHelp{

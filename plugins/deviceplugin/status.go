@@ -10,6 +10,7 @@ import (
 	dp "github.com/kubectl-gpu/kubectl-gpu/common/deviceplugin"
 	"github.com/kubectl-gpu/kubectl-gpu/common/report"
 	"github.com/kubectl-gpu/kubectl-gpu/plugins/helmflags"
+	"github.com/kubectl-gpu/kubectl-gpu/plugins/verb"
 )
 
 // StatusOptions are the flags of `device-plugin status`.
@@ -30,7 +31,7 @@ node, the pod of each DaemonSet there with what holds it (an image that cannot b
 crash with the log line that says why — NVML, CDI — or the scheduler's reason) and the GPUs the
 node advertises. Exit 0 when every GPU node serves GPUs, 1 naming the first that does not.`,
 		Args: cobra.NoArgs,
-		RunE: helmflags.RunVerb(f, o, nil),
+		RunE: verb.RunE(f, o, nil),
 	}
 	o.ReleaseFlag(cmd)
 	cmd.Flags().StringVar(&o.DCGMReleaseName, "dcgm-release-name", dp.DCGMReleaseName, "the DCGM exporter's Helm release name (reported when installed)")

@@ -12,6 +12,7 @@ import (
 	dp "github.com/kubectl-gpu/kubectl-gpu/common/deviceplugin"
 	"github.com/kubectl-gpu/kubectl-gpu/common/report"
 	"github.com/kubectl-gpu/kubectl-gpu/plugins/helmflags"
+	"github.com/kubectl-gpu/kubectl-gpu/plugins/verb"
 )
 
 // UninstallOptions are the flags of `device-plugin uninstall`.
@@ -28,7 +29,7 @@ func newCmdUninstall(f cluster.Getter, ro helmflags.Release) *cobra.Command {
 		Use:   "uninstall",
 		Short: "Remove the device plugin's and DCGM exporter's releases; nodes and RuntimeClass nvidia are left as they are",
 		Args:  cobra.NoArgs,
-		RunE:  helmflags.RunVerb(f, o, nil),
+		RunE:  verb.RunE(f, o, nil),
 	}
 	o.ReleaseFlag(cmd)
 	cmd.Flags().StringVar(&o.DCGMReleaseName, "dcgm-release-name", dp.DCGMReleaseName, "the DCGM exporter's Helm release name (removed when installed)")

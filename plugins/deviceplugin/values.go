@@ -12,6 +12,7 @@ import (
 	"github.com/kubectl-gpu/kubectl-gpu/common/helmrelease"
 	"github.com/kubectl-gpu/kubectl-gpu/common/report"
 	"github.com/kubectl-gpu/kubectl-gpu/plugins/helmflags"
+	"github.com/kubectl-gpu/kubectl-gpu/plugins/verb"
 )
 
 // ValuesOptions are the flags of `device-plugin values`.
@@ -33,7 +34,7 @@ RuntimeClass install would create, and anything that would refuse the install (a
 device plugin, GPU nodes not ready). -o helmrelease (Flux) or application (Argo CD) writes the
 same releases as objects for a GitOps controller.`,
 		Args: cobra.NoArgs,
-		RunE: helmflags.RunVerb(f, o, nil),
+		RunE: verb.RunE(f, o, nil),
 	}
 	o.flags(cmd)
 	cmd.Flags().StringVarP(&o.Output, "output", "o", "", "output format: table (commented values files), json, yaml, helmrelease (Flux: Namespace, HelmRepository, HelmRelease per chart) or application (Argo CD)")

@@ -17,6 +17,7 @@ import (
 	"github.com/kubectl-gpu/kubectl-gpu/common/nodepod"
 	"github.com/kubectl-gpu/kubectl-gpu/common/report"
 	"github.com/kubectl-gpu/kubectl-gpu/plugins/completion"
+	"github.com/kubectl-gpu/kubectl-gpu/plugins/verb"
 )
 
 // DynamicFunc makes the dynamic client (the ClusterPolicy and GPUCluster); command tests give
@@ -92,18 +93,7 @@ note. Exit 0 when every node is healthy, 1 when any is not, 2 usage, 130 interru
   kubectl gpu doctor -l nvidia.com/gpu.product=NVIDIA-H100-80GB-HBM3 -o json`,
 		ValidArgsFunction: completion.GPUNodeNames(f),
 		SilenceUsage:      true,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			o.Request.Names, o.getter = args, f
-			ns, err := cluster.NamespaceOr(f, nodepod.DefaultNamespace)
-			if err != nil {
-				return err
-			}
-			o.Agent.Namespace = ns
-			if err := o.Validate(); err != nil {
-				return err
-			}
-			return o.Run(cmd.Context())
-		},
+		RunE:              verb.RunE(f, o, nil),
 	}
 	cmd.Flags().StringVarP(&o.Request.Selector, "selector", "l", "", "label selector of the nodes to diagnose")
 	cmd.Flags().StringVarP(&o.Output, "output", "o", "", "output format: table, json or yaml")
@@ -112,6 +102,17 @@ note. Exit 0 when every node is healthy, 1 when any is not, 2 usage, 130 interru
 	cmd.Flags().DurationVar(&o.Agent.Timeout, "timeout", o.Agent.Timeout, "time for the node agent on each node")
 	cmd.Flags().IntVar(&o.Agent.Parallel, "parallel", 0, "nodes whose agent runs at once (default 100)")
 	return cmd
+}
+
+// Complete takes the node names and the agent's namespace (--namespace, else kubectl-gpu).
+func (o *Options) Complete(f cluster.Getter, args []string) error {
+	o.Request.Names, o.getter = args, f
+	ns, err := cluster.NamespaceOr(f, nodepod.DefaultNamespace)
+	if err != nil {
+		return err
+	}
+	o.Agent.Namespace = ns
+	return nil
 }
 
 // Validate checks the flags.

@@ -58,8 +58,9 @@ func (o *Release) chart() Defaults {
 	return o.Defaults
 }
 
-// Complete resolves the release namespace (--namespace, else the chart's).
-func (o *Release) Complete(f cluster.Getter) error {
+// Complete resolves the release namespace (--namespace, else the chart's); the Helm verbs take
+// no arguments.
+func (o *Release) Complete(f cluster.Getter, _ []string) error {
 	o.Getter = f
 	var err error
 	o.Namespace, err = cluster.NamespaceOr(f, o.chart().Namespace)
@@ -250,28 +251,3 @@ func InstallRequest(cmd *cobra.Command, r helmrelease.InstallRequest) helmreleas
 // DefaultTimeout is the Helm commands' --timeout (install, upgrade, uninstall, a MIG change):
 // Helm's own default is 5m; a GPU stack's images are large.
 const DefaultTimeout = 10 * time.Minute
-
-// Verb is one Helm subcommand's options (operator's and device-plugin's): complete (the
-// namespace), validate once, run.
-type Verb interface {
-	Complete(f cluster.Getter) error
-	Validate() error
-	Run(ctx context.Context) error
-}
-
-// RunVerb is a verb's RunE: pre (arguments, flags that were changed; nil: none) first, then
-// Complete, Validate and Run with the command's context.
-func RunVerb(f cluster.Getter, o Verb, pre func(cmd *cobra.Command, args []string)) func(*cobra.Command, []string) error {
-	return func(cmd *cobra.Command, args []string) error {
-		if pre != nil {
-			pre(cmd, args)
-		}
-		if err := o.Complete(f); err != nil {
-			return err
-		}
-		if err := o.Validate(); err != nil {
-			return err
-		}
-		return o.Run(cmd.Context())
-	}
-}

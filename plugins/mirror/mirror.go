@@ -18,6 +18,7 @@ import (
 	"github.com/kubectl-gpu/kubectl-gpu/common/report"
 	"github.com/kubectl-gpu/kubectl-gpu/common/verify"
 	"github.com/kubectl-gpu/kubectl-gpu/plugins/helmflags"
+	"github.com/kubectl-gpu/kubectl-gpu/plugins/verb"
 )
 
 // MirrorOptions are the flags of `kubectl gpu mirror`.
@@ -91,7 +92,7 @@ both charts to REGISTRY/PREFIX/charts/ and names the command that installs from 
   kubectl gpu mirror --device-plugin --dcgm-exporter --to registry.inside:5000/gpu`,
 		Args:         cobra.NoArgs,
 		SilenceUsage: true,
-		RunE: func(cmd *cobra.Command, args []string) error {
+		RunE: verb.RunE(f, o, func(cmd *cobra.Command, args []string) {
 			if o.DevicePlugin {
 				// The chart flags are the device plugin chart's: its defaults where not given.
 				o.Defaults = devicePluginChart
@@ -102,14 +103,7 @@ both charts to REGISTRY/PREFIX/charts/ and names the command that installs from 
 					o.ReleaseName = dp.DefaultReleaseName
 				}
 			}
-			if err := o.Complete(f); err != nil {
-				return err
-			}
-			if err := o.Validate(); err != nil {
-				return err
-			}
-			return o.Run(cmd.Context())
-		},
+		}),
 	}
 	o.ChartFlags(cmd)
 	_ = cmd.Flags().MarkHidden("mirror") // the mirror is --to here

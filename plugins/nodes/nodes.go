@@ -12,6 +12,7 @@ import (
 	"github.com/kubectl-gpu/kubectl-gpu/common/inventory"
 	"github.com/kubectl-gpu/kubectl-gpu/common/report"
 	"github.com/kubectl-gpu/kubectl-gpu/plugins/completion"
+	"github.com/kubectl-gpu/kubectl-gpu/plugins/verb"
 )
 
 // NodesOptions are the flags of `kubectl gpu nodes`.
@@ -49,15 +50,7 @@ nodes are always listed.`,
   kubectl gpu nodes gpu-node-1 -o json`,
 		ValidArgsFunction: completion.GPUNodeNames(f),
 		SilenceUsage:      true,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := o.Complete(f, args); err != nil {
-				return err
-			}
-			if err := o.Validate(); err != nil {
-				return err
-			}
-			return o.Run(cmd.Context())
-		},
+		RunE:              verb.RunE(f, o, nil),
 	}
 	cmd.Flags().StringVarP(&o.Selector, "selector", "l", "", "label selector of the nodes to show")
 	cmd.Flags().BoolVar(&o.All, "all", false, "show nodes without GPUs too")

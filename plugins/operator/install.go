@@ -11,6 +11,7 @@ import (
 	"github.com/kubectl-gpu/kubectl-gpu/common/helmrelease"
 	op "github.com/kubectl-gpu/kubectl-gpu/common/operator"
 	"github.com/kubectl-gpu/kubectl-gpu/plugins/helmflags"
+	"github.com/kubectl-gpu/kubectl-gpu/plugins/verb"
 )
 
 // InstallOptions are the flags of `operator install` and `operator upgrade`.
@@ -19,16 +20,16 @@ type InstallOptions struct {
 	Install helmrelease.InstallRequest
 }
 
-// NewCmdInstall returns `operator install` (verb "install") or `operator upgrade`.
-func NewCmdInstall(f cluster.Getter, streams genericiooptions.IOStreams, verb string) *cobra.Command {
-	return newCmdInstall(f, helmflags.Release{Streams: streams, NewClient: op.NewClient}, verb)
+// NewCmdInstall returns `operator install` (name "install") or `operator upgrade`.
+func NewCmdInstall(f cluster.Getter, streams genericiooptions.IOStreams, name string) *cobra.Command {
+	return newCmdInstall(f, helmflags.Release{Streams: streams, NewClient: op.NewClient}, name)
 }
 
-func newCmdInstall(f cluster.Getter, ro helmflags.Release, verb string) *cobra.Command {
+func newCmdInstall(f cluster.Getter, ro helmflags.Release, name string) *cobra.Command {
 	o := &InstallOptions{ChartOptions: helmflags.ChartOptions{Release: ro}, Install: helmrelease.InstallRequest{Timeout: helmflags.DefaultTimeout}}
 	cmd := &cobra.Command{
-		Use:   verb,
-		Short: map[string]string{"install": "Install the GPU Operator, or upgrade it when installed", "upgrade": "Upgrade the GPU Operator, or install it when missing"}[verb],
+		Use:   name,
+		Short: map[string]string{"install": "Install the GPU Operator, or upgrade it when installed", "upgrade": "Upgrade the GPU Operator, or install it when missing"}[name],
 		Long: `Install or upgrade the NVIDIA GPU Operator (both work as 'helm upgrade --install').
 The namespace (default gpu-operator) is created with the privileged Pod Security label when
 missing. A first install is atomic unless --atomic=false: a failed install is removed
@@ -45,7 +46,7 @@ every unmet one named and changes nothing.`,
   kubectl gpu operator upgrade --version v26.7.0 --set dcgmExporter.enabled=false
   kubectl gpu operator install --chart ./gpu-operator-v26.7.0.tgz   # air-gapped`,
 		Args: cobra.NoArgs,
-		RunE: helmflags.RunVerb(f, o, func(cmd *cobra.Command, args []string) {
+		RunE: verb.RunE(f, o, func(cmd *cobra.Command, args []string) {
 			o.Install = helmflags.InstallRequest(cmd, o.Install)
 		}),
 	}
@@ -59,7 +60,9 @@ every unmet one named and changes nothing.`,
 }
 
 // Complete resolves the namespace: --namespace when given, else gpu-operator.
-func (o *InstallOptions) Complete(f cluster.Getter) error { return o.Release.Complete(f) }
+func (o *InstallOptions) Complete(f cluster.Getter, args []string) error {
+	return o.Release.Complete(f, args)
+}
 
 // Validate checks the flags.
 func (o *InstallOptions) Validate() error { return o.Install.Validate() }

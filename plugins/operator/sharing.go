@@ -14,6 +14,7 @@ import (
 	op "github.com/kubectl-gpu/kubectl-gpu/common/operator"
 	"github.com/kubectl-gpu/kubectl-gpu/common/report"
 	"github.com/kubectl-gpu/kubectl-gpu/plugins/helmflags"
+	"github.com/kubectl-gpu/kubectl-gpu/plugins/verb"
 )
 
 // SharingOptions are the flags of `operator sharing`.
@@ -56,7 +57,7 @@ A later 'kubectl gpu operator upgrade' keeps this only with
 		Example: `  kubectl gpu operator sharing time-slicing --replicas 4 --dry-run
   kubectl gpu operator sharing mps --replicas 2 -l pool=inference`,
 		Args: cobra.ExactArgs(1),
-		RunE: helmflags.RunVerb(f, o, func(cmd *cobra.Command, args []string) {
+		RunE: verb.RunE(f, o, func(cmd *cobra.Command, args []string) {
 			o.Strategy = args[0]
 		}),
 		ValidArgs: []string{gpusoftware.SharingTimeSlicing, gpusoftware.SharingMPS},
@@ -135,7 +136,7 @@ release namespace), such as all-disabled, all-balanced or all-1g.10gb. -l is req
 		Example: `  kubectl gpu operator mig all-1g.10gb -l nvidia.com/gpu.product=NVIDIA-A100-SXM4-80GB --wait
   kubectl gpu operator mig all-disabled -l pool=training`,
 		Args: cobra.ExactArgs(1),
-		RunE: helmflags.RunVerb(f, o, func(cmd *cobra.Command, args []string) {
+		RunE: verb.RunE(f, o, func(cmd *cobra.Command, args []string) {
 			o.Profile = args[0]
 		}),
 	}

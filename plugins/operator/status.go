@@ -11,6 +11,7 @@ import (
 	op "github.com/kubectl-gpu/kubectl-gpu/common/operator"
 	"github.com/kubectl-gpu/kubectl-gpu/common/report"
 	"github.com/kubectl-gpu/kubectl-gpu/plugins/helmflags"
+	"github.com/kubectl-gpu/kubectl-gpu/plugins/verb"
 )
 
 // StatusOptions are the flags of `operator status`.
@@ -31,7 +32,7 @@ func newCmdStatus(f cluster.Getter, ro helmflags.Release) *cobra.Command {
 		Use:   "status",
 		Short: "Report the release, ClusterPolicy, every operand and the validators; exit 1 when not ready",
 		Args:  cobra.NoArgs,
-		RunE:  helmflags.RunVerb(f, o, nil),
+		RunE:  verb.RunE(f, o, nil),
 	}
 	o.ReleaseFlag(cmd)
 	cmd.Flags().StringVarP(&o.Output, "output", "o", "", "output format: table, json or yaml")

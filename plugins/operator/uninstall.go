@@ -13,6 +13,7 @@ import (
 	op "github.com/kubectl-gpu/kubectl-gpu/common/operator"
 	"github.com/kubectl-gpu/kubectl-gpu/common/report"
 	"github.com/kubectl-gpu/kubectl-gpu/plugins/helmflags"
+	"github.com/kubectl-gpu/kubectl-gpu/plugins/verb"
 )
 
 // UninstallOptions are the flags of `operator uninstall`.
@@ -34,7 +35,7 @@ func newCmdUninstall(f cluster.Getter, ro helmflags.Release) *cobra.Command {
 		Use:   "uninstall",
 		Short: "Remove the GPU Operator release (and with --keep-crds=false its CRDs); nodes are untouched",
 		Args:  cobra.NoArgs,
-		RunE:  helmflags.RunVerb(f, o, nil),
+		RunE:  verb.RunE(f, o, nil),
 	}
 	o.ReleaseFlag(cmd)
 	cmd.Flags().BoolVar(&o.KeepCRDs, "keep-crds", true, "keep the operator's CRDs (ClusterPolicy, NVIDIADriver, NFD); --keep-crds=false removes them")

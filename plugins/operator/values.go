@@ -13,6 +13,7 @@ import (
 	op "github.com/kubectl-gpu/kubectl-gpu/common/operator"
 	"github.com/kubectl-gpu/kubectl-gpu/common/report"
 	"github.com/kubectl-gpu/kubectl-gpu/plugins/helmflags"
+	"github.com/kubectl-gpu/kubectl-gpu/plugins/verb"
 )
 
 // ValuesOptions are the flags of `operator values`.
@@ -42,7 +43,7 @@ func newCmdValues(f cluster.Getter, ro helmflags.Release) *cobra.Command {
 		Use:   "values",
 		Short: "Show the chart values install would use, and why each derived value is what it is",
 		Args:  cobra.NoArgs,
-		RunE:  helmflags.RunVerb(f, o, nil),
+		RunE:  verb.RunE(f, o, nil),
 	}
 	o.ChartFlags(cmd)
 	cmd.Flags().StringVarP(&o.Output, "output", "o", "", "output format: table (a commented values file), json, yaml, helmrelease (Flux: Namespace, HelmRepository, HelmRelease) or application (Argo CD)")

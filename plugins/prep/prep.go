@@ -18,6 +18,7 @@ import (
 	"github.com/kubectl-gpu/kubectl-gpu/plugins/completion"
 	"github.com/kubectl-gpu/kubectl-gpu/plugins/pkgflags"
 	"github.com/kubectl-gpu/kubectl-gpu/plugins/rollflags"
+	"github.com/kubectl-gpu/kubectl-gpu/plugins/verb"
 )
 
 // PrepOptions are the flags of `kubectl gpu prep`: the request they make (flags bound onto
@@ -105,15 +106,7 @@ input; 130 interrupted.`,
   kubectl gpu prep --cleanup`,
 		ValidArgsFunction: completion.GPUNodeNames(f),
 		SilenceUsage:      true,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := o.Complete(f, args); err != nil {
-				return err
-			}
-			if err := o.Validate(); err != nil {
-				return err
-			}
-			return o.Run(cmd.Context())
-		},
+		RunE:              verb.RunE(f, o, nil),
 	}
 	fl := cmd.Flags()
 	fl.StringVarP(&o.Selector, "selector", "l", "", "label selector of the nodes")

@@ -11,11 +11,11 @@ import (
 )
 
 // TestNoCommandImportsAnother: a command package (plugins/<command>) imports no other
-// command; what two commands share lives in a neutral package (plugins/helmflags, plugins/pkgflags, plugins/rollflags, plugins/completion) or in
+// command; what two commands share lives in a neutral package (plugins/helmflags, plugins/pkgflags, plugins/rollflags, plugins/completion, plugins/verb) or in
 // common/. Only the root and the main assemble the commands.
 func TestNoCommandImportsAnother(t *testing.T) {
 	const prefix = "github.com/kubectl-gpu/kubectl-gpu/plugins/"
-	shared := map[string]bool{"helmflags": true, "pkgflags": true, "rollflags": true, "completion": true}
+	shared := map[string]bool{"helmflags": true, "pkgflags": true, "rollflags": true, "completion": true, "verb": true}
 	dirs, err := os.ReadDir("..")
 	if err != nil {
 		t.Fatal(err)

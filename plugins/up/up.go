@@ -30,6 +30,7 @@ import (
 	"github.com/kubectl-gpu/kubectl-gpu/plugins/helmflags"
 	"github.com/kubectl-gpu/kubectl-gpu/plugins/pkgflags"
 	"github.com/kubectl-gpu/kubectl-gpu/plugins/rollflags"
+	"github.com/kubectl-gpu/kubectl-gpu/plugins/verb"
 )
 
 // Clients makes what up talks to; command tests give fakes.
@@ -150,15 +151,7 @@ verified; 2 bad input or a plan that cannot run (nothing changed); 130 interrupt
   kubectl gpu up --mirror registry.example.com:5000/gpu --yes --junit up.xml`,
 		ValidArgsFunction: completion.GPUNodeNames(f),
 		SilenceUsage:      true,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := o.Complete(f, args); err != nil {
-				return err
-			}
-			if err := o.Validate(); err != nil {
-				return err
-			}
-			return o.Run(cmd.Context())
-		},
+		RunE:              verb.RunE(f, o, nil),
 	}
 	fl := cmd.Flags()
 	fl.StringVarP(&o.Selector, "selector", "l", "", "label selector of the nodes (default: the nodes that look like GPU nodes)")

@@ -19,6 +19,7 @@ import (
 	"github.com/kubectl-gpu/kubectl-gpu/common/report"
 	"github.com/kubectl-gpu/kubectl-gpu/common/verify"
 	"github.com/kubectl-gpu/kubectl-gpu/plugins/completion"
+	"github.com/kubectl-gpu/kubectl-gpu/plugins/verb"
 )
 
 // VerifyOptions are the flags of `kubectl gpu verify`.
@@ -98,15 +99,7 @@ Exit codes: 0 every node passed; 1 a node failed, or there is no GPU node; 2 bad
   kubectl gpu verify --cleanup`,
 		ValidArgsFunction: completion.GPUNodeNames(f),
 		SilenceUsage:      true,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := o.Complete(f, args); err != nil {
-				return err
-			}
-			if err := o.Validate(); err != nil {
-				return err
-			}
-			return o.Run(cmd.Context())
-		},
+		RunE:              verb.RunE(f, o, nil),
 	}
 	fl := cmd.Flags()
 	fl.StringVarP(&o.Selector, "selector", "l", "", "label selector of the nodes to verify")

@@ -14,6 +14,7 @@ import (
 	"github.com/kubectl-gpu/kubectl-gpu/common/cliexit"
 	"github.com/kubectl-gpu/kubectl-gpu/common/cluster"
 	"github.com/kubectl-gpu/kubectl-gpu/common/report"
+	"github.com/kubectl-gpu/kubectl-gpu/plugins/verb"
 )
 
 // Kind of the version document.
@@ -92,18 +93,18 @@ when the cluster answers. An unreachable cluster is reported, not an error, unle
 --require-server is given.`,
 		Args:         cobra.NoArgs,
 		SilenceUsage: true,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			o.getter = f
-			if err := o.Validate(); err != nil {
-				return err
-			}
-			return o.Run(cmd.Context())
-		},
+		RunE:         verb.RunE(f, o, nil),
 	}
 	cmd.Flags().BoolVar(&o.ClientOnly, "client", false, "print the client's version only")
 	cmd.Flags().BoolVar(&o.RequireServer, "require-server", false, "fail when the server version cannot be read")
 	cmd.Flags().StringVarP(&o.Output, "output", "o", "", "output format: table, json or yaml")
 	return cmd
+}
+
+// Complete keeps the cluster's getter (read only when the server is asked).
+func (o *VersionOptions) Complete(f cluster.Getter, _ []string) error {
+	o.getter = f
+	return nil
 }
 
 // Validate checks the flags.
