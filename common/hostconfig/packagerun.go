@@ -111,12 +111,25 @@ func (p *packagePlan) commands() []command {
 
 var lockHeld = regexp.MustCompile(`(?m)^E: (Could not get lock .*|Unable to acquire the dpkg frontend lock.*|Unable to lock directory .*)$`)
 
+// dpkgInterrupted is apt's refusal after a dpkg that was stopped mid-way (a crash, a power
+// loss, a package manager killed): dpkg's journal has changes it did not finish.
+var dpkgInterrupted = regexp.MustCompile(`(?m)^E: dpkg was interrupted, you must manually run '([^']+)'`)
+
+// DpkgConfigure finishes what an interrupted dpkg left half done, as apt asks.
+var DpkgConfigure = []string{"env", "DEBIAN_FRONTEND=noninteractive", "dpkg", "--configure", "-a", "--force-confdef", "--force-confold"}
+
 // runLocked runs a package manager command, waiting while another process holds its lock
-// (up to timeout); then the lock's holder is named.
+// (up to timeout); then the lock's holder is named. Once started, a command is not stopped by
+// ctx (Ctrl-C, the agent's pod deleted): a package manager killed mid-way leaves dpkg's work
+// half done, so it finishes (the apply pod's grace period, pkginstall.InstallGrace, leaves it the time)
+// and the caller stops after it.
 func runLocked(ctx context.Context, run Runner, timeout time.Duration, argv []string) (string, error) {
 	deadline := time.Now().Add(timeout)
 	for {
-		out, err := run.Run(ctx, argv...)
+		if err := ctx.Err(); err != nil {
+			return "", err
+		}
+		out, err := run.Run(context.WithoutCancel(ctx), argv...)
 		m := lockHeld.FindStringSubmatch(out)
 		if err == nil || m == nil {
 			return out, err

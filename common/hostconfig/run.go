@@ -173,6 +173,20 @@ func installPackages(ctx context.Context, h *Host, r *rep.Report, o Options, dry
 		cmd := cmds[i]
 		c := rep.Change{Check: rep.CheckToolkit, Command: cmd.argv}
 		out, err := runLocked(ctx, o.Runner, lock, cmd.argv)
+		if m := dpkgInterrupted.FindStringSubmatch(out); err != nil && m != nil && p.d.Apt {
+			// An earlier install stopped mid-way (this tool's or another's): finish dpkg's
+			// work as apt asks, said in the report, then the command once more.
+			fix := rep.Change{Check: rep.CheckToolkit, Command: DpkgConfigure, Note: "dpkg was interrupted by an earlier run: finish its work (" + m[1] + ")"}
+			fout, ferr := runLocked(ctx, o.Runner, lock, DpkgConfigure)
+			if ferr != nil {
+				fix.Error = managerProblem(fout, ferr)
+				changes = append(changes, fix)
+				return changes, false, "", fmt.Errorf("%s: dpkg was interrupted by an earlier run and %s failed: %s%s", cmd.what, m[1], fix.Error, leftFiles(edits, o.Apply.Now))
+			}
+			fix.Done = true
+			changes = append(changes, fix)
+			out, err = runLocked(ctx, o.Runner, lock, cmd.argv)
+		}
 		if err != nil {
 			c.Error = managerProblem(out, err)
 			if lockHeld.MatchString(out) {
@@ -183,6 +197,10 @@ func installPackages(ctx context.Context, h *Host, r *rep.Report, o Options, dry
 		}
 		c.Done, c.Note = true, o.Runner.Note()
 		changes = append(changes, c)
+		if ctx.Err() != nil && i < len(cmds)-1 {
+			// Interrupted while the command ran: it finished; the next does not start.
+			return changes, false, "", fmt.Errorf("interrupted after %s, before %s: run the same command again to go on", cmd.what, cmds[i+1].what)
+		}
 		if i == 0 && p.d.Apt {
 			// apt-get update has run: the tracking metapackages the repositories have join
 			// the install commands, as in the plan.

@@ -62,6 +62,11 @@ func (i Install) Any() bool { return i.DriverBranch != "" || i.ToolkitVersion !=
 // production branch with Ubuntu's signed precompiled -server modules.
 const DefaultDriverBranch = "580"
 
+// InstallGrace is how long an agent that installs packages is given to stop (its pod's
+// termination grace period): a package manager it has started finishes first — a driver
+// built by DKMS takes minutes — since one killed mid-way leaves dpkg's work half done.
+const InstallGrace = 10 * time.Minute
+
 // ToolkitLatest asks for the repository's newest toolkit.
 const ToolkitLatest = "latest"
 

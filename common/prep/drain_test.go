@@ -13,6 +13,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/kubectl-gpu/kubectl-gpu/common/cliexit"
 	rep "github.com/kubectl-gpu/kubectl-gpu/common/nodereport"
 )
 
@@ -143,6 +144,23 @@ func TestLeftCordoned(t *testing.T) {
 	}
 	if l := LeftCordoned([]NodeRoll{{Node: "a", Phase: PhaseDone}}); len(l) != 0 {
 		t.Errorf("%q", l)
+	}
+}
+
+// TestTellInstallsFinish: an interrupted apply that installs packages says its agents finish
+// the install they started; one without installs, or not interrupted, says nothing.
+func TestTellInstallsFinish(t *testing.T) {
+	var b strings.Builder
+	req := &Request{Progress: &b}
+	TellInstallsFinish(req, cliexit.ErrInterrupted)
+	req.Install.ToolkitVersion = "1.17.8"
+	TellInstallsFinish(req, errors.New("other"))
+	if b.Len() != 0 {
+		t.Fatalf("said %q", b.String())
+	}
+	TellInstallsFinish(req, fmt.Errorf("roll: %w", cliexit.ErrInterrupted))
+	if !strings.Contains(b.String(), "finishes it before its pod goes (up to 10m0s)") {
+		t.Errorf("%q", b.String())
 	}
 }
 

@@ -143,6 +143,12 @@ func job(req *Request, node string, ar rep.AgentRequest, labels map[string]strin
 		// the config), as NVIDIA's toolkit does, without entering the host's namespaces.
 		sc.Capabilities = &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}, Add: []corev1.Capability{"DAC_READ_SEARCH", "SYS_CHROOT"}}
 	}
+	var grace *int64
+	if mode == rep.ModeApply && req.Install.Any() {
+		// The package manager the agent started finishes before the pod stops (Ctrl-C, the
+		// deadline): killed mid-way it would leave dpkg's work half done.
+		grace = ptr.To(int64(pkginstall.InstallGrace.Seconds()))
+	}
 	return &batchv1.Job{
 		ObjectMeta: metav1.ObjectMeta{Labels: labels},
 		Spec: batchv1.JobSpec{
@@ -152,14 +158,15 @@ func job(req *Request, node string, ar rep.AgentRequest, labels map[string]strin
 			Template: corev1.PodTemplateSpec{
 				ObjectMeta: metav1.ObjectMeta{Labels: labels},
 				Spec: corev1.PodSpec{
-					NodeName:                     node,
-					RestartPolicy:                corev1.RestartPolicyNever,
-					HostPID:                      true,
-					HostNetwork:                  true,
-					AutomountServiceAccountToken: ptr.To(false),
-					EnableServiceLinks:           ptr.To(false),
-					Tolerations:                  []corev1.Toleration{{Operator: corev1.TolerationOpExists}},
-					PriorityClassName:            "",
+					NodeName:                      node,
+					RestartPolicy:                 corev1.RestartPolicyNever,
+					TerminationGracePeriodSeconds: grace,
+					HostPID:                       true,
+					HostNetwork:                   true,
+					AutomountServiceAccountToken:  ptr.To(false),
+					EnableServiceLinks:            ptr.To(false),
+					Tolerations:                   []corev1.Toleration{{Operator: corev1.TolerationOpExists}},
+					PriorityClassName:             "",
 					Containers: []corev1.Container{{
 						Name:            "agent",
 						Image:           req.Image,

@@ -13,6 +13,7 @@ import (
 
 	"github.com/kubectl-gpu/kubectl-gpu/common/cliexit"
 	"github.com/kubectl-gpu/kubectl-gpu/common/nodepod"
+	"github.com/kubectl-gpu/kubectl-gpu/common/pkginstall"
 	rep "github.com/kubectl-gpu/kubectl-gpu/common/nodereport"
 	"github.com/kubectl-gpu/kubectl-gpu/hack/testenv/nodefixtures"
 )
@@ -40,6 +41,19 @@ func TestJobCheckIsReadOnlyApplyIsPrivileged(t *testing.T) {
 	ac := apply.Spec.Template.Spec.Containers[0]
 	if ac.VolumeMounts[0].ReadOnly || !*ac.SecurityContext.Privileged || strings.Join(ac.Args, " ") != "apply --restart-runtime" {
 		t.Fatalf("apply job: %+v %v", ac.SecurityContext, ac.Args)
+	}
+	// Only an apply that installs packages keeps its pod while the package manager finishes
+	// (a Ctrl-C, the deadline): the others stop at Kubernetes' default grace.
+	if g := apply.Spec.Template.Spec.TerminationGracePeriodSeconds; g != nil || p.TerminationGracePeriodSeconds != nil {
+		t.Errorf("a grace period without a package install: %v", g)
+	}
+	install := *cfg
+	install.Install.ToolkitVersion = "1.17.8"
+	if g := Job(&install, "gpu-1", rep.ModeApply, nil).Spec.Template.Spec.TerminationGracePeriodSeconds; g == nil || *g != int64(pkginstall.InstallGrace.Seconds()) {
+		t.Errorf("an apply that installs packages: grace %v, want %v", g, pkginstall.InstallGrace)
+	}
+	if g := Job(&install, "gpu-1", rep.ModePlan, nil).Spec.Template.Spec.TerminationGracePeriodSeconds; g != nil {
+		t.Errorf("a plan (the package manager's dry run): grace %v, want the default", g)
 	}
 	if n := JobName(strings.Repeat("x", 250), "abcde"); len(n) > 63 {
 		t.Fatalf("job name %q too long", n)

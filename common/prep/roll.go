@@ -21,6 +21,7 @@ import (
 	"github.com/kubectl-gpu/kubectl-gpu/common/cluster"
 	"github.com/kubectl-gpu/kubectl-gpu/common/nodepod"
 	rep "github.com/kubectl-gpu/kubectl-gpu/common/nodereport"
+	"github.com/kubectl-gpu/kubectl-gpu/common/pkginstall"
 	"github.com/kubectl-gpu/kubectl-gpu/common/report"
 )
 
@@ -327,6 +328,16 @@ func TellLeftCordoned(ctx context.Context, cs kubernetes.Interface, req *Request
 	for _, l := range LeftCordoned(rolls) {
 		fmt.Fprintln(req.Progress, l)
 	}
+}
+
+// TellInstallsFinish, when err is an interrupt of an apply that installs packages, says that
+// an agent whose package manager had started lets it finish before its pod goes (the pod's
+// grace period): killed mid-way it would leave dpkg's work half done.
+func TellInstallsFinish(req *Request, err error) {
+	if !req.Install.Any() || req.Progress == nil || !errors.Is(err, cliexit.ErrInterrupted) {
+		return
+	}
+	fmt.Fprintf(req.Progress, "interrupted: an agent whose package install had started finishes it before its pod goes (up to %s); the next run sees what it installed\n", pkginstall.InstallGrace)
 }
 
 // LeftCordoned says, after an interrupted roll, each node it left cordoned and where it

@@ -194,6 +194,7 @@ func Apply(ctx context.Context, cs kubernetes.Interface, req *Request, p *Plan) 
 	if len(inPlace) > 0 {
 		r, err := runAnnotated(ctx, cs, req, inPlace, rep.ModeApply)
 		if r == nil {
+			TellInstallsFinish(req, err)
 			TellLeftCordoned(ctx, cs, req, p.Nodes, err)
 			return nil, err
 		}
@@ -204,6 +205,7 @@ func Apply(ctx context.Context, cs kubernetes.Interface, req *Request, p *Plan) 
 		return NewReport(rep.ModeApply, results), annotateErr
 	}
 	rolls, err := Roll(ctx, cs, req, roll, plannedChanges(p.Report.Items))
+	TellInstallsFinish(req, err)
 	TellLeftCordoned(ctx, cs, req, p.Nodes, err)
 	if errors.Is(err, cliexit.ErrInterrupted) || rolls == nil {
 		return nil, err
