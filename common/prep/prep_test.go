@@ -13,8 +13,8 @@ import (
 
 	"github.com/kubectl-gpu/kubectl-gpu/common/cliexit"
 	"github.com/kubectl-gpu/kubectl-gpu/common/nodepod"
-	"github.com/kubectl-gpu/kubectl-gpu/common/pkginstall"
 	rep "github.com/kubectl-gpu/kubectl-gpu/common/nodereport"
+	"github.com/kubectl-gpu/kubectl-gpu/common/pkginstall"
 	"github.com/kubectl-gpu/kubectl-gpu/hack/testenv/nodefixtures"
 )
 
