@@ -120,7 +120,10 @@ func Plan(h *Host, r *rep.Report, o ApplyOptions) ([]fileEdit, []rep.Change, err
 		content := ensureLines(old, []string{"blacklist nouveau", "options nouveau modeset=0"}, "# The NVIDIA driver needs the GPUs (kubectl gpu prep)")
 		if content != old {
 			edits = append(edits, fileEdit{check: rep.CheckNouveau, path: NouveauFile, old: old, content: content,
-				note: "rebuild the initramfs (update-initramfs -u, or dracut -f) and reboot for the blacklist to take effect"})
+				note: "the initramfs is rebuilt after it; reboot for the blacklist to take effect"})
+		}
+		if content != old || c.Status == rep.Fail {
+			cmds = append(cmds, h.initramfsRebuild())
 		}
 	}
 	de, dc := planDevChar(h, r, o)
@@ -186,6 +189,24 @@ func planContainerd(h *Host, r *rep.Report, o ApplyOptions) ([]fileEdit, []rep.C
 	}
 	cmds = append(cmds, restart)
 	return edits, cmds, nil
+}
+
+// initramfsRebuild is the host's own command that rebuilds its initramfs, so that the next
+// boot's early modules follow the blacklist (most distributions put nouveau in the initramfs,
+// which loads it before the root's modprobe.d is read): update-initramfs on Debian and
+// Ubuntu, dracut on RHEL. A host with neither is told to do it by hand.
+func (h *Host) initramfsRebuild() rep.Change {
+	for _, t := range []struct{ bins, argv []string }{
+		{[]string{"/usr/sbin/update-initramfs", "/sbin/update-initramfs"}, []string{"update-initramfs", "-u"}},
+		{[]string{"/usr/bin/dracut", "/usr/sbin/dracut", "/sbin/dracut"}, []string{"dracut", "-f"}},
+	} {
+		for _, b := range t.bins {
+			if h.Exists(b) {
+				return rep.Change{Check: rep.CheckNouveau, Command: t.argv}
+			}
+		}
+	}
+	return rep.Change{Check: rep.CheckNouveau, Note: "not run: the host has no update-initramfs or dracut; rebuild its initramfs by hand before the reboot"}
 }
 
 func needs(want []string, have map[string]bool) bool {

@@ -157,7 +157,7 @@ func checkNouveau(h *Host, r *rep.Report, mods map[string]bool, hasGPU bool) {
 	}
 	switch {
 	case mods["nouveau"] && hasGPU:
-		r.Add(rep.CheckNouveau, rep.Fail, "nouveau is loaded: the NVIDIA driver cannot take the GPUs", "blacklist nouveau (kubectl gpu prep --apply), rebuild the initramfs and reboot")
+		r.Add(rep.CheckNouveau, rep.Fail, "nouveau is loaded: the NVIDIA driver cannot take the GPUs", "blacklist nouveau and rebuild the initramfs (kubectl gpu prep --apply), then reboot")
 	case !blacklisted && hasGPU && r.DriverVersion == "":
 		r.Add(rep.CheckNouveau, rep.Warn, "nouveau is not blacklisted: it may take the GPUs at the next boot", "kubectl gpu prep --apply blacklists it")
 	default:

@@ -120,7 +120,7 @@ func TestApplyKubeadm(t *testing.T) {
 	for _, c := range rec.Commands {
 		cmds = append(cmds, strings.Join(c, " "))
 	}
-	if strings.Join(cmds, "; ") != "modprobe -a br_netfilter; sysctl --system; swapoff -a; systemctl restart containerd" {
+	if strings.Join(cmds, "; ") != "modprobe -a br_netfilter; sysctl --system; swapoff -a; update-initramfs -u; systemctl restart containerd" {
 		t.Fatalf("commands: %q", cmds)
 	}
 	for _, f := range files {
@@ -361,6 +361,50 @@ func TestRKE2K3sLiveValuesSuffice(t *testing.T) {
 // A host whose nouveau is blacklisted already yet still loaded (blacklisted by hand, no
 // reboot since) has nothing to change, and still needs its reboot: the plan says so, so
 // prep's roll takes it.
+// TestInitramfsRebuild: blacklisting nouveau rebuilds the initramfs with the host's own tool
+// (most distributions load nouveau from it before the root's modprobe.d is read), and a host
+// with none is told to do it by hand; the apply runs it after the blacklist is written.
+func TestInitramfsRebuild(t *testing.T) {
+	for _, tc := range []struct {
+		root, remove, want string
+	}{
+		{"ubuntu2204-kubeadm", "", "update-initramfs -u"},
+		{"rhel9", "", "dracut -f"},
+		{"ubuntu2204-kubeadm", "/usr/sbin/update-initramfs", "not run: the host has no update-initramfs or dracut"},
+	} {
+		h := &Host{Root: fakeRoot(t, tc.root, 1)}
+		if tc.remove != "" {
+			if err := os.Remove(h.Path(tc.remove)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := os.WriteFile(h.Path("/proc/modules"), []byte("nouveau 2433024 0 - Live 0x0000000000000000\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		rec := &Recorder{}
+		r, err := Run(context.Background(), h, Options{Mode: ModeApply, AgentVersion: "test", Runner: rec})
+		if err != nil {
+			t.Fatalf("%s: %v", tc.root, err)
+		}
+		var got []string
+		for _, c := range r.Changes {
+			if c.Check == rep.CheckNouveau && c.File == "" {
+				got = append(got, strings.Join(c.Command, " ")+c.Note)
+			}
+		}
+		if len(got) != 1 || !strings.HasPrefix(got[0], tc.want) {
+			t.Errorf("%s without %q: %q, want %q", tc.root, tc.remove, got, tc.want)
+		}
+		ran := false
+		for _, c := range rec.Commands {
+			ran = ran || strings.Join(c, " ") == tc.want
+		}
+		if !h.Exists(NouveauFile) || ran != !strings.HasPrefix(tc.want, "not run") {
+			t.Errorf("%s: blacklist written %v, ran %v: %q", tc.root, h.Exists(NouveauFile), ran, rec.Commands)
+		}
+	}
+}
+
 func TestNouveauBlacklistedStillLoaded(t *testing.T) {
 	root := fakeRoot(t, "ubuntu2204-kubeadm", 1)
 	h := &Host{Root: root}
@@ -374,10 +418,16 @@ func TestNouveauBlacklistedStillLoaded(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The blacklist is not written again; the initramfs, which still loads nouveau before the
+	// root's modprobe.d is read, is rebuilt.
+	var nouveau []string
 	for _, c := range r.Changes {
 		if c.Check == rep.CheckNouveau {
-			t.Errorf("a nouveau change planned though it is blacklisted: %+v", c)
+			nouveau = append(nouveau, c.File+strings.Join(c.Command, " "))
 		}
+	}
+	if strings.Join(nouveau, "; ") != "update-initramfs -u" {
+		t.Errorf("nouveau changes %q, want only the initramfs rebuilt", nouveau)
 	}
 	if !strings.Contains(r.Reboot, "blacklisted but still loaded") {
 		t.Errorf("reboot %q, want it planned for nouveau still loaded", r.Reboot)

@@ -114,7 +114,7 @@ func rebootReason(driver string, changes []rep.Change, r *rep.Report) string {
 		if c.Check == rep.CheckNouveau && c.File != "" && c.Error == "" {
 			return "nouveau blacklisted: rebuild the initramfs and reboot for the NVIDIA driver to take the GPUs"
 		}
-		blacklisting = blacklisting || c.Check == rep.CheckNouveau
+		blacklisting = blacklisting || c.Check == rep.CheckNouveau && c.File != ""
 	}
 	if c, ok := r.Get(rep.CheckNouveau); ok && c.Status == rep.Fail && !blacklisting {
 		return "nouveau is blacklisted but still loaded: rebuild the initramfs and reboot for the NVIDIA driver to take the GPUs"
