@@ -13,6 +13,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes/fake"
 
+	"github.com/kubectl-gpu/kubectl-gpu/common/cliexit"
 	"github.com/kubectl-gpu/kubectl-gpu/common/helmrelease"
 	"github.com/kubectl-gpu/kubectl-gpu/common/prep"
 	"github.com/kubectl-gpu/kubectl-gpu/common/verify"
@@ -129,4 +130,64 @@ func TestVerifyServingWaits(t *testing.T) {
 	if !errors.As(err, &ns) || !strings.Contains(err.Error(), "not advertising GPUs within --timeout 300ms") || !strings.Contains(err.Error(), "no allocatable nvidia.com/gpu") {
 		t.Errorf("never back: %v", err)
 	}
+}
+
+// TestVerifyWaitsForAdvertised: the verify step right after an install waits for the nodes
+// whose device plugin has not registered yet (said, with the time left), and goes on with
+// the nodes that advertise when the wait ends.
+func TestVerifyWaitsForAdvertised(t *testing.T) {
+	defer func(w time.Duration) { proveWait = w }(proveWait)
+	proveWait = 50 * time.Millisecond
+	node := func(name string, gpus int64) *corev1.Node {
+		return &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"nvidia.com/gpu.present": "true"}},
+			Status: corev1.NodeStatus{Allocatable: corev1.ResourceList{"nvidia.com/gpu": *resource.NewQuantity(gpus, resource.DecimalSI)},
+				Conditions: []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionTrue}}}}
+	}
+	p := &Plan{VerifyNodes: []string{"gpu-0", "gpu-1"}}
+	cs := fake.NewClientset(node("gpu-0", 2), node("gpu-1", 0))
+	var said syncBuffer
+	req := Request{Verify: verify.Request{Namespace: "gpu-verify", Image: verify.DefaultImage}, Progress: &said}
+	go func() {
+		for !strings.Contains(said.String(), "up: waiting for gpu-1 to advertise GPUs") {
+			time.Sleep(10 * time.Millisecond)
+		}
+		_, _ = cs.CoreV1().Nodes().UpdateStatus(context.Background(), node("gpu-1", 2), metav1.UpdateOptions{})
+	}()
+	vr := req.Verify
+	plan, err := p.awaitAdvertised(context.Background(), Clients{CS: cs}, req, &vr, 10*time.Second)
+	if err != nil || plan == nil || strings.Join(plan.Nodes(), " ") != "gpu-0 gpu-1" {
+		t.Fatalf("after gpu-1 advertised: %v, nodes %v; said %q", err, plan, said.String())
+	}
+
+	// Never advertised: after the wait, the nodes that do.
+	never := fake.NewClientset(node("gpu-0", 2), node("gpu-1", 0))
+	start := time.Now()
+	plan, err = p.awaitAdvertised(context.Background(), Clients{CS: never}, req, &vr, 300*time.Millisecond)
+	if err != nil || plan == nil || strings.Join(plan.Nodes(), " ") != "gpu-0" || time.Since(start) < 300*time.Millisecond {
+		t.Errorf("never advertised: %v, %v after %s", err, plan, time.Since(start))
+	}
+	// Interrupted while waiting.
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(100*time.Millisecond, cancel)
+	if _, err := p.awaitAdvertised(ctx, Clients{CS: never}, req, &vr, 10*time.Second); !errors.Is(err, cliexit.ErrInterrupted) {
+		t.Errorf("interrupted: %v", err)
+	}
+}
+
+// syncBuffer is a strings.Builder safe for a writer and a reader at once.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

@@ -382,18 +382,21 @@ func (p *Plan) waitReady(ctx context.Context, c Clients, req Request) (string, e
 	}
 }
 
+// advertiseWait bounds how long the verify step waits (within --timeout) for the GPU nodes
+// to advertise their GPUs: the GPU software was just installed or upgraded, and a device
+// plugin registers with its kubelet, which then updates the node, a little after its pod is
+// ready.
+var advertiseWait = 2 * time.Minute
+
 func (p *Plan) runVerify(ctx context.Context, c Clients, req Request, nodes map[string]*NodeResult) (string, string, error) {
 	vr := req.Verify
 	vr.Names, vr.Selector = nil, req.Selector
-	plan, err := verify.Prepare(ctx, c.CS, &vr)
-	var exit *cliexit.Error
-	if err != nil && !(errors.As(err, &exit) && exit.Code == cliexit.Failures) {
+	wait := min(advertiseWait, req.Install.Timeout)
+	plan, err := p.awaitAdvertised(ctx, c, req, &vr, wait)
+	if err != nil {
 		return Failed, "", err
 	}
 	var vrep *verify.Report
-	if plan != nil {
-		plan.Keep(func(node string) bool { return slices.Contains(p.VerifyNodes, node) })
-	}
 	if plan != nil && len(plan.Targets) > 0 {
 		if vrep, err = verify.Run(ctx, c.CS, &vr, plan); err != nil {
 			return Failed, "", err
@@ -419,7 +422,7 @@ func (p *Plan) runVerify(ctx context.Context, c Clients, req Request, nodes map[
 		if !seen[name] {
 			n := nodes[name]
 			n.Verify = string(verify.Failed)
-			n.Detail = "no allocatable " + string(vr.Default().Resource) + ": the GPU software does not advertise the node's GPUs"
+			n.Detail = "no allocatable " + string(vr.Default().Resource) + ": the GPU software does not advertise the node's GPUs (waited " + wait.String() + ")"
 			failed = append(failed, name)
 		}
 	}
@@ -431,6 +434,42 @@ func (p *Plan) runVerify(ctx context.Context, c Clients, req Request, nodes map[
 		return Failed, "", err
 	}
 	return Failed, fmt.Sprintf("%d of %s failed (%s)", len(failed), report.Count(len(p.VerifyNodes), "node"), strings.Join(failed, ", ")), nil
+}
+
+// awaitAdvertised prepares the verify run once every node of the plan advertises its GPUs, or
+// after wait with those that do; the nodes waited for are said as the wait goes on.
+func (p *Plan) awaitAdvertised(ctx context.Context, c Clients, req Request, vr *verify.Request, wait time.Duration) (*verify.Plan, error) {
+	deadline, waited := time.Now().Add(wait), ""
+	for {
+		plan, err := verify.Prepare(ctx, c.CS, vr)
+		var exit *cliexit.Error
+		if err != nil && !(errors.As(err, &exit) && exit.Code == cliexit.Failures) {
+			return nil, err
+		}
+		var have []string
+		if plan != nil {
+			plan.Keep(func(node string) bool { return slices.Contains(p.VerifyNodes, node) })
+			have = plan.Nodes()
+		}
+		var missing []string
+		for _, n := range p.VerifyNodes {
+			if !slices.Contains(have, n) {
+				missing = append(missing, n)
+			}
+		}
+		if len(missing) == 0 || !time.Now().Before(deadline) {
+			return plan, nil
+		}
+		if w := strings.Join(missing, ", "); w != waited {
+			progress(req.Progress, "up: waiting for %s to advertise GPUs (%s left)", w, time.Until(deadline).Round(time.Second))
+			waited = w
+		}
+		select {
+		case <-ctx.Done():
+			return nil, cliexit.ErrInterrupted
+		case <-time.After(proveWait):
+		}
+	}
 }
 
 // diagnose runs doctor with the node agent (prep's read-only check, the run's namespace and

@@ -23,6 +23,15 @@ type Plan struct {
 	RuntimeClass string
 }
 
+// Nodes are the nodes the run will verify.
+func (p *Plan) Nodes() []string {
+	out := make([]string, len(p.Targets))
+	for i, t := range p.Targets {
+		out[i] = t.node
+	}
+	return out
+}
+
 // Keep keeps the nodes keep says yes to (kubectl gpu up: the GPU nodes of its plan).
 func (p *Plan) Keep(keep func(node string) bool) {
 	out := p.Targets[:0]
