@@ -122,8 +122,9 @@ func newCmdUp(f cluster.Getter, streams genericiooptions.IOStreams, clients Clie
   2. the GPU software: the GPU Operator (--stack operator, the default) or NVIDIA's device
      plugin (--stack device-plugin: needs the host driver and toolkit), with values derived
      from the nodes as step 1 leaves them, then the wait until it is ready;
-  3. verify: the CUDA vectoradd sample on every GPU node; for each node that fails, doctor's
-     first broken link and its fix.
+  3. verify: the CUDA vectoradd sample on every GPU node, once each advertises its GPUs (a
+     device plugin registers a little after its pod is ready: waited for up to 2 minutes,
+     within --timeout); for each node that fails, doctor's first broken link and its fix.
 
 The nodes are read once (prep's agents in plan mode) and the whole plan is shown first:
 per node the file diffs, commands and packages, which nodes are rebooted, the release with
