@@ -1,8 +1,10 @@
 package up
 
 import (
+	"bufio"
 	"context"
 	"errors"
+	"io"
 	"strings"
 	"sync"
 	"testing"
@@ -145,19 +147,26 @@ func TestVerifyWaitsForAdvertised(t *testing.T) {
 	}
 	p := &Plan{VerifyNodes: []string{"gpu-0", "gpu-1"}}
 	cs := fake.NewClientset(node("gpu-0", 2), node("gpu-1", 0))
-	var said syncBuffer
-	req := Request{Verify: verify.Request{Namespace: "gpu-verify", Image: verify.DefaultImage}, Progress: &said}
+	// The progress is read as it is written: gpu-1 advertises once the wait for it is said.
+	pr, pw := io.Pipe()
+	said := make(chan string, 1)
 	go func() {
-		for !strings.Contains(said.String(), "up: waiting for gpu-1 to advertise GPUs") {
-			time.Sleep(10 * time.Millisecond)
+		sc := bufio.NewScanner(pr)
+		for sc.Scan() {
+			if strings.Contains(sc.Text(), "up: waiting for gpu-1 to advertise GPUs") && len(said) == 0 {
+				said <- sc.Text()
+				_, _ = cs.CoreV1().Nodes().UpdateStatus(context.Background(), node("gpu-1", 2), metav1.UpdateOptions{})
+			}
 		}
-		_, _ = cs.CoreV1().Nodes().UpdateStatus(context.Background(), node("gpu-1", 2), metav1.UpdateOptions{})
 	}()
+	req := Request{Verify: verify.Request{Namespace: "gpu-verify", Image: verify.DefaultImage}, Progress: pw}
 	vr := req.Verify
 	plan, err := p.awaitAdvertised(context.Background(), Clients{CS: cs}, req, &vr, 10*time.Second)
-	if err != nil || plan == nil || strings.Join(plan.Nodes(), " ") != "gpu-0 gpu-1" {
-		t.Fatalf("after gpu-1 advertised: %v, nodes %v; said %q", err, plan, said.String())
+	pw.Close()
+	if err != nil || plan == nil || len(said) == 0 || strings.Join(plan.Nodes(), " ") != "gpu-0 gpu-1" {
+		t.Fatalf("after gpu-1 advertised: %v, nodes %v; the wait said: %d lines", err, plan, len(said))
 	}
+	req.Progress = io.Discard
 
 	// Never advertised: after the wait, the nodes that do.
 	never := fake.NewClientset(node("gpu-0", 2), node("gpu-1", 0))
@@ -172,22 +181,4 @@ func TestVerifyWaitsForAdvertised(t *testing.T) {
 	if _, err := p.awaitAdvertised(ctx, Clients{CS: never}, req, &vr, 10*time.Second); !errors.Is(err, cliexit.ErrInterrupted) {
 		t.Errorf("interrupted: %v", err)
 	}
-}
-
-// syncBuffer is a strings.Builder safe for a writer and a reader at once.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
