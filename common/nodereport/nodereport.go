@@ -13,10 +13,13 @@ import (
 )
 
 // Kind and SchemaVersion of the report. The plugin refuses a report whose schema version it
-// does not know.
+// does not know: newer than its own, or older than OldestSchemaVersion.
 const (
-	Kind          = "NodeReport"
-	SchemaVersion = 1
+	Kind = "NodeReport"
+	// SchemaVersion 2: an XID's action is a remedy token ("reset"); schema 1 wrote the
+	// phrase ("drain and reset the GPU"), which is still read as the same step.
+	SchemaVersion       = 2
+	OldestSchemaVersion = 1
 )
 
 // Mode is what the agent is asked to do.
@@ -303,8 +306,8 @@ func Parse(b []byte) (*Report, error) {
 	if r.Kind != Kind || r.APIVersion != docmeta.APIVersion {
 		return nil, fmt.Errorf("the node agent printed %s %s, not a %s %s", r.APIVersion, r.Kind, docmeta.APIVersion, Kind)
 	}
-	if r.SchemaVersion != SchemaVersion {
-		return nil, fmt.Errorf("the node agent %s speaks report schema %d, this plugin schema %d: use the agent image that matches the plugin (kubectl gpu version), or --image", r.AgentVersion, r.SchemaVersion, SchemaVersion)
+	if r.SchemaVersion < OldestSchemaVersion || r.SchemaVersion > SchemaVersion {
+		return nil, fmt.Errorf("the node agent %s speaks report schema %d, this plugin schemas %d to %d: use the agent image that matches the plugin (kubectl gpu version), or --image", r.AgentVersion, r.SchemaVersion, OldestSchemaVersion, SchemaVersion)
 	}
 	return &r, nil
 }
