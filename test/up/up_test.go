@@ -897,7 +897,9 @@ func TestUpOperatorDriverUpgrade(t *testing.T) {
 	for _, n := range gpus {
 		was[n] = boots.reboots(n)
 	}
-	delay := time.Duration(rand.IntN(4000)) * time.Millisecond
+	// From 250 ms on: a SIGINT while the Go runtime and the packages initialise (before main
+	// sets its handler) ends the process at once, before any work — not the case under test.
+	delay := time.Duration(250+rand.IntN(3750)) * time.Millisecond
 	cmd, stderr, done = started(t, ctx, append([]string{"up", "--yes", "-o", "json", "--timeout", "3m"}, back...)...)
 	select {
 	case <-done:
