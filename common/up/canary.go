@@ -108,20 +108,49 @@ func verifyServing(ctx context.Context, c Clients, req Request, names []string, 
 	if cordoned {
 		vr.Progress, vr.Warn = nil, nil // the roll's own progress shows it
 	}
-	deadline := time.Now().Add(req.Install.Timeout)
+	plan, err := awaitAdvertised(ctx, c, &vr, names, req.Install.Timeout, func(missing []string, left time.Duration) {
+		status("waiting for "+strings.Join(missing, ", ")+" to advertise its GPUs again", fmt.Sprintf("%s left of --timeout", left.Round(time.Second)))
+	})
+	switch {
+	case errors.Is(err, verify.ErrNoGPUs):
+		return nil, &errNotServing{req.Install.Timeout, err}
+	case err != nil:
+		return nil, err
+	}
+	status("running the CUDA sample", strings.Join(names, ", "))
+	return verify.Run(ctx, c.CS, &vr, plan)
+}
+
+// awaitAdvertised prepares a verify run with vr once every node of want advertises its GPUs
+// (after a reboot, a driver reload or an install its device plugin registers anew, a little
+// after its pod is ready), asking again every proveWait and telling say what it waits for.
+// When wait ends it returns the last plan, with ErrNoGPUs if Prepare still said so; any other
+// error ends it at once.
+func awaitAdvertised(ctx context.Context, c Clients, vr *verify.Request, want []string, wait time.Duration, say func(missing []string, left time.Duration)) (*verify.Plan, error) {
+	deadline := time.Now().Add(wait)
 	for {
-		plan, err := verify.Prepare(ctx, c.CS, &vr)
-		if err == nil {
-			status("running the CUDA sample", strings.Join(names, ", "))
-			return verify.Run(ctx, c.CS, &vr, plan)
-		}
+		plan, err := verify.Prepare(ctx, c.CS, vr)
 		if ctx.Err() != nil {
 			return nil, cliexit.ErrInterrupted
 		}
-		if time.Now().After(deadline) {
-			return nil, &errNotServing{req.Install.Timeout, err}
+		if err != nil && !errors.Is(err, verify.ErrNoGPUs) {
+			return nil, err
 		}
-		status("waiting for "+strings.Join(names, ", ")+" to advertise its GPUs again", fmt.Sprintf("%s left of --timeout", time.Until(deadline).Round(time.Second)))
+		var have []string
+		if plan != nil {
+			plan.Keep(func(node string) bool { return slices.Contains(want, node) })
+			have = plan.Nodes()
+		}
+		var missing []string
+		for _, n := range want {
+			if !slices.Contains(have, n) {
+				missing = append(missing, n)
+			}
+		}
+		if len(missing) == 0 || !time.Now().Before(deadline) {
+			return plan, err
+		}
+		say(missing, time.Until(deadline))
 		select {
 		case <-ctx.Done():
 			return nil, cliexit.ErrInterrupted

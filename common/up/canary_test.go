@@ -1,10 +1,8 @@
 package up
 
 import (
-	"bufio"
 	"context"
 	"errors"
-	"io"
 	"strings"
 	"sync"
 	"testing"
@@ -134,9 +132,9 @@ func TestVerifyServingWaits(t *testing.T) {
 	}
 }
 
-// TestVerifyWaitsForAdvertised: the verify step right after an install waits for the nodes
-// whose device plugin has not registered yet (said, with the time left), and goes on with
-// the nodes that advertise when the wait ends.
+// TestVerifyWaitsForAdvertised: right after an install the verify step waits for the nodes
+// whose device plugin has not registered yet (said, with the time left), and goes on with the
+// nodes that advertise when the wait ends; an error other than "no GPUs" ends it at once.
 func TestVerifyWaitsForAdvertised(t *testing.T) {
 	defer func(w time.Duration) { proveWait = w }(proveWait)
 	proveWait = 50 * time.Millisecond
@@ -145,40 +143,44 @@ func TestVerifyWaitsForAdvertised(t *testing.T) {
 			Status: corev1.NodeStatus{Allocatable: corev1.ResourceList{"nvidia.com/gpu": *resource.NewQuantity(gpus, resource.DecimalSI)},
 				Conditions: []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionTrue}}}}
 	}
-	p := &Plan{VerifyNodes: []string{"gpu-0", "gpu-1"}}
+	want := []string{"gpu-0", "gpu-1"}
+	vr := verify.Request{Namespace: "gpu-verify", Image: verify.DefaultImage}
 	cs := fake.NewClientset(node("gpu-0", 2), node("gpu-1", 0))
-	// The progress is read as it is written: gpu-1 advertises once the wait for it is said.
-	pr, pw := io.Pipe()
-	said := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(pr)
-		for sc.Scan() {
-			if strings.Contains(sc.Text(), "up: waiting for gpu-1 to advertise GPUs") && len(said) == 0 {
-				said <- sc.Text()
-				_, _ = cs.CoreV1().Nodes().UpdateStatus(context.Background(), node("gpu-1", 2), metav1.UpdateOptions{})
-			}
+	var said []string
+	plan, err := awaitAdvertised(context.Background(), Clients{CS: cs}, &vr, want, 10*time.Second, func(missing []string, left time.Duration) {
+		said = append(said, strings.Join(missing, ","))
+		if left <= 0 || left > 10*time.Second {
+			t.Errorf("time left %s", left)
 		}
-	}()
-	req := Request{Verify: verify.Request{Namespace: "gpu-verify", Image: verify.DefaultImage}, Progress: pw}
-	vr := req.Verify
-	plan, err := p.awaitAdvertised(context.Background(), Clients{CS: cs}, req, &vr, 10*time.Second)
-	pw.Close()
-	if err != nil || plan == nil || len(said) == 0 || strings.Join(plan.Nodes(), " ") != "gpu-0 gpu-1" {
-		t.Fatalf("after gpu-1 advertised: %v, nodes %v; the wait said: %d lines", err, plan, len(said))
+		_, _ = cs.CoreV1().Nodes().UpdateStatus(context.Background(), node("gpu-1", 2), metav1.UpdateOptions{})
+	})
+	if err != nil || plan == nil || strings.Join(plan.Nodes(), " ") != "gpu-0 gpu-1" || strings.Join(said, ";") != "gpu-1" {
+		t.Fatalf("after gpu-1 advertised: %v, nodes %v; said %q", err, plan, said)
 	}
-	req.Progress = io.Discard
 
 	// Never advertised: after the wait, the nodes that do.
 	never := fake.NewClientset(node("gpu-0", 2), node("gpu-1", 0))
 	start := time.Now()
-	plan, err = p.awaitAdvertised(context.Background(), Clients{CS: never}, req, &vr, 300*time.Millisecond)
+	plan, err = awaitAdvertised(context.Background(), Clients{CS: never}, &vr, want, 300*time.Millisecond, func([]string, time.Duration) {})
 	if err != nil || plan == nil || strings.Join(plan.Nodes(), " ") != "gpu-0" || time.Since(start) < 300*time.Millisecond {
 		t.Errorf("never advertised: %v, %v after %s", err, plan, time.Since(start))
+	}
+	// No node advertises: the "no GPUs" error after the wait.
+	none := fake.NewClientset(node("gpu-0", 0), node("gpu-1", 0))
+	if _, err := awaitAdvertised(context.Background(), Clients{CS: none}, &vr, want, 200*time.Millisecond, func([]string, time.Duration) {}); !errors.Is(err, verify.ErrNoGPUs) {
+		t.Errorf("none advertised: %v", err)
+	}
+	// Another error (a RuntimeClass that does not exist) is not waited on.
+	bad := vr
+	bad.RuntimeClass = "no-such-class"
+	start = time.Now()
+	if _, err := awaitAdvertised(context.Background(), Clients{CS: never}, &bad, want, 10*time.Second, func([]string, time.Duration) {}); err == nil || errors.Is(err, verify.ErrNoGPUs) || time.Since(start) > 5*time.Second {
+		t.Errorf("another error: %v after %s", err, time.Since(start))
 	}
 	// Interrupted while waiting.
 	ctx, cancel := context.WithCancel(context.Background())
 	time.AfterFunc(100*time.Millisecond, cancel)
-	if _, err := p.awaitAdvertised(ctx, Clients{CS: never}, req, &vr, 10*time.Second); !errors.Is(err, cliexit.ErrInterrupted) {
+	if _, err := awaitAdvertised(ctx, Clients{CS: never}, &vr, want, 10*time.Second, func([]string, time.Duration) {}); !errors.Is(err, cliexit.ErrInterrupted) {
 		t.Errorf("interrupted: %v", err)
 	}
 }

@@ -391,9 +391,14 @@ var advertiseWait = 2 * time.Minute
 func (p *Plan) runVerify(ctx context.Context, c Clients, req Request, nodes map[string]*NodeResult) (string, string, error) {
 	vr := req.Verify
 	vr.Names, vr.Selector = nil, req.Selector
-	wait := min(advertiseWait, req.Install.Timeout)
-	plan, err := p.awaitAdvertised(ctx, c, req, &vr, wait)
-	if err != nil {
+	wait, waited := min(advertiseWait, req.Install.Timeout), ""
+	plan, err := awaitAdvertised(ctx, c, &vr, p.VerifyNodes, wait, func(missing []string, left time.Duration) {
+		if w := strings.Join(missing, ", "); w != waited {
+			progress(req.Progress, "up: waiting for %s to advertise GPUs (%s left)", w, left.Round(time.Second))
+			waited = w
+		}
+	})
+	if err != nil && !errors.Is(err, verify.ErrNoGPUs) {
 		return Failed, "", err
 	}
 	var vrep *verify.Report
@@ -434,42 +439,6 @@ func (p *Plan) runVerify(ctx context.Context, c Clients, req Request, nodes map[
 		return Failed, "", err
 	}
 	return Failed, fmt.Sprintf("%d of %s failed (%s)", len(failed), report.Count(len(p.VerifyNodes), "node"), strings.Join(failed, ", ")), nil
-}
-
-// awaitAdvertised prepares the verify run once every node of the plan advertises its GPUs, or
-// after wait with those that do; the nodes waited for are said as the wait goes on.
-func (p *Plan) awaitAdvertised(ctx context.Context, c Clients, req Request, vr *verify.Request, wait time.Duration) (*verify.Plan, error) {
-	deadline, waited := time.Now().Add(wait), ""
-	for {
-		plan, err := verify.Prepare(ctx, c.CS, vr)
-		var exit *cliexit.Error
-		if err != nil && !(errors.As(err, &exit) && exit.Code == cliexit.Failures) {
-			return nil, err
-		}
-		var have []string
-		if plan != nil {
-			plan.Keep(func(node string) bool { return slices.Contains(p.VerifyNodes, node) })
-			have = plan.Nodes()
-		}
-		var missing []string
-		for _, n := range p.VerifyNodes {
-			if !slices.Contains(have, n) {
-				missing = append(missing, n)
-			}
-		}
-		if len(missing) == 0 || !time.Now().Before(deadline) {
-			return plan, nil
-		}
-		if w := strings.Join(missing, ", "); w != waited {
-			progress(req.Progress, "up: waiting for %s to advertise GPUs (%s left)", w, time.Until(deadline).Round(time.Second))
-			waited = w
-		}
-		select {
-		case <-ctx.Done():
-			return nil, cliexit.ErrInterrupted
-		case <-time.After(proveWait):
-		}
-	}
 }
 
 // diagnose runs doctor with the node agent (prep's read-only check, the run's namespace and

@@ -23,6 +23,16 @@ type Plan struct {
 	RuntimeClass string
 }
 
+// ErrNoGPUs is what Prepare's error is when a named node, or every node, advertises no GPUs:
+// what a caller that has just installed or restarted the GPU software waits out.
+var ErrNoGPUs = errors.New("no GPUs advertised")
+
+// noGPUs marks an error as ErrNoGPUs; its message and exit code are the wrapped error's.
+type noGPUs struct{ error }
+
+func (noGPUs) Is(target error) bool { return target == ErrNoGPUs }
+func (e noGPUs) Unwrap() error      { return e.error }
+
 // Nodes are the nodes the run will verify.
 func (p *Plan) Nodes() []string {
 	out := make([]string, len(p.Targets))
@@ -88,7 +98,7 @@ func Prepare(ctx context.Context, cs kubernetes.Interface, req *Request) (*Plan,
 				if cfg.Claim == ClaimDRA {
 					what = "no GPU published through DRA (driver " + inventory.DRADriver + ")"
 				}
-				return nil, cliexit.Usagef("node %q has %s: run 'kubectl gpu nodes --all' to see what it has, or 'kubectl gpu prep %s'", n.Name, what, n.Name)
+				return nil, noGPUs{cliexit.Usagef("node %q has %s: run 'kubectl gpu nodes --all' to see what it has, or 'kubectl gpu prep %s'", n.Name, what, n.Name)}
 			}
 			continue
 		}
@@ -110,7 +120,7 @@ func Prepare(ctx context.Context, cs kubernetes.Interface, req *Request) (*Plan,
 		if cfg.Selector != "" {
 			what += fmt.Sprintf(" matching %q", cfg.Selector)
 		}
-		return nil, cliexit.Failuresf("%s (no node has allocatable %s): run 'kubectl gpu prep' to check the nodes and 'kubectl gpu operator install' to expose their GPUs", what, cfg.Resource)
+		return nil, noGPUs{cliexit.Failuresf("%s (no node has allocatable %s): run 'kubectl gpu prep' to check the nodes and 'kubectl gpu operator install' to expose their GPUs", what, cfg.Resource)}
 	}
 	rc := <-rcc
 	if rc.err != nil {
