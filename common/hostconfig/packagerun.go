@@ -145,6 +145,26 @@ func runLocked(ctx context.Context, run Runner, timeout time.Duration, argv []st
 	}
 }
 
+// runManager runs a package manager command under its lock (runLocked). When apt refuses it
+// because an earlier dpkg was stopped mid-way (this tool's or another's), dpkg's work is
+// finished first as apt asks (DpkgConfigure, returned as a change, with its error when it
+// failed) and the command runs once more.
+func runManager(ctx context.Context, run Runner, lock time.Duration, argv []string, apt bool) (string, *rep.Change, error) {
+	out, err := runLocked(ctx, run, lock, argv)
+	m := dpkgInterrupted.FindStringSubmatch(out)
+	if err == nil || m == nil || !apt {
+		return out, nil, err
+	}
+	fix := &rep.Change{Check: rep.CheckToolkit, Command: DpkgConfigure, Note: "dpkg was interrupted by an earlier run: finish its work (" + m[1] + ")"}
+	if fout, ferr := runLocked(ctx, run, lock, DpkgConfigure); ferr != nil {
+		fix.Error = managerProblem(fout, ferr)
+		return out, fix, err
+	}
+	fix.Done = true
+	out, err = runLocked(ctx, run, lock, argv)
+	return out, fix, err
+}
+
 // installChanges describes the plan's steps as report changes.
 func (p *packagePlan) installChanges(res map[string][]resolved) []rep.Change {
 	var out []rep.Change

@@ -172,20 +172,12 @@ func installPackages(ctx context.Context, h *Host, r *rep.Report, o Options, dry
 	for i := 0; i < len(cmds); i++ {
 		cmd := cmds[i]
 		c := rep.Change{Check: rep.CheckToolkit, Command: cmd.argv}
-		out, err := runLocked(ctx, o.Runner, lock, cmd.argv)
-		if m := dpkgInterrupted.FindStringSubmatch(out); err != nil && m != nil && p.d.Apt {
-			// An earlier install stopped mid-way (this tool's or another's): finish dpkg's
-			// work as apt asks, said in the report, then the command once more.
-			fix := rep.Change{Check: rep.CheckToolkit, Command: DpkgConfigure, Note: "dpkg was interrupted by an earlier run: finish its work (" + m[1] + ")"}
-			fout, ferr := runLocked(ctx, o.Runner, lock, DpkgConfigure)
-			if ferr != nil {
-				fix.Error = managerProblem(fout, ferr)
-				changes = append(changes, fix)
-				return changes, false, "", fmt.Errorf("%s: dpkg was interrupted by an earlier run and %s failed: %s%s", cmd.what, m[1], fix.Error, leftFiles(edits, o.Apply.Now))
+		out, recovered, err := runManager(ctx, o.Runner, lock, cmd.argv, p.d.Apt)
+		if recovered != nil {
+			changes = append(changes, *recovered)
+			if recovered.Error != "" {
+				return changes, false, "", fmt.Errorf("%s: %s: %s%s", cmd.what, recovered.Note, recovered.Error, leftFiles(edits, o.Apply.Now))
 			}
-			fix.Done = true
-			changes = append(changes, fix)
-			out, err = runLocked(ctx, o.Runner, lock, cmd.argv)
 		}
 		if err != nil {
 			c.Error = managerProblem(out, err)
