@@ -364,6 +364,9 @@ func TestRKE2K3sLiveValuesSuffice(t *testing.T) {
 // TestInitramfsRebuild: blacklisting nouveau rebuilds the initramfs with the host's own tool
 // (most distributions load nouveau from it before the root's modprobe.d is read), and a host
 // with none is told to do it by hand; the apply runs it after the blacklist is written.
+// Simulated: the roots' update-initramfs and dracut are stand-ins (their presence is what is
+// read) and the Recorder records the command instead of running it; the blacklist file is
+// really written into the fake root.
 func TestInitramfsRebuild(t *testing.T) {
 	for _, tc := range []struct {
 		root, remove, want string

@@ -135,6 +135,7 @@ func TestVerifyServingWaits(t *testing.T) {
 // TestVerifyWaitsForAdvertised: right after an install the verify step waits for the nodes
 // whose device plugin has not registered yet (said, with the time left), and goes on with the
 // nodes that advertise when the wait ends; an error other than "no GPUs" ends it at once.
+// Simulated: a fake API server (client-go's fake clientset) whose node status the test sets.
 func TestVerifyWaitsForAdvertised(t *testing.T) {
 	defer func(w time.Duration) { proveWait = w }(proveWait)
 	proveWait = 50 * time.Millisecond
