@@ -104,11 +104,16 @@ build_krew() {
   rm -rf "$out" && mv "$out.tmp" "$out"
 }
 
-# build_kwok builds kwok from its module with one change, kwok-uid.patch: a stage job deletes
-# or patches only the pod it was made for (a UID precondition). Without it a job still queued
-# for a deleted pod acts on the next pod of the same name, which a command that names its pods
-# by node (verify) makes on every run: in the 1000-node benchmark the guard refused 1,679 such
-# deletions of a newer verify pod (docs/testing.md).
+# build_kwok builds kwok from its module with two changes:
+# * kwok-uid.patch: a stage job deletes or patches only the pod it was made for (a UID
+#   precondition). Without it a job still queued for a deleted pod acts on the next pod of
+#   the same name, which a command that names its pods by node (verify) makes on every run: in
+#   the 1000-node benchmark the guard refused 1,679 such deletions of a newer verify pod
+#   (docs/testing.md).
+# * kwok-stages.patch: kwok's cache of its Stages is invalidated by every change to them.
+#   Without it kwok now and then serves itself no stages from its start on, and no node ever
+#   becomes Ready (the local cluster's start-up failure, "0 of 6 nodes Ready";
+#   kwok-startup-race.sh reproduces it).
 build_kwok() {
   local out="$KGPU_BIN/kwok-$KWOK_BUILD"
   [ -x "$out/kwok" ] && return 0
@@ -116,7 +121,7 @@ build_kwok() {
   local dir; dir=$(kwok_module)
   local w; w=$(mktemp -d); trap 'rm -rf "$w"' RETURN
   cp -r "$dir" "$w/kwok" && chmod -R u+w "$w/kwok"
-  (cd "$w/kwok" && git apply -p1 "$here/kwok-uid.patch")
+  (cd "$w/kwok" && git apply -p1 "$here/kwok-uid.patch" "$here/kwok-stages.patch")
   mkdir -p "$out.tmp"
   (cd "$w/kwok" && CGO_ENABLED=0 GOFLAGS=-mod=mod go build -trimpath -ldflags "-s -w" -o "$out.tmp/kwok" ./cmd/kwok)
   rm -rf "$out" && mv "$out.tmp" "$out"

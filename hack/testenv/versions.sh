@@ -2,9 +2,10 @@
 KUBE_VERSION=${KUBE_VERSION:-v1.36.3}
 ETCD_VERSION=${ETCD_VERSION:-v3.6.16}
 KWOK_VERSION=${KWOK_VERSION:-v0.8.0}
-# kwok as built here: its version with kwok-uid.patch applied (a stage acts only on the pod it
-# was made for; see build_kwok in build-tools.sh).
-KWOK_BUILD=$KWOK_VERSION-uid
+# kwok as built here: its version with kwok-uid.patch (a stage acts only on the pod it was
+# made for) and kwok-stages.patch (its cache of Stages follows every change) applied; see
+# build_kwok in build-tools.sh.
+KWOK_BUILD=$KWOK_VERSION-uid-stages
 HELM_VERSION=${HELM_VERSION:-v3.22.0}
 KREW_VERSION=${KREW_VERSION:-v0.5.0}
 # Every containerd the conformance test (common/hostconfig/conformance_test.go) loads configs

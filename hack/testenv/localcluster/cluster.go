@@ -39,8 +39,9 @@ const (
 	KubeVersion = "v1.36.3"
 	EtcdVersion = "v3.6.16"
 	KwokVersion = "v0.8.0"
-	// KwokBuild is kwok as built here: KwokVersion with hack/testenv/kwok-uid.patch.
-	KwokBuild = KwokVersion + "-uid"
+	// KwokBuild is kwok as built here: KwokVersion with hack/testenv/kwok-uid.patch and
+	// kwok-stages.patch.
+	KwokBuild = KwokVersion + "-uid-stages"
 )
 
 // Options configure a cluster.

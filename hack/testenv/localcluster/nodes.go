@@ -109,6 +109,9 @@ func (c *Cluster) AddNodes(ctx context.Context, specs ...NodeSpec) ([]string, er
 // what tells a kwok that never took the nodes from one that took them and did not play
 // their stages.
 func (c *Cluster) leaseNote(ctx context.Context, want map[string]bool) string {
+	// Read on its own clock: the wait's last attempt runs when its deadline has passed.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
 	leases, err := c.Client.CoordinationV1().Leases(corev1.NamespaceNodeLease).List(ctx, metav1.ListOptions{})
 	if err != nil {
 		return fmt.Sprintf(" (leases not read: %v)", err)
