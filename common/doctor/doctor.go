@@ -470,7 +470,7 @@ func (r *Report) WriteText(w io.Writer) error {
 	if len(r.Items) == 0 {
 		counts = append(counts, "no GPU node")
 	}
-	fmt.Fprintf(w, "\n%d GPU nodes: %s\n", len(r.Items), strings.Join(counts, ", "))
+	fmt.Fprintf(w, "\n%s: %s\n", report.Count(len(r.Items), "GPU node"), strings.Join(counts, ", "))
 	for _, note := range r.Notes {
 		fmt.Fprintf(w, "note: %s\n", note)
 	}

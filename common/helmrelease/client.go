@@ -165,7 +165,11 @@ func (c *Client) InstallChartOver(ctx context.Context, ch *chart.Chart, doc *Val
 			if what == "" {
 				what = "kubectl gpu operator values"
 			}
-			fmt.Fprintf(c.Log, "warning: %d GPU nodes need a label for the derived values (see '%s'); pass --label-nodes to apply them\n", len(doc.NodeLabels), what)
+			verb := "need"
+			if len(doc.NodeLabels) == 1 {
+				verb = "needs"
+			}
+			fmt.Fprintf(c.Log, "warning: %s %s a label for the derived values (see '%s'); pass --label-nodes to apply them\n", report.Count(len(doc.NodeLabels), "GPU node"), verb, what)
 		}
 	}
 	rel, err := c.Helm.InstallOrUpgrade(ctx, ch, doc.Values, req.helm(cur), cur)

@@ -276,6 +276,10 @@ func TestValuesDerivations(t *testing.T) {
 	if len(p.Releases[0].NodeLabels) != 1 {
 		t.Errorf("with NFD running elsewhere the unlabelled GPU node needs nvidia.com/gpu.present: %+v", p.Releases[0].NodeLabels)
 	}
+	// An install without --label-nodes says so, of one node in the singular.
+	if _, errOut, err := w.run(t, append([]string{"install"}, c...)...); err != nil || !strings.Contains(errOut, "warning: 1 GPU node needs a label for the derived values") {
+		t.Errorf("install without --label-nodes: %v\n%s", err, errOut)
+	}
 
 	// The release's own NFD (its subchart, from an earlier install) is not another one: the
 	// values stay as the first install's, so an upgrade does not turn it off.

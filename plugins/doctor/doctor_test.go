@@ -194,7 +194,7 @@ func TestDoctorVerdicts(t *testing.T) {
 func TestDoctorHealthyAndSelection(t *testing.T) {
 	objs := []runtime.Object{node("gpu-healthy", 8, 8, 8, nil), plugin("gpu-healthy", true, running, 0), node("gpu-crash", 8, 8, 0, nil)}
 	out, err := run(t, objs, "gpu-healthy")
-	if err != nil || !strings.Contains(out, "1 GPU nodes: 1 healthy") {
+	if err != nil || !strings.Contains(out, "1 GPU node: 1 healthy") {
 		t.Fatalf("a healthy node: %v\n%s", err, out)
 	}
 	if _, err := run(t, objs, "no-such-node"); cliexit.Code(err, false) != cliexit.Usage {
