@@ -118,12 +118,16 @@ func Plan(h *Host, r *rep.Report, o ApplyOptions) ([]fileEdit, []rep.Change, err
 	if c, ok := r.Get(rep.CheckNouveau); ok && c.Status != rep.OK {
 		old, _ := h.Read(NouveauFile)
 		content := ensureLines(old, []string{"blacklist nouveau", "options nouveau modeset=0"}, "# The NVIDIA driver needs the GPUs (kubectl gpu prep)")
+		rebuild := h.initramfsRebuild()
 		if content != old {
-			edits = append(edits, fileEdit{check: rep.CheckNouveau, path: NouveauFile, old: old, content: content,
-				note: "the initramfs is rebuilt after it; reboot for the blacklist to take effect"})
+			note := "the initramfs is rebuilt after it; reboot for the blacklist to take effect"
+			if len(rebuild.Command) == 0 {
+				note = "rebuild the initramfs by hand and reboot for the blacklist to take effect"
+			}
+			edits = append(edits, fileEdit{check: rep.CheckNouveau, path: NouveauFile, old: old, content: content, note: note})
 		}
 		if content != old || c.Status == rep.Fail {
-			cmds = append(cmds, h.initramfsRebuild())
+			cmds = append(cmds, rebuild)
 		}
 	}
 	de, dc := planDevChar(h, r, o)

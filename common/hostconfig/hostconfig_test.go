@@ -398,6 +398,14 @@ func TestInitramfsRebuild(t *testing.T) {
 		if len(got) != 1 || !strings.HasPrefix(got[0], tc.want) {
 			t.Errorf("%s without %q: %q, want %q", tc.root, tc.remove, got, tc.want)
 		}
+		// The reboot's reason says how the initramfs was left: rebuilt, or by hand.
+		reason := "the initramfs rebuilt (" + tc.want + ")"
+		if strings.HasPrefix(tc.want, "not run") {
+			reason = "rebuild the initramfs by hand"
+		}
+		if !strings.HasPrefix(r.Reboot, "nouveau blacklisted") || !strings.Contains(r.Reboot, reason) {
+			t.Errorf("%s without %q: reboot %q, want %q in it", tc.root, tc.remove, r.Reboot, reason)
+		}
 		ran := false
 		for _, c := range rec.Commands {
 			ran = ran || strings.Join(c, " ") == tc.want
@@ -432,7 +440,7 @@ func TestNouveauBlacklistedStillLoaded(t *testing.T) {
 	if strings.Join(nouveau, "; ") != "update-initramfs -u" {
 		t.Errorf("nouveau changes %q, want only the initramfs rebuilt", nouveau)
 	}
-	if !strings.Contains(r.Reboot, "blacklisted but still loaded") {
+	if !strings.Contains(r.Reboot, "blacklisted but still loaded, the initramfs rebuilt (update-initramfs -u)") {
 		t.Errorf("reboot %q, want it planned for nouveau still loaded", r.Reboot)
 	}
 	// Not loaded any more (after the reboot): no reboot.

@@ -103,23 +103,52 @@ func run(ctx context.Context, h *Host, o Options) (*rep.Report, error) {
 }
 
 // rebootReason says why the host needs a reboot: a driver install, a nouveau blacklist the
-// changes write (the initramfs must be rebuilt and nouveau unloaded), or nouveau still loaded
-// though blacklisted already (r's check: no change to make, the reboot still to do).
+// changes write, or nouveau still loaded though blacklisted already (r's check: no file to
+// write, the reboot still to do); either nouveau reason with the initramfs rebuild the
+// changes hold (NouveauReboot).
 func rebootReason(driver string, changes []rep.Change, r *rep.Report) string {
 	if driver != "" {
 		return driver
 	}
-	blacklisting := false
-	for _, c := range changes {
-		if c.Check == rep.CheckNouveau && c.File != "" && c.Error == "" {
-			return "nouveau blacklisted: rebuild the initramfs and reboot for the NVIDIA driver to take the GPUs"
+	var rebuild *rep.Change
+	writing, written := false, false
+	for i, c := range changes {
+		switch {
+		case c.Check != rep.CheckNouveau:
+		case c.File != "":
+			writing, written = true, written || c.Error == ""
+		case len(c.Command) > 0:
+			rebuild = &changes[i]
 		}
-		blacklisting = blacklisting || c.Check == rep.CheckNouveau && c.File != ""
 	}
-	if c, ok := r.Get(rep.CheckNouveau); ok && c.Status == rep.Fail && !blacklisting {
-		return "nouveau is blacklisted but still loaded: rebuild the initramfs and reboot for the NVIDIA driver to take the GPUs"
+	switch {
+	case written:
+		return NouveauReboot(false, rebuild)
+	case writing:
+		return "" // the blacklist was not written: the change's error says so
+	}
+	if c, ok := r.Get(rep.CheckNouveau); ok && c.Status == rep.Fail {
+		return NouveauReboot(true, rebuild)
 	}
 	return ""
+}
+
+// NouveauReboot is the reboot reason of a nouveau blacklist: just written, or written
+// earlier with nouveau still loaded; rebuild is the initramfs rebuild among the changes
+// (nil: the host has no tool for it).
+func NouveauReboot(stillLoaded bool, rebuild *rep.Change) string {
+	what := "nouveau blacklisted"
+	if stillLoaded {
+		what = "nouveau is blacklisted but still loaded"
+	}
+	const why = "reboot for the NVIDIA driver to take the GPUs"
+	switch {
+	case rebuild == nil:
+		return what + ": rebuild the initramfs by hand (the host has no update-initramfs or dracut) and " + why
+	case rebuild.Error != "":
+		return what + ": " + strings.Join(rebuild.Command, " ") + " failed; rebuild the initramfs and " + why
+	}
+	return what + ", the initramfs rebuilt (" + strings.Join(rebuild.Command, " ") + "): " + why
 }
 
 // installPackages plans (dryRun) or carries out the package installs o.Install asks for:

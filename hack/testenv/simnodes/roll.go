@@ -11,6 +11,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/uuid"
 
+	"github.com/kubectl-gpu/kubectl-gpu/common/hostconfig"
 	"github.com/kubectl-gpu/kubectl-gpu/common/nodepod"
 	rep "github.com/kubectl-gpu/kubectl-gpu/common/nodereport"
 	"github.com/kubectl-gpu/kubectl-gpu/common/prep"
@@ -86,9 +87,8 @@ func (s *RollSim) report(ctx context.Context, p *corev1.Pod) *rep.Report {
 	r.Add(rep.CheckPCI, rep.OK, "1 NVIDIA GPU on the PCI bus (simulated)", "")
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	blacklist := rep.Change{Check: rep.CheckNouveau, File: "/etc/modprobe.d/blacklist-nouveau.conf",
-		Diff: "+blacklist nouveau\n", Note: "rebuild the initramfs and reboot for the blacklist to take effect"}
-	reason := "nouveau blacklisted: rebuild the initramfs and reboot for the NVIDIA driver to take the GPUs"
+	blacklist := rep.Change{Check: rep.CheckNouveau, File: hostconfig.NouveauFile, Diff: "+blacklist nouveau\n"}
+	reason := hostconfig.NouveauReboot(false, &rep.Change{Check: rep.CheckNouveau, Command: []string{"update-initramfs", "-u"}})
 	switch mode {
 	case rep.ModePlan:
 		if !s.applied[node] {
